@@ -1,0 +1,56 @@
+"""The exceptions segstream raises: one root, one class per kind of failure.
+
+Callers catch :class:`SegstreamError` to handle anything of ours; client errors from
+aiokafka, redis-py, DuckDB or SQLAlchemy are wrapped in one of these with the context that
+a reader needs (which server, which file, which event) and chained with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ConfigError",
+    "DataError",
+    "EventError",
+    "ModelMismatchError",
+    "SegstreamError",
+    "ServiceError",
+    "StateError",
+]
+
+
+class SegstreamError(Exception):
+    """Root of every error segstream raises on purpose."""
+
+
+class ConfigError(SegstreamError):
+    """A setting is missing, malformed or inconsistent."""
+
+
+class ServiceError(SegstreamError):
+    """A local service (Kafka, Redis, PostgreSQL) cannot be installed, started or reached."""
+
+
+class DataError(SegstreamError):
+    """Input tables are missing, malformed, or do not have the expected columns."""
+
+
+class ArtifactError(SegstreamError):
+    """A model artifact is missing, corrupt, truncated, or of an incompatible schema version."""
+
+
+class ModelMismatchError(ArtifactError):
+    """Features handed to a model do not match the columns it was trained on."""
+
+
+class EventError(SegstreamError):
+    """An input event cannot be processed; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class StateError(SegstreamError):
+    """The per-user state store (Redis) failed after its retries were exhausted."""

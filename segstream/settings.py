@@ -1,0 +1,140 @@
+"""The one settings object, read from ``SEGSTREAM_*`` environment variables.
+
+Every command builds a :class:`Settings` once at start-up with :func:`load_settings`, which
+turns pydantic's validation errors into one :class:`~segstream.errors.ConfigError` that names
+each offending variable. The object is frozen: pass it down, never mutate it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from segstream.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "SEGSTREAM_"
+
+
+class Settings(BaseSettings):
+    """segstream's configuration; each field is read from ``SEGSTREAM_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+    )
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated ``host:port`` list of Kafka brokers."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """URL of the Redis server (``redis://`` or ``rediss://``) holding per-user state."""
+
+    model_dir: Path = Path("models")
+    """Directory of model versions; ``<model_dir>/current`` points at the one in use."""
+
+    app_id: str = "segstream"
+    """Faust application id; also the Kafka consumer group of the workers."""
+
+    topic_users: str = "users"
+    """Input topic of user profile upserts, keyed by user_id."""
+
+    topic_orders: str = "orders"
+    """Input topic of orders with their items, keyed by user_id."""
+
+    topic_segment_changes: str = "segment-changes"
+    """Output topic: one event each time a user's segment changes."""
+
+    topic_user_segments: str = "user-segments"
+    """Compacted output topic: each user's current segment, keyed by user_id."""
+
+    topic_dead_letters: str = "segstream-dead-letters"
+    """Output topic: the original bytes of every rejected input event."""
+
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    """Partitions given to the topics segstream creates."""
+
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    """Most events a worker handles in one batch (one Redis round trip, one model call)."""
+
+    batch_timeout_s: float = Field(default=0.05, gt=0, le=10)
+    """Longest a worker waits to fill a batch, in seconds."""
+
+    http_port: int = Field(default=6066, ge=1, le=65535)
+    """Port of the worker's HTTP side (API, metrics, status page), bound to 127.0.0.1."""
+
+    drift: Literal["off", "river"] = "off"
+    """Online centroid drift: ``off``, or ``river`` for river's streaming k-means."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of segstream's own loggers."""
+
+    data_dir: Path = Path(".segstream")
+    """Where ``segstream services`` keeps broker and Redis data, logs, pid files and jars."""
+
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    """Port of the broker ``segstream services up`` starts."""
+
+    kafka_controller_port: int = Field(default=0, ge=0, le=65535)
+    """KRaft controller port of that broker; 0 means kafka_port + 1."""
+
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    """Port of the Redis server ``segstream services up`` starts."""
+
+    kafka_heap_mb: int = Field(default=512, ge=128, le=8192)
+    """Java heap of the local broker, in MiB."""
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_topics_distinct(self) -> Settings:
+        topics = [
+            self.topic_users,
+            self.topic_orders,
+            self.topic_segment_changes,
+            self.topic_user_segments,
+            self.topic_dead_letters,
+        ]
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"topic names must be distinct, got {topics}")
+        return self
+
+    @property
+    def controller_port(self) -> int:
+        """The local broker's KRaft controller port."""
+        return self.kafka_controller_port or self.kafka_port + 1
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; ``overrides`` win over it.
+
+    Raises:
+        ConfigError: naming every variable that is invalid, with pydantic's reason.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else field
+            problems.append(f"  {name}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from exc
