@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=6379, ge=1, le=65535)
     """Port of the Redis server ``segstream services up`` starts."""
 
+    kafka_jars_dir: Path = Path.home() / ".cache" / "segstream" / "kafka"
+    """Cache of the broker's jars resolved from Maven Central, shared by every data_dir."""
+
     kafka_heap_mb: int = Field(default=512, ge=128, le=8192)
     """Java heap of the local broker, in MiB."""
 

@@ -1,11 +1,45 @@
-"""``segstream services up | down | status`` (filled in by the local-stack module)."""
+"""``segstream services up | down | status``: the local Kafka and Redis."""
 
 from __future__ import annotations
 
 import argparse
 
+from segstream.services.stack import Stack
+from segstream.settings import load_settings
+
+__all__ = ["add_commands"]
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register the ``services`` verb."""
-    parser = sub.add_parser("services", help="start, stop or inspect the local Kafka and Redis")
-    parser.set_defaults(handler=lambda args: parser.print_help())
+    """Register the ``services`` verb and its three actions."""
+    parser = sub.add_parser(
+        "services",
+        help="start, stop or inspect the local Kafka broker and Redis server",
+        description="Run a single-node Apache Kafka (KRaft) and a Redis server on loopback. "
+        "Ports and the data directory come from SEGSTREAM_KAFKA_PORT, SEGSTREAM_REDIS_PORT "
+        "and SEGSTREAM_DATA_DIR.",
+    )
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    stack = Stack(load_settings())
+    if args.action == "up":
+        timings = stack.up()
+        for status in stack.status():
+            took = timings.get(status.name)
+            how = f"started in {took:.1f} s" if took is not None else "already running"
+            print(f"{status.name:6} {status.address:28} pid {status.pid}  {how}")
+        return 0
+    if args.action == "down":
+        for name, stopped in stack.down().items():
+            print(f"{name:6} {'stopped' if stopped else 'was not running'}")
+        return 0
+    running = 0
+    for status in stack.status():
+        state = f"running (pid {status.pid})" if status.pid else "stopped"
+        running += status.pid is not None
+        print(f"{status.name:6} {status.address:28} {state}  {status.detail}".rstrip())
+    # Exit status like `systemctl is-active`: 0 only when everything runs.
+    return 0 if running == 2 else 3

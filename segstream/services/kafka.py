@@ -1,0 +1,284 @@
+"""A single-node Apache Kafka 4.x broker in KRaft mode, run from jars on Maven Central.
+
+There is no Docker engine or Apache mirror to rely on, so the broker is assembled from
+``org.apache.kafka:kafka_2.13`` and its dependencies, resolved once by Maven from
+``kafka-pom.xml`` into ``Settings.kafka_jars_dir/<version>/``. The node is a combined
+broker + controller; its storage is formatted once with ``StorageTool format --standalone``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from segstream.errors import ServiceError
+from segstream.services.process import ManagedProcess, port_is_open, wait_until
+from segstream.settings import Settings
+
+__all__ = ["KafkaBroker", "kafka_version"]
+
+_POM = resources.files("segstream.services").joinpath("kafka-pom.xml")
+_LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.state.name = state.change.logger
+logger.state.level = warn
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+"""
+
+
+def kafka_version() -> str:
+    """The Kafka version the bundled pom resolves, e.g. ``"4.1.1"``."""
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", _POM.read_text())
+    if match is None:  # pragma: no cover - the pom ships with the package
+        raise ServiceError("kafka-pom.xml has no <kafka.version> property")
+    return match.group(1)
+
+
+class KafkaBroker:
+    """The local broker described by ``settings``: resolve, format, start, wait, stop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.data_dir.resolve() / "kafka"
+        self.config_file = self.home / "server.properties"
+        self.process = ManagedProcess(
+            name="kafka",
+            pid_file=self.home / "kafka.pid",
+            log_file=self.home / "stdout.log",
+            marker=str(self.config_file),
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``host:port`` clients connect to."""
+        return f"127.0.0.1:{self.settings.kafka_port}"
+
+    @property
+    def server_log(self) -> Path:
+        """The broker's own log (log4j2), which names the Kafka version at start-up."""
+        return self.home / "server.log"
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.settings.kafka_jars_dir.expanduser().resolve() / kafka_version()
+
+    def ensure_jars(self) -> Path:
+        """Resolve the broker's jars from Maven Central into the cache, once.
+
+        Raises:
+            ServiceError: Maven is missing or the resolution failed (with Maven's output).
+        """
+        done = self.jars_dir / ".complete"
+        if done.exists():
+            return self.jars_dir
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceError(
+                "Maven (mvn) is needed once to fetch the Kafka jars: apt-get install maven"
+            )
+        self.jars_dir.mkdir(parents=True, exist_ok=True)
+        with resources.as_file(_POM) as pom:
+            result = subprocess.run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={self.jars_dir}",
+                    "-DincludeScope=runtime",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ServiceError(
+                f"Maven could not resolve Kafka {kafka_version()}:\n"
+                f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
+            )
+        done.touch()
+        return self.jars_dir
+
+    def _java(self) -> str:
+        java = shutil.which("java")
+        if java is None:
+            raise ServiceError(
+                "Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless"
+            )
+        return java
+
+    def _write_config(self) -> None:
+        s = self.settings
+        self.home.mkdir(parents=True, exist_ok=True)
+        listeners = (
+            f"PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}"
+        )
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "listeners": listeners,
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{s.controller_port}",
+            "log.dirs": str(self.home / "data"),
+            "num.partitions": str(s.topic_partitions),
+            # One node: every internal topic gets one partition and one replica.
+            "offsets.topic.num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # A lone consumer must not wait 3 s for peers that will never join.
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "log.retention.hours": "168",
+            "log.segment.bytes": str(256 * 1024 * 1024),
+        }
+        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.home / "log4j2.properties").write_text(_LOG4J2.format(log=self.server_log))
+
+    def _classpath(self) -> str:
+        return str(self.jars_dir / "*")
+
+    def _jvm_args(self) -> list[str]:
+        heap = self.settings.kafka_heap_mb
+        return [
+            f"-Xmx{heap}m",
+            f"-Xms{min(heap, 256)}m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.home}",
+            "-cp",
+            self._classpath(),
+        ]
+
+    def _format_storage(self, java: str) -> None:
+        if (self.home / "data" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            [
+                java,
+                *self._jvm_args(),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.config_file),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def start(self, timeout_s: float = 90.0) -> bool:
+        """Start the broker unless ours already runs, then wait until it serves metadata.
+
+        Returns True when this call started it, False when it was already running.
+
+        Raises:
+            ServiceError: a port is taken by another process, Java/Maven is missing, the
+                broker died (with its log's tail) or was not ready within ``timeout_s``.
+        """
+        if self.process.is_running():
+            self.wait_ready(timeout_s)
+            return False
+        for port in (self.settings.kafka_port, self.settings.controller_port):
+            if port_is_open(port):
+                raise ServiceError(
+                    f"port {port} is already in use by another process; stop it or choose "
+                    "other ports with SEGSTREAM_KAFKA_PORT / SEGSTREAM_KAFKA_CONTROLLER_PORT"
+                )
+        java = self._java()
+        self.ensure_jars()
+        self._write_config()
+        self._format_storage(java)
+        env = {**os.environ, "LOG_DIR": str(self.home)}
+        self.process.start([java, *self._jvm_args(), "kafka.Kafka", str(self.config_file)], env)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            # A broker that never became ready is not left behind half-started.
+            self.stop()
+            raise
+        return True
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until a real client gets cluster metadata from the broker."""
+        if not wait_until(lambda: port_is_open(self.settings.kafka_port) or self._died(), 60):
+            raise ServiceError(f"Kafka did not open port {self.settings.kafka_port}")
+        if self._died():
+            raise ServiceError(f"Kafka exited during start-up; its log ends:\n{self._tail()}")
+        try:
+            asyncio.run(asyncio.wait_for(_metadata_ready(self.bootstrap), timeout_s))
+        except TimeoutError as exc:
+            raise ServiceError(
+                f"Kafka at {self.bootstrap} gave no cluster metadata within {timeout_s:.0f} s; "
+                f"its log ends:\n{self._tail()}"
+            ) from exc
+
+    def _died(self) -> bool:
+        return not self.process.is_running()
+
+    def _tail(self) -> str:
+        return self.process.log_tail() + "\n" + _tail(self.server_log)
+
+    def stop(self) -> bool:
+        """Stop the broker if we started it; True when one was stopped."""
+        return self.process.stop(timeout_s=60.0)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+async def _metadata_ready(bootstrap: str) -> None:
+    """Return once a client has fetched metadata naming at least one broker."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            if cluster.get("brokers"):
+                return
+        except (KafkaError, OSError):
+            pass
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)

@@ -1,0 +1,111 @@
+"""The real stack for integration tests: one Kafka broker and one Redis per test session.
+
+Both run on free ports of their own under a temporary data directory, through the same
+``segstream.services`` code that ``segstream services up`` uses, so the suite never collides
+with a running demo and exercises the product's own start-up and readiness checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from segstream.services.stack import Stack
+from segstream.settings import Settings, load_settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the session's private stack (data dir, ports, bootstrap, Redis URL)."""
+    data_dir: Path = tmp_path_factory.mktemp("stack")
+    kafka_port, controller_port, redis_port = _free_port(), _free_port(), _free_port()
+    return load_settings(
+        data_dir=data_dir,
+        kafka_port=kafka_port,
+        kafka_controller_port=controller_port,
+        redis_port=redis_port,
+        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: Settings) -> Iterator[Stack]:
+    """Kafka and Redis, started once for the session and stopped at its end."""
+    services = Stack(stack_settings)
+    services.up()
+    try:
+        yield services
+    finally:
+        services.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack: Stack) -> str:
+    """``host:port`` of the session's Apache Kafka broker."""
+    return stack.kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack: Stack) -> str:
+    """``redis://`` URL of the session's Redis server."""
+    return stack.redis.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on a freshly flushed database."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
+    """Factory: ``make_topic(name=None, partitions=4, **config) -> name`` creates a topic.
+
+    Without a name, a unique one is made up, so tests never see each other's messages.
+    """
+
+    def create(name: str | None = None, partitions: int = 4, **config: str) -> str:
+        topic = name or f"test-{uuid.uuid4().hex[:12]}"
+        asyncio.run(_create_topic(kafka_bootstrap, topic, partitions, config))
+        return topic
+
+    return create
+
+
+async def _create_topic(
+    bootstrap: str, topic: str, partitions: int, config: dict[str, str]
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=config)]
+        )
+    finally:
+        await admin.close()
