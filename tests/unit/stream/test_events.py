@@ -1,0 +1,194 @@
+"""Validation of input events: every kind of bad input gets its reason, valid ones parse."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fastjsonschema
+import jsonschema
+import pytest
+
+from segstream.errors import EventError
+from segstream.stream.events import (
+    MAX_EVENT_BYTES,
+    REASONS,
+    OrderEvent,
+    OrderItem,
+    UserEvent,
+    load_schema,
+    parse_order,
+    parse_user,
+    user_key,
+)
+
+USER: dict[str, Any] = {
+    "user_id": 42,
+    "age": 31,
+    "gender": "F",
+    "country": "Brasil",
+    "traffic_source": "Search",
+    "created_at": "2023-04-05T06:07:08.123456+00:00",
+}
+ORDER: dict[str, Any] = {
+    "order_id": 7,
+    "user_id": 42,
+    "status": "Shipped",
+    "created_at": "2023-04-06T00:00:00Z",
+    "items": [
+        {"product_id": 1, "brand": "NygÃ¥rd Collection", "category": "Jeans", "sale_price": 19.5},
+        {"product_id": 2, "brand": "Levi's", "category": "Brand New Category", "sale_price": 0},
+    ],
+}
+KEY = b"42"
+
+
+def _raw(doc: object) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    doc = dict(base)
+    for name, value in changes.items():
+        if value is _DROP:
+            del doc[name]
+        else:
+            doc[name] = value
+    return doc
+
+
+def _item(**changes: Any) -> dict[str, Any]:
+    return {**ORDER, "items": [_with(ORDER["items"][0], **changes)]}
+
+
+_DROP = object()
+
+
+def test_valid_user_parses_into_its_fields() -> None:
+    event = parse_user(_raw(USER), KEY)
+    assert event == UserEvent(42, 31, "F", "Brasil", "Search", "2023-04-05T06:07:08.123456+00:00")
+
+
+def test_valid_order_parses_with_unseen_category_and_non_ascii_brand() -> None:
+    event = parse_order(_raw(ORDER), KEY)
+    assert event == OrderEvent(
+        order_id=7,
+        user_id=42,
+        status="Shipped",
+        created_at="2023-04-06T00:00:00Z",
+        items=(
+            OrderItem(1, "NygÃ¥rd Collection", "Jeans", 19.5),
+            OrderItem(2, "Levi's", "Brand New Category", 0.0),
+        ),
+    )
+
+
+def test_integral_float_ids_are_accepted_as_integers() -> None:
+    event = parse_order(_raw(_with(ORDER, order_id=7.0)), KEY)
+    assert event.order_id == 7
+    assert isinstance(event.order_id, int)
+
+
+def test_user_key_is_the_decimal_user_id() -> None:
+    assert user_key(1234567) == b"1234567"
+
+
+USER_CASES = [
+    (b"\xff\xfe not utf-8", "not_json"),
+    (b'{"user_id": 42,', "not_json"),
+    (None, "not_json"),
+    (b"[1, 2]", "not_object"),
+    (_raw(_with(USER, age=_DROP)), "missing_field"),
+    (_raw(_with(USER, age="31")), "wrong_type"),
+    (_raw(_with(USER, age=True)), "wrong_type"),
+    (_raw(_with(USER, age=31.5)), "wrong_type"),
+    (_raw(_with(USER, age=-1)), "out_of_range"),
+    (_raw(_with(USER, age=450)), "out_of_range"),
+    (_raw(_with(USER, user_id=0)), "out_of_range"),
+    (_raw(_with(USER, country="x" * 65)), "too_large"),
+    (_raw(_with(USER, country="")), "invalid_value"),
+    (_raw(_with(USER, email="a@b.c")), "unexpected_field"),
+    (_raw(_with(USER, created_at="yesterday")), "bad_timestamp"),
+    (_raw(_with(USER, created_at="2023-02-30T00:00:00Z")), "bad_timestamp"),
+    (_raw(_with(USER, created_at="2023-02-03T00:00:00")), "bad_timestamp"),
+]
+
+ORDER_CASES = [
+    (b"NaN", "not_json"),
+    (_raw(ORDER).replace(b"19.5", b"NaN"), "not_json"),
+    (_raw(ORDER).replace(b"19.5", b"Infinity"), "not_json"),
+    (b'"an order"', "not_object"),
+    (_raw(_with(ORDER, items=_DROP)), "missing_field"),
+    (_raw(_with(ORDER, items=[])), "empty_items"),
+    (_raw(_with(ORDER, items=[ORDER["items"][0]] * 101)), "too_large"),
+    (_raw(_with(ORDER, status="Lost")), "unknown_status"),
+    (_raw(_with(ORDER, status=None)), "unknown_status"),
+    (_raw(_with(ORDER, user_id="42")), "wrong_type"),
+    (_raw(_with(ORDER, items={"product_id": 1})), "wrong_type"),
+    (_raw(_item(sale_price=-0.01)), "out_of_range"),
+    (_raw(_item(sale_price=1e12)), "out_of_range"),
+    (_raw(_item(sale_price="19.5")), "wrong_type"),
+    (_raw(_item(product_id=-3)), "out_of_range"),
+    (_raw(_item(brand=_DROP)), "missing_field"),
+    (_raw(_item(brand="b" * 201)), "too_large"),
+    (_raw(_item(colour="red")), "unexpected_field"),
+    (_raw(_with(ORDER, created_at=12)), "wrong_type"),
+    (b'{"pad": "' + b"x" * MAX_EVENT_BYTES + b'"}', "too_large"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), USER_CASES)
+def test_bad_user_is_rejected_with_its_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(EventError) as caught:
+        parse_user(raw, KEY)
+    assert caught.value.reason == reason
+    assert caught.value.detail
+
+
+@pytest.mark.parametrize(("raw", "reason"), ORDER_CASES)
+def test_bad_order_is_rejected_with_its_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(EventError) as caught:
+        parse_order(raw, KEY)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("key", [None, b"43", b"042", b""])
+def test_event_keyed_by_another_user_is_rejected(key: bytes | None) -> None:
+    for parse, doc in ((parse_user, USER), (parse_order, ORDER)):
+        with pytest.raises(EventError) as caught:
+            parse(_raw(doc), key)
+        assert caught.value.reason == "key_mismatch"
+
+
+def test_every_reason_used_by_the_cases_is_declared() -> None:
+    used = {reason for _, reason in USER_CASES + ORDER_CASES} | {"key_mismatch"}
+    assert used == set(REASONS)
+
+
+@pytest.mark.parametrize(
+    ("schema", "cases", "valid"),
+    [("users", USER_CASES, USER), ("orders", ORDER_CASES, ORDER)],
+)
+def test_compiled_validator_agrees_with_jsonschema(
+    schema: str, cases: list[tuple[bytes | None, str]], valid: dict[str, Any]
+) -> None:
+    """fastjsonschema (the hot path) and jsonschema (the reference) judge every sample alike."""
+    reference = jsonschema.Draft202012Validator(load_schema(schema))
+    compiled = fastjsonschema.compile(load_schema(schema))
+    docs = [valid] + [
+        json.loads(raw)
+        for raw, reason in cases
+        if raw is not None and reason not in {"not_json", "not_object"}
+    ]
+    for doc in docs:
+        try:
+            compiled(doc)
+            accepted = True
+        except fastjsonschema.JsonSchemaValueException:
+            accepted = False
+        assert accepted == reference.is_valid(doc), doc
+
+
+@pytest.mark.parametrize("name", ["users", "orders", "segment_change", "user_segment"])
+def test_schema_files_are_valid_json_schemas(name: str) -> None:
+    jsonschema.Draft202012Validator.check_schema(load_schema(name))
