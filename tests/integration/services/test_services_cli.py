@@ -1,0 +1,98 @@
+"""`segstream services up | down | status` on ports of its own, as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segstream.services.process import port_is_open
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _segstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "segstream.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SEGSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "SEGSTREAM_KAFKA_PORT": str(_free_port()),
+        "SEGSTREAM_KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "SEGSTREAM_REDIS_PORT": str(_free_port()),
+    }
+
+
+def test_up_twice_status_down_leaves_nothing_running(env: dict[str, str]) -> None:
+    kafka_port, redis_port = int(env["SEGSTREAM_KAFKA_PORT"]), int(env["SEGSTREAM_REDIS_PORT"])
+    first = _segstream(env, "services", "up")
+    try:
+        assert first.returncode == 0, first.stderr
+        assert "started" in first.stdout
+        pids = [line.split("pid ")[1].split()[0] for line in first.stdout.splitlines()]
+        second = _segstream(env, "services", "up")
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.count("already running") == 2
+        status = _segstream(env, "services", "status")
+        assert status.returncode == 0
+        assert "Apache Kafka 4." in status.stdout
+    finally:
+        down = _segstream(env, "services", "down")
+    assert down.returncode == 0
+    assert down.stdout.count("stopped") == 2
+    for pid in pids:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
+    assert not port_is_open(kafka_port)
+    assert not port_is_open(redis_port)
+    after = _segstream(env, "services", "status")
+    assert after.returncode == 3
+    assert after.stdout.count("stopped") == 2
+
+
+def test_port_taken_by_another_process_is_a_clear_error(env: dict[str, str]) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(env["SEGSTREAM_REDIS_PORT"])))
+        squatter.listen()
+        result = _segstream(env, "services", "up")
+    assert result.returncode == 2
+    assert f"port {env['SEGSTREAM_REDIS_PORT']} is already in use" in result.stderr
+    assert "SEGSTREAM_REDIS_PORT" in result.stderr
+
+
+def test_stale_pid_file_is_ignored_by_up(env: dict[str, str]) -> None:
+    pid_file = Path(env["SEGSTREAM_DATA_DIR"]) / "redis" / "redis.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text("999999\n")
+    try:
+        result = _segstream(env, "services", "up")
+        assert result.returncode == 0, result.stderr
+        assert int(pid_file.read_text()) != 999999
+    finally:
+        _segstream(env, "services", "down")
+
+
+def test_invalid_setting_is_reported_before_anything_starts(env: dict[str, str]) -> None:
+    result = _segstream({**env, "SEGSTREAM_KAFKA_PORT": "seventy"}, "services", "up")
+    assert result.returncode == 2
+    assert "SEGSTREAM_KAFKA_PORT" in result.stderr
