@@ -15,6 +15,7 @@ __all__ = ["main"]
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser; each area adds its verbs through ``add_commands``."""
     # Imported here so that `segstream --help` does not pay for numpy, faust or sklearn twice.
+    from segstream import demo
     from segstream.services import cli as services_cli
 
     parser = argparse.ArgumentParser(
@@ -23,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     services_cli.add_commands(sub)
+    demo.add_commands(sub)
+    config = sub.add_parser("config", help="print every setting: variable, value, meaning")
+    config.add_argument("--markdown", action="store_true", help="the README's table of defaults")
+    config.set_defaults(handler=_print_config)
     for module in ("segstream.training.cli", "segstream.stream.cli"):
         try:
             area = __import__(module, fromlist=["add_commands"])
@@ -34,11 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_config(args: argparse.Namespace) -> int:
+    from segstream.settings import load_settings, settings_table
+
+    if args.markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for variable, default, meaning in settings_table():
+            print(f"| `{variable}` | `{default}` | {meaning.replace('``', '`')} |")
+        return 0
+    current = load_settings()
+    for variable, _, meaning in settings_table():
+        value = getattr(current, variable.removeprefix("SEGSTREAM_").lower())
+        print(f"{variable:36} {value!s:32} {meaning}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a :class:`SegstreamError` prints its message and exits 2."""
+    # Third-party clients (aiokafka, faust) are chatty at INFO; our own loggers are not.
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("segstream").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segstream.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "settings_table"]
 
 ENV_PREFIX = "SEGSTREAM_"
 
@@ -25,7 +25,11 @@ class Settings(BaseSettings):
     """segstream's configuration; each field is read from ``SEGSTREAM_<FIELD NAME>``."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+        use_attribute_docstrings=True,
     )
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -65,7 +69,10 @@ class Settings(BaseSettings):
     """Longest a worker waits to fill a batch, in seconds."""
 
     http_port: int = Field(default=6066, ge=1, le=65535)
-    """Port of the worker's HTTP side (API, metrics, status page), bound to 127.0.0.1."""
+    """Port of the worker's HTTP side (API, metrics, status page)."""
+
+    http_host: str = "127.0.0.1"
+    """Address the HTTP side binds to; loopback unless you mean to expose it (containers)."""
 
     drift: Literal["off", "river"] = "off"
     """Online centroid drift: ``off``, or ``river`` for river's streaming k-means."""
@@ -74,7 +81,7 @@ class Settings(BaseSettings):
     """Log level of segstream's own loggers."""
 
     data_dir: Path = Path(".segstream")
-    """Where ``segstream services`` keeps broker and Redis data, logs, pid files and jars."""
+    """Where ``segstream services`` keeps broker and Redis data, logs and pid files."""
 
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     """Port of the broker ``segstream services up`` starts."""
@@ -141,3 +148,14 @@ def load_settings(**overrides: object) -> Settings:
             name = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else field
             problems.append(f"  {name}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from exc
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """``(variable, default, description)`` for every setting, in declaration order."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if name == "kafka_jars_dir":
+            default = "~/.cache/segstream/kafka"
+        rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), field.description or ""))
+    return rows

@@ -1,9 +1,10 @@
-"""``segstream services up | down | status``: the local Kafka and Redis."""
+"""``segstream services up | down | status | check``: the local Kafka and Redis."""
 
 from __future__ import annotations
 
 import argparse
 
+from segstream.services.check import round_trip
 from segstream.services.stack import Stack
 from segstream.settings import load_settings
 
@@ -19,7 +20,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "Ports and the data directory come from SEGSTREAM_KAFKA_PORT, SEGSTREAM_REDIS_PORT "
         "and SEGSTREAM_DATA_DIR.",
     )
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "action",
+        choices=["up", "down", "status", "check"],
+        help="check: a smoke round trip through the configured Kafka and Redis",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -35,6 +40,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "down":
         for name, stopped in stack.down().items():
             print(f"{name:6} {'stopped' if stopped else 'was not running'}")
+        return 0
+    if args.action == "check":
+        trip = round_trip(stack.settings)
+        print(f"kafka  produce -> consume round trip  {trip.kafka_ms:7.1f} ms")
+        print(f"redis  SET -> GET round trip          {trip.redis_ms:7.1f} ms")
         return 0
     running = 0
     for status in stack.status():

@@ -26,6 +26,7 @@ class Stack:
     """Kafka + Redis for ``settings``; every method is safe to call in any state."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.kafka = KafkaBroker(settings)
         self.redis = RedisServer(settings)
 

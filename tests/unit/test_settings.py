@@ -77,3 +77,11 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValueError):
         settings.batch_size = 5  # type: ignore[misc]
     assert isinstance(settings, Settings)
+
+
+def test_readme_documents_every_setting_with_its_default() -> None:
+    from segstream.settings import settings_table
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for variable, default, _ in settings_table():
+        assert f"| `{variable}` | `{default}` |" in readme, variable

@@ -1,0 +1,94 @@
+"""A smoke round trip through the configured Kafka and Redis, for operators and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+from segstream.errors import ServiceError
+from segstream.settings import Settings
+
+__all__ = ["RoundTrip", "round_trip"]
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """Milliseconds each leg of the smoke round trip took."""
+
+    kafka_ms: float
+    redis_ms: float
+
+
+def round_trip(settings: Settings, timeout_s: float = 30.0) -> RoundTrip:
+    """Produce one message to a scratch topic and read it back; SET and GET one Redis key.
+
+    Raises:
+        ServiceError: either server is unreachable or returned something else.
+    """
+    return asyncio.run(_round_trip(settings, timeout_s))
+
+
+async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    token = uuid.uuid4().hex.encode()
+    topic = "segstream-smoke"
+    started = time.perf_counter()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="latest"
+    )
+    try:
+        await _ensure_topic(settings.kafka_bootstrap_servers, topic)
+        await producer.start()
+        await consumer.start()
+        # Pin the consumer to the partition's end before producing, so it sees only our token.
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_end(partition)
+        await consumer.position(partition)
+        started = time.perf_counter()
+        await producer.send_and_wait(topic, token, key=b"smoke", partition=0)
+        async with asyncio.timeout(timeout_s):
+            while True:
+                record = await consumer.getone()
+                if record.value == token:
+                    break
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise ServiceError(
+            f"Kafka round trip via {settings.kafka_bootstrap_servers} failed: {exc!r}"
+        ) from exc
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    kafka_ms = (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        await client.set("segstream:smoke", token, ex=60)
+        if await client.get("segstream:smoke") != token:
+            raise ServiceError(f"Redis at {settings.redis_url} returned another value")
+    except aioredis.RedisError as exc:
+        raise ServiceError(f"Redis round trip via {settings.redis_url} failed: {exc}") from exc
+    finally:
+        await client.aclose()
+    return RoundTrip(kafka_ms=kafka_ms, redis_ms=(time.perf_counter() - started) * 1000)
+
+
+async def _ensure_topic(bootstrap: str, topic: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
