@@ -36,8 +36,10 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "REASONS",
     "STATUSES",
+    "Event",
     "OrderEvent",
     "OrderItem",
+    "Source",
     "UserEvent",
     "load_schema",
     "parse_order",
@@ -86,8 +88,10 @@ class OrderItem:
     """One line of an order; unseen brands and categories are valid."""
 
     product_id: int
-    brand: str
-    category: str
+    brand: str | None
+    """``None`` when missing (null or ``""`` on the wire): not counted, as in the SQL."""
+    category: str | None
+    """``None`` when missing: not counted."""
     sale_price: float
 
 
@@ -101,6 +105,19 @@ class OrderEvent:
     created_at: str
     """RFC 3339, as sent."""
     items: tuple[OrderItem, ...]
+
+
+Event = UserEvent | OrderEvent
+"""A valid input event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an input event was read: its topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 def user_key(user_id: int) -> bytes:
@@ -213,8 +230,8 @@ def parse_order(raw: bytes | None, key: bytes | None) -> OrderEvent:
     items = tuple(
         OrderItem(
             product_id=int(item["product_id"]),
-            brand=item["brand"],
-            category=item["category"],
+            brand=item["brand"] or None,
+            category=item["category"] or None,
             sale_price=float(item["sale_price"]),
         )
         for item in doc["items"]

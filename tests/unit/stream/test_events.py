@@ -83,6 +83,12 @@ def test_valid_order_parses_with_unseen_category_and_non_ascii_brand() -> None:
     )
 
 
+def test_missing_brand_or_category_is_valid_and_read_as_none() -> None:
+    doc = {**ORDER, "items": [_with(ORDER["items"][0], brand=None, category="")]}
+    event = parse_order(_raw(doc), KEY)
+    assert event.items == (OrderItem(1, None, None, 19.5),)
+
+
 def test_integral_float_ids_are_accepted_as_integers() -> None:
     event = parse_order(_raw(_with(ORDER, order_id=7.0)), KEY)
     assert event.order_id == 7
@@ -131,6 +137,7 @@ ORDER_CASES = [
     (_raw(_item(product_id=-3)), "out_of_range"),
     (_raw(_item(brand=_DROP)), "missing_field"),
     (_raw(_item(brand="b" * 201)), "too_large"),
+    (_raw(_item(category=3)), "wrong_type"),
     (_raw(_item(colour="red")), "unexpected_field"),
     (_raw(_with(ORDER, created_at=12)), "wrong_type"),
     (b'{"pad": "' + b"x" * MAX_EVENT_BYTES + b'"}', "too_large"),

@@ -1,0 +1,268 @@
+"""Per-user state in Redis: what the stream knows about each user, updated exactly once in effect.
+
+Each user has one hash, ``<app_id>:{u:<user_id>}``, and, only while a segment change waits
+for the broker, one list ``<app_id>:{u:<user_id>}:ob`` (the outbox). Both keys carry the hash
+tag ``{u:<user_id>}``, so they live in one slot and the Lua scripts that touch them work on a
+Redis Cluster. ``lua/apply.lua`` documents the hash fields; the work per event is O(1) in the
+user's history (a few hash operations, whatever the number of past orders).
+
+A batch costs two round trips at most, whatever its size: one pipeline of ``apply`` calls
+(one EVALSHA per user, with all of that user's events of the batch, in order), then one
+pipeline of ``settle`` calls for the users whose segment changed or who have a change
+pending. Each script runs atomically; the fences stored by ``apply`` make a repeated call
+(redelivery after a crash, a retried pipeline) a no-op, so any of these calls can be retried.
+
+This module does the Redis I/O; encoding arguments and decoding replies are pure functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from segstream.stream.events import Event, OrderEvent, Source, UserEvent
+
+__all__ = [
+    "RedisState",
+    "Settle",
+    "UserState",
+    "decode_state",
+    "encode_events",
+    "outbox_key",
+    "state_key",
+]
+
+
+def state_key(prefix: str, user_id: int) -> str:
+    """Name of the user's hash: ``<prefix>{u:<user_id>}``."""
+    return f"{prefix}{{u:{user_id}}}"
+
+
+def outbox_key(prefix: str, user_id: int) -> str:
+    """Name of the user's outbox list (same hash slot as the hash)."""
+    return f"{prefix}{{u:{user_id}}}:ob"
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """A user's state as ``apply`` left it; ``None`` where not known yet.
+
+    ``segment``/``model_version`` are those of the last change queued for publication.
+    """
+
+    user_id: int
+    applied: int
+    """How many of the events just sent were fresh (the rest were redeliveries)."""
+    age: int | None
+    gender: str | None
+    country: str | None
+    traffic_source: str | None
+    total_orders: int
+    most_frequent_brand: str | None
+    most_frequent_category: str | None
+    segment: int | None
+    model_version: str | None
+    pending: int
+    """Change events in the outbox, not yet acknowledged by the broker."""
+
+    @property
+    def assignable(self) -> bool:
+        """True when every feature is known: a profile, an order, a brand and a category.
+
+        The same rule as the SQL, which drops users without orders or with a missing feature.
+        """
+        return (
+            self.age is not None
+            and self.gender is not None
+            and self.country is not None
+            and self.traffic_source is not None
+            and self.total_orders > 0
+            and self.most_frequent_brand is not None
+            and self.most_frequent_category is not None
+        )
+
+    def features(self) -> dict[str, Any]:
+        """The feature row, by ``training.features.FEATURE_COLUMNS`` name (assignable users)."""
+        return {
+            "age": self.age,
+            "gender": self.gender,
+            "country": self.country,
+            "traffic_source": self.traffic_source,
+            "total_orders": self.total_orders,
+            "most_frequent_brand": self.most_frequent_brand,
+            "most_frequent_category": self.most_frequent_category,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """One ``settle`` call: queue ``change`` (if any) and read the user's outbox."""
+
+    user_id: int
+    seen_segment: int | None
+    """Segment and model version ``apply`` returned: the write happens only if unchanged."""
+    seen_model_version: str | None
+    segment: int
+    model_version: str
+    change: bytes | None
+    """The serialised change event to queue, or ``None`` to only read pending ones."""
+
+
+def encode_events(events: Sequence[tuple[Source, Event]]) -> list[str | int]:
+    """ARGV of ``apply.lua`` for one user's events, in order (see the script's header)."""
+    args: list[str | int] = [len(events)]
+    for source, event in events:
+        fence = f"f:{source.topic}:{source.partition}"
+        if isinstance(event, UserEvent):
+            args += ("u", fence, source.offset, event.age, event.gender, event.country)
+            args.append(event.traffic_source)
+        elif isinstance(event, OrderEvent):
+            args += ("o", fence, source.offset, event.order_id, len(event.items))
+            for item in event.items:
+                args += (item.brand or "", item.category or "")
+        else:  # pragma: no cover - the type union is closed
+            raise TypeError(f"not an event: {event!r}")
+    return args
+
+
+def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
+    """``apply.lua``'s reply (bytes or None items) -> :class:`UserState`."""
+    applied, age, gender, country, source, orders, brand, category, segment, version, pending = (
+        reply
+    )
+    return UserState(
+        user_id=user_id,
+        applied=int(applied),
+        age=None if age is None else int(age),
+        gender=_text(gender),
+        country=_text(country),
+        traffic_source=_text(source),
+        total_orders=0 if orders is None else int(orders),
+        most_frequent_brand=_text(brand),
+        most_frequent_category=_text(category),
+        segment=None if segment is None else int(segment),
+        model_version=_text(version),
+        pending=int(pending),
+    )
+
+
+_SCRIPT_NAMES: Final = ("apply", "settle")
+
+
+def _script_text(name: str) -> str:
+    return resources.files("segstream.stream").joinpath("lua", f"{name}.lua").read_text()
+
+
+class RedisState:
+    """The Redis side of the worker: batched, atomic, idempotent state updates.
+
+    Connection and timeout errors propagate as redis-py's exceptions; the caller retries
+    (every call here is safe to repeat). A script missing from the server's cache (a restarted
+    Redis) is loaded again transparently.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        """``client`` must not decode responses; ``prefix`` starts every key (e.g. ``"app:"``)."""
+        self.client = client
+        self.prefix = prefix
+        self._scripts = {name: _script_text(name) for name in _SCRIPT_NAMES}
+        self._sha = {
+            name: hashlib.sha1(text.encode()).hexdigest() for name, text in self._scripts.items()
+        }
+
+    async def load_scripts(self) -> None:
+        """Load the Lua scripts into the server's script cache."""
+        for text in self._scripts.values():
+            await self.client.script_load(text)
+
+    async def _run(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list:
+        """One pipeline of EVALSHA ``name`` calls; reloads scripts once on NOSCRIPT."""
+        sha = self._sha[name]
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            try:
+                return await pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.load_scripts()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def apply(self, by_user: Mapping[int, Sequence[tuple[Source, Event]]]) -> list[UserState]:
+        """Apply each user's events (in order, fenced) and return every touched user's state.
+
+        One round trip for the whole mapping. Users come back in the mapping's order.
+        """
+        if not by_user:
+            return []
+        prefix = self.prefix
+        calls = [
+            ((state_key(prefix, uid), outbox_key(prefix, uid)), encode_events(events))
+            for uid, events in by_user.items()
+        ]
+        replies = await self._run("apply", calls)
+        return [decode_state(uid, reply) for uid, reply in zip(by_user, replies, strict=True)]
+
+    async def settle(self, settles: Sequence[Settle]) -> dict[int, list[bytes]]:
+        """Queue each new change in its user's outbox (compare-and-set); return the outboxes.
+
+        One round trip. The result maps each user to all its pending changes, oldest first,
+        the ones queued just now included; users without pending changes are left out.
+        """
+        if not settles:
+            return {}
+        prefix = self.prefix
+        calls = [
+            (
+                (state_key(prefix, s.user_id), outbox_key(prefix, s.user_id)),
+                (
+                    "" if s.seen_segment is None else s.seen_segment,
+                    s.seen_model_version or "",
+                    s.segment,
+                    s.model_version,
+                    s.change or b"",
+                ),
+            )
+            for s in settles
+        ]
+        replies = await self._run("settle", calls)
+        return {s.user_id: list(r) for s, r in zip(settles, replies, strict=True) if r}
+
+    async def clear(self, published: Mapping[int, Sequence[bytes]]) -> None:
+        """Remove changes the broker acknowledged from their outboxes (one round trip)."""
+        if not published:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for uid, changes in published.items():
+            for change in changes:
+                pipe.lrem(outbox_key(self.prefix, uid), 1, change)
+        await pipe.execute()
+
+    async def read_user(self, user_id: int) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """The user's raw hash and pending outbox entries (empty when unknown)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(state_key(self.prefix, user_id))
+        pipe.lrange(outbox_key(self.prefix, user_id), 0, -1)
+        fields, pending = await pipe.execute()
+        return dict(fields), list(pending)
+
+    async def memory_usage(self, user_ids: Sequence[int]) -> list[int]:
+        """``MEMORY USAGE`` (bytes, all samples) of each user's keys, outbox included."""
+        pipe = self.client.pipeline(transaction=False)
+        for uid in user_ids:
+            pipe.memory_usage(state_key(self.prefix, uid), samples=0)
+            pipe.memory_usage(outbox_key(self.prefix, uid), samples=0)
+        sizes = await pipe.execute()
+        return [int(a or 0) + int(b or 0) for a, b in zip(sizes[::2], sizes[1::2], strict=True)]

@@ -1,0 +1,163 @@
+"""The Lua state scripts on the real Redis: fencing, counting once, tie rule, outbox, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from segstream.stream.events import Event, OrderEvent, OrderItem, Source, UserEvent
+from segstream.stream.state import RedisState, Settle, UserState
+from segstream.training.features import most_frequent
+
+PREFIX = "t:"
+USERS, ORDERS = "users-t", "orders-t"
+
+
+@pytest.fixture
+def run(redis_client: redis.Redis, redis_url: str) -> Iterator[RedisState]:
+    """A RedisState on the flushed test database, driven through one private event loop."""
+    loop = asyncio.new_event_loop()
+    client = aioredis.Redis.from_url(redis_url)
+    state = RedisState(client, PREFIX)
+    try:
+        yield _Sync(state, loop)  # type: ignore[misc]
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+
+
+class _Sync:
+    """Calls RedisState's coroutines to completion, so tests read top to bottom."""
+
+    def __init__(self, state: RedisState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.loop = loop
+
+    def apply(self, user_id: int, *events: tuple[Source, Event]) -> UserState:
+        return self.loop.run_until_complete(self.state.apply({user_id: list(events)}))[0]
+
+    def settle(self, *settles: Settle) -> dict[int, list[bytes]]:
+        return self.loop.run_until_complete(self.state.settle(settles))
+
+    def clear(self, published: dict[int, list[bytes]]) -> None:
+        self.loop.run_until_complete(self.state.clear(published))
+
+    def memory(self, user_ids: Sequence[int]) -> list[int]:
+        return self.loop.run_until_complete(self.state.memory_usage(user_ids))
+
+
+def profile(user_id: int = 1, age: int = 30, country: str = "Japan") -> UserEvent:
+    return UserEvent(user_id, age, "F", country, "Search", "2023-01-01T00:00:00Z")
+
+
+def order(order_id: int, *brands: str, user_id: int = 1, category: str = "Jeans") -> OrderEvent:
+    items = tuple(OrderItem(order_id * 10 + i, b, category, 9.5) for i, b in enumerate(brands))
+    return OrderEvent(order_id, user_id, "Processing", "2023-01-02T00:00:00Z", items)
+
+
+def at(offset: int, topic: str = ORDERS, partition: int = 0) -> Source:
+    return Source(topic, partition, offset)
+
+
+def test_profile_and_orders_make_the_features(run: _Sync) -> None:
+    run.apply(1, (at(5, USERS), profile(age=41)))
+    state = run.apply(1, (at(0), order(10, "Zara", "Alpha")), (at(1), order(11, "Zara")))
+    assert state.applied == 2
+    assert state.assignable
+    assert state.features() == {
+        "age": 41,
+        "gender": "F",
+        "country": "Japan",
+        "traffic_source": "Search",
+        "total_orders": 2,
+        "most_frequent_brand": "Zara",
+        "most_frequent_category": "Jeans",
+    }
+    assert state.segment is None
+    assert state.pending == 0
+
+
+def test_orders_before_the_profile_are_counted_but_not_assignable(run: _Sync) -> None:
+    state = run.apply(1, (at(0), order(10, "Zara")))
+    assert (state.total_orders, state.assignable) == (1, False)
+    state = run.apply(1, (at(0, USERS), profile()))
+    assert state.assignable
+    assert state.total_orders == 1
+
+
+def test_redelivered_events_change_nothing(run: _Sync) -> None:
+    events = [(at(3), order(10, "Zara")), (at(4, USERS), profile(age=20))]
+    first = run.apply(1, *events)
+    again = run.apply(1, *events)
+    older = run.apply(1, (at(2), order(99, "Other")))
+    assert (first.applied, again.applied, older.applied) == (2, 0, 0)
+    assert again.features() == first.features() == older.features()
+
+
+def test_resent_order_is_counted_once(run: _Sync) -> None:
+    run.apply(1, (at(0), order(10, "Zara")))
+    state = run.apply(1, (at(1), order(10, "Zara")), (at(2), order(10, "Zara", "Zara")))
+    assert state.applied == 2
+    assert state.total_orders == 1
+    assert run.apply(1, (at(3), order(11, "Alpha", "Alpha"))).most_frequent_brand == "Alpha"
+
+
+def test_fences_are_per_topic_and_partition(run: _Sync) -> None:
+    run.apply(1, (at(50, ORDERS, 0), order(10, "Zara")))
+    state = run.apply(1, (at(1, ORDERS, 1), order(11, "Zara")), (at(1, USERS, 0), profile()))
+    assert state.applied == 2
+    assert state.total_orders == 2
+
+
+def test_missing_brand_or_category_is_not_counted(run: _Sync) -> None:
+    run.apply(1, (at(0, USERS), profile()))
+    state = run.apply(1, (at(0), order(10, "", category="")))
+    assert (state.total_orders, state.most_frequent_brand, state.assignable) == (1, None, False)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_most_frequent_in_lua_agrees_with_python_on_ties_and_non_ascii(
+    run: _Sync, seed: int
+) -> None:
+    rng = random.Random(seed)
+    names = ["NygÃ¥rd", "Nygard", "nygard", "Zoë", "Zoe", "Éclat", "Eclat", "B", "a", "ä", "日本"]
+    counts: Counter[str] = Counter()
+    for offset in range(40):
+        brands = [rng.choice(names[: 3 + seed]) for _ in range(rng.randint(1, 4))]
+        counts.update(brands)
+        state = run.apply(1, (at(offset), order(offset + 1, *brands, category=brands[-1])))
+        assert state.most_frequent_brand == most_frequent(counts), (offset, dict(counts))
+        assert state.total_orders == offset + 1
+
+
+def test_settle_queues_a_change_once_and_clear_removes_it(run: _Sync) -> None:
+    change = b'{"event_id": "e1"}'
+    first = Settle(1, None, None, 3, "v1", change)
+    assert run.settle(first) == {1: [change]}
+    # The same call again (a retry) sees segment 3 stored, not None: nothing queued twice.
+    assert run.settle(first) == {1: [change]}
+    state = run.apply(1, (at(0), order(10, "Zara")))
+    assert (state.segment, state.model_version, state.pending) == (3, "v1", 1)
+    run.clear({1: [change]})
+    assert run.settle(Settle(1, 3, "v1", 3, "v1", None)) == {}
+    second = b'{"event_id": "e2"}'
+    assert run.settle(Settle(1, 3, "v1", 0, "v1", second)) == {1: [second]}
+
+
+def test_memory_per_typical_user_is_well_under_a_kilobyte(run: _Sync) -> None:
+    for uid in range(1, 101):
+        run.apply(uid, (at(uid, USERS, uid % 4), profile(uid, country="United States")))
+        for n in range(2):
+            brands = [f"Brand name {uid * 7 + n + i}" for i in range(2)]
+            run.apply(uid, (at(uid * 10 + n, "orders", uid % 4), order(uid * 10 + n, *brands)))
+    version = "20260101T000000-abcdef"
+    pending = run.settle(*(Settle(uid, None, None, 2, version, b"c") for uid in range(1, 101)))
+    run.clear(pending)
+    sizes = run.memory(range(1, 101))
+    assert max(sizes) < 1024, sizes
