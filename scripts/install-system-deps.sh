@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the machine-level programs segstream runs against, when they are missing:
 # Java 17+ and Maven (the Kafka broker from Maven Central), redis-server, PostgreSQL (the
-# SQLAlchemy-URL tests) and kcat (a real Kafka client for checking topics by hand).
+# SQLAlchemy-URL tests), kcat (a real Kafka client for checking topics by hand) and chromium
+# (the status page's headless-browser test).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ declare -A package_of=(
   [redis-server]=redis-server
   [kcat]=kcat
   [initdb]=postgresql
+  [chromium]=chromium
 )
 
 have() {
