@@ -1,0 +1,226 @@
+"""Reading thelook tables: a directory of Parquet/CSV files through DuckDB, or any SQLAlchemy URL.
+
+Public API:
+
+- :class:`DataSource` describes where the tables are (exactly one of ``path`` / ``url``).
+- :func:`read_features` runs ``features.sql`` and returns the feature frame: columns
+  ``user_id`` + :data:`~segstream.training.features.FEATURE_COLUMNS`, one row per user, sorted
+  by ``user_id``; ``user_id``, ``age`` and ``total_orders`` are int64, the rest strings.
+- :func:`read_tables` returns the four raw tables as Arrow tables.
+- :func:`run_query` runs any portable SELECT over the four tables (used by
+  :mod:`segstream.training.events` for the stream's replay).
+
+A directory holds, per table, ``<table>.parquet``, a folder ``<table>/`` of ``*.parquet`` files,
+or ``<table>.csv`` (with a header line; empty fields are NULL). A URL is anything SQLAlchemy
+understands with the four tables in its default schema; connecting is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from segstream.errors import DataError, ServiceError
+from segstream.training.features import FEATURE_COLUMNS, ID_COLUMN, NUMERIC_COLUMNS, feature_sql
+from segstream.training.generate import TABLE_NAMES, Tables
+
+__all__ = ["REQUIRED_COLUMNS", "DataSource", "read_features", "read_tables", "run_query"]
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("id", "age", "gender", "country", "traffic_source", "created_at"),
+    "orders": ("order_id", "user_id", "status", "created_at"),
+    "order_items": ("id", "order_id", "product_id"),
+    "products": ("id", "brand", "category"),
+}
+"""Columns each table must have for the feature query and the event replay."""
+
+_CONNECT_ATTEMPTS = 4
+_CONNECT_FIRST_DELAY_S = 0.5
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where thelook's tables live: a directory (``path``) or a SQLAlchemy ``url``, not both."""
+
+    path: Path | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.url is None):
+            raise DataError("give exactly one data source: a directory or a database URL")
+
+    @classmethod
+    def from_args(cls, data: str | Path | None, db: str | None) -> DataSource:
+        """The source named by the CLI's ``--data DIR`` / ``--db URL`` pair."""
+        return cls(path=Path(data) if data is not None else None, url=db)
+
+    def describe(self) -> str:
+        """A human-readable name, with any password in the URL hidden."""
+        if self.path is not None:
+            return str(self.path)
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return make_url(self.url or "").render_as_string(hide_password=True)
+        except ArgumentError:  # malformed: connecting reports it; here we only name it
+            return "<database URL>"
+
+
+def _table_reader(directory: Path, table: str) -> str:
+    """DuckDB's table function reading ``table`` from ``directory``; raises DataError if absent."""
+    candidates = (
+        (directory / f"{table}.parquet", "read_parquet"),
+        (directory / table, "read_parquet"),
+        (directory / f"{table}.csv", "read_csv"),
+    )
+    for candidate, reader in candidates:
+        if candidate.is_file() or (candidate.is_dir() and any(candidate.glob("*.parquet"))):
+            target = candidate / "*.parquet" if candidate.is_dir() else candidate
+            quoted = str(target).replace("'", "''")
+            extra = ", header = true" if reader == "read_csv" else ""
+            return f"{reader}('{quoted}'{extra})"
+    raise DataError(
+        f"no {table} table in {directory}: expected {table}.parquet, {table}/*.parquet "
+        f"or {table}.csv"
+    )
+
+
+def _duckdb_over(directory: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with one view per thelook table of ``directory``."""
+    if not directory.is_dir():
+        raise DataError(f"data directory {directory} does not exist")
+    # No progress bar: it would scribble over the CLI's own progress display.
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")
+        for table in TABLE_NAMES:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {_table_reader(directory, table)}")
+            columns = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+            _check_columns(table, columns, str(directory))
+    except duckdb.Error as exc:
+        con.close()
+        raise DataError(f"cannot read the tables in {directory}: {exc}") from exc
+    except DataError:
+        con.close()
+        raise
+    return con
+
+
+def _check_columns(table: str, columns: set[str], where: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS[table] if c not in columns]
+    if missing:
+        raise DataError(f"table {table} in {where} lacks columns {missing}")
+
+
+def _retry(action: Callable[[], T], what: str, transient: type[BaseException]) -> T:
+    """Run ``action``, retrying ``transient`` errors with exponential backoff.
+
+    Raises:
+        ServiceError: still failing after the last attempt.
+    """
+    delay = _CONNECT_FIRST_DELAY_S
+    for attempt in range(1, _CONNECT_ATTEMPTS + 1):
+        try:
+            return action()
+        except transient as exc:
+            if attempt == _CONNECT_ATTEMPTS:
+                raise ServiceError(f"{what} failed after {attempt} attempts: {exc}") from exc
+            log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _sql_query(url: str, sql: str, check_tables: bool) -> pd.DataFrame:
+    """Run ``sql`` over a SQLAlchemy URL; the connection is retried, the query is not."""
+    import sqlalchemy as sa
+    from sqlalchemy import exc as sa_exc
+
+    try:
+        engine = sa.create_engine(url)
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
+        raise DataError(f"bad database URL: {exc}") from exc
+    try:
+        conn = _retry(engine.connect, "connecting to the database", sa_exc.OperationalError)
+        with conn:
+            if check_tables:
+                inspector = sa.inspect(conn)
+                for table in TABLE_NAMES:
+                    if not inspector.has_table(table):
+                        raise DataError(f"the database has no {table} table")
+                    names = {c["name"] for c in inspector.get_columns(table)}
+                    _check_columns(table, names, "the database")
+            return pd.read_sql_query(sa.text(sql), conn)
+    except sa_exc.SQLAlchemyError as exc:
+        raise DataError(f"query failed on the database: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def run_query(source: DataSource, sql: str) -> pd.DataFrame:
+    """Run one portable SELECT over the four tables of ``source``.
+
+    Raises:
+        DataError: a table or required column is missing, or the query fails.
+        ServiceError: the database cannot be reached after retries.
+    """
+    if source.path is not None:
+        con = _duckdb_over(source.path)
+        try:
+            return con.execute(sql).df()
+        except duckdb.Error as exc:
+            raise DataError(f"query failed over {source.path}: {exc}") from exc
+        finally:
+            con.close()
+    return _sql_query(source.url or "", sql, check_tables=True)
+
+
+def read_features(source: DataSource) -> pd.DataFrame:
+    """The feature frame of every user with an order and no missing feature.
+
+    Returns:
+        Columns ``user_id`` + FEATURE_COLUMNS, one row per user sorted by ``user_id``;
+        ``user_id``/``age``/``total_orders`` int64, categorical columns strings.
+
+    Raises:
+        DataError: missing table or column, a failing query, duplicate user ids, or no rows.
+        ServiceError: the database cannot be reached after retries.
+    """
+    frame = run_query(source, feature_sql())
+    if frame.empty:
+        raise DataError(f"no user with an order and complete features in {source.describe()}")
+    frame = frame[[ID_COLUMN, *FEATURE_COLUMNS]]
+    ints = (ID_COLUMN, *NUMERIC_COLUMNS)
+    frame = frame.astype({c: "int64" for c in ints} | {c: str for c in frame if c not in ints})
+    if frame[ID_COLUMN].duplicated().any():
+        dups = frame.loc[frame[ID_COLUMN].duplicated(), ID_COLUMN].head(5).tolist()
+        raise DataError(f"users.id is not unique in {source.describe()}: e.g. {dups}")
+    return frame.reset_index(drop=True)
+
+
+def read_tables(source: DataSource) -> Tables:
+    """The four raw tables (all their columns) as Arrow tables, in storage order."""
+    if source.path is not None:
+        con = _duckdb_over(source.path)
+        try:
+            tables = {t: con.execute(f"SELECT * FROM {t}").fetch_arrow_table() for t in TABLE_NAMES}
+        except duckdb.Error as exc:
+            raise DataError(f"cannot read the tables in {source.path}: {exc}") from exc
+        finally:
+            con.close()
+        return Tables(**tables)
+    frames = {t: run_query(source, f"SELECT * FROM {t}") for t in TABLE_NAMES}
+    return Tables(**{t: pa.Table.from_pandas(f, preserve_index=False) for t, f in frames.items()})

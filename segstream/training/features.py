@@ -1,0 +1,120 @@
+"""The feature definitions: the one source of truth shared by the batch SQL and the stream.
+
+A user's feature row (one per user who has at least one order):
+
+=======================  =========  ==========================================================
+column                   kind       definition
+=======================  =========  ==========================================================
+age                      numeric    ``users.age``, whole years
+gender                   category   ``users.gender``
+country                  category   ``users.country``
+traffic_source           category   ``users.traffic_source``
+total_orders             numeric    number of distinct ``order_id`` of the user in ``orders``,
+                                    whatever the order's status (cancelled and returned count)
+most_frequent_brand      category   the brand with the most order items among the user's
+                                    orders; ties broken by the alphabetically first brand
+most_frequent_category   category   the same rule over ``products.category``
+=======================  =========  ==========================================================
+
+Exact semantics, implemented by ``features.sql`` (DuckDB and PostgreSQL) and by
+:func:`most_frequent` (Python, for the stream), which must all agree:
+
+- An order item belongs to the user of its order (``order_items.order_id`` joined to
+  ``orders.order_id``); every ``order_items`` row is one item, whatever its status. Items whose
+  product is not in ``products`` are not counted.
+- *Missing* means SQL NULL or the empty string ``""``. A missing brand or category is not
+  counted at all: a user whose items all lack a brand has no most frequent brand.
+- *Alphabetically first* means the smallest string in Unicode code point order, which is the
+  byte order of UTF-8: case-sensitive (``"B" < "a"``), no locale, accents after ASCII. Python
+  compares ``str`` this way; DuckDB's default collation does; PostgreSQL does with
+  ``COLLATE "C"``, which the SQL spells out.
+- Users without orders are excluded; rows with any missing feature are dropped; one row per
+  user, ordered by ``user_id``. ``user_id`` identifies the row and is never a feature.
+
+The order of :data:`FEATURE_COLUMNS` is the model's column order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+
+__all__ = [
+    "CATEGORICAL_COLUMNS",
+    "FEATURE_COLUMNS",
+    "ID_COLUMN",
+    "NUMERIC_COLUMNS",
+    "clean_category",
+    "feature_sql",
+    "most_frequent",
+]
+
+ID_COLUMN = "user_id"
+"""Column naming the user in feature frames; an identifier, never a feature."""
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "age",
+    "gender",
+    "country",
+    "traffic_source",
+    "total_orders",
+    "most_frequent_brand",
+    "most_frequent_category",
+)
+"""The model's input columns, in the model's column order."""
+
+NUMERIC_COLUMNS: tuple[str, ...] = ("age", "total_orders")
+"""Columns used as numbers (whole numbers in practice)."""
+
+CATEGORICAL_COLUMNS: tuple[str, ...] = (
+    "gender",
+    "country",
+    "traffic_source",
+    "most_frequent_brand",
+    "most_frequent_category",
+)
+"""Columns label-encoded with the vocabulary fitted at training time."""
+
+_SQL_FILE = "features.sql"
+
+
+def clean_category(value: object) -> str | None:
+    """A categorical value as the SQL sees it: ``None`` for missing (None, NaN or ``""``).
+
+    Any other value is returned as ``str(value)`` unchanged (no trimming, no case folding).
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value != value:  # NaN: pandas' missing marker
+        return None
+    return str(value)
+
+
+def most_frequent(counts: Mapping[str, int]) -> str | None:
+    """The value with the highest count; ties go to the alphabetically first value.
+
+    Args:
+        counts: value -> number of order items carrying it. Missing values (``None``,
+            ``""``) and non-positive counts are ignored, as the SQL never counts them.
+
+    Returns:
+        The winning value, or ``None`` when nothing is left to count. "Alphabetically first"
+        is Unicode code point order (Python's ``str`` order), the same as the SQL's
+        ``COLLATE "C"`` over UTF-8.
+    """
+    best: str | None = None
+    best_count = 0
+    for value, count in counts.items():
+        if value is None or value == "" or count <= 0:
+            continue
+        if count > best_count or (count == best_count and best is not None and value < best):
+            best, best_count = value, count
+    return best
+
+
+def feature_sql() -> str:
+    """The text of ``features.sql``: one portable query over users, orders, order_items, products.
+
+    It has no bind parameters and no colons, so SQLAlchemy's ``text()`` passes it unchanged.
+    """
+    return resources.files(__package__).joinpath(_SQL_FILE).read_text(encoding="utf-8")

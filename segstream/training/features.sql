@@ -1,0 +1,78 @@
+-- segstream feature query: one row per user who has at least one order.
+--
+-- Runs unchanged on DuckDB (over Parquet or CSV files exposed as views) and on PostgreSQL
+-- (through SQLAlchemy); segstream/training/features.py documents the semantics and holds the
+-- Python twin of the tie rule that the stream uses. In short
+--   total_orders           = COUNT(DISTINCT order_id) in orders, any status;
+--   most_frequent_brand    = the brand with the most order items among the user's orders,
+--   most_frequent_category   ties broken by the smallest name in byte (code point) order;
+--   missing                = NULL or the empty string; missing brands and categories are
+--                            not counted, and rows with any missing feature are dropped.
+-- COLLATE "C" makes PostgreSQL compare bytes; it is also DuckDB's default order.
+-- No colons anywhere in this file, so that SQLAlchemy's text() sees no bind parameters.
+
+WITH user_orders AS (
+    SELECT DISTINCT order_id, user_id
+    FROM orders
+),
+
+order_counts AS (
+    SELECT user_id, COUNT(DISTINCT order_id) AS total_orders
+    FROM user_orders
+    GROUP BY user_id
+),
+
+items AS (
+    SELECT
+        uo.user_id,
+        NULLIF(p.brand, '') AS brand,
+        NULLIF(p.category, '') AS category
+    FROM order_items AS oi
+    JOIN user_orders AS uo ON uo.order_id = oi.order_id
+    JOIN products AS p ON p.id = oi.product_id
+),
+
+brand_ranks AS (
+    SELECT
+        user_id,
+        brand,
+        ROW_NUMBER() OVER (
+            PARTITION BY user_id
+            ORDER BY COUNT(*) DESC, brand COLLATE "C" ASC
+        ) AS position
+    FROM items
+    WHERE brand IS NOT NULL
+    GROUP BY user_id, brand
+),
+
+category_ranks AS (
+    SELECT
+        user_id,
+        category,
+        ROW_NUMBER() OVER (
+            PARTITION BY user_id
+            ORDER BY COUNT(*) DESC, category COLLATE "C" ASC
+        ) AS position
+    FROM items
+    WHERE category IS NOT NULL
+    GROUP BY user_id, category
+)
+
+SELECT
+    u.id AS user_id,
+    CAST(u.age AS BIGINT) AS age,
+    NULLIF(u.gender, '') AS gender,
+    NULLIF(u.country, '') AS country,
+    NULLIF(u.traffic_source, '') AS traffic_source,
+    CAST(oc.total_orders AS BIGINT) AS total_orders,
+    br.brand AS most_frequent_brand,
+    cr.category AS most_frequent_category
+FROM users AS u
+JOIN order_counts AS oc ON oc.user_id = u.id
+JOIN brand_ranks AS br ON br.user_id = u.id AND br.position = 1
+JOIN category_ranks AS cr ON cr.user_id = u.id AND cr.position = 1
+WHERE u.age IS NOT NULL
+    AND NULLIF(u.gender, '') IS NOT NULL
+    AND NULLIF(u.country, '') IS NOT NULL
+    AND NULLIF(u.traffic_source, '') IS NOT NULL
+ORDER BY u.id

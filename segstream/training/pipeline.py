@@ -1,0 +1,220 @@
+"""The training commands' work, from a data source to files: train, assign, predict.
+
+- :func:`train_to_directory`: read features, fit, and write ``MODELS/<version>/`` (model,
+  ``report.html``, ``assignments.parquet``) through a staging directory renamed into place,
+  then repoint ``MODELS/current`` atomically.
+- :func:`assignment_frame`: the batch reference the stream must match (user_id, segment,
+  component_1, component_2, unseen).
+- :func:`predict_one` / :func:`similar_users`: one new customer's segment, distances and the
+  most similar existing users (cosine similarity of the two components, as the notebook).
+  The existing users are the training users stored in ``assignments.parquet`` of the model
+  version, or, with ``--data``/``--db``, every user of that data assigned afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from segstream.errors import ArtifactError, DataError
+from segstream.training.artifact import Model, publish_current, resolve_model_dir, save_model
+from segstream.training.assign import assign
+from segstream.training.data import DataSource, read_features
+from segstream.training.features import ID_COLUMN
+from segstream.training.report import SegmentProfile, profile_segments, render_html
+from segstream.training.train import Progress, TrainConfig, TrainResult, fit
+
+__all__ = [
+    "ASSIGNMENTS_FILE",
+    "REPORT_FILE",
+    "Prediction",
+    "TrainOutcome",
+    "assign_frame",
+    "assignment_frame",
+    "predict_one",
+    "reference_users",
+    "similar_users",
+    "train_to_directory",
+    "write_parquet",
+]
+
+log = logging.getLogger(__name__)
+
+ASSIGNMENTS_FILE = "assignments.parquet"
+REPORT_FILE = "report.html"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainOutcome:
+    """What :func:`train_to_directory` made: the version directory, the fit, the profiles."""
+
+    version_dir: Path
+    result: TrainResult
+    profiles: tuple[SegmentProfile, ...]
+
+
+def assignment_frame(
+    user_ids: np.ndarray | pd.Series,
+    segments: np.ndarray,
+    components: np.ndarray,
+    unseen: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """user_id (int64), segment (int64), component_1, component_2 (float64), unseen (bool).
+
+    ``unseen`` (any categorical value outside the vocabulary) is all False when not given,
+    as for the training users themselves.
+    """
+    n = len(segments)
+    return pd.DataFrame(
+        {
+            ID_COLUMN: np.asarray(user_ids, dtype=np.int64),
+            "segment": np.asarray(segments, dtype=np.int64),
+            "component_1": components[:, 0],
+            "component_2": components[:, 1],
+            "unseen": np.zeros(n, dtype=bool) if unseen is None else unseen,
+        }
+    )
+
+
+def assign_frame(model: Model, features: pd.DataFrame) -> pd.DataFrame:
+    """:func:`assignment_frame` of every row of a feature frame (with ``user_id``)."""
+    result = assign(model, features)
+    return assignment_frame(features[ID_COLUMN], result.segments, result.components, result.unseen)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` via a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), partial)
+    os.replace(partial, path)
+
+
+def train_to_directory(
+    source: DataSource,
+    models_dir: Path,
+    config: TrainConfig,
+    progress: Progress | None = None,
+) -> TrainOutcome:
+    """Train on ``source`` and publish the result as ``models_dir/current``.
+
+    Raises:
+        DataError, ServiceError: reading the data failed, or it cannot be segmented.
+        ArtifactError: ``models_dir/current`` is not a symlink.
+    """
+    report = progress or (lambda step, done, total: None)
+    report("reading features", 0, 1)
+    features = read_features(source)
+    report("reading features", 1, 1)
+    result = fit(features, config, progress)
+    model = result.model
+    models_dir.mkdir(parents=True, exist_ok=True)
+    suffix = 1
+    while (models_dir / model.version).exists():  # same data, same second: keep both
+        suffix += 1
+        model = dataclasses.replace(result.model, version=f"{result.model.version}-{suffix}")
+    result = dataclasses.replace(result, model=model)
+
+    report("writing model and report", 0, 1)
+    staging = models_dir / f".staging-{model.version}-{os.getpid()}"
+    try:
+        save_model(model, staging)
+        stored = assignment_frame(result.features[ID_COLUMN], result.segments, result.components)
+        write_parquet(stored, staging / ASSIGNMENTS_FILE)
+        profiles = profile_segments(result.features, result.segments, model.k)
+        html_text = render_html(model, profiles, result.components, result.segments)
+        (staging / REPORT_FILE).write_text(html_text, encoding="utf-8")
+        version_dir = models_dir / model.version
+        os.rename(staging, version_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    publish_current(models_dir, version_dir)
+    report("writing model and report", 1, 1)
+    log.info("model %s written to %s (k=%d)", model.version, version_dir, model.k)
+    return TrainOutcome(version_dir=version_dir, result=result, profiles=profiles)
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """One customer's assignment and the existing users most like them.
+
+    ``similar`` has columns user_id, similarity (cosine, -1..1), segment, best first.
+    """
+
+    segment: int
+    components: tuple[float, float]
+    distances: tuple[float, ...]
+    unseen_columns: tuple[str, ...]
+    similar: pd.DataFrame
+
+
+def reference_users(model: Model, model_path: Path, source: DataSource | None) -> pd.DataFrame:
+    """The existing users to compare with: assigned from ``source``, or stored by training.
+
+    Raises:
+        ArtifactError: no source and the version has no readable assignments.parquet.
+    """
+    if source is not None:
+        return assign_frame(model, read_features(source))
+    path = resolve_model_dir(model_path) / ASSIGNMENTS_FILE
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"cannot read {path} (give --data to recompute it): {exc}") from exc
+
+
+def similar_users(query: np.ndarray, reference: pd.DataFrame, top: int = 5) -> pd.DataFrame:
+    """The ``top`` reference users most similar to ``query`` (2,) by cosine similarity.
+
+    Cosine similarity of the (component_1, component_2) vectors, as the notebook; a zero
+    vector has similarity 0 to everything. Ties go to the smaller user_id.
+    """
+    vectors = reference[["component_1", "component_2"]].to_numpy(dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1) * float(np.linalg.norm(query))
+    dots = vectors @ np.asarray(query, dtype=np.float64)
+    similarity = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    order = np.lexsort((reference[ID_COLUMN].to_numpy(), -similarity))[:top]
+    return pd.DataFrame(
+        {
+            ID_COLUMN: reference[ID_COLUMN].to_numpy()[order],
+            "similarity": similarity[order],
+            "segment": reference["segment"].to_numpy()[order],
+        }
+    )
+
+
+def predict_one(
+    model: Model, row: Mapping[str, object], reference: pd.DataFrame | None, top: int = 5
+) -> Prediction:
+    """Assign one customer (a mapping of every feature column to one value).
+
+    Raises:
+        ModelMismatchError: a feature is missing.  DataError: a numeric value is not a number.
+    """
+    result = assign(model, {name: [value] for name, value in row.items()})
+    if len(result) != 1:
+        raise DataError("predict_one takes exactly one row")
+    comps = result.components[0]
+    similar = (
+        similar_users(comps, reference, top)
+        if reference is not None
+        else pd.DataFrame(columns=[ID_COLUMN, "similarity", "segment"])
+    )
+    return Prediction(
+        segment=int(result.segments[0]),
+        components=(float(comps[0]), float(comps[1])),
+        distances=tuple(float(d) for d in result.distances[0]),
+        unseen_columns=result.unseen_names(0),
+        similar=similar,
+    )

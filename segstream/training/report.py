@@ -1,0 +1,315 @@
+"""The per-segment report: the notebook's profile table, as self-contained HTML and in a terminal.
+
+:func:`profile_segments` is pure (frame + labels -> :class:`SegmentProfile` values): for each
+segment its size, its share of all segmented users, the top 3 values of every feature column
+with their share inside the segment (ties by value, code point order), and the mean of each
+numeric feature. :func:`render_html` draws the elbow (chosen k marked), a scatter of the two
+components coloured by segment (a seeded sample of at most :data:`SCATTER_POINTS` points) and
+the segment sizes with matplotlib's Agg backend, embedding them as base64 PNGs, so the file
+needs nothing beside it. :func:`summary_table` is the same summary as a rich table.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from rich.table import Table
+
+from segstream.training.artifact import Model
+from segstream.training.features import FEATURE_COLUMNS, NUMERIC_COLUMNS
+
+__all__ = [
+    "SCATTER_POINTS",
+    "SegmentProfile",
+    "TopValue",
+    "elbow_png",
+    "profile_segments",
+    "render_html",
+    "scatter_png",
+    "sizes_png",
+    "summary_table",
+]
+
+SCATTER_POINTS = 20_000
+"""Most points drawn in the component scatter; larger data is sampled (seeded)."""
+_TOP = 3
+
+
+@dataclass(frozen=True)
+class TopValue:
+    """A value of a column and its share of the segment's users, in percent."""
+
+    value: str
+    share: float
+
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    """One segment: size, share of all users (%), top values per column, numeric means."""
+
+    segment: int
+    size: int
+    share: float
+    top_values: dict[str, tuple[TopValue, ...]]
+    means: dict[str, float]
+
+
+def profile_segments(
+    features: pd.DataFrame, segments: np.ndarray, k: int, top: int = _TOP
+) -> tuple[SegmentProfile, ...]:
+    """Profile each of the ``k`` segments of ``features`` (aligned with ``segments``).
+
+    A segment with no rows still gets a profile (size 0, no top values, NaN means).
+    """
+    seg = pd.Series(np.asarray(segments), index=features.index, name="segment")
+    sizes = seg.value_counts().reindex(range(k), fill_value=0)
+    total = max(int(sizes.sum()), 1)
+    tops: dict[str, dict[int, tuple[TopValue, ...]]] = {}
+    for column in FEATURE_COLUMNS:
+        counts = (
+            pd.DataFrame({"segment": seg, "value": features[column].astype(str)})
+            .value_counts()
+            .rename("n")
+            .reset_index()
+            .sort_values(["segment", "n", "value"], ascending=[True, False, True], kind="stable")
+        )
+        head = counts.groupby("segment", sort=True).head(top)
+        tops[column] = {
+            int(s): tuple(
+                TopValue(str(v), 100.0 * n / sizes[s])
+                for v, n in zip(g["value"], g["n"], strict=True)
+            )
+            for s, g in head.groupby("segment", sort=True)
+        }
+    means = features[list(NUMERIC_COLUMNS)].groupby(seg).mean().reindex(range(k))
+    return tuple(
+        SegmentProfile(
+            segment=s,
+            size=int(sizes[s]),
+            share=100.0 * int(sizes[s]) / total,
+            top_values={c: tops[c].get(s, ()) for c in FEATURE_COLUMNS},
+            means={c: float(means.loc[s, c]) for c in NUMERIC_COLUMNS},
+        )
+        for s in range(k)
+    )
+
+
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+    # A bare Figure (no pyplot): no global state, no display, rendered by Agg on savefig.
+    fig = Figure(figsize=(width, height))
+    return fig, fig.add_subplot()
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _colour(segment: int) -> tuple[float, ...]:
+    return tuple(matplotlib.colormaps["tab10"](segment % 10))
+
+
+def elbow_png(model: Model) -> bytes:
+    """SSE versus k with the chosen k marked, and the sampled silhouette on a second axis."""
+    fig, ax = _figure(7, 4)
+    ax.plot(model.k_values, model.sse, "o-", color="#1f4e79", label="SSE (inertia)")
+    if model.k in model.k_values:
+        chosen_sse = model.sse[model.k_values.index(model.k)]
+        ax.axvline(model.k, color="#c0392b", linestyle="--", linewidth=1)
+        ax.plot(
+            [model.k],
+            [chosen_sse],
+            "o",
+            markersize=14,
+            markerfacecolor="none",
+            markeredgecolor="#c0392b",
+            markeredgewidth=2,
+            label=f"chosen k = {model.k}",
+        )
+    ax.set_xlabel("k (number of segments)")
+    ax.set_ylabel("SSE")
+    ax.set_xticks(list(model.k_values))
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    sil = [math.nan if s is None else s for s in model.silhouette]
+    ax2.plot(model.k_values, sil, "s:", color="#7f8c8d", label="silhouette (sample)")
+    ax2.set_ylabel("silhouette")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right")
+    ax.set_title("Elbow: SSE and silhouette by k")
+    return _png(fig)
+
+
+def scatter_png(model: Model, components: np.ndarray, segments: np.ndarray, seed: int = 0) -> bytes:
+    """The two PCA components coloured by segment, centres marked; sampled when large."""
+    n = components.shape[0]
+    rows = np.arange(n)
+    if n > SCATTER_POINTS:
+        rows = np.sort(np.random.default_rng(seed).choice(n, SCATTER_POINTS, replace=False))
+    fig, ax = _figure(7, 5.5)
+    for s in range(model.k):
+        mine = rows[segments[rows] == s]
+        ax.scatter(
+            components[mine, 0],
+            components[mine, 1],
+            s=4,
+            alpha=0.5,
+            color=_colour(s),
+            label=f"segment {s}",
+            rasterized=True,
+        )
+    ax.scatter(
+        model.centers[:, 0],
+        model.centers[:, 1],
+        marker="X",
+        s=160,
+        c="black",
+        edgecolors="white",
+        linewidths=1.5,
+        label="centres",
+    )
+    ax.set_xlabel("component 1")
+    ax.set_ylabel("component 2")
+    shown = f"{rows.size:,} of {n:,} users" if rows.size < n else f"all {n:,} users"
+    ax.set_title(f"Segments in PCA space ({shown})")
+    ax.legend(markerscale=3, fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def sizes_png(profiles: Sequence[SegmentProfile]) -> bytes:
+    """Bar chart of the number of users per segment, labelled with the share."""
+    fig, ax = _figure(7, 3.2)
+    ids = [p.segment for p in profiles]
+    bars = ax.bar(
+        [str(i) for i in ids], [p.size for p in profiles], color=[_colour(i) for i in ids]
+    )
+    for bar, p in zip(bars, profiles, strict=True):
+        ax.annotate(
+            f"{p.share:.1f}%",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
+    ax.set_xlabel("segment")
+    ax.set_ylabel("users")
+    ax.set_title("Segment sizes")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _top_cell(values: Sequence[TopValue]) -> str:
+    return "<br>".join(f"{html.escape(v.value)} <small>({v.share:.1f}%)</small>" for v in values)
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f0f3f7; } small { color: #666; } .num { text-align: right; }
+.plots img { max-width: 100%; margin: 0.5em 1em 0.5em 0; border: 1px solid #eee; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dt { font-weight: 600; }
+"""
+
+
+def render_html(
+    model: Model,
+    profiles: Sequence[SegmentProfile],
+    components: np.ndarray,
+    segments: np.ndarray,
+) -> str:
+    """The whole report as one self-contained HTML document (plots embedded as PNG)."""
+    e = html.escape
+    facts = {
+        "version": model.version,
+        "created": model.created_at,
+        "users segmented": f"{model.n_rows:,}",
+        "k": f"{model.k} ({model.k_selection})",
+        "explained variance": ", ".join(f"{v:.1%}" for v in model.explained_variance_ratio),
+        "seed": str(model.seed),
+        "data fingerprint": model.data_fingerprint[:16],
+    }
+    facts_html = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts.items())
+    head = "".join(f"<th>{e(c)}</th>" for c in FEATURE_COLUMNS)
+    rows = "".join(
+        f"<tr><td>{p.segment}</td><td class=num>{p.size:,}</td><td class=num>{p.share:.1f}%</td>"
+        + "".join(f"<td>{_top_cell(p.top_values[c])}</td>" for c in FEATURE_COLUMNS)
+        + "</tr>"
+        for p in profiles
+    )
+    mean_head = "".join(f"<th>mean {e(c)}</th>" for c in NUMERIC_COLUMNS)
+    mean_rows = "".join(
+        f"<tr><td>{p.segment}</td><td class=num>{p.size:,}</td>"
+        + "".join(f"<td class=num>{p.means[c]:.2f}</td>" for c in NUMERIC_COLUMNS)
+        + "</tr>"
+        for p in profiles
+    )
+    elbow_rows = "".join(
+        f"<tr><td>{k}{' (chosen)' if k == model.k else ''}</td><td class=num>{s:,.1f}</td>"
+        f"<td class=num>{sil:.3f}</td></tr>"
+        for k, s, sil in zip(model.k_values, model.sse, model.silhouette, strict=True)
+    )
+    plots = "".join(
+        (
+            _img(elbow_png(model), "elbow chart"),
+            _img(scatter_png(model, components, segments, model.seed), "component scatter"),
+            _img(sizes_png(profiles), "segment sizes"),
+        )
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>segstream model {e(model.version)}</title><style>{_STYLE}</style></head><body>
+<h1>Customer segments: model {e(model.version)}</h1>
+<dl>{facts_html}</dl>
+<div class="plots">{plots}</div>
+<h2>Segments: top {_TOP} values per column (share inside the segment)</h2>
+<table><tr><th>segment</th><th>users</th><th>share of all users</th>{head}</tr>{rows}</table>
+<h2>Numeric features: per-segment means</h2>
+<table><tr><th>segment</th><th>users</th>{mean_head}</tr>{mean_rows}</table>
+<h2>Elbow</h2>
+<table><tr><th>k</th><th>SSE</th><th>silhouette (sample)</th></tr>{elbow_rows}</table>
+</body></html>
+"""
+
+
+def summary_table(model: Model, profiles: Sequence[SegmentProfile]) -> Table:
+    """The report's summary as a rich table: one row per segment, its top value per column."""
+    table = Table(title=f"model {model.version}: {model.n_rows:,} users, k={model.k}")
+    table.add_column("seg", justify="right")
+    table.add_column("users", justify="right")
+    table.add_column("share", justify="right")
+    for column in NUMERIC_COLUMNS:
+        table.add_column(f"mean {column.replace('total_', '')}", justify="right")
+    for column in FEATURE_COLUMNS:
+        if column not in NUMERIC_COLUMNS:
+            table.add_column(column.replace("most_frequent_", "").replace("_source", ""))
+    for p in profiles:
+        tops = [
+            f"{p.top_values[c][0].value} ({p.top_values[c][0].share:.0f}%)"
+            if p.top_values[c]
+            else "-"
+            for c in FEATURE_COLUMNS
+            if c not in NUMERIC_COLUMNS
+        ]
+        means = [f"{p.means[c]:.1f}" for c in NUMERIC_COLUMNS]
+        table.add_row(str(p.segment), f"{p.size:,}", f"{p.share:.1f}%", *means, *tops)
+    return table
