@@ -1,4 +1,4 @@
--- segstream feature query: one row per user who has at least one order.
+-- segstream feature query, one row per user who has at least one order.
 --
 -- Runs unchanged on DuckDB (over Parquet or CSV files exposed as views) and on PostgreSQL
 -- (through SQLAlchemy); segstream/training/features.py documents the semantics and holds the

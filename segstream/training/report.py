@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from rich.table import Table
 
 from segstream.training.artifact import Model
@@ -147,7 +148,14 @@ def elbow_png(model: Model) -> bytes:
     ax2.set_ylabel("silhouette")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right")
+    ax.legend(
+        lines[0] + lines2[0],
+        lines[1] + lines2[1],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=3,
+        frameon=False,
+    )
     ax.set_title("Elbow: SSE and silhouette by k")
     return _png(fig)
 
@@ -184,7 +192,13 @@ def scatter_png(model: Model, components: np.ndarray, segments: np.ndarray, seed
     ax.set_ylabel("component 2")
     shown = f"{rows.size:,} of {n:,} users" if rows.size < n else f"all {n:,} users"
     ax.set_title(f"Segments in PCA space ({shown})")
-    ax.legend(markerscale=3, fontsize=8, loc="best")
+    # Proxy handles: legend markers of one readable size, whatever the plotted sizes.
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=_colour(s), label=f"segment {s}")
+        for s in range(model.k)
+    ]
+    handles.append(Line2D([], [], marker="X", linestyle="", color="black", label="centre"))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -207,6 +221,7 @@ def sizes_png(profiles: Sequence[SegmentProfile]) -> bytes:
     ax.set_xlabel("segment")
     ax.set_ylabel("users")
     ax.set_title("Segment sizes")
+    ax.margins(y=0.12)  # room for the share labels above the bars
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
