@@ -157,14 +157,16 @@ def plan_settles(
     settles: list[Settle] = []
     assignable = (state for state in states if state.assignable)
     for state, segment in zip(assignable, segments.tolist(), strict=True):
+        occurred_at = ""
         if change_due(state.segment, state.model_version, segment, model_version):
             source, event = by_user[state.user_id][-1]
-            change = encode_change(
+            occurred_at = event.created_at
+            change: bytes | None = encode_change(
                 user_id=state.user_id,
                 previous_segment=state.segment,
                 segment=segment,
                 model_version=model_version,
-                occurred_at=event.created_at,
+                occurred_at=occurred_at,
                 features=state.features(),
                 source=source,
             )
@@ -174,7 +176,13 @@ def plan_settles(
             continue
         settles.append(
             Settle(
-                state.user_id, state.segment, state.model_version, segment, model_version, change
+                user_id=state.user_id,
+                seen_segment=state.segment,
+                seen_model_version=state.model_version,
+                segment=segment,
+                model_version=model_version,
+                change=change,
+                updated_at=occurred_at,
             )
         )
     # A user with a segment stays assignable (profiles are replaced whole, counts only grow),

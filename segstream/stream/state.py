@@ -116,6 +116,8 @@ class Settle:
     model_version: str
     change: bytes | None
     """The serialised change event to queue, or ``None`` to only read pending ones."""
+    updated_at: str = ""
+    """The change's occurred_at, stored with the segment (hash field ``ua``)."""
 
 
 def encode_events(events: Sequence[tuple[Source, Event]]) -> list[str | int]:
@@ -233,6 +235,7 @@ class RedisState:
                     s.segment,
                     s.model_version,
                     s.change or b"",
+                    s.updated_at,
                 ),
             )
             for s in settles

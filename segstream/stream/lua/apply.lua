@@ -12,7 +12,8 @@
 --
 -- Hash fields: age gen cty src (profile), n (orders counted), o:<order_id> (counted orders),
 -- b:<brand> c:<category> (item counts), tb tc (current most frequent brand and category),
--- seg mv (last segment and model version published), f:<topic>:<partition> (fences).
+-- seg mv ua (last segment queued, its model version and occurred_at; written by settle.lua),
+-- f:<topic>:<partition> (fences).
 --
 -- Returns {applied, age, gen, cty, src, n, tb, tc, seg, mv, pending}: how many events were
 -- fresh, the state after them (nil where missing) and the outbox length.

@@ -7,6 +7,7 @@
 --                   call cannot queue the same change twice
 -- ARGV[3], ARGV[4]  the new segment and model version
 -- ARGV[5]  the change event (JSON), or "" to only read the outbox
+-- ARGV[6]  the change's occurred_at (RFC 3339), stored as "ua": when the segment was set
 --
 -- The outbox is a list of the serialised change events, oldest first; entries are removed
 -- (LREM by value) only after the broker acknowledged them, so a crash in between re-sends
@@ -15,7 +16,7 @@
 if ARGV[5] ~= '' then
   local current = redis.call('HMGET', KEYS[1], 'seg', 'mv')
   if (current[1] or '') == ARGV[1] and (current[2] or '') == ARGV[2] then
-    redis.call('HSET', KEYS[1], 'seg', ARGV[3], 'mv', ARGV[4])
+    redis.call('HSET', KEYS[1], 'seg', ARGV[3], 'mv', ARGV[4], 'ua', ARGV[6])
     redis.call('RPUSH', KEYS[2], ARGV[5])
   end
 end

@@ -157,7 +157,10 @@ def test_memory_per_typical_user_is_well_under_a_kilobyte(run: _Sync) -> None:
             brands = [f"Brand name {uid * 7 + n + i}" for i in range(2)]
             run.apply(uid, (at(uid * 10 + n, "orders", uid % 4), order(uid * 10 + n, *brands)))
     version = "20260101T000000-abcdef"
-    pending = run.settle(*(Settle(uid, None, None, 2, version, b"c") for uid in range(1, 101)))
+    stamp = "2023-01-02T03:04:05.123456Z"
+    pending = run.settle(
+        *(Settle(uid, None, None, 2, version, b"c", stamp) for uid in range(1, 101))
+    )
     run.clear(pending)
     sizes = run.memory(range(1, 101))
     assert max(sizes) < 1024, sizes
