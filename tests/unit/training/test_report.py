@@ -1,0 +1,78 @@
+"""The per-segment report: the notebook's profile table and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segstream.training.report import profile_segments, render_html, summary_table
+from segstream.training.train import TrainResult
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": range(1, 9),
+            "age": [20, 30, 40, 50, 60, 60, 60, 70],
+            "gender": ["F", "F", "M", "F", "M", "M", "M", "F"],
+            "country": ["China", "Brasil", "China", "Spain", "Japan", "Japan", "Spain", "Japan"],
+            "traffic_source": ["Search"] * 8,
+            "total_orders": [1, 1, 2, 3, 1, 1, 1, 4],
+            "most_frequent_brand": ["a", "b", "c", "d", "e", "e", "f", "g"],
+            "most_frequent_category": ["Jeans"] * 8,
+        }
+    )
+
+
+def test_profile_has_top_three_values_with_shares_inside_the_segment(frame: pd.DataFrame) -> None:
+    segments = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    profiles = profile_segments(frame, segments, k=2)
+    first, second = profiles
+    assert (first.size, second.size) == (4, 4)
+    assert first.share == second.share == 50.0
+    # Segment 0 countries: China 2, Brasil 1, Spain 1 -> ties by value, code point order.
+    assert [(v.value, v.share) for v in first.top_values["country"]] == [
+        ("China", 50.0),
+        ("Brasil", 25.0),
+        ("Spain", 25.0),
+    ]
+    assert [(v.value, v.share) for v in second.top_values["gender"]] == [("M", 75.0), ("F", 25.0)]
+    assert [v.value for v in second.top_values["age"]] == ["60", "70"]
+    assert first.means == {"age": 35.0, "total_orders": 1.75}
+
+
+def test_empty_segment_still_gets_a_row(frame: pd.DataFrame) -> None:
+    profiles = profile_segments(frame, np.zeros(8, dtype=int), k=3)
+    assert [p.size for p in profiles] == [8, 0, 0]
+    assert profiles[2].top_values["country"] == ()
+    assert np.isnan(profiles[2].means["age"])
+
+
+def test_html_report_is_self_contained_with_its_plots_and_tables(small_fit: TrainResult) -> None:
+    model = small_fit.model
+    profiles = profile_segments(small_fit.features, small_fit.segments, model.k)
+    page = render_html(model, profiles, small_fit.components, small_fit.segments)
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert images == ["elbow chart", "component scatter", "segment sizes"]
+    assert not re.search(r"(src|href)=\"(?!data:)", page), "nothing may be fetched from elsewhere"
+    assert page.count("<tr><td>") >= 2 * model.k + len(model.k_values)
+    assert f"{model.k} (chosen)" in page
+    for column in ("most_frequent_brand", "mean total_orders", "share of all users"):
+        assert column in page
+
+
+def test_report_escapes_values(frame: pd.DataFrame, small_fit: TrainResult) -> None:
+    frame.loc[0, "most_frequent_brand"] = "<script>alert(1)</script>"
+    profiles = profile_segments(frame, np.zeros(8, dtype=int), k=small_fit.model.k)
+    page = render_html(small_fit.model, profiles, np.zeros((8, 2)), np.zeros(8, dtype=int))
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_terminal_summary_has_a_row_per_segment(small_fit: TrainResult) -> None:
+    profiles = profile_segments(small_fit.features, small_fit.segments, small_fit.model.k)
+    table = summary_table(small_fit.model, profiles)
+    assert table.row_count == small_fit.model.k
