@@ -52,6 +52,8 @@ SESSION_TIMEOUT_S = 10.0
 """Group session timeout: how long a silent worker keeps its partitions."""
 HEARTBEAT_INTERVAL_S = 1.0
 """Heartbeat period; a third of the session timeout or less, as Kafka requires."""
+STATS_INTERVAL_S = 10.0
+"""How often a worker logs its running totals (when they moved)."""
 
 
 def state_prefix(settings: Settings) -> str:
@@ -116,6 +118,27 @@ def create_app(settings: Settings) -> faust.App:
         app.topic(topics.user_segments, partitions=settings.topic_partitions, compacting=True),
         app.topic(topics.dead_letters, partitions=settings.topic_partitions),
     ]
+
+    last_logged: list[int] = [0]
+
+    @app.timer(interval=STATS_INTERVAL_S)
+    async def log_stats() -> None:
+        processor = getattr(app, "segstream_processor", None)
+        if processor is None or processor.stats.records == last_logged[0]:
+            return
+        stats = processor.stats
+        rate = (stats.records - last_logged[0]) / STATS_INTERVAL_S
+        last_logged[0] = stats.records
+        log.info(
+            "%d records (%.0f/s): %d valid, %d fresh, %d assigned, %d changes, dead letters %s",
+            stats.records,
+            rate,
+            stats.valid,
+            stats.fresh,
+            stats.assigned,
+            stats.changes,
+            dict(stats.dead_letters) or 0,
+        )
 
     @app.agent(inputs, name=AGENT_NAME)
     async def assign_users(stream: faust.StreamT) -> None:

@@ -18,6 +18,7 @@ This module does the Redis I/O; encoding arguments and decoding replies are pure
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -33,6 +34,7 @@ __all__ = [
     "Settle",
     "UserState",
     "decode_state",
+    "describe_user",
     "encode_events",
     "outbox_key",
     "state_key",
@@ -156,6 +158,54 @@ def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
         model_version=_text(version),
         pending=int(pending),
     )
+
+
+_STATE_FIELDS: Final = (b"age", b"gen", b"cty", b"src", b"n", b"tb", b"tc", b"seg", b"mv")
+
+
+def describe_user(
+    user_id: int, fields: Mapping[bytes, bytes], pending: Sequence[bytes]
+) -> dict[str, Any]:
+    """Everything stored about a user, readable and JSON-ready (for ``segstream segment``).
+
+    Keys: user_id, segment, model_version, updated_at, assignable, features (by column),
+    orders (ids counted, ascending), brand_counts and category_counts (most first, then by
+    name), fences (``topic:partition`` -> last applied offset), pending (change events).
+    """
+    reply = [0, *(fields.get(name) for name in _STATE_FIELDS), len(pending)]
+    state = decode_state(user_id, reply)
+    orders, brands, categories, fences = [], {}, {}, {}
+    for raw_name, raw_value in fields.items():
+        name = raw_name.decode()
+        kind, sep, rest = name.partition(":")
+        if not sep:
+            continue
+        if kind == "o":
+            orders.append(int(rest))
+        elif kind == "b":
+            brands[rest] = int(raw_value)
+        elif kind == "c":
+            categories[rest] = int(raw_value)
+        elif kind == "f":
+            fences[rest] = int(raw_value)
+
+    def ranked(counts: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    updated = fields.get(b"ua")
+    return {
+        "user_id": user_id,
+        "segment": state.segment,
+        "model_version": state.model_version,
+        "updated_at": updated.decode() if updated else None,
+        "assignable": state.assignable,
+        "features": state.features(),
+        "orders": sorted(orders),
+        "brand_counts": ranked(brands),
+        "category_counts": ranked(categories),
+        "fences": fences,
+        "pending": [json.loads(change) for change in pending],
+    }
 
 
 _SCRIPT_NAMES: Final = ("apply", "settle")

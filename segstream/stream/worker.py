@@ -1,0 +1,76 @@
+"""``segstream worker``: run the streaming worker in this process until stopped.
+
+The same app as ``faust -A segstream.stream.main:app worker``, with three things done first
+so that a mistake is reported at once, not from inside a running consumer: the model at
+``MODELS/current`` must load, Redis must answer, and the stream's topics are created (with the
+configured partition count) if missing. SIGINT/SIGTERM stop the worker cleanly: the batch in
+progress finishes, acknowledged offsets are committed, the group is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+import redis.asyncio as aioredis
+
+from segstream.errors import ServiceError
+from segstream.settings import Settings
+from segstream.stream.app import create_app, quiet_framework_loggers
+from segstream.stream.assigner import Assigner
+from segstream.stream.retry import REDIS_TRANSIENT, retry
+from segstream.stream.topics import ensure_topics
+
+__all__ = ["check_dependencies", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+async def _ping_redis(url: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def check_dependencies(settings: Settings) -> None:
+    """Redis answers and the topics exist (created if missing).
+
+    Raises:
+        ServiceError: Redis or the broker cannot be reached after a few tries.
+    """
+    await retry(
+        lambda: _ping_redis(settings.redis_url),
+        what=f"connecting to Redis at {settings.redis_url}",
+        transient=REDIS_TRANSIENT,
+        attempts=5,
+        first_delay_s=0.2,
+    )
+    created = await ensure_topics(settings)
+    if created:
+        log.info("created topics %s", ", ".join(created))
+
+
+def run_worker(settings: Settings) -> int:
+    """Run one worker until SIGINT/SIGTERM or a fatal error; returns the exit code.
+
+    Raises:
+        ArtifactError: no loadable model at ``MODELS/current``.
+        ServiceError: Redis or the broker is unreachable at start.
+    """
+    model = Assigner(settings.model_dir)
+    log.info("model %s (k=%d) from %s", model.version, model.model.k, settings.model_dir)
+    asyncio.run(check_dependencies(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed the previous one
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    quiet_framework_loggers()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code:
+            raise ServiceError(f"the worker stopped with exit code {code}") from None
+    return 0
