@@ -1,0 +1,244 @@
+"""The worker's Prometheus metrics, in a registry of its own, and rolling rates for the status page.
+
+:class:`Metrics` is the one object the worker (phase 2: the agent and the batch processor)
+reports to, through small methods taking plain values; the web side renders it at
+``GET /metrics`` (text format 0.0.4) and reads :meth:`Metrics.throughput` for the status page.
+Each instance owns a :class:`~prometheus_client.CollectorRegistry`, so two apps in one process
+(tests, a worker serving its own API) never share or double-register series.
+
+Series (``segstream_`` prefix; counters get ``_total`` in the exposition):
+
+==========================================  =========  ==========================================
+name                                        type       labels / meaning
+==========================================  =========  ==========================================
+segstream_events_consumed_total             counter    ``topic``: input records taken from Kafka
+segstream_batch_processing_seconds          histogram  wall time of one batch, end to end
+segstream_batch_events                      histogram  records per batch
+segstream_segment_changes_total             counter    segment changes published
+segstream_dead_letters_total                counter    ``reason``: rejected inputs (every known
+                                                       reason is present from the start, at 0)
+segstream_segment_population                gauge      ``model_version``, ``segment``: users
+segstream_model_info                        info       ``version`` of the model in use
+segstream_redis_errors_total                counter    failed Redis calls (transient errors)
+segstream_redis_retries_total               counter    Redis calls retried after a failure
+segstream_consumer_lag_messages             gauge      ``topic``, ``partition``: records pending
+segstream_consumer_lag_seconds              gauge      ``topic``, ``partition``: age of the oldest
+                                                       pending record, 0 when caught up; absent
+                                                       while unknown
+==========================================  =========  ==========================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from segstream.stream.events import REASONS
+from segstream.stream.lag import PartitionLag
+
+__all__ = ["CONTENT_TYPE", "Metrics", "RollingCounter", "Throughput"]
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""Content type of :meth:`Metrics.exposition`: Prometheus text format 0.0.4."""
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Bucket bounds of the batch processing histogram, in seconds."""
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
+"""Bucket bounds of the batch size histogram, in records."""
+
+
+class RollingCounter:
+    """Counts in one-second buckets over the last ``horizon_s`` seconds, for rates.
+
+    Cost per :meth:`add` is O(1); memory is at most ``horizon_s`` buckets. ``clock`` gives
+    monotonic seconds (injected by tests).
+    """
+
+    def __init__(self, horizon_s: int = 60, clock: Callable[[], float] = time.monotonic) -> None:
+        if horizon_s < 1:
+            raise ValueError(f"horizon_s must be at least 1, got {horizon_s}")
+        self.horizon_s = horizon_s
+        self.clock = clock
+        self.total = 0
+        self._buckets: deque[list[int]] = deque()  # [second, count], oldest first
+        self._born = clock()
+
+    def _trim(self, now_s: int) -> None:
+        while self._buckets and self._buckets[0][0] <= now_s - self.horizon_s:
+            self._buckets.popleft()
+
+    def add(self, n: int = 1) -> None:
+        """Count ``n`` more now."""
+        now_s = int(self.clock())
+        self.total += n
+        if self._buckets and self._buckets[-1][0] == now_s:
+            self._buckets[-1][1] += n
+        else:
+            self._buckets.append([now_s, n])
+            self._trim(now_s)
+
+    def rate(self, window_s: int = 10) -> float:
+        """Mean count per second over the last ``window_s`` whole seconds (current one excluded).
+
+        The current second is still filling, so it is left out; a counter younger than the
+        window is averaged over its age, so a fresh worker does not show a rate too low.
+        """
+        window_s = max(1, min(window_s, self.horizon_s - 1))
+        now = self.clock()
+        now_s = int(now)
+        self._trim(now_s)
+        count = sum(c for second, c in self._buckets if now_s - window_s <= second < now_s)
+        span = min(float(window_s), max(now_s - int(self._born), 1))
+        return count / span
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Rolling rates over ``window_s`` seconds and totals since the process started."""
+
+    window_s: int
+    events_per_s: float
+    changes_per_s: float
+    dead_letters_per_s: float
+    events_total: int
+    changes_total: int
+    dead_letters_total: int
+
+
+class Metrics:
+    """The worker's metrics: call the recording methods, expose with :meth:`exposition`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """A fresh registry with every series declared (counters at 0)."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._consumed = Counter(
+            "segstream_events_consumed", "Input records consumed.", ["topic"], registry=r
+        )
+        self._latency = Histogram(
+            "segstream_batch_processing_seconds",
+            "Wall time to process one batch (validate, Redis, assign, publish), in seconds.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self._batch = Histogram(
+            "segstream_batch_events", "Records per batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+        self._changes = Counter(
+            "segstream_segment_changes", "Segment changes published.", registry=r
+        )
+        self._dead = Counter(
+            "segstream_dead_letters",
+            "Input records dead-lettered, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REASONS:
+            self._dead.labels(reason=reason)
+        self._population = Gauge(
+            "segstream_segment_population",
+            "Users whose current segment is this one, under this model version.",
+            ["model_version", "segment"],
+            registry=r,
+        )
+        self._model = Info("segstream_model", "The model used for assignment.", registry=r)
+        self._redis_errors = Counter(
+            "segstream_redis_errors", "Redis calls that failed with a transient error.", registry=r
+        )
+        self._redis_retries = Counter(
+            "segstream_redis_retries", "Redis calls retried after a failure.", registry=r
+        )
+        self._lag_messages = Gauge(
+            "segstream_consumer_lag_messages",
+            "Records of the partition not yet processed by the worker group.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._lag_seconds = Gauge(
+            "segstream_consumer_lag_seconds",
+            "Age in seconds of the oldest record not yet processed; 0 when caught up.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.events = RollingCounter(clock=clock)
+        self.changes_rate = RollingCounter(clock=clock)
+        self.dead_letters_rate = RollingCounter(clock=clock)
+        self.model_version: str | None = None
+
+    # --- recording (called by the worker) ---------------------------------------------------
+
+    def consumed(self, topic: str, n: int = 1) -> None:
+        """``n`` records of ``topic`` were taken from Kafka."""
+        if n:
+            self._consumed.labels(topic=topic).inc(n)
+            self.events.add(n)
+
+    def observe_batch(self, seconds: float, n: int) -> None:
+        """A batch of ``n`` records took ``seconds`` to process, end to end."""
+        self._latency.observe(seconds)
+        self._batch.observe(n)
+
+    def changes(self, n: int = 1) -> None:
+        """``n`` segment changes were published."""
+        if n:
+            self._changes.inc(n)
+            self.changes_rate.add(n)
+
+    def dead_letter(self, reason: str, n: int = 1) -> None:
+        """``n`` records were dead-lettered for ``reason`` (an ``events.REASONS`` code)."""
+        if n:
+            self._dead.labels(reason=reason).inc(n)
+            self.dead_letters_rate.add(n)
+
+    def redis_error(self) -> None:
+        """A Redis call failed with a transient error."""
+        self._redis_errors.inc()
+
+    def redis_retry(self) -> None:
+        """A failed Redis call is being retried."""
+        self._redis_retries.inc()
+
+    def set_population(self, populations: Mapping[str, Mapping[int, int]]) -> None:
+        """Replace the population gauges: model version -> segment -> users."""
+        self._population.clear()
+        for version, counts in populations.items():
+            for segment, users in counts.items():
+                self._population.labels(model_version=version, segment=str(segment)).set(users)
+
+    def set_model(self, version: str) -> None:
+        """The model in use is now ``version``."""
+        self.model_version = version
+        self._model.info({"version": version})
+
+    def set_lag(self, partitions: Iterable[PartitionLag]) -> None:
+        """Replace the lag gauges with these partitions' figures (others are dropped)."""
+        self._lag_messages.clear()
+        self._lag_seconds.clear()
+        for p in partitions:
+            labels = {"topic": p.topic, "partition": str(p.partition)}
+            self._lag_messages.labels(**labels).set(p.lag)
+            if p.seconds_behind is not None:
+                self._lag_seconds.labels(**labels).set(p.seconds_behind)
+
+    # --- reading (the web side) -------------------------------------------------------------
+
+    def throughput(self, window_s: int = 10) -> Throughput:
+        """Rates over the last ``window_s`` seconds, and totals."""
+        return Throughput(
+            window_s=window_s,
+            events_per_s=self.events.rate(window_s),
+            changes_per_s=self.changes_rate.rate(window_s),
+            dead_letters_per_s=self.dead_letters_rate.rate(window_s),
+            events_total=self.events.total,
+            changes_total=self.changes_rate.total,
+            dead_letters_total=self.dead_letters_rate.total,
+        )
+
+    def exposition(self) -> bytes:
+        """Every series in the Prometheus text format (see :data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)

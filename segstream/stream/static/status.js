@@ -1,0 +1,128 @@
+// The status page: polls /status.json every 2 s and redraws. Plain DOM, no framework, no build.
+"use strict";
+
+const REFRESH_MS = 2000;
+const $ = (id) => document.getElementById(id);
+
+function fmtRate(x) {
+  if (x === null || x === undefined) return "–";
+  return x >= 100 ? Math.round(x).toLocaleString("en") : x.toFixed(1);
+}
+
+function fmtSeconds(x) {
+  if (x === null || x === undefined) return "?";
+  if (x < 60) return x.toFixed(1) + " s";
+  if (x < 3600) return (x / 60).toFixed(1) + " min";
+  return (x / 3600).toFixed(1) + " h";
+}
+
+function fmtTime(ms) {
+  return new Date(ms).toLocaleTimeString("en-GB", { hour12: false });
+}
+
+function cell(row, text, cls) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function drawPopulations(pop, model) {
+  const box = $("populations");
+  box.replaceChildren();
+  const segments = pop.segments || [];
+  const max = Math.max(1, ...segments.map((s) => s.users));
+  for (const s of segments) {
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.dataset.segment = String(s.segment);
+    const label = document.createElement("span");
+    label.textContent = "segment " + s.segment;
+    const track = document.createElement("div");
+    track.className = "track";
+    const fill = document.createElement("div");
+    fill.className = "fill";
+    fill.style.width = ((100 * s.users) / max).toFixed(1) + "%";
+    track.appendChild(fill);
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = s.users.toLocaleString("en");
+    bar.append(label, track, count);
+    box.appendChild(bar);
+  }
+  const notes = [];
+  if (pop.error) notes.push(pop.error);
+  if (model.error) notes.push("no model: " + model.error);
+  if (pop.unassigned !== null && pop.unassigned !== undefined)
+    notes.push(pop.unassigned.toLocaleString("en") + " users not assignable yet");
+  if (pop.other_versions) notes.push(pop.other_versions.toLocaleString("en") + " still under an older model");
+  $("pop-note").textContent = notes.join(" · ");
+}
+
+function drawChanges(changes) {
+  const body = $("changes").tBodies[0];
+  body.replaceChildren();
+  for (const c of changes.latest) {
+    const row = body.insertRow();
+    cell(row, fmtTime(c.published_ms));
+    cell(row, String(c.user_id), "num");
+    cell(row, (c.previous_segment === null ? "new" : c.previous_segment) + " → " + c.segment);
+    cell(row, c.model_version);
+    cell(row, c.occurred_at);
+  }
+  $("changes-note").textContent = changes.latest.length
+    ? ""
+    : changes.error || "no segment change published yet";
+}
+
+function drawLag(lag) {
+  $("lag-total").textContent = lag.total === null ? "–" : lag.total.toLocaleString("en");
+  $("lag-seconds").textContent = lag.total === null ? "–" : fmtSeconds(lag.max_seconds_behind);
+  $("lag-group").textContent = "group " + lag.group;
+  const body = $("lag").tBodies[0];
+  body.replaceChildren();
+  for (const p of lag.partitions) {
+    const row = body.insertRow();
+    if (p.lag > 0) row.className = "lagging";
+    cell(row, p.topic);
+    cell(row, String(p.partition), "num");
+    cell(row, p.committed === null ? "none" : String(p.committed), "num");
+    cell(row, String(p.end), "num");
+    cell(row, String(p.lag), "num");
+    cell(row, fmtSeconds(p.seconds_behind), "num");
+  }
+  const notes = [];
+  if (lag.error) notes.push("Kafka: " + lag.error);
+  if (lag.missing_topics.length) notes.push("topics not created yet: " + lag.missing_topics.join(", "));
+  $("lag-note").textContent = notes.join(" · ");
+}
+
+function draw(status) {
+  $("model").textContent = "model: " + (status.model.version || "none") +
+    (status.model.k ? " (k=" + status.model.k + ")" : "");
+  const t = status.throughput;
+  $("processed").textContent = fmtRate(t.processed_per_s);
+  $("produced").textContent = fmtRate(t.produced_per_s);
+  $("changes-rate").textContent = fmtRate(t.changes_per_s);
+  drawLag(status.lag);
+  drawPopulations(status.populations, status.model);
+  drawChanges(status.changes);
+  $("updated").textContent = "updated " + fmtTime(status.generated_at * 1000);
+  document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
+}
+
+async function refresh() {
+  try {
+    const response = await fetch("/status.json", { cache: "no-store" });
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    draw(await response.json());
+    $("offline").hidden = true;
+  } catch (err) {
+    $("offline").hidden = false;
+    $("offline").textContent = "status unavailable: " + err.message;
+  } finally {
+    setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+refresh();
