@@ -1,0 +1,79 @@
+"""The status page's change feed and group throughput figures (pure parts)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from segstream.stream.changefeed import ChangeFeed, parse_change
+from segstream.stream.live import offset_rates
+
+
+def change_value(user_id: int, previous: int | None, segment: int) -> bytes:
+    return json.dumps(
+        {
+            "event_id": "0" * 32,
+            "user_id": user_id,
+            "previous_segment": previous,
+            "segment": segment,
+            "model_version": "v1",
+            "occurred_at": "2024-04-01T10:00:00Z",
+            "features": {},
+            "source": {"topic": "orders", "partition": 0, "offset": 1},
+        }
+    ).encode()
+
+
+@dataclass
+class Record:
+    """The two fields of a consumer record the feed reads."""
+
+    value: bytes | None
+    timestamp: int
+
+
+def test_change_event_is_summarised() -> None:
+    summary = parse_change(change_value(42, None, 3), 1_700_000_000_000)
+    assert summary is not None
+    assert summary.as_json() == {
+        "user_id": 42,
+        "previous_segment": None,
+        "segment": 3,
+        "model_version": "v1",
+        "occurred_at": "2024-04-01T10:00:00Z",
+        "published_ms": 1_700_000_000_000,
+    }
+
+
+@pytest.mark.parametrize("value", [None, b"", b"nope", b"[]", b'{"user_id": 1}'])
+def test_values_that_are_not_change_events_are_skipped(value: bytes | None) -> None:
+    assert parse_change(value, 0) is None
+
+
+def test_feed_keeps_the_newest_changes_by_publication_time_newest_first() -> None:
+    feed = ChangeFeed("127.0.0.1:1", "changes", keep=3)
+    feed._add([Record(change_value(1, None, 0), 10), Record(change_value(2, None, 1), 30)], False)
+    feed._add([Record(change_value(3, 0, 2), 20), Record(b"junk", 25)], False)
+    feed._add([Record(change_value(4, 1, 2), 40)], True)
+    assert [c.user_id for c in feed.recent()] == [4, 2, 3]
+    assert [c.user_id for c in feed.recent(2)] == [4, 2]
+    # Only live records count towards the rate, not the backlog read at start-up.
+    assert feed.rate.total == 1
+
+
+def test_offset_rates_need_two_samples_half_a_second_apart() -> None:
+    assert offset_rates([]) == (None, None)
+    assert offset_rates([(0.0, 0, 0), (0.2, 10, 10)]) == (None, None)
+
+
+def test_offset_rates_use_the_window_only() -> None:
+    history = [(0.0, 0, 0), (50.0, 100, 200), (55.0, 150, 260), (60.0, 200, 300)]
+    processed, produced = offset_rates(history, window_s=10.0)
+    assert processed == pytest.approx(10.0)
+    assert produced == pytest.approx(10.0)
+
+
+def test_offsets_going_backwards_give_zero_not_negative_rates() -> None:
+    assert offset_rates([(0.0, 500, 500), (2.0, 10, 20)]) == (0.0, 0.0)

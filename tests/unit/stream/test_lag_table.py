@@ -1,0 +1,49 @@
+"""The table ``segstream lag`` prints."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from segstream.stream.lag import LagSnapshot, partition_lag
+from segstream.stream.ops_cli import lag_table
+
+
+def render(snapshot: LagSnapshot) -> list[str]:
+    console = Console(record=True, width=60, color_system=None)
+    console.print(lag_table(snapshot))
+    return console.export_text().splitlines()
+
+
+def test_one_row_per_partition_and_a_total_row_with_full_topic_names() -> None:
+    topic = "orders-0123456789abcdef"
+    snapshot = LagSnapshot(
+        "workers",
+        0.0,
+        (
+            partition_lag(
+                topic, 0, committed=5, start=0, end=9, first_pending_ms=1_000, now_ms=13_500
+            ),
+            partition_lag(
+                topic, 1, committed=None, start=0, end=0, first_pending_ms=None, now_ms=13_500
+            ),
+        ),
+    )
+    lines = render(snapshot)
+    assert "consumer group workers" in lines[0]
+    rows = [line.replace("│", " ").split() for line in lines if topic in line]
+    assert rows == [
+        [topic, "0", "5", "9", "4", "12.5"],
+        [topic, "1", "none", "0", "0", "0.0"],
+    ]
+    total = next(line.replace("│", " ").split() for line in lines if "total" in line)
+    assert total == ["total", "4", "12.5"]
+
+
+def test_unknown_age_is_printed_as_unknown() -> None:
+    snapshot = LagSnapshot(
+        "g",
+        0.0,
+        (partition_lag("t", 0, committed=0, start=0, end=3, first_pending_ms=None, now_ms=0),),
+    )
+    total = next(line.replace("│", " ").split() for line in render(snapshot) if "total" in line)
+    assert total == ["total", "3", "unknown"]

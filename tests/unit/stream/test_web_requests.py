@@ -1,0 +1,102 @@
+"""Request parsing of the HTTP API (pure): user ids and /predict bodies, with messages."""
+
+from __future__ import annotations
+
+import json
+
+import fastjsonschema
+import pytest
+from aiohttp import web
+
+from segstream.stream.openapi import MAX_USER_ID, PREDICT_REQUEST, openapi_document
+from segstream.stream.web import parse_predict_body, parse_user_id
+from segstream.training.features import FEATURE_COLUMNS
+
+GOOD = {
+    "age": 30,
+    "gender": "F",
+    "country": "Brasil",
+    "traffic_source": "Search",
+    "total_orders": 2,
+    "most_frequent_brand": "Levi's",
+    "most_frequent_category": "Jeans",
+}
+
+
+@pytest.mark.parametrize("raw", ["1", "42", str(MAX_USER_ID)])
+def test_valid_user_ids_parse(raw: str) -> None:
+    assert parse_user_id(raw) == int(raw)
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "abc", "1.5", "", " 7", str(MAX_USER_ID + 1), "٣"])
+def test_invalid_user_ids_are_rejected_naming_the_range(raw: str) -> None:
+    with pytest.raises(web.HTTPBadRequest) as caught:
+        parse_user_id(raw)
+    assert f"from 1 to {MAX_USER_ID}" in caught.value.text
+    assert repr(raw) in caught.value.text
+
+
+def test_predict_body_gives_the_features_and_top() -> None:
+    features, top = parse_predict_body(json.dumps({**GOOD, "top": 3}).encode())
+    assert features == GOOD
+    assert top == 3
+
+
+def test_predict_top_defaults_to_five() -> None:
+    assert parse_predict_body(json.dumps(GOOD).encode())[1] == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b'{"age": NaN}', "not JSON"),
+        (b"[1, 2]", "must be object"),
+        (json.dumps({"age": 30}).encode(), "missing field(s) gender, country"),
+        (json.dumps({**GOOD, "age": "30"}).encode(), "body.age must be integer"),
+        (json.dumps({**GOOD, "age": 500}).encode(), "body.age must be smaller than or equal"),
+        (json.dumps({**GOOD, "total_orders": -1}).encode(), "body.total_orders"),
+        (json.dumps({**GOOD, "country": ""}).encode(), "body.country"),
+        (json.dumps({**GOOD, "shoe_size": 42}).encode(), "must not contain"),
+        (json.dumps({**GOOD, "top": 51}).encode(), "body.top"),
+    ],
+)
+def test_bad_predict_bodies_say_what_is_wrong(body: bytes, expected: str) -> None:
+    with pytest.raises(web.HTTPBadRequest) as caught:
+        parse_predict_body(body)
+    assert expected in caught.value.text
+
+
+def test_predict_request_schema_requires_exactly_the_model_features() -> None:
+    assert PREDICT_REQUEST["required"] == list(FEATURE_COLUMNS)
+    assert set(PREDICT_REQUEST["properties"]) == {*FEATURE_COLUMNS, "top"}
+
+
+def test_openapi_document_references_resolve_and_cover_every_route() -> None:
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+    text = json.dumps(document)
+    for name in schemas:
+        assert f"#/components/schemas/{name}" in text or name == "PredictRequest"
+    refs = {part.split('"')[0] for part in text.split("#/components/schemas/")[1:]}
+    assert refs <= set(schemas)
+    assert set(document["paths"]) == {
+        "/users/{user_id}",
+        "/predict",
+        "/segments",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/status.json",
+        "/",
+        "/openapi.json",
+    }
+    # Response schemas are JSON Schema the validator compiles (nullable aside, an OAS word).
+    fastjsonschema.compile(schemas["PredictRequest"])
+
+
+def test_openapi_document_is_a_fresh_copy_each_time() -> None:
+    first = openapi_document()
+    first["paths"].clear()
+    assert openapi_document()["paths"]
