@@ -1,0 +1,92 @@
+"""The ops tests' world: a slice of the stream dataset processed as the worker does, served.
+
+Each module gets its own consumer group, topics and Redis prefix. The slice is every event of
+400 users with orders and of 20 users without (profile only), so the stored features of the
+400 are exactly the batch SQL's and their segments the batch assignment's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from segstream.settings import Settings, load_settings
+from segstream.stream.metrics import Metrics
+from segstream.stream.topics import ensure_topics
+from tests.integration.stream.conftest import Dataset
+from tests.integration.stream.ops.support import ServedApp, free_port, publish, stand_in_worker
+
+N_ASSIGNABLE = 400
+N_PROFILE_ONLY = 20
+
+
+def ops_settings(
+    kafka_bootstrap: str, redis_url: str, models_dir: Path, **overrides: object
+) -> Settings:
+    """Settings of a fresh app (group, topics, Redis prefix, HTTP port of its own); topics made."""
+    tag = uuid.uuid4().hex[:10]
+    values: dict[str, object] = {
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "redis_url": redis_url,
+        "model_dir": models_dir,
+        "app_id": f"ops{tag}",
+        "topic_users": f"users-{tag}",
+        "topic_orders": f"orders-{tag}",
+        "topic_segment_changes": f"changes-{tag}",
+        "topic_user_segments": f"segments-{tag}",
+        "topic_dead_letters": f"dead-{tag}",
+        "topic_partitions": 4,
+        "http_port": free_port(),
+    }
+    values.update(overrides)
+    settings = load_settings(**values)
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+@dataclass(frozen=True)
+class World:
+    """What a module's app serves: who was processed, with which settings."""
+
+    settings: Settings
+    dataset: Dataset
+    assignable: list[int]
+    """Users whose every event was processed and who have every feature."""
+    profile_only: list[int]
+    """Users with a profile and no order: known, not assignable."""
+    events: int
+
+
+@pytest.fixture(scope="module")
+def world(kafka_bootstrap: str, redis_url: str, dataset: Dataset) -> World:
+    settings = ops_settings(kafka_bootstrap, redis_url, dataset.models_dir)
+    assignable = sorted(int(u) for u in dataset.features["user_id"])[:N_ASSIGNABLE]
+    with_features = set(int(u) for u in dataset.features["user_id"])
+    ordering = {e.user_id for e in dataset.plan.events if e.kind == "orders"}
+    profile_only = [u for u in dataset.user_ids if u not in ordering][:N_PROFILE_ONLY]
+    assert with_features.isdisjoint(profile_only) and len(profile_only) == N_PROFILE_ONLY
+    chosen = set(assignable) | set(profile_only)
+    events = [e for e in dataset.plan.events if e.user_id in chosen]
+    publish(settings, events)
+    assert stand_in_worker(settings, len(events)) == len(events)
+    return World(settings, dataset, assignable, profile_only, len(events))
+
+
+@pytest.fixture(scope="module")
+def metrics() -> Metrics:
+    """The metrics object the module's app exposes (the worker's, in phase 2)."""
+    return Metrics()
+
+
+@pytest.fixture(scope="module")
+def served(world: World, metrics: Metrics) -> Iterator[ServedApp]:
+    app = ServedApp(world.settings, metrics=metrics, lag_interval_s=0.3)
+    try:
+        yield app
+    finally:
+        app.stop()

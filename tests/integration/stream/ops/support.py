@@ -1,0 +1,138 @@
+"""Helpers of the ops tests: an HTTP app served from a thread, and a stand-in worker.
+
+The stand-in worker is what phase 1 has instead of the Faust worker: a plain aiokafka consumer
+in the worker's group (manually assigned, so no rebalance wait) handing each batch to the
+worker's own :class:`~segstream.stream.processor.BatchProcessor` (real Redis, Lua, model,
+producer), then committing. Redis state, ``segment-changes`` and ``user-segments`` are then
+exactly what the worker writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from segstream.settings import Settings
+from segstream.stream.app import state_prefix
+from segstream.stream.assigner import Assigner
+from segstream.stream.processor import BatchProcessor, Topics
+from segstream.stream.publisher import AiokafkaSender
+from segstream.stream.replay import ReplayEvent, publish_events
+from segstream.stream.state import RedisState
+from segstream.stream.topics import partitions_of
+from segstream.stream.web import create_web_app, start_web
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def publish(settings: Settings, events: list[ReplayEvent]) -> None:
+    """Publish replay events to the settings' input topics."""
+    topics = {"users": settings.topic_users, "orders": settings.topic_orders}
+    asyncio.run(publish_events(events, bootstrap=settings.kafka_bootstrap_servers, topics=topics))
+
+
+async def _stand_in(settings: Settings, expected: int, timeout_s: float) -> int:
+    bootstrap = settings.kafka_bootstrap_servers
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in (settings.topic_users, settings.topic_orders)
+        for p in await partitions_of(bootstrap, topic)
+    ]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    client = aioredis.Redis.from_url(settings.redis_url)
+    await consumer.start()
+    await producer.start()
+    done = 0
+    try:
+        consumer.assign(partitions)
+        state = RedisState(client, state_prefix(settings))
+        await state.load_scripts()
+        processor = BatchProcessor(
+            state,
+            Assigner(settings.model_dir),
+            AiokafkaSender(producer),
+            Topics.from_settings(settings),
+        )
+        async with asyncio.timeout(timeout_s):
+            while done < expected:
+                fetched = await consumer.getmany(timeout_ms=500, max_records=500)
+                records = [r for batch in fetched.values() for r in batch]
+                if records:
+                    await processor.process(records)
+                    await consumer.commit()
+                    done += len(records)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await client.aclose()
+    return done
+
+
+def stand_in_worker(settings: Settings, expected: int, timeout_s: float = 60.0) -> int:
+    """Process and commit ``expected`` input records as the worker group; returns the count."""
+    return asyncio.run(_stand_in(settings, expected, timeout_s))
+
+
+class ServedApp:
+    """``create_web_app(settings, **kwargs)`` served on its own event loop in a thread."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self.settings = settings
+        self.base = f"http://{settings.http_host}:{settings.http_port}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._runner = self._call(self._start(kwargs))
+
+    def _call(self, coroutine: Any, timeout_s: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+    async def _start(self, kwargs: dict[str, Any]) -> Any:
+        self.app = create_web_app(self.settings, **kwargs)
+        return await start_web(self.app, self.settings.http_host, self.settings.http_port)
+
+    def stop(self) -> None:
+        """Stop serving, cancel the background readers, end the thread."""
+        try:
+            self._call(self._runner.cleanup())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``(status, headers, body)`` of one request; 4xx/5xx are returned, not raised."""
+        request = urllib.request.Request(self.base + path, data=body, method=method)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """``(status, decoded JSON body)``; ``body`` is sent as JSON unless it is bytes."""
+        raw = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        status, _, payload = self.request(method, path, raw)
+        return status, json.loads(payload)
