@@ -1,0 +1,141 @@
+"""Consumer lag read from Kafka: ``read_lag``, ``segstream lag`` and the lag gauges agree.
+
+No worker runs: the stand-in worker (a plain consumer in the group feeding the worker's batch
+processor) commits the first events, then N more are produced and must show as exactly N
+pending, in messages and in seconds, until the stand-in processes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from segstream.cli import main
+from segstream.settings import Settings
+from segstream.stream.lag import LagSnapshot, read_lag
+from segstream.stream.metrics import Metrics
+from tests.integration.stream.conftest import Dataset
+from tests.integration.stream.ops.conftest import ops_settings
+from tests.integration.stream.ops.support import ServedApp, free_port, publish, stand_in_worker
+
+FIRST = 300
+PENDING = 137
+
+
+def lag_now(settings: Settings) -> LagSnapshot:
+    topics = [settings.topic_users, settings.topic_orders]
+    return asyncio.run(read_lag(settings.kafka_bootstrap_servers, settings.app_id, topics))
+
+
+def cli_lag(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys, *args: str) -> str:
+    for name in ("kafka_bootstrap_servers", "app_id", "topic_users", "topic_orders"):
+        monkeypatch.setenv(f"SEGSTREAM_{name.upper()}", str(getattr(settings, name)))
+    capsys.readouterr()
+    assert main(["lag", *args]) == 0
+    return capsys.readouterr().out
+
+
+def gauges(app: ServedApp) -> tuple[float, float]:
+    """Sum of the lag-in-messages gauges and max of the lag-in-seconds gauges."""
+    status, _, body = app.request("GET", "/metrics")
+    assert status == 200
+    messages, seconds = 0.0, 0.0
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "segstream_consumer_lag_messages":
+                messages += sample.value
+            elif sample.name == "segstream_consumer_lag_seconds":
+                seconds = max(seconds, sample.value)
+    return messages, seconds
+
+
+def wait_for(probe: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_produced_events_show_as_exactly_n_pending_until_processed(
+    kafka_bootstrap: str,
+    redis_url: str,
+    dataset: Dataset,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = ops_settings(kafka_bootstrap, redis_url, dataset.models_dir)
+    events = dataset.plan.events
+    publish(settings, events[:FIRST])
+    assert stand_in_worker(settings, FIRST) == FIRST
+    app = ServedApp(settings, metrics=Metrics(), lag_interval_s=0.3)
+    try:
+        caught_up = lag_now(settings)
+        assert (caught_up.total_lag, caught_up.max_seconds_behind) == (0, 0.0)
+        assert sum(p.committed or 0 for p in caught_up.partitions) == FIRST
+        wait_for(lambda: gauges(app) == (0.0, 0.0), "the gauges at 0")
+
+        produced_at = time.time()
+        publish(settings, events[FIRST : FIRST + PENDING])
+        time.sleep(1.0)  # the pending events age
+        pending = lag_now(settings)
+        assert pending.total_lag == PENDING
+        assert pending.max_seconds_behind is not None
+        assert 1.0 <= pending.max_seconds_behind <= time.time() - produced_at + 0.5
+        for p in pending.partitions:
+            assert p.lag == p.end - (p.committed or 0)
+            assert (p.seconds_behind or 0.0) > 0.0 if p.lag else p.seconds_behind == 0.0
+
+        document = json.loads(cli_lag(settings, monkeypatch, capsys, "--json"))
+        assert document["total_lag"] == PENDING
+        assert sum(p["lag"] for p in document["partitions"]) == PENDING
+        assert document["max_seconds_behind"] >= 1.0
+        table = cli_lag(settings, monkeypatch, capsys)
+        total_row = next(line for line in table.splitlines() if "total" in line)
+        assert total_row.replace("│", " ").split()[1] == str(PENDING)
+        assert settings.topic_orders in table and settings.topic_users in table
+
+        wait_for(lambda: gauges(app)[0] == PENDING, f"the gauges at {PENDING}")
+        assert gauges(app)[1] >= 1.0
+
+        assert stand_in_worker(settings, PENDING) == PENDING
+        drained = lag_now(settings)
+        assert (drained.total_lag, drained.max_seconds_behind) == (0, 0.0)
+        assert json.loads(cli_lag(settings, monkeypatch, capsys, "--json"))["total_lag"] == 0
+        wait_for(lambda: gauges(app) == (0.0, 0.0), "the gauges back at 0")
+    finally:
+        app.stop()
+
+
+def test_a_group_that_never_committed_has_every_record_pending(
+    kafka_bootstrap: str, redis_url: str, dataset: Dataset
+) -> None:
+    settings = ops_settings(kafka_bootstrap, redis_url, dataset.models_dir)
+    publish(settings, dataset.plan.events[:50])
+    snapshot = lag_now(settings)
+    assert snapshot.total_lag == 50
+    assert all(p.committed is None for p in snapshot.partitions)
+    assert len(snapshot.partitions) == 8
+
+
+def test_lag_command_names_topics_that_do_not_exist(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    assert main(["lag", "--group", "nobody", "--topic", "no-such-topic-xyz", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["missing_topics"] == ["no-such-topic-xyz"]
+    assert document["partitions"] == [] and document["total_lag"] == 0
+
+
+def test_lag_command_exits_2_naming_an_unreachable_broker(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS", address)
+    assert main(["lag"]) == 2
+    assert address in capsys.readouterr().err
