@@ -83,12 +83,14 @@ def create_app(settings: Settings) -> faust.App:
     brokers = [
         f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
     ]
+    datadir = settings.data_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.app_id,
         broker=brokers,
         autodiscover=False,
         store="memory://",
-        datadir=str(settings.data_dir / "faust"),  # Faust's default is a folder in the cwd
+        datadir=str(datadir),  # Faust's default is a folder in the cwd
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
@@ -113,11 +115,19 @@ def create_app(settings: Settings) -> faust.App:
         partitions=settings.topic_partitions,
         internal=True,  # Faust creates it (with our partition count) before subscribing
     )
+    input_names = {topics.users, topics.orders}
     outputs = [
         app.topic(topics.segment_changes, partitions=settings.topic_partitions),
         app.topic(topics.user_segments, partitions=settings.topic_partitions, compacting=True),
         app.topic(topics.dead_letters, partitions=settings.topic_partitions),
     ]
+
+    @app.on_partitions_assigned.connect
+    async def log_assignment(app: faust.App, assigned: set[Any], **_: Any) -> None:
+        mine = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in input_names)
+        users = [p for t, p in mine if t == topics.users]
+        orders = [p for t, p in mine if t == topics.orders]
+        log.info("input partitions assigned: users %s, orders %s", users, orders)
 
     last_logged: list[int] = [0]
 

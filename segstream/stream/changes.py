@@ -5,9 +5,10 @@ one queued for publication, the user's first assignment included (nothing queued
 segment number only means something under the model that produced it, so a new model version
 with the same number is a change too: consumers learn which model each segment belongs to.
 
-The change's ``event_id`` is derived from what caused it (user, model version, source
-topic/partition/offset), so recomputing it gives the same id, and the bytes written to the
-outbox are re-sent unchanged after a crash: one change, one ``event_id``, however many sends.
+The change's ``event_id`` is derived from the user and the change's sequence number (the
+user's n-th change; Redis stores n with the segment, atomically), plus the model version and
+source event. The bytes written to the outbox are re-sent unchanged after a crash: one change,
+one ``event_id``, however many sends; and no two changes of a user share one.
 
 Wire formats (``schemas/segment_change.json``, ``schemas/user_segment.json``): compact JSON
 with keys in a fixed order, UTF-8; the message key is the user_id as a decimal string.
@@ -42,12 +43,15 @@ class Output:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def event_id(user_id: int, model_version: str, source: Source) -> str:
-    """Deterministic id of the change caused at ``source``: 32 hex digits (128 bits of SHA-256)."""
-    text = (
-        f"{user_id}\x1f{model_version}\x1f{source.topic}\x1f{source.partition}\x1f{source.offset}"
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+def event_id(user_id: int, sequence: int, model_version: str, source: Source) -> str:
+    """Id of the user's ``sequence``-th change: 32 hex digits (128 bits of SHA-256).
+
+    The sequence number makes it unique per user (two changes can share a source event: a
+    redelivered event re-assigns its user with the state later events left); the model
+    version and source make it unique across deployments that share a topic.
+    """
+    parts = (user_id, sequence, model_version, source.topic, source.partition, source.offset)
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
 def change_due(
@@ -63,6 +67,7 @@ def change_due(
 def encode_change(
     *,
     user_id: int,
+    sequence: int,
     previous_segment: int | None,
     segment: int,
     model_version: str,
@@ -72,11 +77,11 @@ def encode_change(
 ) -> bytes:
     """The ``segment-changes`` value: UTF-8 JSON per ``schemas/segment_change.json``.
 
-    ``occurred_at`` is the RFC 3339 ``created_at`` of the input event that caused the change
-    (business time, so a re-computation gives the same bytes).
+    ``sequence`` numbers the user's changes from 1 (see :func:`event_id`); ``occurred_at`` is
+    the RFC 3339 ``created_at`` of the input event that caused the change (business time).
     """
     document = {
-        "event_id": event_id(user_id, model_version, source),
+        "event_id": event_id(user_id, sequence, model_version, source),
         "user_id": user_id,
         "previous_segment": previous_segment,
         "segment": segment,

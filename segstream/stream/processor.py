@@ -163,6 +163,7 @@ def plan_settles(
             occurred_at = event.created_at
             change: bytes | None = encode_change(
                 user_id=state.user_id,
+                sequence=state.changes + 1,
                 previous_segment=state.segment,
                 segment=segment,
                 model_version=model_version,
@@ -183,6 +184,7 @@ def plan_settles(
                 model_version=model_version,
                 change=change,
                 updated_at=occurred_at,
+                seen_changes=state.changes,
             )
         )
     # A user with a segment stays assignable (profiles are replaced whole, counts only grow),

@@ -76,6 +76,8 @@ class UserState:
     model_version: str | None
     pending: int
     """Change events in the outbox, not yet acknowledged by the broker."""
+    changes: int = 0
+    """Changes queued for this user so far: the sequence number of the last one."""
 
     @property
     def assignable(self) -> bool:
@@ -120,6 +122,8 @@ class Settle:
     """The serialised change event to queue, or ``None`` to only read pending ones."""
     updated_at: str = ""
     """The change's occurred_at, stored with the segment (hash field ``ua``)."""
+    seen_changes: int = 0
+    """Changes queued so far as ``apply`` returned (compare-and-set too); ``change`` is the next."""
 
 
 def encode_events(events: Sequence[tuple[Source, Event]]) -> list[str | int]:
@@ -140,10 +144,14 @@ def encode_events(events: Sequence[tuple[Source, Event]]) -> list[str | int]:
 
 
 def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
-    """``apply.lua``'s reply (bytes or None items) -> :class:`UserState`."""
+    """``apply.lua``'s reply (bytes or None items) -> :class:`UserState`.
+
+    The twelfth item (changes queued) may be left out: it then counts as 0.
+    """
     applied, age, gender, country, source, orders, brand, category, segment, version, pending = (
-        reply
+        reply[:11]
     )
+    changes = reply[11] if len(reply) > 11 and reply[11] is not None else 0
     return UserState(
         user_id=user_id,
         applied=int(applied),
@@ -157,10 +165,12 @@ def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
         segment=None if segment is None else int(segment),
         model_version=_text(version),
         pending=int(pending),
+        changes=int(changes),
     )
 
 
 _STATE_FIELDS: Final = (b"age", b"gen", b"cty", b"src", b"n", b"tb", b"tc", b"seg", b"mv")
+"""Hash fields in the order of ``apply.lua``'s reply, after its leading ``applied``."""
 
 
 def describe_user(
@@ -172,7 +182,7 @@ def describe_user(
     orders (ids counted, ascending), brand_counts and category_counts (most first, then by
     name), fences (``topic:partition`` -> last applied offset), pending (change events).
     """
-    reply = [0, *(fields.get(name) for name in _STATE_FIELDS), len(pending)]
+    reply = [0, *(fields.get(name) for name in _STATE_FIELDS), len(pending), fields.get(b"cs")]
     state = decode_state(user_id, reply)
     orders, brands, categories, fences = [], {}, {}, {}
     for raw_name, raw_value in fields.items():
@@ -198,6 +208,7 @@ def describe_user(
         "segment": state.segment,
         "model_version": state.model_version,
         "updated_at": updated.decode() if updated else None,
+        "changes": state.changes,
         "assignable": state.assignable,
         "features": state.features(),
         "orders": sorted(orders),
@@ -286,6 +297,7 @@ class RedisState:
                     s.model_version,
                     s.change or b"",
                     s.updated_at,
+                    s.seen_changes,
                 ),
             )
             for s in settles

@@ -1,5 +1,7 @@
 """Creating the stream's topics, before any producer or consumer touches them.
 
+:func:`read_all` reads a whole topic, as it is now, for checks and benchmarks.
+
 Creating them up front (instead of letting the broker auto-create them on first use) gives the
 input topics the configured partition count, the same for both, which their co-partitioning
 needs, and ``user-segments`` its ``cleanup.policy=compact``. It also lets a worker's first
@@ -8,6 +10,7 @@ group join see its topics at once rather than after a metadata refresh.
 
 from __future__ import annotations
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -15,7 +18,7 @@ from segstream.errors import ServiceError
 from segstream.settings import Settings
 from segstream.stream.retry import KAFKA_TRANSIENT, retry
 
-__all__ = ["ensure_topics", "topic_specs"]
+__all__ = ["ensure_topics", "partitions_of", "read_all", "topic_specs"]
 
 
 def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -66,3 +69,43 @@ async def ensure_topics(settings: Settings, attempts: int = 5) -> list[str]:
         attempts=attempts,
         first_delay_s=0.5,
     )
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (empty when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(int(p["partition"]) for p in description.get("partitions", []))
+
+
+async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Every record of ``topic`` up to its end offsets at the call, partition by partition.
+
+    Records of one partition are in offset order; partitions follow each other in number
+    order. Reads without a consumer group (nothing is committed).
+    """
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        by_partition: dict[int, list[ConsumerRecord]] = {tp.partition: [] for tp in partitions}
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            fetched = await consumer.getmany(*remaining, timeout_ms=1_000)
+            for tp, records in fetched.items():
+                by_partition[tp.partition].extend(r for r in records if r.offset < ends[tp])
+            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    return [record for p in sorted(by_partition) for record in by_partition[p]]

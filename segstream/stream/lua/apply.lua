@@ -12,11 +12,13 @@
 --
 -- Hash fields: age gen cty src (profile), n (orders counted), o:<order_id> (counted orders),
 -- b:<brand> c:<category> (item counts), tb tc (current most frequent brand and category),
--- seg mv ua (last segment queued, its model version and occurred_at; written by settle.lua),
+-- seg mv ua cs (last segment queued, its model version, its occurred_at, and how many changes
+-- were queued; written by settle.lua),
 -- f:<topic>:<partition> (fences).
 --
--- Returns {applied, age, gen, cty, src, n, tb, tc, seg, mv, pending}: how many events were
--- fresh, the state after them (nil where missing) and the outbox length.
+-- Returns {applied, age, gen, cty, src, n, tb, tc, seg, mv, pending, cs}: how many events
+-- were fresh, the state after them (nil where missing), the outbox length and the number of
+-- changes queued so far (the sequence number of the user's last change).
 
 local key = KEYS[1]
 
@@ -94,4 +96,5 @@ for i = 1, 9 do
   reply[i + 1] = state[i]
 end
 reply[11] = redis.call('LLEN', KEYS[2])
+reply[12] = tonumber(redis.call('HGET', key, 'cs') or 0)
 return reply

@@ -143,11 +143,14 @@ def test_settle_queues_a_change_once_and_clear_removes_it(run: _Sync) -> None:
     # The same call again (a retry) sees segment 3 stored, not None: nothing queued twice.
     assert run.settle(first) == {1: [change]}
     state = run.apply(1, (at(0), order(10, "Zara")))
-    assert (state.segment, state.model_version, state.pending) == (3, "v1", 1)
+    assert (state.segment, state.model_version, state.pending, state.changes) == (3, "v1", 1, 1)
     run.clear({1: [change]})
     assert run.settle(Settle(1, 3, "v1", 3, "v1", None)) == {}
     second = b'{"event_id": "e2"}'
-    assert run.settle(Settle(1, 3, "v1", 0, "v1", second)) == {1: [second]}
+    stale = Settle(1, 3, "v1", 0, "v1", second, seen_changes=0)
+    assert run.settle(stale) == {}  # it saw 0 changes, but 1 was queued since: refused
+    assert run.settle(Settle(1, 3, "v1", 0, "v1", second, seen_changes=1)) == {1: [second]}
+    assert run.apply(1).changes == 2
 
 
 def test_memory_per_typical_user_is_well_under_a_kilobyte(run: _Sync) -> None:

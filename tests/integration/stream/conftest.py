@@ -1,0 +1,191 @@
+"""The streaming worker on the real stack: a trained dataset, worker processes, topic readers.
+
+Every test gets topics and a consumer group of its own (and so Redis keys of its own, which
+are prefixed by the group); the 20,000-user dataset and its model are made once a session.
+Workers run as ``python -m segstream.cli worker`` subprocesses, configured through the same
+``SEGSTREAM_*`` environment a user would set, so they can be SIGKILLed like a real crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from segstream.settings import Settings, load_settings
+from segstream.stream.replay import ReplayPlan, publish_events, read_replay_plan
+from segstream.stream.retry import KAFKA_TRANSIENT, retry
+from segstream.stream.topics import ensure_topics
+from segstream.training.artifact import Model, load_model
+from segstream.training.data import DataSource, read_features
+from segstream.training.generate import generate_tables, load_catalogue, write_tables
+from segstream.training.pipeline import train_to_directory
+from segstream.training.train import TrainConfig
+from tests.integration.stream import kafka_tools
+
+REPO = Path(__file__).resolve().parents[3]
+PRODUCTS = REPO.parent / "shared" / "data" / "thelook" / "products.parquet"
+N_USERS = 20_000
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Generated thelook tables, the model trained on them, and their replay events."""
+
+    data_dir: Path
+    models_dir: Path
+    model: Model
+    features: pd.DataFrame
+    """The SQL's feature rows (``read_features``): the users a worker must assign."""
+    user_ids: list[int]
+    """Every user of the users table."""
+    plan: ReplayPlan
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """20,000 generated users (real catalogue when present), trained with k=5."""
+    root = tmp_path_factory.mktemp("stream-data")
+    products = load_catalogue(PRODUCTS) if PRODUCTS.exists() else None
+    tables = generate_tables(N_USERS, seed=7, products=products)
+    write_tables(tables, root / "data")
+    source = DataSource(path=root / "data")
+    # A fixed k and few restarts: what is under test is the stream, not the elbow search.
+    config = TrainConfig(k=5, k_values=(5,), n_init=2, silhouette_sample=2_000)
+    train_to_directory(source, root / "models", config)
+    return Dataset(
+        data_dir=root / "data",
+        models_dir=root / "models",
+        model=load_model(root / "models"),
+        features=read_features(source),
+        user_ids=tables.users.column("id").to_pylist(),
+        plan=read_replay_plan(source),
+    )
+
+
+@pytest.fixture
+def stream_settings(
+    kafka_bootstrap: str, redis_url: str, dataset: Dataset, tmp_path: Path
+) -> Settings:
+    """Settings of a fresh app: its own group, topics (4 partitions) and Redis key prefix."""
+    tag = uuid.uuid4().hex[:10]
+    settings = load_settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        redis_url=redis_url,
+        model_dir=dataset.models_dir,
+        app_id=f"t{tag}",
+        topic_users=f"users-{tag}",
+        topic_orders=f"orders-{tag}",
+        topic_segment_changes=f"changes-{tag}",
+        topic_user_segments=f"segments-{tag}",
+        topic_dead_letters=f"dead-{tag}",
+        topic_partitions=4,
+        data_dir=tmp_path / "worker-data",
+        log_level="info",
+    )
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the SEGSTREAM_* environment of a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
+    for name, value in settings.model_dump().items():
+        env[f"SEGSTREAM_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """One ``segstream worker`` subprocess, logging to a file; always ended by the fixture."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "segstream.cli", "worker"],
+            env=settings_env(settings),
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        """Send ``sig`` and wait for the exit; returns the exit code (-9 after SIGKILL)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+        finally:
+            self._log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the worker's output, for failure messages."""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator:
+    """Factory: ``start_worker(settings) -> WorkerProcess``; all are stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL)
+
+
+def replay(settings: Settings, plan: ReplayPlan, rate: float | None = None) -> None:
+    """Publish ``plan``'s events to the settings' input topics."""
+    topics = {"users": settings.topic_users, "orders": settings.topic_orders}
+    asyncio.run(
+        publish_events(
+            plan.events, bootstrap=settings.kafka_bootstrap_servers, topics=topics, rate=rate
+        )
+    )
+
+
+def wait_until_consumed(
+    settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180.0
+) -> None:
+    """Block until the group has committed every input record; fail if a worker died."""
+    deadline = time.monotonic() + timeout_s
+    topics = [settings.topic_users, settings.topic_orders]
+    while True:
+        lag = asyncio.run(
+            retry(
+                lambda: kafka_tools.group_lag(
+                    settings.kafka_bootstrap_servers, settings.app_id, topics
+                ),
+                what="reading the group's lag",  # the coordinator may still be starting
+                transient=KAFKA_TRANSIENT,
+                attempts=30,
+                first_delay_s=0.2,
+                max_delay_s=1.0,
+            )
+        )
+        if lag == 0:
+            return
+        for worker in workers:
+            code = worker.process.poll()
+            assert code is None, f"worker exited with {code}:\n{worker.log_tail()}"
+        assert time.monotonic() < deadline, f"still {lag} records behind:\n" + "\n".join(
+            w.log_tail() for w in workers
+        )
+        time.sleep(0.5)

@@ -1,0 +1,126 @@
+"""The parity check: what a worker left in Redis and Kafka equals the batch pipeline's answer.
+
+Reference: the SQL's feature rows (``read_features``) and ``segstream assign`` run on the
+same data and model. Checked:
+
+- Redis, for every user of the dataset: the features and segment of each user the SQL
+  assigns, under the model's version; no segment for the others; no outbox left behind;
+- ``segment-changes``: deduplicated by event_id (a re-send after a crash repeats one), each
+  user's changes form one chain (each ``previous_segment`` is the segment before it, the
+  first is null), the last one is the user's final segment, and exactly the SQL's users have
+  changes; the payload matches the JSON Schema;
+- ``user-segments``: the last record of each key is the user's final segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import redis
+
+from segstream.cli import main as segstream_main
+from segstream.settings import Settings
+from segstream.stream.app import state_prefix
+from segstream.stream.events import load_schema
+from segstream.stream.state import outbox_key, state_key
+from segstream.stream.topics import read_all
+from segstream.training.features import FEATURE_COLUMNS
+from tests.integration.stream.conftest import Dataset
+
+FIELDS = ("age", "gen", "cty", "src", "n", "tb", "tc", "seg", "mv")
+
+
+def batch_assign(dataset: Dataset, out: Path) -> pd.DataFrame:
+    """``segstream assign`` on the dataset: user_id, segment, ..."""
+    code = segstream_main(
+        ["assign", "--model", str(dataset.models_dir), "--data", str(dataset.data_dir),
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    return pd.read_parquet(out)
+
+
+def expected_rows(dataset: Dataset, assigned: pd.DataFrame) -> dict[int, list[str]]:
+    """user_id -> the hash fields the worker must hold, as strings, for each SQL user."""
+    frame = dataset.features.merge(assigned[["user_id", "segment"]], on="user_id", how="left")
+    assert frame["segment"].notna().all()
+    expected = {}
+    for row in frame.itertuples(index=False):
+        values = [getattr(row, c) for c in FEATURE_COLUMNS]
+        expected[int(row.user_id)] = [
+            *(str(v) for v in values),
+            str(int(row.segment)),
+            dataset.model.version,
+        ]
+    return expected
+
+
+def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> None:
+    """Assert the module docstring's checks; messages show the first few mismatches."""
+    expected = expected_rows(dataset, batch_assign(dataset, workdir / "assigned.parquet"))
+    prefix = state_prefix(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for uid in dataset.user_ids:
+            pipe.hmget(state_key(prefix, uid), *FIELDS)
+            pipe.exists(outbox_key(prefix, uid))
+        replies = pipe.execute()
+    finally:
+        client.close()
+    mismatches = []
+    for uid, row, outbox in zip(dataset.user_ids, replies[::2], replies[1::2], strict=True):
+        got = [None if v is None else v.decode() for v in row]
+        want = expected.get(uid)
+        # A user the SQL does not assign must not have a segment either.
+        ok = got[7] is None if want is None else got == want
+        if not ok or outbox:
+            mismatches.append((uid, got, want, outbox))
+    assert not mismatches, f"{len(mismatches)} users differ, e.g. {mismatches[:5]}"
+
+    final = {uid: int(want[7]) for uid, want in expected.items()}
+    check_changes(settings, final, dataset.model.version)
+    segments = asyncio.run(read_all(settings.kafka_bootstrap_servers, settings.topic_user_segments))
+    last: dict[int, int] = {}
+    for record in segments:
+        last[int(record.key)] = json.loads(record.value)["segment"]
+    assert last == final
+
+
+def check_changes(settings: Settings, final: dict[int, int], version: str) -> None:
+    """The segment-change topic's chains end at ``final`` for exactly its users."""
+    records = asyncio.run(
+        read_all(settings.kafka_bootstrap_servers, settings.topic_segment_changes)
+    )
+    validator = jsonschema.Draft202012Validator(load_schema("segment_change"))
+    chains: dict[int, list[dict]] = defaultdict(list)
+    seen: dict[str, bytes] = {}
+    for record in records:
+        change = json.loads(record.value)
+        assert int(record.key) == change["user_id"]
+        if change["event_id"] in seen:
+            assert seen[change["event_id"]] == record.value, (
+                seen[change["event_id"]],
+                record.value,
+            )
+            continue
+        seen[change["event_id"]] = record.value
+        validator.validate(change)
+        chains[change["user_id"]].append(change)
+    broken = []
+    for uid, chain in chains.items():
+        previous = None
+        for change in chain:
+            if change["previous_segment"] != previous:
+                broken.append((uid, [(c["previous_segment"], c["segment"]) for c in chain]))
+                break
+            previous = change["segment"]
+        if chain[-1]["segment"] != final.get(uid) or chain[-1]["model_version"] != version:
+            broken.append((uid, chain[-1]["segment"], final.get(uid)))
+    assert not broken, f"{len(broken)} users' changes are wrong, e.g. {broken[:5]}"
+    assert set(chains) == set(final)
