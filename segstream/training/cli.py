@@ -74,8 +74,14 @@ def _source(args: argparse.Namespace) -> DataSource | None:
     return DataSource.from_args(args.data, args.db)
 
 
-def _default_model() -> Path:
-    return load_settings().model_dir / "current"
+def _models_dir(args: argparse.Namespace) -> Path:
+    """``--out`` of train, or ``SEGSTREAM_MODEL_DIR`` (read only when needed)."""
+    return Path(args.out) if args.out else load_settings().model_dir
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    """``--model``, or ``SEGSTREAM_MODEL_DIR/current``."""
+    return Path(args.model) if args.model else load_settings().model_dir / "current"
 
 
 @contextmanager
@@ -122,7 +128,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(k=args.k, seed=args.seed)
     started = time.perf_counter()
     with _progress() as progress:
-        outcome = train_to_directory(_source(args), Path(args.out), config, progress)
+        outcome = train_to_directory(_source(args), _models_dir(args), config, progress)
     model = outcome.result.model
     console = Console()
     console.print(summary_table(model, outcome.profiles))
@@ -131,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         for k, s, sil in zip(model.k_values, model.sse, model.silhouette, strict=True)
     )
     console.print(f"elbow (k: SSE/silhouette): {elbow}")
-    console.print(f"k = {model.k} ({model.k_selection})")
+    console.print(f"k: {model.k_selection}")
     if outcome.result.dropped_rows:
         console.print(f"dropped {outcome.result.dropped_rows:,} rows with missing values")
     console.print(f"model {outcome.version_dir} (current -> {model.version})")
@@ -145,7 +151,7 @@ def _assign(args: argparse.Namespace) -> int:
     from segstream.training.data import read_features
     from segstream.training.pipeline import assign_frame, write_parquet
 
-    model = load_model(Path(args.model))
+    model = load_model(_model_path(args))
     started = time.perf_counter()
     frame = assign_frame(model, read_features(_source(args)))
     write_parquet(frame, Path(args.out))
@@ -165,7 +171,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top < 0:
         raise DataError("--top must be 0 or more")
-    model = load_model(Path(args.model))
+    model = load_model(_model_path(args))
     row = {
         "age": args.age,
         "gender": args.gender,
@@ -175,7 +181,7 @@ def _predict(args: argparse.Namespace) -> int:
         "most_frequent_brand": args.brand,
         "most_frequent_category": args.category,
     }
-    reference = reference_users(model, Path(args.model), _source(args)) if args.top else None
+    reference = reference_users(model, _model_path(args), _source(args)) if args.top else None
     result = predict_one(model, row, reference, args.top)
     if args.json:
         document = {
@@ -264,7 +270,8 @@ def add_commands(sub: SubParsers) -> None:
         "assign", help="assign every user of the data to a segment (batch reference)"
     )
     p.add_argument(
-        "--model", default=str(_default_model()), help="model version directory or MODELS/current"
+        "--model",
+        help="model version directory or MODELS/current (default: SEGSTREAM_MODEL_DIR/current)",
     )
     _add_source(p, required=True)
     p.add_argument("--out", required=True, metavar="FILE.parquet", help="output Parquet file")
@@ -272,7 +279,8 @@ def add_commands(sub: SubParsers) -> None:
 
     p = sub.add_parser("predict", help="segment and most similar users for one new customer")
     p.add_argument(
-        "--model", default=str(_default_model()), help="model version directory or MODELS/current"
+        "--model",
+        help="model version directory or MODELS/current (default: SEGSTREAM_MODEL_DIR/current)",
     )
     p.add_argument("--age", type=int, required=True)
     p.add_argument("--gender", required=True)

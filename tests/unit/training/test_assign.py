@@ -10,6 +10,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import LabelEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from segstream.errors import DataError, ModelMismatchError
 from segstream.training.assign import assign, encode, encode_with_flags
@@ -28,7 +29,11 @@ def _sklearn_pipeline(features: pd.DataFrame, k: int, seed: int) -> tuple[np.nda
     scaler = StandardScaler().fit(X)
     pca = PCA(n_components=2, random_state=seed).fit(scaler.transform(X))
     points = pca.transform(scaler.transform(X))
-    kmeans = KMeans(k, init="k-means++", n_init=10, max_iter=300, random_state=seed).fit(points)
+    # Single-threaded like segstream's fit: k-means' sums are reduced per thread, so the
+    # thread count may move centres by an ulp.
+    with threadpool_limits(limits=1):
+        kmeans = KMeans(k, init="k-means++", n_init=10, max_iter=300, random_state=seed)
+        kmeans.fit(points)
     return kmeans.labels_, kmeans.predict(points)
 
 

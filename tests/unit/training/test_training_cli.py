@@ -46,7 +46,7 @@ def test_train_prints_the_summary_table(
     data, _ = trained
     assert main(["train", "--data", str(data), "--out", str(tmp_path), "--k", "3"]) == 0
     out = capsys.readouterr().out
-    assert "k = 3 (fixed k=3)" in out and "users" in out and "report" in out
+    assert "k: fixed k=3" in out and "users" in out and "report" in out
     assert load_model(tmp_path / "current").k == 3
 
 
