@@ -184,6 +184,10 @@ class LagReader:
         except KAFKA_TRANSIENT as exc:
             await _close_quietly(admin, consumer)
             raise ServiceError(f"cannot reach Kafka at {self.bootstrap_servers}: {exc!r}") from exc
+        except BaseException:
+            # Cancelled while connecting (the app is stopping): leave no client open behind.
+            await _close_quietly(admin, consumer)
+            raise
         self._admin, self._consumer = admin, consumer
 
     async def stop(self) -> None:

@@ -192,7 +192,7 @@ class LiveView:
         except ArtifactError as exc:
             log.debug("no model for the metrics: %s", exc)
         try:
-            populations = await self.populations.get()
+            populations = await self.populations.quick()
         except REDIS_TRANSIENT as exc:
             log.debug("no populations for the metrics: %s", exc)
             return
@@ -252,7 +252,7 @@ class LiveView:
 
     async def _populations_doc(self, version: str | None, k: int | None) -> dict[str, Any]:
         try:
-            populations: Populations | None = await self.populations.get()
+            populations: Populations | None = await self.populations.quick()
             error = None
         except REDIS_TRANSIENT as exc:
             populations, error = self.populations.last, f"Redis: {type(exc).__name__}: {exc}"

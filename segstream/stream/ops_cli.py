@@ -1,4 +1,4 @@
-"""``segstream lag | api``: the operators' verbs.
+"""``segstream lag | api | bench ops``: the operators' verbs.
 
 ``lag`` reads the worker group's position from Kafka itself (so it answers while every worker
 is down) and prints one row per partition; ``api`` serves the HTTP API, metrics and status
@@ -12,6 +12,7 @@ import asyncio
 import json
 from dataclasses import asdict
 
+from segstream.errors import ConfigError
 from segstream.settings import load_settings
 from segstream.stream.lag import LagSnapshot
 
@@ -92,8 +93,27 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_ops(args: argparse.Namespace) -> int:
+    from segstream.stream.ops_bench import run_ops_bench
+
+    if args.users < 1 or args.requests < 4:
+        raise ConfigError("--users must be at least 1 and --requests at least 4")
+    return run_ops_bench(load_settings(), args.users, args.requests)
+
+
+def _bench_targets(sub: SubParsers) -> SubParsers:
+    """The ``bench`` verb's sub-commands, made here if no other area made ``bench`` first."""
+    bench = sub.choices.get("bench") or sub.add_parser(
+        "bench", help="benchmarks that print figures"
+    )
+    for action in bench._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return bench.add_subparsers(dest="bench_target", required=True, metavar="TARGET")
+
+
 def add_commands(sub: SubParsers) -> None:
-    """Register ``lag`` and ``api``."""
+    """Register ``lag``, ``api`` and ``bench ops``."""
     p = sub.add_parser(
         "lag",
         help="per-partition lag of the worker group (messages and seconds), read from Kafka",
@@ -114,3 +134,10 @@ def add_commands(sub: SubParsers) -> None:
     )
     p.add_argument("--port", type=int, metavar="N", help="override SEGSTREAM_HTTP_PORT")
     p.set_defaults(handler=_api)
+
+    p = _bench_targets(sub).add_parser(
+        "ops", help="population count, lag read and HTTP API latencies on the configured stack"
+    )
+    p.add_argument("--users", type=int, default=100_000, help="synthetic users to count")
+    p.add_argument("--requests", type=int, default=2_000, help="GET /users requests to time")
+    p.set_defaults(handler=_bench_ops)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from segstream.stream.lookup import Populations, stored_user, tally, user_pattern
+from segstream.stream.lookup import Populations, merge_page, stored_user, user_pattern
 
 FULL = {
     b"age": b"31",
@@ -67,11 +67,11 @@ def test_user_without_orders_is_not_assignable_and_has_no_segment() -> None:
     assert (user.state.segment, user.state.total_orders, user.updated_at) == (None, 0, None)
 
 
-def test_tally_counts_per_model_version_and_unassigned() -> None:
-    rows = [(b"0", b"v2"), (b"1", b"v2"), (b"1", b"v2"), (b"3", b"v1"), (None, None)]
-    by_version, unassigned = tally(rows)
-    assert by_version == {"v2": {0: 1, 1: 2}, "v1": {3: 1}}
-    assert unassigned == 1
+def test_page_tallies_merge_per_model_version_and_segment() -> None:
+    by_version: dict[str, dict[int, int]] = {}
+    assert merge_page(by_version, [1, b"v2", b"0", 1, b"v2", b"1", 2, b"v1", b"3", 1]) == 1
+    assert merge_page(by_version, [0, b"v2", b"1", 5]) == 0
+    assert by_version == {"v2": {0: 1, 1: 7}, "v1": {3: 1}}
 
 
 def test_populations_of_a_version_list_every_segment_and_the_rest() -> None:
