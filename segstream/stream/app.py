@@ -26,6 +26,7 @@ Faust settings that matter here, and why:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -177,6 +178,7 @@ def create_app(settings: Settings) -> faust.App:
                     await app.crash(exc)
                     raise
         finally:
+            log.info("totals %s", json.dumps(processor.stats.as_dict()))
             await client.aclose()
 
     return app

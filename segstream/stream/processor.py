@@ -205,6 +205,19 @@ class Stats:
     """Segment changes published (re-sends included)."""
     batches: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    """Rejected inputs by reason code."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The totals as plain JSON-ready values."""
+        return {
+            "records": self.records,
+            "valid": self.valid,
+            "fresh": self.fresh,
+            "assigned": self.assigned,
+            "changes": self.changes,
+            "batches": self.batches,
+            "dead_letters": dict(sorted(self.dead_letters.items())),
+        }
 
 
 class BatchProcessor:
