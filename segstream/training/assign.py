@@ -20,6 +20,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from segstream.training.features import CATEGORICAL_COLUMNS
 
 __all__ = [
     "Assignment",
+    "Encoding",
     "Features",
     "assign",
     "encode",
@@ -41,6 +43,24 @@ __all__ = [
 
 Features = Mapping[str, Sequence[object] | np.ndarray | pd.Series] | pd.DataFrame
 """A batch of feature rows, column-wise: every model column, all of the same length."""
+
+
+class Encoding(Protocol):
+    """What encoding needs of a model: its columns, vocabularies and unseen-value fallbacks.
+
+    :class:`~segstream.training.artifact.Model` is one; training uses a bare one before the
+    rest of the model exists.
+    """
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]: ...
+    @property
+    def categorical_columns(self) -> tuple[str, ...]: ...
+    @property
+    def vocabularies(self) -> Mapping[str, tuple[str, ...]]: ...
+    @property
+    def fallbacks(self) -> Mapping[str, str]: ...
+
 
 _VOCAB_INDEXES: weakref.WeakKeyDictionary[Model, dict[str, pd.Index]] = weakref.WeakKeyDictionary()
 
@@ -73,7 +93,7 @@ class Assignment:
         return tuple(c for c, flag in zip(CATEGORICAL_COLUMNS, flags, strict=True) if flag)
 
 
-def _vocab_indexes(model: Model) -> dict[str, pd.Index]:
+def _vocab_indexes(model: Encoding) -> dict[str, pd.Index]:
     """Hash indexes of the model's vocabularies, built once per model object."""
     indexes = _VOCAB_INDEXES.get(model)
     if indexes is None:
@@ -116,7 +136,7 @@ def _column(features: Features, name: str) -> object:
         raise ModelMismatchError(f"features lack column {name!r} the model needs") from None
 
 
-def encode_with_flags(model: Model, features: Features) -> tuple[np.ndarray, np.ndarray]:
+def encode_with_flags(model: Encoding, features: Features) -> tuple[np.ndarray, np.ndarray]:
     """The (n, 7) float64 model input in ``model.feature_columns`` order, and unseen flags.
 
     Returns:
@@ -154,7 +174,7 @@ def encode_with_flags(model: Model, features: Features) -> tuple[np.ndarray, np.
     return X, unseen
 
 
-def encode(model: Model, features: Features) -> np.ndarray:
+def encode(model: Encoding, features: Features) -> np.ndarray:
     """The (n, 7) float64 model input; unseen categories take the column's fallback code."""
     return encode_with_flags(model, features)[0]
 

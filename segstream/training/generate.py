@@ -12,7 +12,9 @@ The same ``seed`` and ``n_users`` (and catalogue) give the same tables, byte for
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -39,157 +41,22 @@ _DAY_US = 86_400 * _US
 _EPOCH_START_US = int(pd.Timestamp("2019-01-01", tz="UTC").value // 1_000)
 _EPOCH_SPAN_US = int(pd.Timedelta(days=6 * 365).value // 1_000)
 
-# country, share of users, then "state/city/latitude/longitude" of a few of its cities.
-_COUNTRIES: tuple[tuple[str, float, tuple[str, ...]], ...] = (
-    ("China", 0.340, ("Guangdong/Guangzhou/23.13/113.26", "Beijing/Beijing/39.9/116.4")),
-    (
-        "United States",
-        0.225,
-        (
-            "California/Los Angeles/34.05/-118.24",
-            "Texas/Houston/29.76/-95.37",
-            "New York/New York/40.71/-74.0",
-        ),
-    ),
-    ("Brasil", 0.145, ("São Paulo/São Paulo/-23.55/-46.63", "Bahia/Salvador/-12.97/-38.5")),
-    ("South Korea", 0.053, ("Seoul/Seoul/37.57/126.98",)),
-    ("France", 0.047, ("Île-de-France/Paris/48.86/2.35", "Occitanie/Toulouse/43.6/1.44")),
-    ("United Kingdom", 0.046, ("England/London/51.51/-0.13",)),
-    ("Germany", 0.042, ("Berlin/Berlin/52.52/13.4", "Bayern/München/48.14/11.58")),
-    ("Spain", 0.040, ("Madrid/Madrid/40.42/-3.7", "Cataluña/Barcelona/41.39/2.17")),
-    ("Japan", 0.025, ("Tokyo/Tokyo/35.68/139.69",)),
-    ("Australia", 0.022, ("New South Wales/Sydney/-33.87/151.21",)),
-    ("Belgium", 0.012, ("Brussels/Brussels/50.85/4.35",)),
-    ("Poland", 0.0015, ("Mazowieckie/Warszawa/52.23/21.01",)),
-    ("Colombia", 0.0010, ("Bogotá/Bogotá/4.71/-74.07",)),
-    ("Austria", 0.0005, ("Wien/Wien/48.21/16.37",)),
+# The distributions and vocabularies live in a data file beside this module.
+_SHAPE = json.loads(
+    resources.files(__package__).joinpath("thelook_shape.json").read_text(encoding="utf-8")
 )
-
-_TRAFFIC = (
-    ("Search", 0.70),
-    ("Organic", 0.15),
-    ("Facebook", 0.05),
-    ("Email", 0.05),
-    ("Display", 0.05),
-)
-_STATUSES = (
-    ("Processing", 0.20),
-    ("Shipped", 0.30),
-    ("Complete", 0.25),
-    ("Cancelled", 0.15),
-    ("Returned", 0.10),
-)
-_SHARE_WITH_ORDERS = 0.8
-_ORDERS_PER_BUYER = (0.55, 0.25, 0.12, 0.08)  # P(1), P(2), P(3), P(4) orders
-_ITEMS_PER_ORDER = (0.50, 0.25, 0.15, 0.10)  # P(1..4) items
-
-_FIRST = {
-    "F": (
-        "Mary",
-        "Anna",
-        "Julia",
-        "Sofia",
-        "Mei",
-        "Yuna",
-        "Emma",
-        "Lucía",
-        "Chloé",
-        "Ana",
-        "Olivia",
-        "Hana",
-    ),
-    "M": (
-        "James",
-        "Wei",
-        "Lucas",
-        "Minjun",
-        "Hugo",
-        "Jonas",
-        "Pedro",
-        "Kenji",
-        "Oliver",
-        "Noah",
-        "Mateo",
-        "Leo",
-    ),
-}
-_LAST = (
-    "Smith",
-    "Wang",
-    "Li",
-    "Silva",
-    "Kim",
-    "Martin",
-    "Müller",
-    "García",
-    "Sato",
-    "Brown",
-    "Jones",
-    "Santos",
-    "Lee",
-)
-_STREETS = ("Main", "Oak", "Park", "Lake", "Hill", "River", "Station", "Market", "Church", "Mill")
-
-_CATEGORIES = {  # department -> categories it sells, after thelook's catalogue
-    "Women": (
-        "Intimates",
-        "Jeans",
-        "Tops & Tees",
-        "Fashion Hoodies & Sweatshirts",
-        "Swim",
-        "Sleep & Lounge",
-        "Shorts",
-        "Sweaters",
-        "Accessories",
-        "Active",
-        "Outerwear & Coats",
-        "Pants & Capris",
-        "Dresses",
-        "Socks & Hosiery",
-        "Maternity",
-        "Plus",
-        "Leggings",
-        "Blazers & Jackets",
-        "Skirts",
-        "Suits",
-        "Jumpsuits & Rompers",
-        "Clothing Sets",
-    ),
-    "Men": (
-        "Jeans",
-        "Tops & Tees",
-        "Fashion Hoodies & Sweatshirts",
-        "Swim",
-        "Sleep & Lounge",
-        "Shorts",
-        "Sweaters",
-        "Accessories",
-        "Active",
-        "Outerwear & Coats",
-        "Underwear",
-        "Pants",
-        "Socks",
-        "Suits & Sport Coats",
-    ),
-}
-_SYLLABLES = (
-    "ka",
-    "lo",
-    "mi",
-    "ra",
-    "ne",
-    "to",
-    "vi",
-    "sa",
-    "do",
-    "re",
-    "lu",
-    "ba",
-    "zé",
-    "nå",
-    "ti",
-)
-_BRAND_SUFFIX = ("", "", "", " Jeans", " & Co", " Collection", " Sport", "®", " Apparel")
+_COUNTRIES: list[dict] = _SHAPE["countries"]
+_TRAFFIC: dict[str, float] = _SHAPE["traffic_sources"]
+_STATUSES: dict[str, float] = _SHAPE["order_statuses"]
+_SHARE_WITH_ORDERS: float = _SHAPE["share_of_users_with_orders"]
+_ORDERS_PER_BUYER = tuple(_SHAPE["orders_per_buyer"])  # P(1), P(2), P(3), P(4) orders
+_ITEMS_PER_ORDER = tuple(_SHAPE["items_per_order"])  # P(1..4) items
+_FIRST: dict[str, list[str]] = _SHAPE["first_names"]
+_LAST: list[str] = _SHAPE["last_names"]
+_STREETS: list[str] = _SHAPE["streets"]
+_CATEGORIES: dict[str, list[str]] = _SHAPE["categories_by_department"]
+_SYLLABLES: list[str] = _SHAPE["brand_syllables"]
+_BRAND_SUFFIX: list[str] = _SHAPE["brand_suffixes"]
 
 
 @dataclass(frozen=True)
@@ -300,21 +167,20 @@ def _users(rng: np.random.Generator, n: int) -> tuple[pa.Table, np.ndarray, np.n
         + pd.Series(ids).astype(str)
     ) + domains[rng.integers(0, 3, n)]
 
-    c_idx = _choice(rng, tuple(c[1] for c in _COUNTRIES), n)
-    places = [(c[0], *place.split("/")) for c in _COUNTRIES for place in c[2]]
-    first_place = np.cumsum([0] + [len(c[2]) for c in _COUNTRIES])[:-1]
-    n_places = np.array([len(c[2]) for c in _COUNTRIES])
+    c_idx = _choice(rng, tuple(c["share"] for c in _COUNTRIES), n)
+    places = pd.DataFrame([{"country": c["name"], **p} for c in _COUNTRIES for p in c["places"]])
+    n_places = np.array([len(c["places"]) for c in _COUNTRIES])
+    first_place = np.cumsum(n_places) - n_places
     p_idx = first_place[c_idx] + (rng.random(n) * n_places[c_idx]).astype(np.int64)
-    place_cols = list(zip(*places, strict=True))
-    country, state, city = (np.array(col, dtype=object)[p_idx] for col in place_cols[:3])
-    lat = np.round(np.array(place_cols[3], dtype=float)[p_idx] + rng.normal(0, 0.2, n), 6)
-    lon = np.round(np.array(place_cols[4], dtype=float)[p_idx] + rng.normal(0, 0.2, n), 6)
+    country, state, city = (
+        places[col].to_numpy(dtype=object)[p_idx] for col in ("country", "state", "city")
+    )
+    lat = np.round(places["latitude"].to_numpy()[p_idx] + rng.normal(0, 0.2, n), 6)
+    lon = np.round(places["longitude"].to_numpy()[p_idx] + rng.normal(0, 0.2, n), 6)
     street = np.array(_STREETS, dtype=object)[rng.integers(0, len(_STREETS), n)]
     address = pd.Series(rng.integers(1, 9999, n)).astype(str) + " " + pd.Series(street) + " Street"
     postal = pd.Series(rng.integers(10000, 99999, n)).astype(str)
-    traffic = np.array([t[0] for t in _TRAFFIC], dtype=object)[
-        _choice(rng, tuple(t[1] for t in _TRAFFIC), n)
-    ]
+    traffic = np.array(list(_TRAFFIC), dtype=object)[_choice(rng, tuple(_TRAFFIC.values()), n)]
     created = _EPOCH_START_US + (rng.random(n) * _EPOCH_SPAN_US).astype(np.int64)
     table = pa.table(
         {
@@ -387,8 +253,8 @@ def generate_tables(
     by_time = np.argsort(order_created, kind="stable")  # order ids increase with time
     order_user_idx, order_created = order_user_idx[by_time], order_created[by_time]
     order_ids = np.arange(1, n_orders + 1, dtype=np.int64)
-    status = np.array([s[0] for s in _STATUSES], dtype=object)[
-        _choice(rng, tuple(s[1] for s in _STATUSES), n_orders)
+    status = np.array(list(_STATUSES), dtype=object)[
+        _choice(rng, tuple(_STATUSES.values()), n_orders)
     ]
     n_items = _choice(rng, _ITEMS_PER_ORDER, n_orders).astype(np.int64) + 1
     shipped, delivered, returned = _milestones(rng, order_created, status)

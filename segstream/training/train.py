@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -40,7 +40,6 @@ from segstream.training.features import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
     ID_COLUMN,
-    NUMERIC_COLUMNS,
     most_frequent,
 )
 from segstream.training.knee import KNEE_METHOD, find_knee
@@ -112,7 +111,6 @@ class _Encoding:
     fallbacks: Mapping[str, str]
     feature_columns: tuple[str, ...] = FEATURE_COLUMNS
     categorical_columns: tuple[str, ...] = CATEGORICAL_COLUMNS
-    numeric_columns: tuple[str, ...] = field(default=NUMERIC_COLUMNS)
 
 
 def clean_features(features: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -201,7 +199,7 @@ def fit(
 
     report("encoding and projecting", 0, 1)
     vocabularies, fallbacks = _vocabularies(frame)
-    X = encode(_Encoding(vocabularies, fallbacks), frame)  # type: ignore[arg-type]
+    X = encode(_Encoding(vocabularies, fallbacks), frame)
     scaler = StandardScaler().fit(X)
     pca = PCA(n_components=2, random_state=config.seed).fit(scaler.transform(X))
     # transform, not fit_transform: the exact operations assign() repeats (see project()).
