@@ -55,16 +55,11 @@ class ServingModel:
         self._last_try = -1e18
         self._reference: tuple[str, pd.DataFrame | None] | None = None
 
-    @property
-    def error(self) -> str | None:
-        """Why no model is loaded (``None`` once one is)."""
-        return None if self._assigner is not None else self._error
-
     def current(self) -> Model:
         """The model in use, reloaded if ``current`` moved.
 
         Raises:
-            ArtifactError: no loadable model (the reason is kept in :attr:`error`).
+            ArtifactError: no loadable model, with the reason.
         """
         if self._assigner is None:
             now = time.monotonic()
