@@ -240,6 +240,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f0f3f7; } small { color: #666; } .num { text-align: right; }
+.plots { display: flex; flex-wrap: wrap; align-items: flex-start; }
 .plots img { max-width: 100%; margin: 0.5em 1em 0.5em 0; border: 1px solid #eee; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
 dt { font-weight: 600; }
