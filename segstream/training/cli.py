@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -206,8 +207,8 @@ def _predict(args: argparse.Namespace) -> int:
     console.print(distances)
     for column in result.unseen_columns:
         console.print(
-            f"[yellow]unseen in training:[/yellow] {column}={row[column]!r}, encoded as its "
-            f"most frequent training value {model.fallbacks[column]!r}"
+            f"[yellow]unseen in training:[/yellow] {escape(f'{column}={row[column]!r}')}, "
+            f"encoded as its most frequent training value {escape(repr(model.fallbacks[column]))}"
         )
     if not result.similar.empty:
         similar = Table(title=f"{len(result.similar)} most similar users (cosine on components)")

@@ -144,13 +144,27 @@ def _retry(action: Callable[[], T], what: str, transient: type[BaseException]) -
     raise AssertionError("unreachable")
 
 
+def _engine_url(url: str) -> str:
+    """``url``, with a bare ``postgresql://`` sent to psycopg 3 when psycopg2 is absent.
+
+    SQLAlchemy's default PostgreSQL driver is psycopg2; segstream depends on psycopg (3), so
+    the plain URL a user is most likely to type works as is.
+    """
+    from importlib.util import find_spec
+
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in {"postgresql", "postgres"} and find_spec("psycopg2") is None:
+        return f"postgresql+psycopg://{rest}"
+    return url
+
+
 def _sql_query(url: str, sql: str, check_tables: bool) -> pd.DataFrame:
     """Run ``sql`` over a SQLAlchemy URL; the connection is retried, the query is not."""
     import sqlalchemy as sa
     from sqlalchemy import exc as sa_exc
 
     try:
-        engine = sa.create_engine(url)
+        engine = sa.create_engine(_engine_url(url))
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
         raise DataError(f"bad database URL: {exc}") from exc
     try:

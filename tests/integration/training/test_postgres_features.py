@@ -107,3 +107,11 @@ def test_an_unreachable_database_is_a_service_error_after_retries() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(ServiceError, match="after 4 attempts"):
         read_features(DataSource(url=f"postgresql+psycopg://nobody@127.0.0.1:{port}/none"))
+
+
+def test_a_plain_postgresql_url_works_without_psycopg2(generated: tuple[Path, str]) -> None:
+    directory, url = generated
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    pd.testing.assert_frame_equal(
+        read_features(DataSource(url=plain)), read_features(DataSource(path=directory))
+    )

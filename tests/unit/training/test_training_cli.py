@@ -164,6 +164,35 @@ def test_predict_prints_a_readable_answer(
     assert "segment" in out and "unseen in training" in out and "similar users" in out
 
 
+def test_predict_prints_values_that_look_like_markup_verbatim(
+    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, models = trained
+    argv = [
+        "predict",
+        "--model",
+        str(models / "current"),
+        "--age",
+        "34",
+        "--gender",
+        "F",
+        "--country",
+        "[bold]Atlantis[/bold]",
+        "--traffic-source",
+        "Search",
+        "--total-orders",
+        "3",
+        "--brand",
+        "x",
+        "--category",
+        "Jeans",
+        "--top",
+        "0",
+    ]
+    assert main(argv) == 0
+    assert "[bold]Atlantis[/bold]" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
