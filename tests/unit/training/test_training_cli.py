@@ -68,10 +68,11 @@ def test_assign_writes_the_batch_reference_for_every_user(
     np.testing.assert_array_equal(frame["component_1"], stored["component_1"])
 
 
-def _predict(
-    models: Path, capsys: pytest.CaptureFixture[str], *extra: str, country: str = "Brasil"
-) -> dict:
-    argv = [
+def _predict_argv(
+    models: Path, *extra: str, country: str = "Brasil", brand: str = "Kalomi"
+) -> list[str]:
+    """``segstream predict`` for a 34-year-old woman from ``country`` buying ``brand`` jeans."""
+    return [
         "predict",
         "--model",
         str(models / "current"),
@@ -86,13 +87,17 @@ def _predict(
         "--total-orders",
         "3",
         "--brand",
-        "Kalomi",
+        brand,
         "--category",
         "Jeans",
-        "--json",
         *extra,
     ]
-    assert main(argv) == 0
+
+
+def _predict(
+    models: Path, capsys: pytest.CaptureFixture[str], *extra: str, country: str = "Brasil"
+) -> dict:
+    assert main(_predict_argv(models, "--json", *extra, country=country)) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -140,25 +145,7 @@ def test_predict_prints_a_readable_answer(
     trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, models = trained
-    argv = [
-        "predict",
-        "--model",
-        str(models / "current"),
-        "--age",
-        "34",
-        "--gender",
-        "F",
-        "--country",
-        "Atlantis",
-        "--traffic-source",
-        "Search",
-        "--total-orders",
-        "3",
-        "--brand",
-        "x",
-        "--category",
-        "Jeans",
-    ]
+    argv = _predict_argv(models, country="Atlantis", brand="x")
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "segment" in out and "unseen in training" in out and "similar users" in out
@@ -168,27 +155,7 @@ def test_predict_prints_values_that_look_like_markup_verbatim(
     trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, models = trained
-    argv = [
-        "predict",
-        "--model",
-        str(models / "current"),
-        "--age",
-        "34",
-        "--gender",
-        "F",
-        "--country",
-        "[bold]Atlantis[/bold]",
-        "--traffic-source",
-        "Search",
-        "--total-orders",
-        "3",
-        "--brand",
-        "x",
-        "--category",
-        "Jeans",
-        "--top",
-        "0",
-    ]
+    argv = _predict_argv(models, "--top", "0", country="[bold]Atlantis[/bold]", brand="x")
     assert main(argv) == 0
     assert "[bold]Atlantis[/bold]" in capsys.readouterr().out
 
