@@ -24,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import ThreadpoolController
 
 from segstream.errors import DataError, ModelMismatchError
 from segstream.training.artifact import Model
@@ -61,6 +62,12 @@ class Encoding(Protocol):
     @property
     def fallbacks(self) -> Mapping[str, str]: ...
 
+
+# One BLAS thread for the thin products below ((n, 7) @ (7, 2) and (n, 2) @ (2, k)): waking
+# a second OpenBLAS thread costs more than it saves, and on a loaded 2-core machine it made a
+# 100,000-row call up to 20x slower. OpenBLAS splits a product by rows and columns, never
+# along the inner dimension, so the results are bit for bit those of more threads.
+_BLAS = ThreadpoolController()
 
 _VOCAB_INDEXES: weakref.WeakKeyDictionary[Model, dict[str, pd.Index]] = weakref.WeakKeyDictionary()
 
@@ -223,8 +230,9 @@ def assign(model: Model, features: Features) -> Assignment:
         DataError: ragged columns or bad numeric values.
     """
     X, unseen_columns = encode_with_flags(model, features)
-    components = project(model, X)
-    segments, distances = nearest(model.centers, components)
+    with _BLAS.limit(limits=1, user_api="blas"):
+        components = project(model, X)
+        segments, distances = nearest(model.centers, components)
     return Assignment(
         segments=segments,
         components=components,
