@@ -61,14 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("segstream").setLevel(logging.INFO)
-    args = build_parser().parse_args(argv)
+    command = "segstream"
     try:
+        # Building the parser may read settings (for defaults): its errors are reported too.
+        args = build_parser().parse_args(argv)
+        command = f"segstream {args.command}"
         return int(args.handler(args) or 0)
     except SegstreamError as exc:
-        print(f"segstream {args.command}: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"segstream {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 
