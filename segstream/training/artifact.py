@@ -9,6 +9,10 @@ Layout of ``MODELS/``::
     MODELS/<version>/assignments.parquet  training users' segment and components
     MODELS/current -> <version>        symlink, swapped atomically by publish_current
 
+``model.json`` also records the version's lineage (:mod:`segstream.training.lineage`): the
+previous version, whether the segment ids were aligned to it and how; ``null`` in artifacts
+written before lineage existed, which load with ``Model.lineage = None``.
+
 Loading parses JSON and reads the NPZ with ``allow_pickle=False``: nothing in an artifact can
 run code. A file that does not parse, an NPZ whose sha256 differs from the one recorded (a
 truncated or altered file), a schema version other than :data:`SCHEMA_VERSION`, feature
@@ -31,6 +35,7 @@ import numpy as np
 
 from segstream.errors import ArtifactError
 from segstream.training.features import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from segstream.training.lineage import Lineage, lineage_from_json, lineage_to_json
 
 __all__ = [
     "ARRAYS_FILE",
@@ -65,6 +70,8 @@ class Model:
     values: a value's code is its index, as sklearn's LabelEncoder. ``fallbacks[c]`` is the
     value an unseen category of ``c`` is encoded as (the column's most frequent training value).
     ``k_values``/``sse``/``silhouette`` are the elbow curves (silhouette on a sample).
+    ``lineage`` says which version this one follows and how its segment ids were numbered
+    (``None``: not recorded).
     """
 
     version: str
@@ -89,6 +96,7 @@ class Model:
     categorical_columns: tuple[str, ...] = CATEGORICAL_COLUMNS
     schema_version: int = SCHEMA_VERSION
     extra: Mapping[str, object] = field(default_factory=dict)
+    lineage: Lineage | None = None
 
     def __post_init__(self) -> None:
         for name in _ARRAY_NAMES:
@@ -142,6 +150,8 @@ def _check(model: Model) -> None:
             raise ArtifactError(f"fallback of {column} is not in its vocabulary")
     if not len(model.k_values) == len(model.sse) == len(model.silhouette):
         raise ArtifactError("elbow curves k_values, sse and silhouette differ in length")
+    if model.lineage is not None:
+        model.lineage.check(model.k)
 
 
 def _to_json(model: Model, arrays_sha256: str) -> dict[str, object]:
@@ -168,6 +178,7 @@ def _to_json(model: Model, arrays_sha256: str) -> dict[str, object]:
         "explained_variance_ratio": list(model.explained_variance_ratio),
         "data_fingerprint": model.data_fingerprint,
         "extra": dict(model.extra),
+        "lineage": None if model.lineage is None else lineage_to_json(model.lineage),
         "arrays": {"file": ARRAYS_FILE, "sha256": arrays_sha256},
     }
 
@@ -291,6 +302,7 @@ def load_model(path: Path) -> Model:
         categorical_columns=_str_tuple(document.get("categorical_columns"), "categorical_columns"),
         schema_version=SCHEMA_VERSION,
         extra=dict(_field(document, "extra", dict)),  # type: ignore[call-overload]
+        lineage=None if document.get("lineage") is None else lineage_from_json(document["lineage"]),
         **arrays,
     )
     if document.get("k") != model.k:

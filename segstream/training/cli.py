@@ -122,17 +122,23 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from segstream.training.lineage_report import lineage_renderables
     from segstream.training.pipeline import train_to_directory
     from segstream.training.report import summary_table
     from segstream.training.train import TrainConfig
 
     config = TrainConfig(k=args.k, seed=args.seed)
     started = time.perf_counter()
+    previous = Path(args.previous) if args.previous else None
     with _progress() as progress:
-        outcome = train_to_directory(_source(args), _models_dir(args), config, progress)
+        outcome = train_to_directory(
+            _source(args), _models_dir(args), config, progress, previous, not args.no_align
+        )
     model = outcome.result.model
     console = Console()
     console.print(summary_table(model, outcome.profiles))
+    for renderable in lineage_renderables(model.lineage):
+        console.print(renderable)
     elbow = ", ".join(
         f"{k}: {s:,.0f}/{sil:.3f}"
         for k, s, sil in zip(model.k_values, model.sse, model.silhouette, strict=True)
@@ -265,6 +271,17 @@ def add_commands(sub: SubParsers) -> None:
         help="number of segments, 2..10, or auto (knee of the SSE curve; default)",
     )
     p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
+    alignment = p.add_mutually_exclusive_group()
+    alignment.add_argument(
+        "--previous",
+        metavar="PATH",
+        help="version to number the new segments after (default: MODELS/current if it exists)",
+    )
+    alignment.add_argument(
+        "--no-align",
+        action="store_true",
+        help="keep k-means' own segment numbering (the report still compares with MODELS/current)",
+    )
     p.set_defaults(handler=_train)
 
     p = sub.add_parser(

@@ -2,7 +2,10 @@
 
 - :func:`train_to_directory`: read features, fit, and write ``MODELS/<version>/`` (model,
   ``report.html``, ``assignments.parquet``) through a staging directory renamed into place,
-  then repoint ``MODELS/current`` atomically.
+  then repoint ``MODELS/current`` atomically. When a previous version exists (``MODELS/current``
+  or an explicit one), the new segments are numbered after its segments
+  (:mod:`segstream.training.align`) and the version records its lineage, including how the
+  training users move between the previous model's segments and the new ones.
 - :func:`assignment_frame`: the batch reference the stream must match (user_id, segment,
   component_1, component_2, unseen).
 - :func:`predict_one` / :func:`similar_users`: one new customer's segment, distances and the
@@ -27,10 +30,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from segstream.errors import ArtifactError, DataError
-from segstream.training.artifact import Model, publish_current, resolve_model_dir, save_model
+from segstream.training.align import align, transitions
+from segstream.training.artifact import (
+    CURRENT_LINK,
+    Model,
+    load_model,
+    publish_current,
+    resolve_model_dir,
+    save_model,
+)
 from segstream.training.assign import assign
 from segstream.training.data import DataSource, read_features
 from segstream.training.features import ID_COLUMN
+from segstream.training.lineage import Lineage
 from segstream.training.report import SegmentProfile, profile_segments, render_html
 from segstream.training.train import Progress, TrainConfig, TrainResult, fit
 
@@ -38,9 +50,12 @@ __all__ = [
     "ASSIGNMENTS_FILE",
     "REPORT_FILE",
     "Prediction",
+    "PreviousVersion",
     "TrainOutcome",
     "assign_frame",
     "assignment_frame",
+    "find_previous",
+    "follow_previous",
     "predict_one",
     "reference_users",
     "similar_users",
@@ -100,23 +115,93 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     os.replace(partial, path)
 
 
+@dataclass(frozen=True, eq=False)
+class PreviousVersion:
+    """The version a new one follows: its name and model, or why this code cannot load it."""
+
+    version: str
+    model: Model | None
+    problem: str | None = None
+
+
+def find_previous(models_dir: Path, previous: Path | None = None) -> PreviousVersion | None:
+    """The version at ``previous`` if given, else at ``models_dir/current``; None if neither.
+
+    A version that does not load (another schema, other feature columns, a corrupt file) is
+    returned with ``model=None`` and the loader's message as ``problem``, named after its
+    directory.
+
+    Raises:
+        ArtifactError: ``previous`` was given and does not exist.
+    """
+    if previous is None:
+        previous = models_dir / CURRENT_LINK
+        if not previous.exists():
+            return None
+    directory = resolve_model_dir(Path(previous))
+    try:
+        model = load_model(directory)
+    except ArtifactError as exc:
+        return PreviousVersion(version=directory.name, model=None, problem=str(exc))
+    return PreviousVersion(version=model.version, model=model)
+
+
+def follow_previous(
+    result: TrainResult, previous: PreviousVersion | None, align_ids: bool = True
+) -> TrainResult:
+    """``result`` renumbered after ``previous`` (when possible and ``align_ids``), with lineage.
+
+    Whenever the previous model loads, the lineage also holds the transitions: this version's
+    training users assigned by the previous model versus by this one.
+    """
+    if previous is None:
+        lineage = Lineage(None, False, "first version: no previous version to align to")
+    elif previous.model is None:
+        lineage = Lineage(
+            previous.version,
+            False,
+            f"not aligned to {previous.version}: it cannot be used ({previous.problem})",
+        )
+    elif not align_ids:
+        reason = f"not aligned to {previous.version}: alignment switched off"
+        lineage = Lineage(previous.version, False, reason)
+    else:
+        result, lineage = align(result, previous.model)
+    if previous is not None and previous.model is not None:
+        before = assign(previous.model, result.features).segments
+        table = transitions(before, result.segments, previous.model.k, result.model.k)
+        lineage = dataclasses.replace(lineage, transitions=table)
+    return dataclasses.replace(result, model=dataclasses.replace(result.model, lineage=lineage))
+
+
 def train_to_directory(
     source: DataSource,
     models_dir: Path,
     config: TrainConfig,
     progress: Progress | None = None,
+    previous: Path | None = None,
+    align_ids: bool = True,
 ) -> TrainOutcome:
     """Train on ``source`` and publish the result as ``models_dir/current``.
 
+    The segments are numbered after the previous version's (``previous``, else
+    ``models_dir/current`` if it exists) unless ``align_ids`` is False or that version is
+    incompatible; either way the new version's ``lineage`` says what happened.
+
     Raises:
         DataError, ServiceError: reading the data failed, or it cannot be segmented.
-        ArtifactError: ``models_dir/current`` is not a symlink.
+        ArtifactError: ``models_dir/current`` is not a symlink, or ``previous`` was given and
+            does not exist.
     """
     report = progress or (lambda step, done, total: None)
+    earlier = find_previous(models_dir, previous)  # before the fit: a bad path fails fast
     report("reading features", 0, 1)
     features = read_features(source)
     report("reading features", 1, 1)
     result = fit(features, config, progress)
+    report("aligning segment ids", 0, 1)
+    result = follow_previous(result, earlier, align_ids)
+    report("aligning segment ids", 1, 1)
     model = result.model
     models_dir.mkdir(parents=True, exist_ok=True)
     suffix = 1

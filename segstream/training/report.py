@@ -6,7 +6,9 @@ with their share inside the segment (ties by value, code point order), and the m
 numeric feature. :func:`render_html` draws the elbow (chosen k marked), a scatter of the two
 components coloured by segment (a seeded sample of at most :data:`SCATTER_POINTS` points) and
 the segment sizes with matplotlib's Agg backend, embedding them as base64 PNGs, so the file
-needs nothing beside it. :func:`summary_table` is the same summary as a rich table.
+needs nothing beside it, and ends with the version's lineage (segment mapping to the previous
+version, users moved; :mod:`segstream.training.lineage_report`). :func:`summary_table` is the
+same summary as a rich table.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rich.table import Table
 
 from segstream.training.artifact import Model
 from segstream.training.features import FEATURE_COLUMNS, NUMERIC_COLUMNS
+from segstream.training.lineage_report import lineage_html
 
 __all__ = [
     "SCATTER_POINTS",
@@ -303,6 +306,7 @@ def render_html(
 <table><tr><th>segment</th><th>users</th>{mean_head}</tr>{mean_rows}</table>
 <h2>Elbow</h2>
 <table><tr><th>k</th><th>SSE</th><th>silhouette (sample)</th></tr>{elbow_rows}</table>
+{lineage_html(model.lineage)}
 </body></html>
 """
 
