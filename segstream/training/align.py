@@ -22,11 +22,13 @@ others. Between integer codes (a centre is a mean, not a category) the map is li
 beyond the ends it continues with slope 1. Identical vocabularies give the identity map.
 The count of absent values per column is recorded (``Lineage.absent_values``).
 
-**Compatible** means: the previous artifact loads with this code (same schema version, the
-same feature columns in the same order with the same numeric/categorical split, two PCA
-components; :func:`~segstream.training.artifact.load_model` refuses anything else) and
-:func:`incompatibility` finds nothing. Vocabularies may differ (see above). With an
-incompatible previous version nothing is renumbered and the lineage says why.
+**Compatible** means: the previous artifact loads with this code, i.e. the same schema
+version, the same feature columns in the same order with the same numeric/categorical split,
+and two PCA components (:func:`~segstream.training.artifact.load_model` refuses anything else,
+and a :class:`~segstream.training.artifact.Model` cannot be built otherwise). Vocabularies may
+differ (see above). An incompatible previous version is never aligned to: nothing is
+renumbered and the lineage says why (see
+:func:`~segstream.training.pipeline.follow_previous`).
 
 **Matching and numbering.** The Hungarian assignment
 (:func:`scipy.optimize.linear_sum_assignment`) over the ``k x k_previous`` matrix of
@@ -58,7 +60,6 @@ from segstream.training.train import TrainResult
 __all__ = [
     "Matching",
     "align",
-    "incompatibility",
     "match_centers",
     "previous_centers_in",
     "recode",
@@ -94,23 +95,6 @@ def recode(codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
     mapped = np.interp(codes, np.arange(positions.size, dtype=np.float64), positions)
     mapped = np.where(codes < 0, positions[0] + codes, mapped)
     return np.where(codes > last, positions[last] + (codes - last), mapped)
-
-
-def incompatibility(model: Model, previous: Model) -> str | None:
-    """Why ``previous``'s centres cannot be brought into ``model``'s space, or None.
-
-    Both models already passed the artifact checks; this compares them with each other.
-    """
-    if previous.feature_columns != model.feature_columns:
-        return "the feature columns differ"
-    if (previous.numeric_columns, previous.categorical_columns) != (
-        model.numeric_columns,
-        model.categorical_columns,
-    ):
-        return "the numeric/categorical split of the features differs"
-    if previous.pca_components.shape != model.pca_components.shape:
-        return "the number of PCA components differs"
-    return None
 
 
 def previous_centers_in(model: Model, previous: Model) -> tuple[np.ndarray, dict[str, int]]:
@@ -185,17 +169,12 @@ def renumber(result: TrainResult, ids: np.ndarray) -> TrainResult:
 
 
 def align(result: TrainResult, previous: Model) -> tuple[TrainResult, Lineage]:
-    """Renumber ``result``'s segments after ``previous``'s (unchanged if incompatible).
+    """Renumber ``result``'s segments after those of ``previous`` (a loaded, so compatible, model).
 
     Returns:
         The renumbered result and its lineage (without transitions, see :func:`transitions`).
     """
     model = result.model
-    problem = incompatibility(model, previous)
-    if problem is not None:
-        return result, Lineage(
-            previous.version, False, f"not aligned to {previous.version}: {problem}"
-        )
     carried, absent = previous_centers_in(model, previous)
     matching = match_centers(model.centers, carried)
     aligned = renumber(result, matching.ids)

@@ -18,6 +18,7 @@ from segstream.training.artifact import (
     publish_current,
     save_model,
 )
+from segstream.training.lineage import Lineage, SegmentMatch, Transitions
 from segstream.training.train import TrainResult
 
 
@@ -184,3 +185,54 @@ def test_inconsistent_model_cannot_be_built(model: Model) -> None:
         dataclasses.replace(model, centers=np.zeros((3, 3)))
     with pytest.raises(ArtifactError, match="fallback"):
         dataclasses.replace(model, fallbacks={**model.fallbacks, "country": "Atlantis"})
+
+
+def _lineage() -> Lineage:
+    return Lineage(
+        previous_version="20240101T000000Z-1a2b3c4d",
+        aligned=True,
+        reason="segment ids follow 20240101T000000Z-1a2b3c4d",
+        matches=(
+            SegmentMatch(0, 2, 0.125),
+            SegmentMatch(1, 1, 0.0),
+            SegmentMatch(2, 0, 1.5),
+            SegmentMatch(3, None, None),
+        ),
+        absent_values={"country": 0, "most_frequent_brand": 3},
+        transitions=Transitions(((5, 0, 1, 0), (0, 7, 0, 2), (1, 0, 9, 0))),
+    )
+
+
+def test_lineage_round_trips(model: Model, tmp_path: Path) -> None:
+    assert model.k == 4
+    directory = tmp_path / "v"
+    save_model(dataclasses.replace(model, lineage=_lineage()), directory)
+    assert load_model(directory).lineage == _lineage()
+
+
+def test_an_artifact_from_before_lineage_loads_without_one(saved: Path) -> None:
+    document = json.loads((saved / MODEL_FILE).read_text())
+    del document["lineage"]
+    (saved / MODEL_FILE).write_text(json.dumps(document))
+    assert load_model(saved).lineage is None
+
+
+def test_malformed_lineage_is_refused(model: Model, tmp_path: Path) -> None:
+    directory = tmp_path / "v"
+    save_model(dataclasses.replace(model, lineage=_lineage()), directory)
+    document = json.loads((directory / MODEL_FILE).read_text())
+    document["lineage"]["matches"][0]["previous"] = "two"
+    (directory / MODEL_FILE).write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match=r"matches\.previous"):
+        load_model(directory)
+
+
+def test_lineage_must_number_every_segment(model: Model) -> None:
+    with pytest.raises(ArtifactError, match=r"number segments 0\.\.3"):
+        dataclasses.replace(
+            model, lineage=dataclasses.replace(_lineage(), matches=_lineage().matches[:3])
+        )
+    with pytest.raises(ArtifactError, match="4 columns"):
+        dataclasses.replace(
+            model, lineage=dataclasses.replace(_lineage(), transitions=Transitions(((1, 2),)))
+        )

@@ -1,7 +1,8 @@
-"""THE assignment function: sklearn's labels exactly, persisted vocabularies, unseen flagged."""
+"""THE assign: sklearn's labels exactly (also renumbered), stored vocabularies, unseen flagged."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn.preprocessing import LabelEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from segstream.errors import DataError, ModelMismatchError
+from segstream.training.align import align
 from segstream.training.assign import assign, encode, encode_with_flags
 from segstream.training.data import DataSource, read_features
 from segstream.training.features import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
@@ -51,6 +53,15 @@ def test_assign_reproduces_sklearn_labels_over_100000_training_rows(tmp_path: Pa
     assert int((result.segments != predicted).sum()) == 0
     assert int((result.segments != trained.segments).sum()) == 0
     assert not result.unseen.any()
+
+    # Numbered after a previous version whose segment i is this fit's cluster q[i]: assign()
+    # on the renumbered model gives sklearn's labels through the same permutation.
+    q = np.array([3, 0, 4, 2, 1])
+    previous = dataclasses.replace(trained.model, centers=trained.model.centers[q])
+    aligned, _ = align(trained, previous)
+    renumbered = assign(aligned.model, features).segments
+    assert int((renumbered != np.argsort(q)[labels]).sum()) == 0
+    assert int((renumbered != aligned.segments).sum()) == 0
 
 
 def test_encoding_is_label_encoder_of_the_training_columns(small_fit: TrainResult) -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
+from rich.table import Table
 
+from segstream.training.lineage import Lineage
+from segstream.training.lineage_report import lineage_renderables, moved_sentence
+from segstream.training.pipeline import PreviousVersion, follow_previous
 from segstream.training.report import profile_segments, render_html, summary_table
-from segstream.training.train import TrainResult
+from segstream.training.train import TrainConfig, TrainResult, fit
 
 
 @pytest.fixture
@@ -76,3 +82,41 @@ def test_terminal_summary_has_a_row_per_segment(small_fit: TrainResult) -> None:
     profiles = profile_segments(small_fit.features, small_fit.segments, small_fit.model.k)
     table = summary_table(small_fit.model, profiles)
     assert table.row_count == small_fit.model.k
+
+
+def test_report_shows_the_segment_mapping_and_the_users_who_moved(
+    small_fit: TrainResult,
+) -> None:
+    q = np.array([1, 0, 3, 2])
+    previous = dataclasses.replace(small_fit.model, centers=small_fit.model.centers[q])
+    retrained = fit(
+        small_fit.features, TrainConfig(k=4, k_values=(4,), seed=6, silhouette_sample=200)
+    )
+    followed = follow_previous(retrained, PreviousVersion(previous.version, previous))
+    model = followed.model
+    lineage = model.lineage
+    assert lineage is not None and lineage.transitions is not None
+    profiles = profile_segments(followed.features, followed.segments, model.k)
+
+    page = render_html(model, profiles, followed.components, followed.segments)
+
+    assert f"segment ids follow {previous.version}" in page
+    assert page.count("<th>previous ") == 4 and page.count("<th>new ") == 4
+    for m in lineage.matches:
+        assert f"<tr><td>{m.segment}</td><td>{m.previous}</td>" in page
+    assert moved_sentence(lineage.transitions) in page
+    kept = lineage.transitions.kept
+    assert kept == int((followed.segments == np.argsort(q)[small_fit.segments]).sum())
+    printed = lineage_renderables(lineage)
+    assert [type(r) for r in printed] == [str, Table, Table, str]
+    assert printed[-1] == moved_sentence(lineage.transitions)
+    assert f"{kept:,} of {len(followed.segments):,} users" in printed[-1]
+
+
+def test_report_says_why_a_version_was_not_aligned(small_fit: TrainResult) -> None:
+    reason = "not aligned to v0: it cannot be used (incompatible model schema version 2)"
+    model = dataclasses.replace(small_fit.model, lineage=Lineage("v0", False, reason))
+    profiles = profile_segments(small_fit.features, small_fit.segments, model.k)
+    page = render_html(model, profiles, small_fit.components, small_fit.segments)
+    assert html.escape(reason) in page and "matched previous segment" not in page
+    assert lineage_renderables(model.lineage) == [reason]

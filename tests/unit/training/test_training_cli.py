@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 from segstream.cli import main
-from segstream.training.artifact import load_model
+from segstream.training.artifact import load_model, publish_current
 from segstream.training.assign import assign
 from segstream.training.data import DataSource, read_features
 from segstream.training.pipeline import ASSIGNMENTS_FILE, REPORT_FILE
@@ -191,3 +193,98 @@ def test_model_and_assign_agree_with_library_call(trained: tuple[Path, Path]) ->
     features = read_features(DataSource(path=data))
     stored = pd.read_parquet(models / "current" / ASSIGNMENTS_FILE)
     assert (assign(model, features).segments == stored["segment"].to_numpy()).all()
+
+
+@pytest.fixture(scope="module")
+def retrained(trained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained data, trained twice into one MODELS dir with other seeds (k=4): MODELS."""
+    data, _ = trained
+    models = tmp_path_factory.mktemp("retrain") / "models"
+    for seed in ("1", "3"):
+        argv = ["train", "--data", str(data), "--out", str(models), "--k", "4", "--seed", seed]
+        assert main(argv) == 0
+    return models
+
+
+def _version_dirs(models: Path) -> list[Path]:
+    return sorted(p for p in models.iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def test_training_again_numbers_the_segments_after_the_current_version(
+    retrained: Path,
+) -> None:
+    first_dir, second_dir = _version_dirs(retrained)
+    first, second = load_model(first_dir), load_model(retrained / "current")
+    assert second.version == second_dir.name
+    assert first.lineage is not None and first.lineage.previous_version is None
+    lineage = second.lineage
+    assert lineage is not None and lineage.aligned
+    assert lineage.previous_version == first.version
+    assert [m.previous for m in lineage.matches] == [0, 1, 2, 3]
+    # The stored training users keep their segment ids: as many as any numbering could keep
+    # (the two seeds' partitions differ a little), as many as the transitions say.
+    before = pd.read_parquet(first_dir / ASSIGNMENTS_FILE)
+    after = pd.read_parquet(second_dir / ASSIGNMENTS_FILE)
+    assert (before["user_id"] == after["user_id"]).all()
+    same = int((before["segment"] == after["segment"]).sum())
+    table = pd.crosstab(before["segment"], after["segment"]).to_numpy()
+    rows, cols = linear_sum_assignment(-table)
+    assert same == table[rows, cols].sum()
+    assert lineage.transitions is not None and lineage.transitions.kept == same
+    report = (second_dir / REPORT_FILE).read_text()
+    assert "Lineage" in report and "kept their segment id" in report
+
+
+def test_train_prints_the_mapping_and_the_users_moved(
+    retrained: Path, trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, _ = trained
+    argv = ["train", "--data", str(data), "--out", str(retrained), "--k", "5", "--seed", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "segment ids follow" in out and "none (new id)" in out
+    assert "kept their segment id" in out
+    assert load_model(retrained).lineage.matches[4].previous is None  # type: ignore[union-attr]
+
+
+def test_no_align_keeps_kmeans_numbering_and_says_so(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, models = trained
+    current = load_model(models)
+    shutil.copytree(models / "current", tmp_path / current.version)
+    publish_current(tmp_path, tmp_path / current.version)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path), "--k", "4", "--no-align"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lineage = load_model(tmp_path).lineage
+    assert lineage is not None and not lineage.aligned and lineage.matches == ()
+    assert lineage.previous_version == current.version
+    assert "alignment switched off" in out and "kept their segment id" in out
+
+
+def test_an_incompatible_previous_version_is_named_and_training_goes_on(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, models = trained
+    old = tmp_path / "old"
+    shutil.copytree(models / "current", old)
+    document = json.loads((old / "model.json").read_text())
+    document["schema_version"] = 0
+    (old / "model.json").write_text(json.dumps(document))
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--previous", str(old)]
+    assert main([*argv, "--k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "not aligned to old" in out and "incompatible model schema version 0" in out
+    lineage = load_model(tmp_path / "m").lineage
+    assert lineage is not None and not lineage.aligned and lineage.transitions is None
+
+
+def test_a_previous_version_that_does_not_exist_is_a_user_error(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, _ = trained
+    argv = ["train", "--data", str(data), "--out", str(tmp_path), "--previous", str(tmp_path / "x")]
+    assert main(argv) == 2
+    assert "no model" in capsys.readouterr().err
+    assert not (tmp_path / "current").exists()
