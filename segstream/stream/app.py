@@ -29,18 +29,29 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 
 from segstream.settings import Settings
 from segstream.stream.assigner import Assigner
 from segstream.stream.processor import BatchProcessor, Topics
-from segstream.stream.publisher import FaustSender
+from segstream.stream.publisher import AiokafkaSender
+from segstream.stream.retry import REDIS_TRANSIENT
 from segstream.stream.state import RedisState
 
-__all__ = ["AGENT_NAME", "create_app", "quiet_framework_loggers", "state_prefix"]
+__all__ = [
+    "AGENT_NAME",
+    "base_app",
+    "create_app",
+    "input_channel",
+    "output_producer",
+    "quiet_framework_loggers",
+    "state_prefix",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +90,31 @@ def _withhold(messages: Sequence[Any]) -> None:
         message.acked = True
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The worker's faust.App for ``settings`` (not started)."""
-    brokers = [
-        f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
-    ]
-    datadir = settings.data_dir / "faust"
+def output_producer(settings: Settings) -> AIOKafkaProducer:
+    """The producer of the worker's outputs (not started).
+
+    Its own aiokafka producer rather than Faust's: the publisher appends records to record
+    batches directly, which Faust's producer does not expose. Idempotent with ``acks="all"``:
+    a record is acknowledged once every in-sync replica has it, and the producer's own
+    retries neither duplicate nor reorder it.
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+        max_batch_size=256 * 1024,
+    )
+
+
+def base_app(settings: Settings, datadir: Path) -> faust.App:
+    """A faust.App configured as the worker's (see the module docstring), with no agent."""
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    app = faust.App(
+    return faust.App(
         settings.app_id,
-        broker=brokers,
+        broker=[
+            f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
+        ],
         autodiscover=False,
         store="memory://",
         datadir=str(datadir),  # Faust's default is a folder in the cwd
@@ -107,15 +133,25 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="127.0.0.1",
         web_port=settings.http_port,
     )
-    topics = Topics.from_settings(settings)
-    inputs = app.topic(
-        topics.users,
-        topics.orders,
+
+
+def input_channel(app: faust.App, settings: Settings) -> faust.TopicT:
+    """One channel over both input topics, raw bytes (co-partitioned: one owner per user)."""
+    return app.topic(
+        settings.topic_users,
+        settings.topic_orders,
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.topic_partitions,
         internal=True,  # Faust creates it (with our partition count) before subscribing
     )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker's faust.App for ``settings`` (not started)."""
+    app = base_app(settings, settings.data_dir / "faust")
+    topics = Topics.from_settings(settings)
+    inputs = input_channel(app, settings)
     input_names = {topics.users, topics.orders}
     outputs = [
         app.topic(topics.segment_changes, partitions=settings.topic_partitions),
@@ -159,8 +195,10 @@ def create_app(settings: Settings) -> faust.App:
         client = aioredis.Redis.from_url(settings.redis_url)
         state = RedisState(client, state_prefix(settings))
         await state.load_scripts()
+        producer = output_producer(settings)
+        await producer.start()
         processor = BatchProcessor(
-            state, Assigner(settings.model_dir), FaustSender(app.producer), topics
+            state, Assigner(settings.model_dir), AiokafkaSender(producer), topics
         )
         app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench
         try:
@@ -179,6 +217,11 @@ def create_app(settings: Settings) -> faust.App:
                     raise
         finally:
             log.info("totals %s", json.dumps(processor.stats.as_dict()))
+            try:
+                await processor.flush()
+            except REDIS_TRANSIENT as exc:
+                log.warning("outbox clean-up skipped (%r); those changes will be re-sent", exc)
+            await producer.stop()
             await client.aclose()
 
     return app

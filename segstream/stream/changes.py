@@ -11,16 +11,18 @@ source event. The bytes written to the outbox are re-sent unchanged after a cras
 one ``event_id``, however many sends; and no two changes of a user share one.
 
 Wire formats (``schemas/segment_change.json``, ``schemas/user_segment.json``): compact JSON
-with keys in a fixed order, UTF-8; the message key is the user_id as a decimal string.
+with keys in a fixed order, UTF-8 (not ASCII-escaped); the message key is the user_id as a
+decimal string.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from segstream.stream.events import Source, user_key
 
@@ -90,7 +92,7 @@ def encode_change(
         "features": dict(features),
         "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
     }
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return msgspec.json.encode(document)
 
 
 def user_segment_output(change: bytes, changes_topic: str, segments_topic: str) -> list[Output]:
@@ -99,7 +101,7 @@ def user_segment_output(change: bytes, changes_topic: str, segments_topic: str) 
     Raises:
         ValueError: ``change`` is not a change event as :func:`encode_change` makes it.
     """
-    document = json.loads(change)
+    document = msgspec.json.decode(change)
     user_id = document["user_id"]
     current = {
         "user_id": user_id,
@@ -108,5 +110,5 @@ def user_segment_output(change: bytes, changes_topic: str, segments_topic: str) 
         "updated_at": document["occurred_at"],
     }
     key = user_key(user_id)
-    value = json.dumps(current, ensure_ascii=False, separators=(",", ":")).encode()
+    value = msgspec.json.encode(current)
     return [Output(changes_topic, key, change), Output(segments_topic, key, value)]

@@ -3,7 +3,7 @@
 :class:`BatchProcessor` is the worker minus Faust: the agent hands it the raw records of a
 batch and acknowledges them once :meth:`BatchProcessor.process` has returned, which happens
 only after every output of the batch (changes, current segments, dead letters) has been
-acknowledged by the broker and the outbox cleared. The steps:
+acknowledged by the broker. The steps:
 
 1. :func:`parse_batch` (pure) sorts records into valid events grouped by user, in order, and
    dead letters; the dead letters are sent at once, in the background of the next steps.
@@ -12,7 +12,10 @@ acknowledged by the broker and the outbox cleared. The steps:
 3. one :func:`~segstream.training.assign.assign` call assigns every assignable user;
 4. :func:`plan_settles` (pure) decides the changes; one Redis round trip queues them in the
    users' outboxes and reads every pending change back (older ones a crash left included);
-5. the pending changes are published and acknowledged, then removed from the outboxes.
+5. the pending changes are published and acknowledged; they are removed from the outboxes
+   in the next batch's first round trip (``apply(..., clear=...)``), which saves a round trip
+   per batch: a crash before that can only make a change be published again, with the same
+   bytes and event_id (when its user next has an event), never lost.
 
 Every step is safe to repeat, which is what makes a crash anywhere harmless: the records are
 redelivered, fenced events change nothing, and their users are re-assigned, so a change
@@ -37,7 +40,7 @@ from segstream.stream.assigner import Assigner
 from segstream.stream.changes import Output, change_due, encode_change, user_segment_output
 from segstream.stream.dead_letters import dead_letter
 from segstream.stream.events import Event, Source, parse_order, parse_user
-from segstream.stream.publisher import Sender, publish
+from segstream.stream.publisher import Sender
 from segstream.stream.retry import REDIS_TRANSIENT, retry
 from segstream.stream.state import RedisState, Settle, UserState
 
@@ -231,6 +234,8 @@ class BatchProcessor:
         self.sender = sender
         self.topics = topics
         self.stats = Stats()
+        self._to_clear: dict[int, list[bytes]] = {}
+        """Changes published by the last batch, removed from the outboxes with the next."""
 
     async def _redis(self, what: str, operation: Any) -> Any:
         return await retry(operation, what=what, transient=REDIS_TRANSIENT, error=StateError)
@@ -239,9 +244,13 @@ class BatchProcessor:
         """Process one batch; returns once all its effects are stored and published."""
         topics = self.topics
         parsed = parse_batch(records, topics)
-        dead = asyncio.ensure_future(publish(self.sender, parsed.dead_letters))
+        dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
         try:
-            states = await self._redis("apply events", lambda: self.state.apply(parsed.by_user))
+            to_clear = self._to_clear
+            states = await self._redis(
+                "apply events", lambda: self.state.apply(parsed.by_user, clear=to_clear)
+            )
+            self._to_clear = {}
             self.assigner.refresh()
             model_version = self.assigner.version
             assignable = [s for s in states if s.assignable]
@@ -256,17 +265,37 @@ class BatchProcessor:
                     change, topics.segment_changes, topics.user_segments
                 )
             ]
-            await publish(self.sender, outputs)
-            await self._redis("clear outbox", lambda: self.state.clear(pending))
+            await self.sender.publish(outputs)
+            self._to_clear = pending
             await dead
         finally:
             if not dead.done():
                 dead.cancel()
+        self._count(records, parsed, states, len(assignable), len(outputs) // 2)
+
+    async def flush(self) -> None:
+        """Clear the outbox entries the last batch published (at a clean stop).
+
+        Best effort: if it fails, those changes are published again with the user's next
+        event (same bytes, same event_id) - a duplicate, never a loss.
+        """
+        if self._to_clear:
+            await self.state.clear(self._to_clear)
+            self._to_clear = {}
+
+    def _count(
+        self,
+        records: Sequence[RawRecord],
+        parsed: ParsedBatch,
+        states: Sequence[UserState],
+        assigned: int,
+        changes: int,
+    ) -> None:
         stats = self.stats
         stats.batches += 1
         stats.records += len(records)
         stats.valid += sum(len(events) for events in parsed.by_user.values())
         stats.fresh += sum(s.applied for s in states)
-        stats.assigned += len(assignable)
-        stats.changes += len(outputs) // 2
+        stats.assigned += assigned
+        stats.changes += changes
         stats.dead_letters.update(parsed.reasons)

@@ -1,115 +1,148 @@
 """Publishing a batch's outputs and waiting until the broker has acknowledged every one.
 
-:func:`publish` is what makes the worker's output lossless: it returns only when each record
-is acknowledged (``acks=all`` on the producer), re-sending from the first failure on, in the
-original order, so per-user order survives a retry (the re-sent changes carry their original
-event_id; consumers of ``segment-changes`` deduplicate on it, and ``user-segments`` is
-idempotent by key). Only then does the worker clear the outbox and let the consumer commit.
+:meth:`AiokafkaSender.publish` is what makes the worker's output lossless: it returns only when
+every record is acknowledged (the producer uses ``acks="all"``). Records are grouped by topic
+and partition, in their original order, and appended to aiokafka record batches directly
+(``create_batch``/``send_batch``): well under a µs a record instead of the ~25 µs of one
+``send`` call each, which matters at thousands of changes a second. The partition is the one
+Kafka's default partitioner picks for the key (murmur2, as the Java client and
+``send(key=...)``), so every record of a user lands on one partition, in order, and
+``user-segments`` compacts per user.
 
-A :class:`Sender` adapts a producer: Faust's (the worker) or aiokafka's (replay, benchmarks).
+On a broker error the failed partition's records are sent again, from its first unacknowledged
+batch on, in order, after a backoff, without limit: per-user order survives a retry, and the
+re-sent changes carry their original event_id (consumers of ``segment-changes`` deduplicate on
+it; ``user-segments`` is idempotent by key). Any other error propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from segstream.stream.changes import Output
 from segstream.stream.retry import KAFKA_TRANSIENT, backoff_delays
 
-__all__ = ["AiokafkaSender", "FaustSender", "Sender", "publish"]
+__all__ = ["AiokafkaSender", "Sender", "default_partition", "group_by_partition"]
 
 log = logging.getLogger(__name__)
 
 
 class Sender(Protocol):
-    """Something that schedules one record and hands back its acknowledgement future."""
+    """Publishes records and returns once the broker acknowledged all of them."""
 
-    async def send(self, output: Output) -> Awaitable[Any]:
-        """Queue ``output``; the awaitable resolves when the broker acknowledged it."""
+    async def publish(self, outputs: Sequence[Output]) -> None:
+        """Send ``outputs`` in order; retry broker errors until every one is acknowledged."""
         ...
 
 
-class FaustSender:
-    """Sends through a started Faust app's producer (aiokafka underneath)."""
+def default_partition(key: bytes | None, partitions: int, fallback: int = 0) -> int:
+    """Kafka's default partition of ``key`` among ``partitions`` (murmur2, positive, modulo).
 
-    def __init__(self, producer: Any) -> None:
-        """``producer`` is ``app.producer`` of a running faust.App."""
-        self.producer = producer
+    A record without a key goes to ``fallback`` (the default partitioner would pick one at
+    random; a fixed one keeps a batch's unkeyed records in order).
+    """
+    if key is None:
+        return fallback % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
-    async def send(self, output: Output) -> Awaitable[Any]:
-        """Queue ``output`` on the app's producer."""
-        return await self.producer.send(
-            output.topic, output.key, output.value, None, None, list(output.headers) or None
-        )
+
+def group_by_partition(
+    outputs: Sequence[Output], partitions_of: Callable[[str], int]
+) -> dict[tuple[str, int], list[Output]]:
+    """``outputs`` grouped by (topic, partition), each group in the original order (pure)."""
+    groups: dict[tuple[str, int], list[Output]] = {}
+    for output in outputs:
+        target = (output.topic, default_partition(output.key, partitions_of(output.topic)))
+        group = groups.get(target)
+        if group is None:
+            groups[target] = [output]
+        else:
+            group.append(output)
+    return groups
 
 
 class AiokafkaSender:
-    """Sends through a started :class:`aiokafka.AIOKafkaProducer`."""
+    """Publishes through a started :class:`aiokafka.AIOKafkaProducer` (``acks="all"``)."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, first_delay_s: float = 0.1, max_delay_s: float = 5.0
+    ) -> None:
         self.producer = producer
+        self._delay = backoff_delays(first_delay_s, max_delay_s)
+        self._partitions: dict[str, int] = {}
 
-    async def send(self, output: Output) -> Awaitable[Any]:
-        """Queue ``output`` on the producer."""
-        return await self.producer.send(
-            output.topic, output.value, key=output.key, headers=list(output.headers) or None
-        )
+    async def _learn_partitions(self, topics: set[str]) -> None:
+        for topic in topics - self._partitions.keys():
+            self._partitions[topic] = len(await self.producer.partitions_for(topic))
 
+    async def _send_group(self, topic: str, partition: int, outputs: Sequence[Output]) -> int:
+        """Send one partition's records in batches; returns how many were acknowledged."""
+        producer = self.producer
+        sent: list[tuple[int, Awaitable[Any]]] = []  # (records sent so far, ack future)
+        batch = producer.create_batch()
+        in_batch = 0
+        for index, output in enumerate(outputs):
+            key, value, headers = output.key, output.value, list(output.headers)
+            if batch.append(key=key, value=value, timestamp=None, headers=headers):
+                in_batch += 1
+                continue
+            if in_batch:  # full: send it and start the next one with this record
+                sent.append((index, await producer.send_batch(batch, topic, partition=partition)))
+                batch, in_batch = producer.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None, headers=headers):
+                    in_batch = 1
+                    continue
+            # Larger than an empty batch: send() sizes a batch for it.
+            future = await producer.send(
+                topic, value, key=key, partition=partition, headers=headers
+            )
+            sent.append((index + 1, future))
+        if in_batch:
+            last = await producer.send_batch(batch, topic, partition=partition)
+            sent.append((len(outputs), last))
+        acknowledged = 0
+        for upto, future in sent:
+            try:
+                await future
+            except KAFKA_TRANSIENT as exc:
+                log.warning(
+                    "%s[%d] failed after %d records: %r", topic, partition, acknowledged, exc
+                )
+                return acknowledged
+            acknowledged = upto
+        return acknowledged
 
-async def publish(
-    sender: Sender,
-    outputs: Sequence[Output],
-    *,
-    first_delay_s: float = 0.1,
-    max_delay_s: float = 5.0,
-) -> None:
-    """Send ``outputs`` in order and wait until all are acknowledged; retry without limit.
-
-    A broker error (:data:`~segstream.stream.retry.KAFKA_TRANSIENT`) re-sends, after a
-    backoff, every output from the first unacknowledged one on. Any other error propagates.
-    """
-    pending = list(outputs)
-    delay = backoff_delays(first_delay_s, max_delay_s)
-    failures = 0
-    while pending:
-        first_failed, error = await _send_all(sender, pending)
-        if error is None:
-            return
-        failures += 1
-        level = logging.WARNING if failures < 10 else logging.ERROR
-        log.log(
-            level,
-            "publishing %d records failed (%r); re-sending %d in %.2f s",
-            len(pending),
-            error,
-            len(pending) - first_failed,
-            delay(failures),
-        )
-        pending = pending[first_failed:]
-        await asyncio.sleep(delay(failures))
-
-
-async def _send_all(sender: Sender, outputs: Sequence[Output]) -> tuple[int, BaseException | None]:
-    """Send and await all; returns (index of the first failure, its error) or (len, None)."""
-    futures: list[Awaitable[Any]] = []
-    send_error: BaseException | None = None
-    for output in outputs:
-        try:
-            futures.append(await sender.send(output))
-        except KAFKA_TRANSIENT as exc:
-            send_error = exc
-            break
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    for index, result in enumerate(results):
-        if isinstance(result, BaseException):
-            if not isinstance(result, KAFKA_TRANSIENT):
-                raise result
-            return index, result
-    if send_error is not None:
-        return len(futures), send_error
-    return len(outputs), None
+    async def publish(self, outputs: Sequence[Output]) -> None:
+        """Send ``outputs`` per partition, in order; retry failures without limit."""
+        failures = 0
+        while outputs:
+            try:
+                await self._learn_partitions({output.topic for output in outputs})
+                groups = group_by_partition(outputs, self._partitions.__getitem__)
+                acknowledged = await asyncio.gather(
+                    *(self._send_group(t, p, group) for (t, p), group in groups.items())
+                )
+            except KAFKA_TRANSIENT as exc:
+                error: BaseException = exc
+            else:
+                outputs = [
+                    output
+                    for group, done in zip(groups.values(), acknowledged, strict=True)
+                    for output in group[done:]
+                ]
+                if not outputs:
+                    return
+                error = RuntimeError(f"{len(outputs)} records not acknowledged")
+            failures += 1
+            wait = self._delay(failures)
+            level = logging.WARNING if failures < 10 else logging.ERROR
+            log.log(
+                level, "publishing failed (%r); re-sending %d in %.2fs", error, len(outputs), wait
+            )
+            await asyncio.sleep(wait)

@@ -1,19 +1,15 @@
-"""Replay event building and publishing's retry order, without servers."""
+"""Replay event building, output partitioning and user descriptions, without servers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable
-from typing import Any
 
 import pandas as pd
-import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
 
 from segstream.stream.changes import Output
 from segstream.stream.events import parse_order, parse_user
-from segstream.stream.publisher import publish
+from segstream.stream.publisher import default_partition, group_by_partition
 from segstream.stream.replay import build_events
 from segstream.stream.state import describe_user
 
@@ -53,38 +49,18 @@ def test_replay_interleaves_profiles_and_orders_by_time_and_joins_items() -> Non
     assert profile.created_at == "2020-01-01T00:00:00.000000Z"
 
 
-class _FlakySender:
-    """Acknowledges everything except the listed sends (by send number), which time out."""
-
-    def __init__(self, failing: set[int]) -> None:
-        self.failing = failing
-        self.sent: list[bytes | None] = []
-
-    async def send(self, output: Output) -> Awaitable[Any]:
-        number = len(self.sent)
-        self.sent.append(output.value)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if number in self.failing:
-            future.set_exception(KafkaTimeoutError())
-        else:
-            future.set_result(number)
-        return future
-
-
-def test_publish_resends_from_the_first_failure_on_in_order() -> None:
-    sender = _FlakySender(failing={1})
-    outputs = [Output("t", b"k", bytes([n])) for n in range(4)]
-    asyncio.run(publish(sender, outputs, first_delay_s=0.001))
-    assert sender.sent == [b"\x00", b"\x01", b"\x02", b"\x03", b"\x01", b"\x02", b"\x03"]
-
-
-def test_publish_lets_a_non_broker_error_through() -> None:
-    class Broken(_FlakySender):
-        async def send(self, output: Output) -> Awaitable[Any]:
-            raise ValueError("a bug, not an outage")
-
-    with pytest.raises(ValueError):
-        asyncio.run(publish(Broken(set()), [Output("t", b"k", b"v")]))
+def test_records_go_to_kafkas_default_partition_in_order() -> None:
+    keys = [str(uid).encode() for uid in range(200)]
+    outputs = [Output("t", key, bytes([i % 256])) for i, key in enumerate(keys)]
+    outputs += [Output("u", keys[0], b"later")]
+    groups = group_by_partition(outputs, {"t": 4, "u": 3}.__getitem__)
+    for (topic, partition), group in groups.items():
+        for output in group:
+            expected = DefaultPartitioner()(output.key, list(range(4 if topic == "t" else 3)), [])
+            assert partition == expected
+        assert group == [o for o in outputs if o in group]  # original order kept
+    assert sum(len(g) for g in groups.values()) == len(outputs)
+    assert default_partition(None, 4, fallback=6) == 2
 
 
 def test_describe_user_lists_counts_orders_fences_and_pending_changes() -> None:

@@ -17,9 +17,8 @@ def test_events_are_encoded_in_order_with_their_fences() -> None:
     order = OrderEvent(70, 7, "Complete", "2023-01-02T00:00:00Z", items)
     args = encode_events([(Source("orders", 3, 12), order), (Source("users", 3, 5), profile)])
     assert args == [
-        2,
-        *("o", "f:orders:3", 12, 70, 2, "Levi's", "", "", "Jeans"),
-        *("u", "f:users:3", 5, 33, "M", "China", "Email"),
+        ["o", "f:orders:3", "12", "70", ["Levi's", "", "", "Jeans"]],
+        ["u", "f:users:3", "5", "33", "M", "China", "Email"],
     ]
 
 

@@ -1,0 +1,108 @@
+"""The two reference consumers the stream benchmark compares the worker with.
+
+Both read the same input topics as the worker, in a consumer group of their own, and do no
+work of ours, so their rates are the ceilings the worker is measured against:
+
+- ``faust-take``: a bare Faust agent over the input topics, taking batches with
+  ``stream.take_events(1000, within=0.05)`` like the worker, and only counting them (Faust's
+  own per-event cost, acks and commits included);
+- ``aiokafka``: a raw aiokafka loop: ``getmany`` up to 1000 records, send each one to a sink
+  topic, wait for the acknowledgements, commit (a consume -> produce pipeline without Faust).
+
+Run as ``python -m segstream.stream.baselines faust-take|aiokafka`` with the worker's
+``SEGSTREAM_*`` environment (``SEGSTREAM_APP_ID`` names the group); each runs until stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from segstream.settings import Settings, load_settings
+
+__all__ = ["run_aiokafka_loop", "run_faust_take"]
+
+BATCH = 1000
+"""Records per batch, as the worker's default batch_size."""
+
+
+def run_faust_take(settings: Settings) -> int:
+    """A bare Faust agent over the input topics, counting batches; runs until stopped."""
+    import faust
+
+    from segstream.stream.app import base_app, input_channel, quiet_framework_loggers
+
+    app = base_app(settings, settings.data_dir / "faust-baseline")
+    inputs = input_channel(app, settings)
+    seen = [0]
+
+    @app.agent(inputs)
+    async def count(stream: faust.StreamT) -> None:
+        quiet_framework_loggers()
+        async for events in stream.take_events(BATCH, within=0.05):
+            seen[0] += len(events)
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    quiet_framework_loggers()
+    with contextlib.suppress(SystemExit):
+        worker.execute_from_commandline()
+    return 0
+
+
+async def run_aiokafka_loop(settings: Settings, sink: str) -> None:
+    """Consume the input topics, produce every record to ``sink``, commit; until SIGTERM."""
+    consumer = AIOKafkaConsumer(
+        settings.topic_users,
+        settings.topic_orders,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await consumer.start()
+    await producer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=50, max_records=BATCH)
+            futures = [
+                await producer.send(sink, record.value, key=record.key)
+                for records in batches.values()
+                for record in records
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m segstream.stream.baselines faust-take | aiokafka --sink TOPIC``."""
+    parser = argparse.ArgumentParser(prog="segstream.stream.baselines")
+    parser.add_argument("kind", choices=("faust-take", "aiokafka"))
+    parser.add_argument("--sink", help="topic the aiokafka loop produces to")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.kind == "faust-take":
+        return run_faust_take(settings)
+    if not args.sink:
+        parser.error("aiokafka needs --sink")
+    asyncio.run(run_aiokafka_loop(settings, args.sink))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
