@@ -167,3 +167,31 @@ def test_memory_per_typical_user_is_well_under_a_kilobyte(run: _Sync) -> None:
     run.clear(pending)
     sizes = run.memory(range(1, 101))
     assert max(sizes) < 1024, sizes
+
+
+def test_published_changes_are_cleared_in_the_next_apply_round_trip(run: _Sync) -> None:
+    first, second = b'{"event_id": "a"}', b'{"event_id": "b"}'
+    run.settle(Settle(1, None, None, 1, "v1", first), Settle(2, None, None, 2, "v1", second))
+    states = run.loop.run_until_complete(
+        run.state.apply({1: [(at(0), order(10, "Zara"))]}, clear={1: [first], 2: [second]})
+    )
+    assert states[0].pending == 0
+    assert run.settle(Settle(2, 2, "v1", 2, "v1", None)) == {}
+
+
+def test_cluster_mode_calls_per_hash_slot_and_gets_the_same_states(
+    run: _Sync, redis_url: str
+) -> None:
+    batch = {
+        uid: [(at(uid, USERS, 0), profile(uid, age=20 + uid % 50)), (at(uid), order(uid, "Zoë"))]
+        for uid in range(1, 60)
+    }
+    standalone = run.loop.run_until_complete(run.state.apply(batch))
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        cluster = RedisState(client, "c:", cluster=True)
+        assert len(cluster._groups(list(batch))) == len(batch)  # one slot per user here
+        by_slot = run.loop.run_until_complete(cluster.apply(batch))
+    finally:
+        run.loop.run_until_complete(client.aclose())
+    assert by_slot == standalone
