@@ -8,12 +8,12 @@ group and share the partitions.
 
 The agent only does I/O: it takes batches of events (``stream.take_events``; Faust delivers
 raw bytes, decoded by :mod:`segstream.stream.events`, because the dead-letter topic needs the
-original bytes) and hands the messages to :class:`~segstream.stream.processor.BatchProcessor`.
-When ``process`` returns, every output of the batch is acknowledged by the broker; only then
-does ``take_events`` ack the events, and Faust's consumer commits only acked offsets. If
-``process`` raises, the batch's messages are marked done *without* being acked, so their
-offsets are never committed (they are redelivered to whoever owns the partition next), and the
-worker stops with an error instead of skipping them.
+original bytes) and hands them to a :class:`~segstream.stream.batching.BatchPipeline`, whose
+task runs :class:`~segstream.stream.processor.BatchProcessor` on them in order while Faust
+takes the next batch. An event is acked only once its batch's outputs were acknowledged by the
+broker, and Faust's consumer commits only acked offsets. If a batch fails, its events are never
+acked (they are redelivered to whoever owns the partition next) and the worker stops with an
+error instead of skipping them.
 
 Faust settings that matter here, and why:
 - raw key/value serializers: Faust's ``value_type=dict`` does not decode; we need the bytes;
@@ -26,9 +26,9 @@ Faust settings that matter here, and why:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,9 @@ from aiokafka import AIOKafkaProducer
 
 from segstream.settings import Settings
 from segstream.stream.assigner import Assigner
+from segstream.stream.batching import BatchPipeline
 from segstream.stream.processor import BatchProcessor, Topics
 from segstream.stream.publisher import AiokafkaSender
-from segstream.stream.retry import REDIS_TRANSIENT
 from segstream.stream.state import RedisState
 
 __all__ = [
@@ -77,17 +77,6 @@ def quiet_framework_loggers(level: int = logging.WARNING) -> None:
     """Raise Faust's, mode's and aiokafka's loggers to ``level`` (Faust leaves them at DEBUG)."""
     for name in _FRAMEWORK_LOGGERS:
         logging.getLogger(name).setLevel(level)
-
-
-def _withhold(messages: Sequence[Any]) -> None:
-    """Mark ``messages`` done without acking them: Faust will never commit their offsets.
-
-    ``take_events`` acks its buffered events when the generator is closed, even when the
-    batch failed; a message already flagged ``acked`` is skipped by the consumer's ack
-    bookkeeping, so its offset leaves a gap that commits cannot pass.
-    """
-    for message in messages:
-        message.acked = True
 
 
 def output_producer(settings: Settings) -> AIOKafkaProducer:
@@ -201,26 +190,29 @@ def create_app(settings: Settings) -> faust.App:
             state, Assigner(settings.model_dir), AiokafkaSender(producer), topics
         )
         app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench
+        pipeline = BatchPipeline(
+            processor.process, stream.ack, settings.batch_size, 2 * settings.batch_size
+        )
+        worker_task = asyncio.ensure_future(pipeline.run())
+        crashing: list[asyncio.Future[None]] = []
+
+        def on_done(task: asyncio.Future[None]) -> None:
+            if task.cancelled() or task.exception() is None:
+                return
+            exc = task.exception()
+            log.critical("batch failed, stopping the worker: %r", exc, exc_info=exc)
+            crashing.append(asyncio.ensure_future(app.crash(exc)))  # type: ignore[arg-type]
+
+        worker_task.add_done_callback(on_done)
         try:
             async for events in stream.take_events(
                 settings.batch_size, within=settings.batch_timeout_s
             ):
-                messages = [event.message for event in events]
-                try:
-                    await processor.process(messages)
-                except BaseException as exc:
-                    _withhold(messages)
-                    if not isinstance(exc, Exception):
-                        raise  # cancelled: the worker is stopping
-                    log.critical("batch failed, stopping the worker: %r", exc, exc_info=exc)
-                    await app.crash(exc)
-                    raise
+                await pipeline.put(events)
         finally:
+            worker_task.cancel()
+            await asyncio.gather(worker_task, return_exceptions=True)
             log.info("totals %s", json.dumps(processor.stats.as_dict()))
-            try:
-                await processor.flush()
-            except REDIS_TRANSIENT as exc:
-                log.warning("outbox clean-up skipped (%r); those changes will be re-sent", exc)
             await producer.stop()
             await client.aclose()
 

@@ -12,10 +12,8 @@ acknowledged by the broker. The steps:
 3. one :func:`~segstream.training.assign.assign` call assigns every assignable user;
 4. :func:`plan_settles` (pure) decides the changes; one Redis round trip queues them in the
    users' outboxes and reads every pending change back (older ones a crash left included);
-5. the pending changes are published and acknowledged; they are removed from the outboxes
-   in the next batch's first round trip (``apply(..., clear=...)``), which saves a round trip
-   per batch: a crash before that can only make a change be published again, with the same
-   bytes and event_id (when its user next has an event), never lost.
+5. the pending changes are published and acknowledged, then removed from the outboxes (a
+   crash in between only makes a change be published again, same bytes and event_id).
 
 Every step is safe to repeat, which is what makes a crash anywhere harmless: the records are
 redelivered, fenced events change nothing, and their users are re-assigned, so a change
@@ -234,8 +232,6 @@ class BatchProcessor:
         self.sender = sender
         self.topics = topics
         self.stats = Stats()
-        self._to_clear: dict[int, list[bytes]] = {}
-        """Changes published by the last batch, removed from the outboxes with the next."""
 
     async def _redis(self, what: str, operation: Any) -> Any:
         return await retry(operation, what=what, transient=REDIS_TRANSIENT, error=StateError)
@@ -246,11 +242,7 @@ class BatchProcessor:
         parsed = parse_batch(records, topics)
         dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
         try:
-            to_clear = self._to_clear
-            states = await self._redis(
-                "apply events", lambda: self.state.apply(parsed.by_user, clear=to_clear)
-            )
-            self._to_clear = {}
+            states = await self._redis("apply events", lambda: self.state.apply(parsed.by_user))
             self.assigner.refresh()
             model_version = self.assigner.version
             assignable = [s for s in states if s.assignable]
@@ -266,22 +258,12 @@ class BatchProcessor:
                 )
             ]
             await self.sender.publish(outputs)
-            self._to_clear = pending
+            await self._redis("clear outbox", lambda: self.state.clear(pending))
             await dead
         finally:
             if not dead.done():
                 dead.cancel()
         self._count(records, parsed, states, len(assignable), len(outputs) // 2)
-
-    async def flush(self) -> None:
-        """Clear the outbox entries the last batch published (at a clean stop).
-
-        Best effort: if it fails, those changes are published again with the user's next
-        event (same bytes, same event_id) - a duplicate, never a loss.
-        """
-        if self._to_clear:
-            await self.state.clear(self._to_clear)
-            self._to_clear = {}
 
     def _count(
         self,

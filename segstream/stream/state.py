@@ -390,9 +390,8 @@ class RedisState:
     async def clear(self, published: Mapping[int, Sequence[bytes]]) -> None:
         """Remove changes the broker acknowledged from their outboxes (one round trip).
 
-        The worker usually hands these to the next :meth:`apply` instead, saving a round trip
-        per batch: until then a crash can only make the change be sent again (same bytes,
-        same event_id), never lost.
+        A crash before this only makes those changes be sent again (same bytes, same
+        event_id) when their users next have an event: never lost.
         """
         if published:
             await self._run("apply", [], self._clear_commands(published))

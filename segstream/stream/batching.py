@@ -1,0 +1,108 @@
+"""Taking batches from a Faust stream while the previous batch is still being processed.
+
+With ``stream.take_events`` alone the worker alternates: Faust fills a batch (up to
+``batch_size`` events, at most ``batch_timeout_s``), then the batch is processed, and only
+then does Faust start filling the next one, because ``take_events`` holds new events back
+while its caller works. Latency is then window + the previous batch's processing + this one's,
+and a short window means small batches under load, each paying its round trips.
+
+:class:`BatchPipeline` lets both happen at once. The agent hands each batch to
+:meth:`BatchPipeline.put` and goes straight back to ``take_events``; one task processes the
+batches strictly in order, merging those that queued up meanwhile (up to ``batch_size``
+events), so batches are short when the load is light and full when it is heavy.
+
+Acknowledgement stays where it must be: ``take_events`` acks a batch as soon as its caller
+moves on, so :meth:`put` first takes one more reference on each message (Faust acks a message
+when its reference count drops to zero, as for a message read by two streams). The processing
+task releases that reference with ``stream.ack`` only after the batch's outputs were
+acknowledged by the broker; Faust commits an offset only when every message before it is
+acked. A batch that fails is never acked: it is redelivered to the partition's next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from segstream.errors import SegstreamError
+
+__all__ = ["BatchPipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class BatchPipeline:
+    """Batches of Faust events, processed one after another by :meth:`run`, acked after."""
+
+    def __init__(
+        self,
+        process: Callable[[Sequence[Any]], Awaitable[None]],
+        ack: Callable[[Any], Awaitable[Any]],
+        batch_size: int,
+        max_pending: int,
+    ) -> None:
+        """Process batches with ``process(messages)``; ack each event with ``ack(event)``.
+
+        Args:
+            batch_size: most events processed together (queued batches are merged up to it).
+            max_pending: :meth:`put` waits while this many events are queued or in process.
+        """
+        self._process = process
+        self._ack = ack
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self._batches: deque[list[Any]] = deque()
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._pending = 0
+        self._failed: BaseException | None = None
+
+    @property
+    def pending(self) -> int:
+        """Events handed over and not yet acked."""
+        return self._pending
+
+    async def put(self, events: Sequence[Any]) -> None:
+        """Queue a batch taken from the stream; waits while too much is pending.
+
+        Raises:
+            SegstreamError: the processing task has failed (nothing more is accepted).
+        """
+        for event in events:
+            event.message.incref()  # held until processed: take_events' own ack won't commit it
+        while self._pending >= self.max_pending and self._failed is None:
+            self._room.clear()
+            await self._room.wait()
+        if self._failed is not None:
+            raise SegstreamError(f"batch processing failed: {self._failed!r}")
+        self._pending += len(events)
+        self._batches.append(list(events))
+        self._arrived.set()
+
+    async def _next_batch(self) -> list[Any]:
+        while not self._batches:
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch = self._batches.popleft()
+        while self._batches and len(batch) + len(self._batches[0]) <= self.batch_size:
+            batch += self._batches.popleft()
+        return batch
+
+    async def run(self) -> None:
+        """Process queued batches in order until cancelled; a failed batch ends it, unacked."""
+        try:
+            while True:
+                batch = await self._next_batch()
+                await self._process([event.message for event in batch])
+                for event in batch:
+                    await self._ack(event)
+                self._pending -= len(batch)
+                self._room.set()
+        except BaseException as exc:
+            self._failed = exc
+            self._room.set()  # wake a put() waiting for room
+            raise
