@@ -37,6 +37,7 @@ from segstream.settings import Settings
 from segstream.stream.assigner import Assigner
 from segstream.stream.changes import Output, change_due, encode_change, user_segment_output
 from segstream.stream.dead_letters import dead_letter
+from segstream.stream.drift_shared import SharedDrift
 from segstream.stream.events import Event, Source, parse_order, parse_user
 from segstream.stream.publisher import Sender
 from segstream.stream.retry import REDIS_TRANSIENT, retry
@@ -232,6 +233,8 @@ class BatchProcessor:
         self.sender = sender
         self.topics = topics
         self.stats = Stats()
+        self.drift: SharedDrift | None = None
+        """Drift mode's shared centroids (``SEGSTREAM_DRIFT=river``); ``None``: the trained ones."""
 
     async def _redis(self, what: str, operation: Any) -> Any:
         return await retry(operation, what=what, transient=REDIS_TRANSIENT, error=StateError)
@@ -246,7 +249,11 @@ class BatchProcessor:
             self.assigner.refresh()
             model_version = self.assigner.version
             assignable = [s for s in states if s.assignable]
-            segments = self.assigner.assign(assignable)
+            segments = (
+                self.assigner.assign(assignable)
+                if self.drift is None
+                else await self.drift.assign(self.assigner.model, assignable)
+            )
             settles = plan_settles(states, segments, model_version, parsed.by_user)
             pending = await self._redis("queue changes", lambda: self.state.settle(settles))
             outputs = [

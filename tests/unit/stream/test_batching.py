@@ -1,0 +1,100 @@
+"""The batch pipeline: order, merging, acks only after processing, nothing acked on failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from segstream.errors import SegstreamError
+from segstream.stream.batching import BatchPipeline
+
+
+class _Message:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.refcount = 0
+
+    def incref(self) -> None:
+        self.refcount += 1
+
+
+class _Event:
+    def __init__(self, offset: int) -> None:
+        self.message = _Message(offset)
+
+
+def _events(start: int, n: int) -> list[_Event]:
+    return [_Event(offset) for offset in range(start, start + n)]
+
+
+def test_batches_are_processed_in_order_merged_up_to_the_size_and_acked_after() -> None:
+    processed: list[list[int]] = []
+    acked: list[int] = []
+
+    async def process(messages: Sequence[_Message]) -> None:
+        assert not any(m.offset in acked for m in messages)  # nothing acked before processing
+        processed.append([m.offset for m in messages])
+        await asyncio.sleep(0)
+
+    async def ack(event: _Event) -> None:
+        acked.append(event.message.offset)
+
+    async def scenario() -> BatchPipeline:
+        pipeline = BatchPipeline(process, ack, batch_size=5, max_pending=100)
+        for start, n in ((0, 2), (2, 2), (4, 2), (6, 4)):  # all queued before the task runs
+            await pipeline.put(_events(start, n))
+        task = asyncio.ensure_future(pipeline.run())
+        while pipeline.pending:
+            await asyncio.sleep(0)
+        task.cancel()
+        return pipeline
+
+    pipeline = asyncio.run(scenario())
+    assert processed == [[0, 1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    assert acked == list(range(10))
+    assert pipeline.pending == 0
+
+
+def test_a_failed_batch_is_never_acked_and_stops_the_pipeline() -> None:
+    acked: list[int] = []
+    events = _events(0, 3)
+
+    async def process(messages: Sequence[_Message]) -> None:
+        raise ConnectionError("redis went away for good")
+
+    async def ack(event: _Event) -> None:
+        acked.append(event.message.offset)
+
+    async def scenario() -> None:
+        pipeline = BatchPipeline(process, ack, batch_size=10, max_pending=3)
+        await pipeline.put(events)
+        with pytest.raises(ConnectionError):
+            await pipeline.run()
+        with pytest.raises(SegstreamError):
+            await pipeline.put(_events(3, 1))
+
+    asyncio.run(scenario())
+    assert acked == []
+    assert all(event.message.refcount == 1 for event in events)  # held: never committed
+
+
+def test_put_waits_while_too_much_is_pending() -> None:
+    async def process(messages: Sequence[_Message]) -> None:
+        await asyncio.sleep(0.01)
+
+    async def ack(event: _Event) -> None:
+        return None
+
+    async def scenario() -> list[int]:
+        pipeline = BatchPipeline(process, ack, batch_size=2, max_pending=2)
+        task = asyncio.ensure_future(pipeline.run())
+        seen = []
+        for start in range(0, 8, 2):
+            await pipeline.put(_events(start, 2))
+            seen.append(pipeline.pending)
+        task.cancel()
+        return seen
+
+    assert max(asyncio.run(scenario())) <= 2
