@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     drift: Literal["off", "river"] = "off"
     """Online centroid drift: ``off``, or ``river`` for river's streaming k-means."""
 
+    drift_learning_rate: float = Field(default=0.01, gt=0, le=1)
+    """Drift mode: river's ``halflife``, the fraction of the way a centre moves toward a user."""
+
+    drift_max_distance: float = Field(default=1.0, gt=0)
+    """Drift mode: farthest a centre may drift from its trained position (PCA-space units)."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of segstream's own loggers."""
 

@@ -25,6 +25,13 @@ segstream_consumer_lag_messages             gauge      ``topic``, ``partition``:
 segstream_consumer_lag_seconds              gauge      ``topic``, ``partition``: age of the oldest
                                                        pending record, 0 when caught up; absent
                                                        while unknown
+segstream_model_reload_failures_total       counter    new model versions refused (failed to load
+                                                       or validate); the old model stays in use
+segstream_drift_distance                    gauge      ``model_version``, ``segment``: distance of
+                                                       the drifted centre from its trained one
+                                                       (PCA units; drift mode only)
+segstream_drift_state_version               gauge      ``model_version``: version of the shared
+                                                       drifted centroids in use (drift mode only)
 ==========================================  =========  ==========================================
 """
 
@@ -165,6 +172,23 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self._reload_failures = Counter(
+            "segstream_model_reload_failures",
+            "New model versions refused (they failed to load or validate); the old one is kept.",
+            registry=r,
+        )
+        self._drift_distance = Gauge(
+            "segstream_drift_distance",
+            "Distance of each drifted centre from its trained position, in PCA units.",
+            ["model_version", "segment"],
+            registry=r,
+        )
+        self._drift_version = Gauge(
+            "segstream_drift_state_version",
+            "Version of the shared drifted centroids this process assigns with.",
+            ["model_version"],
+            registry=r,
+        )
         self.events = RollingCounter(clock=clock)
         self.changes_rate = RollingCounter(clock=clock)
         self.dead_letters_rate = RollingCounter(clock=clock)
@@ -214,6 +238,22 @@ class Metrics:
         """The model in use is now ``version``."""
         self.model_version = version
         self._model.info({"version": version})
+
+    def model_reload_failed(self) -> None:
+        """A new model version was refused; the one in use stays."""
+        self._reload_failures.inc()
+
+    def set_drift(self, model_version: str, state_version: int, distances: Iterable[float]) -> None:
+        """Replace the drift gauges: the shared centroids' version and each centre's distance.
+
+        The i-th of ``distances`` is segment i's distance from its trained centre (PCA units).
+        """
+        self._drift_distance.clear()
+        self._drift_version.clear()
+        self._drift_version.labels(model_version=model_version).set(state_version)
+        for segment, distance in enumerate(distances):
+            labels = {"model_version": model_version, "segment": str(segment)}
+            self._drift_distance.labels(**labels).set(distance)
 
     def set_lag(self, partitions: Iterable[PartitionLag]) -> None:
         """Replace the lag gauges with these partitions' figures (others are dropped)."""

@@ -1,0 +1,76 @@
+-- Add one worker's batch of centroid moves to the shared drifted centroids of a model version,
+-- atomically: every worker's deltas are summed (none is lost to a concurrent write), each centre
+-- is held within the maximum distance of its trained position, and the state's version grows by
+-- one. Returns the state after the update, so the caller assigns its next batch with it.
+--
+-- KEYS[1]  the state's hash, "<app>:drift:<model version>" (one per model version: a new model
+--          starts from its own trained centres).
+-- ARGV[1]  the trained centres, 2k numbers separated by spaces (x0 y0 x1 y1 ...). Stored on the
+--          first update; a later call must send the same text (same model), or it is refused.
+-- ARGV[2]  the deltas, 2k numbers in the same order.
+-- ARGV[3]  the maximum distance of a centre from its trained position (PCA units).
+-- ARGV[4]  how many points the deltas were learned from.
+-- ARGV[5]  the writer's id (one per worker process) and ARGV[6] its update sequence number
+--          (1, 2, ...): an update whose number is not above the writer's last applied one is a
+--          retry of an update already applied and changes nothing.
+--
+-- Numbers travel as text: "%.17g" and tonumber() round-trip a double exactly, where the Lua
+-- JSON encoder keeps only 14 digits.
+--
+-- Hash fields: v (version: updates applied), c (current centres), t (trained centres), n (points
+-- learned, all writers), ua (server time of the last update, unix seconds), s:<writer> (its last
+-- sequence number), p:<writer> (points it contributed).
+--
+-- Returns {v, c, n}.
+
+local key = KEYS[1]
+local trained_text, delta_text = ARGV[1], ARGV[2]
+local max_distance = tonumber(ARGV[3])
+local learned = tonumber(ARGV[4])
+local writer, sequence = ARGV[5], tonumber(ARGV[6])
+
+local state = redis.call('HMGET', key, 'v', 'c', 't', 'n', 's:' .. writer)
+local version = tonumber(state[1] or '0')
+if state[5] and tonumber(state[5]) >= sequence then
+  return {version, state[2], state[4]}
+end
+if state[3] and state[3] ~= trained_text then
+  return redis.error_reply('drift state ' .. key .. ' was started from other trained centres')
+end
+
+local function numbers(text)
+  local values = {}
+  for word in string.gmatch(text, '%S+') do
+    values[#values + 1] = tonumber(word)
+  end
+  return values
+end
+
+local trained = numbers(trained_text)
+local centers = state[2] and numbers(state[2]) or numbers(trained_text)
+local deltas = numbers(delta_text)
+if #deltas ~= #trained or #centers ~= #trained or #trained % 2 ~= 0 then
+  return redis.error_reply('drift update of ' .. #deltas .. ' numbers for ' .. #trained .. ' coordinates')
+end
+
+local out = {}
+for i = 1, #trained, 2 do
+  local x, y = centers[i] + deltas[i], centers[i + 1] + deltas[i + 1]
+  local dx, dy = x - trained[i], y - trained[i + 1]
+  local distance = math.sqrt(dx * dx + dy * dy)
+  if distance > max_distance then
+    -- Pulled back onto the circle of radius max_distance, in the direction it drifted.
+    local scale = max_distance / distance
+    x, y = trained[i] + dx * scale, trained[i + 1] + dy * scale
+  end
+  out[i] = string.format('%.17g', x)
+  out[i + 1] = string.format('%.17g', y)
+end
+
+local text = table.concat(out, ' ')
+local total = tonumber(state[4] or '0') + learned
+local now = redis.call('TIME')
+redis.call('HSET', key, 'v', version + 1, 'c', text, 't', trained_text,
+  'n', string.format('%d', total), 'ua', now[1], 's:' .. writer, string.format('%d', sequence))
+redis.call('HINCRBY', key, 'p:' .. writer, learned)
+return {version + 1, text, string.format('%d', total)}

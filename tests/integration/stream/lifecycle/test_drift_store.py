@@ -1,0 +1,218 @@
+"""The shared drifted centroids on the real Redis: additive atomic updates, clamping, retries,
+restarts, staleness, one state per model version."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from segstream.errors import StateError
+from segstream.stream.assigner import assign_states
+from segstream.stream.drift import drift_distances
+from segstream.stream.drift_shared import DriftStore, SharedDrift
+from segstream.stream.state import UserState
+from segstream.training.artifact import Model
+from tests.integration.stream.conftest import Dataset
+
+PREFIX = "drift-test:"
+
+
+def run(redis_url: str, scenario: Callable[[DriftStore], Awaitable[None]]) -> None:
+    """Run ``scenario`` with a store on a client of its own, closed afterwards."""
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await scenario(DriftStore(client, PREFIX))
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def model(dataset: Dataset, redis_client: redis.Redis) -> Model:
+    """The session's model, on a flushed Redis."""
+    return dataset.model
+
+
+class Clock:
+    """A hand-moved monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_concurrent_updates_from_two_workers_all_count(model: Model, redis_url: str) -> None:
+    rng = np.random.default_rng(1)
+    deltas = rng.normal(0, 1e-3, (2, 50, *model.centers.shape))
+
+    async def scenario(store: DriftStore) -> None:
+        one, two = (
+            SharedDrift(store, learning_rate=0.1, max_distance=10.0, writer=name)
+            for name in ("one", "two")
+        )
+
+        async def push(worker: SharedDrift, moves: np.ndarray) -> None:
+            for delta in moves:
+                await worker.learn(model, delta, 3)
+
+        await asyncio.gather(push(one, deltas[0]), push(two, deltas[1]))
+        state = await store.read(model)
+        assert state.version == 100
+        assert state.learned == 300
+        np.testing.assert_allclose(
+            state.centers, model.centers + deltas.sum(axis=(0, 1)), rtol=0, atol=1e-12
+        )
+        contributions = await store.contributions(model.version)
+        assert sorted((c.writer, c.points) for c in contributions) == [("one", 150), ("two", 150)]
+
+    run(redis_url, scenario)
+
+
+def test_a_centre_is_held_within_the_maximum_distance(model: Model, redis_url: str) -> None:
+    delta = np.zeros_like(model.centers)
+    delta[0] = [3.0, 4.0]  # 5 units away, in the direction (0.6, 0.8)
+    delta[1] = [0.3, 0.0]
+
+    async def scenario(store: DriftStore) -> None:
+        state = await store.update(model, delta, 1, 0.5, "w", 1)
+        distances = drift_distances(state.centers, model.centers)
+        assert distances[0] == pytest.approx(0.5, abs=1e-12)
+        np.testing.assert_allclose(state.centers[0] - model.centers[0], [0.3, 0.4], atol=1e-12)
+        np.testing.assert_allclose(state.centers[1] - model.centers[1], [0.3, 0.0], atol=1e-12)
+        assert (distances[2:] == 0).all()
+
+    run(redis_url, scenario)
+
+
+def test_a_retried_update_is_applied_once(model: Model, redis_url: str) -> None:
+    delta = np.full_like(model.centers, 0.01)
+
+    async def scenario(store: DriftStore) -> None:
+        first = await store.update(model, delta, 2, 1.0, "w", 1)
+        again = await store.update(model, delta, 2, 1.0, "w", 1)
+        assert (first.version, again.version, again.learned) == (1, 1, 2)
+        np.testing.assert_array_equal(again.centers, first.centers)
+
+    run(redis_url, scenario)
+
+
+def test_a_state_started_from_other_trained_centres_is_refused(
+    model: Model, redis_url: str
+) -> None:
+    other = dataclasses.replace(model, centers=model.centers + 1.0)
+
+    async def scenario(store: DriftStore) -> None:
+        await store.update(model, np.zeros_like(model.centers), 1, 1.0, "w", 1)
+        with pytest.raises(StateError, match="other trained centres"):
+            await store.update(other, np.zeros_like(model.centers), 1, 1.0, "w", 2)
+
+    run(redis_url, scenario)
+
+
+def test_a_restarted_worker_continues_from_the_drifted_centres(
+    model: Model, redis_url: str
+) -> None:
+    delta = np.full_like(model.centers, 0.05)
+
+    async def before_restart(store: DriftStore) -> None:
+        await SharedDrift(store, learning_rate=0.1, max_distance=1.0).learn(model, delta, 4)
+
+    async def after_restart(store: DriftStore) -> None:
+        state = await SharedDrift(store, learning_rate=0.1, max_distance=1.0).centroids(model)
+        assert (state.version, state.learned) == (1, 4)
+        np.testing.assert_allclose(state.centers, model.centers + delta, atol=1e-12)
+
+    run(redis_url, before_restart)
+    run(redis_url, after_restart)
+
+
+def test_centres_are_never_older_than_the_staleness_bound(model: Model, redis_url: str) -> None:
+    clock = Clock()
+    delta = np.full_like(model.centers, 0.02)
+
+    async def scenario(store: DriftStore) -> None:
+        reader = SharedDrift(
+            store, learning_rate=0.1, max_distance=1.0, max_staleness_s=1.0, clock=clock
+        )
+        other = SharedDrift(store, learning_rate=0.1, max_distance=1.0)
+        assert (await reader.centroids(model)).version == 0
+        await other.learn(model, delta, 1)
+        clock.now += 0.9
+        assert (await reader.centroids(model)).version == 0, "read again too early"
+        clock.now += 0.2
+        seen = await reader.centroids(model)
+        assert seen.version == 1
+        np.testing.assert_allclose(seen.centers, model.centers + delta, atol=1e-12)
+
+    run(redis_url, scenario)
+
+
+def test_a_new_model_version_starts_from_its_own_trained_centres(
+    model: Model, redis_url: str
+) -> None:
+    newer = dataclasses.replace(model, version=model.version + "-next")
+
+    async def scenario(store: DriftStore) -> None:
+        drift = SharedDrift(store, learning_rate=0.1, max_distance=1.0)
+        await drift.learn(model, np.full_like(model.centers, 0.1), 1)
+        fresh = await drift.centroids(newer)
+        assert (fresh.model_version, fresh.version) == (newer.version, 0)
+        np.testing.assert_array_equal(fresh.centers, newer.centers)
+        assert (await store.read(model)).version == 1, "the old version's state is kept"
+
+    run(redis_url, scenario)
+
+
+def _states(dataset: Dataset, applied: list[int]) -> list[UserState]:
+    rows = dataset.features.head(len(applied)).to_dict("records")
+    return [
+        UserState(
+            user_id=int(row["user_id"]),
+            applied=fresh,
+            age=int(row["age"]),
+            gender=row["gender"],
+            country=row["country"],
+            traffic_source=row["traffic_source"],
+            total_orders=int(row["total_orders"]),
+            most_frequent_brand=row["most_frequent_brand"],
+            most_frequent_category=row["most_frequent_category"],
+            segment=None,
+            model_version=None,
+            pending=0,
+        )
+        for row, fresh in zip(rows, applied, strict=True)
+    ]
+
+
+def test_only_users_with_fresh_events_are_learned_from(
+    dataset: Dataset, model: Model, redis_url: str
+) -> None:
+    states = _states(dataset, [1, 0, 2, 0, 0, 1])
+
+    async def scenario(store: DriftStore) -> None:
+        drift = SharedDrift(store, learning_rate=0.1, max_distance=1.0)
+        segments = await drift.assign(model, states)
+        assert segments.tolist() == dataset_segments(model, states)
+        state = await store.read(model)
+        assert (state.version, state.learned) == (1, 3)
+        replayed = await drift.assign(model, _states(dataset, [0] * 6))
+        assert (await store.read(model)).version == 1, "redeliveries are not learned again"
+        assert len(replayed) == 6
+
+    run(redis_url, scenario)
+
+
+def dataset_segments(model: Model, states: list[UserState]) -> list[int]:
+    """The segments the trained centres give ``states`` (the state before any learning)."""
+    return assign_states(model, states).tolist()
