@@ -39,6 +39,8 @@ from aiokafka import AIOKafkaProducer
 from segstream.settings import Settings
 from segstream.stream.assigner import Assigner
 from segstream.stream.batching import BatchPipeline
+from segstream.stream.drift_shared import shared_drift
+from segstream.stream.metrics import Metrics
 from segstream.stream.processor import BatchProcessor, Topics
 from segstream.stream.publisher import AiokafkaSender
 from segstream.stream.state import RedisState
@@ -186,10 +188,12 @@ def create_app(settings: Settings) -> faust.App:
         await state.load_scripts()
         producer = output_producer(settings)
         await producer.start()
-        processor = BatchProcessor(
-            state, Assigner(settings.model_dir), AiokafkaSender(producer), topics
-        )
+        metrics = Metrics()
+        assigner = Assigner(settings.model_dir, metrics=metrics)
+        processor = BatchProcessor(state, assigner, AiokafkaSender(producer), topics)
+        processor.drift = shared_drift(settings, client, state_prefix(settings), metrics)
         app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench
+        app.segstream_metrics = metrics  # type: ignore[attr-defined] - for an HTTP side
         pipeline = BatchPipeline(
             processor.process, stream.ack, settings.batch_size, 2 * settings.batch_size
         )

@@ -41,6 +41,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from segstream.errors import StateError
+from segstream.settings import Settings
 from segstream.stream.assigner import feature_batch
 from segstream.stream.drift import (
     Centroids,
@@ -56,7 +57,14 @@ from segstream.stream.state import UserState
 from segstream.training.artifact import Model
 from segstream.training.assign import assign
 
-__all__ = ["MAX_STALENESS_S", "Contribution", "DriftStore", "SharedDrift", "drift_key"]
+__all__ = [
+    "MAX_STALENESS_S",
+    "Contribution",
+    "DriftStore",
+    "SharedDrift",
+    "drift_key",
+    "shared_drift",
+]
 
 log = logging.getLogger(__name__)
 
@@ -279,3 +287,22 @@ class SharedDrift:
             ),
         )
         return self._keep(model, centroids, requested_at)
+
+
+def shared_drift(
+    settings: Settings, client: aioredis.Redis, prefix: str, metrics: Metrics | None = None
+) -> SharedDrift | None:
+    """The worker's :class:`SharedDrift` as ``settings`` configure it; ``None`` when drift is off.
+
+    Args:
+        client: a Redis client that does not decode responses.
+        prefix: the app's key prefix (``app.state_prefix``).
+    """
+    if settings.drift == "off":
+        return None
+    return SharedDrift(
+        DriftStore(client, prefix),
+        learning_rate=settings.drift_learning_rate,
+        max_distance=settings.drift_max_distance,
+        metrics=metrics,
+    )
