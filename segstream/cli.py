@@ -28,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print every setting: variable, value, meaning")
     config.add_argument("--markdown", action="store_true", help="the README's table of defaults")
     config.set_defaults(handler=_print_config)
-    for module in ("segstream.training.cli", "segstream.stream.cli", "segstream.stream.ops_cli"):
+    for module in (
+        "segstream.training.cli",
+        "segstream.stream.cli",
+        "segstream.stream.ops_cli",
+        "segstream.stream.lifecycle_cli",
+    ):
         try:
             area = __import__(module, fromlist=["add_commands"])
         except ModuleNotFoundError as exc:
