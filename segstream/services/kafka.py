@@ -181,7 +181,7 @@ class KafkaBroker:
     def _format_storage(self, java: str) -> None:
         if (self.home / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         result = subprocess.run(
             [
                 java,
@@ -189,8 +189,7 @@ class KafkaBroker:
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                cluster_id,
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(self.config_file),
             ],
@@ -256,6 +255,18 @@ class KafkaBroker:
     def stop(self) -> bool:
         """Stop the broker if we started it; True when one was stopped."""
         return self.process.stop(timeout_s=60.0)
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with "-", which command-line
+    parsers would take for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail(path: Path, lines: int = 25) -> str:
