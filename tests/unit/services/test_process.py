@@ -62,14 +62,3 @@ def test_garbage_pid_file_is_removed(tmp_path: Path) -> None:
     proc.pid_file.write_text("not a pid")
     assert proc.pid() is None
     assert not proc.pid_file.exists()
-
-
-def test_kafka_cluster_ids_never_look_like_an_option() -> None:
-    import base64
-
-    from segstream.services.kafka import _cluster_id
-
-    ids = {_cluster_id() for _ in range(2_000)}
-    assert len(ids) == 2_000
-    assert not any(i.startswith("-") for i in ids)
-    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
