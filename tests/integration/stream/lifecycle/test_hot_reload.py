@@ -1,0 +1,101 @@
+"""Hot reload on the real stack: a worker switches model versions mid-stream without losing or
+double-counting an event, and refuses a version that does not load while it keeps going."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from segstream.settings import Settings
+from segstream.stream.replay import ReplayPlan
+from segstream.training.artifact import ARRAYS_FILE, CURRENT_LINK
+from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
+from tests.integration.stream.lifecycle.checks import check_versioned_parity
+from tests.integration.stream.lifecycle.conftest import BackgroundReplay, Versions, switch_to
+from tests.integration.stream.parity import check_parity
+
+pytestmark = pytest.mark.slow
+
+RATE = 5_000
+"""Events a second: under the worker's throughput, so it keeps up while the model switches."""
+RELOAD_BOUND_S = 3.0
+"""The Assigner checks ``current`` every 2 s; a batch takes well under 1 s here."""
+
+
+def _last_sent(plan: ReplayPlan, sent_at: list[float]) -> dict[int, float]:
+    """user_id -> when that user's last event was sent."""
+    last: dict[int, float] = {}
+    for event, when in zip(plan.events, sent_at, strict=True):
+        last[event.user_id] = when
+    return last
+
+
+def test_switching_versions_under_load_loses_nothing_and_later_events_use_the_new_one(
+    stream_settings: Settings,
+    dataset: Dataset,
+    versions: Versions,
+    models_dir: Path,
+    start_worker,
+    background_replays: list[BackgroundReplay],
+) -> None:
+    settings = stream_settings.model_copy(update={"model_dir": models_dir})
+    worker = start_worker(settings)
+    warm_up = len(dataset.plan.events) // 50
+    replay(settings, ReplayPlan(dataset.plan.events[:warm_up], 0))
+    wait_until_consumed(settings, [worker])  # the worker is up and consuming
+    flow = BackgroundReplay(settings, dataset.plan.events[warm_up:], rate=RATE)
+    background_replays.append(flow)
+    flow.wait_for(0.4)
+    switch_to(models_dir, versions.v2.version)
+    switched_at = time.monotonic()
+    flow.join()
+    wait_until_consumed(settings, [worker])
+    assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+    assert f"replaced by {versions.v2.version}" in worker.log_tail(400)
+
+    models = {versions.v1.version: versions.v1, versions.v2.version: versions.v2}
+    final = check_versioned_parity(settings, dataset, models)
+    last_sent = _last_sent(dataset.plan, [-1.0] * warm_up + flow.sent_at)
+    late = [uid for uid in final if last_sent[uid] > switched_at + RELOAD_BOUND_S]
+    on_v1 = [uid for uid, (_, version) in final.items() if version == versions.v1.version]
+    assert len(late) > len(final) // 4, "too few users had events after the switch"
+    assert on_v1, "the switch came after every user's last event: nothing was tested"
+    stale = [uid for uid in late if final[uid][1] != versions.v2.version]
+    assert not stale, f"{len(stale)} users with events after the switch kept v1: {stale[:5]}"
+
+
+def test_a_version_that_does_not_load_is_refused_and_the_worker_keeps_going(
+    stream_settings: Settings,
+    dataset: Dataset,
+    versions: Versions,
+    models_dir: Path,
+    start_worker,
+    tmp_path: Path,
+) -> None:
+    settings = stream_settings.model_copy(update={"model_dir": models_dir})
+    broken = models_dir / versions.v2.version
+    arrays = broken / ARRAYS_FILE
+    arrays.write_bytes(arrays.read_bytes()[:100])  # a copy cut short
+    half = len(dataset.plan.events) // 2
+    first = ReplayPlan(dataset.plan.events[:half], 0)
+    rest = ReplayPlan(dataset.plan.events[half:], 0)
+
+    worker = start_worker(settings)
+    replay(settings, first)
+    wait_until_consumed(settings, [worker])
+    # By hand, as a careless deploy would: publish_current itself refuses a broken version.
+    staging = models_dir / ".current.tmp"
+    staging.symlink_to(broken.name, target_is_directory=True)
+    os.replace(staging, models_dir / CURRENT_LINK)
+    replay(settings, rest)
+    wait_until_consumed(settings, [worker])
+    assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+
+    log = worker.log_tail(400)
+    assert f"refused the new model, keeping {versions.v1.version}" in log
+    assert log.count("refused the new model") == 1, "logged at every check"
+    check_parity(settings, dataset, tmp_path)
