@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import redis
 
@@ -56,15 +56,15 @@ def check_versioned_parity(
     dataset: Dataset,
     models: Mapping[str, Model],
     *,
-    version_only_updates: bool = False,
+    last_change_versions: Collection[str] | None = None,
 ) -> dict[int, tuple[int, str]]:
     """Assert the module docstring's checks; returns user_id -> (segment, model version).
 
     Args:
-        models: the versions users may be under, by version.
-        version_only_updates: ``segstream reassign`` ran: a user who kept its segment has the
-            new version stored but its last change may name any of ``models`` (no event is
-            emitted for a version alone). Otherwise the last change names the stored version.
+        models: the versions users may be stored under, by version.
+        last_change_versions: the versions a user's last change may name, when not only its
+            stored one: after ``segstream reassign``, a user who kept its segment has the new
+            version stored and no event for it (its last change names an older version).
     """
     segments = {version: segments_of(model, dataset) for version, model in models.items()}
     features = {
@@ -97,7 +97,7 @@ def check_versioned_parity(
         {uid: seg for uid, (seg, _) in final.items()},
         "",
         versions={
-            uid: set(models) if version_only_updates else {version}
+            uid: {version} if last_change_versions is None else set(last_change_versions)
             for uid, (_, version) in final.items()
         },
     )

@@ -1,0 +1,185 @@
+"""``segstream reassign`` on the real stack: an event for each user whose segment changed and
+nothing for the others, safe to interrupt and rerun, safe while a worker runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from segstream.settings import Settings
+from segstream.stream.app import output_producer, state_prefix
+from segstream.stream.assigner import Assigner
+from segstream.stream.changes import Output
+from segstream.stream.processor import Topics
+from segstream.stream.publisher import AiokafkaSender
+from segstream.stream.reassign import REASSIGN_SOURCE, Reassigner
+from segstream.stream.replay import ReplayPlan
+from segstream.stream.state import RedisState
+from segstream.stream.topics import read_all
+from tests.integration.stream.conftest import (
+    REPO,
+    Dataset,
+    replay,
+    settings_env,
+    wait_until_consumed,
+)
+from tests.integration.stream.lifecycle.checks import check_versioned_parity, segments_of
+from tests.integration.stream.lifecycle.conftest import BackgroundReplay, Versions, switch_to
+
+pytestmark = pytest.mark.slow
+
+
+def reassign_cli(settings: Settings) -> dict[str, Any]:
+    """``segstream reassign --json`` in a child process, as an operator runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "segstream.cli", "reassign", "--json"],
+        env=settings_env(settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+class Interrupted(Exception):
+    """Stands for the operator's Ctrl-C between queueing a batch's changes and publishing."""
+
+
+class InterruptingSender:
+    """Publishes the first ``batches`` batches through ``sender``, then stops the run."""
+
+    def __init__(self, sender: AiokafkaSender, batches: int) -> None:
+        self.sender = sender
+        self.left = batches
+
+    async def publish(self, outputs: Sequence[Output]) -> None:
+        if self.left == 0:
+            raise Interrupted
+        self.left -= 1
+        await self.sender.publish(outputs)
+
+
+def reassign_interrupted(settings: Settings, batches: int, batch_size: int) -> None:
+    """A run stopped after ``batches`` published batches, the next one's changes queued."""
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        producer = output_producer(settings)
+        await producer.start()
+        try:
+            reassigner = Reassigner(
+                RedisState(client, state_prefix(settings)),
+                Assigner(settings.model_dir),
+                InterruptingSender(AiokafkaSender(producer), batches),
+                Topics.from_settings(settings),
+                batch_size=batch_size,
+            )
+            with pytest.raises(Interrupted):
+                await reassigner.run()
+        finally:
+            await producer.stop()
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def change_records(settings: Settings) -> list[dict[str, Any]]:
+    records = asyncio.run(
+        read_all(settings.kafka_bootstrap_servers, settings.topic_segment_changes)
+    )
+    return [json.loads(record.value) for record in records]
+
+
+def test_reassign_announces_only_moved_users_survives_an_interruption_and_reruns_emit_nothing(
+    stream_settings: Settings,
+    dataset: Dataset,
+    versions: Versions,
+    models_dir: Path,
+    start_worker,
+) -> None:
+    settings = stream_settings.model_copy(update={"model_dir": models_dir})
+    worker = start_worker(settings)
+    replay(settings, dataset.plan)
+    wait_until_consumed(settings, [worker])
+    assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+    before = len(change_records(settings))
+    switch_to(models_dir, versions.v2.version)
+
+    reassign_interrupted(settings, batches=2, batch_size=1_000)
+    report = reassign_cli(settings)
+    again = reassign_cli(settings)
+
+    old, new = segments_of(versions.v1, dataset), segments_of(versions.v2, dataset)
+    moved = {uid for uid in new if new[uid] != old[uid]}
+    assert 0 < len(moved) < len(new), "v2 should move some users, not all"
+    check_versioned_parity(
+        settings,
+        dataset,
+        {versions.v2.version: versions.v2},
+        last_change_versions={versions.v1.version, versions.v2.version},
+    )
+    everything = change_records(settings)
+    assert len(everything) == before + len(moved), "a change was published twice, or is missing"
+    changes = [c for c in everything if c["source"]["topic"] == REASSIGN_SOURCE.topic]
+    assert {c["user_id"] for c in changes} == moved
+    assert len({c["event_id"] for c in changes}) == len(moved)
+    for change in changes:
+        uid = change["user_id"]
+        assert (change["previous_segment"], change["segment"]) == (old[uid], new[uid])
+        assert change["model_version"] == versions.v2.version
+
+    # The interrupted run did its first three batches (the third one's changes left queued).
+    assert 0 < report["changed"] < len(moved)
+    assert report["published"] > report["changed"], "the queued changes were not published"
+    assert report["assignable"] == len(new)
+    assert report["changed"] + report["version_only"] + report["unchanged"] == len(new)
+    assert report["unchanged"] >= 2_000, "the interrupted run's batches were done again"
+    assert report["conflicts"] == 0
+    assert (again["changed"], again["version_only"], again["published"]) == (0, 0, 0)
+    assert again["unchanged"] == again["assignable"] == len(new)
+    assert len(change_records(settings)) == before + len(moved)
+
+
+def test_reassign_while_a_worker_runs_leaves_every_user_on_the_new_model(
+    stream_settings: Settings,
+    dataset: Dataset,
+    versions: Versions,
+    models_dir: Path,
+    start_worker,
+    background_replays: list[BackgroundReplay],
+) -> None:
+    settings = stream_settings.model_copy(update={"model_dir": models_dir})
+    worker = start_worker(settings)
+    warm_up = len(dataset.plan.events) // 50
+    replay(settings, ReplayPlan(dataset.plan.events[:warm_up], 0))
+    wait_until_consumed(settings, [worker])
+    flow = BackgroundReplay(settings, dataset.plan.events[warm_up:], rate=3_000)
+    background_replays.append(flow)
+    flow.wait_for(0.3)
+    switch_to(models_dir, versions.v2.version)
+    time.sleep(3.0)  # the worker checks `current` every 2 s
+    report = reassign_cli(settings)
+    assert len(flow.sent_at) < len(flow.events), f"the replay ended before reassign: {report}"
+    flow.join()
+    wait_until_consumed(settings, [worker])
+    assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+
+    assert report["users"] > 0 and report["changed"] > 0
+    check_versioned_parity(
+        settings,
+        dataset,
+        {versions.v2.version: versions.v2},
+        last_change_versions={versions.v1.version, versions.v2.version},
+    )
