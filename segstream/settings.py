@@ -65,8 +65,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     """Most events a worker handles in one batch (one Redis round trip, one model call)."""
 
-    batch_timeout_s: float = Field(default=0.05, gt=0, le=10)
-    """Longest a worker waits to fill a batch, in seconds."""
+    batch_timeout_s: float = Field(default=0.02, gt=0, le=10)
+    """Longest a worker waits to fill a batch, in seconds.
+
+    Short, because every event of a batch waits up to this long before its work starts; under
+    load the worker still processes full batches, merging those that queued up while it was
+    busy (up to batch_size)."""
 
     http_port: int = Field(default=6066, ge=1, le=65535)
     """Port of the worker's HTTP side (API, metrics, status page)."""
