@@ -21,7 +21,8 @@ Faust settings that matter here, and why:
 - a short session timeout and heartbeat: a dead worker's partitions move in seconds, and a
   starting worker joins the group without waiting out a long timeout;
 - the web server is off (an HTTP API can turn it on, bound to 127.0.0.1 on ``http_port``);
-- Faust's own loggers are raised to WARNING: left at DEBUG they cost ~12% throughput.
+- Faust's own loggers are raised to WARNING (left at DEBUG they cost ~12% throughput) and
+  its Monitor sensor is detached (per-event statistics for Faust's web views, not used).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "output_producer",
     "quiet_framework_loggers",
     "state_prefix",
+    "trim_framework",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,19 @@ STATS_INTERVAL_S = 10.0
 def state_prefix(settings: Settings) -> str:
     """Prefix of the worker's Redis keys: ``<app_id>:``, so apps (and tests) never share state."""
     return f"{settings.app_id}:"
+
+
+def trim_framework(app: faust.App) -> None:
+    """Drop Faust's per-event bookkeeping that nothing here reads; call from a running agent.
+
+    Faust's loggers go to WARNING (:func:`quiet_framework_loggers`), and its built-in Monitor
+    sensor is detached: it records every message in and out (several dict updates each) for
+    Faust's own web statistics, which the worker does not serve. Its metrics are
+    segstream's own (``segstream.stream.metrics``).
+    """
+    quiet_framework_loggers()
+    if app.monitor in set(app.sensors):
+        app.sensors.remove(app.monitor)
 
 
 def quiet_framework_loggers(level: int = logging.WARNING) -> None:
@@ -180,7 +195,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(inputs, name=AGENT_NAME)
     async def assign_users(stream: faust.StreamT) -> None:
-        quiet_framework_loggers()
+        trim_framework(app)
         for topic in outputs:
             await topic.maybe_declare()
         client = aioredis.Redis.from_url(settings.redis_url)

@@ -35,7 +35,12 @@ def run_faust_take(settings: Settings) -> int:
     """A bare Faust agent over the input topics, counting batches; runs until stopped."""
     import faust
 
-    from segstream.stream.app import base_app, input_channel, quiet_framework_loggers
+    from segstream.stream.app import (
+        base_app,
+        input_channel,
+        quiet_framework_loggers,
+        trim_framework,
+    )
 
     app = base_app(settings, settings.data_dir / "faust-baseline")
     inputs = input_channel(app, settings)
@@ -43,7 +48,7 @@ def run_faust_take(settings: Settings) -> int:
 
     @app.agent(inputs)
     async def count(stream: faust.StreamT) -> None:
-        quiet_framework_loggers()
+        trim_framework(app)  # the same framework set-up as the worker's
         async for events in stream.take_events(BATCH, within=0.05):
             seen[0] += len(events)
 
