@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from segstream.cli import main as segstream_main
 from segstream.errors import StateError
 from segstream.stream.assigner import assign_states
 from segstream.stream.drift import drift_distances
@@ -216,3 +218,38 @@ def test_only_users_with_fresh_events_are_learned_from(
 def dataset_segments(model: Model, states: list[UserState]) -> list[int]:
     """The segments the trained centres give ``states`` (the state before any learning)."""
     return assign_states(model, states).tolist()
+
+
+def test_drift_show_and_reset_report_and_forget_the_shared_state(
+    dataset: Dataset,
+    model: Model,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SEGSTREAM_REDIS_URL", redis_url)
+    monkeypatch.setenv("SEGSTREAM_MODEL_DIR", str(dataset.models_dir))
+    monkeypatch.setenv("SEGSTREAM_APP_ID", PREFIX.rstrip(":"))
+    delta = np.zeros_like(model.centers)
+    delta[1] = [0.3, 0.4]
+
+    async def drift(store: DriftStore) -> None:
+        await SharedDrift(store, learning_rate=0.1, max_distance=1.0, writer="w1").learn(
+            model, delta, 7
+        )
+
+    run(redis_url, drift)
+    assert segstream_main(["drift", "show", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["model_version"], shown["state_version"], shown["points_learned"]) == (
+        model.version,
+        1,
+        7,
+    )
+    assert [round(s["distance"], 9) for s in shown["segments"]][:2] == [0.0, 0.5]
+    assert shown["writers"] == {"w1": 7}
+
+    assert segstream_main(["drift", "reset"]) == 0
+    assert "reset" in capsys.readouterr().out
+    assert segstream_main(["drift", "show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state_version"] == 0

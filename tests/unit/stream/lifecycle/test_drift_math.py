@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 
+from segstream.settings import load_settings
 from segstream.stream.drift import (
     Centroids,
     decode_centers,
@@ -13,6 +15,7 @@ from segstream.stream.drift import (
     encode_centers,
     learn_deltas,
 )
+from segstream.stream.drift_shared import shared_drift
 from segstream.training.artifact import Model
 from segstream.training.assign import assign, nearest
 
@@ -102,3 +105,16 @@ def test_trained_centroids_are_version_zero_and_read_only(model: Model) -> None:
     np.testing.assert_array_equal(state.centers, model.centers)
     with pytest.raises(ValueError):
         state.centers[0, 0] = 5.0
+
+
+def test_drift_is_off_by_default_and_river_uses_the_configured_rate_and_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SEGSTREAM_DRIFT", raising=False)
+    client = aioredis.Redis()  # never connected: building the objects needs no server
+    assert load_settings().drift == "off"
+    assert shared_drift(load_settings(), client, "app:") is None
+    settings = load_settings(drift="river", drift_learning_rate=0.05, drift_max_distance=0.75)
+    drift = shared_drift(settings, client, "app:")
+    assert drift is not None
+    assert (drift.learning_rate, drift.max_distance, drift.store.prefix) == (0.05, 0.75, "app:")
