@@ -27,7 +27,7 @@ from typing import Any
 
 from segstream.errors import ServiceError
 from segstream.services.stack import Stack
-from segstream.settings import ENV_PREFIX, Settings, load_settings
+from segstream.settings import Settings, as_environment, load_settings
 
 __all__ = ["add_commands", "run_demo"]
 
@@ -68,14 +68,6 @@ def _demo_settings(settings: Settings, stack: Stack, models: Path) -> Settings:
     )
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child command load exactly ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    for name, value in settings.model_dump().items():
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
-    return env
-
-
 def _segstream(*args: str) -> list[str]:
     return [sys.executable, "-m", "segstream.cli", *args]
 
@@ -98,7 +90,7 @@ def _reset_namespace(settings: Settings) -> None:
     import redis
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from segstream.stream.app import state_prefix
+    from segstream.stream.state import state_prefix
 
     client = redis.Redis.from_url(settings.redis_url)
     try:
@@ -220,7 +212,7 @@ def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
         for status in stack.status():
             print(f"   {status.name:6} {status.address}")
         demo = _demo_settings(settings, stack, models)
-        env = _env(demo)
+        env = as_environment(demo, os.environ)
         _reset_namespace(demo)
         print(f"   ready in {time.perf_counter() - t0:.1f} s")
 

@@ -7,6 +7,7 @@ each offending variable. The object is frozen: pass it down, never mutate it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -16,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segstream.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings", "settings_table"]
+__all__ = ["ENV_PREFIX", "Settings", "as_environment", "load_settings", "settings_table"]
 
 ENV_PREFIX = "SEGSTREAM_"
 
@@ -72,8 +73,8 @@ class Settings(BaseSettings):
     load the worker still processes full batches, merging those that queued up while it was
     busy (up to batch_size)."""
 
-    http_port: int = Field(default=6066, ge=1, le=65535)
-    """Port of the worker's HTTP side (API, metrics, status page)."""
+    http_port: int = Field(default=6066, ge=0, le=65535)
+    """Port of the worker's HTTP side (API, metrics, status page); 0 turns it off."""
 
     http_host: str = "127.0.0.1"
     """Address the HTTP side binds to; loopback unless you mean to expose it (containers)."""
@@ -169,3 +170,12 @@ def settings_table() -> list[tuple[str, str, str]]:
             default = "~/.cache/segstream/kafka"
         rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), field.description or ""))
     return rows
+
+
+def as_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (e.g. ``os.environ``) with its ``SEGSTREAM_*`` variables replaced by
+    ``settings``: the environment that makes a child process load exactly ``settings``."""
+    env = {k: v for k, v in base.items() if not k.upper().startswith(ENV_PREFIX)}
+    for name, value in settings.model_dump().items():
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env

@@ -20,7 +20,8 @@ Faust settings that matter here, and why:
 - ``consumer_auto_offset_reset="earliest"``: a new group reads the topics from the start;
 - a short session timeout and heartbeat: a dead worker's partitions move in seconds, and a
   starting worker joins the group without waiting out a long timeout;
-- the web server is off (an HTTP API can turn it on, bound to 127.0.0.1 on ``http_port``);
+- Faust's own web server is off: the worker serves segstream's HTTP side (API, /metrics,
+  status page; :mod:`segstream.stream.web`) on ``http_host:http_port`` instead;
 - Faust's own loggers are raised to WARNING (left at DEBUG they cost ~12% throughput) and
   its Monitor sensor is detached (per-event statistics for Faust's web views, not used).
 """
@@ -35,6 +36,7 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from segstream.settings import Settings
@@ -44,7 +46,8 @@ from segstream.stream.drift_shared import shared_drift
 from segstream.stream.metrics import Metrics
 from segstream.stream.processor import BatchProcessor, Topics
 from segstream.stream.publisher import AiokafkaSender
-from segstream.stream.state import RedisState
+from segstream.stream.state import RedisState, state_prefix
+from segstream.stream.web import create_web_app, start_web
 
 __all__ = [
     "AGENT_NAME",
@@ -70,11 +73,6 @@ HEARTBEAT_INTERVAL_S = 1.0
 """Heartbeat period; a third of the session timeout or less, as Kafka requires."""
 STATS_INTERVAL_S = 10.0
 """How often a worker logs its running totals (when they moved)."""
-
-
-def state_prefix(settings: Settings) -> str:
-    """Prefix of the worker's Redis keys: ``<app_id>:``, so apps (and tests) never share state."""
-    return f"{settings.app_id}:"
 
 
 def trim_framework(app: faust.App) -> None:
@@ -153,6 +151,22 @@ def input_channel(app: faust.App, settings: Settings) -> faust.TopicT:
     )
 
 
+async def _serve_http(
+    settings: Settings, metrics: Metrics, assigner: Assigner, client: aioredis.Redis
+) -> web.AppRunner | None:
+    """Serve the HTTP side (API, /metrics, status page) unless ``http_port`` is 0.
+
+    It shares the worker's metrics, model holder and Redis client, so /metrics shows this
+    process's consumption and the API answers with the model the worker assigns with.
+    """
+    if not settings.http_port:
+        return None
+    app = create_web_app(settings, metrics=metrics, assigner=assigner, redis=client)
+    runner = await start_web(app, settings.http_host, settings.http_port)
+    log.info("HTTP side on http://%s:%d/", settings.http_host, settings.http_port)
+    return runner
+
+
 def create_app(settings: Settings) -> faust.App:
     """The worker's faust.App for ``settings`` (not started)."""
     app = base_app(settings, settings.data_dir / "faust")
@@ -207,6 +221,8 @@ def create_app(settings: Settings) -> faust.App:
         assigner = Assigner(settings.model_dir, metrics=metrics)
         processor = BatchProcessor(state, assigner, AiokafkaSender(producer), topics)
         processor.drift = shared_drift(settings, client, state_prefix(settings), metrics)
+        processor.metrics = metrics
+        web_runner = await _serve_http(settings, metrics, assigner, client)
         app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench
         app.segstream_metrics = metrics  # type: ignore[attr-defined] - for an HTTP side
         pipeline = BatchPipeline(
@@ -232,6 +248,8 @@ def create_app(settings: Settings) -> faust.App:
             worker_task.cancel()
             await asyncio.gather(worker_task, return_exceptions=True)
             log.info("totals %s", json.dumps(processor.stats.as_dict()))
+            if web_runner is not None:
+                await web_runner.cleanup()
             await producer.stop()
             await client.aclose()
 

@@ -59,9 +59,8 @@ def _replay(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
-    from segstream.stream.app import state_prefix
     from segstream.stream.retry import REDIS_TRANSIENT, retry
-    from segstream.stream.state import RedisState, describe_user
+    from segstream.stream.state import RedisState, describe_user, state_prefix
 
     settings = load_settings()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from segstream.stream.changes import Output, change_due, encode_change, user_seg
 from segstream.stream.dead_letters import dead_letter
 from segstream.stream.drift_shared import SharedDrift
 from segstream.stream.events import Event, Source, parse_order, parse_user
+from segstream.stream.metrics import Metrics
 from segstream.stream.publisher import Sender
 from segstream.stream.retry import REDIS_TRANSIENT, retry
 from segstream.stream.state import RedisState, Settle, UserState
@@ -235,12 +237,27 @@ class BatchProcessor:
         self.stats = Stats()
         self.drift: SharedDrift | None = None
         """Drift mode's shared centroids (``SEGSTREAM_DRIFT=river``); ``None``: the trained ones."""
+        self.metrics: Metrics | None = None
+        """Where batches, changes, dead letters and Redis failures are counted, if anywhere."""
 
     async def _redis(self, what: str, operation: Any) -> Any:
-        return await retry(operation, what=what, transient=REDIS_TRANSIENT, error=StateError)
+        return await retry(
+            operation,
+            what=what,
+            transient=REDIS_TRANSIENT,
+            error=StateError,
+            on_failure=self._redis_failed,
+        )
+
+    def _redis_failed(self, retrying: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.redis_error()
+            if retrying:
+                self.metrics.redis_retry()
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Process one batch; returns once all its effects are stored and published."""
+        started = time.perf_counter()
         topics = self.topics
         parsed = parse_batch(records, topics)
         dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
@@ -271,6 +288,23 @@ class BatchProcessor:
             if not dead.done():
                 dead.cancel()
         self._count(records, parsed, states, len(assignable), len(outputs) // 2)
+        if self.metrics is not None:
+            self._record(self.metrics, records, parsed, len(outputs) // 2, started)
+
+    @staticmethod
+    def _record(
+        metrics: Metrics,
+        records: Sequence[RawRecord],
+        parsed: ParsedBatch,
+        changes: int,
+        started: float,
+    ) -> None:
+        for topic, n in Counter(record.topic for record in records).items():
+            metrics.consumed(topic, n)
+        for reason, n in Counter(parsed.reasons).items():
+            metrics.dead_letter(reason, n)
+        metrics.changes(changes)
+        metrics.observe_batch(time.perf_counter() - started, len(records))
 
     def _count(
         self,

@@ -53,6 +53,7 @@ async def retry(
     first_delay_s: float = 0.05,
     max_delay_s: float = 5.0,
     error: type[SegstreamError] = ServiceError,
+    on_failure: Callable[[bool], None] | None = None,
 ) -> T:
     """Await ``operation()`` until it succeeds, sleeping between failures.
 
@@ -62,6 +63,8 @@ async def retry(
         transient: exception types that mean "try again"; any other propagates at once.
         attempts: give up after this many failures; ``None`` never gives up.
         error: the SegstreamError subclass raised when giving up.
+        on_failure: called after each transient failure with ``True`` when a retry follows
+            (``False`` when giving up), e.g. to count errors and retries in metrics.
 
     Raises:
         ``error``: after ``attempts`` failures, chained to the last one.
@@ -73,7 +76,10 @@ async def retry(
             return await operation()
         except transient as exc:
             failures += 1
-            if attempts is not None and failures >= attempts:
+            giving_up = attempts is not None and failures >= attempts
+            if on_failure is not None:
+                on_failure(not giving_up)
+            if giving_up:
                 raise error(f"{what} failed {failures} times, last: {exc!r}") from exc
             wait = delay(failures)
             level = logging.WARNING if failures < 10 else logging.ERROR

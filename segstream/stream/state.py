@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
+from segstream.settings import Settings
 from segstream.stream.events import Event, OrderEvent, Source, UserEvent
 
 __all__ = [
@@ -43,7 +44,13 @@ __all__ = [
     "encode_events",
     "outbox_key",
     "state_key",
+    "state_prefix",
 ]
+
+
+def state_prefix(settings: Settings) -> str:
+    """Prefix of the worker's Redis keys: ``<app_id>:``, so apps (and tests) never share state."""
+    return f"{settings.app_id}:"
 
 
 def state_key(prefix: str, user_id: int) -> str:

@@ -14,8 +14,7 @@ import pandas as pd
 import redis
 
 from segstream.settings import Settings
-from segstream.stream.app import state_prefix
-from segstream.stream.state import state_key
+from segstream.stream.state import state_key, state_prefix
 
 __all__ = ["ParityReport", "compare_with_batch"]
 

@@ -32,7 +32,6 @@ from aiohttp import web
 
 from segstream.errors import ArtifactError, ServiceError, StateError
 from segstream.settings import Settings
-from segstream.stream.app import state_prefix
 from segstream.stream.assigner import Assigner
 from segstream.stream.live import LiveView
 from segstream.stream.lookup import read_stored_user
@@ -40,7 +39,7 @@ from segstream.stream.metrics import CONTENT_TYPE, Metrics
 from segstream.stream.openapi import MAX_USER_ID, PREDICT_REQUEST, openapi_document
 from segstream.stream.retry import REDIS_TRANSIENT, retry
 from segstream.stream.serving import ServingModel
-from segstream.stream.state import RedisState
+from segstream.stream.state import RedisState, state_prefix
 
 __all__ = ["LIVE", "create_web_app", "parse_user_id", "run_web", "start_web"]
 

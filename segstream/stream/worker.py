@@ -16,6 +16,7 @@ import faust
 import redis.asyncio as aioredis
 
 from segstream.errors import ServiceError
+from segstream.services.process import port_is_open
 from segstream.settings import Settings
 from segstream.stream.app import create_app, quiet_framework_loggers
 from segstream.stream.assigner import Assigner
@@ -36,10 +37,11 @@ async def _ping_redis(url: str) -> None:
 
 
 async def check_dependencies(settings: Settings) -> None:
-    """Redis answers and the topics exist (created if missing).
+    """Redis answers, the HTTP port is free and the topics exist (created if missing).
 
     Raises:
-        ServiceError: Redis or the broker cannot be reached after a few tries.
+        ServiceError: Redis or the broker cannot be reached after a few tries, or the HTTP
+            port is taken.
     """
     await retry(
         lambda: _ping_redis(settings.redis_url),
@@ -48,6 +50,11 @@ async def check_dependencies(settings: Settings) -> None:
         attempts=5,
         first_delay_s=0.2,
     )
+    if settings.http_port and port_is_open(settings.http_port, settings.http_host):
+        raise ServiceError(
+            f"port {settings.http_port} on {settings.http_host} is already in use, so the "
+            "worker cannot serve its HTTP side: choose SEGSTREAM_HTTP_PORT (0 turns it off)"
+        )
     created = await ensure_topics(settings)
     if created:
         log.info("created topics %s", ", ".join(created))

@@ -8,7 +8,6 @@ with a running demo and exercises the product's own start-up and readiness check
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,12 +17,7 @@ import redis
 
 from segstream.services.stack import Stack
 from segstream.settings import Settings, load_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,7 +30,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of the session's private stack (data dir, ports, bootstrap, Redis URL)."""
     data_dir: Path = tmp_path_factory.mktemp("stack")
-    kafka_port, controller_port, redis_port = _free_port(), _free_port(), _free_port()
+    kafka_port, controller_port, redis_port = free_port(), free_port(), free_port()
     return load_settings(
         data_dir=data_dir,
         kafka_port=kafka_port,

@@ -11,12 +11,7 @@ from pathlib import Path
 import pytest
 
 from segstream.services.process import port_is_open
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 def _segstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,9 +30,9 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
         "SEGSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "SEGSTREAM_KAFKA_PORT": str(_free_port()),
-        "SEGSTREAM_KAFKA_CONTROLLER_PORT": str(_free_port()),
-        "SEGSTREAM_REDIS_PORT": str(_free_port()),
+        "SEGSTREAM_KAFKA_PORT": str(free_port()),
+        "SEGSTREAM_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "SEGSTREAM_REDIS_PORT": str(free_port()),
     }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings, as_environment, load_settings
 from segstream.stream.replay import ReplayPlan, publish_events, read_replay_plan
 from segstream.stream.retry import KAFKA_TRANSIENT, retry
 from segstream.stream.topics import ensure_topics
@@ -32,6 +32,7 @@ from segstream.training.generate import generate_tables, load_catalogue, write_t
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
 from tests.integration.stream import kafka_tools
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 PRODUCTS = REPO.parent / "shared" / "data" / "thelook" / "products.parquet"
@@ -99,10 +100,7 @@ def stream_settings(
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as the SEGSTREAM_* environment of a child process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
-    for name, value in settings.model_dump().items():
-        env[f"SEGSTREAM_{name.upper()}"] = str(value)
-    return env
+    return as_environment(settings, os.environ)
 
 
 class WorkerProcess:
@@ -111,6 +109,9 @@ class WorkerProcess:
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
+        # Each worker serves its HTTP side on a port of its own, as on separate machines.
+        settings = settings.model_copy(update={"http_port": free_port()})
+        self.http_port = settings.http_port
         self.process = subprocess.Popen(
             [sys.executable, "-m", "segstream.cli", "worker"],
             env=settings_env(settings),

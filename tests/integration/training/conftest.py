@@ -24,13 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 _USER = "segstream"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _bin_dir() -> Path:
@@ -63,7 +59,7 @@ def postgres_url() -> Iterator[str]:
     data, log = root / "data", root / "server.log"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     _run(
         [
             str(bin_dir / "initdb"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -29,12 +28,6 @@ from segstream.stream.replay import ReplayEvent, publish_events
 from segstream.stream.state import RedisState
 from segstream.stream.topics import partitions_of
 from segstream.stream.web import create_web_app, start_web
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def publish(settings: Settings, events: list[ReplayEvent]) -> None:
