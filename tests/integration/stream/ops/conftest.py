@@ -19,7 +19,8 @@ from segstream.settings import Settings, load_settings
 from segstream.stream.metrics import Metrics
 from segstream.stream.topics import ensure_topics
 from tests.integration.stream.conftest import Dataset
-from tests.integration.stream.ops.support import ServedApp, free_port, publish, stand_in_worker
+from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker
+from tests.ports import free_port
 
 N_ASSIGNABLE = 400
 N_PROFILE_ONLY = 20

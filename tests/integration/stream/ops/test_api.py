@@ -15,7 +15,8 @@ from segstream.stream.topics import read_all
 from segstream.training.assign import assign
 from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.ops.conftest import World
-from tests.integration.stream.ops.support import ServedApp, free_port
+from tests.integration.stream.ops.support import ServedApp
+from tests.ports import free_port
 
 
 def batch_rows(world: World, users: list[int]) -> dict[int, dict[str, object]]:

@@ -21,7 +21,8 @@ from segstream.stream.lag import LagSnapshot, read_lag
 from segstream.stream.metrics import Metrics
 from tests.integration.stream.conftest import Dataset
 from tests.integration.stream.ops.conftest import ops_settings
-from tests.integration.stream.ops.support import ServedApp, free_port, publish, stand_in_worker
+from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker
+from tests.ports import free_port
 
 FIRST = 300
 PENDING = 137
