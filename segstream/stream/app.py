@@ -133,9 +133,7 @@ def base_app(settings: Settings, datadir: Path) -> faust.App:
         broker_commit_interval=1.0,
         producer_acks=-1,
         producer_linger=0.0,
-        web_enabled=False,
-        web_bind="127.0.0.1",
-        web_port=settings.http_port,
+        web_enabled=False,  # segstream serves its own HTTP side (see segstream.stream.web)
     )
 
 
