@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -49,17 +50,16 @@ from rich.console import Console
 from rich.table import Table
 
 from segstream.errors import SegstreamError, ServiceError
-from segstream.settings import Settings
-from segstream.stream.app import state_prefix
+from segstream.settings import Settings, as_environment
 from segstream.stream.replay import ReplayEvent, publish_events, read_replay_plan
-from segstream.stream.state import outbox_key, state_key
+from segstream.stream.state import outbox_key, state_key, state_prefix
 from segstream.stream.topics import ensure_topics, partitions_of, read_all, topic_specs
 from segstream.training.data import DataSource
 from segstream.training.generate import generate_tables, load_catalogue, write_tables
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
 
-__all__ = ["StreamFigures", "run_stream_bench", "worker_env"]
+__all__ = ["StreamFigures", "run_stream_bench"]
 
 PRODUCTS = Path("..") / "shared" / "data" / "thelook" / "products.parquet"
 """The real catalogue, when the bench runs from the repository root; generated otherwise."""
@@ -83,12 +83,10 @@ class StreamFigures:
     latency_rate: float = 0.0
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The environment of a child process configured by ``settings`` (SEGSTREAM_*)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGSTREAM_")}
-    for name, value in settings.model_dump().items():
-        env[f"SEGSTREAM_{name.upper()}"] = str(value)
-    return env
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class _Child:
@@ -100,7 +98,7 @@ class _Child:
         self.started = time.time()
         self.process = subprocess.Popen(
             [sys.executable, *args],
-            env=worker_env(settings),
+            env=as_environment(settings, os.environ),
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
@@ -299,9 +297,10 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
         "topic_user_segments": f"bench-{tag}-segments",
         "topic_dead_letters": f"bench-{tag}-dead",
     }
+    # The worker as deployed, HTTP side included, on a port of its own.
     worker = settings.model_copy(
         update={**names, "app_id": f"bench-{tag}", "model_dir": workdir / "models",
-                "data_dir": workdir / "state", "log_level": "info"}
+                "data_dir": workdir / "state", "log_level": "info", "http_port": _free_port()}
     )  # fmt: skip
     take = worker.model_copy(update={"app_id": f"bench-{tag}-take"})
     raw = worker.model_copy(update={"app_id": f"bench-{tag}-aiokafka"})

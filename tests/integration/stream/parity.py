@@ -25,9 +25,8 @@ import redis
 
 from segstream.cli import main as segstream_main
 from segstream.settings import Settings
-from segstream.stream.app import state_prefix
 from segstream.stream.events import load_schema
-from segstream.stream.state import outbox_key, state_key
+from segstream.stream.state import outbox_key, state_key, state_prefix
 from segstream.stream.topics import read_all
 from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.conftest import Dataset

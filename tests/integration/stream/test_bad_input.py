@@ -14,9 +14,8 @@ import redis
 from aiokafka import AIOKafkaProducer
 
 from segstream.settings import Settings
-from segstream.stream.app import state_prefix
 from segstream.stream.dead_letters import read_headers
-from segstream.stream.state import state_key
+from segstream.stream.state import state_key, state_prefix
 from segstream.stream.topics import read_all
 from segstream.training.assign import assign
 from tests.integration.stream.conftest import Dataset, wait_until_consumed

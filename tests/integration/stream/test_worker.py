@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from segstream.settings import Settings
-from segstream.stream.app import state_prefix
+from segstream.stream.state import state_prefix
 from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
 from tests.integration.stream.parity import check_parity
 
