@@ -186,13 +186,18 @@ class LiveView:
     # --- documents --------------------------------------------------------------------------
 
     async def refresh_gauges(self) -> None:
-        """Model info and population gauges, best effort (left as they were on failure)."""
+        """Model info and population gauges, best effort (left as they were on failure).
+
+        The populations are at most the cache's age limit old: a due recount is waited for.
+        Scrapes come seconds or minutes apart, so figures from the previous scrape's time
+        (what a background recount would give) could be that stale for good.
+        """
         try:
             self.metrics.set_model(self.serving.current().version)
         except ArtifactError as exc:
             log.debug("no model for the metrics: %s", exc)
         try:
-            populations = await self.populations.quick()
+            populations = await self.populations.get()
         except REDIS_TRANSIENT as exc:
             log.debug("no populations for the metrics: %s", exc)
             return
