@@ -17,6 +17,7 @@ import pytest
 
 from segstream.settings import Settings, load_settings
 from segstream.stream.metrics import Metrics
+from segstream.stream.replay import ReplayEvent
 from segstream.stream.topics import ensure_topics
 from tests.integration.stream.conftest import Dataset
 from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker
@@ -27,9 +28,17 @@ N_PROFILE_ONLY = 20
 
 
 def ops_settings(
-    kafka_bootstrap: str, redis_url: str, models_dir: Path, **overrides: object
+    kafka_bootstrap: str,
+    redis_url: str,
+    models_dir: Path,
+    *,
+    create_topics: bool = True,
+    **overrides: object,
 ) -> Settings:
-    """Settings of a fresh app (group, topics, Redis prefix, HTTP port of its own); topics made."""
+    """Settings of a fresh app (group, topics, Redis prefix, HTTP port of its own).
+
+    The topics are made here unless ``create_topics`` is false (a worker then makes them).
+    """
     tag = uuid.uuid4().hex[:10]
     values: dict[str, object] = {
         "kafka_bootstrap_servers": kafka_bootstrap,
@@ -46,7 +55,8 @@ def ops_settings(
     }
     values.update(overrides)
     settings = load_settings(**values)
-    asyncio.run(ensure_topics(settings))
+    if create_topics:
+        asyncio.run(ensure_topics(settings))
     return settings
 
 
@@ -63,16 +73,34 @@ class World:
     events: int
 
 
+@dataclass(frozen=True)
+class UserSlice:
+    """Some users of the dataset and every event of theirs, in replay order."""
+
+    assignable: list[int]
+    """Users of the SQL's feature rows: once all their events are processed, the stream's
+    features and segments of them are exactly the batch pipeline's."""
+    profile_only: list[int]
+    """Users with a profile and no order: known, not assignable."""
+    events: list[ReplayEvent]
+
+
+def user_slice(dataset: Dataset, assignable: int, profile_only: int) -> UserSlice:
+    """The first ``assignable`` SQL users (by id) and ``profile_only`` users without orders."""
+    with_features = sorted(int(u) for u in dataset.features["user_id"])
+    ordering = {e.user_id for e in dataset.plan.events if e.kind == "orders"}
+    without = [u for u in dataset.user_ids if u not in ordering][:profile_only]
+    assert set(with_features).isdisjoint(without) and len(without) == profile_only
+    chosen = set(with_features[:assignable]) | set(without)
+    events = [e for e in dataset.plan.events if e.user_id in chosen]
+    return UserSlice(with_features[:assignable], without, events)
+
+
 @pytest.fixture(scope="module")
 def world(kafka_bootstrap: str, redis_url: str, dataset: Dataset) -> World:
     settings = ops_settings(kafka_bootstrap, redis_url, dataset.models_dir)
-    assignable = sorted(int(u) for u in dataset.features["user_id"])[:N_ASSIGNABLE]
-    with_features = set(int(u) for u in dataset.features["user_id"])
-    ordering = {e.user_id for e in dataset.plan.events if e.kind == "orders"}
-    profile_only = [u for u in dataset.user_ids if u not in ordering][:N_PROFILE_ONLY]
-    assert with_features.isdisjoint(profile_only) and len(profile_only) == N_PROFILE_ONLY
-    chosen = set(assignable) | set(profile_only)
-    events = [e for e in dataset.plan.events if e.user_id in chosen]
+    chosen = user_slice(dataset, N_ASSIGNABLE, N_PROFILE_ONLY)
+    assignable, profile_only, events = chosen.assignable, chosen.profile_only, chosen.events
     publish(settings, events)
     assert stand_in_worker(settings, len(events)) == len(events)
     return World(settings, dataset, assignable, profile_only, len(events))

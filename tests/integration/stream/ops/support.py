@@ -1,4 +1,5 @@
-"""Helpers of the ops tests: an HTTP app served from a thread, and a stand-in worker.
+"""Helpers of the ops tests: an HTTP client, an HTTP app served from a thread, a stand-in
+worker, and readers of the Prometheus exposition.
 
 The stand-in worker is what phase 1 has instead of the Faust worker: a plain aiokafka consumer
 in the worker's group (manually assigned, so no rebalance wait) handing each batch to the
@@ -12,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from segstream.settings import Settings
 from segstream.stream.app import state_prefix
@@ -84,12 +88,38 @@ def stand_in_worker(settings: Settings, expected: int, timeout_s: float = 60.0) 
     return asyncio.run(_stand_in(settings, expected, timeout_s))
 
 
-class ServedApp:
+class Http:
+    """A plain HTTP client of one server at ``base`` ("http://host:port")."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``(status, headers, body)`` of one request; 4xx/5xx are returned, not raised."""
+        request = urllib.request.Request(self.base + path, data=body, method=method)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """``(status, decoded JSON body)``; ``body`` is sent as JSON unless it is bytes."""
+        raw = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        status, _, payload = self.request(method, path, raw)
+        return status, json.loads(payload)
+
+
+class ServedApp(Http):
     """``create_web_app(settings, **kwargs)`` served on its own event loop in a thread."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(f"http://{settings.http_host}:{settings.http_port}")
         self.settings = settings
-        self.base = f"http://{settings.http_host}:{settings.http_port}"
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -111,21 +141,31 @@ class ServedApp:
             self._thread.join(10)
             self._loop.close()
 
-    def request(
-        self, method: str, path: str, body: bytes | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        """``(status, headers, body)`` of one request; 4xx/5xx are returned, not raised."""
-        request = urllib.request.Request(self.base + path, data=body, method=method)
-        if body is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
 
-    def json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """``(status, decoded JSON body)``; ``body`` is sent as JSON unless it is bytes."""
-        raw = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-        status, _, payload = self.request(method, path, raw)
-        return status, json.loads(payload)
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Scraped samples: (sample name, sorted label pairs) -> value."""
+
+
+def scrape(server: Http) -> Samples:
+    """``GET /metrics`` of ``server``, parsed with prometheus_client's own parser."""
+    status, headers, body = server.request("GET", "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def named(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples called ``name``: sorted label pairs -> value."""
+    return {labels: value for (n, labels), value in samples.items() if n == name}
+
+
+def wait_for(probe: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Poll ``probe`` every 0.1 s until it is true; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

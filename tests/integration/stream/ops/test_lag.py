@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,7 +20,7 @@ from segstream.stream.lag import LagSnapshot, read_lag
 from segstream.stream.metrics import Metrics
 from tests.integration.stream.conftest import Dataset
 from tests.integration.stream.ops.conftest import ops_settings
-from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker
+from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker, wait_for
 from tests.ports import free_port
 
 FIRST = 300
@@ -53,13 +52,6 @@ def gauges(app: ServedApp) -> tuple[float, float]:
             elif sample.name == "segstream_consumer_lag_seconds":
                 seconds = max(seconds, sample.value)
     return messages, seconds
-
-
-def wait_for(probe: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not probe():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_produced_events_show_as_exactly_n_pending_until_processed(

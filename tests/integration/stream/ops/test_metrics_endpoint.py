@@ -4,28 +4,9 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from segstream.stream.metrics import Metrics
 from tests.integration.stream.ops.conftest import World
-from tests.integration.stream.ops.support import ServedApp
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(app: ServedApp) -> Samples:
-    status, headers, body = app.request("GET", "/metrics")
-    assert status == 200
-    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
-
-
-def named(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {labels: value for (n, labels), value in samples.items() if n == name}
+from tests.integration.stream.ops.support import ServedApp, named, scrape
 
 
 def test_recorded_worker_figures_are_scraped_back(served: ServedApp, metrics: Metrics) -> None:
