@@ -91,17 +91,20 @@ def test_status_page_shows_live_figures_and_refreshes_itself(
                 assert pool.submit(stand_in_worker, world.settings, len(events)).result() == len(
                     events
                 )
+            # Populations are recounted in the background at most every max(5 s, 20 x the last
+            # count's duration); with every test's users in the session's one Redis a count
+            # can take a second under load, hence the generous deadlines.
             page.wait_for_function(
                 "ids => Array.from(document.querySelectorAll('#changes tbody td:nth-child(2)'))"
                 ".some(td => ids.includes(Number(td.textContent)))",
                 arg=newcomers,
-                timeout=20_000,
+                timeout=60_000,
             )
             page.wait_for_function(
                 "total => Array.from(document.querySelectorAll('#populations .count'))"
                 ".reduce((s, e) => s + Number(e.textContent.replace(/,/g, '')), 0) === total",
                 arg=len(world.assignable) + NEW_USERS,
-                timeout=20_000,
+                timeout=60_000,
             )
             page.wait_for_function("document.getElementById('processed').textContent !== '–'")
             assert int(page.get_attribute("body", "data-refreshes") or 0) > refreshes
