@@ -9,7 +9,10 @@ and a short window means small batches under load, each paying its round trips.
 :class:`BatchPipeline` lets both happen at once. The agent hands each batch to
 :meth:`BatchPipeline.put` and goes straight back to ``take_events``; one task processes the
 batches strictly in order, merging those that queued up meanwhile (up to ``batch_size``
-events), so batches are short when the load is light and full when it is heavy.
+events), so batches are short when the load is light and full when it is heavy. When the
+worker is behind (a batch's oldest event is more than ``catch_up_age_s`` old), it also waits a
+little for more events before processing: a steady load just above what small batches can
+sustain would otherwise keep batches small, and the worker behind, for good.
 
 Acknowledgement stays where it must be: ``take_events`` acks a batch as soon as its caller
 moves on, so :meth:`put` first takes one more reference on each message (Faust acks a message
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -43,15 +47,22 @@ class BatchPipeline:
         ack: Callable[[Any], Awaitable[Any]],
         batch_size: int,
         max_pending: int,
+        catch_up_age_s: float = 0.1,
+        catch_up_wait_s: float = 0.05,
     ) -> None:
         """Process batches with ``process(messages)``; ack each event with ``ack(event)``.
 
         Args:
             batch_size: most events processed together (queued batches are merged up to it).
             max_pending: :meth:`put` waits while this many events are queued or in process.
+            catch_up_age_s: a batch whose oldest event is older than this (the worker is
+                behind) waits up to ``catch_up_wait_s`` for more events before it is
+                processed, so that a backlog is worked off in full batches.
         """
         self._process = process
         self._ack = ack
+        self.catch_up_age_s = catch_up_age_s
+        self.catch_up_wait_s = catch_up_wait_s
         self.batch_size = batch_size
         self.max_pending = max_pending
         self._batches: deque[list[Any]] = deque()
@@ -83,13 +94,38 @@ class BatchPipeline:
         self._batches.append(list(events))
         self._arrived.set()
 
+    def _merge(self, batch: list[Any]) -> bool:
+        """Append queued batches that fit; True when the next one does not fit."""
+        while self._batches and len(batch) + len(self._batches[0]) <= self.batch_size:
+            batch += self._batches.popleft()
+        return bool(self._batches)
+
+    def _behind(self, batch: list[Any]) -> bool:
+        """The batch's oldest event is older than ``catch_up_age_s`` (by its Kafka timestamp)."""
+        return time.time() - batch[0].message.timestamp > self.catch_up_age_s
+
     async def _next_batch(self) -> list[Any]:
         while not self._batches:
             self._arrived.clear()
             await self._arrived.wait()
         batch = self._batches.popleft()
-        while self._batches and len(batch) + len(self._batches[0]) <= self.batch_size:
-            batch += self._batches.popleft()
+        full = self._merge(batch)
+        if full or len(batch) >= self.batch_size or not self._behind(batch):
+            return batch
+        # Behind: latency is lost already, so let Faust fill a fuller batch (the wait hands
+        # it the CPU) rather than pay a batch's fixed costs for a few events.
+        deadline = time.monotonic() + self.catch_up_wait_s
+        while len(batch) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+            if self._merge(batch):
+                break
         return batch
 
     async def run(self) -> None:

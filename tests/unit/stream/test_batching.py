@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -12,21 +13,22 @@ from segstream.stream.batching import BatchPipeline
 
 
 class _Message:
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, age_s: float = 0.0) -> None:
         self.offset = offset
         self.refcount = 0
+        self.timestamp = time.time() - age_s  # Kafka timestamp, seconds
 
     def incref(self) -> None:
         self.refcount += 1
 
 
 class _Event:
-    def __init__(self, offset: int) -> None:
-        self.message = _Message(offset)
+    def __init__(self, offset: int, age_s: float = 0.0) -> None:
+        self.message = _Message(offset, age_s)
 
 
-def _events(start: int, n: int) -> list[_Event]:
-    return [_Event(offset) for offset in range(start, start + n)]
+def _events(start: int, n: int, age_s: float = 0.0) -> list[_Event]:
+    return [_Event(offset, age_s) for offset in range(start, start + n)]
 
 
 def test_batches_are_processed_in_order_merged_up_to_the_size_and_acked_after() -> None:
@@ -46,7 +48,7 @@ def test_batches_are_processed_in_order_merged_up_to_the_size_and_acked_after() 
         for start, n in ((0, 2), (2, 2), (4, 2), (6, 4)):  # all queued before the task runs
             await pipeline.put(_events(start, n))
         task = asyncio.ensure_future(pipeline.run())
-        while pipeline.pending:
+        while pipeline.pending and not task.done():
             await asyncio.sleep(0)
         task.cancel()
         return pipeline
@@ -98,3 +100,33 @@ def test_put_waits_while_too_much_is_pending() -> None:
         return seen
 
     assert max(asyncio.run(scenario())) <= 2
+
+
+def test_when_behind_a_small_batch_waits_for_more_events_before_processing() -> None:
+    processed: list[int] = []
+
+    async def process(messages: Sequence[_Message]) -> None:
+        processed.append(len(messages))
+
+    async def ack(event: _Event) -> None:
+        return None
+
+    async def scenario(age_s: float) -> None:
+        processed.clear()
+        pipeline = BatchPipeline(
+            process, ack, batch_size=10, max_pending=100, catch_up_age_s=0.1, catch_up_wait_s=1
+        )
+        task = asyncio.ensure_future(pipeline.run())
+        await pipeline.put(_events(0, 3, age_s))
+        await asyncio.sleep(0.02)
+        await pipeline.put(_events(3, 3, age_s))
+        await asyncio.sleep(0.02)
+        await pipeline.put(_events(6, 4, age_s))
+        while pipeline.pending and not task.done():
+            await asyncio.sleep(0.005)
+        task.cancel()
+
+    asyncio.run(scenario(age_s=5.0))  # old events: one full batch
+    assert processed == [10]
+    asyncio.run(scenario(age_s=0.0))  # fresh events: each batch at once
+    assert processed == [3, 3, 4]
