@@ -116,7 +116,7 @@ def _bench_stream(args: argparse.Namespace) -> int:
     return run_stream_bench(load_settings(), args)
 
 
-def _bench_parser(sub: SubParsers) -> SubParsers:
+def bench_parser(sub: SubParsers) -> SubParsers:
     """The ``bench`` verb's sub-commands (the training area may have created it already)."""
     bench = sub.choices.get("bench")
     if bench is None:
@@ -149,7 +149,7 @@ def add_commands(sub: SubParsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(handler=_segment)
 
-    p = _bench_parser(sub).add_parser(
+    p = bench_parser(sub).add_parser(
         "stream",
         help="worker throughput and latency, Redis memory per user, start-to-first-event",
     )

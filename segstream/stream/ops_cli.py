@@ -14,6 +14,7 @@ from dataclasses import asdict
 
 from segstream.errors import ConfigError
 from segstream.settings import load_settings
+from segstream.stream.cli import bench_parser
 from segstream.stream.lag import LagSnapshot
 
 __all__ = ["add_commands", "lag_table"]
@@ -101,17 +102,6 @@ def _bench_ops(args: argparse.Namespace) -> int:
     return run_ops_bench(load_settings(), args.users, args.requests)
 
 
-def _bench_targets(sub: SubParsers) -> SubParsers:
-    """The ``bench`` verb's sub-commands, made here if no other area made ``bench`` first."""
-    bench = sub.choices.get("bench") or sub.add_parser(
-        "bench", help="benchmarks that print figures"
-    )
-    for action in bench._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return bench.add_subparsers(dest="bench_target", required=True, metavar="TARGET")
-
-
 def add_commands(sub: SubParsers) -> None:
     """Register ``lag``, ``api`` and ``bench ops``."""
     p = sub.add_parser(
@@ -135,7 +125,7 @@ def add_commands(sub: SubParsers) -> None:
     p.add_argument("--port", type=int, metavar="N", help="override SEGSTREAM_HTTP_PORT")
     p.set_defaults(handler=_api)
 
-    p = _bench_targets(sub).add_parser(
+    p = bench_parser(sub).add_parser(
         "ops", help="population count, lag read and HTTP API latencies on the configured stack"
     )
     p.add_argument("--users", type=int, default=100_000, help="synthetic users to count")
