@@ -1,9 +1,14 @@
 """Segment-change decisions and the output records, as pure functions.
 
-A change is due when a user's newly assigned (segment, model version) differs from the last
-one queued for publication, the user's first assignment included (nothing queued yet). A
-segment number only means something under the model that produced it, so a new model version
-with the same number is a change too: consumers learn which model each segment belongs to.
+A change is due when a user's newly assigned segment differs from the last one queued for
+publication, the user's first assignment included (nothing queued yet). A new model version
+that leaves the user in the same segment is no change: segment ids are stable across versions
+(training matches the new centres to the previous version's), so the segment still means the
+same customers and downstream has nothing to learn. Only the stored model version follows the
+model that assigned the user. Every change names the model version that produced it.
+
+One rule for every writer: :func:`plan_settle` turns a user's new assignment into its
+``settle`` row, for the worker's batches and for ``segstream reassign`` alike.
 
 The change's ``event_id`` is derived from the user and the change's sequence number (the
 user's n-th change; Redis stores n with the segment, atomically), plus the model version and
@@ -25,12 +30,14 @@ from typing import Any
 import msgspec
 
 from segstream.stream.events import Source, user_key
+from segstream.stream.state import Settle, UserState
 
 __all__ = [
     "Output",
     "change_due",
     "encode_change",
     "event_id",
+    "plan_settle",
     "user_segment_output",
 ]
 
@@ -56,14 +63,59 @@ def event_id(user_id: int, sequence: int, model_version: str, source: Source) ->
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def change_due(
-    last_segment: int | None,
-    last_model_version: str | None,
+def change_due(last_segment: int | None, segment: int) -> bool:
+    """True when ``segment`` differs from the last one queued (or none was): an event is due.
+
+    The model version plays no part (see the module docstring).
+    """
+    return last_segment != segment
+
+
+def plan_settle(
+    state: UserState,
     segment: int,
     model_version: str,
-) -> bool:
-    """True when (segment, model_version) differs from the last one queued (or none was)."""
-    return last_segment != segment or last_model_version != model_version
+    *,
+    source: Source,
+    occurred_at: str,
+) -> Settle | None:
+    """The ``settle`` row of a user just assigned ``segment`` under ``model_version`` (pure).
+
+    - segment changed (:func:`change_due`): the user's next change event (sequence
+      ``state.changes + 1``), caused by ``source`` at ``occurred_at`` (RFC 3339);
+    - same segment, other model version: the model version only, no event;
+    - same segment and version: a row only to read the user's pending changes, if any;
+      ``None`` when there are none (nothing to do).
+
+    ``state`` is what ``apply`` returned for the user, the features ``segment`` was computed
+    from included: the row's write happens only if all of it is still stored.
+    """
+    if change_due(state.segment, segment):
+        change: bytes | None = encode_change(
+            user_id=state.user_id,
+            sequence=state.changes + 1,
+            previous_segment=state.segment,
+            segment=segment,
+            model_version=model_version,
+            occurred_at=occurred_at,
+            features=state.features(),
+            source=source,
+        )
+    elif state.model_version != model_version or state.pending:
+        change = None
+    else:
+        return None
+    return Settle(
+        user_id=state.user_id,
+        seen_segment=state.segment,
+        seen_model_version=state.model_version,
+        segment=segment,
+        model_version=model_version,
+        change=change,
+        updated_at=occurred_at if change is not None else "",
+        seen_changes=state.changes,
+        seen_feature_version=state.feature_version,
+    )
 
 
 def encode_change(

@@ -36,7 +36,7 @@ import numpy as np
 from segstream.errors import EventError, StateError
 from segstream.settings import Settings
 from segstream.stream.assigner import Assigner
-from segstream.stream.changes import Output, change_due, encode_change, user_segment_output
+from segstream.stream.changes import Output, plan_settle, user_segment_output
 from segstream.stream.dead_letters import dead_letter
 from segstream.stream.drift_shared import SharedDrift
 from segstream.stream.events import Event, Source, parse_order, parse_user
@@ -152,45 +152,21 @@ def plan_settles(
     model_version: str,
     by_user: dict[int, list[tuple[Source, Event]]],
 ) -> list[Settle]:
-    """The ``settle`` calls a batch needs (pure).
+    """The ``settle`` rows a batch needs (pure), one per user that needs one.
 
-    ``segments[i]`` is the new segment of the i-th *assignable* state. A user gets a call
-    when a change is due (:func:`~segstream.stream.changes.change_due`), the change caused by
-    their last event of the batch, or when changes of theirs are still pending.
+    ``segments[i]`` is the new segment of the i-th *assignable* state. Each user's row is
+    :func:`~segstream.stream.changes.plan_settle`'s, a change being caused by the user's last
+    event of the batch (its source and ``created_at``).
     """
     settles: list[Settle] = []
     assignable = (state for state in states if state.assignable)
     for state, segment in zip(assignable, segments.tolist(), strict=True):
-        occurred_at = ""
-        if change_due(state.segment, state.model_version, segment, model_version):
-            source, event = by_user[state.user_id][-1]
-            occurred_at = event.created_at
-            change: bytes | None = encode_change(
-                user_id=state.user_id,
-                sequence=state.changes + 1,
-                previous_segment=state.segment,
-                segment=segment,
-                model_version=model_version,
-                occurred_at=occurred_at,
-                features=state.features(),
-                source=source,
-            )
-        elif state.pending:
-            change = None
-        else:
-            continue
-        settles.append(
-            Settle(
-                user_id=state.user_id,
-                seen_segment=state.segment,
-                seen_model_version=state.model_version,
-                segment=segment,
-                model_version=model_version,
-                change=change,
-                updated_at=occurred_at,
-                seen_changes=state.changes,
-            )
+        source, event = by_user[state.user_id][-1]
+        settle = plan_settle(
+            state, segment, model_version, source=source, occurred_at=event.created_at
         )
+        if settle is not None:
+            settles.append(settle)
     # A user with a segment stays assignable (profiles are replaced whole, counts only grow),
     # so every user with pending changes was visited above.
     return settles

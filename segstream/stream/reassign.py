@@ -6,33 +6,36 @@ walks every user hash (SCAN, ``batch_size`` keys a page) and, per batch, does wh
 does for a batch, with the worker's own pieces:
 
 1. reads the users' states with the worker's ``apply`` script, given no events (a read that
-   returns exactly what a worker's batch would see, the change count and pending outbox
-   included);
+   returns exactly what a worker's batch would see: the features and their version, the
+   segment, model version, change count and pending outbox);
 2. one :func:`~segstream.training.assign.assign` call (through :class:`Assigner`, or the shared
    drifted centroids in drift mode);
-3. :func:`plan_reassign` (pure) decides, per assignable user:
+3. :func:`plan_reassign` (pure) decides, per assignable user, by the worker's own rule
+   (:func:`~segstream.stream.changes.plan_settle`), and the worker's ``settle`` script writes
+   it:
 
    - **segment changed**: a segment-change event with the new model_version is queued in the
-     user's outbox by the worker's ``settle`` script (compare-and-set on the segment, model
-     version and change count read in step 1), its event_id derived from the user's next change
-     number as the worker's are; its ``source`` is :data:`REASSIGN_SOURCE` (no input event caused
-     it) and its ``occurred_at`` the time the run started;
+     user's outbox, its event_id derived from the user's next change number as the worker's
+     are; its ``source`` is :data:`REASSIGN_SOURCE` (no input event caused it) and its
+     ``occurred_at`` the time the run started;
    - **same segment, other model version**: no event. Segment ids are stable across versions
      (training aligns them), so the segment still means the same customers and downstream has
-     nothing to learn; only the stored model version is updated, by compare-and-set
-     (``lua/reassign_version.lua``), so that neither a rerun nor the worker emits anything for
-     it later. ``user-segments`` keeps the model_version of the user's last *change*;
+     nothing to learn; only the stored model version is updated, so that a rerun does nothing
+     for the user. ``user-segments`` keeps the model_version of the user's last *change*;
    - **same segment and version**: nothing (a rerun, or a user a worker already re-assigned).
 
 4. every pending change of those users is published to ``segment-changes`` and
    ``user-segments`` (:func:`~segstream.stream.changes.user_segment_output`, the worker's
    publisher), oldest first, and removed from the outboxes once acknowledged.
 
-Safe while workers run: every write is a compare-and-set against what step 1 read, so a user a
-worker updated in between is left as the worker set it (counted as a conflict; the worker used
-its own model version, so rerun once every worker has switched if any were still on the old one
-- ``segstream_model_info``). SCAN sees every user that exists for the whole walk; a user created
-meanwhile is assigned by a worker anyway.
+Safe while workers run: every write is a compare-and-set against what step 1 read, the
+features' version included (hash field ``fv``, which every event that changes a user's
+features bumps, even one that leaves the segment as it was). So a user a worker updated in
+between, or merely applied an event to, is left as the worker set it: counted as a conflict,
+and the worker's own write, from the new features, stands. The worker used its own model
+version, so rerun once every worker has switched if any were still on the old one
+(``segstream_model_info``). SCAN sees every user that exists for the whole walk; a user
+created meanwhile is assigned by a worker anyway.
 
 Safe to interrupt and rerun: a user already re-assigned is "same segment and version" and gets
 nothing; a change queued but not yet published when the run stopped is still in the outbox and
@@ -50,7 +53,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 import msgspec
@@ -61,14 +63,14 @@ from segstream.errors import ServiceError, StateError
 from segstream.settings import Settings
 from segstream.stream.app import output_producer, state_prefix
 from segstream.stream.assigner import Assigner
-from segstream.stream.changes import encode_change, user_segment_output
+from segstream.stream.changes import plan_settle, user_segment_output
 from segstream.stream.drift_shared import SharedDrift, shared_drift
 from segstream.stream.events import Source
 from segstream.stream.lookup import count_populations, user_pattern
 from segstream.stream.processor import Topics
 from segstream.stream.publisher import AiokafkaSender, Sender
 from segstream.stream.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, retry
-from segstream.stream.state import RedisState, Settle, UserState, state_key
+from segstream.stream.state import RedisState, Settle, UserState
 from segstream.stream.topics import ensure_topics
 from segstream.training.artifact import Model
 
@@ -77,7 +79,6 @@ __all__ = [
     "ReassignPlan",
     "ReassignReport",
     "Reassigner",
-    "VersionUpdate",
     "plan_reassign",
     "reassign_all",
     "user_id_of",
@@ -90,26 +91,16 @@ REASSIGN_SOURCE = Source("segstream.reassign", 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
-class VersionUpdate:
-    """A user keeps its segment under ``model_version``: store the version, if still as read."""
-
-    user_id: int
-    seen_segment: int
-    seen_model_version: str | None
-    seen_changes: int
-    model_version: str
-
-
-@dataclass(frozen=True, slots=True)
 class ReassignPlan:
-    """What one batch needs: settle calls (changes, and outbox reads), version-only updates."""
+    """What one batch needs: its ``settle`` rows, and how many users fall in each case."""
 
     settles: list[Settle]
-    """One per user whose segment changed (with its change event) or who has pending changes
-    (without: only to read them for publication)."""
-    versions: list[VersionUpdate]
+    """One per user whose segment changed (with its change event), who keeps its segment
+    under another model version (the version only), or who has pending changes (a read)."""
     changed: int
     """Users whose segment changed."""
+    version_only: int
+    """Users who keep their segment; only the model version is stored."""
     unchanged: int
     """Users already at this segment and model version."""
 
@@ -125,51 +116,21 @@ def plan_reassign(
         occurred_at: RFC 3339 time stamped on the changes (the run's start).
     """
     settles: list[Settle] = []
-    versions: list[VersionUpdate] = []
-    changed = unchanged = 0
+    changed = version_only = unchanged = 0
     assignable = (state for state in states if state.assignable)
     for state, segment in zip(assignable, segments.tolist(), strict=True):
-        if state.segment != segment:
-            changed += 1
-            change: bytes | None = encode_change(
-                user_id=state.user_id,
-                sequence=state.changes + 1,
-                previous_segment=state.segment,
-                segment=segment,
-                model_version=model_version,
-                occurred_at=occurred_at,
-                features=state.features(),
-                source=REASSIGN_SOURCE,
-            )
-        else:
-            if state.model_version != model_version:
-                versions.append(
-                    VersionUpdate(
-                        state.user_id,
-                        segment,
-                        state.model_version,
-                        state.changes,
-                        model_version,
-                    )
-                )
-            else:
-                unchanged += 1
-            if not state.pending:
-                continue
-            change = None
-        settles.append(
-            Settle(
-                user_id=state.user_id,
-                seen_segment=state.segment,
-                seen_model_version=state.model_version,
-                segment=segment,
-                model_version=model_version,
-                change=change,
-                updated_at=occurred_at if change else "",
-                seen_changes=state.changes,
-            )
+        settle = plan_settle(
+            state, segment, model_version, source=REASSIGN_SOURCE, occurred_at=occurred_at
         )
-    return ReassignPlan(settles, versions, changed, unchanged)
+        if settle is not None:
+            settles.append(settle)
+        if settle is None or not settle.writes:
+            unchanged += 1
+        elif settle.change is not None:
+            changed += 1
+        else:
+            version_only += 1
+    return ReassignPlan(settles, changed, version_only, unchanged)
 
 
 def user_id_of(key: bytes, prefix: str) -> int | None:
@@ -183,20 +144,25 @@ def user_id_of(key: bytes, prefix: str) -> int | None:
 
 @dataclass
 class ReassignReport:
-    """What a run did (figures over the users visited; SCAN may visit a user twice)."""
+    """What a run did (figures over the users visited; SCAN may visit a user twice).
+
+    Every assignable user is counted once a visit in exactly one of changed, version_only,
+    unchanged and conflicts.
+    """
 
     model_version: str
     users: int = 0
     """User hashes visited."""
     assignable: int = 0
     changed: int = 0
-    """Users whose segment changed: one segment-change event each."""
+    """Users whose segment changed: one segment-change event queued each."""
     version_only: int = 0
     """Users who kept their segment; only the stored model version was updated."""
     unchanged: int = 0
     """Users already at this segment and model version (nothing done)."""
     conflicts: int = 0
-    """Users a worker updated between this run's read and write: left as the worker set them."""
+    """Users a worker updated, or applied an event to, between this run's read and write: left
+    as the worker set them."""
     published: int = 0
     """Change events published, re-sends of changes pending from before included."""
     batches: int = 0
@@ -213,10 +179,6 @@ class ReassignReport:
                 "conflicts", "published", "batches", "seconds", "other_versions_before",
             )
         }  # fmt: skip
-
-
-def _script_text() -> str:
-    return resources.files("segstream.stream").joinpath("lua", "reassign_version.lua").read_text()
 
 
 def _now_rfc3339() -> str:
@@ -251,7 +213,6 @@ class Reassigner:
         self.drift = drift
         self.batch_size = batch_size
         self.attempts = attempts
-        self._versions = state.client.register_script(_script_text())
 
     async def _redis(self, what: str, operation: Callable[[], Any]) -> Any:
         return await retry(
@@ -331,15 +292,10 @@ class Reassigner:
         else:
             segments = await self.drift.assign(model, assignable)
         plan = plan_reassign(states, segments, model.version, occurred_at)
-        if plan.versions:
-            updated = await self._redis(
-                "storing model versions", lambda: self._store_versions(plan.versions)
-            )
-            report.conflicts += len(plan.versions) - updated
-        pending = await self._redis("queueing changes", lambda: self.state.settle(plan.settles))
-        for settle in plan.settles:
-            if settle.change is not None and settle.change not in pending.get(settle.user_id, ()):
-                report.conflicts += 1
+        settled = await self._redis(
+            "storing segments", lambda: self.state.settle_outcome(plan.settles)
+        )
+        pending = settled.pending
         outputs = [
             output
             for changes in pending.values()
@@ -353,30 +309,15 @@ class Reassigner:
         report.batches += 1
         report.users += len(user_ids)
         report.assignable += len(assignable)
-        report.changed += plan.changed
-        report.version_only += len(plan.versions)
+        # A refused row is a conflict, not the change or version update it was planned as.
+        refused_changes = sum(
+            1 for s in plan.settles if s.change is not None and s.user_id in settled.refused
+        )
+        report.changed += plan.changed - refused_changes
+        report.version_only += plan.version_only - (len(settled.refused) - refused_changes)
         report.unchanged += plan.unchanged
+        report.conflicts += len(settled.refused)
         report.published += len(outputs) // 2
-
-    async def _store_versions(self, updates: Sequence[VersionUpdate]) -> int:
-        """Set ``mv`` of each user still as read (compare-and-set); returns how many were set.
-
-        One script call for the batch on a standalone server; one per user on a Cluster (a
-        call may touch one hash slot only).
-        """
-        prefix = self.state.prefix
-        rows = [
-            [str(u.seen_segment), u.seen_model_version or "", str(u.seen_changes), u.model_version]
-            for u in updates
-        ]
-        keys = [state_key(prefix, u.user_id) for u in updates]
-        if not self.state.cluster:
-            return int(await self._versions(keys=keys, args=[msgspec.json.encode(rows)]))
-        pipe = self.state.client.pipeline(transaction=False)
-        for key, row in zip(keys, rows, strict=True):
-            # A script call in a pipeline is queued; the pipeline loads the script if needed.
-            await self._versions(keys=[key], args=[msgspec.json.encode([row])], client=pipe)
-        return sum(int(n) for n in await pipe.execute())
 
 
 async def reassign_all(

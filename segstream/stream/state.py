@@ -8,12 +8,20 @@ user's history (a few hash operations, whatever the number of past orders).
 
 A batch costs two round trips at most, whatever its size: one ``apply`` script call with
 every user's events of the batch (each user's in order), then one ``settle`` call for the
-users whose segment changed or who have a change pending. On a Redis Cluster a call may only
-touch one hash slot, so there each becomes one call per slot, still in one pipeline; a
-standalone server takes the whole batch in one call (per-event calls cost ~27 µs each in
-Redis alone, a batched call a few µs per event). Each script runs atomically; the fences
-stored by ``apply`` make a repeated call (redelivery after a crash, a retried pipeline) a
-no-op, so any of these calls can be retried.
+users whose segment or model version changed or who have a change pending. On a Redis
+Cluster a call may only touch one hash slot, so there each becomes one call per slot, still
+in one pipeline; a standalone server takes the whole batch in one call (per-event calls cost
+~27 µs each in Redis alone, a batched call a few µs per event). Each script runs
+atomically; the fences stored by ``apply`` make a repeated call (redelivery after a crash, a
+retried pipeline) a no-op, so any of these calls can be retried.
+
+Every write of ``settle`` is a compare-and-set against what ``apply`` returned: the segment,
+model version and change count, and the features version (hash field ``fv``, bumped by every
+``apply`` call that changes the features). So whoever reads a user, assigns, then writes (a
+worker's batch, ``segstream reassign``) never stores a segment computed from features that
+another writer's event changed in between, even when that event left the segment as it was:
+the stale write is refused, and the writer that applied the event settles from the new
+features.
 
 This module does the Redis I/O; encoding arguments and decoding replies are pure functions.
 """
@@ -38,6 +46,7 @@ from segstream.stream.events import Event, OrderEvent, Source, UserEvent
 __all__ = [
     "RedisState",
     "Settle",
+    "SettleOutcome",
     "UserState",
     "decode_state",
     "describe_user",
@@ -90,6 +99,9 @@ class UserState:
     """Change events in the outbox, not yet acknowledged by the broker."""
     changes: int = 0
     """Changes queued for this user so far: the sequence number of the last one."""
+    feature_version: int = 0
+    """How many ``apply`` calls changed the features so far (hash field ``fv``): what a segment
+    assigned from these features is checked against when it is written."""
 
     @property
     def assignable(self) -> bool:
@@ -122,20 +134,46 @@ class UserState:
 
 @dataclass(frozen=True, slots=True)
 class Settle:
-    """One ``settle`` call: queue ``change`` (if any) and read the user's outbox."""
+    """One user's row of a ``settle`` call: store a new segment with its change event, or only
+    a new model version, or nothing; and read the user's outbox.
+
+    Built by :func:`segstream.stream.changes.plan_settle`. Every ``seen_*`` value is what
+    ``apply`` returned: the write happens only if all are still stored (compare-and-set).
+    """
 
     user_id: int
     seen_segment: int | None
-    """Segment and model version ``apply`` returned: the write happens only if unchanged."""
     seen_model_version: str | None
     segment: int
+    """The new segment: differs from ``seen_segment`` exactly when ``change`` is given."""
     model_version: str
+    """The new model version; when it differs from the seen one without a ``change``, only it
+    is stored (no event: the segment is the same)."""
     change: bytes | None
-    """The serialised change event to queue, or ``None`` to only read pending ones."""
+    """The serialised change event to queue, or ``None``."""
     updated_at: str = ""
     """The change's occurred_at, stored with the segment (hash field ``ua``)."""
     seen_changes: int = 0
-    """Changes queued so far as ``apply`` returned (compare-and-set too); ``change`` is the next."""
+    """Changes queued so far; ``change`` is the next one."""
+    seen_feature_version: int = 0
+    """The features version the new segment was computed from."""
+
+    @property
+    def writes(self) -> bool:
+        """True when the row stores something (a change, or only a model version)."""
+        return self.change is not None or self.model_version != self.seen_model_version
+
+
+@dataclass(frozen=True, slots=True)
+class SettleOutcome:
+    """What a ``settle`` call left: the pending changes, and the writes it refused."""
+
+    pending: dict[int, list[bytes]]
+    """user -> every pending change, oldest first, those queued just now included; users
+    without pending changes are left out."""
+    refused: frozenset[int]
+    """Users whose row had something to write (:attr:`Settle.writes`) but whose stored state
+    was no longer the one seen: another writer updated them in between, and its write stands."""
 
 
 def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
@@ -169,12 +207,15 @@ def _json(value: object) -> bytes:
 def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
     """``apply.lua``'s reply (bytes or None items) -> :class:`UserState`.
 
-    The twelfth item (changes queued) may be left out: it then counts as 0.
+    The twelfth and thirteenth items (changes queued, features version) may be left out or
+    ``None``: they then count as 0.
     """
     applied, age, gender, country, source, orders, brand, category, segment, version, pending = (
         reply[:11]
     )
-    changes = reply[11] if len(reply) > 11 and reply[11] is not None else 0
+    changes, feature_version = (
+        0 if len(reply) <= i or reply[i] is None else int(reply[i]) for i in (11, 12)
+    )
     return UserState(
         user_id=user_id,
         applied=int(applied),
@@ -188,7 +229,8 @@ def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
         segment=None if segment is None else int(segment),
         model_version=_text(version),
         pending=int(pending),
-        changes=int(changes),
+        changes=changes,
+        feature_version=feature_version,
     )
 
 
@@ -201,11 +243,18 @@ def describe_user(
 ) -> dict[str, Any]:
     """Everything stored about a user, readable and JSON-ready (for ``segstream segment``).
 
-    Keys: user_id, segment, model_version, updated_at, assignable, features (by column),
+    Keys: user_id, segment, model_version, updated_at, changes (queued so far),
+    feature_version (``apply`` calls that changed the features), assignable, features (by column),
     orders (ids counted, ascending), brand_counts and category_counts (most first, then by
     name), fences (``topic:partition`` -> last applied offset), pending (change events).
     """
-    reply = [0, *(fields.get(name) for name in _STATE_FIELDS), len(pending), fields.get(b"cs")]
+    reply = [
+        0,
+        *(fields.get(name) for name in _STATE_FIELDS),
+        len(pending),
+        fields.get(b"cs"),
+        fields.get(b"fv"),
+    ]
     state = decode_state(user_id, reply)
     orders, brands, categories, fences = [], {}, {}, {}
     for raw_name, raw_value in fields.items():
@@ -232,6 +281,7 @@ def describe_user(
         "model_version": state.model_version,
         "updated_at": updated.decode() if updated else None,
         "changes": state.changes,
+        "feature_version": state.feature_version,
         "assignable": state.assignable,
         "features": state.features(),
         "orders": sorted(orders),
@@ -243,6 +293,8 @@ def describe_user(
 
 
 _SCRIPT_NAMES: Final = ("apply", "settle")
+_WIDTH: Final = 13
+"""Values per user in ``apply.lua``'s reply."""
 
 
 def _script_text(name: str) -> str:
@@ -353,17 +405,26 @@ class RedisState:
         states = {}
         for group, reply in zip(groups, replies, strict=True):
             for index, uid in enumerate(group):
-                states[uid] = decode_state(uid, reply[12 * index : 12 * index + 12])
+                states[uid] = decode_state(uid, reply[_WIDTH * index : _WIDTH * (index + 1)])
         return [states[uid] for uid in by_user]
 
     async def settle(self, settles: Sequence[Settle]) -> dict[int, list[bytes]]:
-        """Queue each new change in its user's outbox (compare-and-set); return the outboxes.
+        """Store each row's segment, version and change (compare-and-set); return the outboxes.
 
-        One round trip. The result maps each user to all its pending changes, oldest first,
-        the ones queued just now included; users without pending changes are left out.
+        :attr:`SettleOutcome.pending` of :meth:`settle_outcome`, for callers that need not
+        know which writes were refused.
+        """
+        return (await self.settle_outcome(settles)).pending
+
+    async def settle_outcome(self, settles: Sequence[Settle]) -> SettleOutcome:
+        """Store each row's segment, version and change (compare-and-set), in one round trip.
+
+        A row whose user's stored segment, model version, change count or features version
+        is no longer the one seen writes nothing and is reported refused; its user's pending
+        changes are returned all the same.
         """
         if not settles:
-            return {}
+            return SettleOutcome({}, frozenset())
         prefix = self.prefix
         by_user = {s.user_id: s for s in settles}
         groups = self._groups(list(by_user))
@@ -383,16 +444,23 @@ class RedisState:
                         s.change.decode() if s.change else "",
                         s.updated_at,
                         str(s.seen_changes),
+                        str(s.seen_feature_version),
                     ]
                 )
             calls.append((keys, [_json(rows)]))
         replies = await self._run("settle", calls)
         pending: dict[int, list[bytes]] = {}
+        refused: set[int] = set()
         for group, reply in zip(groups, replies, strict=True):
-            for uid, changes in zip(group, reply, strict=True):
+            *outboxes, refused_positions = reply
+            refused.update(group[int(position) - 1] for position in refused_positions)
+            for uid, changes in zip(group, outboxes, strict=True):
                 if changes:
                     pending[uid] = list(changes)
-        return {s.user_id: pending[s.user_id] for s in settles if s.user_id in pending}
+        return SettleOutcome(
+            {s.user_id: pending[s.user_id] for s in settles if s.user_id in pending},
+            frozenset(refused),
+        )
 
     async def clear(self, published: Mapping[int, Sequence[bytes]]) -> None:
         """Remove changes the broker acknowledged from their outboxes (one round trip).

@@ -19,11 +19,18 @@
 --
 -- Hash fields: age gen cty src (profile), n (orders counted), o:<order_id> (counted orders),
 -- b:<brand> c:<category> (item counts), tb tc (current most frequent brand and category),
--- seg mv ua cs (last segment queued, its model version, its occurred_at, and how many changes
--- were queued; written by settle.lua), f:<topic>:<partition> (fences).
+-- fv (features version: how many calls changed the features, i.e. wrote a profile or counted
+-- a new order; one increment per such call), seg mv ua cs (last segment queued, its model
+-- version, its occurred_at, and how many changes were queued; written by settle.lua),
+-- f:<topic>:<partition> (fences).
 --
--- Returns, 12 values per user in KEYS order: applied (how many events were fresh), age, gen,
--- cty, src, n, tb, tc, seg, mv (nil where missing), the outbox length, and cs (0 if none).
+-- fv is what a segment was computed from: settle.lua writes a segment only if fv is still
+-- the one returned here, so a segment assigned from features that an event changed since
+-- (the event landing between a caller's read and its write) is never stored, even when that
+-- event left seg, mv and cs as they were. A few bytes per user; one HINCRBY per call.
+--
+-- Returns, 13 values per user in KEYS order: applied (how many events were fresh), age, gen,
+-- cty, src, n, tb, tc, seg, mv (nil where missing), the outbox length, cs and fv (0 if none).
 
 -- Byte-wise a < b. Lua's own string "<" calls strcoll(), which follows the server's
 -- LC_COLLATE; the SQL and Python order by bytes (code points), whatever the locale.
@@ -136,9 +143,12 @@ for u, events in ipairs(users) do
   if new_orders > 0 then
     redis.call('HINCRBY', key, 'n', new_orders)
   end
+  if profile or new_orders > 0 then
+    redis.call('HINCRBY', key, 'fv', 1)
+  end
 
   local state = redis.call('HMGET', key, 'age', 'gen', 'cty', 'src', 'n', 'tb', 'tc', 'seg', 'mv',
-    'cs')
+    'cs', 'fv')
   local base = #reply
   reply[base + 1] = applied
   for i = 1, 9 do
@@ -146,5 +156,6 @@ for u, events in ipairs(users) do
   end
   reply[base + 11] = redis.call('LLEN', outbox)
   reply[base + 12] = tonumber(state[10] or 0)
+  reply[base + 13] = tonumber(state[11] or 0)
 end
 return reply

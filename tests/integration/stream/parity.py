@@ -7,8 +7,9 @@ same data and model. Checked:
   assigns, under the model's version; no segment for the others; no outbox left behind;
 - ``segment-changes``: deduplicated by event_id (a re-send after a crash repeats one), each
   user's changes form one chain (each ``previous_segment`` is the segment before it, the
-  first is null), the last one is the user's final segment, and exactly the SQL's users have
-  changes; the payload matches the JSON Schema;
+  first is null, and each change moves the user: a new model version alone is no change),
+  the last one is the user's final segment, and exactly the SQL's users have changes; the
+  payload matches the JSON Schema;
 - ``user-segments``: the last record of each key is the user's final segment.
 """
 
@@ -123,7 +124,7 @@ def check_changes(
     for uid, chain in chains.items():
         previous = None
         for change in chain:
-            if change["previous_segment"] != previous:
+            if change["previous_segment"] != previous or change["segment"] == previous:
                 broken.append((uid, [(c["previous_segment"], c["segment"]) for c in chain]))
                 break
             previous = change["segment"]

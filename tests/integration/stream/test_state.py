@@ -147,10 +147,55 @@ def test_settle_queues_a_change_once_and_clear_removes_it(run: _Sync) -> None:
     run.clear({1: [change]})
     assert run.settle(Settle(1, 3, "v1", 3, "v1", None)) == {}
     second = b'{"event_id": "e2"}'
-    stale = Settle(1, 3, "v1", 0, "v1", second, seen_changes=0)
+    seen = state.feature_version
+    stale = Settle(1, 3, "v1", 0, "v1", second, seen_changes=0, seen_feature_version=seen)
     assert run.settle(stale) == {}  # it saw 0 changes, but 1 was queued since: refused
-    assert run.settle(Settle(1, 3, "v1", 0, "v1", second, seen_changes=1)) == {1: [second]}
+    fresh = Settle(1, 3, "v1", 0, "v1", second, seen_changes=1, seen_feature_version=seen)
+    assert run.settle(fresh) == {1: [second]}
     assert run.apply(1).changes == 2
+
+
+def test_only_calls_that_change_the_features_bump_their_version(run: _Sync) -> None:
+    assert run.apply(1, (at(0, USERS), profile())).feature_version == 1
+    several = run.apply(1, (at(0), order(10, "Zara")), (at(1), order(11, "Zara")))
+    assert several.feature_version == 2  # one call, one bump
+    assert run.apply(1, (at(2), order(10, "Zara"))).feature_version == 2  # a re-sent order
+    assert run.apply(1, (at(1), order(12, "Zara"))).feature_version == 2  # a redelivery
+    assert run.apply(1).feature_version == 2  # a read
+
+
+def test_a_settle_from_features_an_event_changed_since_is_refused(run: _Sync) -> None:
+    # Two writers read the user, one applies an order (segment 3 still), the other writes.
+    first = run.apply(1, (at(0, USERS), profile()), (at(0), order(10, "Zara")))
+    run.settle(Settle(1, None, None, 3, "v1", b'{"event_id": "a"}', "t", 0, first.feature_version))
+    read = run.apply(1)
+    newer = run.apply(1, (at(1), order(11, "Zara")))
+    assert (newer.segment, newer.model_version, newer.changes) == (3, "v1", 1)
+    stale = b'{"event_id": "stale"}'
+    row = Settle(1, 3, "v1", 4, "v1", stale, "t", read.changes, read.feature_version)
+    outcome = run.loop.run_until_complete(run.state.settle_outcome([row]))
+    assert outcome.refused == {1}
+    assert stale not in outcome.pending.get(1, [])
+    row = Settle(1, 3, "v1", 4, "v1", stale, "t", newer.changes, newer.feature_version)
+    assert run.settle(row) == {1: [b'{"event_id": "a"}', stale]}
+    assert run.apply(1).segment == 4
+
+
+def test_a_version_only_settle_stores_the_version_and_queues_nothing(run: _Sync) -> None:
+    state = run.apply(1, (at(0, USERS), profile()), (at(0), order(10, "Zara")))
+    run.settle(Settle(1, None, None, 3, "v1", b"c", "t", 0, state.feature_version))
+    run.clear({1: [b"c"]})
+    seen = run.apply(1)
+    row = Settle(1, 3, "v1", 3, "v2", None, "", seen.changes, seen.feature_version)
+    outcome = run.loop.run_until_complete(run.state.settle_outcome([row, row]))
+    assert (outcome.pending, outcome.refused) == ({}, frozenset())  # one row a user
+    after = run.apply(1)
+    assert (after.segment, after.model_version, after.changes, after.pending) == (3, "v2", 1, 0)
+    again = run.loop.run_until_complete(run.state.settle_outcome([row]))
+    assert again.refused == {1}  # it saw v1 stored: a repeat changes nothing
+    gone = Settle(2, 3, "v1", 3, "v2", None)
+    assert run.loop.run_until_complete(run.state.settle_outcome([gone])).refused == {2}
+    assert run.apply(2).segment is None  # a missing user is not recreated
 
 
 def test_memory_per_typical_user_is_well_under_a_kilobyte(run: _Sync) -> None:

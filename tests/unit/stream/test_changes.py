@@ -16,7 +16,7 @@ from segstream.stream.changes import (
     user_segment_output,
 )
 from segstream.stream.dead_letters import HEADER_NAMES, dead_letter, read_headers
-from segstream.stream.events import OrderEvent, OrderItem, Source, UserEvent, load_schema
+from segstream.stream.events import Event, OrderEvent, OrderItem, Source, UserEvent, load_schema
 from segstream.stream.processor import Topics, parse_batch, plan_settles
 from segstream.stream.state import UserState
 
@@ -56,11 +56,10 @@ def test_event_id_is_stable_and_differs_per_change_of_a_user() -> None:
     assert len(event_id(9, 1, "v1", SRC)) == 32
 
 
-def test_first_assignment_and_any_segment_or_model_change_are_due() -> None:
-    assert change_due(None, None, 0, "v1")
-    assert change_due(1, "v1", 2, "v1")
-    assert change_due(1, "v1", 1, "v2")
-    assert not change_due(1, "v1", 1, "v1")
+def test_a_change_is_due_for_a_first_assignment_or_another_segment_only() -> None:
+    assert change_due(None, 0)
+    assert change_due(1, 2)
+    assert not change_due(1, 1)
 
 
 def test_change_event_follows_its_schema_and_is_byte_stable() -> None:
@@ -155,13 +154,17 @@ def test_batch_is_grouped_by_user_in_arrival_order_with_rejects_aside() -> None:
 def _state(user_id: int, segment: int | None, changes: int = 0, pending: int = 0) -> UserState:
     return UserState(
         user_id, 1, 30, "F", "Japan", "Search", 2, "Zoë", "Jeans",
-        segment, None if segment is None else "v1", pending, changes,
+        segment, None if segment is None else "v1", pending, changes, feature_version=7,
     )  # fmt: skip
 
 
-def test_settles_queue_due_changes_and_reread_pending_ones_only() -> None:
+def _orders(*user_ids: int) -> dict[int, list[tuple[Source, Event]]]:
     order = OrderEvent(1, 0, "Shipped", "2024-02-02T00:00:00Z", (OrderItem(1, "A", "B", 1.0),))
-    by_user = {uid: [(Source("orders", 0, uid), order)] for uid in (1, 2, 3, 4)}
+    return {uid: [(Source("orders", 0, uid), order)] for uid in user_ids}
+
+
+def test_settles_queue_due_changes_and_reread_pending_ones_only() -> None:
+    by_user = _orders(1, 2, 3, 4)
     unassignable = UserState(4, 1, None, None, None, None, 1, "A", "B", None, None, 0)
     states = [_state(1, None), _state(2, 3, changes=1), _state(3, 3, 1, 1), unassignable]
     settles = plan_settles(states, np.array([0, 3, 3]), "v1", by_user)
@@ -174,6 +177,19 @@ def test_settles_queue_due_changes_and_reread_pending_ones_only() -> None:
     )
     assert first["event_id"] == event_id(1, 1, "v1", Source("orders", 0, 1))
     assert settles[0].updated_at == "2024-02-02T00:00:00Z"
+    assert [s.seen_feature_version for s in settles] == [7, 7]
+    assert not settles[1].writes
+
+
+def test_a_new_model_version_alone_stores_the_version_without_an_event() -> None:
+    states = [_state(1, 3, changes=2), _state(2, 3, changes=2)]
+    settles = plan_settles(states, np.array([3, 4]), "v2", _orders(1, 2))
+    kept, moved = settles
+    assert (kept.change, kept.writes, kept.updated_at) == (None, True, "")
+    assert (kept.seen_segment, kept.seen_model_version) == (3, "v1")
+    assert (kept.segment, kept.model_version) == (3, "v2")
+    change = json.loads(moved.change or b"")
+    assert (change["previous_segment"], change["segment"], change["model_version"]) == (3, 4, "v2")
 
 
 def test_next_change_of_a_user_gets_the_next_sequence_number() -> None:

@@ -67,12 +67,13 @@ def test_describe_user_lists_counts_orders_fences_and_pending_changes() -> None:
     fields = {
         b"age": b"30", b"gen": b"F", b"cty": b"Japan", b"src": b"Search", b"n": b"2",
         b"tb": b"Zo\xc3\xab", b"tc": b"Jeans", b"seg": b"1", b"mv": b"v1", b"cs": b"2",
-        b"ua": b"2024-01-01T00:00:00Z", b"o:12": b"1", b"o:3": b"1", b"b:Zo\xc3\xab": b"2",
-        b"b:Alpha": b"2", b"c:Jeans": b"3", b"f:orders:1": b"77",
+        b"fv": b"4", b"ua": b"2024-01-01T00:00:00Z", b"o:12": b"1", b"o:3": b"1",
+        b"b:Zo\xc3\xab": b"2", b"b:Alpha": b"2", b"c:Jeans": b"3", b"f:orders:1": b"77",
     }  # fmt: skip
     described = describe_user(5, fields, [json.dumps({"event_id": "e"}).encode()])
     assert described["orders"] == [3, 12]
     assert described["brand_counts"] == {"Alpha": 2, "Zoë": 2}
     assert described["fences"] == {"orders:1": 77}
     assert (described["segment"], described["changes"], described["assignable"]) == (1, 2, True)
+    assert described["feature_version"] == 4
     assert described["pending"] == [{"event_id": "e"}]

@@ -36,3 +36,12 @@ def test_full_reply_is_assignable_with_typed_features() -> None:
     assert state.assignable
     assert state.features()["age"] == 33
     assert (state.segment, state.model_version, state.pending, state.applied) == (4, "v9", 1, 0)
+
+
+def test_change_count_and_features_version_decode_and_default_to_zero() -> None:
+    full = [0, b"33", b"M", b"China", b"Email", b"1", b"Levi's", b"Jeans", b"4", b"v9", 0, 3, 8]
+    state = decode_state(7, full)
+    assert (state.changes, state.feature_version) == (3, 8)
+    for short in (full[:11], full[:12], [*full[:11], None, None]):
+        assert decode_state(7, short).feature_version == 0
+    assert decode_state(7, full[:12]).changes == 3

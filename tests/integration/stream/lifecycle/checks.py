@@ -4,8 +4,8 @@ Reference: the SQL's feature rows and :func:`segstream.training.assign.assign` u
 version. Checked for every user of the dataset: Redis holds the SQL's features (so no event
 was lost or counted twice), a model version among the given ones and that version's segment
 (no segment for users the SQL does not assign), and no outbox; ``segment-changes`` forms one
-chain per user ending at that segment and version (deduplicated by event_id); the last
-``user-segments`` record of each user is that segment.
+chain per user ending at that segment (deduplicated by event_id), each change moving the user;
+the last ``user-segments`` record of each user is that segment.
 """
 
 from __future__ import annotations
@@ -51,6 +51,14 @@ def stored_users(settings: Settings, user_ids: list[int]) -> dict[int, tuple[lis
     }
 
 
+def last_changes(settings: Settings) -> dict[int, dict]:
+    """user_id -> the user's last segment-change event (as JSON), of every user with one."""
+    records = asyncio.run(
+        read_all(settings.kafka_bootstrap_servers, settings.topic_segment_changes)
+    )
+    return {int(record.key): json.loads(record.value) for record in records}
+
+
 def check_versioned_parity(
     settings: Settings,
     dataset: Dataset,
@@ -63,8 +71,9 @@ def check_versioned_parity(
     Args:
         models: the versions users may be stored under, by version.
         last_change_versions: the versions a user's last change may name, when not only its
-            stored one: after ``segstream reassign``, a user who kept its segment has the new
-            version stored and no event for it (its last change names an older version).
+            stored one: a user who kept its segment under a new version (re-assigned by a
+            worker or ``segstream reassign``) has the new version stored and no event for it
+            (its last change names an older version).
     """
     segments = {version: segments_of(model, dataset) for version, model in models.items()}
     features = {

@@ -1,5 +1,6 @@
 """Hot reload on the real stack: a worker switches model versions mid-stream without losing or
-double-counting an event, and refuses a version that does not load while it keeps going."""
+double-counting an event, announces only users whose segment changed, and refuses a version
+that does not load while it keeps going."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from segstream.settings import Settings
 from segstream.stream.replay import ReplayPlan
 from segstream.training.artifact import ARRAYS_FILE, CURRENT_LINK
 from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
-from tests.integration.stream.lifecycle.checks import check_versioned_parity
+from tests.integration.stream.lifecycle.checks import check_versioned_parity, last_changes
 from tests.integration.stream.lifecycle.conftest import BackgroundReplay, Versions, switch_to
 from tests.integration.stream.parity import check_parity
 
@@ -58,7 +59,7 @@ def test_switching_versions_under_load_loses_nothing_and_later_events_use_the_ne
     assert f"replaced by {versions.v2.version}" in worker.log_tail(400)
 
     models = {versions.v1.version: versions.v1, versions.v2.version: versions.v2}
-    final = check_versioned_parity(settings, dataset, models)
+    final = check_versioned_parity(settings, dataset, models, last_change_versions=set(models))
     last_sent = _last_sent(dataset.plan, [-1.0] * before + flow.sent_at)
     late = [uid for uid in final if last_sent[uid] > switched_at + RELOAD_BOUND_S]
     early = [uid for uid in final if last_sent[uid] < 0]  # all events before the switch
@@ -68,6 +69,12 @@ def test_switching_versions_under_load_loses_nothing_and_later_events_use_the_ne
     assert not moved, f"{len(moved)} users without events since the switch left v1: {moved[:5]}"
     stale = [uid for uid in late if final[uid][1] != versions.v2.version]
     assert not stale, f"{len(stale)} users with events after the switch kept v1: {stale[:5]}"
+    # A late user whose segment v2 kept has v2 stored and no event naming v2: its last change
+    # is its v1 one (the chains checked above rule out an event that does not move the user).
+    named = {uid: change["model_version"] for uid, change in last_changes(settings).items()}
+    kept = [uid for uid in late if named[uid] == versions.v1.version]
+    moved_by_v2 = [uid for uid in late if named[uid] == versions.v2.version]
+    assert kept and moved_by_v2, "v2 should keep some late users' segments and move others"
 
 
 def test_a_version_that_does_not_load_is_refused_and_the_worker_keeps_going(

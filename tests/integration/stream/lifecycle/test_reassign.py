@@ -153,13 +153,6 @@ def test_reassign_announces_only_moved_users_survives_an_interruption_and_reruns
     assert len(change_records(settings)) == before + len(moved)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, issue 6 left open: reassign's settle compares only the stored segment "
-    "and model version, so a worker event that changes a user's features between reassign's "
-    "read and its settle, without changing those two, lets reassign store a segment computed "
-    "from the older features (the compare-and-set must also cover the user's applied events)",
-)
 def test_reassign_while_a_worker_runs_leaves_every_user_on_the_new_model(
     stream_settings: Settings,
     dataset: Dataset,

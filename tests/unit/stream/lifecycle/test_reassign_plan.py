@@ -1,5 +1,6 @@
-"""``segstream reassign``'s decisions: an event only when the segment changed, stored versions
-otherwise, pending changes read for publication, keys parsed."""
+"""``segstream reassign``'s decisions: an event only when the segment changed, the version only
+otherwise, pending changes read for publication, what was read carried for the compare-and-set,
+keys parsed."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def state(
     changes: int = 0,
     pending: int = 0,
     assignable: bool = True,
+    feature_version: int = 1,
 ) -> UserState:
     return UserState(
         user_id=user_id,
@@ -37,14 +39,18 @@ def state(
         model_version=version,
         pending=pending,
         changes=changes,
+        feature_version=feature_version,
     )
 
 
 def test_a_changed_segment_queues_one_change_with_the_new_version_and_next_sequence() -> None:
-    plan = plan_reassign([state(7, 1, "v1", changes=3)], np.array([2]), "v2", WHEN)
+    plan = plan_reassign(
+        [state(7, 1, "v1", changes=3, feature_version=6)], np.array([2]), "v2", WHEN
+    )
     (settle,) = plan.settles
-    assert (plan.changed, plan.unchanged, plan.versions) == (1, 0, [])
+    assert (plan.changed, plan.version_only, plan.unchanged) == (1, 0, 0)
     assert (settle.seen_segment, settle.seen_model_version, settle.seen_changes) == (1, "v1", 3)
+    assert settle.seen_feature_version == 6
     assert (settle.segment, settle.model_version, settle.updated_at) == (2, "v2", WHEN)
     change = json.loads(settle.change or b"")
     assert change["event_id"] == event_id(7, 4, "v2", REASSIGN_SOURCE)
@@ -55,22 +61,27 @@ def test_a_changed_segment_queues_one_change_with_the_new_version_and_next_seque
 
 
 def test_the_same_segment_under_a_new_version_only_stores_the_version() -> None:
-    plan = plan_reassign([state(7, 1, "v1", changes=3)], np.array([1]), "v2", WHEN)
-    assert plan.settles == []
-    (update,) = plan.versions
-    assert (update.user_id, update.seen_segment, update.seen_model_version) == (7, 1, "v1")
-    assert (update.seen_changes, update.model_version) == (3, "v2")
+    plan = plan_reassign(
+        [state(7, 1, "v1", changes=3, feature_version=6)], np.array([1]), "v2", WHEN
+    )
+    (settle,) = plan.settles
+    assert (plan.changed, plan.version_only, plan.unchanged) == (0, 1, 0)
+    assert settle.change is None and settle.writes
+    assert (settle.user_id, settle.seen_segment, settle.seen_model_version) == (7, 1, "v1")
+    assert (settle.seen_changes, settle.seen_feature_version) == (3, 6)
+    assert (settle.segment, settle.model_version, settle.updated_at) == (1, "v2", "")
 
 
 def test_a_user_already_reassigned_gets_nothing() -> None:
     plan = plan_reassign([state(7, 1, "v2", changes=4)], np.array([1]), "v2", WHEN)
-    assert (plan.settles, plan.versions, plan.changed, plan.unchanged) == ([], [], 0, 1)
+    assert (plan.settles, plan.changed, plan.version_only, plan.unchanged) == ([], 0, 0, 1)
 
 
 def test_pending_changes_of_an_unchanged_user_are_read_for_publication() -> None:
     plan = plan_reassign([state(7, 1, "v2", changes=4, pending=1)], np.array([1]), "v2", WHEN)
     (settle,) = plan.settles
     assert settle.change is None and settle.user_id == 7
+    assert not settle.writes and plan.unchanged == 1
 
 
 def test_a_first_assignment_has_no_previous_segment() -> None:
@@ -88,8 +99,7 @@ def test_segments_pair_with_assignable_users_only() -> None:
         state(4, 1, "v1"),
     ]
     plan = plan_reassign(states, np.array([0, 2]), "v2", WHEN)
-    assert [u.user_id for u in plan.versions] == [2]
-    assert [s.user_id for s in plan.settles] == [4]
+    assert [(s.user_id, s.change is not None) for s in plan.settles] == [(2, False), (4, True)]
 
 
 def test_user_hash_keys_give_their_ids_and_other_keys_none() -> None:
