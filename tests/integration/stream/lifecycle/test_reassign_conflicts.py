@@ -101,7 +101,8 @@ async def race(redis_url: str, models: Path) -> None:
         assert old != new, "the worker's orders must move the user for this test to mean much"
 
         # As a worker on v1 left them: user 1 already in the segment its next orders give it
-        # (the worker will have nothing to write for it), users 2 and 3 in the old features'.
+        # (the worker will have nothing to write for it), user 2 in its present features' one,
+        # user 3 (no event coming) in another, so that reassign moves it.
         worker_segments = {1: new, 2: old, 3: new}
         segments = np.array([worker_segments[s.user_id] for s in before])
         pending = await worker.settle(plan_settles(before, segments, "v1", first))
