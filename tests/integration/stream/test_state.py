@@ -237,6 +237,13 @@ def test_cluster_mode_calls_per_hash_slot_and_gets_the_same_states(
         cluster = RedisState(client, "c:", cluster=True)
         assert len(cluster._groups(list(batch))) == len(batch)  # one slot per user here
         by_slot = run.loop.run_until_complete(cluster.apply(batch))
+        rows = [  # odd users' rows carry a stale features version
+            Settle(s.user_id, None, None, 1, "v1", b"c", "t", 0, s.feature_version - s.user_id % 2)
+            for s in by_slot
+        ]
+        outcome = run.loop.run_until_complete(cluster.settle_outcome(rows))
     finally:
         run.loop.run_until_complete(client.aclose())
     assert by_slot == standalone
+    assert outcome.refused == {uid for uid in batch if uid % 2}
+    assert set(outcome.pending) == {uid for uid in batch if uid % 2 == 0}
