@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaProducer
 from segstream.settings import Settings
 from segstream.stream.assigner import Assigner
 from segstream.stream.batching import BatchPipeline
+from segstream.stream.consumer import use_lean_consumer
 from segstream.stream.drift_shared import shared_drift
 from segstream.stream.metrics import Metrics
 from segstream.stream.processor import BatchProcessor, Topics
@@ -168,6 +169,7 @@ async def _serve_http(
 def create_app(settings: Settings) -> faust.App:
     """The worker's faust.App for ``settings`` (not started)."""
     app = base_app(settings, settings.data_dir / "faust")
+    use_lean_consumer(app)
     topics = Topics.from_settings(settings)
     inputs = input_channel(app, settings)
     input_names = {topics.users, topics.orders}

@@ -5,11 +5,14 @@ work of ours, so their rates are the ceilings the worker is measured against:
 
 - ``faust-take``: a bare Faust agent over the input topics, taking batches with
   ``stream.take_events(1000, within=0.05)`` like the worker, and only counting them (Faust's
-  own per-event cost, acks and commits included);
+  own per-event cost, acks and commits included), as Faust comes: asyncio's event loop and
+  Faust's consumer; with ``--lean``, on the worker's own set-up instead: uvloop and
+  :class:`~segstream.stream.consumer.LeanConsumer` (so the worker's ratio to it is the cost of
+  the work itself);
 - ``aiokafka``: a raw aiokafka loop: ``getmany`` up to 1000 records, send each one to a sink
   topic, wait for the acknowledgements, commit (a consume -> produce pipeline without Faust).
 
-Run as ``python -m segstream.stream.baselines faust-take|aiokafka`` with the worker's
+Run as ``python -m segstream.stream.baselines faust-take [--lean] | aiokafka`` with the worker's
 ``SEGSTREAM_*`` environment (``SEGSTREAM_APP_ID`` names the group); each runs until stopped.
 """
 
@@ -31,8 +34,11 @@ BATCH = 1000
 """Records per batch, as the worker's default batch_size."""
 
 
-def run_faust_take(settings: Settings) -> int:
-    """A bare Faust agent over the input topics, counting batches; runs until stopped."""
+def run_faust_take(settings: Settings, *, lean: bool = False) -> int:
+    """A bare Faust agent over the input topics, counting batches; runs until stopped.
+
+    ``lean``: on the worker's event loop and consumer rather than Faust's defaults.
+    """
     import faust
 
     from segstream.stream.app import (
@@ -41,8 +47,14 @@ def run_faust_take(settings: Settings) -> int:
         quiet_framework_loggers,
         trim_framework,
     )
+    from segstream.stream.consumer import use_lean_consumer
+    from segstream.stream.worker import use_worker_event_loop
 
+    if lean:
+        use_worker_event_loop()
     app = base_app(settings, settings.data_dir / "faust-baseline")
+    if lean:
+        use_lean_consumer(app)
     inputs = input_channel(app, settings)
     seen = [0]
 
@@ -95,14 +107,17 @@ async def run_aiokafka_loop(settings: Settings, sink: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m segstream.stream.baselines faust-take | aiokafka --sink TOPIC``."""
+    """``python -m segstream.stream.baselines faust-take [--lean] | aiokafka --sink TOPIC``."""
     parser = argparse.ArgumentParser(prog="segstream.stream.baselines")
     parser.add_argument("kind", choices=("faust-take", "aiokafka"))
     parser.add_argument("--sink", help="topic the aiokafka loop produces to")
+    parser.add_argument(
+        "--lean", action="store_true", help="faust-take on the worker's event loop and consumer"
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.kind == "faust-take":
-        return run_faust_take(settings)
+        return run_faust_take(settings, lean=args.lean)
     if not args.sink:
         parser.error("aiokafka needs --sink")
     asyncio.run(run_aiokafka_loop(settings, args.sink))

@@ -15,7 +15,8 @@ What is measured, in one run, on topics, a consumer group and Redis keys of its 
    ``--latency-seconds``; for each order that changed a segment, the change's broker
    timestamp minus the order's broker timestamp (both CreateTime, one machine clock);
 6. **baselines**, in the same run, on all the same input: a bare Faust ``take_events`` agent
-   and a raw aiokafka consume -> produce loop (:mod:`segstream.stream.baselines`).
+   as Faust comes, the same agent on the worker's event loop and consumer, and a raw aiokafka
+   consume -> produce loop (:mod:`segstream.stream.baselines`).
 
 The stack of ``SEGSTREAM_*`` is used when it answers; otherwise the local one is started and
 stopped again afterwards. Nothing is left behind: the bench's topics and keys are deleted.
@@ -76,6 +77,7 @@ class StreamFigures:
     orders: int = 0
     orders_rate: float = 0.0
     take_rate: float = 0.0
+    lean_take_rate: float = 0.0
     aiokafka_rate: float = 0.0
     baseline_events: int = 0
     memory: list[int] = field(default_factory=list)
@@ -303,6 +305,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
                 "data_dir": workdir / "state", "log_level": "info", "http_port": _free_port()}
     )  # fmt: skip
     take = worker.model_copy(update={"app_id": f"bench-{tag}-take"})
+    lean_take = worker.model_copy(update={"app_id": f"bench-{tag}-lean-take"})
     raw = worker.model_copy(update={"app_id": f"bench-{tag}-aiokafka"})
     sink = f"bench-{tag}-sink"
     asyncio.run(ensure_topics(worker))
@@ -347,12 +350,16 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
         figures.take_rate = _run_group(
             take, ["-m", "segstream.stream.baselines", "faust-take"], workdir / "take.log", 900
         )
+        figures.lean_take_rate = _run_group(
+            lean_take, ["-m", "segstream.stream.baselines", "faust-take", "--lean"],
+            workdir / "lean-take.log", 900,
+        )  # fmt: skip
         figures.aiokafka_rate = _run_group(
             raw, ["-m", "segstream.stream.baselines", "aiokafka", "--sink", sink],
             workdir / "aiokafka.log", 900,
         )  # fmt: skip
     finally:
-        _cleanup(worker, [worker.app_id, take.app_id, raw.app_id], [sink])
+        _cleanup(worker, [worker.app_id, take.app_id, lean_take.app_id, raw.app_id], [sink])
     return figures
 
 
@@ -377,11 +384,18 @@ def print_figures(figures: StreamFigures, console: Console) -> None:
         f"{figures.mixed_rate:,.0f}",
         f"{figures.mixed_events:,} events, new group",
     )
-    table.add_row("bare Faust take_events agent, events/s", f"{figures.take_rate:,.0f}",
-                  f"{figures.baseline_events:,} events")  # fmt: skip
+    table.add_row(
+        "bare Faust take_events agent, events/s",
+        f"{figures.take_rate:,.0f}",
+        f"{figures.baseline_events:,} events; asyncio loop, Faust's consumer",
+    )
+    table.add_row("the same agent on the worker's loop and consumer, events/s",
+                  f"{figures.lean_take_rate:,.0f}", "uvloop, LeanConsumer")  # fmt: skip
     table.add_row("raw aiokafka consume -> produce, events/s", f"{figures.aiokafka_rate:,.0f}",
                   f"{figures.baseline_events:,} events")  # fmt: skip
-    for name, base in (("bare take", figures.take_rate), ("raw aiokafka", figures.aiokafka_rate)):
+    bases = (("bare take", figures.take_rate), ("bare take, worker's set-up",
+             figures.lean_take_rate), ("raw aiokafka", figures.aiokafka_rate))  # fmt: skip
+    for name, base in bases:
         if base:
             table.add_row(
                 f"ratio worker orders / {name}",

@@ -108,10 +108,13 @@ class ChangeFeed:
         return items if n is None else items[:n]
 
     def _add(self, records: list[Any], live: bool) -> None:
-        changes = [parse_change(r.value, r.timestamp) for r in records]
-        valid = [c for c in changes if c is not None]
         if live:
-            self.rate.add(len(valid))
+            # Counted, not parsed: the topic is the workers' own output, and parsing every
+            # record cost the worker ~3% of its CPU at 10k changes/s for a rate on a page.
+            self.rate.add(len(records))
+        # Only the newest ``keep`` of a partition's batch can be among the newest overall.
+        changes = [parse_change(r.value, r.timestamp) for r in records[-self.keep :]]
+        valid = [c for c in changes if c is not None]
         # Partitions interleave: keep the deque ordered by publication time.
         merged = heapq.merge(
             self._recent, sorted(valid, key=lambda c: c.published_ms), key=lambda c: c.published_ms

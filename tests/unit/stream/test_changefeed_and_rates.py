@@ -63,6 +63,13 @@ def test_feed_keeps_the_newest_changes_by_publication_time_newest_first() -> Non
     assert feed.rate.total == 1
 
 
+def test_a_batch_longer_than_keep_leaves_its_newest_and_counts_every_live_record() -> None:
+    feed = ChangeFeed("127.0.0.1:1", "changes", keep=2)
+    feed._add([Record(change_value(uid, None, 0), 100 + uid) for uid in range(5)], True)
+    assert [c.user_id for c in feed.recent()] == [4, 3]
+    assert feed.rate.total == 5
+
+
 def test_offset_rates_need_two_samples_half_a_second_apart() -> None:
     assert offset_rates([]) == (None, None)
     assert offset_rates([(0.0, 0, 0), (0.2, 10, 10)]) == (None, None)
