@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions given to the topics segstream creates."""
 
-    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    batch_size: int = Field(default=2000, ge=1, le=100_000)
     """Most events a worker handles in one batch (one Redis round trip, one model call)."""
 
     batch_timeout_s: float = Field(default=0.02, gt=0, le=10)

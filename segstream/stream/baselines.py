@@ -4,13 +4,14 @@ Both read the same input topics as the worker, in a consumer group of their own,
 work of ours, so their rates are the ceilings the worker is measured against:
 
 - ``faust-take``: a bare Faust agent over the input topics, taking batches with
-  ``stream.take_events(1000, within=0.05)`` like the worker, and only counting them (Faust's
-  own per-event cost, acks and commits included), as Faust comes: asyncio's event loop and
-  Faust's consumer; with ``--lean``, on the worker's own set-up instead: uvloop and
-  :class:`~segstream.stream.consumer.LeanConsumer` (so the worker's ratio to it is the cost of
-  the work itself);
-- ``aiokafka``: a raw aiokafka loop: ``getmany`` up to 1000 records, send each one to a sink
-  topic, wait for the acknowledgements, commit (a consume -> produce pipeline without Faust).
+  ``stream.take_events(batch_size, within=0.05)`` like the worker, and only counting them
+  (Faust's own per-event cost, acks and commits included), with the worker's Faust settings
+  on asyncio's event loop and Faust's consumer; with ``--lean``, on the worker's uvloop and
+  :class:`~segstream.stream.consumer.LeanConsumer` (so the worker's ratio to it is the cost
+  of the work itself);
+- ``aiokafka``: a raw aiokafka loop: ``getmany`` up to ``batch_size`` records, send each one
+  to a sink topic, wait for the acknowledgements, commit (a consume -> produce pipeline
+  without Faust).
 
 Run as ``python -m segstream.stream.baselines faust-take [--lean] | aiokafka`` with the worker's
 ``SEGSTREAM_*`` environment (``SEGSTREAM_APP_ID`` names the group); each runs until stopped.
@@ -29,9 +30,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from segstream.settings import Settings, load_settings
 
 __all__ = ["run_aiokafka_loop", "run_faust_take"]
-
-BATCH = 1000
-"""Records per batch, as the worker's default batch_size."""
 
 
 def run_faust_take(settings: Settings, *, lean: bool = False) -> int:
@@ -61,7 +59,7 @@ def run_faust_take(settings: Settings, *, lean: bool = False) -> int:
     @app.agent(inputs)
     async def count(stream: faust.StreamT) -> None:
         trim_framework(app)  # the same framework set-up as the worker's
-        async for events in stream.take_events(BATCH, within=0.05):
+        async for events in stream.take_events(settings.batch_size, within=0.05):
             seen[0] += len(events)
 
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
@@ -92,7 +90,7 @@ async def run_aiokafka_loop(settings: Settings, sink: str) -> None:
     await producer.start()
     try:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=50, max_records=BATCH)
+            batches = await consumer.getmany(timeout_ms=50, max_records=settings.batch_size)
             futures = [
                 await producer.send(sink, record.value, key=record.key)
                 for records in batches.values()
