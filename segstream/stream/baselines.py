@@ -6,9 +6,9 @@ work of ours, so their rates are the ceilings the worker is measured against:
 - ``faust-take``: a bare Faust agent over the input topics, taking batches with
   ``stream.take_events(batch_size, within=0.05)`` like the worker, and only counting them
   (Faust's own per-event cost, acks and commits included), with the worker's Faust settings
-  on asyncio's event loop and Faust's consumer; with ``--lean``, on the worker's uvloop and
-  :class:`~segstream.stream.consumer.LeanConsumer` (so the worker's ratio to it is the cost
-  of the work itself);
+  on asyncio's event loop and Faust's consumer; with ``--lean``, on the worker's uvloop,
+  :class:`~segstream.stream.consumer.LeanConsumer` and garbage-collector tuning (so the
+  worker's ratio to it is the cost of the work itself);
 - ``aiokafka``: a raw aiokafka loop: ``getmany`` up to ``batch_size`` records, send each one
   to a sink topic, wait for the acknowledgements, commit (a consume -> produce pipeline
   without Faust).
@@ -44,6 +44,7 @@ def run_faust_take(settings: Settings, *, lean: bool = False) -> int:
         input_channel,
         quiet_framework_loggers,
         trim_framework,
+        tune_gc,
     )
     from segstream.stream.consumer import use_lean_consumer
     from segstream.stream.worker import use_worker_event_loop
@@ -59,6 +60,8 @@ def run_faust_take(settings: Settings, *, lean: bool = False) -> int:
     @app.agent(inputs)
     async def count(stream: faust.StreamT) -> None:
         trim_framework(app)  # the same framework set-up as the worker's
+        if lean:
+            tune_gc()
         async for events in stream.take_events(settings.batch_size, within=0.05):
             seen[0] += len(events)
 
