@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 
 import pandas as pd
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from segstream.errors import ServiceError
 from segstream.stream.changes import Output
 from segstream.stream.events import parse_order, parse_user
 from segstream.stream.publisher import default_partition, group_by_partition
-from segstream.stream.replay import build_events
+from segstream.stream.replay import ReplayEvent, build_events, publish_events
 from segstream.stream.state import describe_user
+from tests.ports import free_port
 
 
 def _ts(text: str) -> pd.Timestamp:
@@ -77,3 +82,14 @@ def test_describe_user_lists_counts_orders_fences_and_pending_changes() -> None:
     assert (described["segment"], described["changes"], described["assignable"]) == (1, 2, True)
     assert described["feature_version"] == 4
     assert described["pending"] == [{"event_id": "e"}]
+
+
+def test_a_paced_publication_that_fails_leaves_the_garbage_collector_enabled() -> None:
+    event = ReplayEvent("users", 1, b"1", b"{}")
+    with pytest.raises(ServiceError):
+        asyncio.run(
+            publish_events(
+                [event], bootstrap=f"127.0.0.1:{free_port()}", topics={"users": "u"}, rate=10.0
+            )
+        )
+    assert gc.isenabled()
