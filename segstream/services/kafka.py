@@ -19,8 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from segstream.errors import ServiceError
-from segstream.services.process import ManagedProcess, port_is_open, wait_until
-from segstream.settings import Settings
+from segstream.services.process import LocalServer, log_tail, port_is_open, wait_until
 
 __all__ = ["KafkaBroker", "kafka_version"]
 
@@ -51,19 +50,19 @@ def kafka_version() -> str:
     return match.group(1)
 
 
-class KafkaBroker:
+class KafkaBroker(LocalServer):
     """The local broker described by ``settings``: resolve, format, start, wait, stop."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.home = settings.data_dir.resolve() / "kafka"
-        self.config_file = self.home / "server.properties"
-        self.process = ManagedProcess(
-            name="kafka",
-            pid_file=self.home / "kafka.pid",
-            log_file=self.home / "stdout.log",
-            marker=str(self.config_file),
-        )
+    name = "kafka"
+    config_name = "server.properties"
+    log_name = "stdout.log"
+    port_settings = "other ports with SEGSTREAM_KAFKA_PORT / SEGSTREAM_KAFKA_CONTROLLER_PORT"
+    start_timeout_s = 90.0
+    stop_timeout_s = 60.0
+
+    def ports(self) -> tuple[int, ...]:
+        """The client port and the KRaft controller port."""
+        return (self.settings.kafka_port, self.settings.controller_port)
 
     @property
     def bootstrap(self) -> str:
@@ -200,37 +199,18 @@ class KafkaBroker:
         if result.returncode != 0:
             raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
-    def start(self, timeout_s: float = 90.0) -> bool:
-        """Start the broker unless ours already runs, then wait until it serves metadata.
-
-        Returns True when this call started it, False when it was already running.
+    def _launch(self) -> None:
+        """Check Java, resolve the jars, write the config, format storage once, start.
 
         Raises:
-            ServiceError: a port is taken by another process, Java/Maven is missing, the
-                broker died (with its log's tail) or was not ready within ``timeout_s``.
+            ServiceError: Java or Maven is missing, or resolving or formatting failed.
         """
-        if self.process.is_running():
-            self.wait_ready(timeout_s)
-            return False
-        for port in (self.settings.kafka_port, self.settings.controller_port):
-            if port_is_open(port):
-                raise ServiceError(
-                    f"port {port} is already in use by another process; stop it or choose "
-                    "other ports with SEGSTREAM_KAFKA_PORT / SEGSTREAM_KAFKA_CONTROLLER_PORT"
-                )
         java = self._java()
         self.ensure_jars()
         self._write_config()
         self._format_storage(java)
         env = {**os.environ, "LOG_DIR": str(self.home)}
         self.process.start([java, *self._jvm_args(), "kafka.Kafka", str(self.config_file)], env)
-        try:
-            self.wait_ready(timeout_s)
-        except BaseException:
-            # A broker that never became ready is not left behind half-started.
-            self.stop()
-            raise
-        return True
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until a real client gets cluster metadata from the broker."""
@@ -250,11 +230,7 @@ class KafkaBroker:
         return not self.process.is_running()
 
     def _tail(self) -> str:
-        return self.process.log_tail() + "\n" + _tail(self.server_log)
-
-    def stop(self) -> bool:
-        """Stop the broker if we started it; True when one was stopped."""
-        return self.process.stop(timeout_s=60.0)
+        return self.process.log_tail() + "\n" + log_tail(self.server_log)
 
 
 def _cluster_id() -> str:
@@ -267,13 +243,6 @@ def _cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
 
 
 async def _metadata_ready(bootstrap: str) -> None:

@@ -4,10 +4,14 @@ Only processes this module started are ever signalled: a pid file is trusted onl
 process behind it is alive *and* its command line still carries the marker we launched it
 with, so a stale pid file (reboot, pid reuse) is detected and removed instead of killing a
 stranger.
+
+``LocalServer`` is the start/stop scaffolding the Kafka and Redis services share; each
+service says only what is its own (ports, how to launch it, when it is ready).
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import signal
@@ -17,10 +21,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from segstream.errors import ServiceError
+from segstream.settings import Settings
 
-__all__ = ["ManagedProcess", "port_is_open", "wait_until"]
+__all__ = ["LocalServer", "ManagedProcess", "log_tail", "port_is_open", "wait_until"]
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -39,6 +45,15 @@ def wait_until(check: object, timeout_s: float, interval_s: float = 0.1) -> bool
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval_s)
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of the text file at ``path`` (empty when there is none)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass(frozen=True)
@@ -106,11 +121,7 @@ class ManagedProcess:
 
     def log_tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of the log file (empty when there is none)."""
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_file, lines)
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """SIGTERM the process, wait for it to exit, SIGKILL after ``timeout_s``.
@@ -126,6 +137,93 @@ class ManagedProcess:
             wait_until(lambda: not _alive(pid), 10.0)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+class LocalServer(abc.ABC):
+    """A server segstream runs on loopback from ``<data_dir>/<name>/``: start, wait, stop.
+
+    Its files live under ``home``: the config file (whose path is the marker that identifies
+    our process), ``<name>.pid`` and the log of its stdout/stderr. A subclass sets the class
+    attributes and says how to launch it and when it is ready; ``start`` and ``stop`` are
+    the same for every server.
+    """
+
+    name: ClassVar[str]
+    """Short name: the folder under ``data_dir``, the pid file's stem, used in messages."""
+    config_name: ClassVar[str]
+    """The config file's name under ``home``."""
+    log_name: ClassVar[str]
+    """The name under ``home`` of the file the process's stdout and stderr go to."""
+    port_settings: ClassVar[str]
+    """How an operator picks other ports, ending the "port is in use" error message."""
+    start_timeout_s: ClassVar[float]
+    """Seconds ``start`` waits for the server to become ready, unless told otherwise."""
+    stop_timeout_s: ClassVar[float]
+    """Seconds ``stop`` waits after SIGTERM before it sends SIGKILL."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.data_dir.resolve() / self.name
+        self.config_file = self.home / self.config_name
+        self.process = ManagedProcess(
+            name=self.name,
+            pid_file=self.home / f"{self.name}.pid",
+            log_file=self.home / self.log_name,
+            marker=str(self.config_file),
+        )
+
+    @abc.abstractmethod
+    def ports(self) -> tuple[int, ...]:
+        """The loopback ports the server listens on, all of which must be free to start."""
+
+    @abc.abstractmethod
+    def _launch(self) -> None:
+        """Find the binaries, write the config files and ``self.process.start`` the server.
+
+        Raises:
+            ServiceError: a binary is missing or a preparation step failed.
+        """
+
+    @abc.abstractmethod
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until the server serves clients.
+
+        Raises:
+            ServiceError: it died (with its log's tail) or was not ready within ``timeout_s``.
+        """
+
+    def start(self, timeout_s: float | None = None) -> bool:
+        """Start the server unless ours already runs, then wait until it is ready.
+
+        ``timeout_s`` defaults to the class's ``start_timeout_s``. Returns True when this call
+        started it, False when it was already running.
+
+        Raises:
+            ServiceError: a port is taken by another process, a binary is missing, or the
+                server died or was not ready in time (see ``wait_ready``).
+        """
+        timeout = self.start_timeout_s if timeout_s is None else timeout_s
+        if self.process.is_running():
+            self.wait_ready(timeout)
+            return False
+        for port in self.ports():
+            if port_is_open(port):
+                raise ServiceError(
+                    f"port {port} is already in use by another process; stop it or choose "
+                    f"{self.port_settings}"
+                )
+        self._launch()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            # A server that never became ready is not left behind half-started.
+            self.stop()
+            raise
+        return True
+
+    def stop(self) -> bool:
+        """Stop the server if we started it; True when one was stopped."""
+        return self.process.stop(timeout_s=self.stop_timeout_s)
 
 
 def _cmdline(pid: int) -> str | None:

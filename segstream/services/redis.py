@@ -6,25 +6,24 @@ import shutil
 import time
 
 from segstream.errors import ServiceError
-from segstream.services.process import ManagedProcess, port_is_open
-from segstream.settings import Settings
+from segstream.services.process import LocalServer
 
 __all__ = ["RedisServer"]
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     """The local Redis described by ``settings``: start, wait for PING, stop."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.home = settings.data_dir.resolve() / "redis"
-        self.config_file = self.home / "redis.conf"
-        self.process = ManagedProcess(
-            name="redis",
-            pid_file=self.home / "redis.pid",
-            log_file=self.home / "redis.log",
-            marker=str(self.config_file),
-        )
+    name = "redis"
+    config_name = "redis.conf"
+    log_name = "redis.log"
+    port_settings = "another port with SEGSTREAM_REDIS_PORT"
+    start_timeout_s = 20.0
+    stop_timeout_s = 20.0
+
+    def ports(self) -> tuple[int, ...]:
+        """The one client port."""
+        return (self.settings.redis_port,)
 
     @property
     def url(self) -> str:
@@ -48,26 +47,15 @@ class RedisServer:
         ]
         self.config_file.write_text("\n".join(lines) + "\n")
 
-    def start(self, timeout_s: float = 20.0) -> bool:
-        """Start redis-server unless ours already runs, then wait for PING.
-
-        Returns True when this call started it.
+    def _launch(self) -> None:
+        """Find redis-server, write its config and start it.
 
         Raises:
-            ServiceError: redis-server is missing, the port is taken by another process, or
-                it did not answer PING within ``timeout_s``.
+            ServiceError: redis-server is missing.
         """
-        if self.process.is_running():
-            self.wait_ready(timeout_s)
-            return False
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServiceError("redis-server not found: apt-get install redis-server")
-        if port_is_open(self.settings.redis_port):
-            raise ServiceError(
-                f"port {self.settings.redis_port} is already in use by another process; stop "
-                "it or choose another port with SEGSTREAM_REDIS_PORT"
-            )
         self._write_config()
         self.process.start(
             [
@@ -79,12 +67,6 @@ class RedisServer:
                 str(self.settings.redis_port),
             ]
         )
-        try:
-            self.wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return True
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until the server answers PING."""
@@ -108,7 +90,3 @@ class RedisServer:
                 time.sleep(0.05)
         finally:
             client.close()
-
-    def stop(self) -> bool:
-        """Stop redis-server if we started it; True when one was stopped."""
-        return self.process.stop(timeout_s=20.0)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from segstream.services.process import ManagedProcess
+import pytest
+
+from segstream.errors import ServiceError
+from segstream.services.process import LocalServer, ManagedProcess
+from segstream.settings import load_settings
+from tests.ports import free_port
 
 
 def _managed(tmp_path: Path, marker: str) -> ManagedProcess:
@@ -62,3 +68,66 @@ def test_garbage_pid_file_is_removed(tmp_path: Path) -> None:
     proc.pid_file.write_text("not a pid")
     assert proc.pid() is None
     assert not proc.pid_file.exists()
+
+
+class _Sleeper(LocalServer):
+    """A "server" that sleeps; ready when its config file says so."""
+
+    name = "sleeper"
+    config_name = "sleeper.conf"
+    log_name = "sleeper.log"
+    port_settings = "another port with SLEEPER_PORT"
+    start_timeout_s = 0.5
+    stop_timeout_s = 5.0
+
+    def __init__(self, tmp_path: Path, port: int, ready: bool) -> None:
+        super().__init__(load_settings(data_dir=tmp_path))
+        self.port = port
+        self.ready = ready
+        self.launches = 0
+
+    def ports(self) -> tuple[int, ...]:
+        return (self.port,)
+
+    def _launch(self) -> None:
+        self.launches += 1
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text("ready\n" if self.ready else "")
+        sleep = "import time; time.sleep(60)"
+        self.process.start([sys.executable, "-c", sleep, str(self.config_file)])
+
+    def wait_ready(self, timeout_s: float) -> None:
+        if self.config_file.read_text() != "ready\n":
+            raise ServiceError(f"{self.name} is not ready")
+
+
+def test_local_server_starts_once_and_stops(tmp_path: Path) -> None:
+    server = _Sleeper(tmp_path, free_port(), ready=True)
+    try:
+        assert server.start() is True
+        assert server.process.pid_file == tmp_path.resolve() / "sleeper" / "sleeper.pid"
+        assert server.start() is False
+        assert server.launches == 1
+    finally:
+        stopped = server.stop()
+    assert stopped is True
+    assert server.process.pid() is None
+
+
+def test_local_server_that_never_gets_ready_is_not_left_running(tmp_path: Path) -> None:
+    server = _Sleeper(tmp_path, free_port(), ready=False)
+    with pytest.raises(ServiceError, match="not ready"):
+        server.start()
+    assert server.process.pid() is None
+    assert server.stop() is False
+
+
+def test_local_server_refuses_a_taken_port_before_launching(tmp_path: Path) -> None:
+    server = _Sleeper(tmp_path, free_port(), ready=True)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", server.port))
+        squatter.listen()
+        with pytest.raises(ServiceError, match=f"port {server.port} is already in use.*SLEEPER"):
+            server.start()
+    assert server.launches == 0
+    assert server.process.pid() is None
