@@ -84,36 +84,14 @@ def _run(env: dict[str, str], *args: str) -> None:
 
 
 def _reset_namespace(settings: Settings) -> None:
-    """Delete the demo's topics, consumer group and Redis keys left by a previous run."""
-    import asyncio
+    """Delete the demo's topics and Redis keys left by a previous run.
 
-    import redis
-    from aiokafka.admin import AIOKafkaAdminClient
+    The demo's consumer group keeps no offset of the deleted topics, so the worker reads the
+    re-created ones from the beginning.
+    """
+    from segstream.stream.namespace import drop_namespace
 
-    from segstream.stream.state import state_prefix
-
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        keys = list(client.scan_iter(match=state_prefix(settings) + "*", count=5_000))
-        for i in range(0, len(keys), 5_000):
-            client.unlink(*keys[i : i + 5_000])
-    finally:
-        client.close()
-
-    async def drop_topics() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-        await admin.start()
-        try:
-            doomed = [t for t in await admin.list_topics() if t.startswith("demo.")]
-            if doomed:
-                await admin.delete_topics(doomed)
-            groups = {group[0] for group in await admin.list_consumer_groups()}
-            if settings.app_id in groups:
-                await admin.delete_consumer_groups([settings.app_id])
-        finally:
-            await admin.close()
-
-    asyncio.run(drop_topics())
+    drop_namespace(settings, [settings.app_id])
     time.sleep(1.0)  # topic deletion completes asynchronously on the broker
 
 

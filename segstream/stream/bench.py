@@ -52,9 +52,10 @@ from rich.table import Table
 
 from segstream.errors import SegstreamError, ServiceError
 from segstream.settings import Settings, as_environment
+from segstream.stream.namespace import drop_namespace
 from segstream.stream.replay import ReplayEvent, publish_events, read_replay_plan
 from segstream.stream.state import outbox_key, state_key, state_prefix
-from segstream.stream.topics import ensure_topics, partitions_of, read_all, topic_specs
+from segstream.stream.topics import ensure_topics, partitions_of, read_all
 from segstream.training.data import DataSource
 from segstream.training.generate import generate_tables, load_catalogue, write_tables
 from segstream.training.pipeline import train_to_directory
@@ -249,29 +250,6 @@ def _latencies(settings: Settings, sent: dict[tuple[int, int], int]) -> list[flo
     return latencies
 
 
-def _cleanup(settings: Settings, groups: Sequence[str], extra_topics: Sequence[str]) -> None:
-    async def drop_topics() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-        await admin.start()
-        try:
-            # Faust's own leader topic per app id; the groups themselves expire unused.
-            leaders = [f"{group}-__assignor-__leader" for group in groups]
-            existing = set(await admin.list_topics())
-            doomed = [t for t in (*topic_specs(settings), *extra_topics, *leaders) if t in existing]
-            await admin.delete_topics(doomed)
-        finally:
-            await admin.close()
-
-    asyncio.run(drop_topics())
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        keys = list(client.scan_iter(match=state_prefix(settings) + "*", count=10_000))
-        for start in range(0, len(keys), 10_000):
-            client.unlink(*keys[start : start + 10_000])
-    finally:
-        client.close()
-
-
 def _publish(settings: Settings, events: Sequence[ReplayEvent], rate: float | None = None,
              acknowledged=None) -> None:  # fmt: skip
     topics = {"users": settings.topic_users, "orders": settings.topic_orders}
@@ -359,7 +337,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
             workdir / "aiokafka.log", 900,
         )  # fmt: skip
     finally:
-        _cleanup(worker, [worker.app_id, take.app_id, lean_take.app_id, raw.app_id], [sink])
+        drop_namespace(worker, [worker.app_id, take.app_id, lean_take.app_id, raw.app_id], [sink])
     return figures
 
 
