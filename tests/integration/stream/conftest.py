@@ -23,15 +23,14 @@ import pandas as pd
 import pytest
 
 from segstream.settings import Settings, as_environment, load_settings
+from segstream.stream.lag import read_lag
 from segstream.stream.replay import ReplayPlan, publish_events, read_replay_plan
-from segstream.stream.retry import KAFKA_TRANSIENT, retry
 from segstream.stream.topics import ensure_topics
 from segstream.training.artifact import Model, load_model
 from segstream.training.data import DataSource, read_features
 from segstream.training.generate import generate_tables, load_catalogue, write_tables
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
-from tests.integration.stream import kafka_tools
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -162,25 +161,26 @@ def replay(settings: Settings, plan: ReplayPlan, rate: float | None = None) -> N
     )
 
 
+def input_lag(settings: Settings) -> int:
+    """Input records the worker group has not committed yet (all of them before any commit)."""
+    snapshot = asyncio.run(
+        read_lag(
+            settings.kafka_bootstrap_servers,
+            settings.app_id,
+            [settings.topic_users, settings.topic_orders],
+            attempts=30,  # the group coordinator may still be starting
+        )
+    )
+    return snapshot.total_lag
+
+
 def wait_until_consumed(
     settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180.0
 ) -> None:
     """Block until the group has committed every input record; fail if a worker died."""
     deadline = time.monotonic() + timeout_s
-    topics = [settings.topic_users, settings.topic_orders]
     while True:
-        lag = asyncio.run(
-            retry(
-                lambda: kafka_tools.group_lag(
-                    settings.kafka_bootstrap_servers, settings.app_id, topics
-                ),
-                what="reading the group's lag",  # the coordinator may still be starting
-                transient=KAFKA_TRANSIENT,
-                attempts=30,
-                first_delay_s=0.2,
-                max_delay_s=1.0,
-            )
-        )
+        lag = input_lag(settings)
         if lag == 0:
             return
         for worker in workers:

@@ -26,10 +26,10 @@ from segstream.stream.reassign import REASSIGN_SOURCE, Reassigner
 from segstream.stream.replay import ReplayPlan
 from segstream.stream.state import RedisState
 from segstream.stream.topics import read_all
-from tests.integration.stream import kafka_tools
 from tests.integration.stream.conftest import (
     REPO,
     Dataset,
+    input_lag,
     replay,
     settings_env,
     wait_until_consumed,
@@ -172,13 +172,7 @@ def test_reassign_while_a_worker_runs_leaves_every_user_on_the_new_model(
     switch_to(models_dir, versions.v2.version)
     time.sleep(3.0)  # the worker checks `current` every 2 s
     report = reassign_cli(settings)
-    pending = asyncio.run(
-        kafka_tools.group_lag(
-            settings.kafka_bootstrap_servers,
-            settings.app_id,
-            [settings.topic_users, settings.topic_orders],
-        )
-    )
+    pending = input_lag(settings)
     assert pending > 0 or len(flow.sent_at) < len(flow.events), "the worker was idle: not tested"
     flow.join()
     wait_until_consumed(settings, [worker])
