@@ -9,6 +9,7 @@ Workers run as ``python -m segstream.cli worker`` subprocesses, configured throu
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -73,33 +75,71 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     )
 
 
+def app_settings(
+    kafka_bootstrap: str,
+    redis_url: str,
+    *,
+    app_prefix: str = "t",
+    create_topics: bool = True,
+    **overrides: object,
+) -> Settings:
+    """Settings of a fresh app on the session's stack: an app id (so a consumer group and a
+    Redis key prefix) and topics of its own, 4 partitions; ``overrides`` win.
+
+    The topics are made here unless ``create_topics`` is false (a worker then makes them).
+    """
+    tag = uuid.uuid4().hex[:10]
+    values: dict[str, object] = {
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "redis_url": redis_url,
+        "app_id": f"{app_prefix}{tag}",
+        "topic_users": f"users-{tag}",
+        "topic_orders": f"orders-{tag}",
+        "topic_segment_changes": f"changes-{tag}",
+        "topic_user_segments": f"segments-{tag}",
+        "topic_dead_letters": f"dead-{tag}",
+        "topic_partitions": 4,
+        **overrides,
+    }
+    settings = load_settings(**values)
+    if create_topics:
+        asyncio.run(ensure_topics(settings))
+    return settings
+
+
 @pytest.fixture
 def stream_settings(
     kafka_bootstrap: str, redis_url: str, dataset: Dataset, tmp_path: Path
 ) -> Settings:
     """Settings of a fresh app: its own group, topics (4 partitions) and Redis key prefix."""
-    tag = uuid.uuid4().hex[:10]
-    settings = load_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
+    return app_settings(
+        kafka_bootstrap,
+        redis_url,
         model_dir=dataset.models_dir,
-        app_id=f"t{tag}",
-        topic_users=f"users-{tag}",
-        topic_orders=f"orders-{tag}",
-        topic_segment_changes=f"changes-{tag}",
-        topic_user_segments=f"segments-{tag}",
-        topic_dead_letters=f"dead-{tag}",
-        topic_partitions=4,
         data_dir=tmp_path / "worker-data",
         log_level="info",
     )
-    asyncio.run(ensure_topics(settings))
-    return settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as the SEGSTREAM_* environment of a child process."""
     return as_environment(settings, os.environ)
+
+
+def cli_json(settings: Settings, *args: str, timeout_s: float = 60.0) -> Any:
+    """``segstream <args> --json`` run as an operator would, in its own process: the JSON
+    document it printed (the test fails on a non-zero exit, with its stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "segstream.cli", *args, "--json"],
+        env=settings_env(settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 class WorkerProcess:

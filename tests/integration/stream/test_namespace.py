@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings
 from segstream.stream.namespace import drop_namespace, leader_topic
 from segstream.stream.state import state_prefix
 from segstream.stream.topics import ensure_topics, topic_specs
+from tests.integration.stream.conftest import app_settings
 
 
-def _app(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Settings:
-    tag = uuid.uuid4().hex[:10]
-    settings = load_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
-        app_id=f"ns{tag}",
-        topic_users=f"users-{tag}",
-        topic_orders=f"orders-{tag}",
-        topic_segment_changes=f"changes-{tag}",
-        topic_user_segments=f"segments-{tag}",
-        topic_dead_letters=f"dead-{tag}",
-        topic_partitions=2,
-        data_dir=tmp_path / tag,
-    )
-    asyncio.run(ensure_topics(settings))
-    return settings
+def _app(kafka_bootstrap: str, redis_url: str) -> Settings:
+    return app_settings(kafka_bootstrap, redis_url, app_prefix="ns", topic_partitions=2)
 
 
 async def _topics(bootstrap: str) -> set[str]:
@@ -94,10 +79,9 @@ def test_dropping_a_namespace_deletes_its_topics_and_keys_and_spares_another_app
     kafka_bootstrap: str,
     redis_url: str,
     make_topic: Callable[..., str],
-    tmp_path: Path,
 ) -> None:
-    app = _app(kafka_bootstrap, redis_url, tmp_path)
-    other = _app(kafka_bootstrap, redis_url, tmp_path)
+    app = _app(kafka_bootstrap, redis_url)
+    other = _app(kafka_bootstrap, redis_url)
     leader = make_topic(leader_topic(app.app_id), partitions=1)
     sink = make_topic()
     _wait_for_topics(kafka_bootstrap, lambda topics: {leader, sink} <= topics)
@@ -120,9 +104,9 @@ def test_dropping_a_namespace_deletes_its_topics_and_keys_and_spares_another_app
 
 
 def test_a_group_of_a_dropped_namespace_starts_again_from_the_beginning(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str
 ) -> None:
-    app = _app(kafka_bootstrap, redis_url, tmp_path)
+    app = _app(kafka_bootstrap, redis_url)
     asyncio.run(_commit(kafka_bootstrap, app.app_id, app.topic_users))
     assert asyncio.run(_committed(kafka_bootstrap, app.app_id, app.topic_users)) == {
         TopicPartition(app.topic_users, 0): 3

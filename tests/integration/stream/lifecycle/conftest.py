@@ -9,6 +9,9 @@ worker processes, replay). Added here, once a session:
 - :func:`shifted`: a stream of new customers unlike the training ones (every user 15 years
   older, buying from another mix of categories), with the true centres of that population in
   the model's PCA space.
+
+Per test, :func:`switch_under_load` switches a running worker from v1 to v2 while the
+dataset's events keep flowing in.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +40,13 @@ from segstream.training.data import DataSource, read_features
 from segstream.training.generate import Tables, generate_tables, load_catalogue, write_tables
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
-from tests.integration.stream.conftest import PRODUCTS, Dataset
+from tests.integration.stream.conftest import (
+    PRODUCTS,
+    Dataset,
+    WorkerProcess,
+    replay,
+    wait_until_consumed,
+)
 
 AGE_SHIFT = 15
 """Years added to every shifted customer's age."""
@@ -186,5 +195,49 @@ def background_replays() -> Iterator[list[BackgroundReplay]]:
     """Replays started by a test, joined at teardown so no thread outlives it."""
     started: list[BackgroundReplay] = []
     yield started
-    for replay in started:
-        replay._thread.join(60)
+    for flow in started:
+        flow._thread.join(60)
+
+
+@dataclass(frozen=True)
+class UnderLoad:
+    """A worker that switched models while events flowed: see :func:`switch_under_load`."""
+
+    settings: Settings
+    """The test's settings, on its own copy of the models (:func:`models_dir`)."""
+    worker: WorkerProcess
+    flow: BackgroundReplay
+    """The replay of the dataset's events after the first ``before``, still running."""
+    switched_at: float
+    """time.monotonic() when ``current`` was pointed at v2."""
+
+
+@pytest.fixture
+def switch_under_load(
+    stream_settings: Settings,
+    dataset: Dataset,
+    versions: Versions,
+    models_dir: Path,
+    start_worker: Callable[[Settings], WorkerProcess],
+    background_replays: list[BackgroundReplay],
+) -> Callable[..., UnderLoad]:
+    """Factory: ``switch_under_load(before, rate, share, first_rate=None) -> UnderLoad``.
+
+    Starts a worker on v1, replays the dataset's first ``before`` events (paced at
+    ``first_rate`` events/s, or flat out) and waits until they are consumed; then replays the
+    rest at ``rate`` in the background and, once ``share`` of those were sent, points
+    ``current`` at v2.
+    """
+
+    def run(before: int, rate: float, share: float, first_rate: float | None = None) -> UnderLoad:
+        settings = stream_settings.model_copy(update={"model_dir": models_dir})
+        worker = start_worker(settings)
+        replay(settings, ReplayPlan(dataset.plan.events[:before], 0), rate=first_rate)
+        wait_until_consumed(settings, [worker])
+        flow = BackgroundReplay(settings, dataset.plan.events[before:], rate=rate)
+        background_replays.append(flow)
+        flow.wait_for(share)
+        switch_to(models_dir, versions.v2.version)
+        return UnderLoad(settings, worker, flow, time.monotonic())
+
+    return run

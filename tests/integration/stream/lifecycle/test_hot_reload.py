@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from segstream.stream.replay import ReplayPlan
 from segstream.training.artifact import ARRAYS_FILE, CURRENT_LINK
 from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
 from tests.integration.stream.lifecycle.checks import check_versioned_parity, last_changes
-from tests.integration.stream.lifecycle.conftest import BackgroundReplay, Versions, switch_to
+from tests.integration.stream.lifecycle.conftest import UnderLoad, Versions
 from tests.integration.stream.parity import check_parity
 
 pytestmark = pytest.mark.slow
@@ -36,23 +36,15 @@ def _last_sent(plan: ReplayPlan, sent_at: list[float]) -> dict[int, float]:
 
 
 def test_switching_versions_under_load_loses_nothing_and_later_events_use_the_new_one(
-    stream_settings: Settings,
     dataset: Dataset,
     versions: Versions,
-    models_dir: Path,
-    start_worker,
-    background_replays: list[BackgroundReplay],
+    switch_under_load: Callable[..., UnderLoad],
 ) -> None:
-    settings = stream_settings.model_copy(update={"model_dir": models_dir})
-    worker = start_worker(settings)
+    # Every user whose events all came before the flow is on v1; 1 % of the flow sent means
+    # events are flowing: the switch happens under load.
     before = int(0.4 * len(dataset.plan.events))
-    replay(settings, ReplayPlan(dataset.plan.events[:before], 0), rate=RATE)
-    wait_until_consumed(settings, [worker])  # every user whose events all came so far: v1
-    flow = BackgroundReplay(settings, dataset.plan.events[before:], rate=RATE)
-    background_replays.append(flow)
-    flow.wait_for(0.01)  # events are flowing: the switch happens under load
-    switch_to(models_dir, versions.v2.version)
-    switched_at = time.monotonic()
+    run = switch_under_load(before, rate=RATE, share=0.01, first_rate=RATE)
+    settings, worker, flow, switched_at = run.settings, run.worker, run.flow, run.switched_at
     flow.join()
     wait_until_consumed(settings, [worker])
     assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +21,24 @@ from segstream.stream.changes import Output
 from segstream.stream.processor import Topics
 from segstream.stream.publisher import AiokafkaSender
 from segstream.stream.reassign import REASSIGN_SOURCE, Reassigner
-from segstream.stream.replay import ReplayPlan
 from segstream.stream.state import RedisState
 from segstream.stream.topics import read_all
 from tests.integration.stream.conftest import (
-    REPO,
     Dataset,
+    cli_json,
     input_lag,
     replay,
-    settings_env,
     wait_until_consumed,
 )
 from tests.integration.stream.lifecycle.checks import check_versioned_parity, segments_of
-from tests.integration.stream.lifecycle.conftest import BackgroundReplay, Versions, switch_to
+from tests.integration.stream.lifecycle.conftest import UnderLoad, Versions, switch_to
 
 pytestmark = pytest.mark.slow
 
 
 def reassign_cli(settings: Settings) -> dict[str, Any]:
     """``segstream reassign --json`` in a child process, as an operator runs it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "segstream.cli", "reassign", "--json"],
-        env=settings_env(settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return cli_json(settings, "reassign", timeout_s=120)
 
 
 class Interrupted(Exception):
@@ -154,22 +141,12 @@ def test_reassign_announces_only_moved_users_survives_an_interruption_and_reruns
 
 
 def test_reassign_while_a_worker_runs_leaves_every_user_on_the_new_model(
-    stream_settings: Settings,
     dataset: Dataset,
     versions: Versions,
-    models_dir: Path,
-    start_worker,
-    background_replays: list[BackgroundReplay],
+    switch_under_load: Callable[..., UnderLoad],
 ) -> None:
-    settings = stream_settings.model_copy(update={"model_dir": models_dir})
-    worker = start_worker(settings)
-    warm_up = len(dataset.plan.events) // 50
-    replay(settings, ReplayPlan(dataset.plan.events[:warm_up], 0))
-    wait_until_consumed(settings, [worker])
-    flow = BackgroundReplay(settings, dataset.plan.events[warm_up:], rate=3_000)
-    background_replays.append(flow)
-    flow.wait_for(0.3)
-    switch_to(models_dir, versions.v2.version)
+    run = switch_under_load(len(dataset.plan.events) // 50, rate=3_000, share=0.3)
+    settings, worker, flow = run.settings, run.worker, run.flow
     time.sleep(3.0)  # the worker checks `current` every 2 s
     report = reassign_cli(settings)
     pending = input_lag(settings)

@@ -7,19 +7,16 @@ Each module gets its own consumer group, topics and Redis prefix. The slice is e
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings
 from segstream.stream.metrics import Metrics
 from segstream.stream.replay import ReplayEvent
-from segstream.stream.topics import ensure_topics
-from tests.integration.stream.conftest import Dataset
+from tests.integration.stream.conftest import Dataset, app_settings
 from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker
 from tests.ports import free_port
 
@@ -39,25 +36,13 @@ def ops_settings(
 
     The topics are made here unless ``create_topics`` is false (a worker then makes them).
     """
-    tag = uuid.uuid4().hex[:10]
-    values: dict[str, object] = {
-        "kafka_bootstrap_servers": kafka_bootstrap,
-        "redis_url": redis_url,
-        "model_dir": models_dir,
-        "app_id": f"ops{tag}",
-        "topic_users": f"users-{tag}",
-        "topic_orders": f"orders-{tag}",
-        "topic_segment_changes": f"changes-{tag}",
-        "topic_user_segments": f"segments-{tag}",
-        "topic_dead_letters": f"dead-{tag}",
-        "topic_partitions": 4,
-        "http_port": free_port(),
-    }
-    values.update(overrides)
-    settings = load_settings(**values)
-    if create_topics:
-        asyncio.run(ensure_topics(settings))
-    return settings
+    return app_settings(
+        kafka_bootstrap,
+        redis_url,
+        app_prefix="ops",
+        create_topics=create_topics,
+        **{"model_dir": models_dir, "http_port": free_port(), **overrides},
+    )
 
 
 @dataclass(frozen=True)

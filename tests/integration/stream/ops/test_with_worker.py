@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 from collections import Counter
@@ -35,10 +33,9 @@ from segstream.stream.replay import ReplayEvent
 from segstream.stream.state import state_key, state_prefix
 from segstream.stream.topics import read_all
 from tests.integration.stream.conftest import (
-    REPO,
     Dataset,
     WorkerProcess,
-    settings_env,
+    cli_json,
     wait_until_consumed,
 )
 from tests.integration.stream.ops.conftest import ops_settings, user_slice
@@ -395,17 +392,7 @@ PENDING = 137
 
 def _lag_command(settings: Settings) -> dict[str, Any]:
     """``segstream lag --json`` run as an operator would, in its own process."""
-    done = subprocess.run(
-        [sys.executable, "-m", "segstream.cli", "lag", "--json"],
-        env=settings_env(settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return cli_json(settings, "lag")
 
 
 def test_events_produced_while_the_worker_is_down_are_exactly_n_pending_until_it_restarts(
