@@ -47,8 +47,9 @@ def _reassign(args: argparse.Namespace) -> int:
     print(f"  published            {report.published} change events (pending ones included)")
     if report.conflicts:
         print(
-            f"  left to the workers  {report.conflicts} (re-assigned by a worker meanwhile; "
-            "run again once every worker uses this model)"
+            f"  left to the workers  {report.conflicts} (a worker updated them from an event "
+            "meanwhile, features or segment, and its write stands; run again once every "
+            "worker uses this model)"
         )
     return 0
 
