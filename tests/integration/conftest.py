@@ -79,7 +79,8 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
     """Factory: ``make_topic(name=None, partitions=4, **config) -> name`` creates a topic.
 
-    Without a name, a unique one is made up, so tests never see each other's messages.
+    Without a name, a unique one is made up, so tests never see each other's messages. It
+    returns once the broker's metadata lists every partition of the topic.
     """
 
     def create(name: str | None = None, partitions: int = 4, **config: str) -> str:
@@ -101,5 +102,14 @@ async def _create_topic(
         await admin.create_topics(
             [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=config)]
         )
+        # The broker answers once the controller has the topic; its own metadata can lag a
+        # moment behind (longer while it is still deleting other topics).
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            (description,) = await admin.describe_topics([topic])
+            if len(description.get("partitions", [])) == partitions:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"{topic} has no metadata"
+            await asyncio.sleep(0.05)
     finally:
         await admin.close()
