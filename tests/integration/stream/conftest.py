@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,17 +142,28 @@ def cli_json(settings: Settings, *args: str, timeout_s: float = 60.0) -> Any:
     return json.loads(done.stdout)
 
 
-class WorkerProcess:
-    """One ``segstream worker`` subprocess, logging to a file; always ended by the fixture."""
+SEGSTREAM_WORKER = (sys.executable, "-m", "segstream.cli", "worker")
+"""The worker as ``segstream worker`` starts it."""
+FAUST_WORKER = (
+    sys.executable, "-m", "faust", "-L", "uvloop", "-A", "segstream.stream.main:app", "worker",
+    "-l", "info",
+)  # fmt: skip
+"""The same worker started the Faust way (the documented ``faust -A ... worker``)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+
+class WorkerProcess:
+    """One worker subprocess, logging to a file; always ended by the fixture."""
+
+    def __init__(
+        self, settings: Settings, log_path: Path, command: Sequence[str] = SEGSTREAM_WORKER
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         # Each worker serves its HTTP side on a port of its own, as on separate machines.
         settings = settings.model_copy(update={"http_port": free_port()})
         self.http_port = settings.http_port
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "segstream.cli", "worker"],
+            list(command),
             env=settings_env(settings),
             cwd=REPO,
             stdout=self._log,
@@ -178,11 +189,12 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator:
-    """Factory: ``start_worker(settings) -> WorkerProcess``; all are stopped at teardown."""
+    """Factory: ``start_worker(settings[, command]) -> WorkerProcess``; all are stopped at
+    teardown."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log")
+    def start(settings: Settings, command: Sequence[str] = SEGSTREAM_WORKER) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", command)
         started.append(worker)
         return worker
 

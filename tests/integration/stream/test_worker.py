@@ -12,7 +12,12 @@ import redis
 
 from segstream.settings import Settings
 from segstream.stream.state import state_prefix
-from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
+from tests.integration.stream.conftest import (
+    FAUST_WORKER,
+    Dataset,
+    replay,
+    wait_until_consumed,
+)
 from tests.integration.stream.parity import check_parity
 
 pytestmark = pytest.mark.slow
@@ -66,7 +71,8 @@ def test_worker_killed_mid_replay_resumes_with_nothing_counted_twice_or_lost(
 def test_two_workers_share_partitions_and_survive_one_leaving(
     stream_settings: Settings, dataset: Dataset, start_worker, tmp_path: Path
 ) -> None:
-    one, two = start_worker(stream_settings), start_worker(stream_settings)
+    # One started the Faust way, one with `segstream worker`: the same app, one group.
+    one, two = start_worker(stream_settings, FAUST_WORKER), start_worker(stream_settings)
     time.sleep(3)  # both in the group before the events arrive, so both get partitions
     replay(stream_settings, dataset.plan, rate=8_000)
     _wait_for_progress(stream_settings, len(dataset.features) // 3)
