@@ -78,7 +78,7 @@ class ManagedProcess:
         except ValueError:
             self.pid_file.unlink(missing_ok=True)
             return None
-        if _cmdline(pid) is None or self.marker not in (_cmdline(pid) or ""):
+        if self.marker not in (_cmdline(pid) or ""):
             self.pid_file.unlink(missing_ok=True)
             return None
         return pid
@@ -112,12 +112,6 @@ class ManagedProcess:
         wait_until(lambda: self.marker in (_cmdline(proc.pid) or "") or not _alive(proc.pid), 10)
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
-
-    def exited_early(self) -> str | None:
-        """If the process has died, the tail of its log explaining why; else None."""
-        if self.is_running():
-            return None
-        return self.log_tail()
 
     def log_tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of the log file (empty when there is none)."""

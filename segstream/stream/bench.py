@@ -368,7 +368,7 @@ def print_figures(figures: StreamFigures, console: Console) -> None:
         f"{figures.baseline_events:,} events; asyncio loop, Faust's consumer",
     )
     table.add_row("the same agent on the worker's loop and consumer, events/s",
-                  f"{figures.lean_take_rate:,.0f}", "uvloop, LeanConsumer")  # fmt: skip
+                  f"{figures.lean_take_rate:,.0f}", "uvloop, LeanConsumer, GC tuning")  # fmt: skip
     table.add_row("raw aiokafka consume -> produce, events/s", f"{figures.aiokafka_rate:,.0f}",
                   f"{figures.baseline_events:,} events")  # fmt: skip
     bases = (("bare take", figures.take_rate), ("bare take, worker's set-up",
