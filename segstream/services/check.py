@@ -32,18 +32,20 @@ def round_trip(settings: Settings, timeout_s: float = 30.0) -> RoundTrip:
 
 async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
     import redis.asyncio as aioredis
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import TopicPartition
     from aiokafka.errors import KafkaError
+
+    from segstream.stream.clients.kafka import consumer as kafka_consumer
+    from segstream.stream.clients.kafka import producer as kafka_producer
+    from segstream.stream.clients.redis import redis_client
 
     token = uuid.uuid4().hex.encode()
     topic = "segstream-smoke"
     started = time.perf_counter()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="latest"
-    )
+    producer = kafka_producer(settings)
+    consumer = kafka_consumer(settings, auto_offset_reset="latest")
     try:
-        await _ensure_topic(settings.kafka_bootstrap_servers, topic)
+        await _ensure_topic(settings, topic)
         await producer.start()
         await consumer.start()
         # Pin the consumer to the partition's end before producing, so it sees only our token.
@@ -68,7 +70,7 @@ async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
     kafka_ms = (time.perf_counter() - started) * 1000
 
     started = time.perf_counter()
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
         await client.set("segstream:smoke", token, ex=60)
         if await client.get("segstream:smoke") != token:
@@ -80,11 +82,13 @@ async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
     return RoundTrip(kafka_ms=kafka_ms, redis_ms=(time.perf_counter() - started) * 1000)
 
 
-async def _ensure_topic(bootstrap: str, topic: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+async def _ensure_topic(settings: Settings, topic: str) -> None:
+    from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    from segstream.stream.clients.kafka import admin_client
+
+    admin = admin_client(settings)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])

@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 
 from segstream.errors import ServiceError
-from segstream.services.process import LocalServer, log_tail, port_is_open, wait_until
+from segstream.net import port_is_open
+from segstream.services.process import LocalServer, log_tail, wait_until
 
 __all__ = ["KafkaBroker", "kafka_version"]
 

@@ -15,7 +15,6 @@ import abc
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -24,16 +23,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from segstream.errors import ServiceError
+from segstream.net import port_is_open
 from segstream.settings import Settings
 
-__all__ = ["LocalServer", "ManagedProcess", "log_tail", "port_is_open", "wait_until"]
-
-
-def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
-    """True when something accepts TCP connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+__all__ = ["LocalServer", "ManagedProcess", "log_tail", "wait_until"]
 
 
 def wait_until(check: object, timeout_s: float, interval_s: float = 0.1) -> bool:

@@ -2,14 +2,14 @@
 
 Settings come from the ``SEGSTREAM_*`` environment, as for ``segstream worker``. This is the
 only module that builds an app at import time; everything else calls
-:func:`segstream.stream.app.create_app`.
+:func:`segstream.stream.service.create_service`.
 """
 
 from __future__ import annotations
 
 from segstream.settings import load_settings
-from segstream.stream.app import create_app
+from segstream.stream.service import create_service
 
 __all__ = ["app"]
 
-app = create_app(load_settings())
+app = create_service(load_settings())

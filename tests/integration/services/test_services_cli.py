@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from segstream.services.process import port_is_open
+from segstream.net import port_is_open
 from tests.ports import free_port
 
 

@@ -25,9 +25,9 @@ import pandas as pd
 import pytest
 
 from segstream.settings import Settings, as_environment, load_settings
-from segstream.stream.lag import read_lag
-from segstream.stream.replay import ReplayPlan, publish_events, read_replay_plan
-from segstream.stream.topics import ensure_topics
+from segstream.stream.kafka.lag import read_lag
+from segstream.stream.kafka.topics import ensure_topics
+from segstream.stream.lifecycle.replay import ReplayPlan, publish_events, read_replay_plan
 from segstream.training.artifact import Model, load_model
 from segstream.training.data import DataSource, read_features
 from segstream.training.generate import generate_tables, load_catalogue, write_tables
@@ -206,11 +206,7 @@ def start_worker(tmp_path: Path) -> Iterator:
 def replay(settings: Settings, plan: ReplayPlan, rate: float | None = None) -> None:
     """Publish ``plan``'s events to the settings' input topics."""
     topics = {"users": settings.topic_users, "orders": settings.topic_orders}
-    asyncio.run(
-        publish_events(
-            plan.events, bootstrap=settings.kafka_bootstrap_servers, topics=topics, rate=rate
-        )
-    )
+    asyncio.run(publish_events(plan.events, settings=settings, topics=topics, rate=rate))
 
 
 def input_lag(settings: Settings) -> int:

@@ -24,11 +24,11 @@ import jsonschema
 import pandas as pd
 import redis
 
-from segstream.cli import main as segstream_main
+from segstream.cli.main import main as segstream_main
 from segstream.settings import Settings
-from segstream.stream.events import load_schema
-from segstream.stream.state import outbox_key, state_key, state_prefix
-from segstream.stream.topics import read_all
+from segstream.stream.domain.events import load_schema
+from segstream.stream.kafka.topics import read_all
+from segstream.stream.state.keys import outbox_key, state_key, state_prefix
 from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.conftest import Dataset
 
@@ -85,7 +85,7 @@ def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> None:
 
     final = {uid: int(want[7]) for uid, want in expected.items()}
     check_changes(settings, final, dataset.model.version)
-    segments = asyncio.run(read_all(settings.kafka_bootstrap_servers, settings.topic_user_segments))
+    segments = asyncio.run(read_all(settings, settings.topic_user_segments))
     last: dict[int, int] = {}
     for record in segments:
         last[int(record.key)] = json.loads(record.value)["segment"]
@@ -102,9 +102,7 @@ def check_changes(
 
     The last change of each user names ``version``, or one of the user's own ``versions``.
     """
-    records = asyncio.run(
-        read_all(settings.kafka_bootstrap_servers, settings.topic_segment_changes)
-    )
+    records = asyncio.run(read_all(settings, settings.topic_segment_changes))
     validator = jsonschema.Draft202012Validator(load_schema("segment_change"))
     chains: dict[int, list[dict]] = defaultdict(list)
     seen: dict[str, bytes] = {}

@@ -14,9 +14,9 @@ import redis
 from aiokafka import AIOKafkaProducer
 
 from segstream.settings import Settings
-from segstream.stream.dead_letters import read_headers
-from segstream.stream.state import state_key, state_prefix
-from segstream.stream.topics import read_all
+from segstream.stream.domain.dead_letters import read_headers
+from segstream.stream.kafka.topics import read_all
+from segstream.stream.state.keys import state_key, state_prefix
 from segstream.training.assign import assign
 from tests.integration.stream.conftest import Dataset, wait_until_consumed
 
@@ -124,9 +124,7 @@ def test_every_bad_input_is_dead_lettered_and_every_valid_one_counts(
     wait_until_consumed(stream_settings, [worker])
     assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
 
-    letters = asyncio.run(
-        read_all(stream_settings.kafka_bootstrap_servers, stream_settings.topic_dead_letters)
-    )
+    letters = asyncio.run(read_all(stream_settings, stream_settings.topic_dead_letters))
     found = {}
     for record in letters:
         headers = read_headers(record.headers)

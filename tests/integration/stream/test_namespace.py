@@ -12,9 +12,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from segstream.settings import Settings
-from segstream.stream.namespace import drop_namespace, leader_topic
-from segstream.stream.state import state_prefix
-from segstream.stream.topics import ensure_topics, topic_specs
+from segstream.stream.kafka.topics import ensure_topics, topic_specs
+from segstream.stream.lifecycle.namespace import drop_namespace, leader_topic
+from segstream.stream.state.keys import state_prefix
 from tests.integration.stream.conftest import app_settings
 
 

@@ -11,8 +11,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from segstream.stream.events import Event, OrderEvent, OrderItem, Source, UserEvent
-from segstream.stream.state import RedisState, Settle, UserState
+from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source, UserEvent
+from segstream.stream.domain.user import Settle, UserState
+from segstream.stream.state.store import RedisState
 from segstream.training.features import most_frequent
 
 PREFIX = "t:"

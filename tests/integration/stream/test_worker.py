@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from segstream.settings import Settings
-from segstream.stream.state import state_prefix
+from segstream.stream.state.keys import state_prefix
 from tests.integration.stream.conftest import (
     FAUST_WORKER,
     Dataset,

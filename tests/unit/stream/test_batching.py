@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from segstream.errors import SegstreamError
-from segstream.stream.batching import BatchPipeline
+from segstream.stream.worker.batching import BatchPipeline
 
 
 class _Message:

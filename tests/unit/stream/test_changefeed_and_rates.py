@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from segstream.stream.changefeed import ChangeFeed, parse_change
-from segstream.stream.live import offset_rates
+from segstream.stream.http.live import offset_rates
+from segstream.stream.kafka.changefeed import ChangeFeed, parse_change
 
 
 def change_value(user_id: int, previous: int | None, segment: int) -> bytes:

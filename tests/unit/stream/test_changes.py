@@ -8,17 +8,19 @@ import jsonschema
 import numpy as np
 
 from segstream.errors import EventError
-from segstream.stream.changes import (
-    Output,
-    change_due,
-    encode_change,
-    event_id,
-    user_segment_output,
+from segstream.stream.domain.batch import parse_batch, plan_settles
+from segstream.stream.domain.changes import change_due, encode_change, event_id, user_segment_output
+from segstream.stream.domain.dead_letters import HEADER_NAMES, dead_letter, read_headers
+from segstream.stream.domain.events import (
+    Event,
+    OrderEvent,
+    OrderItem,
+    Source,
+    UserEvent,
+    load_schema,
 )
-from segstream.stream.dead_letters import HEADER_NAMES, dead_letter, read_headers
-from segstream.stream.events import Event, OrderEvent, OrderItem, Source, UserEvent, load_schema
-from segstream.stream.processor import Topics, parse_batch, plan_settles
-from segstream.stream.state import UserState
+from segstream.stream.domain.topics import Output, Topics
+from segstream.stream.domain.user import UserState
 
 SRC = Source("orders", 2, 41)
 FEATURES = {

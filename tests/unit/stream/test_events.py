@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from segstream.errors import EventError
-from segstream.stream.events import (
+from segstream.stream.domain.events import (
     MAX_EVENT_BYTES,
     REASONS,
     OrderEvent,

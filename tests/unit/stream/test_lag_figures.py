@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segstream.stream.lag import LagSnapshot, partition_lag
+from segstream.stream.kafka.lag import LagSnapshot, partition_lag
 
 
 def lag(**kwargs: object):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from segstream.stream.lag import LagSnapshot, partition_lag
-from segstream.stream.ops_cli import lag_table
+from segstream.cli.ops import lag_table
+from segstream.stream.kafka.lag import LagSnapshot, partition_lag
 
 
 def render(snapshot: LagSnapshot) -> list[str]:

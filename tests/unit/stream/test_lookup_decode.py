@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from segstream.stream.lookup import Populations, merge_page, stored_user, user_pattern
+from segstream.stream.state.keys import user_pattern
+from segstream.stream.state.lookup import stored_user
+from segstream.stream.state.populations import Populations, merge_page
 
 FULL = {
     b"age": b"31",

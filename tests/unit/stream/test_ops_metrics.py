@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from segstream.stream.events import REASONS
-from segstream.stream.lag import partition_lag
-from segstream.stream.metrics import Metrics, RollingCounter
+from segstream.stream.domain.events import REASONS
+from segstream.stream.domain.rates import RollingCounter
+from segstream.stream.http.metrics import Metrics
+from segstream.stream.kafka.lag import partition_lag
 
 
 class FakeClock:

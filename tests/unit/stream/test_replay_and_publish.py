@@ -11,11 +11,12 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from segstream.errors import ServiceError
-from segstream.stream.changes import Output
-from segstream.stream.events import parse_order, parse_user
-from segstream.stream.publisher import default_partition, group_by_partition
-from segstream.stream.replay import ReplayEvent, build_events, publish_events
-from segstream.stream.state import describe_user
+from segstream.settings import Settings
+from segstream.stream.domain.events import parse_order, parse_user
+from segstream.stream.domain.topics import Output
+from segstream.stream.kafka.publisher import default_partition, group_by_partition
+from segstream.stream.lifecycle.replay import ReplayEvent, build_events, publish_events
+from segstream.stream.state.codec import describe_user
 from tests.ports import free_port
 
 
@@ -89,7 +90,10 @@ def test_a_paced_publication_that_fails_leaves_the_garbage_collector_enabled() -
     with pytest.raises(ServiceError):
         asyncio.run(
             publish_events(
-                [event], bootstrap=f"127.0.0.1:{free_port()}", topics={"users": "u"}, rate=10.0
+                [event],
+                settings=Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}"),
+                topics={"users": "u"},
+                rate=10.0,
             )
         )
     assert gc.isenabled()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from segstream.stream.events import OrderEvent, OrderItem, Source, UserEvent
-from segstream.stream.state import decode_state, encode_events, outbox_key, state_key
+from segstream.stream.domain.events import OrderEvent, OrderItem, Source, UserEvent
+from segstream.stream.state.codec import decode_state, encode_events
+from segstream.stream.state.keys import outbox_key, state_key
 
 
 def test_keys_share_the_user_hash_tag() -> None:

@@ -8,8 +8,8 @@ import fastjsonschema
 import pytest
 from aiohttp import web
 
-from segstream.stream.openapi import MAX_USER_ID, PREDICT_REQUEST, openapi_document
-from segstream.stream.web import parse_predict_body, parse_user_id
+from segstream.stream.http.openapi import MAX_USER_ID, PREDICT_REQUEST, openapi_document
+from segstream.stream.http.server import parse_predict_body, parse_user_id
 from segstream.training.features import FEATURE_COLUMNS
 
 GOOD = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from segstream.training.bench import print_figures, run_bench
+from benchmarks.training import print_figures, run_bench
 
 
 @pytest.mark.slow

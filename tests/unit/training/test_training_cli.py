@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from segstream.cli import main
+from segstream.cli.main import main
 from segstream.training.artifact import load_model, publish_current
 from segstream.training.assign import assign
 from segstream.training.data import DataSource, read_features

@@ -17,9 +17,8 @@ from collections.abc import Collection, Mapping
 import redis
 
 from segstream.settings import Settings
-from segstream.stream.app import state_prefix
-from segstream.stream.state import outbox_key, state_key
-from segstream.stream.topics import read_all
+from segstream.stream.kafka.topics import read_all
+from segstream.stream.state.keys import outbox_key, state_key, state_prefix
 from segstream.training.artifact import Model
 from segstream.training.assign import assign
 from segstream.training.features import FEATURE_COLUMNS
@@ -53,9 +52,7 @@ def stored_users(settings: Settings, user_ids: list[int]) -> dict[int, tuple[lis
 
 def last_changes(settings: Settings) -> dict[int, dict]:
     """user_id -> the user's last segment-change event (as JSON), of every user with one."""
-    records = asyncio.run(
-        read_all(settings.kafka_bootstrap_servers, settings.topic_segment_changes)
-    )
+    records = asyncio.run(read_all(settings, settings.topic_segment_changes))
     return {int(record.key): json.loads(record.value) for record in records}
 
 
@@ -110,7 +107,7 @@ def check_versioned_parity(
             for uid, (_, version) in final.items()
         },
     )
-    records = asyncio.run(read_all(settings.kafka_bootstrap_servers, settings.topic_user_segments))
+    records = asyncio.run(read_all(settings, settings.topic_user_segments))
     last = {int(r.key): json.loads(r.value)["segment"] for r in records}
     assert last == {uid: seg for uid, (seg, _) in final.items()}
     return final

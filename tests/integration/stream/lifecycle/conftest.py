@@ -33,7 +33,12 @@ from sklearn.cluster import KMeans
 
 from segstream.errors import SegstreamError
 from segstream.settings import Settings
-from segstream.stream.replay import ReplayEvent, ReplayPlan, publish_events, read_replay_plan
+from segstream.stream.lifecycle.replay import (
+    ReplayEvent,
+    ReplayPlan,
+    publish_events,
+    read_replay_plan,
+)
 from segstream.training.artifact import Model, load_model, publish_current
 from segstream.training.assign import assign
 from segstream.training.data import DataSource, read_features
@@ -162,7 +167,7 @@ class BackgroundReplay:
                 asyncio.run(
                     publish_events(
                         events,
-                        bootstrap=settings.kafka_bootstrap_servers,
+                        settings=settings,
                         topics=topics,
                         rate=rate,
                         progress=lambda n: self.sent_at.extend([time.monotonic()] * n),

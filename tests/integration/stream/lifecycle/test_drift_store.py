@@ -13,12 +13,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from segstream.cli import main as segstream_main
+from segstream.cli.main import main as segstream_main
 from segstream.errors import StateError
-from segstream.stream.assigner import assign_states
-from segstream.stream.drift import drift_distances
-from segstream.stream.drift_shared import DriftStore, SharedDrift
-from segstream.stream.state import UserState
+from segstream.stream.domain.assignment import assign_states
+from segstream.stream.domain.user import UserState
+from segstream.stream.drift.centroids import drift_distances
+from segstream.stream.drift.shared import DriftStore, SharedDrift
 from segstream.training.artifact import Model
 from tests.integration.stream.conftest import Dataset
 

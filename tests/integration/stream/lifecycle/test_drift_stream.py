@@ -25,12 +25,11 @@ import redis
 import redis.asyncio as aioredis
 
 from segstream.settings import Settings, load_settings
-from segstream.stream.app import state_prefix
-from segstream.stream.drift import Centroids
-from segstream.stream.drift_shared import Contribution, DriftStore
-from segstream.stream.replay import ReplayEvent, ReplayPlan
-from segstream.stream.state import state_key
-from segstream.stream.topics import ensure_topics
+from segstream.stream.drift.centroids import Centroids
+from segstream.stream.drift.shared import Contribution, DriftStore
+from segstream.stream.kafka.topics import ensure_topics
+from segstream.stream.lifecycle.replay import ReplayEvent, ReplayPlan
+from segstream.stream.state.keys import state_key, state_prefix
 from segstream.training.artifact import Model
 from segstream.training.assign import nearest
 from tests.integration.stream.conftest import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from segstream.settings import Settings
-from segstream.stream.replay import ReplayPlan
+from segstream.stream.lifecycle.replay import ReplayPlan
 from segstream.training.artifact import ARRAYS_FILE, CURRENT_LINK
 from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
 from tests.integration.stream.lifecycle.checks import check_versioned_parity, last_changes

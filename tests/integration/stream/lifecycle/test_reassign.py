@@ -15,14 +15,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from segstream.settings import Settings
-from segstream.stream.app import output_producer, state_prefix
-from segstream.stream.assigner import Assigner
-from segstream.stream.changes import Output
-from segstream.stream.processor import Topics
-from segstream.stream.publisher import AiokafkaSender
-from segstream.stream.reassign import REASSIGN_SOURCE, Reassigner
-from segstream.stream.state import RedisState
-from segstream.stream.topics import read_all
+from segstream.stream.clients.kafka import output_producer
+from segstream.stream.domain.topics import Output, Topics
+from segstream.stream.kafka.publisher import AiokafkaSender
+from segstream.stream.kafka.topics import read_all
+from segstream.stream.lifecycle.reassign import REASSIGN_SOURCE, Reassigner
+from segstream.stream.state.keys import state_prefix
+from segstream.stream.state.store import RedisState
+from segstream.stream.worker.assigner import Assigner
 from tests.integration.stream.conftest import (
     Dataset,
     cli_json,
@@ -84,9 +84,7 @@ def reassign_interrupted(settings: Settings, batches: int, batch_size: int) -> N
 
 
 def change_records(settings: Settings) -> list[dict[str, Any]]:
-    records = asyncio.run(
-        read_all(settings.kafka_bootstrap_servers, settings.topic_segment_changes)
-    )
+    records = asyncio.run(read_all(settings, settings.topic_segment_changes))
     return [json.loads(record.value) for record in records]
 
 

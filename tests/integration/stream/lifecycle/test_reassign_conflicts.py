@@ -14,12 +14,14 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 
-from segstream.stream.assigner import Assigner, assign_states
-from segstream.stream.changes import Output
-from segstream.stream.events import Event, OrderEvent, OrderItem, Source, UserEvent
-from segstream.stream.processor import Topics, plan_settles
-from segstream.stream.reassign import Reassigner
-from segstream.stream.state import RedisState, UserState
+from segstream.stream.domain.assignment import assign_states
+from segstream.stream.domain.batch import plan_settles
+from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source, UserEvent
+from segstream.stream.domain.topics import Output, Topics
+from segstream.stream.domain.user import UserState
+from segstream.stream.lifecycle.reassign import Reassigner
+from segstream.stream.state.store import RedisState
+from segstream.stream.worker.assigner import Assigner
 from segstream.training.artifact import publish_current, save_model
 from tests.small_model import make_model
 

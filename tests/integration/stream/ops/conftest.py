@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from segstream.settings import Settings
-from segstream.stream.metrics import Metrics
-from segstream.stream.replay import ReplayEvent
+from segstream.stream.http.metrics import Metrics
+from segstream.stream.lifecycle.replay import ReplayEvent
 from tests.integration.stream.conftest import Dataset, app_settings
 from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker
 from tests.ports import free_port

@@ -3,7 +3,7 @@ worker, and readers of the Prometheus exposition.
 
 The stand-in worker is what phase 1 has instead of the Faust worker: a plain aiokafka consumer
 in the worker's group (manually assigned, so no rebalance wait) handing each batch to the
-worker's own :class:`~segstream.stream.processor.BatchProcessor` (real Redis, Lua, model,
+worker's own :class:`~segstream.stream.worker.processor.BatchProcessor` (real Redis, Lua, model,
 producer), then committing. Redis state, ``segment-changes`` and ``user-segments`` are then
 exactly what the worker writes.
 """
@@ -24,20 +24,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from segstream.settings import Settings
-from segstream.stream.app import state_prefix
-from segstream.stream.assigner import Assigner
-from segstream.stream.processor import BatchProcessor, Topics
-from segstream.stream.publisher import AiokafkaSender
-from segstream.stream.replay import ReplayEvent, publish_events
-from segstream.stream.state import RedisState
-from segstream.stream.topics import partitions_of
-from segstream.stream.web import create_web_app, start_web
+from segstream.stream.domain.topics import Topics
+from segstream.stream.http.server import create_web_app, start_web
+from segstream.stream.kafka.publisher import AiokafkaSender
+from segstream.stream.kafka.topics import partitions_of
+from segstream.stream.lifecycle.replay import ReplayEvent, publish_events
+from segstream.stream.state.keys import state_prefix
+from segstream.stream.state.store import RedisState
+from segstream.stream.worker.assigner import Assigner
+from segstream.stream.worker.processor import BatchProcessor
 
 
 def publish(settings: Settings, events: list[ReplayEvent]) -> None:
     """Publish replay events to the settings' input topics."""
     topics = {"users": settings.topic_users, "orders": settings.topic_orders}
-    asyncio.run(publish_events(events, bootstrap=settings.kafka_bootstrap_servers, topics=topics))
+    asyncio.run(publish_events(events, settings=settings, topics=topics))
 
 
 async def _stand_in(settings: Settings, expected: int, timeout_s: float) -> int:
@@ -45,7 +46,7 @@ async def _stand_in(settings: Settings, expected: int, timeout_s: float) -> int:
     partitions = [
         TopicPartition(topic, p)
         for topic in (settings.topic_users, settings.topic_orders)
-        for p in await partitions_of(bootstrap, topic)
+        for p in await partitions_of(settings, topic)
     ]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from segstream.cli import main
+from segstream.cli.main import main
 from segstream.settings import load_settings
-from segstream.stream.topics import read_all
+from segstream.stream.kafka.topics import read_all
 from segstream.training.assign import assign
 from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.ops.conftest import World
@@ -32,9 +32,7 @@ def test_user_lookup_gives_the_batch_features_segment_and_distances(
     model = world.dataset.model
     expected = assign(model, {c: [rows[u][c] for u in users] for c in FEATURE_COLUMNS})
     current = {}
-    for record in asyncio.run(
-        read_all(world.settings.kafka_bootstrap_servers, world.settings.topic_user_segments)
-    ):
+    for record in asyncio.run(read_all(world.settings, world.settings.topic_user_segments)):
         current[int(record.key)] = json.loads(record.value)
     for i, user_id in enumerate(users):
         status, body = served.json("GET", f"/users/{user_id}")

@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 
-from segstream.stream.openapi import openapi_document
+from segstream.stream.http.openapi import openapi_document
 from tests.integration.stream.ops.support import ServedApp
 
 DOCUMENT = openapi_document()

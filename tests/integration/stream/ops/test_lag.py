@@ -14,10 +14,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from segstream.cli import main
+from segstream.cli.main import main
 from segstream.settings import Settings
-from segstream.stream.lag import LagSnapshot, read_lag
-from segstream.stream.metrics import Metrics
+from segstream.stream.http.metrics import Metrics
+from segstream.stream.kafka.lag import LagSnapshot, read_lag
 from tests.integration.stream.conftest import Dataset
 from tests.integration.stream.ops.conftest import ops_settings
 from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker, wait_for
@@ -29,7 +29,7 @@ PENDING = 137
 
 def lag_now(settings: Settings) -> LagSnapshot:
     topics = [settings.topic_users, settings.topic_orders]
-    return asyncio.run(read_lag(settings.kafka_bootstrap_servers, settings.app_id, topics))
+    return asyncio.run(read_lag(settings, settings.app_id, topics))
 
 
 def cli_lag(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys, *args: str) -> str:

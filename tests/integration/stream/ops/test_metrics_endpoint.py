@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from segstream.stream.metrics import Metrics
+from segstream.stream.http.metrics import Metrics
 from tests.integration.stream.ops.conftest import World
 from tests.integration.stream.ops.support import ServedApp, named, scrape
 

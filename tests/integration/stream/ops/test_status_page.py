@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from segstream.stream.metrics import Metrics
+from segstream.stream.http.metrics import Metrics
 from tests.integration.stream.ops.conftest import World
 from tests.integration.stream.ops.support import ServedApp, publish, stand_in_worker
 

@@ -27,11 +27,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from segstream.settings import Settings
-from segstream.stream.events import REASONS, load_schema
-from segstream.stream.metrics import Metrics
-from segstream.stream.replay import ReplayEvent
-from segstream.stream.state import state_key, state_prefix
-from segstream.stream.topics import read_all
+from segstream.stream.domain.events import REASONS, load_schema
+from segstream.stream.http.metrics import Metrics
+from segstream.stream.kafka.topics import read_all
+from segstream.stream.lifecycle.replay import ReplayEvent
+from segstream.stream.state.keys import state_key, state_prefix
 from tests.integration.stream.conftest import (
     Dataset,
     WorkerProcess,
@@ -281,7 +281,7 @@ def test_a_new_consumer_of_user_segments_gets_every_users_current_segment(
     # Following segment-changes from there on is consistent: each user's last change there is
     # the bootstrapped value (a user's records all sit in one partition, in order).
     last_change: dict[int, dict[str, Any]] = {}
-    for record in asyncio.run(read_all(bootstrap, settings.topic_segment_changes)):
+    for record in asyncio.run(read_all(settings, settings.topic_segment_changes)):
         last_change[int(record.key)] = json.loads(record.value)
     assert {
         u: (c["segment"], c["model_version"], c["occurred_at"]) for u, c in last_change.items()
@@ -295,7 +295,6 @@ def test_a_new_consumer_of_user_segments_gets_every_users_current_segment(
 
 def test_worker_metrics_count_what_was_sent_and_published(run: WorkerRun, dataset: Dataset) -> None:
     settings, version = run.settings, dataset.model.version
-    bootstrap = settings.kafka_bootstrap_servers
     first = run.first_scrape
     assert named(first, "segstream_events_consumed_total") == {}
     assert named(first, "segstream_dead_letters_total") == {(("reason", r),): 0.0 for r in REASONS}
@@ -321,11 +320,11 @@ def test_worker_metrics_count_what_was_sent_and_published(run: WorkerRun, datase
     assert named(samples, "segstream_dead_letters_total") == {
         (("reason", r),): float(reasons[r]) for r in REASONS
     }
-    assert len(asyncio.run(read_all(bootstrap, settings.topic_dead_letters))) == len(BAD)
+    assert len(asyncio.run(read_all(settings, settings.topic_dead_letters))) == len(BAD)
 
     # The metric counts every change published, re-sends included: so do the topic's records.
     # A clean run re-sends nothing, so each record is a distinct change too.
-    changes = asyncio.run(read_all(bootstrap, settings.topic_segment_changes))
+    changes = asyncio.run(read_all(settings, settings.topic_segment_changes))
     assert one("segstream_segment_changes_total") == len(changes)
     assert len({json.loads(r.value)["event_id"] for r in changes}) == len(changes)
     assert len(changes) >= len(run.segments)

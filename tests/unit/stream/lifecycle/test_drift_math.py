@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from segstream.settings import load_settings
-from segstream.stream.drift import (
+from segstream.stream.drift.centroids import (
     Centroids,
     decode_centers,
     drift_distances,
@@ -15,7 +15,7 @@ from segstream.stream.drift import (
     encode_centers,
     learn_deltas,
 )
-from segstream.stream.drift_shared import shared_drift
+from segstream.stream.drift.shared import shared_drift
 from segstream.training.artifact import Model
 from segstream.training.assign import assign, nearest
 

@@ -6,8 +6,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from segstream.stream.assigner import Assigner
-from segstream.stream.metrics import Metrics
+from segstream.stream.http.metrics import Metrics
+from segstream.stream.worker.assigner import Assigner
 from segstream.training.artifact import ARRAYS_FILE, CURRENT_LINK, Model
 
 

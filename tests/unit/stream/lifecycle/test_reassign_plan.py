@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 
-from segstream.stream.changes import event_id
-from segstream.stream.reassign import REASSIGN_SOURCE, plan_reassign, user_id_of
-from segstream.stream.state import UserState
+from segstream.stream.domain.changes import event_id
+from segstream.stream.domain.user import UserState
+from segstream.stream.lifecycle.reassign import REASSIGN_SOURCE, plan_reassign, user_id_of
 
 WHEN = "2026-02-01T10:00:00.000000Z"
 

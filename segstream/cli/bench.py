@@ -1,0 +1,103 @@
+"""``segstream bench training | stream | ops``: the benchmarks, which print their figures.
+
+The benchmarks live in ``benchmarks/`` of a source checkout, not in the installed package; these
+verbs run them from the checkout the package was installed from (``pip install -e .``, as
+``make setup`` does). ``make bench`` runs the training and streaming ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from rich.console import Console
+
+from segstream.errors import ConfigError
+from segstream.settings import load_settings
+
+__all__ = ["add_commands"]
+
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def benchmark(name: str) -> ModuleType:
+    """The module ``benchmarks.<name>`` of the checkout segstream runs from.
+
+    Raises:
+        ConfigError: segstream was installed without its source checkout.
+    """
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "benchmarks" / "__init__.py").is_file():
+        raise ConfigError(
+            "the benchmarks ship with the source, not the installed package: run them from a "
+            "checkout (git clone, then make bench)"
+        )
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def _bench_training(args: argparse.Namespace) -> int:
+    training = benchmark("training")
+    figures = training.run_bench(
+        users=args.users,
+        big_users=0 if args.skip_big else args.big_users,
+        products=Path(args.products) if args.products else None,
+        workdir=Path(args.workdir) if args.workdir else None,
+        seed=args.seed,
+    )
+    training.print_figures(figures, Console())
+    return 0
+
+
+def _bench_stream(args: argparse.Namespace) -> int:
+    return benchmark("stream").run_stream_bench(load_settings(), args)
+
+
+def _bench_ops(args: argparse.Namespace) -> int:
+    if args.users < 1 or args.requests < 4:
+        raise ConfigError("--users must be at least 1 and --requests at least 4")
+    return benchmark("ops").run_ops_bench(load_settings(), args.users, args.requests)
+
+
+def add_commands(sub: SubParsers) -> None:
+    """Register ``bench training``, ``bench stream`` and ``bench ops``."""
+    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="TARGET")
+    p = targets.add_parser(
+        "training", help="generate+train at 100k, SQL+train at 1M, assignment rate"
+    )
+    p.add_argument(
+        "--users", type=int, default=100_000, help="users of the small run (default 100000)"
+    )
+    p.add_argument(
+        "--big-users", type=int, default=1_000_000, help="users of the large run (default 1000000)"
+    )
+    p.add_argument("--skip-big", action="store_true", help="skip the large run")
+    p.add_argument("--products", metavar="PATH", help="a real thelook products.parquet")
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="where to write data and models (default: a temporary directory)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_bench_training)
+    p = targets.add_parser(
+        "stream",
+        help="worker throughput and latency, Redis memory per user, start-to-first-event",
+    )
+    p.add_argument("--events", type=int, default=200_000, help="order events of the throughput run")
+    p.add_argument("--users", type=int, default=100_000, help="users of the memory run")
+    p.add_argument("--rate", type=float, default=2_000.0, help="events/s of the latency run")
+    p.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run")
+    p.add_argument("--workdir", metavar="DIR", help="where to keep data and models (default: temp)")
+    p.set_defaults(handler=_bench_stream)
+    p = targets.add_parser(
+        "ops", help="population count, lag read and HTTP API latencies on the configured stack"
+    )
+    p.add_argument("--users", type=int, default=100_000, help="synthetic users to count")
+    p.add_argument("--requests", type=int, default=2_000, help="GET /users requests to time")
+    p.set_defaults(handler=_bench_ops)

@@ -1,0 +1,250 @@
+"""``segstream demo``: the whole product end to end on this machine, then a clean stop.
+
+Services up -> generate a thelook-shaped dataset -> train -> start a worker -> replay the
+dataset through Kafka while a live panel shows events processed, lag, segment populations
+and the latest changes -> check that every user's streamed segment equals the batch one ->
+stop the worker and whatever services the demo started. Ctrl-C at any point runs the same
+clean-up, so nothing is left running.
+
+The demo works in its own namespace (app id ``segstream-demo``, topics ``demo.*``, data
+under ``<data_dir>/demo``) and resets only that namespace, so it never touches the state or
+topics of a real deployment on the same stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from segstream.errors import ServiceError
+from segstream.services.stack import Stack
+from segstream.settings import Settings, as_environment, load_settings
+
+__all__ = ["add_commands", "run_demo"]
+
+SHARED_CATALOGUE = Path("../shared/data/thelook/products.parquet")
+DEMO_APP_ID = "segstream-demo"
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register the ``demo`` verb."""
+    parser = sub.add_parser("demo", help="run the product end to end on the local stack")
+    parser.add_argument("--users", type=int, default=20_000, help="users to generate")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="replay at most N events/s (default: flat out)"
+    )
+    parser.add_argument(
+        "--products",
+        default=None,
+        help=f"real product catalogue (default: {SHARED_CATALOGUE} when present)",
+    )
+    parser.set_defaults(handler=lambda args: run_demo(load_settings(), args))
+
+
+def _demo_settings(settings: Settings, stack: Stack, models: Path) -> Settings:
+    """The demo's namespace on the local stack: its own app id, topics and models."""
+    return load_settings(
+        **{
+            **settings.model_dump(),
+            "kafka_bootstrap_servers": stack.kafka.bootstrap,
+            "redis_url": stack.redis.url,
+            "model_dir": models,
+            "app_id": DEMO_APP_ID,
+            "topic_users": "demo.users",
+            "topic_orders": "demo.orders",
+            "topic_segment_changes": "demo.segment-changes",
+            "topic_user_segments": "demo.user-segments",
+            "topic_dead_letters": "demo.dead-letters",
+        }
+    )
+
+
+def _segstream(*args: str) -> list[str]:
+    return [sys.executable, "-m", "segstream.cli", *args]
+
+
+def _step(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def _run(env: dict[str, str], *args: str) -> None:
+    result = subprocess.run(_segstream(*args), env=env, check=False)
+    if result.returncode != 0:
+        raise ServiceError(f"`segstream {' '.join(args)}` failed with exit {result.returncode}")
+
+
+def _reset_namespace(settings: Settings) -> None:
+    """Delete the demo's topics and Redis keys left by a previous run.
+
+    The demo's consumer group keeps no offset of the deleted topics, so the worker reads the
+    re-created ones from the beginning.
+    """
+    from segstream.stream.lifecycle.namespace import drop_namespace
+
+    drop_namespace(settings, [settings.app_id])
+    time.sleep(1.0)  # topic deletion completes asynchronously on the broker
+
+
+def _status(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _panel(status: dict[str, Any] | None, replay_done: bool) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    if status is None:
+        return Table(title="waiting for the worker's status page…")
+    lag = status.get("lag") or {}
+    committed = sum(p.get("committed") or 0 for p in lag.get("partitions", []))
+    head = Table.grid(padding=(0, 3))
+    head.add_row(
+        f"[b]events processed[/b] {committed:,}",
+        f"[b]lag[/b] {lag.get('total') if lag.get('total') is not None else '?'}",
+        f"[b]processed/s[/b] {status['throughput'].get('processed_per_s') or 0:,.0f}",
+        f"[b]replay[/b] {'done' if replay_done else 'running'}",
+    )
+    pops = Table(title=f"segments (model {status['model'].get('version')})", min_width=40)
+    pops.add_column("segment", justify="right")
+    pops.add_column("users", justify="right")
+    for row in status["populations"].get("segments", []):
+        pops.add_row(str(row["segment"]), f"{row['users']:,}")
+    changes = Table(title="latest segment changes", min_width=50)
+    for column in ("user", "from", "to"):
+        changes.add_column(column, justify="right")
+    for change in status["changes"].get("latest", [])[:8]:
+        previous = change.get("previous_segment")
+        changes.add_row(
+            str(change.get("user_id")),
+            "new" if previous is None else str(previous),
+            str(change.get("segment")),
+        )
+    return Group(head, pops, changes)
+
+
+def _watch(settings: Settings, replay: subprocess.Popen[bytes]) -> None:
+    """Live panel until the replay has finished and the worker has caught up."""
+    from rich.live import Live
+
+    url = f"http://{settings.http_host}:{settings.http_port}/status.json"
+    caught_up_since: float | None = None
+    with Live(_panel(None, False), refresh_per_second=2) as live:
+        while True:
+            status = _status(url)
+            done = replay.poll() is not None
+            live.update(_panel(status, done))
+            if done and replay.returncode != 0:
+                raise ServiceError(f"the replay failed with exit {replay.returncode}")
+            lag = (status or {}).get("lag") or {}
+            caught_up = done and lag.get("total") == 0 and not lag.get("missing_topics")
+            if caught_up:
+                # Two quiet readings in a row: the worker has really drained its input.
+                if caught_up_since is not None and time.monotonic() - caught_up_since > 2:
+                    return
+                caught_up_since = caught_up_since or time.monotonic()
+            else:
+                caught_up_since = None
+            time.sleep(0.5)
+
+
+def _stop(process: subprocess.Popen[bytes] | None, name: str) -> None:
+    if process is None or process.poll() is not None:
+        return
+    print(f"   stopping the {name}", flush=True)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
+    """Run the demo; returns 0 when the stream's segments equal the batch's for every user."""
+    users = args.users if args else 20_000
+    rate = args.rate if args else None
+    products = Path(args.products) if args and args.products else SHARED_CATALOGUE
+    work = settings.data_dir.resolve() / "demo"
+    data, models = work / "data", work / "models"
+    stack = Stack(settings)
+    worker: subprocess.Popen[bytes] | None = None
+    replay: subprocess.Popen[bytes] | None = None
+    started: dict[str, float | None] = {}
+    try:
+        t0 = _step("starting Kafka and Redis")
+        started = stack.up()
+        for status in stack.status():
+            print(f"   {status.name:6} {status.address}")
+        demo = _demo_settings(settings, stack, models)
+        env = as_environment(demo, os.environ)
+        _reset_namespace(demo)
+        print(f"   ready in {time.perf_counter() - t0:.1f} s")
+
+        _step(f"generating {users:,} thelook-shaped users")
+        extra = ["--products", str(products)] if products.exists() else []
+        _run(env, "generate", "--out", str(data), "--users", str(users), *extra)
+
+        _step("training: features SQL -> scale -> PCA -> k-means (k at the elbow)")
+        _run(env, "train", "--data", str(data), "--out", str(models), "--no-align")
+
+        _step("starting the streaming worker")
+        work.mkdir(parents=True, exist_ok=True)
+        with open(work / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                _segstream("worker"), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        print(f"   worker pid {worker.pid}, log {work / 'worker.log'}")
+        print(f"   status page http://{settings.http_host}:{settings.http_port}/")
+
+        _step("replaying the dataset's users and orders through Kafka")
+        replay_args = ["replay", "--data", str(data)] + (["--rate", str(rate)] if rate else [])
+        with open(work / "replay.log", "wb") as log:
+            replay = subprocess.Popen(
+                _segstream(*replay_args), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        _watch(demo, replay)
+
+        _step("batch vs stream: does every user's streamed segment equal `segstream assign`?")
+        _run(env, "assign", "--model", str(models / "current"), "--data", str(data),
+             "--out", str(work / "assigned.parquet"))  # fmt: skip
+        return _report_parity(demo, work / "assigned.parquet")
+    finally:
+        _step("stopping everything the demo started")
+        _stop(replay, "replay")
+        _stop(worker, "worker")
+        if started.get("kafka") is not None:
+            stack.kafka.stop()
+        if started.get("redis") is not None:
+            stack.redis.stop()
+        print("   done", flush=True)
+
+
+def _report_parity(settings: Settings, assigned_path: Path) -> int:
+    import pandas as pd
+
+    from segstream.stream.lifecycle.verify import compare_with_batch
+    from segstream.training.artifact import load_model
+
+    model = load_model(settings.model_dir / "current")
+    report = compare_with_batch(settings, pd.read_parquet(assigned_path), model.version)
+    print(
+        f"   {report.users:,} users: {report.matches:,} equal, {report.mismatched} different "
+        f"segment, {report.missing} missing, {report.other_model} under another model"
+    )
+    for user_id, batch, stream in report.examples:
+        print(f"   user {user_id}: batch segment {batch}, stream segment {stream}")
+    return 0 if report.ok else 1

@@ -1,0 +1,167 @@
+"""``segstream reassign | drift``: the model lifecycle's verbs (see ``docs/lifecycle.md``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from segstream.errors import ConfigError, StateError
+from segstream.settings import load_settings
+from segstream.stream.clients.redis import redis_client
+
+__all__ = ["add_commands"]
+
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def _reassign(args: argparse.Namespace) -> int:
+    from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from segstream.stream.lifecycle.reassign import reassign_all
+
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    settings = load_settings()
+    columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False, disable=args.json) as progress:
+        task = progress.add_task("re-assigning users", total=None)
+        report = asyncio.run(
+            reassign_all(
+                settings,
+                batch_size=args.batch_size,
+                on_start=lambda users: progress.update(task, total=users),
+                progress=lambda n: progress.advance(task, n),
+            )
+        )
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0
+    print(
+        f"model {report.model_version}: {report.users} users in {report.seconds:.1f} s, "
+        f"{report.assignable} assignable"
+    )
+    print(f"  segment changed      {report.changed} (one segment-change event each)")
+    print(f"  same segment         {report.version_only} (model version updated, no event)")
+    print(f"  already up to date   {report.unchanged}")
+    print(f"  published            {report.published} change events (pending ones included)")
+    if report.conflicts:
+        print(
+            f"  left to the workers  {report.conflicts} (a worker updated them from an event "
+            "meanwhile, features or segment, and its write stands; run again once every "
+            "worker uses this model)"
+        )
+    return 0
+
+
+def _drift_store(settings: Any) -> tuple[Any, Any, Any]:
+
+    from segstream.stream.drift.shared import DriftStore
+    from segstream.stream.state.keys import state_prefix
+    from segstream.training.artifact import load_model
+
+    model = load_model(settings.model_dir)
+    client = redis_client(settings)
+    return model, client, DriftStore(client, state_prefix(settings))
+
+
+def _drift_show(args: argparse.Namespace) -> int:
+    from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+    from segstream.stream.drift.centroids import drift_distances
+
+    settings = load_settings()
+    model, client, store = _drift_store(settings)
+
+    async def read() -> tuple[Any, Any]:
+        try:
+            return await store.read(model), await store.contributions(model.version)
+        finally:
+            await client.aclose()
+
+    state, contributions = asyncio.run(
+        retry(read, what="reading the drift state", transient=REDIS_TRANSIENT, attempts=3,
+              error=StateError)
+    )  # fmt: skip
+    distances = drift_distances(state.centers, model.centers)
+    document = {
+        "model_version": model.version,
+        "drift": settings.drift,
+        "state_version": state.version,
+        "points_learned": state.learned,
+        "max_distance": settings.drift_max_distance,
+        "segments": [
+            {
+                "segment": s,
+                "trained": model.centers[s].tolist(),
+                "current": state.centers[s].tolist(),
+                "distance": float(distances[s]),
+            }
+            for s in range(model.k)
+        ],
+        "writers": {c.writer: c.points for c in contributions},
+    }
+    if args.json:
+        print(json.dumps(document, indent=1))
+        return 0
+    print(
+        f"model {model.version} (SEGSTREAM_DRIFT={settings.drift}): shared centroids version "
+        f"{state.version}, {state.learned} points learned, max distance "
+        f"{settings.drift_max_distance}"
+    )
+    for row in document["segments"]:
+        trained, current = row["trained"], row["current"]
+        print(
+            f"  segment {row['segment']}: trained ({trained[0]:+.4f}, {trained[1]:+.4f}) "
+            f"now ({current[0]:+.4f}, {current[1]:+.4f}) distance {row['distance']:.4f}"
+        )
+    if contributions:
+        shown = ", ".join(f"{c.writer} {c.points}" for c in contributions)
+        print(f"  points by worker process: {shown}")
+    return 0
+
+
+def _drift_reset(args: argparse.Namespace) -> int:
+    from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+
+    settings = load_settings()
+    model, client, store = _drift_store(settings)
+    version = args.model_version or model.version
+
+    async def reset() -> bool:
+        try:
+            return await store.reset(version)
+        finally:
+            await client.aclose()
+
+    existed = asyncio.run(
+        retry(reset, what="resetting the drift state", transient=REDIS_TRANSIENT, attempts=3,
+              error=StateError)
+    )  # fmt: skip
+    if existed:
+        print(f"drift of model {version} reset: workers use its trained centres within 1 s")
+    else:
+        print(f"model {version} had not drifted")
+    return 0
+
+
+def add_commands(sub: SubParsers) -> None:
+    """Register ``reassign`` and ``drift show|reset``."""
+    p = sub.add_parser(
+        "reassign",
+        help="re-assign every user in Redis with the current model (safe while workers run)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=1000, metavar="N", help="users per batch (1000)"
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON, no progress")
+    p.set_defaults(handler=_reassign)
+
+    drift = sub.add_parser("drift", help="the shared drifted centroids (SEGSTREAM_DRIFT=river)")
+    verbs = drift.add_subparsers(dest="drift_command", required=True, metavar="ACTION")
+    p = verbs.add_parser("show", help="the current model's centres: trained, now, distance")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=_drift_show)
+    p = verbs.add_parser("reset", help="forget a model version's drift (back to trained centres)")
+    p.add_argument("--model-version", metavar="VERSION", help="default: the current model's")
+    p.set_defaults(handler=_drift_reset)

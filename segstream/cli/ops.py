@@ -1,0 +1,116 @@
+"""``segstream lag | api | bench ops``: the operators' verbs.
+
+``lag`` reads the worker group's position from Kafka itself (so it answers while every worker
+is down) and prints one row per partition; ``api`` serves the HTTP API, metrics and status
+page standalone, from Redis and the model directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import asdict
+
+from segstream.settings import load_settings
+from segstream.stream.kafka.lag import LagSnapshot
+
+__all__ = ["add_commands", "lag_table"]
+
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def _seconds(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f}"
+
+
+def lag_table(snapshot: LagSnapshot):  # -> rich.table.Table (rich imported lazily)
+    """The per-partition table ``segstream lag`` prints, with a total row."""
+    from rich.table import Table
+
+    table = Table(title=f"consumer group {snapshot.group}")
+    widest = max((len(p.topic) for p in snapshot.partitions), default=5)
+    # The topic column never wraps or truncates: operators and scripts grep for the name.
+    table.add_column("topic", no_wrap=True, min_width=widest)
+    for name in ("partition", "committed", "end", "lag", "seconds behind"):
+        table.add_column(name, justify="right")
+    for p in snapshot.partitions:
+        style = "bold red" if p.lag else None
+        committed = "none" if p.committed is None else str(p.committed)
+        table.add_row(
+            p.topic,
+            str(p.partition),
+            committed,
+            str(p.end),
+            str(p.lag),
+            _seconds(p.seconds_behind),
+            style=style,
+        )
+    table.add_section()
+    table.add_row(
+        "total", "", "", "", str(snapshot.total_lag), _seconds(snapshot.max_seconds_behind)
+    )
+    return table
+
+
+def _lag(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from segstream.stream.kafka.lag import read_lag
+
+    settings = load_settings()
+    group = args.group or settings.app_id
+    topics = args.topic or [settings.topic_users, settings.topic_orders]
+    snapshot = asyncio.run(read_lag(settings, group, topics))
+    if args.json:
+        document = {
+            "group": snapshot.group,
+            "taken_at": snapshot.taken_at,
+            "total_lag": snapshot.total_lag,
+            "max_seconds_behind": snapshot.max_seconds_behind,
+            "missing_topics": list(snapshot.missing_topics),
+            "partitions": [asdict(p) for p in snapshot.partitions],
+        }
+        print(json.dumps(document))
+        return 0
+    console = Console()
+    console.print(lag_table(snapshot))
+    if snapshot.missing_topics:
+        console.print(
+            f"[yellow]topics that do not exist:[/yellow] {', '.join(snapshot.missing_topics)}"
+        )
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    from segstream.stream.http.server import run_web
+
+    # Through load_settings, so that a bad --port is refused like a bad SEGSTREAM_HTTP_PORT.
+    settings = load_settings(**({} if args.port is None else {"http_port": args.port}))
+    print(f"segstream api on http://{settings.http_host}:{settings.http_port}/ (Ctrl-C stops)")
+    run_web(settings)
+    return 0
+
+
+def add_commands(sub: SubParsers) -> None:
+    """Register ``lag``, ``api`` and ``bench ops``."""
+    p = sub.add_parser(
+        "lag",
+        help="per-partition lag of the worker group (messages and seconds), read from Kafka",
+    )
+    p.add_argument("--group", metavar="ID", help="consumer group (default: SEGSTREAM_APP_ID)")
+    p.add_argument(
+        "--topic",
+        action="append",
+        metavar="NAME",
+        help="a topic of the group, repeatable (default: the users and orders topics)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=_lag)
+
+    p = sub.add_parser(
+        "api",
+        help="serve the HTTP API, /metrics and the status page (SEGSTREAM_HTTP_HOST/PORT)",
+    )
+    p.add_argument("--port", type=int, metavar="N", help="override SEGSTREAM_HTTP_PORT")
+    p.set_defaults(handler=_api)

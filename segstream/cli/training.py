@@ -1,0 +1,299 @@
+"""``segstream generate | train | assign | predict | bench training``: the offline half's verbs.
+
+Each handler parses nothing itself: it turns arguments into the library calls of
+:mod:`segstream.training.pipeline` and prints the outcome. User errors are raised as
+:class:`~segstream.errors.SegstreamError` subclasses, which ``segstream.cli`` prints (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from segstream.errors import DataError
+from segstream.settings import load_settings
+
+if TYPE_CHECKING:
+    from segstream.training.data import DataSource
+
+__all__ = ["add_commands"]
+
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def _k_value(text: str) -> int | None:
+    """``--k``: ``auto`` (None) or a whole number in 2..10."""
+    if text == "auto":
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a number 2..10, got {text!r}"
+        ) from None
+    if not 2 <= k <= 10:
+        raise argparse.ArgumentTypeError(f"k must be between 2 and 10, got {k}")
+    return k
+
+
+def _add_source(parser: argparse.ArgumentParser, required: bool) -> None:
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument(
+        "--data",
+        metavar="DIR",
+        help="directory of users/orders/order_items/products Parquet or CSV files (read by DuckDB)",
+    )
+    group.add_argument(
+        "--db",
+        metavar="URL",
+        help="SQLAlchemy URL of a database holding the four tables, e.g. postgresql+psycopg://user@host/db",
+    )
+
+
+def _source(args: argparse.Namespace) -> DataSource | None:
+    from segstream.training.data import DataSource
+
+    if args.data is None and args.db is None:
+        return None
+    return DataSource.from_args(args.data, args.db)
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    """``--out`` of train, or ``SEGSTREAM_MODEL_DIR`` (read only when needed)."""
+    return Path(args.out) if args.out else load_settings().model_dir
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    """``--model``, or ``SEGSTREAM_MODEL_DIR/current``."""
+    return Path(args.model) if args.model else load_settings().model_dir / "current"
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display on stderr, driven by ``(step, done, total)`` callbacks."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        tasks: dict[str, object] = {}
+
+        def update(step: str, done: int, total: int) -> None:
+            key = step.split(",")[0]  # "k-means elbow, k=3" updates the "k-means elbow" bar
+            if key not in tasks:
+                tasks[key] = bar.add_task(step, total=total)
+            bar.update(tasks[key], completed=done, total=total, description=step)  # type: ignore[arg-type]
+
+        yield update
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from segstream.training.generate import generate_tables, load_catalogue, write_tables
+
+    started = time.perf_counter()
+    catalogue = load_catalogue(Path(args.products)) if args.products else None
+    tables = generate_tables(args.users, args.seed, catalogue)
+    paths = write_tables(tables, Path(args.out))
+    elapsed = time.perf_counter() - started
+    for name, path in paths.items():
+        print(f"{getattr(tables, name).num_rows:>10,} rows  {path}")
+    print(f"generated {args.users:,} users in {elapsed:.1f}s (seed {args.seed})")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from segstream.training.lineage_report import lineage_renderables
+    from segstream.training.pipeline import train_to_directory
+    from segstream.training.report import summary_table
+    from segstream.training.train import TrainConfig
+
+    config = TrainConfig(k=args.k, seed=args.seed)
+    started = time.perf_counter()
+    previous = Path(args.previous) if args.previous else None
+    with _progress() as progress:
+        outcome = train_to_directory(
+            _source(args), _models_dir(args), config, progress, previous, not args.no_align
+        )
+    model = outcome.result.model
+    console = Console()
+    console.print(summary_table(model, outcome.profiles))
+    for renderable in lineage_renderables(model.lineage):
+        console.print(renderable)
+    elbow = ", ".join(
+        f"{k}: {s:,.0f}/{sil:.3f}"
+        for k, s, sil in zip(model.k_values, model.sse, model.silhouette, strict=True)
+    )
+    console.print(f"elbow (k: SSE/silhouette): {elbow}")
+    console.print(f"k: {model.k_selection}")
+    if outcome.result.dropped_rows:
+        console.print(f"dropped {outcome.result.dropped_rows:,} rows with missing values")
+    console.print(f"model {outcome.version_dir} (current -> {model.version})")
+    console.print(f"report {outcome.version_dir / 'report.html'}")
+    console.print(f"trained in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _assign(args: argparse.Namespace) -> int:
+    from segstream.training.artifact import load_model
+    from segstream.training.data import read_features
+    from segstream.training.pipeline import assign_frame, write_parquet
+
+    model = load_model(_model_path(args))
+    started = time.perf_counter()
+    frame = assign_frame(model, read_features(_source(args)))
+    write_parquet(frame, Path(args.out))
+    counts = frame["segment"].value_counts().sort_index()
+    elapsed = time.perf_counter() - started
+    print(f"assigned {len(frame):,} users with model {model.version} in {elapsed:.1f}s")
+    print(f"wrote {args.out}")
+    print("segments: " + ", ".join(f"{s}: {n:,}" for s, n in counts.items()))
+    if frame["unseen"].any():
+        print(f"{int(frame['unseen'].sum()):,} users had categories unseen in training (flagged)")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from segstream.training.artifact import load_model
+    from segstream.training.pipeline import predict_one, reference_users
+
+    if args.top < 0:
+        raise DataError("--top must be 0 or more")
+    model = load_model(_model_path(args))
+    row = {
+        "age": args.age,
+        "gender": args.gender,
+        "country": args.country,
+        "traffic_source": args.traffic_source,
+        "total_orders": args.total_orders,
+        "most_frequent_brand": args.brand,
+        "most_frequent_category": args.category,
+    }
+    reference = reference_users(model, _model_path(args), _source(args)) if args.top else None
+    result = predict_one(model, row, reference, args.top)
+    if args.json:
+        document = {
+            "model": model.version,
+            "segment": result.segment,
+            "components": list(result.components),
+            "distances": list(result.distances),
+            "unseen_columns": list(result.unseen_columns),
+            "fallbacks": {c: model.fallbacks[c] for c in result.unseen_columns},
+            "similar_users": result.similar.to_dict(orient="records"),
+        }
+        print(json.dumps(document, default=lambda v: v.item()))
+        return 0
+    console = Console()
+    console.print(f"[bold]segment {result.segment}[/bold]  (model {model.version})")
+    console.print(f"components: {result.components[0]:.4f}, {result.components[1]:.4f}")
+    distances = Table(title="distance to each segment centre (PCA space)")
+    distances.add_column("segment", justify="right")
+    distances.add_column("distance", justify="right")
+    for s, d in enumerate(result.distances):
+        distances.add_row(str(s), f"{d:.4f}" + (" <- nearest" if s == result.segment else ""))
+    console.print(distances)
+    for column in result.unseen_columns:
+        console.print(
+            f"[yellow]unseen in training:[/yellow] {escape(f'{column}={row[column]!r}')}, "
+            f"encoded as its most frequent training value {escape(repr(model.fallbacks[column]))}"
+        )
+    if not result.similar.empty:
+        similar = Table(title=f"{len(result.similar)} most similar users (cosine on components)")
+        for column in ("user_id", "similarity", "segment"):
+            similar.add_column(column, justify="right")
+        for user_id, sim, seg in result.similar.itertuples(index=False):
+            similar.add_row(str(user_id), f"{sim:.6f}", str(seg))
+        console.print(similar)
+    return 0
+
+
+def add_commands(sub: SubParsers) -> None:
+    """Register generate, train, assign, predict and ``bench training``."""
+    p = sub.add_parser(
+        "generate", help="write thelook-shaped users/orders/order_items/products Parquet files"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the tables into")
+    p.add_argument(
+        "--users", type=int, default=100_000, metavar="N", help="number of users (default 100000)"
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument(
+        "--products", metavar="PATH", help="a real thelook products.parquet to use as the catalogue"
+    )
+    p.set_defaults(handler=_generate)
+
+    p = sub.add_parser("train", help="fit scaler -> PCA -> k-means and publish MODELS/current")
+    _add_source(p, required=True)
+    p.add_argument(
+        "--out",
+        metavar="MODELS",
+        default=str(load_settings().model_dir),
+        help="models directory (default: SEGSTREAM_MODEL_DIR)",
+    )
+    p.add_argument(
+        "--k",
+        type=_k_value,
+        default=None,
+        metavar="auto|N",
+        help="number of segments, 2..10, or auto (knee of the SSE curve; default)",
+    )
+    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
+    alignment = p.add_mutually_exclusive_group()
+    alignment.add_argument(
+        "--previous",
+        metavar="PATH",
+        help="version to number the new segments after (default: MODELS/current if it exists)",
+    )
+    alignment.add_argument(
+        "--no-align",
+        action="store_true",
+        help="keep k-means' own segment numbering (the report still compares with MODELS/current)",
+    )
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser(
+        "assign", help="assign every user of the data to a segment (batch reference)"
+    )
+    p.add_argument(
+        "--model",
+        help="model version directory or MODELS/current (default: SEGSTREAM_MODEL_DIR/current)",
+    )
+    _add_source(p, required=True)
+    p.add_argument("--out", required=True, metavar="FILE.parquet", help="output Parquet file")
+    p.set_defaults(handler=_assign)
+
+    p = sub.add_parser("predict", help="segment and most similar users for one new customer")
+    p.add_argument(
+        "--model",
+        help="model version directory or MODELS/current (default: SEGSTREAM_MODEL_DIR/current)",
+    )
+    p.add_argument("--age", type=int, required=True)
+    p.add_argument("--gender", required=True)
+    p.add_argument("--country", required=True)
+    p.add_argument("--traffic-source", required=True)
+    p.add_argument("--total-orders", type=int, required=True)
+    p.add_argument("--brand", required=True, help="most frequent brand")
+    p.add_argument("--category", required=True, help="most frequent category")
+    p.add_argument("--top", type=int, default=5, help="number of similar users (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_source(p, required=False)
+    p.set_defaults(handler=_predict)

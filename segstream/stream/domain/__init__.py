@@ -1,0 +1,73 @@
+"""The stream's pure rules: event records and validation, change planning, dead letters, topics.
+
+No I/O here: everything is a function of its arguments, so it is unit-tested without servers
+and shared by the worker, the API and the lifecycle tools. The lowest layer of
+:mod:`segstream.stream` (it imports only :mod:`segstream.training`'s definitions).
+"""
+
+from __future__ import annotations
+
+from segstream.stream.domain.assignment import assign_states, feature_batch
+from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
+from segstream.stream.domain.changes import (
+    change_due,
+    encode_change,
+    event_id,
+    plan_settle,
+    user_segment_output,
+)
+from segstream.stream.domain.dead_letters import HEADER_NAMES, dead_letter, read_headers
+from segstream.stream.domain.events import (
+    MAX_EVENT_BYTES,
+    REASONS,
+    STATUSES,
+    Event,
+    OrderEvent,
+    OrderItem,
+    Source,
+    UserEvent,
+    load_schema,
+    parse_order,
+    parse_user,
+    user_key,
+)
+from segstream.stream.domain.observer import WorkerObserver
+from segstream.stream.domain.rates import RollingCounter
+from segstream.stream.domain.topics import Output, Topics
+from segstream.stream.domain.user import Settle, SettleOutcome, UserState
+
+__all__ = [
+    "HEADER_NAMES",
+    "MAX_EVENT_BYTES",
+    "REASONS",
+    "STATUSES",
+    "Event",
+    "OrderEvent",
+    "OrderItem",
+    "Output",
+    "ParsedBatch",
+    "RawRecord",
+    "RollingCounter",
+    "Settle",
+    "SettleOutcome",
+    "Source",
+    "Topics",
+    "UserEvent",
+    "UserState",
+    "WorkerObserver",
+    "assign_states",
+    "change_due",
+    "dead_letter",
+    "encode_change",
+    "event_id",
+    "feature_batch",
+    "load_schema",
+    "parse_batch",
+    "parse_order",
+    "parse_user",
+    "plan_settle",
+    "plan_settles",
+    "read_headers",
+    "user_key",
+    "user_segment_output",
+]

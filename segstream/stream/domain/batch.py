@@ -1,0 +1,116 @@
+"""One batch of input records sorted out, and the settle rows it needs (pure functions).
+
+:func:`parse_batch` validates each record into an event or a dead letter and groups the valid
+events by user in arrival order; :func:`plan_settles` turns a batch's assignments into the
+``settle`` rows of the users whose segment or model version changed. The worker's
+:class:`~segstream.stream.worker.processor.BatchProcessor` does the I/O around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from segstream.errors import EventError
+from segstream.stream.domain.changes import plan_settle
+from segstream.stream.domain.dead_letters import dead_letter
+from segstream.stream.domain.events import Event, Source, parse_order, parse_user
+from segstream.stream.domain.topics import Output, Topics
+from segstream.stream.domain.user import Settle, UserState
+
+__all__ = ["ParsedBatch", "RawRecord", "parse_batch", "plan_settles"]
+
+
+class RawRecord(Protocol):
+    """An input record as the consumer delivered it (Faust's Message and aiokafka's match)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBatch:
+    """A batch sorted out: each user's valid events in arrival order, and the rejects."""
+
+    by_user: dict[int, list[tuple[Source, Event]]]
+    dead_letters: list[Output]
+    reasons: list[str]
+    """The reason code of each dead letter, in the same order."""
+
+
+def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
+    headers = record.headers
+    if not headers:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers)
+
+
+def parse_batch(records: Sequence[RawRecord], topics: Topics) -> ParsedBatch:
+    """Validate ``records``; group valid events by user (arrival order kept per user)."""
+    by_user: dict[int, list[tuple[Source, Event]]] = {}
+    rejected: list[Output] = []
+    reasons: list[str] = []
+    users_topic = topics.users
+    for record in records:
+        try:
+            if record.topic == users_topic:
+                event: Event = parse_user(record.value, record.key)
+            else:
+                event = parse_order(record.value, record.key)
+        except EventError as exc:
+            reasons.append(exc.reason)
+            rejected.append(
+                dead_letter(
+                    topics.dead_letters,
+                    exc,
+                    source_topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=_headers(record),
+                )
+            )
+            continue
+        source = Source(record.topic, record.partition, record.offset)
+        events = by_user.get(event.user_id)
+        if events is None:
+            by_user[event.user_id] = [(source, event)]
+        else:
+            events.append((source, event))
+    return ParsedBatch(by_user, rejected, reasons)
+
+
+def plan_settles(
+    states: Sequence[UserState],
+    segments: np.ndarray,
+    model_version: str,
+    by_user: dict[int, list[tuple[Source, Event]]],
+) -> list[Settle]:
+    """The ``settle`` rows a batch needs (pure), one per user that needs one.
+
+    ``segments[i]`` is the new segment of the i-th *assignable* state. Each user's row is
+    :func:`~segstream.stream.domain.changes.plan_settle`'s, a change being caused by the user's last
+    event of the batch (its source and ``created_at``).
+    """
+    settles: list[Settle] = []
+    assignable = (state for state in states if state.assignable)
+    for state, segment in zip(assignable, segments.tolist(), strict=True):
+        source, event = by_user[state.user_id][-1]
+        settle = plan_settle(
+            state, segment, model_version, source=source, occurred_at=event.created_at
+        )
+        if settle is not None:
+            settles.append(settle)
+    # A user with a segment stays assignable (profiles are replaced whole, counts only grow),
+    # so every user with pending changes was visited above.
+    return settles

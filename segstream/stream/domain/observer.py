@@ -1,0 +1,44 @@
+"""What the worker reports as it runs: a small protocol, so the worker needs no metrics library.
+
+The batch processor, the model holder and drift mode call these methods with plain values; the
+HTTP side's :class:`~segstream.stream.http.metrics.Metrics` implements them as Prometheus series.
+Anything with these methods will do (a test's recorder, another metrics backend).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+__all__ = ["WorkerObserver"]
+
+
+class WorkerObserver(Protocol):
+    """Receives the worker's counts; every method is cheap and never raises."""
+
+    def consumed(self, topic: str, n: int = 1) -> None:
+        """``n`` input records of ``topic`` were taken."""
+
+    def observe_batch(self, seconds: float, n: int) -> None:
+        """A batch of ``n`` records took ``seconds`` end to end."""
+
+    def changes(self, n: int = 1) -> None:
+        """``n`` segment changes were published."""
+
+    def dead_letter(self, reason: str, n: int = 1) -> None:
+        """``n`` inputs were dead-lettered for ``reason``."""
+
+    def redis_error(self) -> None:
+        """A Redis call failed with a transient error."""
+
+    def redis_retry(self) -> None:
+        """A failed Redis call is being retried."""
+
+    def set_model(self, version: str) -> None:
+        """The model version now in use."""
+
+    def model_reload_failed(self) -> None:
+        """A new model version was refused; the old one stays in use."""
+
+    def set_drift(self, model_version: str, state_version: int, distances: Iterable[float]) -> None:
+        """Drift mode's shared centres moved: their version and distance from the trained ones."""

@@ -1,0 +1,308 @@
+"""Drift mode's shared centroids: one state in Redis for every worker, and a worker's use of it.
+
+One hash per model version, ``<app_id>:drift:<model version>`` (see ``lua/drift_update.lua`` for
+its fields), holds the drifted centres of that version. It is absent until the first update:
+the centres are then the trained ones. Keyed by model version, so a new model starts from its
+own trained centres, and a restarted worker continues from the drifted ones (Redis keeps them;
+the local server runs with ``appendonly yes``).
+
+Guarantees:
+
+- **one state**: every worker assigns with, and learns into, the same hash; updates are
+  additive deltas applied by one Lua script, atomically, so concurrent workers never overwrite
+  each other's learning; each update bumps the version by one;
+- **bounded staleness**: a worker assigns each batch with centres read from Redis at most
+  ``max_staleness_s`` (default :data:`MAX_STALENESS_S`, 1 s) before the batch started: a busy
+  worker with the state its previous batch's update returned, an idle one re-reads first. So
+  two workers' centres differ by at most what the group learned in the last second;
+- **bounded drift**: the script holds each centre within ``max_distance`` (PCA units) of its
+  trained position; each centre's distance is exported as ``segstream_drift_distance``;
+- **no renumbering**: segment ``s`` is always centre ``s``, moved;
+- **at most once per event**: a user is learned from when a batch brought fresh events for it
+  (a redelivered event is fenced by ``apply``, so it is not learned twice); an update retried
+  after a lost reply is recognised by its writer id and sequence number and applied once.
+
+Assignment stays THE training function: :meth:`SharedDrift.assign` calls
+:func:`segstream.training.assign.assign` on the model with its centres replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from segstream.errors import StateError
+from segstream.settings import Settings
+from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.domain.assignment import feature_batch
+from segstream.stream.domain.observer import WorkerObserver
+from segstream.stream.domain.user import UserState
+from segstream.stream.drift.centroids import (
+    Centroids,
+    decode_centers,
+    drift_distances,
+    drifted_model,
+    encode_centers,
+    learn_deltas,
+)
+from segstream.training.artifact import Model
+from segstream.training.assign import assign
+
+__all__ = [
+    "MAX_STALENESS_S",
+    "Contribution",
+    "DriftStore",
+    "SharedDrift",
+    "drift_key",
+    "shared_drift",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_STALENESS_S = 1.0
+"""Oldest, in seconds, the centres a worker assigns with may be (read from Redis that long ago)."""
+
+
+def drift_key(prefix: str, model_version: str) -> str:
+    """Name of the hash of ``model_version``'s drifted centroids: ``<prefix>drift:<version>``."""
+    return f"{prefix}drift:{model_version}"
+
+
+def _script_text() -> str:
+    return resources.files(__package__).joinpath("lua", "drift_update.lua").read_text()
+
+
+def _decode(model: Model, version: Any, centers: Any, learned: Any) -> Centroids:
+    """Redis's reply (bytes or ints) -> Centroids; the trained ones when the hash is absent."""
+    if centers is None:
+        return Centroids.trained(model)
+    try:
+        return Centroids(
+            model.version, int(version), decode_centers(centers, model.k), int(learned or 0)
+        )
+    except ValueError as exc:
+        raise StateError(f"drift state of model {model.version} is malformed: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """How many points one writer (worker process) contributed to a state."""
+
+    writer: str
+    points: int
+
+
+class DriftStore:
+    """Reads and updates the shared centroids in Redis (one hash per model version).
+
+    Connection errors propagate as redis-py's exceptions (callers retry; every call here is
+    safe to repeat). The client must not decode responses.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._update = client.register_script(_script_text())
+
+    async def read(self, model: Model) -> Centroids:
+        """The current centroids of ``model``'s version (its trained ones if never updated).
+
+        Raises:
+            StateError: the stored state does not fit the model (another k).
+        """
+        version, centers, learned = await self.client.hmget(
+            drift_key(self.prefix, model.version), "v", "c", "n"
+        )
+        return _decode(model, version, centers, learned)
+
+    async def update(
+        self,
+        model: Model,
+        deltas: np.ndarray,
+        learned: int,
+        max_distance: float,
+        writer: str,
+        sequence: int,
+    ) -> Centroids:
+        """Add ``deltas`` (k, 2) to the shared centres atomically; return the new state.
+
+        Each centre is held within ``max_distance`` of its trained position. An update with a
+        ``sequence`` not above ``writer``'s last applied one is a retry and changes nothing.
+
+        Raises:
+            StateError: the stored state was started from other trained centres, or is
+                malformed.
+        """
+        key = drift_key(self.prefix, model.version)
+        args = [
+            encode_centers(model.centers),
+            encode_centers(deltas),
+            repr(float(max_distance)),
+            str(int(learned)),
+            writer,
+            str(int(sequence)),
+        ]
+        try:
+            version, centers, total = await self._update(keys=[key], args=args)
+        except ResponseError as exc:
+            raise StateError(f"drift update refused: {exc}") from exc
+        return _decode(model, version, centers, total)
+
+    async def contributions(self, model_version: str) -> list[Contribution]:
+        """Points learned per writer for ``model_version``, most first."""
+        fields = await self.client.hgetall(drift_key(self.prefix, model_version))
+        points = [
+            Contribution(name.decode()[2:], int(value))
+            for name, value in fields.items()
+            if name.startswith(b"p:")
+        ]
+        return sorted(points, key=lambda c: (-c.points, c.writer))
+
+    async def reset(self, model_version: str) -> bool:
+        """Forget ``model_version``'s drift (workers fall back to the trained centres within
+        :data:`MAX_STALENESS_S`); True if there was any."""
+        return bool(await self.client.delete(drift_key(self.prefix, model_version)))
+
+
+class SharedDrift:
+    """A worker's view of the shared centroids: assigns batches with them, learns into them."""
+
+    def __init__(
+        self,
+        store: DriftStore,
+        *,
+        learning_rate: float,
+        max_distance: float,
+        max_staleness_s: float = MAX_STALENESS_S,
+        metrics: WorkerObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        writer: str | None = None,
+    ) -> None:
+        """Learn at ``learning_rate`` (river's halflife), within ``max_distance`` (PCA units).
+
+        Args:
+            writer: this process's id in the shared state (a random one by default).
+        """
+        self.store = store
+        self.learning_rate = learning_rate
+        self.max_distance = max_distance
+        self.max_staleness_s = max_staleness_s
+        self.metrics = metrics
+        self.clock = clock
+        self.writer = writer or uuid.uuid4().hex[:12]
+        self.current: Centroids | None = None
+        """The centroids last read or written (``None`` before the first batch)."""
+        self.read_at = -float("inf")
+        """``clock()`` when :attr:`current` was requested from Redis."""
+        self._sequence = 0
+        self._models: tuple[Model, Centroids, Model] | None = None
+
+    async def _redis(self, what: str, operation: Callable[[], Any]) -> Any:
+        return await retry(operation, what=what, transient=REDIS_TRANSIENT, error=StateError)
+
+    def _keep(self, model: Model, centroids: Centroids, requested_at: float) -> Centroids:
+        previous = self.current
+        self.current, self.read_at = centroids, requested_at
+        if previous is None or previous.model_version != centroids.model_version:
+            log.info(
+                "drift: model %s, shared centroids version %d (%d points learned)",
+                model.version,
+                centroids.version,
+                centroids.learned,
+            )
+        if self.metrics is not None:
+            distances = drift_distances(centroids.centers, model.centers)
+            self.metrics.set_drift(model.version, centroids.version, distances.tolist())
+        return centroids
+
+    async def centroids(self, model: Model) -> Centroids:
+        """``model``'s shared centroids, read from Redis unless read < ``max_staleness_s`` ago.
+
+        Raises:
+            StateError: Redis failed after retries, or the state does not fit the model.
+        """
+        current = self.current
+        now = self.clock()
+        if (
+            current is not None
+            and current.model_version == model.version
+            and now - self.read_at <= self.max_staleness_s
+        ):
+            return current
+        centroids = await self._redis("reading the drift state", lambda: self.store.read(model))
+        return self._keep(model, centroids, now)
+
+    def model(self, model: Model, centroids: Centroids) -> Model:
+        """``model`` with ``centroids``' centres (cached while neither changes)."""
+        cached = self._models
+        if cached is not None and cached[0] is model and cached[1] is centroids:
+            return cached[2]
+        drifted = drifted_model(model, centroids.centers)
+        self._models = (model, centroids, drifted)
+        return drifted
+
+    async def assign(self, model: Model, states: Sequence[UserState]) -> np.ndarray:
+        """(n,) int64 segments of assignable ``states`` under the shared centroids; then learn.
+
+        The users with fresh events in this batch (``applied > 0``) are learned from, in order,
+        from the centres they were assigned with, and the moves are added to the shared state
+        (one Redis call); the next batch assigns with the result.
+
+        Raises:
+            StateError: Redis failed after retries, or the state does not fit the model.
+            ModelMismatchError, DataError: as :func:`segstream.training.assign.assign`.
+        """
+        if not states:
+            return np.empty(0, dtype=np.int64)
+        centroids = await self.centroids(model)
+        result = assign(self.model(model, centroids), feature_batch(states))
+        fresh = [i for i, state in enumerate(states) if state.applied > 0]
+        if fresh:
+            deltas = learn_deltas(centroids.centers, result.components[fresh], self.learning_rate)
+            await self.learn(model, deltas, len(fresh))
+        return result.segments
+
+    async def learn(self, model: Model, deltas: np.ndarray, points: int) -> Centroids:
+        """Add ``deltas`` (k, 2), learned from ``points`` users, to the shared state.
+
+        Raises:
+            StateError: Redis failed after retries, or the state does not fit the model.
+        """
+        self._sequence += 1
+        sequence = self._sequence
+        requested_at = self.clock()
+        centroids = await self._redis(
+            "updating the drift state",
+            lambda: self.store.update(
+                model, deltas, points, self.max_distance, self.writer, sequence
+            ),
+        )
+        return self._keep(model, centroids, requested_at)
+
+
+def shared_drift(
+    settings: Settings, client: aioredis.Redis, prefix: str, metrics: WorkerObserver | None = None
+) -> SharedDrift | None:
+    """The worker's :class:`SharedDrift` as ``settings`` configure it; ``None`` when drift is off.
+
+    Args:
+        client: a Redis client that does not decode responses.
+        prefix: the app's key prefix (``app.state_prefix``).
+    """
+    if settings.drift == "off":
+        return None
+    return SharedDrift(
+        DriftStore(client, prefix),
+        learning_rate=settings.drift_learning_rate,
+        max_distance=settings.drift_max_distance,
+        metrics=metrics,
+    )

@@ -1,0 +1,274 @@
+"""The web side's live view of the system: lag poller, change feed, readiness, status document.
+
+:class:`LiveView` owns what the HTTP handlers read besides a single user: a
+:class:`~segstream.stream.kafka.lag.LagReader` polled every ``lag_interval_s`` (its figures also go
+to the lag gauges of :class:`~segstream.stream.http.metrics.Metrics`), the
+:class:`~segstream.stream.kafka.changefeed.ChangeFeed`, the population cache and the serving model.
+Its two background loops (:meth:`LiveView.run`) survive Kafka being down: they record the
+error, back off and try again, so the API starts and answers (not ready) without a broker.
+
+Group throughput comes from Kafka too: successive lag snapshots give the rate at which the
+group's committed offsets advance (records processed per second, all workers together) and the
+rate at which the input topics' end offsets advance (records produced per second). It is the
+same whichever process serves the page; commits happen about every second, so it is averaged
+over ``window_s`` (10 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from segstream.errors import ArtifactError, ServiceError
+from segstream.settings import Settings
+from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, backoff_delays
+from segstream.stream.http.metrics import Metrics
+from segstream.stream.http.serving import ServingModel
+from segstream.stream.kafka.changefeed import ChangeFeed
+from segstream.stream.kafka.lag import LagReader, LagSnapshot
+from segstream.stream.state.populations import PopulationCache, Populations
+
+__all__ = ["LiveView", "offset_rates"]
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 10.0
+"""Window of the group throughput figures, in seconds."""
+
+
+def offset_rates(
+    history: Sequence[tuple[float, int, int]], window_s: float = RATE_WINDOW_S
+) -> tuple[float | None, float | None]:
+    """``(processed/s, produced/s)`` from ``(taken_at, committed_total, end_total)`` samples.
+
+    Uses the newest sample and the oldest one at most ``window_s`` older (at least two samples
+    0.5 s apart, else ``(None, None)``). A total that went down (a topic recreated) gives 0.
+    """
+    if len(history) < 2:
+        return None, None
+    newest = history[-1]
+    oldest = next((h for h in history if newest[0] - h[0] <= window_s), newest)
+    span = newest[0] - oldest[0]
+    if span < 0.5:
+        return None, None
+    processed = max(0, newest[1] - oldest[1]) / span
+    produced = max(0, newest[2] - oldest[2]) / span
+    return processed, produced
+
+
+def _check(ok: bool, detail: str) -> dict[str, Any]:
+    return {"ok": ok, "detail": detail}
+
+
+class LiveView:
+    """Background readers and the documents built from them; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+        serving: ServingModel,
+        redis: aioredis.Redis,
+        prefix: str,
+        lag_interval_s: float = 2.0,
+        population_min_age_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.serving = serving
+        self.redis = redis
+        self.populations = PopulationCache(redis, prefix, min_age_s=population_min_age_s)
+        self.feed = ChangeFeed(settings, settings.topic_segment_changes)
+        self.lag_reader = LagReader(
+            settings,
+            settings.app_id,
+            [settings.topic_users, settings.topic_orders],
+        )
+        self.lag_interval_s = lag_interval_s
+        self.lag: LagSnapshot | None = None
+        self.lag_error: str | None = "not read yet"
+        self._lag_started = False
+        self._history: deque[tuple[float, int, int]] = deque(maxlen=256)
+
+    # --- background -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll the lag and follow the change feed until cancelled."""
+        tasks = [
+            asyncio.create_task(self._poll_lag(), name="segstream-lag-poll"),
+            asyncio.create_task(self.feed.run(), name="segstream-change-feed"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # the loops only end on a bug: let it propagate, loudly
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.lag_reader.stop()
+            self._lag_started = False
+
+    async def _poll_lag(self) -> None:
+        delay = backoff_delays(0.5, 10.0)
+        failures = 0
+        while True:
+            try:
+                await self.refresh_lag()
+            except (ServiceError, *KAFKA_TRANSIENT) as exc:
+                failures += 1
+                self.lag_error = f"{type(exc).__name__}: {exc}"
+                log.debug("lag poll failed (%s), retry %d", self.lag_error, failures)
+                await self.lag_reader.stop()
+                self._lag_started = False
+                await asyncio.sleep(delay(failures))
+                continue
+            failures = 0
+            await asyncio.sleep(self.lag_interval_s)
+
+    async def refresh_lag(self) -> LagSnapshot:
+        """Read the lag now, publish it to the metrics and the status page, and return it.
+
+        Raises:
+            ServiceError, aiokafka's errors, TimeoutError: Kafka did not answer.
+        """
+        if not self._lag_started:
+            await self.lag_reader.start()
+            self._lag_started = True
+        snapshot = await asyncio.wait_for(self.lag_reader.read(), timeout=15.0)
+        self.lag, self.lag_error = snapshot, None
+        self.metrics.set_lag(snapshot.partitions)
+        ends = sum(p.end for p in snapshot.partitions)
+        self._history.append((snapshot.taken_at, snapshot.committed_total, ends))
+        return snapshot
+
+    # --- checks -----------------------------------------------------------------------------
+
+    async def readiness(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """Kafka and Redis reachable, model loaded: the ``/readyz`` document."""
+        kafka, redis_check = await asyncio.gather(
+            self._check_kafka(timeout_s), self._check_redis(timeout_s)
+        )
+        try:
+            model = self.serving.current()
+            model_check = _check(True, f"model {model.version} (k={model.k})")
+        except ArtifactError as exc:
+            model_check = _check(False, f"no model loaded: {exc}")
+        checks = {"kafka": kafka, "redis": redis_check, "model": model_check}
+        reasons = [f"{name}: {c['detail']}" for name, c in checks.items() if not c["ok"]]
+        return {"ready": not reasons, "reasons": reasons, "checks": checks}
+
+    async def _check_kafka(self, timeout_s: float) -> dict[str, Any]:
+        where = self.settings.kafka_bootstrap_servers
+        if not self._lag_started:
+            return _check(False, f"not connected to {where}: {self.lag_error}")
+        try:
+            brokers = await asyncio.wait_for(self.lag_reader.ping(), timeout=timeout_s)
+        except (RuntimeError, *KAFKA_TRANSIENT) as exc:
+            return _check(False, f"{where} did not answer: {type(exc).__name__}: {exc}")
+        return _check(True, f"{brokers} broker(s) at {where}")
+
+    async def _check_redis(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            await asyncio.wait_for(self.redis.ping(), timeout=timeout_s)
+        except (*REDIS_TRANSIENT, TimeoutError) as exc:
+            return _check(False, f"unreachable: {type(exc).__name__}: {exc}")
+        return _check(True, "PONG")
+
+    # --- documents --------------------------------------------------------------------------
+
+    async def refresh_gauges(self) -> None:
+        """Model info and population gauges, best effort (left as they were on failure).
+
+        The populations are at most the cache's age limit old: a due recount is waited for.
+        Scrapes come seconds or minutes apart, so figures from the previous scrape's time
+        (what a background recount would give) could be that stale for good.
+        """
+        try:
+            self.metrics.set_model(self.serving.current().version)
+        except ArtifactError as exc:
+            log.debug("no model for the metrics: %s", exc)
+        try:
+            populations = await self.populations.get()
+        except REDIS_TRANSIENT as exc:
+            log.debug("no populations for the metrics: %s", exc)
+            return
+        self.metrics.set_population(populations.by_version)
+
+    async def status(self) -> dict[str, Any]:
+        """The ``/status.json`` document; each part carries its own error instead of failing."""
+        model_doc: dict[str, Any] = {"version": None, "k": None, "error": None}
+        try:
+            model = self.serving.current()
+            model_doc.update(version=model.version, k=model.k)
+        except ArtifactError as exc:
+            model_doc["error"] = str(exc)
+        return {
+            "generated_at": time.time(),
+            "model": model_doc,
+            "throughput": self._throughput(),
+            "lag": self._lag_doc(),
+            "populations": await self._populations_doc(model_doc["version"], model_doc["k"]),
+            "changes": {
+                "connected": self.feed.connected,
+                "error": self.feed.last_error,
+                "latest": [c.as_json() for c in self.feed.recent(20)],
+            },
+        }
+
+    def _throughput(self) -> dict[str, Any]:
+        processed, produced = offset_rates(list(self._history))
+        return {
+            "window_s": RATE_WINDOW_S,
+            "processed_per_s": processed,
+            "produced_per_s": produced,
+            "changes_per_s": self.feed.rate.rate(int(RATE_WINDOW_S)),
+            "this_process": asdict(self.metrics.throughput(int(RATE_WINDOW_S))),
+        }
+
+    def _lag_doc(self) -> dict[str, Any]:
+        snapshot = self.lag
+        doc: dict[str, Any] = {
+            "group": self.settings.app_id,
+            "error": self.lag_error,
+            "taken_at": None,
+            "total": None,
+            "max_seconds_behind": None,
+            "partitions": [],
+            "missing_topics": [],
+        }
+        if snapshot is not None:
+            doc.update(
+                taken_at=snapshot.taken_at,
+                total=snapshot.total_lag,
+                max_seconds_behind=snapshot.max_seconds_behind,
+                partitions=[asdict(p) for p in snapshot.partitions],
+                missing_topics=list(snapshot.missing_topics),
+            )
+        return doc
+
+    async def _populations_doc(self, version: str | None, k: int | None) -> dict[str, Any]:
+        try:
+            populations: Populations | None = await self.populations.quick()
+            error = None
+        except REDIS_TRANSIENT as exc:
+            populations, error = self.populations.last, f"Redis: {type(exc).__name__}: {exc}"
+        if populations is None:
+            return {"error": error, "segments": [], "unassigned": None, "other_versions": None}
+        counts = populations.of(version, k) if version is not None and k is not None else []
+        return {
+            "error": error,
+            "model_version": version,
+            "segments": [{"segment": s, "users": n} for s, n in enumerate(counts)],
+            "unassigned": populations.unassigned,
+            "other_versions": populations.elsewhere(version) if version else populations.users,
+            "counted_at": populations.counted_at,
+        }

@@ -1,0 +1,77 @@
+"""Dropping an app's namespace on the stack: its topics and its Redis keys.
+
+An app's namespace is what a worker run leaves behind under one :class:`Settings`: the
+stream's topics (:func:`segstream.stream.kafka.topics.topic_specs`), Faust's
+``<app_id>-__assignor-__leader`` topic for each app id that ran, and the Redis keys under
+:func:`segstream.stream.state.keys.state_prefix`. The demo resets its namespace before a run and
+the bench drops its own after one; neither touches another app's topics or keys.
+
+Consumer groups are not deleted: the broker drops a group's committed offsets of a deleted
+topic, so a group re-created later starts from the beginning, and an empty group expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from segstream.settings import Settings
+from segstream.stream.clients.kafka import admin_client
+from segstream.stream.clients.redis import sync_redis_client
+from segstream.stream.kafka.topics import topic_specs
+from segstream.stream.state.keys import state_prefix
+
+__all__ = ["drop_namespace", "leader_topic"]
+
+_UNLINK_CHUNK = 10_000
+"""Keys per SCAN page and per UNLINK call: bounded commands on a large keyspace."""
+
+
+def leader_topic(app_id: str) -> str:
+    """The topic Faust's partition assignor creates for the app id ``app_id``."""
+    return f"{app_id}-__assignor-__leader"
+
+
+def drop_namespace(
+    settings: Settings, app_ids: Sequence[str] = (), extra_topics: Sequence[str] = ()
+) -> list[str]:
+    """Delete ``settings``' topics, ``extra_topics``, the leader topics of ``app_ids`` and
+    every Redis key under ``settings``' state prefix; return the topics deleted.
+
+    Topics that do not exist are skipped. Deletion completes asynchronously on the broker: a
+    caller about to re-create a topic of the same name gives it a moment first.
+
+    Raises:
+        aiokafka.errors.KafkaError, OSError: the broker cannot be reached.
+        redis.RedisError: Redis cannot be reached.
+    """
+    topics = [*topic_specs(settings), *extra_topics, *(leader_topic(a) for a in app_ids)]
+    dropped = asyncio.run(_delete_topics(settings, topics))
+    client = sync_redis_client(settings)
+    try:
+        # UNLINK frees the values in the background, so a large namespace does not block
+        # Redis; keys are unlinked page by page rather than collected first.
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=state_prefix(settings) + "*", count=_UNLINK_CHUNK):
+            batch.append(key)
+            if len(batch) >= _UNLINK_CHUNK:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
+    return dropped
+
+
+async def _delete_topics(settings: Settings, topics: Sequence[str]) -> list[str]:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in dict.fromkeys(topics) if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()

@@ -1,0 +1,137 @@
+"""Encoding the Lua scripts' arguments and decoding their replies and a user's raw hash (pure).
+
+``lua/apply.lua`` documents the hash fields and the reply layout these functions follow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from segstream.stream.domain.events import Event, OrderEvent, Source, UserEvent
+from segstream.stream.domain.user import UserState
+
+__all__ = ["decode_state", "describe_user", "encode_events"]
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
+    """One user's events, in order, as ``apply.lua`` reads them (see the script's header).
+
+    Offsets and ids travel as decimal strings: Lua numbers are doubles.
+    """
+    encoded: list[list[Any]] = []
+    for source, event in events:
+        fence = f"f:{source.topic}:{source.partition}"
+        offset = str(source.offset)
+        if isinstance(event, OrderEvent):
+            items: list[str] = []
+            for item in event.items:
+                items += (item.brand or "", item.category or "")
+            encoded.append(["o", fence, offset, str(event.order_id), items])
+        elif isinstance(event, UserEvent):
+            encoded.append(
+                ["u", fence, offset, str(event.age), event.gender, event.country,
+                 event.traffic_source]
+            )  # fmt: skip
+        else:  # pragma: no cover - the type union is closed
+            raise TypeError(f"not an event: {event!r}")
+    return encoded
+
+
+def encode_json(value: object) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
+    """``apply.lua``'s reply (bytes or None items) -> :class:`UserState`.
+
+    The twelfth and thirteenth items (changes queued, features version) may be left out or
+    ``None``: they then count as 0.
+    """
+    applied, age, gender, country, source, orders, brand, category, segment, version, pending = (
+        reply[:11]
+    )
+    changes, feature_version = (
+        0 if len(reply) <= i or reply[i] is None else int(reply[i]) for i in (11, 12)
+    )
+    return UserState(
+        user_id=user_id,
+        applied=int(applied),
+        age=None if age is None else int(age),
+        gender=_text(gender),
+        country=_text(country),
+        traffic_source=_text(source),
+        total_orders=0 if orders is None else int(orders),
+        most_frequent_brand=_text(brand),
+        most_frequent_category=_text(category),
+        segment=None if segment is None else int(segment),
+        model_version=_text(version),
+        pending=int(pending),
+        changes=changes,
+        feature_version=feature_version,
+    )
+
+
+STATE_FIELDS: Final = (b"age", b"gen", b"cty", b"src", b"n", b"tb", b"tc", b"seg", b"mv")
+"""Hash fields in the order of ``apply.lua``'s reply, after its leading ``applied``."""
+
+
+def describe_user(
+    user_id: int, fields: Mapping[bytes, bytes], pending: Sequence[bytes]
+) -> dict[str, Any]:
+    """Everything stored about a user, readable and JSON-ready (for ``segstream segment``).
+
+    Keys: user_id, segment, model_version, updated_at, changes (queued so far),
+    feature_version (``apply`` calls that changed the features), assignable, features (by column),
+    orders (ids counted, ascending), brand_counts and category_counts (most first, then by
+    name), fences (``topic:partition`` -> last applied offset), pending (change events).
+    """
+    reply = [
+        0,
+        *(fields.get(name) for name in STATE_FIELDS),
+        len(pending),
+        fields.get(b"cs"),
+        fields.get(b"fv"),
+    ]
+    state = decode_state(user_id, reply)
+    orders, brands, categories, fences = [], {}, {}, {}
+    for raw_name, raw_value in fields.items():
+        name = raw_name.decode()
+        kind, sep, rest = name.partition(":")
+        if not sep:
+            continue
+        if kind == "o":
+            orders.append(int(rest))
+        elif kind == "b":
+            brands[rest] = int(raw_value)
+        elif kind == "c":
+            categories[rest] = int(raw_value)
+        elif kind == "f":
+            fences[rest] = int(raw_value)
+
+    def ranked(counts: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    updated = fields.get(b"ua")
+    return {
+        "user_id": user_id,
+        "segment": state.segment,
+        "model_version": state.model_version,
+        "updated_at": updated.decode() if updated else None,
+        "changes": state.changes,
+        "feature_version": state.feature_version,
+        "assignable": state.assignable,
+        "features": state.features(),
+        "orders": sorted(orders),
+        "brand_counts": ranked(brands),
+        "category_counts": ranked(categories),
+        "fences": fences,
+        "pending": [json.loads(change) for change in pending],
+    }

@@ -1,0 +1,32 @@
+"""Names of the worker's Redis keys.
+
+Each user has one hash, ``<app_id>:{u:<user_id>}``, and, while a change waits for the broker,
+one outbox list ``<app_id>:{u:<user_id>}:ob``; the hash tag keeps both in one cluster slot.
+"""
+
+from __future__ import annotations
+
+from segstream.settings import Settings
+
+__all__ = ["outbox_key", "state_key", "state_prefix", "user_pattern"]
+
+
+def state_prefix(settings: Settings) -> str:
+    """Prefix of the worker's Redis keys: ``<app_id>:``, so apps (and tests) never share state."""
+    return f"{settings.app_id}:"
+
+
+def state_key(prefix: str, user_id: int) -> str:
+    """Name of the user's hash: ``<prefix>{u:<user_id>}``."""
+    return f"{prefix}{{u:{user_id}}}"
+
+
+def outbox_key(prefix: str, user_id: int) -> str:
+    """Name of the user's outbox list (same hash slot as the hash)."""
+    return f"{prefix}{{u:{user_id}}}:ob"
+
+
+def user_pattern(prefix: str) -> str:
+    """SCAN MATCH pattern of every user hash (``prefix`` glob characters escaped)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return escaped + "{u:*}"

@@ -1,0 +1,292 @@
+"""The Faust application: one agent over the users and orders topics, in batches.
+
+``create_app(settings)`` builds a faust.App whose single agent consumes one channel over both
+input topics. They are co-partitioned by user_id, and Faust's partition assignor gives the
+same partition number of both topics to the same worker, so each user's events are handled by
+one coroutine, in order. Any number of workers with the same ``app_id`` form one consumer
+group and share the partitions.
+
+The agent only does I/O: it takes batches of events (``stream.take_events``; Faust delivers
+raw bytes, decoded by :mod:`segstream.stream.events`, because the dead-letter topic needs the
+original bytes) and hands them to a :class:`~segstream.stream.worker.batching.BatchPipeline`, whose
+task runs :class:`~segstream.stream.worker.processor.BatchProcessor` on them in order while Faust
+takes the next batch. An event is acked only once its batch's outputs were acknowledged by the
+broker, and Faust's consumer commits only acked offsets. If a batch fails, its events are never
+acked (they are redelivered to whoever owns the partition next) and the worker stops with an
+error instead of skipping them.
+
+Faust settings that matter here, and why:
+- raw key/value serializers: Faust's ``value_type=dict`` does not decode; we need the bytes;
+- ``consumer_auto_offset_reset="earliest"``: a new group reads the topics from the start;
+- a short session timeout and heartbeat: a dead worker's partitions move in seconds, and a
+  starting worker joins the group without waiting out a long timeout;
+- ``stream_buffer_maxsize`` of 16 batches (:func:`stream_buffer_size`): Faust's default
+  buffer throttled fetching well below what the worker can process;
+- Faust's own web server is off: the worker process serves segstream's HTTP side (API,
+  /metrics, status page; :mod:`segstream.stream.http`), attached as an :data:`Extension` by
+  :func:`segstream.stream.service.create_service`;
+- Faust's own loggers are raised to WARNING (left at DEBUG they cost ~12% throughput) and
+  its Monitor sensor is detached (per-event statistics for Faust's web views, not used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+
+from segstream.settings import Settings
+from segstream.stream.clients.kafka import output_producer
+from segstream.stream.clients.redis import redis_client
+from segstream.stream.domain.observer import WorkerObserver
+from segstream.stream.domain.topics import Topics
+from segstream.stream.drift.shared import shared_drift
+from segstream.stream.kafka.publisher import AiokafkaSender
+from segstream.stream.state.keys import state_prefix
+from segstream.stream.state.store import RedisState
+from segstream.stream.worker.assigner import Assigner
+from segstream.stream.worker.batching import BatchPipeline
+from segstream.stream.worker.consumer import use_lean_consumer
+from segstream.stream.worker.processor import BatchProcessor
+
+__all__ = [
+    "AGENT_NAME",
+    "Extension",
+    "WorkerParts",
+    "base_app",
+    "create_app",
+    "input_channel",
+    "quiet_framework_loggers",
+    "stream_buffer_size",
+    "trim_framework",
+    "tune_gc",
+]
+
+log = logging.getLogger(__name__)
+
+AGENT_NAME = "segstream.assign"
+"""Name of the worker's one agent."""
+
+_FRAMEWORK_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "venusian")
+
+SESSION_TIMEOUT_S = 10.0
+"""Group session timeout: how long a silent worker keeps its partitions."""
+HEARTBEAT_INTERVAL_S = 1.0
+"""Heartbeat period; a third of the session timeout or less, as Kafka requires."""
+STATS_INTERVAL_S = 10.0
+"""How often a worker logs its running totals (when they moved)."""
+
+
+def stream_buffer_size(batch_size: int) -> int:
+    """Events Faust may hold fetched for the agent: 16 batches (at least Faust's 4,096).
+
+    Faust pauses fetching a partition when its stream buffer is 80% full and resumes at 40%.
+    At Faust's default of 4,096 that stop-and-go capped a bare ``take_events`` agent at about
+    12,000 events/s here with its CPU half idle; 16 batches let fetches run ahead of the work.
+    Each buffered event is a Faust Event holding the record (~1-2 KB).
+    """
+    return max(4096, 16 * batch_size)
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""Python's collector thresholds in a worker (CPython's default: 700, 10, 10); see tune_gc."""
+
+
+def tune_gc() -> None:
+    """Keep full garbage collections off the worker's hot path; call once set up.
+
+    At 10,000 events/s the default thresholds ran a full (generation 2) collection about
+    every 0.7 s, each 115-135 ms over the start-up heap (Faust, pandas, scikit-learn, the
+    model) and the buffered events, and nearly all of them found nothing: the worker's data
+    is freed by reference counting. Those pauses were the latency tail (p99 over 100 ms at
+    2,000 events/s). So the heap that exists once the worker is set up is frozen (never
+    scanned again) and young collections run ~70x less often; cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def trim_framework(app: faust.App) -> None:
+    """Drop Faust's per-event bookkeeping that nothing here reads; call from a running agent.
+
+    Faust's loggers go to WARNING (:func:`quiet_framework_loggers`), and its built-in Monitor
+    sensor is detached: it records every message in and out (several dict updates each) for
+    Faust's own web statistics, which the worker does not serve. Its metrics are
+    segstream's own (``segstream.stream.metrics``).
+    """
+    quiet_framework_loggers()
+    if app.monitor in set(app.sensors):
+        app.sensors.remove(app.monitor)
+
+
+def quiet_framework_loggers(level: int = logging.WARNING) -> None:
+    """Raise Faust's, mode's and aiokafka's loggers to ``level`` (Faust leaves them at DEBUG)."""
+    for name in _FRAMEWORK_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+def base_app(settings: Settings, datadir: Path) -> faust.App:
+    """A faust.App configured as the worker's (see the module docstring), with no agent."""
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    return faust.App(
+        settings.app_id,
+        broker=[
+            f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
+        ],
+        autodiscover=False,
+        store="memory://",
+        datadir=str(datadir),  # Faust's default is a folder in the cwd
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        broker_rebalance_timeout=SESSION_TIMEOUT_S * 3,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        producer_linger=0.0,
+        stream_buffer_maxsize=stream_buffer_size(settings.batch_size),
+        web_enabled=False,  # segstream serves its own HTTP side (see segstream.stream.web)
+    )
+
+
+def input_channel(app: faust.App, settings: Settings) -> faust.TopicT:
+    """One channel over both input topics, raw bytes (co-partitioned: one owner per user)."""
+    return app.topic(
+        settings.topic_users,
+        settings.topic_orders,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        internal=True,  # Faust creates it (with our partition count) before subscribing
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerParts:
+    """What a running worker shares with its extensions (the HTTP side, for one)."""
+
+    settings: Settings
+    assigner: Assigner
+    """The model holder the worker assigns with."""
+    redis: aioredis.Redis
+    """The worker's Redis client."""
+    processor: BatchProcessor
+
+
+Extension = Callable[[WorkerParts], Awaitable[Callable[[], Awaitable[None]] | None]]
+"""Started once the worker's parts exist; returns a coroutine function that stops it (or None)."""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    observer: WorkerObserver | None = None,
+    extensions: Sequence[Extension] = (),
+) -> faust.App:
+    """The worker's faust.App for ``settings`` (not started).
+
+    Args:
+        observer: told every batch's counts, model changes and Redis failures, if given.
+        extensions: started in order once the agent has its parts, stopped in reverse order
+            when it stops (see :func:`segstream.stream.service.create_service`).
+    """
+    app = base_app(settings, settings.data_dir / "faust")
+    use_lean_consumer(app)
+    topics = Topics.from_settings(settings)
+    inputs = input_channel(app, settings)
+    input_names = {topics.users, topics.orders}
+    outputs = [
+        app.topic(topics.segment_changes, partitions=settings.topic_partitions),
+        app.topic(topics.user_segments, partitions=settings.topic_partitions, compacting=True),
+        app.topic(topics.dead_letters, partitions=settings.topic_partitions),
+    ]
+
+    @app.on_partitions_assigned.connect
+    async def log_assignment(app: faust.App, assigned: set[Any], **_: Any) -> None:
+        mine = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in input_names)
+        users = [p for t, p in mine if t == topics.users]
+        orders = [p for t, p in mine if t == topics.orders]
+        log.info("input partitions assigned: users %s, orders %s", users, orders)
+
+    last_logged: list[int] = [0]
+
+    @app.timer(interval=STATS_INTERVAL_S)
+    async def log_stats() -> None:
+        processor = getattr(app, "segstream_processor", None)
+        if processor is None or processor.stats.records == last_logged[0]:
+            return
+        stats = processor.stats
+        rate = (stats.records - last_logged[0]) / STATS_INTERVAL_S
+        last_logged[0] = stats.records
+        log.info(
+            "%d records (%.0f/s): %d valid, %d fresh, %d assigned, %d changes, dead letters %s",
+            stats.records,
+            rate,
+            stats.valid,
+            stats.fresh,
+            stats.assigned,
+            stats.changes,
+            dict(stats.dead_letters) or 0,
+        )
+
+    @app.agent(inputs, name=AGENT_NAME)
+    async def assign_users(stream: faust.StreamT) -> None:
+        trim_framework(app)
+        for topic in outputs:
+            await topic.maybe_declare()
+        client = redis_client(settings)
+        state = RedisState(client, state_prefix(settings))
+        await state.load_scripts()
+        producer = output_producer(settings)
+        await producer.start()
+        assigner = Assigner(settings.model_dir, metrics=observer)
+        processor = BatchProcessor(state, assigner, AiokafkaSender(producer), topics)
+        processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
+        processor.metrics = observer
+        parts = WorkerParts(settings, assigner, client, processor)
+        stops = [await extension(parts) for extension in extensions]
+        app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench
+        app.segstream_metrics = observer  # type: ignore[attr-defined] - for an HTTP side
+        pipeline = BatchPipeline(
+            processor.process, stream.ack, settings.batch_size, 2 * settings.batch_size
+        )
+        tune_gc()
+        worker_task = asyncio.ensure_future(pipeline.run())
+        crashing: list[asyncio.Future[None]] = []
+
+        def on_done(task: asyncio.Future[None]) -> None:
+            if task.cancelled() or task.exception() is None:
+                return
+            exc = task.exception()
+            log.critical("batch failed, stopping the worker: %r", exc, exc_info=exc)
+            crashing.append(asyncio.ensure_future(app.crash(exc)))  # type: ignore[arg-type]
+
+        worker_task.add_done_callback(on_done)
+        try:
+            async for events in stream.take_events(
+                settings.batch_size, within=settings.batch_timeout_s
+            ):
+                await pipeline.put(events)
+        finally:
+            worker_task.cancel()
+            await asyncio.gather(worker_task, return_exceptions=True)
+            log.info("totals %s", json.dumps(processor.stats.as_dict()))
+            for stop in reversed(stops):
+                if stop is not None:
+                    await stop()
+            await producer.stop()
+            await client.aclose()
+
+    return app

@@ -1,0 +1,176 @@
+"""One batch of input records, end to end: validate, update Redis, assign, publish, settle.
+
+:class:`BatchProcessor` is the worker minus Faust: the agent hands it the raw records of a
+batch and acknowledges them once :meth:`BatchProcessor.process` has returned, which happens
+only after every output of the batch (changes, current segments, dead letters) has been
+acknowledged by the broker. The steps:
+
+1. :func:`parse_batch` (pure) sorts records into valid events grouped by user, in order, and
+   dead letters; the dead letters are sent at once, in the background of the next steps.
+2. one Redis round trip applies every user's events (fenced, idempotent) and returns each
+   touched user's state;
+3. one :func:`~segstream.training.assign.assign` call assigns every assignable user;
+4. :func:`plan_settles` (pure) decides the changes; one Redis round trip queues them in the
+   users' outboxes and reads every pending change back (older ones a crash left included);
+5. the pending changes are published and acknowledged, then removed from the outboxes (a
+   crash in between only makes a change be published again, same bytes and event_id).
+
+Every step is safe to repeat, which is what makes a crash anywhere harmless: the records are
+redelivered, fenced events change nothing, and their users are re-assigned, so a change
+queued before the crash is found in the outbox and published (with its original event_id).
+Redis and broker failures are retried with backoff; a bug propagates and stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from segstream.errors import StateError
+from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
+from segstream.stream.domain.changes import user_segment_output
+from segstream.stream.domain.observer import WorkerObserver
+from segstream.stream.domain.topics import Topics
+from segstream.stream.domain.user import UserState
+from segstream.stream.drift.shared import SharedDrift
+from segstream.stream.kafka.publisher import Sender
+from segstream.stream.state.store import RedisState
+from segstream.stream.worker.assigner import Assigner
+
+__all__ = ["BatchProcessor", "Stats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    """Running totals of one worker process (not persisted; logged and shown by benchmarks)."""
+
+    records: int = 0
+    fresh: int = 0
+    """Valid events that changed state (the others were redeliveries)."""
+    valid: int = 0
+    assigned: int = 0
+    changes: int = 0
+    """Segment changes published (re-sends included)."""
+    batches: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    """Rejected inputs by reason code."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The totals as plain JSON-ready values."""
+        return {
+            "records": self.records,
+            "valid": self.valid,
+            "fresh": self.fresh,
+            "assigned": self.assigned,
+            "changes": self.changes,
+            "batches": self.batches,
+            "dead_letters": dict(sorted(self.dead_letters.items())),
+        }
+
+
+class BatchProcessor:
+    """Runs batches through Redis, the model and the broker; see the module docstring."""
+
+    def __init__(
+        self, state: RedisState, assigner: Assigner, sender: Sender, topics: Topics
+    ) -> None:
+        self.state = state
+        self.assigner = assigner
+        self.sender = sender
+        self.topics = topics
+        self.stats = Stats()
+        self.drift: SharedDrift | None = None
+        """Drift mode's shared centroids (``SEGSTREAM_DRIFT=river``); ``None``: the trained ones."""
+        self.metrics: WorkerObserver | None = None
+        """Where batches, changes, dead letters and Redis failures are counted, if anywhere."""
+
+    async def _redis(self, what: str, operation: Any) -> Any:
+        return await retry(
+            operation,
+            what=what,
+            transient=REDIS_TRANSIENT,
+            error=StateError,
+            on_failure=self._redis_failed,
+        )
+
+    def _redis_failed(self, retrying: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.redis_error()
+            if retrying:
+                self.metrics.redis_retry()
+
+    async def process(self, records: Sequence[RawRecord]) -> None:
+        """Process one batch; returns once all its effects are stored and published."""
+        started = time.perf_counter()
+        topics = self.topics
+        parsed = parse_batch(records, topics)
+        dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
+        try:
+            states = await self._redis("apply events", lambda: self.state.apply(parsed.by_user))
+            self.assigner.refresh()
+            model_version = self.assigner.version
+            assignable = [s for s in states if s.assignable]
+            segments = (
+                self.assigner.assign(assignable)
+                if self.drift is None
+                else await self.drift.assign(self.assigner.model, assignable)
+            )
+            settles = plan_settles(states, segments, model_version, parsed.by_user)
+            pending = await self._redis("queue changes", lambda: self.state.settle(settles))
+            outputs = [
+                output
+                for changes in pending.values()
+                for change in changes
+                for output in user_segment_output(
+                    change, topics.segment_changes, topics.user_segments
+                )
+            ]
+            await self.sender.publish(outputs)
+            await self._redis("clear outbox", lambda: self.state.clear(pending))
+            await dead
+        finally:
+            if not dead.done():
+                dead.cancel()
+        self._count(records, parsed, states, len(assignable), len(outputs) // 2)
+        if self.metrics is not None:
+            self._record(self.metrics, records, parsed, len(outputs) // 2, started)
+
+    @staticmethod
+    def _record(
+        metrics: WorkerObserver,
+        records: Sequence[RawRecord],
+        parsed: ParsedBatch,
+        changes: int,
+        started: float,
+    ) -> None:
+        for topic, n in Counter(record.topic for record in records).items():
+            metrics.consumed(topic, n)
+        for reason, n in Counter(parsed.reasons).items():
+            metrics.dead_letter(reason, n)
+        metrics.changes(changes)
+        metrics.observe_batch(time.perf_counter() - started, len(records))
+
+    def _count(
+        self,
+        records: Sequence[RawRecord],
+        parsed: ParsedBatch,
+        states: Sequence[UserState],
+        assigned: int,
+        changes: int,
+    ) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.records += len(records)
+        stats.valid += sum(len(events) for events in parsed.by_user.values())
+        stats.fresh += sum(s.applied for s in states)
+        stats.assigned += assigned
+        stats.changes += changes
+        stats.dead_letters.update(parsed.reasons)
