@@ -1,4 +1,4 @@
-"""The lifecycle unit tests' models: :func:`tests.small_model.make_model` (no training, no data)."""
+"""The stream unit tests' models: :func:`tests.small_model.make_model` (no training, no data)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
-"""Reading the worker's Redis hashes for the API (pure decoding and counting)."""
+"""One stored user decoded, with the time of their current segment."""
 
 from __future__ import annotations
 
 import json
 
-from segstream.stream.state.keys import user_pattern
 from segstream.stream.state.lookup import stored_user
-from segstream.stream.state.populations import Populations, merge_page
 
 FULL = {
     b"age": b"31",
@@ -67,22 +65,3 @@ def test_user_without_orders_is_not_assignable_and_has_no_segment() -> None:
     assert user is not None
     assert not user.state.assignable
     assert (user.state.segment, user.state.total_orders, user.updated_at) == (None, 0, None)
-
-
-def test_page_tallies_merge_per_model_version_and_segment() -> None:
-    by_version: dict[str, dict[int, int]] = {}
-    assert merge_page(by_version, [1, b"v2", b"0", 1, b"v2", b"1", 2, b"v1", b"3", 1]) == 1
-    assert merge_page(by_version, [0, b"v2", b"1", 5]) == 0
-    assert by_version == {"v2": {0: 1, 1: 7}, "v1": {3: 1}}
-
-
-def test_populations_of_a_version_list_every_segment_and_the_rest() -> None:
-    populations = Populations({"v2": {0: 1, 2: 5}, "v1": {1: 4}}, unassigned=3)
-    assert populations.of("v2", 4) == [1, 0, 5, 0]
-    assert populations.elsewhere("v2") == 4
-    assert populations.users == 13
-
-
-def test_user_pattern_escapes_glob_characters_of_the_prefix() -> None:
-    assert user_pattern("app:") == "app:{u:*}"
-    assert user_pattern("a*b?[c]:") == "a\\*b\\?\\[c\\]:{u:*}"

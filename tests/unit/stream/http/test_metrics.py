@@ -6,7 +6,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from segstream.stream.domain.events import REASONS
-from segstream.stream.domain.rates import RollingCounter
 from segstream.stream.http.metrics import Metrics
 from segstream.stream.kafka.lag import partition_lag
 
@@ -118,38 +117,6 @@ def test_two_metrics_objects_do_not_share_series() -> None:
     a, b = Metrics(), Metrics()
     a.consumed("users", 9)
     assert ("segstream_events_consumed_total", (("topic", "users"),)) not in samples(b)
-
-
-def test_rolling_rate_averages_whole_seconds_of_the_window() -> None:
-    clock = FakeClock(1000.0)
-    counter = RollingCounter(clock=clock)
-    clock.now = 1020.0  # the counter is older than the window
-    for second in range(10):
-        clock.now = 1020.0 + second
-        counter.add(30)
-    clock.now = 1030.5
-    assert counter.rate(10) == pytest.approx(30.0)
-    assert counter.total == 300
-
-
-def test_rolling_rate_drops_counts_older_than_the_window() -> None:
-    clock = FakeClock(0.0)
-    counter = RollingCounter(clock=clock)
-    counter.add(1000)
-    clock.now = 100.0
-    counter.add(10)
-    clock.now = 101.2
-    assert counter.rate(10) == pytest.approx(1.0)
-
-
-def test_rolling_rate_of_a_young_counter_is_averaged_over_its_age() -> None:
-    clock = FakeClock(50.0)
-    counter = RollingCounter(clock=clock)
-    counter.add(10)
-    clock.now = 51.0
-    counter.add(10)
-    clock.now = 52.0
-    assert counter.rate(10) == pytest.approx(10.0)
 
 
 def test_throughput_reports_rates_and_totals() -> None:

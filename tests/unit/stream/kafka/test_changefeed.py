@@ -1,4 +1,4 @@
-"""The status page's change feed and group throughput figures (pure parts)."""
+"""The status page's change feed (pure parts): summaries, order, what is kept."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from segstream.stream.http.live import offset_rates
 from segstream.stream.kafka.changefeed import ChangeFeed, parse_change
 
 
@@ -68,19 +67,3 @@ def test_a_batch_longer_than_keep_leaves_its_newest_and_counts_every_live_record
     feed._add([Record(change_value(uid, None, 0), 100 + uid) for uid in range(5)], True)
     assert [c.user_id for c in feed.recent()] == [4, 3]
     assert feed.rate.total == 5
-
-
-def test_offset_rates_need_two_samples_half_a_second_apart() -> None:
-    assert offset_rates([]) == (None, None)
-    assert offset_rates([(0.0, 0, 0), (0.2, 10, 10)]) == (None, None)
-
-
-def test_offset_rates_use_the_window_only() -> None:
-    history = [(0.0, 0, 0), (50.0, 100, 200), (55.0, 150, 260), (60.0, 200, 300)]
-    processed, produced = offset_rates(history, window_s=10.0)
-    assert processed == pytest.approx(10.0)
-    assert produced == pytest.approx(10.0)
-
-
-def test_offsets_going_backwards_give_zero_not_negative_rates() -> None:
-    assert offset_rates([(0.0, 500, 500), (2.0, 10, 20)]) == (0.0, 0.0)

@@ -1,15 +1,16 @@
-"""Arguments to and replies from the Lua state scripts, without a server."""
+"""Encoding the scripts' arguments and decoding their replies and a user's raw hash."""
 
 from __future__ import annotations
 
-from segstream.stream.domain.events import OrderEvent, OrderItem, Source, UserEvent
-from segstream.stream.state.codec import decode_state, encode_events
-from segstream.stream.state.keys import outbox_key, state_key
+import json
 
-
-def test_keys_share_the_user_hash_tag() -> None:
-    assert state_key("app:", 42) == "app:{u:42}"
-    assert outbox_key("app:", 42) == "app:{u:42}:ob"
+from segstream.stream.domain.events import (
+    OrderEvent,
+    OrderItem,
+    Source,
+    UserEvent,
+)
+from segstream.stream.state.codec import decode_state, describe_user, encode_events
 
 
 def test_events_are_encoded_in_order_with_their_fences() -> None:
@@ -46,3 +47,19 @@ def test_change_count_and_features_version_decode_and_default_to_zero() -> None:
     for short in (full[:11], full[:12], [*full[:11], None, None]):
         assert decode_state(7, short).feature_version == 0
     assert decode_state(7, full[:12]).changes == 3
+
+
+def test_describe_user_lists_counts_orders_fences_and_pending_changes() -> None:
+    fields = {
+        b"age": b"30", b"gen": b"F", b"cty": b"Japan", b"src": b"Search", b"n": b"2",
+        b"tb": b"Zo\xc3\xab", b"tc": b"Jeans", b"seg": b"1", b"mv": b"v1", b"cs": b"2",
+        b"fv": b"4", b"ua": b"2024-01-01T00:00:00Z", b"o:12": b"1", b"o:3": b"1",
+        b"b:Zo\xc3\xab": b"2", b"b:Alpha": b"2", b"c:Jeans": b"3", b"f:orders:1": b"77",
+    }  # fmt: skip
+    described = describe_user(5, fields, [json.dumps({"event_id": "e"}).encode()])
+    assert described["orders"] == [3, 12]
+    assert described["brand_counts"] == {"Alpha": 2, "Zoë": 2}
+    assert described["fences"] == {"orders:1": 77}
+    assert (described["segment"], described["changes"], described["assignable"]) == (1, 2, True)
+    assert described["feature_version"] == 4
+    assert described["pending"] == [{"event_id": "e"}]
