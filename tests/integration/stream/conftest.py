@@ -213,7 +213,7 @@ def input_lag(settings: Settings) -> int:
     """Input records the worker group has not committed yet (all of them before any commit)."""
     snapshot = asyncio.run(
         read_lag(
-            settings.kafka_bootstrap_servers,
+            settings,
             settings.app_id,
             [settings.topic_users, settings.topic_orders],
             attempts=30,  # the group coordinator may still be starting
