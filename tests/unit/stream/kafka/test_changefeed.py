@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from segstream.settings import Settings
 from segstream.stream.kafka.changefeed import ChangeFeed, parse_change
 
 
@@ -52,7 +53,7 @@ def test_values_that_are_not_change_events_are_skipped(value: bytes | None) -> N
 
 
 def test_feed_keeps_the_newest_changes_by_publication_time_newest_first() -> None:
-    feed = ChangeFeed("127.0.0.1:1", "changes", keep=3)
+    feed = ChangeFeed(Settings(kafka_bootstrap_servers="127.0.0.1:1"), "changes", keep=3)
     feed._add([Record(change_value(1, None, 0), 10), Record(change_value(2, None, 1), 30)], False)
     feed._add([Record(change_value(3, 0, 2), 20), Record(b"junk", 25)], False)
     feed._add([Record(change_value(4, 1, 2), 40)], True)
@@ -63,7 +64,7 @@ def test_feed_keeps_the_newest_changes_by_publication_time_newest_first() -> Non
 
 
 def test_a_batch_longer_than_keep_leaves_its_newest_and_counts_every_live_record() -> None:
-    feed = ChangeFeed("127.0.0.1:1", "changes", keep=2)
+    feed = ChangeFeed(Settings(kafka_bootstrap_servers="127.0.0.1:1"), "changes", keep=2)
     feed._add([Record(change_value(uid, None, 0), 100 + uid) for uid in range(5)], True)
     assert [c.user_id for c in feed.recent()] == [4, 3]
     assert feed.rate.total == 5
