@@ -230,10 +230,19 @@ _SCHEMAS: Final[dict[str, Any]] = {
     },
     "Status": {
         "type": "object",
-        "required": ["generated_at", "model", "throughput", "lag", "populations", "changes"],
+        "required": [
+            "generated_at",
+            "health",
+            "model",
+            "throughput",
+            "lag",
+            "populations",
+            "changes",
+        ],
         "description": "Everything the status page shows; see the README for the fields.",
         "properties": {
             "generated_at": {"type": "number"},
+            "health": {"$ref": "#/components/schemas/Readiness"},
             "model": {"type": "object"},
             "throughput": {"type": "object"},
             "lag": {"type": "object"},

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from segstream.errors import ServiceError
+from segstream.errors import ServiceError, describe
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import admin_client
 from segstream.stream.clients.kafka import consumer as kafka_consumer
@@ -185,7 +185,7 @@ class LagReader:
         except KAFKA_TRANSIENT as exc:
             await _close_quietly(admin, consumer)
             raise ServiceError(
-                f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {exc!r}"
+                f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {describe(exc)}"
             ) from exc
         except BaseException:
             # Cancelled while connecting (the app is stopping): leave no client open behind.
@@ -218,6 +218,18 @@ class LagReader:
             raise RuntimeError("LagReader.ping() before start()")
         cluster = await self._admin.describe_cluster()
         return len(cluster.get("brokers", ()))
+
+    async def members(self) -> int:
+        """Consumers in the group now (its workers); 0 for an empty or unknown group.
+
+        Raises:
+            RuntimeError: the reader is not started.
+            aiokafka's KafkaError, OSError, TimeoutError: the broker failed to answer.
+        """
+        if self._admin is None:
+            raise RuntimeError("LagReader.members() before start()")
+        (response,) = await self._admin.describe_consumer_groups([self.group])
+        return sum(len(group[5]) for group in response.groups if group[1] == self.group)
 
     async def read(self) -> LagSnapshot:
         """The group's lag on every partition of its topics, now.
