@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from aiokafka.admin import NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from segstream.errors import ServiceError
