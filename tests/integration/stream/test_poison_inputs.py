@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import redis
 from aiokafka import AIOKafkaProducer
@@ -33,6 +34,10 @@ async def _raise_limit(settings: Settings, topic: str, limit: int) -> None:
         )
     finally:
         await admin.close()
+    deadline = time.monotonic() + 10  # the broker applies a config change asynchronously
+    while (now := await max_message_bytes(settings, topic)) != limit:
+        assert time.monotonic() < deadline, now
+        await asyncio.sleep(0.2)
 
 
 async def _publish(settings: Settings, records: list[tuple[str, bytes, bytes, list]]) -> list:
@@ -116,3 +121,10 @@ def test_poison_inputs_are_dead_lettered_and_the_valid_ones_after_them_applied(
             assert not client.exists(state_key(prefix, uid))
     finally:
         client.close()
+
+
+def test_the_limit_of_a_topic_not_created_yet_is_the_brokers(stream_settings: Settings) -> None:
+    users = stream_settings.topic_users
+    asyncio.run(_raise_limit(stream_settings, users, 3_000_000))  # returns once it reads so
+    missing = f"{users}-never-created"
+    assert asyncio.run(max_message_bytes(stream_settings, missing)) == 1_048_588
