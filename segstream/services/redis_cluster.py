@@ -19,7 +19,7 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,24 +211,22 @@ class RedisCluster:
         ]
         if not replicas:
             raise ServiceError(f"the primary on port {port} has no replica in sync to promote")
+        replica = replicas[0]
+
+        def promoted() -> str | None:
+            if _role(replica.info("replication")) != "primary":
+                return f"the replica on port {replica.port} is not promoted"
+            return self._healthy()
+
         started = time.monotonic()
         self.node(port).process.kill()
-        replica = replicas[0]
-        deadline = started + timeout_s
-        while True:
-            try:
-                promoted = _role(replica.info("replication")) == "primary"
-                if promoted and self._healthy(skip=port) is None:
-                    return Failover(port, replica.port, time.monotonic() - started)
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"the replica on port {replica.port} was not promoted within {timeout_s} s "
-                    f"of killing the primary on port {port}; its log ends:\n"
-                    f"{replica.process.log_tail()}"
-                )
-            time.sleep(0.05)
+        problem = _wait(promoted, timeout_s)
+        if problem is not None:
+            raise ServiceError(
+                f"{problem} {timeout_s:.0f} s after the primary on port {port} was killed; "
+                f"the replica's log ends:\n{replica.process.log_tail()}"
+            )
+        return Failover(port, replica.port, time.monotonic() - started)
 
     def wait_healthy(self, timeout_s: float) -> None:
         """Block until every running node says ``cluster_state:ok`` and has its partner in sync.
@@ -236,22 +234,17 @@ class RedisCluster:
         Raises:
             ServiceError: not so within ``timeout_s``, naming what was still wrong.
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            problem = self._healthy()
-            if problem is None:
-                return
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"the Redis Cluster in {self.home} was not healthy within {timeout_s:.0f} s: "
-                    f"{problem}. If its nodes were joined into another cluster, run `segstream "
-                    f"services down` and remove {self.home}"
-                )
-            time.sleep(0.1)
+        problem = _wait(self._healthy, timeout_s)
+        if problem is not None:
+            raise ServiceError(
+                f"the Redis Cluster in {self.home} was not healthy within {timeout_s:.0f} s: "
+                f"{problem}. If its nodes were joined into another cluster, run `segstream "
+                f"services down` and remove {self.home}"
+            )
 
-    def _healthy(self, skip: int | None = None) -> str | None:
+    def _healthy(self) -> str | None:
         """None when the cluster is healthy, else what is wrong (first found)."""
-        live = [n for n in self.nodes if n.port != skip and n.process.is_running()]
+        live = [n for n in self.nodes if n.process.is_running()]
         in_sync = 0
         for node in live:
             try:
@@ -287,6 +280,22 @@ class RedisCluster:
             raise ServiceError(
                 f"redis-cli --cluster create failed:\n{result.stdout[-3000:]}{result.stderr}"
             )
+
+
+def _wait(problem: Callable[[], str | None], timeout_s: float) -> str | None:
+    """Poll ``problem()`` until it says None (returned) or ``timeout_s`` passed (its last say).
+
+    A node that does not answer is a problem, named by redis-py's error.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = problem()
+        except redis.RedisError as exc:
+            found = f"a node does not answer ({exc})"
+        if found is None or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def _role(replication: dict[str, str]) -> str:
