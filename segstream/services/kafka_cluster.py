@@ -140,10 +140,10 @@ class KafkaCluster:
     def __init__(
         self,
         settings: Settings,
-        brokers: int = 3,
+        brokers: int | None = None,
         ports: Sequence[tuple[int, int]] | None = None,
     ) -> None:
-        """The cluster saved under ``data_dir``, or a new one of ``brokers`` nodes.
+        """The cluster saved under ``data_dir``, or a new one of ``brokers`` nodes (3).
 
         Args:
             ports: (client, controller) port per node; by default derived from the settings
@@ -151,14 +151,21 @@ class KafkaCluster:
 
         Raises:
             ConfigError: fewer than 3 brokers (a quorum that survives one loss needs 3),
-                clashing ports, or an unreadable ``quorum.json``.
+                clashing ports, an unreadable ``quorum.json``, or a saved cluster of another
+                size than ``brokers``.
         """
         self.settings = settings
         self.home = settings.data_dir.resolve() / self.name
         saved = self.home / "quorum.json"
         if saved.exists():
             self.quorum = Quorum.load(saved)
+            if brokers is not None and brokers != len(self.quorum.ports):
+                raise ConfigError(
+                    f"the local Kafka cluster in {self.home} has {len(self.quorum.ports)} "
+                    f"brokers, not {brokers}; stop it and remove that folder to make another"
+                )
         else:
+            brokers = 3 if brokers is None else brokers
             if brokers < 3:
                 raise ConfigError(
                     f"a local Kafka cluster has at least 3 brokers, got {brokers}; one broker "

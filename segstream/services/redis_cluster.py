@@ -114,18 +114,13 @@ class RedisCluster:
         """Nodes on ``ports`` (client, bus) pairs, or on SEGSTREAM_REDIS_PORT + 0..5.
 
         Raises:
-            ConfigError: the derived ports pass 65535, or ``ports`` is not six distinct pairs.
+            ConfigError: ``ports`` is not six distinct pairs.
         """
         self.settings = settings
         self.home = settings.data_dir.resolve() / self.name
         if ports is None:
             base = settings.redis_port
             ports = [(base + i, base + i + BUS_OFFSET) for i in range(2 * PRIMARIES)]
-            if ports[-1][1] > 65535:
-                raise ConfigError(
-                    f"SEGSTREAM_REDIS_PORT={base} leaves no room for the cluster's bus ports "
-                    f"(up to {ports[-1][1]}); choose a port below {65535 - BUS_OFFSET - 5}"
-                )
         flat = [p for pair in ports for p in pair]
         if len(ports) != 2 * PRIMARIES or len(set(flat)) != len(flat):
             raise ConfigError(f"a local Redis Cluster needs 6 distinct port pairs, got {ports}")
@@ -156,9 +151,16 @@ class RedisCluster:
         this call started.
 
         Raises:
+            ConfigError: a port passes 65535 (SEGSTREAM_REDIS_PORT too high).
             ServiceError: a port is taken, redis-server or redis-cli is missing, the join
                 failed, or the cluster was not healthy within ``timeout_s`` (with the reason).
         """
+        highest = max(node.bus_port for node in self.nodes)
+        if highest > 65535:
+            raise ConfigError(
+                f"SEGSTREAM_REDIS_PORT={self.nodes[0].port} leaves no room for the cluster's "
+                f"bus ports (up to {highest}); choose one below {65535 - BUS_OFFSET - 5}"
+            )
         started: list[ClusterNode] = []
         try:
             for node in self.nodes:
