@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions given to the topics segstream creates."""
 
+    topic_replication_factor: int | None = Field(default=None, ge=1, le=32)
+    """Replicas of each topic segstream creates (min ISR: one less); unset: min(3, brokers)."""
+
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     """Most events a worker handles in one batch (one Redis round trip, one model call)."""
 
@@ -177,5 +180,6 @@ def as_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str
     ``settings``: the environment that makes a child process load exactly ``settings``."""
     env = {k: v for k, v in base.items() if not k.upper().startswith(ENV_PREFIX)}
     for name, value in settings.model_dump().items():
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        if value is not None:  # an unset optional setting stays unset (str(None) is no int)
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     return env

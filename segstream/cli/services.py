@@ -25,13 +25,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         choices=["up", "down", "status", "check"],
         help="check: a smoke round trip through the configured Kafka and Redis",
     )
+    parser.add_argument(
+        "--kafka-brokers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="up: run a Kafka cluster of N (>= 3) KRaft brokers, ports SEGSTREAM_KAFKA_PORT "
+        "and SEGSTREAM_KAFKA_CONTROLLER_PORT + 0, 2, 4, ... (default: one broker)",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="up: run a Redis Cluster of 3 primaries and 3 replicas on SEGSTREAM_REDIS_PORT "
+        "+ 0..5 (bus ports 10000 higher) instead of one server",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     stack = Stack(load_settings())
     if args.action == "up":
-        timings = stack.up()
+        timings = stack.up(kafka_brokers=args.kafka_brokers, redis_cluster=args.redis_cluster)
         for status in stack.status():
             took = timings.get(status.name)
             how = f"started in {took:.1f} s" if took is not None else "already running"
@@ -52,4 +66,4 @@ def _run(args: argparse.Namespace) -> int:
         running += status.pid is not None
         print(f"{status.name:6} {status.address:28} {state}  {status.detail}".rstrip())
     # Exit status like `systemctl is-active`: 0 only when everything runs.
-    return 0 if running == 2 else 3
+    return 0 if running == len(stack.status()) else 3

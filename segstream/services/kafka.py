@@ -126,9 +126,9 @@ class KafkaBroker(LocalServer):
             )
         return java
 
-    def _write_config(self) -> None:
+    def _properties(self) -> dict[str, str]:
+        """The broker's ``server.properties``, as a dict a subclass (a cluster node) amends."""
         s = self.settings
-        self.home.mkdir(parents=True, exist_ok=True)
         listeners = (
             f"PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}"
         )
@@ -158,6 +158,11 @@ class KafkaBroker(LocalServer):
             "log.retention.hours": "168",
             "log.segment.bytes": str(256 * 1024 * 1024),
         }
+        return props
+
+    def _write_config(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        props = self._properties()
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.home / "log4j2.properties").write_text(_LOG4J2.format(log=self.server_log))
 
@@ -178,18 +183,20 @@ class KafkaBroker(LocalServer):
             self._classpath(),
         ]
 
+    def _format_options(self) -> list[str]:
+        """StorageTool options naming the cluster id and the quorum: new, this node alone."""
+        return ["--standalone", f"--cluster-id={_cluster_id()}"]
+
     def _format_storage(self, java: str) -> None:
         if (self.home / "data" / "meta.properties").exists():
             return
-        cluster_id = _cluster_id()
         result = subprocess.run(
             [
                 java,
                 *self._jvm_args(),
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
-                f"--cluster-id={cluster_id}",
+                *self._format_options(),
                 "-c",
                 str(self.config_file),
             ],
