@@ -10,7 +10,6 @@ import redis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
 
 from segstream.services.redis_cluster import RedisCluster
 from segstream.settings import load_settings
@@ -20,7 +19,7 @@ from segstream.stream.state.keys import state_key
 from segstream.stream.state.store import RedisState
 from tests.ports import free_ports
 
-PREFIX = "rc:"
+PREFIX = "rc-state:"
 USERS = range(1, 121)
 
 
@@ -136,12 +135,6 @@ def test_killing_a_primary_promotes_its_replica_and_keeps_the_data(
     assert {r.port: r.role for r in cluster.status()}[victim] == "replica"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RedisClusterException,
-    reason="RedisState._run queues pipe.evalsha(), which redis-py's ClusterPipeline blocks; "
-    'pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args) runs (checked by hand)',
-)
 def test_the_state_scripts_run_per_hash_slot_and_keep_counting_across_a_failover(
     cluster: RedisCluster,
 ) -> None:
