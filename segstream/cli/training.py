@@ -192,7 +192,7 @@ def _predict(args: argparse.Namespace) -> int:
     result = predict_one(model, row, reference, args.top)
     if args.json:
         document = {
-            "model": model.version,
+            "model_version": model.version,
             "segment": result.segment,
             "components": list(result.components),
             "distances": list(result.distances),
@@ -232,10 +232,8 @@ def add_commands(sub: SubParsers) -> None:
         "generate", help="write thelook-shaped users/orders/order_items/products Parquet files"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the tables into")
-    p.add_argument(
-        "--users", type=int, default=100_000, metavar="N", help="number of users (default 100000)"
-    )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--users", type=int, default=100_000, metavar="N", help="number of users")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     p.add_argument(
         "--products", metavar="PATH", help="a real thelook products.parquet to use as the catalogue"
     )
@@ -256,7 +254,7 @@ def add_commands(sub: SubParsers) -> None:
         metavar="auto|N",
         help="number of segments, 2..10, or auto (knee of the SSE curve; default)",
     )
-    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
+    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed")
     alignment = p.add_mutually_exclusive_group()
     alignment.add_argument(
         "--previous",
@@ -286,14 +284,27 @@ def add_commands(sub: SubParsers) -> None:
         "--model",
         help="model version directory or MODELS/current (default: SEGSTREAM_MODEL_DIR/current)",
     )
-    p.add_argument("--age", type=int, required=True)
-    p.add_argument("--gender", required=True)
-    p.add_argument("--country", required=True)
-    p.add_argument("--traffic-source", required=True)
-    p.add_argument("--total-orders", type=int, required=True)
-    p.add_argument("--brand", required=True, help="most frequent brand")
-    p.add_argument("--category", required=True, help="most frequent category")
-    p.add_argument("--top", type=int, default=5, help="number of similar users (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--age", type=int, required=True, metavar="YEARS", help="age in years")
+    p.add_argument("--gender", required=True, metavar="G", help="gender as in the data: F or M")
+    p.add_argument("--country", required=True, help="country name as in the data, e.g. Brasil")
+    p.add_argument(
+        "--traffic-source",
+        required=True,
+        metavar="SOURCE",
+        help="how the customer came, as in the data, e.g. Search, Organic, Facebook",
+    )
+    p.add_argument(
+        "--total-orders", type=int, required=True, metavar="N", help="orders placed so far"
+    )
+    p.add_argument("--brand", required=True, help="most frequent brand, e.g. 'Calvin Klein'")
+    p.add_argument("--category", required=True, help="most frequent category, e.g. Jeans")
+    p.add_argument(
+        "--top", type=int, default=5, metavar="N", help="number of similar users, 0 for none"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document, with the field names of the API's POST /predict",
+    )
     _add_source(p, required=False)
     p.set_defaults(handler=_predict)
