@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from segstream.errors import DataError
+from segstream.errors import ConfigError, DataError
 from segstream.settings import load_settings
 
 if TYPE_CHECKING:
@@ -76,13 +77,50 @@ def _source(args: argparse.Namespace) -> DataSource | None:
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
-    """``--out`` of train, or ``SEGSTREAM_MODEL_DIR`` (read only when needed)."""
-    return Path(args.out) if args.out else load_settings().model_dir
+    """``--out`` of train, or ``SEGSTREAM_MODEL_DIR`` (read only when needed), checked."""
+    if args.out:
+        return _checked_dir(args.out)
+    return _checked_dir(str(load_settings().model_dir), "SEGSTREAM_MODEL_DIR")
 
 
 def _model_path(args: argparse.Namespace) -> Path:
     """``--model``, or ``SEGSTREAM_MODEL_DIR/current``."""
     return Path(args.model) if args.model else load_settings().model_dir / "current"
+
+
+def _checked_dir(text: str, option: str = "--out") -> Path:
+    """``text`` as a directory this process can create or write into; nothing is created.
+
+    Checked before any work, so that a long run does not end on a bad path.
+
+    Raises:
+        ConfigError: the path is a file, lies under a file, or is not writable.
+    """
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {text}: a file is there; give a directory")
+    existing = path
+    while not existing.exists():  # the nearest ancestor that exists: mkdir starts there
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {text}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {text}: {existing} is not writable by this user")
+    return path
+
+
+def _checked_file(text: str, option: str = "--out") -> Path:
+    """``text`` as a file this process can write (its directory created if need be).
+
+    Raises:
+        ConfigError: the path is (or ends like) a directory, or its directory cannot be made.
+    """
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        example = Path(text) / "assigned.parquet"
+        raise ConfigError(f"{option} {text} is a directory; give a file name, e.g. {example}")
+    path = Path(text)
+    _checked_dir(str(path.parent), option)
+    return path
 
 
 @contextmanager
@@ -110,10 +148,11 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
 def _generate(args: argparse.Namespace) -> int:
     from segstream.training.generate import generate_tables, load_catalogue, write_tables
 
+    out = _checked_dir(args.out)
     started = time.perf_counter()
     catalogue = load_catalogue(Path(args.products)) if args.products else None
     tables = generate_tables(args.users, args.seed, catalogue)
-    paths = write_tables(tables, Path(args.out))
+    paths = write_tables(tables, out)
     elapsed = time.perf_counter() - started
     for name, path in paths.items():
         print(f"{getattr(tables, name).num_rows:>10,} rows  {path}")
@@ -128,11 +167,12 @@ def _train(args: argparse.Namespace) -> int:
     from segstream.training.train import TrainConfig
 
     config = TrainConfig(k=args.k, seed=args.seed)
+    models_dir = _models_dir(args)
     started = time.perf_counter()
     previous = Path(args.previous) if args.previous else None
     with _progress() as progress:
         outcome = train_to_directory(
-            _source(args), _models_dir(args), config, progress, previous, not args.no_align
+            _source(args), models_dir, config, progress, previous, not args.no_align
         )
     model = outcome.result.model
     console = Console()
@@ -158,10 +198,11 @@ def _assign(args: argparse.Namespace) -> int:
     from segstream.training.data import read_features
     from segstream.training.pipeline import assign_frame, write_parquet
 
+    out = _checked_file(args.out)
     model = load_model(_model_path(args))
     started = time.perf_counter()
     frame = assign_frame(model, read_features(_source(args)))
-    write_parquet(frame, Path(args.out))
+    write_parquet(frame, out)
     counts = frame["segment"].value_counts().sort_index()
     elapsed = time.perf_counter() - started
     print(f"assigned {len(frame):,} users with model {model.version} in {elapsed:.1f}s")
