@@ -64,16 +64,20 @@ def _add_source(parser: argparse.ArgumentParser, required: bool) -> None:
     group.add_argument(
         "--db",
         metavar="URL",
-        help="SQLAlchemy URL of a database holding the four tables, e.g. postgresql+psycopg://user@host/db",
+        help="SQLAlchemy URL of a PostgreSQL or SQLite database holding the four tables, "
+        "e.g. postgresql://user@host/db or sqlite:///thelook.db",
     )
 
 
 def _source(args: argparse.Namespace) -> DataSource | None:
     from segstream.training.data import DataSource
+    from segstream.training.features import feature_sql
 
     if args.data is None and args.db is None:
         return None
-    return DataSource.from_args(args.data, args.db)
+    source = DataSource.from_args(args.data, args.db)
+    feature_sql(source.dialect())  # an unsupported database is refused before any work
+    return source
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
