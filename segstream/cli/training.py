@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -180,11 +181,11 @@ def _train(args: argparse.Namespace) -> int:
         )
     model = outcome.result.model
     console = Console()
-    console.print(summary_table(model, outcome.profiles))
+    console.print(summary_table(model, outcome.profiles, console.width))
     for renderable in lineage_renderables(model.lineage):
         console.print(renderable)
     elbow = ", ".join(
-        f"{k}: {s:,.0f}/{sil:.3f}"
+        f"{k}: {s:,.0f}/" + (f"{sil:.3f}" if math.isfinite(sil) else "n/a")
         for k, s, sil in zip(model.k_values, model.sse, model.silhouette, strict=True)
     )
     console.print(f"elbow (k: SSE/silhouette): {elbow}")
