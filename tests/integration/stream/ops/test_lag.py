@@ -115,6 +115,19 @@ def test_a_group_that_never_committed_has_every_record_pending(
     assert len(snapshot.partitions) == 8
 
 
+def known_group(
+    kafka_bootstrap: str, redis_url: str, dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """A fresh app whose group the cluster knows (20 events committed by the stand-in worker),
+    its settings in the environment for ``segstream lag``."""
+    settings = ops_settings(kafka_bootstrap, redis_url, dataset.models_dir)
+    publish(settings, dataset.plan.events[:20])
+    assert stand_in_worker(settings, 20) == 20
+    for name in ("kafka_bootstrap_servers", "app_id", "topic_users", "topic_orders"):
+        monkeypatch.setenv(f"SEGSTREAM_{name.upper()}", str(getattr(settings, name)))
+    return settings
+
+
 def test_lag_command_exits_1_naming_topics_that_do_not_exist(
     kafka_bootstrap: str,
     redis_url: str,
@@ -122,10 +135,8 @@ def test_lag_command_exits_1_naming_topics_that_do_not_exist(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = ops_settings(kafka_bootstrap, redis_url, dataset.models_dir)
-    publish(settings, dataset.plan.events[:20])
-    assert stand_in_worker(settings, 20) == 20  # the group is known: only the topic is wrong
-    monkeypatch.setenv("SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    settings = known_group(kafka_bootstrap, redis_url, dataset, monkeypatch)
+    capsys.readouterr()
     argv = ["lag", "--group", settings.app_id, "--topic", "no-such-topic-xyz"]
     assert main([*argv, "--json"]) == 1
     captured = capsys.readouterr()
@@ -144,11 +155,7 @@ def test_lag_command_exits_1_naming_a_group_the_cluster_does_not_know(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = ops_settings(kafka_bootstrap, redis_url, dataset.models_dir)
-    publish(settings, dataset.plan.events[:20])
-    assert stand_in_worker(settings, 20) == 20
-    for name in ("kafka_bootstrap_servers", "app_id", "topic_users", "topic_orders"):
-        monkeypatch.setenv(f"SEGSTREAM_{name.upper()}", str(getattr(settings, name)))
+    known_group(kafka_bootstrap, redis_url, dataset, monkeypatch)
     capsys.readouterr()
     assert main(["lag", "--group", "nosuchgroup", "--json"]) == 1
     captured = capsys.readouterr()
