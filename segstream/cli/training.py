@@ -93,24 +93,23 @@ def _model_path(args: argparse.Namespace) -> Path:
     return Path(args.model) if args.model else load_settings().model_dir / "current"
 
 
-def _checked_dir(text: str, option: str = "--out") -> Path:
+def _checked_dir(text: str, option: str = "--out", given: str | None = None) -> Path:
     """``text`` as a directory this process can create or write into; nothing is created.
 
-    Checked before any work, so that a long run does not end on a bad path.
+    Checked before any work, so that a long run does not end on a bad path. ``given`` is
+    the option's value when ``text`` is derived from it (a file's directory).
 
     Raises:
         ConfigError: the path is a file, lies under a file, or is not writable.
     """
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{option} {text}: a file is there; give a directory")
     existing = path
     while not existing.exists():  # the nearest ancestor that exists: mkdir starts there
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"{option} {text}: {existing} is a file, not a directory")
+        raise ConfigError(f"{option} {given or text}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {text}: {existing} is not writable by this user")
+        raise ConfigError(f"{option} {given or text}: {existing} is not writable by this user")
     return path
 
 
@@ -124,7 +123,7 @@ def _checked_file(text: str, option: str = "--out") -> Path:
         example = Path(text) / "assigned.parquet"
         raise ConfigError(f"{option} {text} is a directory; give a file name, e.g. {example}")
     path = Path(text)
-    _checked_dir(str(path.parent), option)
+    _checked_dir(str(path.parent), option, given=text)
     return path
 
 
