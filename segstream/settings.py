@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     """Drift mode: farthest a centre may drift from its trained position (PCA-space units)."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Log level of segstream's own loggers."""
+    """Log level of segstream's own loggers, in any case (``DEBUG`` or ``debug``)."""
 
     data_dir: Path = Path(".segstream")
     """Where ``segstream services`` keeps broker and Redis data, logs and pid files."""
@@ -120,6 +120,11 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod
@@ -165,13 +170,17 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def settings_table() -> list[tuple[str, str, str]]:
-    """``(variable, default, description)`` for every setting, in declaration order."""
+    """``(variable, default, description)`` for every setting, in declaration order.
+
+    A description is the field's whole docstring on one line (a docstring's line breaks and
+    paragraphs become single spaces), so that it fits a table row."""
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.default
         if name == "kafka_jars_dir":
             default = "~/.cache/segstream/kafka"
-        rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), field.description or ""))
+        description = " ".join((field.description or "").split())
+        rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), description))
     return rows
 
 

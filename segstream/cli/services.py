@@ -23,7 +23,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     parser.add_argument(
         "action",
         choices=["up", "down", "status", "check"],
-        help="check: a smoke round trip through the configured Kafka and Redis",
+        help="up: start both (idempotent; waits until they answer); "
+        "down: stop what up started and wait for it to exit; "
+        "status: what runs (exit 0 when both do, 3 otherwise); "
+        "check: a produce->consume and SET->GET round trip through the configured Kafka "
+        "and Redis",
     )
     parser.add_argument(
         "--kafka-brokers",

@@ -43,6 +43,7 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
+from segstream.logs import faust_logging_config
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import output_producer
 from segstream.stream.clients.redis import redis_client
@@ -162,6 +163,8 @@ def base_app(settings: Settings, datadir: Path) -> faust.App:
         producer_linger=0.0,
         stream_buffer_maxsize=stream_buffer_size(settings.batch_size),
         web_enabled=False,  # segstream serves its own HTTP side (see segstream.stream.web)
+        # Faust's records in segstream's format, also when started as `faust -A ... worker`.
+        logging_config=faust_logging_config(settings.log_level),
     )
 
 
