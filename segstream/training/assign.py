@@ -34,6 +34,7 @@ __all__ = [
     "Assignment",
     "Encoding",
     "Features",
+    "Projection",
     "assign",
     "encode",
     "encode_column",
@@ -61,6 +62,23 @@ class Encoding(Protocol):
     def vocabularies(self) -> Mapping[str, tuple[str, ...]]: ...
     @property
     def fallbacks(self) -> Mapping[str, str]: ...
+
+
+class Projection(Protocol):
+    """What projection needs of a model: the fitted scaler and PCA, as float64 arrays.
+
+    :class:`~segstream.training.artifact.Model` is one; training uses a bare one before the
+    centres exist, so that the points k-means is fitted on are :func:`project`'s.
+    """
+
+    @property
+    def scaler_mean(self) -> np.ndarray: ...
+    @property
+    def scaler_scale(self) -> np.ndarray: ...
+    @property
+    def pca_mean(self) -> np.ndarray: ...
+    @property
+    def pca_components(self) -> np.ndarray: ...
 
 
 # One BLAS thread for the thin products below ((n, 7) @ (7, 2) and (n, 2) @ (2, k)): waking
@@ -186,7 +204,7 @@ def encode(model: Encoding, features: Features) -> np.ndarray:
     return encode_with_flags(model, features)[0]
 
 
-def project(model: Model, X: np.ndarray) -> np.ndarray:
+def project(model: Projection, X: np.ndarray) -> np.ndarray:
     """Standardise then project onto the 2 principal components: (n, 7) -> (n, 2) float64.
 
     The same operations in the same order as sklearn's ``StandardScaler.transform``
