@@ -9,7 +9,7 @@ Bit-exact for any batch size: a row's components, distances and segment are the 
 whether it is assigned alone (the worker, ``/predict``) or among a million (``segstream
 assign``), at any position. :func:`project` and :func:`nearest` add each product's terms in a
 fixed order with elementwise NumPy operations, never a matrix product: BLAS chooses its kernel,
-blocking and FMA use by the operands' shapes, so with ``@`` a row alone came out up to 7e-15
+blocking and FMA use by the operands' shapes, so with ``@`` a row alone came out a few ulps
 away from the same row in a batch, which flipped labels of points near a tie. Elementwise
 ufuncs are correctly rounded IEEE operations, one per call (no fused multiply-add), so SIMD
 lanes and scalar tails give a row the same result wherever it sits.
