@@ -46,8 +46,9 @@ def fit_100000(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     directory = tmp_path_factory.mktemp("thelook-100000")
     write_tables(generate_tables(127_000, seed=11), directory)
     features = read_features(DataSource(path=directory)).head(100_000)
-    assert len(features) == 100_000
-    return fit(features, TrainConfig(k=5, k_values=(5,), seed=42, silhouette_sample=500))
+    result = fit(features, TrainConfig(k=5, k_values=(5,), seed=42, silhouette_sample=500))
+    assert len(result.features) == 100_000
+    return result
 
 
 def test_assign_reproduces_sklearn_labels_over_100000_training_rows(
