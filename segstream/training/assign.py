@@ -234,7 +234,9 @@ def project(model: Projection, X: np.ndarray) -> np.ndarray:
         (n, 2) float64, C-contiguous.
     """
     C = model.pca_components
-    Zt = ((X - model.scaler_mean) / model.scaler_scale).T  # (7, n): feature j's column is Zt[j]
+    # Z transposed to (7, n), C-contiguous, so each term below reads one contiguous row.
+    Zt = np.subtract(X.T, model.scaler_mean[:, None], order="C")
+    Zt /= model.scaler_scale[:, None]
     components = C[:, 0, None] * Zt[0]  # (2, n): component c's row accumulates z_j * C[c, j]
     for j in range(1, C.shape[1]):
         components += C[:, j, None] * Zt[j]
