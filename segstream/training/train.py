@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from segstream.errors import DataError
 from segstream.training.artifact import Model
-from segstream.training.assign import encode
+from segstream.training.assign import encode, project
 from segstream.training.features import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
@@ -115,6 +115,16 @@ class _Encoding:
     fallbacks: Mapping[str, str]
     feature_columns: tuple[str, ...] = FEATURE_COLUMNS
     categorical_columns: tuple[str, ...] = CATEGORICAL_COLUMNS
+
+
+@dataclass(frozen=True, eq=False)
+class _Projection:
+    """Just the fitted scaler and PCA: what :func:`project` needs before the centres exist."""
+
+    scaler_mean: np.ndarray
+    scaler_scale: np.ndarray
+    pca_mean: np.ndarray
+    pca_components: np.ndarray
 
 
 def clean_features(features: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -214,8 +224,9 @@ def fit(
     X = encode(_Encoding(vocabularies, fallbacks), frame)
     scaler = StandardScaler().fit(X)
     pca = PCA(n_components=2, random_state=config.seed).fit(scaler.transform(X))
-    # transform, not fit_transform: the exact operations assign() repeats (see project()).
-    components = pca.transform(scaler.transform(X))
+    # assign()'s own projection, so the stored training components are those that
+    # `segstream assign` and the stream compute for the same rows, bit for bit.
+    components = project(_Projection(scaler.mean_, scaler.scale_, pca.mean_, pca.components_), X)
     report("encoding and projecting", 1, 1)
 
     n_distinct = len(np.unique(components, axis=0))
