@@ -42,7 +42,7 @@ from segstream.training.artifact import (
     save_model,
 )
 from segstream.training.assign import assign
-from segstream.training.data import DataSource, read_features
+from segstream.training.data import DataSource, read_exclusions, read_features
 from segstream.training.features import ID_COLUMN
 from segstream.training.lineage import Lineage
 from segstream.training.report import SegmentProfile, profile_segments, render_html
@@ -200,10 +200,14 @@ def train_to_directory(
     """
     report = progress or (lambda step, done, total: None)
     earlier = find_previous(models_dir, previous)  # before the fit: a bad path fails fast
-    report("reading features", 0, 1)
+    report("reading features", 0, 2)
     features = read_features(source)
-    report("reading features", 1, 1)
+    report("reading features", 1, 2)
+    exclusions = read_exclusions(source)  # who read_features left out, for the report
+    report("reading features", 2, 2)
     result = fit(features, config, progress)
+    extra = {**result.model.extra, "exclusions": exclusions.to_json()}
+    result = dataclasses.replace(result, model=dataclasses.replace(result.model, extra=extra))
     report("aligning segment ids", 0, 1)
     result = follow_previous(result, earlier, align_ids)
     report("aligning segment ids", 1, 1)
