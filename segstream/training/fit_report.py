@@ -46,6 +46,8 @@ SILHOUETTE_MARGIN = 0.05
 """A silhouette this much below another k's is *clearly* lower (sampling moves it ~0.01)."""
 BIPLOT_POINTS = 5_000
 """Most users drawn under the biplot's arrows (a seeded sample)."""
+_SHORT_ARROW = 0.3
+"""Biplot arrows shorter than this share of the longest are named in a corner, not at the tip."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,8 @@ def biplot_png(model: Model, components: np.ndarray, segments: np.ndarray, seed:
 
     An arrow is the feature's two loadings, all multiplied by one factor (in the title) so
     the longest reaches 85% of the 99th percentile of the users' distance from the origin.
+    Arrows shorter than :data:`_SHORT_ARROW` of the longest are drawn grey and named in one
+    line in a corner instead of at their tips, where their labels would overlap.
     """
     rows = sample_rows(components.shape[0], BIPLOT_POINTS, seed)
     fig, ax = figure(7, 5.5)
@@ -186,16 +190,22 @@ def biplot_png(model: Model, components: np.ndarray, segments: np.ndarray, seed:
         rasterized=True,
     )
     arrows = model.pca_components.T  # (features, 2)
-    longest = float(np.linalg.norm(arrows, axis=1).max()) or 1.0
+    lengths = np.linalg.norm(arrows, axis=1)
+    longest = float(lengths.max()) or 1.0
     reach = float(np.percentile(np.linalg.norm(components[rows], axis=1), 99)) if rows.size else 1.0
     scale = 0.85 * (reach or 1.0) / longest
-    for feature, (x, y) in zip(model.feature_columns, arrows, strict=True):
+    short = []
+    for feature, (x, y), length in zip(model.feature_columns, arrows, lengths, strict=True):
+        minor = length < _SHORT_ARROW * longest
         ax.annotate(
             "",
             xy=(x * scale, y * scale),
             xytext=(0, 0),
-            arrowprops={"arrowstyle": "->", "color": "#222", "linewidth": 1.4},
+            arrowprops={"arrowstyle": "->", "color": "#888" if minor else "#222", "lw": 1.4},
         )
+        if minor:
+            short.append(_short(feature))
+            continue
         ax.annotate(
             _short(feature),
             (x * scale * 1.08, y * scale * 1.08),
@@ -203,6 +213,16 @@ def biplot_png(model: Model, components: np.ndarray, segments: np.ndarray, seed:
             va="center",
             fontsize=9,
             bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.8, "lw": 0},
+        )
+    if short:
+        ax.text(
+            0.01,
+            0.01,
+            "short grey arrows: " + ", ".join(short),
+            transform=ax.transAxes,
+            fontsize=8,
+            color="#555",
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "lw": 0},
         )
     ax.axhline(0, color="#999", linewidth=0.6)
     ax.axvline(0, color="#999", linewidth=0.6)
