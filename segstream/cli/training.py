@@ -262,11 +262,13 @@ def _predict(args: argparse.Namespace) -> int:
             f"encoded as its most frequent training value {escape(repr(model.fallbacks[column]))}"
         )
     if not result.similar.empty:
-        similar = Table(title=f"{len(result.similar)} most similar users (cosine on components)")
-        for column in ("user_id", "similarity", "segment"):
+        similar = Table(
+            title=f"{len(result.similar)} most similar users (nearest in PCA space, Euclidean)"
+        )
+        for column in ("user_id", "distance", "segment"):
             similar.add_column(column, justify="right")
-        for user_id, sim, seg in result.similar.itertuples(index=False):
-            similar.add_row(str(user_id), f"{sim:.6f}", str(seg))
+        for user_id, distance, seg in result.similar.itertuples(index=False):
+            similar.add_row(str(user_id), f"{distance:.6f}", str(seg))
         console.print(similar)
     return 0
 

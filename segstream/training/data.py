@@ -6,6 +6,7 @@ Public API:
 - :func:`read_features` runs ``features.sql`` and returns the feature frame: columns
   ``user_id`` + :data:`~segstream.training.features.FEATURE_COLUMNS`, one row per user, sorted
   by ``user_id``; ``user_id``, ``age`` and ``total_orders`` are int64, the rest strings.
+- :func:`read_exclusions` counts the users the feature query leaves out and why.
 - :func:`read_tables` returns the four raw tables as Arrow tables.
 - :func:`run_query` runs any portable SELECT over the four tables (used by
   :mod:`segstream.training.events` for the stream's replay).
@@ -31,10 +32,25 @@ import pandas as pd
 import pyarrow as pa
 
 from segstream.errors import DataError, ServiceError
-from segstream.training.features import FEATURE_COLUMNS, ID_COLUMN, NUMERIC_COLUMNS, feature_sql
+from segstream.training.features import (
+    EXCLUSION_REASONS,
+    FEATURE_COLUMNS,
+    ID_COLUMN,
+    NUMERIC_COLUMNS,
+    Exclusions,
+    exclusion_sql,
+    feature_sql,
+)
 from segstream.training.generate import TABLE_NAMES, Tables
 
-__all__ = ["REQUIRED_COLUMNS", "DataSource", "read_features", "read_tables", "run_query"]
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "DataSource",
+    "read_exclusions",
+    "read_features",
+    "read_tables",
+    "run_query",
+]
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +258,25 @@ def read_features(source: DataSource) -> pd.DataFrame:
         dups = frame.loc[frame[ID_COLUMN].duplicated(), ID_COLUMN].head(5).tolist()
         raise DataError(f"users.id is not unique in {source.describe()}: e.g. {dups}")
     return frame.reset_index(drop=True)
+
+
+def read_exclusions(source: DataSource) -> Exclusions:
+    """How many users of ``source`` :func:`read_features` leaves out, and why.
+
+    One more pass over the tables (``exclusion_sql``). Over a database that changes between
+    the two queries, ``segmented`` may differ from the rows read before.
+
+    Raises:
+        DataError: missing table or column, or a failing query.
+        ServiceError: the database cannot be reached after retries.
+    """
+    row = run_query(source, exclusion_sql(source.dialect())).iloc[0]
+    return Exclusions(
+        users=int(row["users"]),
+        segmented=int(row["segmented"]),
+        no_orders=int(row["no_orders"]),
+        missing={c: int(row[f"missing_{c}"]) for c in EXCLUSION_REASONS},
+    )
 
 
 def read_tables(source: DataSource) -> Tables:

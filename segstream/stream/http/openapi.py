@@ -159,14 +159,21 @@ _SCHEMAS: Final[dict[str, Any]] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["user_id", "similarity", "segment"],
+                    "required": ["user_id", "distance", "segment"],
                     "properties": {
                         "user_id": {"type": "integer"},
-                        "similarity": {"type": "number", "minimum": -1.0001, "maximum": 1.0001},
+                        "distance": {
+                            "type": "number",
+                            "minimum": 0,
+                            "description": "Euclidean distance to the customer in the model's "
+                            "component space (the units of `components`).",
+                        },
                         "segment": {"type": "integer", "minimum": 0},
                     },
                 },
-                "description": "Training users most alike (cosine of the components), best first.",
+                "description": "The training users of the model version nearest to the "
+                "customer in component space (the metric k-means assigns by), nearest first; "
+                "equal distances by user_id.",
             },
         },
     },

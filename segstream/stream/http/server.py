@@ -198,11 +198,11 @@ async def get_user(request: web.Request) -> web.Response:
 async def post_predict(request: web.Request) -> web.Response:
     """``POST /predict``: the new-customer flow of ``segstream predict``."""
     features, top = parse_predict_body(await request.read())
-    model, result = request.app[LIVE].serving.predict(features, top)
+    model, result = await request.app[LIVE].serving.predict(features, top)
     similar = [
         {
             "user_id": int(row.user_id),
-            "similarity": float(row.similarity),
+            "distance": float(row.distance),
             "segment": int(row.segment),
         }
         for row in result.similar.itertuples(index=False)

@@ -113,15 +113,14 @@ def test_predict_gives_segment_distances_and_five_similar_users(
     assert result["segment"] == int(np.argmin(result["distances"]))
     similar = result["similar_users"]
     assert len(similar) == 5
-    sims = [s["similarity"] for s in similar]
-    assert sims == sorted(sims, reverse=True)
-    # Cosine similarity recomputed from the stored components agrees, and nobody is closer.
+    # The five nearest stored users in component space, recomputed here, nearest first.
     stored = pd.read_parquet(models / "current" / ASSIGNMENTS_FILE)
     vectors = stored[["component_1", "component_2"]].to_numpy()
-    query = np.array(result["components"])
-    cosine = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
-    assert np.isclose(max(cosine), sims[0])
-    assert np.isclose(cosine[stored["user_id"] == similar[0]["user_id"]][0], sims[0])
+    distance = np.linalg.norm(vectors - np.array(result["components"]), axis=1)
+    nearest = np.argsort(distance, kind="stable")[:5]
+    assert [s["user_id"] for s in similar] == stored["user_id"].to_numpy()[nearest].tolist()
+    assert [s["distance"] for s in similar] == pytest.approx(distance[nearest], abs=1e-12)
+    assert [s["segment"] for s in similar] == stored["segment"].to_numpy()[nearest].tolist()
     assert "most_frequent_brand" in result["unseen_columns"]  # Kalomi is not a generated brand
 
 
