@@ -352,7 +352,7 @@ async def reassign_all(
             where = settings.kafka_bootstrap_servers
             raise ServiceError(f"cannot reach the broker at {where}: {exc!r}") from exc
         reassigner = Reassigner(
-            RedisState(client, prefix),
+            RedisState(client, prefix, order_window=settings.order_dedupe_window),
             assigner,
             AiokafkaSender(producer),
             Topics.from_settings(settings),

@@ -247,7 +247,9 @@ def create_app(
         for topic in outputs:
             await topic.maybe_declare()
         client = redis_client(settings)
-        state = RedisState(client, state_prefix(settings))
+        state = RedisState(
+            client, state_prefix(settings), order_window=settings.order_dedupe_window
+        )
         await state.load_scripts()
         producer = output_producer(settings)
         await producer.start()
