@@ -93,7 +93,8 @@ def describe_user(
     orders (the order ids remembered to count a re-send once, ascending: the user's highest,
     at most ``SEGSTREAM_ORDER_DEDUPE_WINDOW``), orders_floor (the highest order id forgotten,
     ``None`` while none was; an order at or below it counts as seen), brand_counts and
-    category_counts (most first, then by name), fences (``topic:partition`` -> last applied offset), pending (change events).
+    category_counts (most first, then by name), fences (``topic:partition`` -> last applied
+    offset), pending (change events).
     """
     reply = [
         0,
