@@ -132,7 +132,7 @@ def test_writers_silent_past_the_expiry_and_older_fields_are_removed_by_the_next
         fields = set(redis_client.hkeys(key))
         assert fields == {b"v", b"c", b"t", b"n", b"ua", b"w:w", b"w:recent"}
         contributions = await store.contributions(model.version)
-        assert [(c.writer, c.points) for c in contributions] == [("w", 5), ("recent", 5)]
+        assert [(c.writer, c.points) for c in contributions] == [("recent", 5), ("w", 5)]
         # Hundreds of restarts (a new writer each), each silent since: the hash stays small.
         for restart in range(300):
             redis_client.hset(key, f"w:r{restart}", f"1 1 {now - WRITER_EXPIRY_S - 2}")
