@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     load the worker still processes full batches, merging those that queued up while it was
     busy (up to batch_size)."""
 
+    order_dedupe_window: int = Field(default=64, ge=1, le=1000)
+    """How many order ids each user remembers to count a re-sent order once (bounded state).
+
+    A user keeps its highest this-many order ids; a re-sent order at or below the lowest of
+    them is taken as counted. Exact for users with at most this many orders. Past ~100 a heavy
+    buyer's hash leaves Redis's compact encoding (``hash-max-listpack-entries``, 128 fields)."""
+
     http_port: int = Field(default=6066, ge=0, le=65535)
     """Port of the worker's HTTP side (API, metrics, status page); 0 turns it off."""
 

@@ -289,7 +289,9 @@ def create_app(
         for topic in outputs:
             await topic.maybe_declare()
         client = redis_client(settings)
-        state = RedisState(client, state_prefix(settings))
+        state = RedisState(
+            client, state_prefix(settings), order_window=settings.order_dedupe_window
+        )
         await state.load_scripts()
         # Read once: a later change of the topic's limit takes a worker restart.
         limit = await max_message_bytes(settings, topics.dead_letters)
