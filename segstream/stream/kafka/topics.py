@@ -23,6 +23,7 @@ from segstream.settings import Settings
 from segstream.stream.clients.kafka import admin_client
 from segstream.stream.clients.kafka import consumer as kafka_consumer
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, retry
+from segstream.stream.domain.replication import min_insync_replicas, replication_factor
 
 __all__ = ["ensure_topics", "max_message_bytes", "partitions_of", "read_all", "topic_specs"]
 
@@ -41,7 +42,10 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
 async def ensure_topics(settings: Settings, attempts: int = 5) -> list[str]:
     """Create the stream's missing topics with ``settings.topic_partitions``; returns the new.
 
-    Existing topics are left as they are (their partition count is not changed).
+    Each gets :func:`~segstream.stream.domain.replication.replication_factor` copies (the
+    setting, else min(3, brokers)) and ``min.insync.replicas`` one less (at least 1), so with
+    ``acks=all`` no acknowledged record is lost with one broker. Existing topics are left as
+    they are (their partition count and replicas are not changed).
 
     Raises:
         ServiceError: the broker cannot be reached or refuses, after ``attempts`` tries.
@@ -52,8 +56,11 @@ async def ensure_topics(settings: Settings, attempts: int = 5) -> list[str]:
         await admin.start()
         try:
             existing = set(await admin.list_topics())
+            brokers = len((await admin.describe_cluster())["brokers"])
+            copies = replication_factor(settings, brokers)
+            insync = {"min.insync.replicas": str(min_insync_replicas(copies))}
             wanted = [
-                NewTopic(name, settings.topic_partitions, 1, topic_configs=config)
+                NewTopic(name, settings.topic_partitions, copies, topic_configs=insync | config)
                 for name, config in topic_specs(settings).items()
                 if name not in existing
             ]
