@@ -48,12 +48,15 @@ def _print_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print("| variable | default | meaning |\n|---|---|---|")
         for variable, default, meaning in settings_table():
-            print(f"| `{variable}` | `{default}` | {meaning.replace('``', '`')} |")
+            shown = f"`{default}`" if default else "unset"
+            print(f"| `{variable}` | {shown} | {meaning.replace('``', '`')} |")
         return 0
     current = load_settings()
     for variable, _, meaning in settings_table():
-        value = getattr(current, variable.removeprefix("SEGSTREAM_").lower())
-        print(f"{variable:36} {value!s:32} {meaning}")
+        name = variable.removeprefix("SEGSTREAM_").lower()
+        # Secrets are SecretStr (printed as stars); the URL shows its password as ***.
+        value = current.redis_display if name == "redis_url" else getattr(current, name)
+        print(f"{variable:36} {'' if value is None else value!s:32} {meaning}")
     return 0
 
 
