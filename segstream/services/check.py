@@ -74,9 +74,9 @@ async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
     try:
         await client.set("segstream:smoke", token, ex=60)
         if await client.get("segstream:smoke") != token:
-            raise ServiceError(f"Redis at {settings.redis_url} returned another value")
+            raise ServiceError(f"Redis at {settings.redis_display} returned another value")
     except aioredis.RedisError as exc:
-        raise ServiceError(f"Redis round trip via {settings.redis_url} failed: {exc}") from exc
+        raise ServiceError(f"Redis round trip via {settings.redis_display} failed: {exc}") from exc
     finally:
         await client.aclose()
     return RoundTrip(kafka_ms=kafka_ms, redis_ms=(time.perf_counter() - started) * 1000)
