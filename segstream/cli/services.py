@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "check":
         trip = round_trip(stack.settings)
         print(f"kafka  produce -> consume round trip  {trip.kafka_ms:7.1f} ms")
-        print(f"redis  SET -> GET round trip          {trip.redis_ms:7.1f} ms")
+        print(f"redis  HSET -> HGET round trip        {trip.redis_ms:7.1f} ms")
         return 0
     running = 0
     for status in stack.status():

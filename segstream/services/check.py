@@ -38,6 +38,7 @@ async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
     from segstream.stream.clients.kafka import consumer as kafka_consumer
     from segstream.stream.clients.kafka import producer as kafka_producer
     from segstream.stream.clients.redis import redis_client
+    from segstream.stream.state.keys import state_prefix
 
     token = uuid.uuid4().hex.encode()
     topic = "segstream-smoke"
@@ -71,10 +72,14 @@ async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
 
     started = time.perf_counter()
     client = redis_client(settings)
+    # A hash under the app's prefix, written, read and unlinked: commands and keys that the
+    # worker's ACL (segstream.stream.state.acl) allows, so the check works as that user too.
+    key = f"{state_prefix(settings)}smoke"
     try:
-        await client.set("segstream:smoke", token, ex=60)
-        if await client.get("segstream:smoke") != token:
+        await client.hset(key, "token", token)
+        if await client.hget(key, "token") != token:
             raise ServiceError(f"Redis at {settings.redis_display} returned another value")
+        await client.unlink(key)
     except aioredis.RedisError as exc:
         raise ServiceError(f"Redis round trip via {settings.redis_display} failed: {exc}") from exc
     finally:
