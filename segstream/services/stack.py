@@ -23,12 +23,27 @@ class ServiceStatus:
 
 
 class Stack:
-    """Kafka + Redis for ``settings``; every method is safe to call in any state."""
+    """Kafka + Redis for ``settings``; every method is safe to call in any state.
 
-    def __init__(self, settings: Settings) -> None:
+    ``secure``: SASL_SSL Kafka and TLS-only Redis with an ACL user (``services up --secure``);
+    :attr:`client` is then the settings a client of the stack needs.
+    """
+
+    def __init__(self, settings: Settings, *, secure: bool = False) -> None:
         self.settings = settings
-        self.kafka = KafkaBroker(settings)
-        self.redis = RedisServer(settings)
+        self.secure = secure
+        self.kafka = KafkaBroker(settings, secure=secure)
+        self.redis = RedisServer(settings, secure=secure)
+
+    @property
+    def client(self) -> Settings:
+        """``settings`` as a client of this stack (its servers, credentials and CA)."""
+        return self.kafka.client.model_copy(
+            update={
+                name: getattr(self.redis.client, name)
+                for name in ("redis_url", "redis_username", "redis_password", "redis_ssl_cafile")
+            }
+        )
 
     def up(self) -> dict[str, float | None]:
         """Start whatever is not running; return seconds each start took (None: was running).
@@ -55,13 +70,15 @@ class Stack:
         return {"kafka": self.kafka.stop(), "redis": self.redis.stop()}
 
     def status(self) -> list[ServiceStatus]:
-        """One line of truth per service."""
+        """One line of truth per service (secured or not as its data directory says)."""
+        secure = self.secure or self.kafka.formatted_secure()
+        redis = RedisServer(self.settings, secure=secure)
         return [
             ServiceStatus(
                 "kafka",
-                self.kafka.bootstrap,
+                f"SASL_SSL://{self.kafka.bootstrap}" if secure else self.kafka.bootstrap,
                 self.kafka.process.pid(),
                 f"Apache Kafka {kafka_version()}",
             ),
-            ServiceStatus("redis", self.redis.url, self.redis.process.pid()),
+            ServiceStatus("redis", redis.url, self.redis.process.pid()),
         ]

@@ -8,6 +8,7 @@ sizes) as keyword arguments, which override the common options.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "admin_client",
     "connection_options",
+    "connection_problem",
     "consumer",
     "faust_credentials",
     "output_producer",
@@ -144,3 +146,63 @@ def output_producer(settings: Settings) -> AIOKafkaProducer:
     return producer(
         settings, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=256 * 1024
     )
+
+
+async def connection_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
+    """Why a client of ``settings`` cannot talk to the first bootstrap broker, if it is a
+    problem of configuration; None when a connection succeeds or the broker is simply down.
+
+    aiokafka logs the cause of a failed bootstrap and raises only "Unable to bootstrap", so
+    a caller that got that error asks here which setting to change: refused SASL
+    credentials, an untrusted certificate, or a security protocol the listener does not
+    speak. Those never heal by retrying.
+    """
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import (
+        KafkaConnectionError,
+        SaslAuthenticationFailed,
+        UnsupportedSaslMechanismError,
+    )
+
+    host, _, port = settings.kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
+    options = connection_options(settings)
+    options.pop("bootstrap_servers")
+    where = f"Kafka at {host}:{port}"
+    protocol = settings.kafka_security_protocol
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host, int(port), request_timeout_ms=int(timeout_s * 1000), **options
+            )
+        conn.close()
+    except SaslAuthenticationFailed:
+        return (
+            f"{where} refused the SASL credentials ({settings.kafka_sasl_mechanism}, user "
+            f"{settings.kafka_sasl_username!r}): check SEGSTREAM_KAFKA_SASL_USERNAME, "
+            "SEGSTREAM_KAFKA_SASL_PASSWORD and SEGSTREAM_KAFKA_SASL_MECHANISM"
+        )
+    except UnsupportedSaslMechanismError:
+        return (
+            f"{where} does not offer SASL mechanism {settings.kafka_sasl_mechanism}: "
+            "check SEGSTREAM_KAFKA_SASL_MECHANISM"
+        )
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"{where} presented a certificate this client does not trust "
+            f"({exc.verify_message}): set SEGSTREAM_KAFKA_SSL_CAFILE to the CA that signed it"
+        )
+    except ssl.SSLError as exc:
+        return (
+            f"{where} did not complete a TLS handshake ({exc.reason}): is its listener TLS? "
+            f"SEGSTREAM_KAFKA_SECURITY_PROTOCOL is {protocol}"
+        )
+    except KafkaConnectionError as exc:
+        if "closed" in str(exc) and protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            return (
+                f"{where} closed the connection at once: its listener likely expects TLS or "
+                f"SASL while SEGSTREAM_KAFKA_SECURITY_PROTOCOL is {protocol}"
+            )
+        return None
+    except (OSError, TimeoutError):
+        return None  # down or unreachable: worth retrying
+    return None

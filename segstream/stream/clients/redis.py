@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from segstream.settings import Settings
 
-__all__ = ["connection_options", "redis_client", "sync_redis_client"]
+__all__ = ["connection_options", "connection_problem", "redis_client", "sync_redis_client"]
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -53,3 +53,28 @@ def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
 def sync_redis_client(settings: Settings, **options: Any) -> redis.Redis:
     """A blocking client of ``settings.redis_url``, for command-line tools and benchmarks."""
     return redis.Redis.from_url(settings.redis_url, **{**connection_options(settings), **options})
+
+
+def connection_problem(settings: Settings, exc: BaseException) -> str | None:
+    """The setting to change when ``exc`` (from a client of ``settings``) is a problem of
+    configuration rather than a server that is down: refused credentials, an untrusted
+    certificate, or plain text against a TLS port. None otherwise."""
+    where = f"Redis at {settings.redis_display}"
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in text:
+        return (
+            f"{where} refused the credentials of user {settings.redis_username or 'default'!r}: "
+            "check SEGSTREAM_REDIS_USERNAME and SEGSTREAM_REDIS_PASSWORD (or the URL's)"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"{where} presented a certificate this client does not trust: set "
+            "SEGSTREAM_REDIS_SSL_CAFILE to the CA that signed it"
+        )
+    plain = urlparse(settings.redis_url).scheme == "redis"
+    if plain and ("reset by peer" in text or "Connection closed by server" in text):
+        return (
+            f"{where} dropped the connection at once: if its port is TLS-only, use a "
+            "rediss:// SEGSTREAM_REDIS_URL"
+        )
+    return None
