@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions given to the topics segstream creates."""
 
+    topic_replication_factor: int | None = Field(default=None, ge=1, le=32)
+    """Replicas of each topic segstream creates (min ISR: one less); unset: min(3, brokers)."""
+
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     """Most events a worker handles in one batch (one Redis round trip, one model call)."""
 
@@ -122,7 +125,7 @@ class Settings(BaseSettings):
     """Drift mode: farthest a centre may drift from its trained position (PCA-space units)."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Log level of segstream's own loggers."""
+    """Log level of segstream's own loggers, in any case (``DEBUG`` or ``debug``)."""
 
     data_dir: Path = Path(".segstream")
     """Where ``segstream services`` keeps broker and Redis data, logs and pid files."""
@@ -288,6 +291,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
@@ -380,7 +388,10 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def settings_table() -> list[tuple[str, str, str]]:
-    """``(variable, default, description)`` for every setting, in declaration order."""
+    """``(variable, default, description)`` for every setting, in declaration order.
+
+    A description is the field's whole docstring on one line (a docstring's line breaks and
+    paragraphs become single spaces), so that it fits a table row."""
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.default
@@ -388,7 +399,8 @@ def settings_table() -> list[tuple[str, str, str]]:
             default = "~/.cache/segstream/kafka"
         elif default is None:
             default = ""
-        rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), field.description or ""))
+        description = " ".join((field.description or "").split())
+        rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), description))
     return rows
 
 
@@ -403,7 +415,7 @@ def as_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str
     for name in Settings.model_fields:
         value = getattr(settings, name)
         if value is None:
-            continue
+            continue  # an unset optional setting stays unset (str(None) is no int)
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         env[f"{ENV_PREFIX}{name.upper()}"] = str(value)

@@ -152,9 +152,9 @@ class KafkaBroker(LocalServer):
             )
         return java
 
-    def _write_config(self) -> None:
+    def _properties(self) -> dict[str, str]:
+        """The broker's ``server.properties``, as a dict a subclass (a cluster node) amends."""
         s = self.settings
-        self.home.mkdir(parents=True, exist_ok=True)
         listener = "SASL_SSL" if self.secure else "PLAINTEXT"
         listeners = (
             f"{listener}://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}"
@@ -186,6 +186,11 @@ class KafkaBroker(LocalServer):
             "log.retention.hours": "168",
             "log.segment.bytes": str(256 * 1024 * 1024),
         }
+        return props
+
+    def _write_config(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        props = self._properties()
         # Owner-only before a password goes in: the JAAS line of a secured broker holds one.
         self.config_file.touch(mode=0o600)
         os.chmod(self.config_file, 0o600)
@@ -210,6 +215,7 @@ class KafkaBroker(LocalServer):
         ]
 
     def _security_properties(self) -> dict[str, str]:
+        """SASL_SSL with SCRAM-SHA-512 and the stack's PEM certificate (module docstring)."""
         certificates = stack_certificates(self.settings)
         secret = password(self.settings, "kafka")
         jaas = (
@@ -228,6 +234,10 @@ class KafkaBroker(LocalServer):
             "ssl.client.auth": "requested",
         }
 
+    def _format_options(self) -> list[str]:
+        """StorageTool options naming the cluster id and the quorum: new, this node alone."""
+        return ["--standalone", f"--cluster-id={_cluster_id()}"]
+
     def _format_storage(self, java: str) -> None:
         mode_file = self.home / "data" / "security"
         if (self.home / "data" / "meta.properties").exists():
@@ -240,7 +250,6 @@ class KafkaBroker(LocalServer):
                     "down` first) or choose another SEGSTREAM_DATA_DIR"
                 )
             return
-        cluster_id = _cluster_id()
         scram = (
             [
                 "--add-scram",
@@ -255,8 +264,7 @@ class KafkaBroker(LocalServer):
                 *self._jvm_args(),
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
-                f"--cluster-id={cluster_id}",
+                *self._format_options(),
                 "-c",
                 str(self.config_file),
                 *scram,

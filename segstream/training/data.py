@@ -11,8 +11,10 @@ Public API:
   :mod:`segstream.training.events` for the stream's replay).
 
 A directory holds, per table, ``<table>.parquet``, a folder ``<table>/`` of ``*.parquet`` files,
-or ``<table>.csv`` (with a header line; empty fields are NULL). A URL is anything SQLAlchemy
-understands with the four tables in its default schema; connecting is retried with backoff.
+or ``<table>.csv`` (with a header line; empty fields are NULL). A URL is a SQLAlchemy URL of a
+PostgreSQL or SQLite database with the four tables in its default schema (the feature query
+needs each dialect's code point collation, see ``features.CODE_POINT_COLLATIONS``; other
+dialects are refused by name); connecting is retried with backoff.
 """
 
 from __future__ import annotations
@@ -65,6 +67,23 @@ class DataSource:
     def from_args(cls, data: str | Path | None, db: str | None) -> DataSource:
         """The source named by the CLI's ``--data DIR`` / ``--db URL`` pair."""
         return cls(path=Path(data) if data is not None else None, url=db)
+
+    def dialect(self) -> str:
+        """``duckdb`` for a directory, else the URL's SQLAlchemy backend (``postgresql``,
+        ``sqlite``, ...), read from the URL alone.
+
+        Raises:
+            DataError: the URL is malformed.
+        """
+        if self.path is not None:
+            return "duckdb"
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return make_url(self.url or "").get_backend_name()
+        except ArgumentError as exc:
+            raise DataError(f"bad database URL: {exc}") from exc
 
     def describe(self) -> str:
         """A human-readable name, with any password in the URL hidden."""
@@ -213,7 +232,7 @@ def read_features(source: DataSource) -> pd.DataFrame:
         DataError: missing table or column, a failing query, duplicate user ids, or no rows.
         ServiceError: the database cannot be reached after retries.
     """
-    frame = run_query(source, feature_sql())
+    frame = run_query(source, feature_sql(source.dialect()))
     if frame.empty:
         raise DataError(f"no user with an order and complete features in {source.describe()}")
     frame = frame[[ID_COLUMN, *FEATURE_COLUMNS]]

@@ -27,7 +27,8 @@ Exact semantics, implemented by ``features.sql`` (DuckDB and PostgreSQL) and by
 - *Alphabetically first* means the smallest string in Unicode code point order, which is the
   byte order of UTF-8: case-sensitive (``"B" < "a"``), no locale, accents after ASCII. Python
   compares ``str`` this way; DuckDB's default collation does; PostgreSQL does with
-  ``COLLATE "C"``, which the SQL spells out.
+  ``COLLATE "C"``, which the SQL spells out; SQLite does with ``BINARY``, which
+  :func:`feature_sql` puts in its place for SQLite (:data:`CODE_POINT_COLLATIONS`).
 - Users without orders are excluded; rows with any missing feature are dropped; one row per
   user, ordered by ``user_id``. ``user_id`` identifies the row and is never a feature.
 
@@ -39,8 +40,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from importlib import resources
 
+from segstream.errors import DataError
+
 __all__ = [
     "CATEGORICAL_COLUMNS",
+    "CODE_POINT_COLLATIONS",
     "FEATURE_COLUMNS",
     "ID_COLUMN",
     "NUMERIC_COLUMNS",
@@ -112,9 +116,37 @@ def most_frequent(counts: Mapping[str, int]) -> str | None:
     return best
 
 
-def feature_sql() -> str:
-    """The text of ``features.sql``: one portable query over users, orders, order_items, products.
+CODE_POINT_COLLATIONS: Mapping[str, str] = {
+    "duckdb": '"C"',
+    "postgresql": '"C"',
+    "sqlite": "BINARY",
+}
+"""Per SQL dialect (SQLAlchemy's backend name, or ``duckdb``), the collation that orders
+strings by Unicode code point, as the tie rule requires. PostgreSQL's ``"C"`` compares bytes
+whatever the database's locale; DuckDB's ``"C"`` is its default binary order; SQLite's
+``BINARY`` compares bytes with ``memcmp`` (its default). Over UTF-8, byte order is code point
+order. Other dialects are refused rather than guessed."""
+
+_SQL_COLLATE = 'COLLATE "C" ASC'
+"""How ``features.sql`` spells the tie-breaking order (for DuckDB and PostgreSQL)."""
+
+
+def feature_sql(dialect: str = "duckdb") -> str:
+    """The text of ``features.sql`` for ``dialect``: one query over users, orders, order_items,
+    products, with that dialect's code point collation (:data:`CODE_POINT_COLLATIONS`).
 
     It has no bind parameters and no colons, so SQLAlchemy's ``text()`` passes it unchanged.
+
+    Raises:
+        DataError: the dialect is not one of :data:`CODE_POINT_COLLATIONS`.
     """
-    return resources.files(__package__).joinpath(_SQL_FILE).read_text(encoding="utf-8")
+    collation = CODE_POINT_COLLATIONS.get(dialect)
+    if collation is None:
+        supported = ", ".join(sorted(CODE_POINT_COLLATIONS))
+        raise DataError(
+            f"{dialect} databases are not supported: the feature query needs a collation in "
+            f"Unicode code point order, known for {supported} (use --data for Parquet or CSV "
+            "files, read by DuckDB)"
+        )
+    sql = resources.files(__package__).joinpath(_SQL_FILE).read_text(encoding="utf-8")
+    return sql.replace(_SQL_COLLATE, f"COLLATE {collation} ASC")

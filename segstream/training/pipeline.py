@@ -108,11 +108,19 @@ def assign_frame(model: Model, features: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` via a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``frame`` to ``path`` via a temporary file renamed into place.
+
+    Raises:
+        DataError: the file cannot be written (the temporary file is removed).
+    """
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), partial)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), partial)
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True, eq=False)

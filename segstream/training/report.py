@@ -26,6 +26,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from segstream.training.artifact import Model
@@ -311,25 +313,61 @@ def render_html(
 """
 
 
-def summary_table(model: Model, profiles: Sequence[SegmentProfile]) -> Table:
-    """The report's summary as a rich table: one row per segment, its top value per column."""
+def _label(column: str) -> str:
+    """A feature column's short name in the terminal summary."""
+    return column.replace("total_", "").replace("most_frequent_", "").replace("_source", "")
+
+
+def _top(profile: SegmentProfile, column: str) -> str:
+    tops = profile.top_values[column]
+    return f"{tops[0].value} ({tops[0].share:.0f}%)" if tops else "-"
+
+
+def _wide_summary(model: Model, profiles: Sequence[SegmentProfile]) -> Table:
     table = Table(title=f"model {model.version}: {model.n_rows:,} users, k={model.k}")
     table.add_column("seg", justify="right")
     table.add_column("users", justify="right")
     table.add_column("share", justify="right")
+    categorical = [c for c in FEATURE_COLUMNS if c not in NUMERIC_COLUMNS]
     for column in NUMERIC_COLUMNS:
-        table.add_column(f"mean {column.replace('total_', '')}", justify="right")
-    for column in FEATURE_COLUMNS:
-        if column not in NUMERIC_COLUMNS:
-            table.add_column(column.replace("most_frequent_", "").replace("_source", ""))
+        table.add_column(f"mean {_label(column)}", justify="right")
+    for column in categorical:
+        table.add_column(_label(column))
     for p in profiles:
-        tops = [
-            f"{p.top_values[c][0].value} ({p.top_values[c][0].share:.0f}%)"
-            if p.top_values[c]
-            else "-"
-            for c in FEATURE_COLUMNS
-            if c not in NUMERIC_COLUMNS
-        ]
         means = [f"{p.means[c]:.1f}" for c in NUMERIC_COLUMNS]
+        tops = [_top(p, c) for c in categorical]
         table.add_row(str(p.segment), f"{p.size:,}", f"{p.share:.1f}%", *means, *tops)
     return table
+
+
+def _narrow_summary(model: Model, profiles: Sequence[SegmentProfile]) -> Table:
+    table = Table(
+        title=f"model {model.version}: {model.n_rows:,} users, k={model.k}", show_lines=True
+    )
+    table.add_column("seg", justify="right")
+    table.add_column("users", justify="right")
+    table.add_column("profile (mean, or most frequent value and its share)", overflow="fold")
+    for p in profiles:
+        lines = [", ".join(f"{_label(c)} {p.means[c]:.1f}" for c in NUMERIC_COLUMNS)]
+        lines += [f"{_label(c)} {_top(p, c)}" for c in FEATURE_COLUMNS if c not in NUMERIC_COLUMNS]
+        table.add_row(str(p.segment), f"{p.size:,}\n{p.share:.1f}%", "\n".join(lines))
+    return table
+
+
+def summary_table(
+    model: Model, profiles: Sequence[SegmentProfile], width: int | None = None
+) -> Table:
+    """The report's summary as a rich table: one row per segment, its means and top values.
+
+    With ``width`` (the terminal's columns), a table one column per feature is returned only
+    if every cell fits whole; otherwise each segment's profile is laid out as lines in one
+    column, which folds rather than truncates. Without ``width``, the wide table.
+    """
+    wide = _wide_summary(model, profiles)
+    if width is None:
+        return wide
+    # Measured on a console wider than any table: rich clamps a measure to the console.
+    console = Console(width=100_000, file=io.StringIO())
+    if Measurement.get(console, console.options, wide).maximum <= width:
+        return wide
+    return _narrow_summary(model, profiles)

@@ -135,16 +135,38 @@ def producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**{**connection_options(settings), **options})
 
 
-def output_producer(settings: Settings) -> AIOKafkaProducer:
+OUTPUT_BATCH_BYTES = 256 * 1024
+"""Largest record batch the output producer builds, in bytes (less if the limit is lower)."""
+
+
+DEFAULT_REQUEST_BYTES = 1024 * 1024
+"""The Kafka clients' default ``max_request_size`` (1 MiB), for outputs that are all small."""
+
+
+def output_producer(
+    settings: Settings, max_request_size: int = DEFAULT_REQUEST_BYTES
+) -> AIOKafkaProducer:
     """The producer of the worker's outputs (not started).
 
     Its own aiokafka producer rather than Faust's: the publisher appends records to record
     batches directly, which Faust's producer does not expose. Idempotent with ``acks="all"``:
     a record is acknowledged once every in-sync replica has it, and the producer's own
     retries neither duplicate nor reorder it.
+
+    Args:
+        max_request_size: the largest record batch the broker accepts, in bytes (the
+            dead-letter topic's ``max.message.bytes``, :func:`segstream.stream.kafka.topics.
+            max_message_bytes`). A record above it is refused by the producer itself, and
+            batches are built no larger, so the broker never refuses one for its size. The
+            default suits a producer of segment changes only (``segstream reassign``).
     """
     return producer(
-        settings, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=256 * 1024
+        settings,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+        max_batch_size=min(OUTPUT_BATCH_BYTES, max_request_size),
+        max_request_size=max_request_size,
     )
 
 

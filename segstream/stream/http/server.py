@@ -82,17 +82,38 @@ def _reject_constant(token: str) -> float:
     raise ValueError(f"{token} is not a JSON number")
 
 
+class _RepeatedKey(ValueError):
+    """An object of the body names a key twice (JSON parsers would keep the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise _RepeatedKey(f"key {name[:40]!r} appears more than once in one object")
+        document[name] = value
+    return document
+
+
 def parse_predict_body(body: bytes) -> tuple[dict[str, Any], int]:
     """The features and ``top`` of a ``POST /predict`` body.
 
     Raises:
-        web.HTTPBadRequest: not UTF-8 JSON, or not an object per the OpenAPI document's
-            ``PredictRequest`` (the message names the offending field).
+        web.HTTPBadRequest: not UTF-8 JSON, an object that repeats a key, nesting deeper than
+            Python's recursion limit (~1,000 levels; a valid body has one), or not an object
+            per the OpenAPI document's ``PredictRequest`` (the message names the offending
+            field).
     """
     try:
-        document = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        document = json.loads(
+            body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
+    except _RepeatedKey as exc:
+        raise _bad_request(f"invalid body: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad_request(f"body is not JSON: {exc}") from None
+    except RecursionError:  # json's parser recurses per level of nesting
+        raise _bad_request("body is nested too deeply to be a predict request") from None
     if isinstance(document, dict):
         missing = [name for name in PREDICT_REQUEST["required"] if name not in document]
         if missing:

@@ -19,7 +19,8 @@ per lagging partition), so the figures are right while every worker is down, whi
 an operator needs them. :class:`LagReader` keeps its clients open between reads (the status
 page polls it every few seconds); :func:`read_lag` is the one-shot form used by ``segstream
 lag``. Neither joins the group, commits, or creates topics: a topic that does not exist is
-listed in :attr:`LagSnapshot.missing_topics`.
+listed in :attr:`LagSnapshot.missing_topics`, a group the cluster does not know is flagged by
+:attr:`LagSnapshot.group_known`.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ class LagSnapshot:
     """Sorted by topic, then partition."""
     missing_topics: tuple[str, ...] = ()
     """Topics asked for that do not exist on the cluster."""
+    group_known: bool = True
+    """Whether the cluster knows the group (it has members or committed offsets); a group it
+    does not know is most likely a misspelt one, or one no worker has joined yet."""
 
     @property
     def total_lag(self) -> int:
@@ -242,8 +246,9 @@ class LagReader:
             raise RuntimeError("LagReader.read() before start()")
         admin, consumer = self._admin, self._consumer
         partitions, missing = await topic_partitions(admin, self.topics)
+        known = any(group[0] == self.group for group in await admin.list_consumer_groups())
         if not partitions:
-            return LagSnapshot(self.group, self.clock(), (), missing)
+            return LagSnapshot(self.group, self.clock(), (), missing, known)
         committed = await admin.list_consumer_group_offsets(self.group, partitions=partitions)
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
@@ -267,7 +272,7 @@ class LagReader:
             )
             for tp in partitions
         )
-        return LagSnapshot(self.group, taken_at, lags, missing)
+        return LagSnapshot(self.group, taken_at, lags, missing, known)
 
     async def _first_timestamps(
         self, resume: Mapping[TopicPartition, int]

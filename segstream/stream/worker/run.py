@@ -63,7 +63,8 @@ async def check_dependencies(settings: Settings) -> None:
     if settings.http_port and port_is_open(settings.http_port, settings.http_host):
         raise ServiceError(
             f"port {settings.http_port} on {settings.http_host} is already in use, so the "
-            "worker cannot serve its HTTP side: choose SEGSTREAM_HTTP_PORT (0 turns it off)"
+            "worker cannot serve its HTTP side (another worker on this host?): set "
+            "SEGSTREAM_HTTP_PORT to a free port, or SEGSTREAM_HTTP_PORT=0 to run without it"
         )
     created = await ensure_topics(settings)
     if created:

@@ -20,7 +20,7 @@ from segstream.training.features import (
     feature_sql,
     most_frequent,
 )
-from segstream.training.generate import generate_tables, write_tables
+from segstream.training.generate import TABLE_NAMES, generate_tables, write_tables
 
 
 def test_feature_columns_are_the_contracted_order() -> None:
@@ -241,3 +241,45 @@ def test_a_source_is_a_directory_or_a_url_not_both(tmp_path: Path) -> None:
 def test_generated_tables_roundtrip_through_write(tmp_path: Path) -> None:
     write_tables(generate_tables(300, seed=1), tmp_path)
     assert len(read_features(DataSource(path=tmp_path))) > 150
+
+
+def _sqlite(path: Path, tables: dict[str, pd.DataFrame]) -> DataSource:
+    """``tables`` written into a new SQLite file by pandas through SQLAlchemy."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        for name, frame in tables.items():
+            frame.to_sql(name, conn, index=False)
+    engine.dispose()
+    return DataSource(url=f"sqlite:///{path}")
+
+
+def test_sqlite_features_equal_duckdb_features_on_generated_data(
+    tmp_path: Path, small_data: Path, small_features: pd.DataFrame
+) -> None:
+    """The same thelook tables in a SQLite file give exactly DuckDB's feature frame."""
+    tables = {name: pd.read_parquet(small_data / f"{name}.parquet") for name in TABLE_NAMES}
+    from_sqlite = read_features(_sqlite(tmp_path / "thelook.db", tables))
+    pd.testing.assert_frame_equal(from_sqlite, small_features)
+    assert len(from_sqlite) > 3_000
+
+
+def test_sqlite_breaks_ties_in_code_point_order(tmp_path: Path, tiny: pd.DataFrame) -> None:
+    from_sqlite = read_features(_sqlite(tmp_path / "tiny.db", _tiny_tables()))
+    pd.testing.assert_frame_equal(from_sqlite.set_index("user_id"), tiny)
+    assert from_sqlite.set_index("user_id").loc[1, "most_frequent_brand"] == "B-brand"
+
+
+def test_each_supported_dialect_gets_its_code_point_collation() -> None:
+    assert feature_sql("sqlite").count("COLLATE BINARY ASC") == 2
+    assert feature_sql("postgresql").count('COLLATE "C" ASC') == 2
+    assert "BINARY" not in feature_sql("duckdb")
+
+
+def test_an_unsupported_dialect_is_refused_naming_the_supported_ones() -> None:
+    source = DataSource(url="mysql+pymysql://user@localhost/thelook")
+    with pytest.raises(
+        DataError, match=r"mysql databases are not supported.*duckdb, postgresql, sqlite"
+    ):
+        read_features(source)
