@@ -104,7 +104,8 @@ def config_markdown() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for variable, default, meaning in settings_table():
         meaning = meaning.replace("``", "`").replace("|", "\\|")
-        lines.append(f"| `{variable}` | `{default}` | {meaning} |")
+        shown = f"`{default}`" if default else "unset"
+        lines.append(f"| `{variable}` | {shown} | {meaning} |")
     return "\n".join(lines)
 
 
@@ -114,8 +115,10 @@ def _print_config(args: argparse.Namespace) -> int:
         return 0
     current = load_settings()
     for variable, _, meaning in settings_table():
-        value = getattr(current, variable.removeprefix("SEGSTREAM_").lower())
-        print(f"{variable:36} {value!s:32} {meaning}")
+        name = variable.removeprefix("SEGSTREAM_").lower()
+        # Secrets are SecretStr (printed as stars); the URL shows its password as ***.
+        value = current.redis_display if name == "redis_url" else getattr(current, name)
+        print(f"{variable:36} {'' if value is None else value!s:32} {meaning}")
     return 0
 
 

@@ -26,12 +26,27 @@ class ServiceStatus:
 
 
 class Stack:
-    """Kafka + Redis for ``settings``; every method is safe to call in any state."""
+    """Kafka + Redis for ``settings``; every method is safe to call in any state.
 
-    def __init__(self, settings: Settings) -> None:
+    ``secure``: SASL_SSL Kafka and TLS-only Redis with an ACL user (``services up --secure``);
+    :attr:`client` is then the settings a client of the stack needs.
+    """
+
+    def __init__(self, settings: Settings, *, secure: bool = False) -> None:
         self.settings = settings
-        self.kafka = KafkaBroker(settings)
-        self.redis = RedisServer(settings)
+        self.secure = secure
+        self.kafka = KafkaBroker(settings, secure=secure)
+        self.redis = RedisServer(settings, secure=secure)
+
+    @property
+    def client(self) -> Settings:
+        """``settings`` as a client of this stack (its servers, credentials and CA)."""
+        return self.kafka.client.model_copy(
+            update={
+                name: getattr(self.redis.client, name)
+                for name in ("redis_url", "redis_username", "redis_password", "redis_ssl_cafile")
+            }
+        )
 
     def up(self, *, kafka_brokers: int = 1, redis_cluster: bool = False) -> dict[str, float | None]:
         """Start whatever is not running; return seconds each start took (None: was running).
@@ -45,8 +60,14 @@ class Stack:
         ``up`` leaves nothing behind.
 
         Raises:
-            ServiceError: the other kind (single or cluster) of a service runs already.
+            ServiceError: the other kind (single or cluster) of a service runs already, or
+                a cluster is asked of a secured stack (not supported).
         """
+        if self.secure and (kafka_brokers > 1 or redis_cluster):
+            raise ServiceError(
+                "--secure runs one broker and one Redis server: it does not combine with "
+                "--kafka-brokers or --redis-cluster"
+            )
         redis = self._pick("redis", redis_cluster, self.redis, RedisCluster(self.settings))
         kafka = self.kafka
         if kafka_brokers > 1 or self.kafka_cluster() is not None:
@@ -106,16 +127,20 @@ class Stack:
         return stopped
 
     def status(self) -> list[ServiceStatus]:
-        """One line of truth per service; one per node for a cluster that runs."""
+        """One line of truth per service (secured or not as its data directory says); one
+        per node for a cluster that runs."""
         version = f"Apache Kafka {kafka_version()}"
-        kafka = [ServiceStatus("kafka", self.kafka.bootstrap, self.kafka.process.pid(), version)]
+        secure = self.secure or self.kafka.formatted_secure()
+        address = f"SASL_SSL://{self.kafka.bootstrap}" if secure else self.kafka.bootstrap
+        kafka = [ServiceStatus("kafka", address, self.kafka.process.pid(), version)]
         cluster = self.kafka_cluster()
         if cluster is not None and cluster.is_running():
             kafka = [
                 ServiceStatus(f"kafka-{i}", n.bootstrap, n.process.pid(), f"{version}, node {i}")
                 for i, n in cluster.nodes.items()
             ]
-        redis = [ServiceStatus("redis", self.redis.url, self.redis.process.pid())]
+        single = RedisServer(self.settings, secure=secure)
+        redis = [ServiceStatus("redis", single.url, self.redis.process.pid())]
         nodes = RedisCluster(self.settings)
         if nodes.is_running():
             redis = [

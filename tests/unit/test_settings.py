@@ -84,7 +84,8 @@ def test_readme_documents_every_setting_with_its_default() -> None:
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     for variable, default, _ in settings_table():
-        assert f"| `{variable}` | `{default}` |" in readme, variable
+        shown = f"`{default}`" if default else "unset"
+        assert f"| `{variable}` | {shown} |" in readme, variable
 
 
 @pytest.mark.parametrize("value", ["DEBUG", "debug", "Info", "WARNING"])

@@ -34,6 +34,7 @@ from segstream.errors import ArtifactError, ServiceError, StateError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.http.auth import bearer_auth, check_exposure
 from segstream.stream.http.live import LiveView
 from segstream.stream.http.metrics import CONTENT_TYPE, Metrics
 from segstream.stream.http.openapi import MAX_USER_ID, PREDICT_REQUEST, openapi_document
@@ -139,7 +140,7 @@ async def _errors(
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
         if message is None:
             message = f"{exc.reason}: {request.method} {request.path}"
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        headers = {h: exc.headers[h] for h in ("Allow", "WWW-Authenticate") if h in exc.headers}
         return web.json_response({"error": message}, status=exc.status, headers=headers)
     except StateError as exc:
         return web.json_response({"error": f"Redis is unavailable: {exc}"}, status=503)
@@ -308,7 +309,10 @@ def create_web_app(
         lag_interval_s=lag_interval_s,
         population_min_age_s=population_min_age_s,
     )
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    middlewares = [_errors]  # outermost: it also shapes the auth middleware's 401
+    if settings.http_token is not None:
+        middlewares.append(bearer_auth(settings.http_token))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[LIVE] = live
     app[_STATE] = RedisState(client, prefix)
 
@@ -353,7 +357,12 @@ async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner
 
 
 def run_web(settings: Settings) -> None:
-    """Serve the API standalone until interrupted (``segstream api``)."""
+    """Serve the API standalone until interrupted (``segstream api``).
+
+    Raises:
+        ConfigError: serving without a token beyond loopback (see :func:`check_exposure`).
+    """
+    check_exposure(settings)
     app = create_web_app(settings)
 
     async def main() -> None:
@@ -372,7 +381,13 @@ def worker_http(settings: Settings, metrics: Metrics) -> Extension:
 
     It shares the worker's metrics, model holder and Redis client, so /metrics shows this
     process's consumption and the API answers with the model the worker assigns with.
+
+    Raises:
+        ConfigError: serving without a token beyond loopback (see :func:`check_exposure`),
+            checked here, before the worker starts.
     """
+    if settings.http_port:
+        check_exposure(settings)
 
     async def start(parts: WorkerParts) -> Callable[[], Awaitable[None]] | None:
         if not settings.http_port:

@@ -16,11 +16,15 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 
 from segstream.errors import ServiceError
 from segstream.settings import Settings
-from segstream.stream.clients.kafka import admin_client
+from segstream.stream.clients.kafka import admin_client, connection_problem
 from segstream.stream.clients.kafka import consumer as kafka_consumer
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, retry
 from segstream.stream.domain.replication import min_insync_replicas, replication_factor
@@ -48,12 +52,21 @@ async def ensure_topics(settings: Settings, attempts: int = 5) -> list[str]:
     they are (their partition count and replicas are not changed).
 
     Raises:
-        ServiceError: the broker cannot be reached or refuses, after ``attempts`` tries.
+        ServiceError: the broker cannot be reached or refuses, after ``attempts`` tries; at
+            once when the security settings are wrong (naming the setting to change).
     """
 
     async def create() -> list[str]:
         admin = admin_client(settings)
-        await admin.start()
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            await admin.close()
+            # Refused credentials or TLS trust never heal: say which setting, at once.
+            problem = await connection_problem(settings)
+            if problem is not None:
+                raise ServiceError(problem) from exc
+            raise
         try:
             existing = set(await admin.list_topics())
             brokers = len((await admin.describe_cluster())["brokers"])

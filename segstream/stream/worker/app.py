@@ -45,7 +45,7 @@ import redis.asyncio as aioredis
 
 from segstream.logs import faust_logging_config
 from segstream.settings import Settings
-from segstream.stream.clients.kafka import output_producer
+from segstream.stream.clients.kafka import faust_credentials, output_producer
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.domain.batch import fit_dead_letters
 from segstream.stream.domain.dead_letters import OFFSET, ORIGINAL_SIZE, PARTITION, TOPIC
@@ -147,6 +147,7 @@ def base_app(settings: Settings, datadir: Path) -> faust.App:
         broker=[
             f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
         ],
+        broker_credentials=faust_credentials(settings),  # TLS/SASL as every other client
         autodiscover=False,
         store="memory://",
         datadir=str(datadir),  # Faust's default is a folder in the cwd

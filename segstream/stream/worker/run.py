@@ -19,6 +19,7 @@ import mode.loop
 from segstream.errors import ServiceError
 from segstream.net import port_is_open
 from segstream.settings import Settings
+from segstream.stream.clients.redis import connection_problem as redis_problem
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.kafka.topics import ensure_topics
@@ -45,13 +46,20 @@ async def check_dependencies(settings: Settings) -> None:
         ServiceError: Redis or the broker cannot be reached after a few tries, or the HTTP
             port is taken.
     """
-    await retry(
-        lambda: _ping_redis(settings),
-        what=f"connecting to Redis at {settings.redis_url}",
-        transient=REDIS_TRANSIENT,
-        attempts=5,
-        first_delay_s=0.2,
-    )
+    try:
+        await retry(
+            lambda: _ping_redis(settings),
+            what=f"connecting to Redis at {settings.redis_display}",
+            transient=REDIS_TRANSIENT,
+            attempts=5,
+            first_delay_s=0.2,
+        )
+    except ServiceError as exc:
+        # Refused credentials, untrusted certificate, plain text against TLS: name the setting.
+        problem = redis_problem(settings, exc.__cause__) if exc.__cause__ else None
+        if problem is None:
+            raise
+        raise ServiceError(problem) from exc
     if settings.http_port and port_is_open(settings.http_port, settings.http_host):
         raise ServiceError(
             f"port {settings.http_port} on {settings.http_host} is already in use, so the "

@@ -146,9 +146,38 @@ function draw(status) {
   document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
 }
 
+// With SEGSTREAM_HTTP_TOKEN set, /status.json needs "Authorization: Bearer <token>". The page
+// itself is served without it; the token typed into the form is kept in this tab's
+// sessionStorage (gone when the tab closes, never in a cookie or the URL).
+const TOKEN_KEY = "segstream.token";
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+function askForToken(wrong) {
+  const form = $("token-form");
+  form.hidden = false;
+  $("token-hint").textContent = wrong
+    ? "the token was refused: enter SEGSTREAM_HTTP_TOKEN again"
+    : "this worker needs its SEGSTREAM_HTTP_TOKEN";
+}
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  $("token-form").hidden = true;
+});
+
 async function refresh() {
   try {
-    const response = await fetch("/status.json", { cache: "no-store" });
+    const response = await fetch("/status.json", { cache: "no-store", headers: authHeaders() });
+    if (response.status === 401) {
+      askForToken(sessionStorage.getItem(TOKEN_KEY) !== null);
+      throw new Error("a token is required");
+    }
     if (!response.ok) throw new Error("HTTP " + response.status);
     draw(await response.json());
     $("offline").hidden = true;
