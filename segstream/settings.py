@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     """URL of the Redis server (``redis://`` or ``rediss://``) holding per-user state."""
 
+    redis_cluster: bool = False
+    """``redis_url`` names one node of a Redis Cluster: clients discover the others from it,
+    and each state script call touches one hash slot."""
+
     model_dir: Path = Path("models")
     """Directory of model versions; ``<model_dir>/current`` points at the one in use."""
 

@@ -70,7 +70,9 @@ def _segment(args: argparse.Namespace) -> int:
     async def read() -> tuple[dict[bytes, bytes], list[bytes]]:
         client = redis_client(settings)
         try:
-            return await RedisState(client, state_prefix(settings)).read_user(args.user_id)
+            return await RedisState(
+                client, state_prefix(settings), cluster=settings.redis_cluster
+            ).read_user(args.user_id)
         finally:
             await client.aclose()
 

@@ -44,15 +44,25 @@ def connection_options(settings: Settings) -> dict[str, Any]:
 
 
 def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
-    """An asyncio client of ``settings.redis_url`` (connects on first use)."""
-    return aioredis.Redis.from_url(
-        settings.redis_url, **{**connection_options(settings), **options}
-    )
+    """An asyncio client of ``settings.redis_url`` (connects on first use).
+
+    With ``SEGSTREAM_REDIS_CLUSTER=true`` it is a :class:`redis.asyncio.cluster.RedisCluster`
+    seeded from that URL (it learns the other nodes, follows MOVED/ASK and refreshes its slot
+    map on failover); both speak the same commands for one hash slot.
+    """
+    merged = {**connection_options(settings), **options}
+    if settings.redis_cluster:
+        return aioredis.RedisCluster.from_url(settings.redis_url, **merged)  # type: ignore[return-value]
+    return aioredis.Redis.from_url(settings.redis_url, **merged)
 
 
 def sync_redis_client(settings: Settings, **options: Any) -> redis.Redis:
-    """A blocking client of ``settings.redis_url``, for command-line tools and benchmarks."""
-    return redis.Redis.from_url(settings.redis_url, **{**connection_options(settings), **options})
+    """A blocking client of ``settings.redis_url``, for command-line tools and benchmarks
+    (a :class:`redis.cluster.RedisCluster` with ``SEGSTREAM_REDIS_CLUSTER=true``)."""
+    merged = {**connection_options(settings), **options}
+    if settings.redis_cluster:
+        return redis.RedisCluster.from_url(settings.redis_url, **merged)  # type: ignore[return-value]
+    return redis.Redis.from_url(settings.redis_url, **merged)
 
 
 def connection_problem(settings: Settings, exc: BaseException) -> str | None:

@@ -314,7 +314,7 @@ def create_web_app(
         middlewares.append(bearer_auth(settings.http_token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[LIVE] = live
-    app[_STATE] = RedisState(client, prefix)
+    app[_STATE] = RedisState(client, prefix, cluster=settings.redis_cluster)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(live.run(), name="segstream-live-view")

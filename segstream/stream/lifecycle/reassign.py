@@ -345,7 +345,12 @@ async def reassign_all(
             where = settings.kafka_bootstrap_servers
             raise ServiceError(f"cannot reach the broker at {where}: {exc!r}") from exc
         reassigner = Reassigner(
-            RedisState(client, prefix, order_window=settings.order_dedupe_window),
+            RedisState(
+                client,
+                prefix,
+                order_window=settings.order_dedupe_window,
+                cluster=settings.redis_cluster,
+            ),
             assigner,
             AiokafkaSender(producer),
             Topics.from_settings(settings),

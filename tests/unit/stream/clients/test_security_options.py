@@ -149,3 +149,14 @@ class TestRedisOptions:
             assert (kwargs["username"], kwargs["password"]) == ("segstream", "rpw")
             assert kwargs["ssl_ca_certs"] == str(certs.ca)
             assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+
+
+def test_a_cluster_setting_gives_a_cluster_client_seeded_from_the_url() -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    from segstream.stream.clients.redis import redis_client
+
+    plain = redis_client(Settings(redis_url="redis://127.0.0.1:7000/0"))
+    clustered = redis_client(Settings(redis_url="redis://127.0.0.1:7000/0", redis_cluster=True))
+    assert not isinstance(plain, RedisCluster)
+    assert isinstance(clustered, RedisCluster)
