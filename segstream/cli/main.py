@@ -48,7 +48,8 @@ def _print_config(args: argparse.Namespace) -> int:
     if args.markdown:
         print("| variable | default | meaning |\n|---|---|---|")
         for variable, default, meaning in settings_table():
-            print(f"| `{variable}` | `{default}` | {meaning.replace('``', '`')} |")
+            summary = " ".join(meaning.split("\n\n", 1)[0].split())  # first paragraph: one row
+            print(f"| `{variable}` | `{default}` | {summary.replace('``', '`')} |")
         return 0
     current = load_settings()
     for variable, _, meaning in settings_table():

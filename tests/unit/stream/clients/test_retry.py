@@ -35,7 +35,7 @@ class TestRedisFault:
         [
             "OOM command not allowed when used memory > 'maxmemory'.",
             "LOADING Redis is loading the dataset in memory",
-            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN.",
             "TRYAGAIN Multiple keys request during rehashing of slot",
             "CLUSTERDOWN The cluster is down",
             "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
