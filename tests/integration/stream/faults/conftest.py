@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from segstream.errors import ServiceError
 from segstream.services.kafka import KafkaBroker
 from segstream.services.redis import RedisServer
 from segstream.settings import Settings, load_settings
@@ -75,6 +76,23 @@ def kill_broker(broker: KafkaBroker) -> None:
     while broker.process.is_running():
         assert time.monotonic() < deadline, "the broker survived SIGKILL"
         time.sleep(0.05)
+
+
+def restart_broker(broker: KafkaBroker, timeout_s: float = 60.0) -> None:
+    """Start the killed broker again, once its ports are free.
+
+    A client reconnecting in a loop to a dead loopback port can briefly hold it (a TCP
+    self-connect when the kernel picks that same port as the source), so "in use" is retried.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            broker.start()
+            return
+        except ServiceError as exc:
+            if "already in use" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from tests.integration.stream.faults.conftest import (
     metric,
     paused,
     readiness,
+    restart_broker,
     wait_for,
 )
 from tests.integration.stream.parity import check_parity
@@ -69,7 +70,7 @@ def test_broker_killed_ten_times_commits_resume_and_parity_holds(
     for k in range(KILLS):
         time.sleep(1.0)  # the worker is mid-way through the events just published
         kill_broker(own_broker)
-        own_broker.start()
+        restart_broker(own_broker)
         mark = _committed(settings)
         replay(settings, parts[k + 1])  # events keep flowing after the restart
         wait_for(

@@ -15,11 +15,7 @@ from segstream.stream.worker.batching import BatchPipeline
 class _Message:
     def __init__(self, offset: int, age_s: float = 0.0) -> None:
         self.offset = offset
-        self.refcount = 0
         self.timestamp = time.time() - age_s  # Kafka timestamp, seconds
-
-    def incref(self) -> None:
-        self.refcount += 1
 
 
 class _Event:
