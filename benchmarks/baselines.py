@@ -13,7 +13,7 @@ work of ours, so their rates are the ceilings the worker is measured against:
   to a sink topic, wait for the acknowledgements, commit (a consume -> produce pipeline
   without Faust).
 
-Run as ``python -m segstream.stream.baselines faust-take [--lean] | aiokafka`` with the worker's
+Run as ``python -m benchmarks.baselines faust-take [--lean] | aiokafka`` with the worker's
 ``SEGSTREAM_*`` environment (``SEGSTREAM_APP_ID`` names the group); each runs until stopped.
 """
 
@@ -108,7 +108,7 @@ async def run_aiokafka_loop(settings: Settings, sink: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m segstream.stream.baselines faust-take [--lean] | aiokafka --sink TOPIC``."""
+    """``python -m benchmarks.baselines faust-take [--lean] | aiokafka --sink TOPIC``."""
     parser = argparse.ArgumentParser(prog="benchmarks.baselines")
     parser.add_argument("kind", choices=("faust-take", "aiokafka"))
     parser.add_argument("--sink", help="topic the aiokafka loop produces to")

@@ -16,7 +16,7 @@ What is measured, in one run, on topics, a consumer group and Redis keys of its 
    timestamp minus the order's broker timestamp (both CreateTime, one machine clock);
 6. **baselines**, in the same run, on all the same input: a bare Faust ``take_events`` agent
    as Faust comes, the same agent on the worker's event loop and consumer, and a raw aiokafka
-   consume -> produce loop (:mod:`segstream.stream.baselines`).
+   consume -> produce loop (:mod:`benchmarks.baselines`).
 
 The stack of ``SEGSTREAM_*`` is used when it answers; otherwise the local one is started and
 stopped again afterwards. Nothing is left behind: the bench's topics and keys are deleted.

@@ -16,6 +16,7 @@ __all__ = [
     "SegstreamError",
     "ServiceError",
     "StateError",
+    "describe",
 ]
 
 
@@ -54,3 +55,19 @@ class EventError(SegstreamError):
 
 class StateError(SegstreamError):
     """The per-user state store (Redis) failed after its retries were exhausted."""
+
+
+def describe(exc: BaseException) -> str:
+    """``"<Type>: <message>"`` for a person, the type named once.
+
+    Some clients put their class name in the message already (aiokafka's
+    ``KafkaConnectionError: KafkaConnectionError: …``); it is not repeated. An exception
+    without a message is its type's name alone; segstream's own errors are their message.
+    """
+    if isinstance(exc, SegstreamError):
+        return str(exc)  # written for a person already, with its context
+    name = type(exc).__name__
+    text = str(exc).strip()
+    while text.startswith(name + ":") or text == name:
+        text = text[len(name) :].lstrip(":").strip()
+    return f"{name}: {text}" if text else name

@@ -7,19 +7,52 @@ each offending variable. The object is frozen: pass it down, never mutate it.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlparse
+from typing import Any, Literal
+from urllib.parse import quote, unquote, urlparse, urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segstream.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "as_environment", "load_settings", "settings_table"]
+__all__ = [
+    "ENV_PREFIX",
+    "LOOPBACK_HOSTS",
+    "Settings",
+    "as_environment",
+    "load_settings",
+    "settings_table",
+    "unknown_variables",
+]
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "SEGSTREAM_"
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+"""HTTP bind addresses reachable from this machine only (no token needed there)."""
+
+_KAFKA_SSL = frozenset({"SSL", "SASL_SSL"})
+_KAFKA_SASL = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+_OPTIONAL = (
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "redis_username",
+    "redis_password",
+    "redis_ssl_cafile",
+    "redis_ssl_certfile",
+    "redis_ssl_keyfile",
+    "http_token",
+)
+"""Fields whose empty value means unset (``SEGSTREAM_X=`` in a compose file, for one)."""
 
 
 class Settings(BaseSettings):
@@ -63,6 +96,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions given to the topics segstream creates."""
 
+    topic_replication_factor: int | None = Field(default=None, ge=1, le=32)
+    """Replicas of each topic segstream creates (min ISR: one less); unset: min(3, brokers)."""
+
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     """Most events a worker handles in one batch (one Redis round trip, one model call)."""
 
@@ -72,6 +108,13 @@ class Settings(BaseSettings):
     Short, because every event of a batch waits up to this long before its work starts; under
     load the worker still processes full batches, merging those that queued up while it was
     busy (up to batch_size)."""
+
+    order_dedupe_window: int = Field(default=64, ge=1, le=1000)
+    """How many order ids each user remembers to count a re-sent order once (bounded state).
+
+    A user keeps its highest this-many order ids; a re-sent order at or below the lowest of
+    them is taken as counted. Exact for users with at most this many orders. Past ~100 a heavy
+    buyer's hash leaves Redis's compact encoding (``hash-max-listpack-entries``, 128 fields)."""
 
     http_port: int = Field(default=6066, ge=0, le=65535)
     """Port of the worker's HTTP side (API, metrics, status page); 0 turns it off."""
@@ -108,9 +151,10 @@ class Settings(BaseSettings):
     ready."""
 
     stall_grace_s: float = Field(default=30.0, ge=0, le=3600)
-    """How long a stall may last once reported before the worker exits (status 3), in seconds.
+    """How long a stall may last once reported before the worker stops itself, in seconds.
 
-    A supervisor then restarts it; redelivery and the Redis fences make that safe."""
+    It exits non-zero (2 with the reason, 3 if the stop itself hangs), so a supervisor restarts
+    it; redelivery and the Redis fences make that safe."""
 
     shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     """Longest a stopping worker (SIGTERM, SIGINT, a stall) may take to stop, in seconds.
@@ -130,7 +174,7 @@ class Settings(BaseSettings):
     # ------------------------------------------------------------------------------------------
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Log level of segstream's own loggers."""
+    """Log level of segstream's own loggers, in any case (``DEBUG`` or ``debug``)."""
 
     data_dir: Path = Path(".segstream")
     """Where ``segstream services`` keeps broker and Redis data, logs and pid files."""
@@ -150,6 +194,143 @@ class Settings(BaseSettings):
     kafka_heap_mb: int = Field(default=512, ge=128, le=8192)
     """Java heap of the local broker, in MiB."""
 
+    # --- security: Kafka, Redis and HTTP credentials (issue 12) -------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How clients talk to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    """SASL mechanism (protocol ``SASL_*``): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
+
+    kafka_sasl_username: str | None = None
+    """SASL user name; required when the protocol is ``SASL_*``."""
+
+    kafka_sasl_password: SecretStr | None = None
+    """SASL password; required when the protocol is ``SASL_*``; never printed or logged."""
+
+    kafka_ssl_cafile: Path | None = None
+    """PEM file of the CAs that signed the brokers' certificates; unset: the system's CAs."""
+
+    kafka_ssl_certfile: Path | None = None
+    """PEM client certificate for mutual TLS with the brokers; needs ``kafka_ssl_keyfile``."""
+
+    kafka_ssl_keyfile: Path | None = None
+    """PEM private key of ``kafka_ssl_certfile``."""
+
+    redis_username: str | None = None
+    """Redis ACL user; or put it in ``redis_url`` (``redis://user:password@host``)."""
+
+    redis_password: SecretStr | None = None
+    """Redis password; or put it in ``redis_url``; never printed or logged (URLs show ``***``)."""
+
+    redis_ssl_cafile: Path | None = None
+    """PEM file of the CAs that signed Redis's certificate (``rediss://``); unset: the system's."""
+
+    redis_ssl_certfile: Path | None = None
+    """PEM client certificate for mutual TLS with Redis; needs ``redis_ssl_keyfile``."""
+
+    redis_ssl_keyfile: Path | None = None
+    """PEM private key of ``redis_ssl_certfile``."""
+
+    http_token: SecretStr | None = None
+    """Bearer token the HTTP side requires (not on ``/healthz``, ``/readyz``); unset: no auth."""
+
+    http_allow_anonymous: bool = False
+    """Allow serving HTTP without ``http_token`` on an address other than loopback."""
+
+    @field_validator(*_OPTIONAL, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_redis_url(cls, data: Any) -> Any:
+        """Move a user and password in ``redis_url`` to ``redis_username``/``redis_password``.
+
+        So the URL held by the settings never carries a secret: every message that names the
+        Redis server can print ``redis_url`` as it is.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("redis_url"), str):
+            return data
+        parts = urlsplit(data["redis_url"])
+        if parts.username is None and parts.password is None:
+            return data
+        data = dict(data)
+        for name, given in (("username", parts.username), ("password", parts.password)):
+            if not given:
+                continue
+            value = unquote(given)
+            current = data.get(f"redis_{name}")
+            if isinstance(current, SecretStr):
+                current = current.get_secret_value()
+            if current not in (None, "", value):
+                raise ValueError(
+                    f"{ENV_PREFIX}REDIS_URL and {ENV_PREFIX}REDIS_{name.upper()} give different "
+                    f"{name}s; set it in one place"
+                )
+            data[f"redis_{name}"] = value
+        netloc = parts.hostname or ""
+        if ":" in netloc:  # an IPv6 address
+            netloc = f"[{netloc}]"
+        if parts.port is not None:
+            netloc = f"{netloc}:{parts.port}"
+        data["redis_url"] = urlunsplit(parts._replace(netloc=netloc))
+        return data
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        problems = [*self._kafka_security_problems(), *self._redis_security_problems()]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _kafka_security_problems(self) -> list[str]:
+        protocol = self.kafka_security_protocol
+        where = f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL is {protocol}"
+        problems = []
+        if protocol in _KAFKA_SASL:
+            for name in ("kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, name) is None:
+                    problems.append(f"{ENV_PREFIX}{name.upper()} is required ({where})")
+        else:
+            for name in ("kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, name) is not None:
+                    problems.append(
+                        f"{ENV_PREFIX}{name.upper()} is set but {where}: use SASL_SSL "
+                        "or SASL_PLAINTEXT, or unset it"
+                    )
+        files = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+        if protocol in _KAFKA_SSL:
+            problems += _file_problems(self, files)
+        else:
+            for name in files:
+                if getattr(self, name) is not None:
+                    problems.append(
+                        f"{ENV_PREFIX}{name.upper()} is set but {where}: use SSL or SASL_SSL, "
+                        "or unset it"
+                    )
+        return problems
+
+    def _redis_security_problems(self) -> list[str]:
+        files = ("redis_ssl_cafile", "redis_ssl_certfile", "redis_ssl_keyfile")
+        if urlparse(self.redis_url).scheme == "rediss":
+            return _file_problems(self, files)
+        return [
+            f"{ENV_PREFIX}{name.upper()} is set but {ENV_PREFIX}REDIS_URL is not a rediss:// URL"
+            for name in files
+            if getattr(self, name) is not None
+        ]
+
+    @property
+    def redis_display(self) -> str:
+        """``redis_url`` with its user and a masked password, for messages: ``redis://app:***@host``."""
+        if self.redis_username is None and self.redis_password is None:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        user = quote(self.redis_username or "", safe="")
+        secret = ":***" if self.redis_password is not None else ""
+        return urlunsplit(parts._replace(netloc=f"{user}{secret}@{parts.netloc}"))
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -158,6 +339,11 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod
@@ -185,38 +371,101 @@ class Settings(BaseSettings):
         return self.kafka_controller_port or self.kafka_port + 1
 
 
+def _file_problems(settings: Settings, names: tuple[str, str, str]) -> list[str]:
+    """What is wrong with a ``(cafile, certfile, keyfile)`` triple of settings: missing files,
+    or a certificate without its key (or the reverse)."""
+    problems = []
+    for name in names:
+        path = getattr(settings, name)
+        if path is not None and not path.is_file():
+            problems.append(f"{ENV_PREFIX}{name.upper()}: no such file {str(path)!r}")
+    _, cert, key = names
+    if (getattr(settings, cert) is None) != (getattr(settings, key) is None):
+        given, missing = (cert, key) if getattr(settings, key) is None else (key, cert)
+        problems.append(
+            f"{ENV_PREFIX}{missing.upper()} is required with {ENV_PREFIX}{given.upper()} "
+            "(mutual TLS needs the certificate and its key)"
+        )
+    return problems
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Every ``SEGSTREAM_*`` variable of ``environ`` that names no setting, sorted, each with
+    the closest setting's variable (None when nothing is close): likely typos."""
+    known = [name.upper() for name in Settings.model_fields]
+    unknown = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if upper.startswith(ENV_PREFIX) and upper.removeprefix(ENV_PREFIX) not in known:
+            # Compared without the prefix, which every name shares and would make all close.
+            close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), known, n=1)
+            unknown.append((variable, f"{ENV_PREFIX}{close[0]}" if close else None))
+    return unknown
+
+
+_warned: set[str] = set()
+"""Unknown variables already warned about in this process."""
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment; ``overrides`` win over it.
+
+    A ``SEGSTREAM_*`` variable that names no setting is logged as a warning (with the closest
+    known name), once per process, not an error: a deployment may set variables that this
+    version lacks.
 
     Raises:
         ConfigError: naming every variable that is invalid, with pydantic's reason.
     """
+    for variable, close in unknown_variables(os.environ):
+        if variable in _warned:
+            continue  # a command may load its settings more than once
+        _warned.add(variable)
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning("%s is not a segstream setting and is ignored%s", variable, hint)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            name = f"{ENV_PREFIX}{field.upper()}" if err["loc"] else field
-            problems.append(f"  {name}: {err['msg']}")
+            if err["loc"]:
+                field = ".".join(str(p) for p in err["loc"])
+                problems.append(f"  {ENV_PREFIX}{field.upper()}: {err['msg']}")
+            else:  # a check across settings: its message names the variables
+                problems.append(f"  {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from exc
 
 
 def settings_table() -> list[tuple[str, str, str]]:
-    """``(variable, default, description)`` for every setting, in declaration order."""
+    """``(variable, default, description)`` for every setting, in declaration order.
+
+    A description is the field's whole docstring on one line (a docstring's line breaks and
+    paragraphs become single spaces), so that it fits a table row."""
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.default
         if name == "kafka_jars_dir":
             default = "~/.cache/segstream/kafka"
-        rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), field.description or ""))
+        elif default is None:
+            default = ""
+        description = " ".join((field.description or "").split())
+        rows.append((f"{ENV_PREFIX}{name.upper()}", str(default), description))
     return rows
 
 
 def as_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` (e.g. ``os.environ``) with its ``SEGSTREAM_*`` variables replaced by
-    ``settings``: the environment that makes a child process load exactly ``settings``."""
+    ``settings``: the environment that makes a child process load exactly ``settings``.
+
+    Secrets are in it in clear (a child's environment is not its command line, which ``ps``
+    shows); unset optional settings are left out.
+    """
     env = {k: v for k, v in base.items() if not k.upper().startswith(ENV_PREFIX)}
-    for name, value in settings.model_dump().items():
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue  # an unset optional setting stays unset (str(None) is no int)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     return env

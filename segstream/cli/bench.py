@@ -15,6 +15,7 @@ from types import ModuleType
 
 from rich.console import Console
 
+from segstream.cli.main import add_verbs
 from segstream.errors import ConfigError
 from segstream.settings import load_settings
 
@@ -66,15 +67,13 @@ def _bench_ops(args: argparse.Namespace) -> int:
 def add_commands(sub: SubParsers) -> None:
     """Register ``bench training``, ``bench stream`` and ``bench ops``."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
-    targets = bench.add_subparsers(dest="bench_target", required=True, metavar="TARGET")
+    targets = add_verbs(bench, "bench_target", "TARGET")
     p = targets.add_parser(
         "training", help="generate+train at 100k, SQL+train at 1M, assignment rate"
     )
+    p.add_argument("--users", type=int, default=100_000, metavar="N", help="users of the small run")
     p.add_argument(
-        "--users", type=int, default=100_000, help="users of the small run (default 100000)"
-    )
-    p.add_argument(
-        "--big-users", type=int, default=1_000_000, help="users of the large run (default 1000000)"
+        "--big-users", type=int, default=1_000_000, metavar="N", help="users of the large run"
     )
     p.add_argument("--skip-big", action="store_true", help="skip the large run")
     p.add_argument("--products", metavar="PATH", help="a real thelook products.parquet")
@@ -83,21 +82,45 @@ def add_commands(sub: SubParsers) -> None:
         metavar="DIR",
         help="where to write data and models (default: a temporary directory)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the data")
     p.set_defaults(handler=_bench_training)
     p = targets.add_parser(
         "stream",
         help="worker throughput and latency, Redis memory per user, start-to-first-event",
     )
-    p.add_argument("--events", type=int, default=200_000, help="order events of the throughput run")
-    p.add_argument("--users", type=int, default=100_000, help="users of the memory run")
-    p.add_argument("--rate", type=float, default=2_000.0, help="events/s of the latency run")
-    p.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run")
-    p.add_argument("--workdir", metavar="DIR", help="where to keep data and models (default: temp)")
+    p.add_argument(
+        "--events",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="order events of the throughput run",
+    )
+    p.add_argument(
+        "--users", type=int, default=100_000, metavar="N", help="users of the memory run"
+    )
+    p.add_argument(
+        "--rate", type=float, default=2_000.0, metavar="N", help="events/s of the latency run"
+    )
+    p.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="length of the latency run, in seconds",
+    )
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="where to keep data and models (default: a temporary directory)",
+    )
     p.set_defaults(handler=_bench_stream)
     p = targets.add_parser(
         "ops", help="population count, lag read and HTTP API latencies on the configured stack"
     )
-    p.add_argument("--users", type=int, default=100_000, help="synthetic users to count")
-    p.add_argument("--requests", type=int, default=2_000, help="GET /users requests to time")
+    p.add_argument(
+        "--users", type=int, default=100_000, metavar="N", help="synthetic users to count"
+    )
+    p.add_argument(
+        "--requests", type=int, default=2_000, metavar="N", help="GET /users requests to time"
+    )
     p.set_defaults(handler=_bench_ops)

@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+from segstream.cli.main import add_verbs
 from segstream.errors import ConfigError, StateError
 from segstream.settings import load_settings
 from segstream.stream.clients.redis import redis_client
@@ -151,14 +152,12 @@ def add_commands(sub: SubParsers) -> None:
         "reassign",
         help="re-assign every user in Redis with the current model (safe while workers run)",
     )
-    p.add_argument(
-        "--batch-size", type=int, default=1000, metavar="N", help="users per batch (1000)"
-    )
+    p.add_argument("--batch-size", type=int, default=1000, metavar="N", help="users per batch")
     p.add_argument("--json", action="store_true", help="print the figures as JSON, no progress")
     p.set_defaults(handler=_reassign)
 
     drift = sub.add_parser("drift", help="the shared drifted centroids (SEGSTREAM_DRIFT=river)")
-    verbs = drift.add_subparsers(dest="drift_command", required=True, metavar="ACTION")
+    verbs = add_verbs(drift, "drift_command", "ACTION")
     p = verbs.add_parser("show", help="the current model's centres: trained, now, distance")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(handler=_drift_show)

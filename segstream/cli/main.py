@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from segstream.errors import SegstreamError
+from segstream.logs import configure_logging
+from segstream.settings import load_settings, settings_table
 
-__all__ = ["main"]
+__all__ = ["HelpFormatter", "Parser", "add_verbs", "build_parser", "config_markdown", "main"]
+
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+_VERBS = ("command", "bench_target", "drift_command")
+"""Namespace attributes that hold a (sub-)command's name, for the prefix of error messages."""
 
 
 _AREAS = (
@@ -25,15 +34,63 @@ _AREAS = (
 """The modules that register verbs, in the order ``segstream --help`` lists them."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with ``(default: X)`` after an option's help when it has a
+    default worth naming (not None or False) and its help does not name one already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if (
+            text
+            and action.option_strings
+            and action.default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every ``segstream`` verb (sub-parsers are of the parser's own class):
+    :class:`HelpFormatter` unless another is given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def add_verbs(parser: argparse.ArgumentParser, dest: str, metavar: str) -> SubParsers:
+    """Sub-commands of ``parser``, one of which must be given.
+
+    argparse's ``required=True`` reports a missing sub-command before an unknown option,
+    so ``segstream --nope`` would say "a command is required"; here an unknown option is
+    named first, and only then is a missing sub-command an error.
+    """
+    sub = parser.add_subparsers(dest=dest, metavar=metavar)
+
+    def missing(args: argparse.Namespace) -> int:
+        choices = ", ".join(sub.choices)
+        parser.error(f"{metavar} is required: one of {choices}")
+
+    parser.set_defaults(handler=missing)
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser; each area module adds its verbs through ``add_commands``."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="segstream",
         description="Streaming, real-time customer-segment assignment.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    config = sub.add_parser("config", help="print every setting: variable, value, meaning")
-    config.add_argument("--markdown", action="store_true", help="the README's table of defaults")
+    sub = add_verbs(parser, "command", "COMMAND")
+    config = sub.add_parser(
+        "config",
+        help="print every setting: variable, value, meaning",
+        description="Print every SEGSTREAM_* setting with the value in force and its meaning.",
+    )
+    config.add_argument(
+        "--markdown", action="store_true", help="print the README's table of defaults instead"
+    )
     config.set_defaults(handler=_print_config)
     for name in _AREAS:
         # Each area imports its heavy dependencies (numpy, faust, sklearn) inside its handlers,
@@ -42,38 +99,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_config(args: argparse.Namespace) -> int:
-    from segstream.settings import load_settings, settings_table
+def config_markdown() -> str:
+    """The README's configuration table: one row per setting, cells free of ``|``."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for variable, default, meaning in settings_table():
+        meaning = meaning.replace("``", "`").replace("|", "\\|")
+        shown = f"`{default}`" if default else "unset"
+        lines.append(f"| `{variable}` | {shown} | {meaning} |")
+    return "\n".join(lines)
 
+
+def _print_config(args: argparse.Namespace) -> int:
     if args.markdown:
-        print("| variable | default | meaning |\n|---|---|---|")
-        for variable, default, meaning in settings_table():
-            summary = " ".join(meaning.split("\n\n", 1)[0].split())  # first paragraph: one row
-            print(f"| `{variable}` | `{default}` | {summary.replace('``', '`')} |")
+        print(config_markdown())
         return 0
     current = load_settings()
     for variable, _, meaning in settings_table():
-        value = getattr(current, variable.removeprefix("SEGSTREAM_").lower())
-        print(f"{variable:36} {value!s:32} {meaning}")
+        name = variable.removeprefix("SEGSTREAM_").lower()
+        # Secrets are SecretStr (printed as stars); the URL shows its password as ***.
+        value = current.redis_display if name == "redis_url" else getattr(current, name)
+        print(f"{variable:36} {'' if value is None else value!s:32} {meaning}")
     return 0
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; a :class:`SegstreamError` prints its message and exits 2."""
-    # Third-party clients (aiokafka, faust) are chatty at INFO; our own loggers are not.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("segstream").setLevel(logging.INFO)
+    """Run one command; a :class:`SegstreamError` prints its message and exits 2.
+
+    Logging is set up first (:func:`segstream.logs.configure_logging`, at
+    ``SEGSTREAM_LOG_LEVEL``). When the reader of stdout goes away (``segstream segment 42 |
+    head``), the command ends quietly with 141 (128 + SIGPIPE), as ``git`` does.
+    """
     command = "segstream"
     try:
-        # Building the parser may read settings (for defaults): its errors are reported too.
+        # Settings first: an invalid one is reported by every command, --help included.
+        configure_logging(load_settings().log_level)
         args = build_parser().parse_args(argv)
-        command = f"segstream {args.command}"
-        return int(args.handler(args) or 0)
+        command = " ".join(["segstream", *(v for k, v in vars(args).items() if k in _VERBS and v)])
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported below, not at exit
+        return code
     except SegstreamError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130

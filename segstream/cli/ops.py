@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from dataclasses import asdict
 
 from segstream.settings import load_settings
 from segstream.stream.kafka.lag import LagSnapshot
 
-__all__ = ["add_commands", "lag_table"]
+__all__ = ["add_commands", "lag_problems", "lag_table"]
 
 SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
@@ -65,6 +66,7 @@ def _lag(args: argparse.Namespace) -> int:
     if args.json:
         document = {
             "group": snapshot.group,
+            "group_known": snapshot.group_known,
             "taken_at": snapshot.taken_at,
             "total_lag": snapshot.total_lag,
             "max_seconds_behind": snapshot.max_seconds_behind,
@@ -72,14 +74,31 @@ def _lag(args: argparse.Namespace) -> int:
             "partitions": [asdict(p) for p in snapshot.partitions],
         }
         print(json.dumps(document))
-        return 0
-    console = Console()
-    console.print(lag_table(snapshot))
+    else:
+        Console().print(lag_table(snapshot))
+    problems = lag_problems(snapshot, group_option=args.group is not None)
+    for problem in problems:
+        print(f"segstream lag: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def lag_problems(snapshot: LagSnapshot, *, group_option: bool) -> list[str]:
+    """Why a lag reading does not describe what was asked for, one sentence each (empty when
+    it does): topics that do not exist, a group the cluster does not know."""
+    problems = []
     if snapshot.missing_topics:
-        console.print(
-            f"[yellow]topics that do not exist:[/yellow] {', '.join(snapshot.missing_topics)}"
+        problems.append(
+            f"topic(s) {', '.join(snapshot.missing_topics)} do not exist on the cluster "
+            "(--topic, or SEGSTREAM_TOPIC_USERS and SEGSTREAM_TOPIC_ORDERS)"
         )
-    return 0
+    if not snapshot.group_known:
+        where = "--group" if group_option else "SEGSTREAM_APP_ID, or --group"
+        problems.append(
+            f"consumer group {snapshot.group!r} is unknown to the cluster: it has no member "
+            f"and no committed offset (check {where}; a new group is known once a worker "
+            "has joined it)"
+        )
+    return problems
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -97,6 +116,9 @@ def add_commands(sub: SubParsers) -> None:
     p = sub.add_parser(
         "lag",
         help="per-partition lag of the worker group (messages and seconds), read from Kafka",
+        description="Per-partition lag of a consumer group, read from Kafka itself (works "
+        "while every worker is down). Exit 0; 1 when a topic does not exist or the cluster "
+        "does not know the group; 2 when the broker cannot be reached.",
     )
     p.add_argument("--group", metavar="ID", help="consumer group (default: SEGSTREAM_APP_ID)")
     p.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from segstream.services.check import round_trip
+from segstream.services.credentials import client_environment
 from segstream.services.stack import Stack
 from segstream.settings import load_settings
 
@@ -23,28 +24,60 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     parser.add_argument(
         "action",
         choices=["up", "down", "status", "check"],
-        help="check: a smoke round trip through the configured Kafka and Redis",
+        help="up: start both (idempotent; waits until they answer); "
+        "down: stop what up started and wait for it to exit; "
+        "status: what runs (exit 0 when both do, 3 otherwise); "
+        "check: a produce->consume and HSET->HGET round trip through the configured Kafka "
+        "and Redis",
+    )
+    parser.add_argument(
+        "--kafka-brokers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="up: run a Kafka cluster of N (>= 3) KRaft brokers, ports SEGSTREAM_KAFKA_PORT "
+        "and SEGSTREAM_KAFKA_CONTROLLER_PORT + 0, 2, 4, ... (default: one broker)",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="up: run a Redis Cluster of 3 primaries and 3 replicas on SEGSTREAM_REDIS_PORT "
+        "+ 0..5 (bus ports 10000 higher) instead of one server",
+    )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="up: Kafka with a SASL_SSL listener (SCRAM-SHA-512) and Redis with TLS only and "
+        "an ACL user, a throwaway CA in the data directory; prints the SEGSTREAM_ variables a "
+        "client needs (eval them: passwords are read from files, never printed). "
+        "check: use those settings",
     )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    stack = Stack(load_settings())
+    stack = Stack(load_settings(), secure=args.secure)
     if args.action == "up":
-        timings = stack.up()
+        timings = stack.up(kafka_brokers=args.kafka_brokers, redis_cluster=args.redis_cluster)
+        # Secured, the output is meant for `eval`: status lines are shell comments.
+        mark = "# " if args.secure else ""
         for status in stack.status():
             took = timings.get(status.name)
             how = f"started in {took:.1f} s" if took is not None else "already running"
-            print(f"{status.name:6} {status.address:28} pid {status.pid}  {how}")
+            print(f"{mark}{status.name:6} {status.address:28} pid {status.pid}  {how}")
+        if args.secure:
+            print("# a client of this stack needs (passwords are read from their files):")
+            for line in client_environment(stack.settings):
+                print(line)
         return 0
     if args.action == "down":
         for name, stopped in stack.down().items():
             print(f"{name:6} {'stopped' if stopped else 'was not running'}")
         return 0
     if args.action == "check":
-        trip = round_trip(stack.settings)
+        trip = round_trip(stack.client if args.secure else stack.settings)
         print(f"kafka  produce -> consume round trip  {trip.kafka_ms:7.1f} ms")
-        print(f"redis  SET -> GET round trip          {trip.redis_ms:7.1f} ms")
+        print(f"redis  HSET -> HGET round trip        {trip.redis_ms:7.1f} ms")
         return 0
     running = 0
     for status in stack.status():
@@ -52,4 +85,4 @@ def _run(args: argparse.Namespace) -> int:
         running += status.pid is not None
         print(f"{status.name:6} {status.address:28} {state}  {status.detail}".rstrip())
     # Exit status like `systemctl is-active`: 0 only when everything runs.
-    return 0 if running == 2 else 3
+    return 0 if running == len(stack.status()) else 3

@@ -11,7 +11,7 @@ from segstream.errors import ConfigError, StateError
 from segstream.settings import load_settings
 from segstream.stream.clients.redis import redis_client
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "user_text"]
 
 SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
@@ -84,33 +84,60 @@ def _segment(args: argparse.Namespace) -> int:
         )
     )
     if not fields and not pending:
-        print(f"user {args.user_id}: no state in Redis (app {settings.app_id})")
+        message = (
+            f"user {args.user_id} is unknown: no state in Redis for app {settings.app_id} "
+            "(SEGSTREAM_APP_ID); the stream has never seen them"
+        )
+        if args.json:
+            print(json.dumps({"user_id": args.user_id, "error": message}))
+        else:
+            print(message)
         return 1
     described = describe_user(args.user_id, fields, pending)
     if args.json:
         print(json.dumps(described, ensure_ascii=False, indent=1))
     else:
-        _print_user(described)
+        print(user_text(described))
     return 0
 
 
-def _print_user(user: dict[str, Any]) -> None:
-    print(f"user {user['user_id']}")
-    model, since = user["model_version"], user["updated_at"]
-    print(f"  segment        {user['segment']}  (model {model}, since {since})")
-    print(f"  assignable     {user['assignable']}")
-    for name, value in user["features"].items():
-        print(f"  {name:22} {value}")
-    print(f"  orders counted {', '.join(map(str, user['orders'])) or '-'}")
+def user_text(user: dict[str, Any]) -> str:
+    """``segstream segment``'s readable form of :func:`~segstream.stream.state.codec
+    .describe_user`'s document: one ``name  value`` line per fact, nothing printed as None."""
+    if user["segment"] is None:
+        missing = [
+            name
+            for name, value in user["features"].items()
+            if value is None or (name == "total_orders" and not value)  # no order counted yet
+        ]
+        why = f"missing {', '.join(missing)}" if missing else "no model has assigned them yet"
+        segment = f"none yet ({why})"
+    else:
+        segment = f"{user['segment']}  (model {user['model_version']}"
+        segment += f", since {user['updated_at']})" if user["updated_at"] else ")"
+    orders = user["orders"]
+    counted = f"{len(orders)}" + (f" (ids {', '.join(map(str, orders))})" if orders else "")
+    lines = [
+        f"user {user['user_id']}",
+        f"  segment        {segment}",
+        f"  assignable     {'yes' if user['assignable'] else 'no'}",
+        *(
+            f"  {name:22} {'-' if value is None else value}"
+            for name, value in user["features"].items()
+        ),
+        f"  orders counted {counted}",
+    ]
     for title, counts in (
         ("brands", user["brand_counts"]),
         ("categories", user["category_counts"]),
     ):
         shown = ", ".join(f"{name} x{count}" for name, count in counts.items())
-        print(f"  {title:14} {shown or '-'}")
-    for fence, offset in user["fences"].items():
-        print(f"  last offset    {fence}: {offset}")
-    print(f"  pending        {len(user['pending'])} change(s) not yet acknowledged by the broker")
+        lines.append(f"  {title:14} {shown or '-'}")
+    lines += [f"  last offset    {fence}: {offset}" for fence, offset in user["fences"].items()]
+    lines.append(
+        f"  pending        {len(user['pending'])} change(s) not yet acknowledged by the broker"
+    )
+    return "\n".join(lines)
 
 
 def add_commands(sub: SubParsers) -> None:
@@ -118,6 +145,16 @@ def add_commands(sub: SubParsers) -> None:
     p = sub.add_parser(
         "worker",
         help="run the streaming worker (workers with the same SEGSTREAM_APP_ID share the work)",
+        description="Run the streaming worker in this process until Ctrl-C or SIGTERM: it "
+        "consumes the SEGSTREAM_TOPIC_USERS and SEGSTREAM_TOPIC_ORDERS topics, keeps each "
+        "user's features in Redis (SEGSTREAM_REDIS_URL), assigns segments with the model at "
+        "SEGSTREAM_MODEL_DIR/current (reloaded when it changes) and publishes every segment "
+        "change. It first checks that the model loads, that Redis answers and that the HTTP "
+        "port is free, and creates missing topics. Workers with the same SEGSTREAM_APP_ID form "
+        "one consumer group and share the partitions; each serves its HTTP side (API, "
+        "/metrics, status page) on SEGSTREAM_HTTP_HOST:SEGSTREAM_HTTP_PORT, so a second "
+        "worker on one host needs another port, or SEGSTREAM_HTTP_PORT=0 for none. All "
+        "settings: segstream config.",
     )
     p.set_defaults(handler=_worker)
 
@@ -129,7 +166,17 @@ def add_commands(sub: SubParsers) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N events")
     p.set_defaults(handler=_replay)
 
-    p = sub.add_parser("segment", help="print a user's state as the worker keeps it in Redis")
-    p.add_argument("user_id", type=int, metavar="USER_ID")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p = sub.add_parser(
+        "segment",
+        help="print a user's state as the worker keeps it in Redis",
+        description="Print a user's segment, features, counted orders and offsets as the "
+        "workers keep them in Redis (SEGSTREAM_REDIS_URL, app SEGSTREAM_APP_ID). Exit 1 "
+        "when the user is unknown.",
+    )
+    p.add_argument("user_id", type=int, metavar="USER_ID", help="the user's id")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON document ({"user_id", "error"} for an unknown user)',
+    )
     p.set_defaults(handler=_segment)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from segstream.errors import DataError
+from segstream.errors import ConfigError, DataError
 from segstream.settings import load_settings
 
 if TYPE_CHECKING:
@@ -63,26 +65,66 @@ def _add_source(parser: argparse.ArgumentParser, required: bool) -> None:
     group.add_argument(
         "--db",
         metavar="URL",
-        help="SQLAlchemy URL of a database holding the four tables, e.g. postgresql+psycopg://user@host/db",
+        help="SQLAlchemy URL of a PostgreSQL or SQLite database holding the four tables, "
+        "e.g. postgresql://user@host/db or sqlite:///thelook.db",
     )
 
 
 def _source(args: argparse.Namespace) -> DataSource | None:
     from segstream.training.data import DataSource
+    from segstream.training.features import feature_sql
 
     if args.data is None and args.db is None:
         return None
-    return DataSource.from_args(args.data, args.db)
+    source = DataSource.from_args(args.data, args.db)
+    feature_sql(source.dialect())  # an unsupported database is refused before any work
+    return source
 
 
 def _models_dir(args: argparse.Namespace) -> Path:
-    """``--out`` of train, or ``SEGSTREAM_MODEL_DIR`` (read only when needed)."""
-    return Path(args.out) if args.out else load_settings().model_dir
+    """``--out`` of train, or ``SEGSTREAM_MODEL_DIR`` (read only when needed), checked."""
+    if args.out:
+        return _checked_dir(args.out)
+    return _checked_dir(str(load_settings().model_dir), "SEGSTREAM_MODEL_DIR")
 
 
 def _model_path(args: argparse.Namespace) -> Path:
     """``--model``, or ``SEGSTREAM_MODEL_DIR/current``."""
     return Path(args.model) if args.model else load_settings().model_dir / "current"
+
+
+def _checked_dir(text: str, option: str = "--out", given: str | None = None) -> Path:
+    """``text`` as a directory this process can create or write into; nothing is created.
+
+    Checked before any work, so that a long run does not end on a bad path. ``given`` is
+    the option's value when ``text`` is derived from it (a file's directory).
+
+    Raises:
+        ConfigError: the path is a file, lies under a file, or is not writable.
+    """
+    path = Path(text)
+    existing = path
+    while not existing.exists():  # the nearest ancestor that exists: mkdir starts there
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {given or text}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {given or text}: {existing} is not writable by this user")
+    return path
+
+
+def _checked_file(text: str, option: str = "--out") -> Path:
+    """``text`` as a file this process can write (its directory created if need be).
+
+    Raises:
+        ConfigError: the path is (or ends like) a directory, or its directory cannot be made.
+    """
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        example = Path(text) / "assigned.parquet"
+        raise ConfigError(f"{option} {text} is a directory; give a file name, e.g. {example}")
+    path = Path(text)
+    _checked_dir(str(path.parent), option, given=text)
+    return path
 
 
 @contextmanager
@@ -110,10 +152,11 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
 def _generate(args: argparse.Namespace) -> int:
     from segstream.training.generate import generate_tables, load_catalogue, write_tables
 
+    out = _checked_dir(args.out)
     started = time.perf_counter()
     catalogue = load_catalogue(Path(args.products)) if args.products else None
     tables = generate_tables(args.users, args.seed, catalogue)
-    paths = write_tables(tables, Path(args.out))
+    paths = write_tables(tables, out)
     elapsed = time.perf_counter() - started
     for name, path in paths.items():
         print(f"{getattr(tables, name).num_rows:>10,} rows  {path}")
@@ -128,19 +171,20 @@ def _train(args: argparse.Namespace) -> int:
     from segstream.training.train import TrainConfig
 
     config = TrainConfig(k=args.k, seed=args.seed)
+    models_dir = _models_dir(args)
     started = time.perf_counter()
     previous = Path(args.previous) if args.previous else None
     with _progress() as progress:
         outcome = train_to_directory(
-            _source(args), _models_dir(args), config, progress, previous, not args.no_align
+            _source(args), models_dir, config, progress, previous, not args.no_align
         )
     model = outcome.result.model
     console = Console()
-    console.print(summary_table(model, outcome.profiles))
+    console.print(summary_table(model, outcome.profiles, console.width))
     for renderable in lineage_renderables(model.lineage):
         console.print(renderable)
     elbow = ", ".join(
-        f"{k}: {s:,.0f}/{sil:.3f}"
+        f"{k}: {s:,.0f}/" + (f"{sil:.3f}" if math.isfinite(sil) else "n/a")
         for k, s, sil in zip(model.k_values, model.sse, model.silhouette, strict=True)
     )
     console.print(f"elbow (k: SSE/silhouette): {elbow}")
@@ -158,10 +202,11 @@ def _assign(args: argparse.Namespace) -> int:
     from segstream.training.data import read_features
     from segstream.training.pipeline import assign_frame, write_parquet
 
+    out = _checked_file(args.out)
     model = load_model(_model_path(args))
     started = time.perf_counter()
     frame = assign_frame(model, read_features(_source(args)))
-    write_parquet(frame, Path(args.out))
+    write_parquet(frame, out)
     counts = frame["segment"].value_counts().sort_index()
     elapsed = time.perf_counter() - started
     print(f"assigned {len(frame):,} users with model {model.version} in {elapsed:.1f}s")
@@ -192,7 +237,7 @@ def _predict(args: argparse.Namespace) -> int:
     result = predict_one(model, row, reference, args.top)
     if args.json:
         document = {
-            "model": model.version,
+            "model_version": model.version,
             "segment": result.segment,
             "components": list(result.components),
             "distances": list(result.distances),
@@ -217,11 +262,13 @@ def _predict(args: argparse.Namespace) -> int:
             f"encoded as its most frequent training value {escape(repr(model.fallbacks[column]))}"
         )
     if not result.similar.empty:
-        similar = Table(title=f"{len(result.similar)} most similar users (cosine on components)")
-        for column in ("user_id", "similarity", "segment"):
+        similar = Table(
+            title=f"{len(result.similar)} most similar users (nearest in PCA space, Euclidean)"
+        )
+        for column in ("user_id", "distance", "segment"):
             similar.add_column(column, justify="right")
-        for user_id, sim, seg in result.similar.itertuples(index=False):
-            similar.add_row(str(user_id), f"{sim:.6f}", str(seg))
+        for user_id, distance, seg in result.similar.itertuples(index=False):
+            similar.add_row(str(user_id), f"{distance:.6f}", str(seg))
         console.print(similar)
     return 0
 
@@ -232,10 +279,8 @@ def add_commands(sub: SubParsers) -> None:
         "generate", help="write thelook-shaped users/orders/order_items/products Parquet files"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the tables into")
-    p.add_argument(
-        "--users", type=int, default=100_000, metavar="N", help="number of users (default 100000)"
-    )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--users", type=int, default=100_000, metavar="N", help="number of users")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     p.add_argument(
         "--products", metavar="PATH", help="a real thelook products.parquet to use as the catalogue"
     )
@@ -256,7 +301,7 @@ def add_commands(sub: SubParsers) -> None:
         metavar="auto|N",
         help="number of segments, 2..10, or auto (knee of the SSE curve; default)",
     )
-    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
+    p.add_argument("--seed", type=int, default=42, metavar="S", help="random seed")
     alignment = p.add_mutually_exclusive_group()
     alignment.add_argument(
         "--previous",
@@ -286,14 +331,27 @@ def add_commands(sub: SubParsers) -> None:
         "--model",
         help="model version directory or MODELS/current (default: SEGSTREAM_MODEL_DIR/current)",
     )
-    p.add_argument("--age", type=int, required=True)
-    p.add_argument("--gender", required=True)
-    p.add_argument("--country", required=True)
-    p.add_argument("--traffic-source", required=True)
-    p.add_argument("--total-orders", type=int, required=True)
-    p.add_argument("--brand", required=True, help="most frequent brand")
-    p.add_argument("--category", required=True, help="most frequent category")
-    p.add_argument("--top", type=int, default=5, help="number of similar users (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--age", type=int, required=True, metavar="YEARS", help="age in years")
+    p.add_argument("--gender", required=True, metavar="G", help="gender as in the data: F or M")
+    p.add_argument("--country", required=True, help="country name as in the data, e.g. Brasil")
+    p.add_argument(
+        "--traffic-source",
+        required=True,
+        metavar="SOURCE",
+        help="how the customer came, as in the data, e.g. Search, Organic, Facebook",
+    )
+    p.add_argument(
+        "--total-orders", type=int, required=True, metavar="N", help="orders placed so far"
+    )
+    p.add_argument("--brand", required=True, help="most frequent brand, e.g. 'Calvin Klein'")
+    p.add_argument("--category", required=True, help="most frequent category, e.g. Jeans")
+    p.add_argument(
+        "--top", type=int, default=5, metavar="N", help="number of similar users, 0 for none"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document, with the field names of the API's POST /predict",
+    )
     _add_source(p, required=False)
     p.set_defaults(handler=_predict)

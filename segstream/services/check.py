@@ -35,9 +35,12 @@ async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
     from aiokafka import TopicPartition
     from aiokafka.errors import KafkaError
 
+    from segstream.stream.clients.kafka import connection_problem
     from segstream.stream.clients.kafka import consumer as kafka_consumer
     from segstream.stream.clients.kafka import producer as kafka_producer
+    from segstream.stream.clients.redis import connection_problem as redis_problem
     from segstream.stream.clients.redis import redis_client
+    from segstream.stream.state.keys import state_prefix
 
     token = uuid.uuid4().hex.encode()
     topic = "segstream-smoke"
@@ -61,8 +64,9 @@ async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
                 if record.value == token:
                     break
     except (KafkaError, OSError, TimeoutError) as exc:
+        problem = await connection_problem(settings)
         raise ServiceError(
-            f"Kafka round trip via {settings.kafka_bootstrap_servers} failed: {exc!r}"
+            problem or f"Kafka round trip via {settings.kafka_bootstrap_servers} failed: {exc!r}"
         ) from exc
     finally:
         await consumer.stop()
@@ -71,12 +75,19 @@ async def _round_trip(settings: Settings, timeout_s: float) -> RoundTrip:
 
     started = time.perf_counter()
     client = redis_client(settings)
+    # A hash under the app's prefix, written, read and unlinked: commands and keys that the
+    # worker's ACL (segstream.stream.state.acl) allows, so the check works as that user too.
+    key = f"{state_prefix(settings)}smoke"
     try:
-        await client.set("segstream:smoke", token, ex=60)
-        if await client.get("segstream:smoke") != token:
-            raise ServiceError(f"Redis at {settings.redis_url} returned another value")
+        await client.hset(key, "token", token)
+        if await client.hget(key, "token") != token:
+            raise ServiceError(f"Redis at {settings.redis_display} returned another value")
+        await client.unlink(key)
     except aioredis.RedisError as exc:
-        raise ServiceError(f"Redis round trip via {settings.redis_url} failed: {exc}") from exc
+        problem = redis_problem(settings, exc)
+        raise ServiceError(
+            problem or f"Redis round trip via {settings.redis_display} failed: {exc}"
+        ) from exc
     finally:
         await client.aclose()
     return RoundTrip(kafka_ms=kafka_ms, redis_ms=(time.perf_counter() - started) * 1000)

@@ -4,6 +4,12 @@ There is no Docker engine or Apache mirror to rely on, so the broker is assemble
 ``org.apache.kafka:kafka_2.13`` and its dependencies, resolved once by Maven from
 ``kafka-pom.xml`` into ``Settings.kafka_jars_dir/<version>/``. The node is a combined
 broker + controller; its storage is formatted once with ``StorageTool format --standalone``.
+
+Secured (``services up --secure``), its client listener is SASL_SSL: TLS with the stack's
+throwaway CA (:mod:`segstream.services.tls`) and SCRAM-SHA-512 for the stack's user, created at
+format time (``--add-scram``) with the password of ``<data_dir>/secrets/kafka-password``; the
+broker talks to itself on that listener too. The KRaft controller listener stays PLAINTEXT on
+127.0.0.1 (KRaft does not take SCRAM there; only this machine reaches it).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from pathlib import Path
 
 from segstream.errors import ServiceError
 from segstream.net import port_is_open
+from segstream.services.credentials import USER, client_settings, password, stack_certificates
 from segstream.services.process import LocalServer, log_tail, wait_until
+from segstream.settings import Settings
 
 __all__ = ["KafkaBroker", "kafka_version"]
 
@@ -52,7 +60,10 @@ def kafka_version() -> str:
 
 
 class KafkaBroker(LocalServer):
-    """The local broker described by ``settings``: resolve, format, start, wait, stop."""
+    """The local broker described by ``settings``: resolve, format, start, wait, stop.
+
+    ``secure``: a SASL_SSL client listener (see the module docstring).
+    """
 
     name = "kafka"
     config_name = "server.properties"
@@ -60,6 +71,21 @@ class KafkaBroker(LocalServer):
     port_settings = "other ports with SEGSTREAM_KAFKA_PORT / SEGSTREAM_KAFKA_CONTROLLER_PORT"
     start_timeout_s = 90.0
     stop_timeout_s = 60.0
+
+    def __init__(self, settings: Settings, *, secure: bool = False) -> None:
+        super().__init__(settings)
+        self.secure = secure
+
+    @property
+    def client(self) -> Settings:
+        """Settings of a client of this broker (SASL_SSL ones when it is secured)."""
+        plain = self.settings.model_copy(update={"kafka_bootstrap_servers": self.bootstrap})
+        return client_settings(self.settings) if self.secure else plain
+
+    def formatted_secure(self) -> bool:
+        """Whether the data directory was formatted for a secured broker (for ``status``)."""
+        mode_file = self.home / "data" / "security"
+        return mode_file.exists() and mode_file.read_text().strip() == "sasl_ssl"
 
     def ports(self) -> tuple[int, ...]:
         """The client port and the KRaft controller port."""
@@ -126,20 +152,22 @@ class KafkaBroker(LocalServer):
             )
         return java
 
-    def _write_config(self) -> None:
+    def _properties(self) -> dict[str, str]:
+        """The broker's ``server.properties``, as a dict a subclass (a cluster node) amends."""
         s = self.settings
-        self.home.mkdir(parents=True, exist_ok=True)
+        listener = "SASL_SSL" if self.secure else "PLAINTEXT"
         listeners = (
-            f"PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}"
+            f"{listener}://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}"
         )
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "listeners": listeners,
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "advertised.listeners": f"{listener}://127.0.0.1:{s.kafka_port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": listener,
+            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
+            **(self._security_properties() if self.secure else {}),
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{s.controller_port}",
             "log.dirs": str(self.home / "data"),
             "num.partitions": str(s.topic_partitions),
@@ -158,6 +186,14 @@ class KafkaBroker(LocalServer):
             "log.retention.hours": "168",
             "log.segment.bytes": str(256 * 1024 * 1024),
         }
+        return props
+
+    def _write_config(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        props = self._properties()
+        # Owner-only before a password goes in: the JAAS line of a secured broker holds one.
+        self.config_file.touch(mode=0o600)
+        os.chmod(self.config_file, 0o600)
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.home / "log4j2.properties").write_text(_LOG4J2.format(log=self.server_log))
 
@@ -178,20 +214,60 @@ class KafkaBroker(LocalServer):
             self._classpath(),
         ]
 
+    def _security_properties(self) -> dict[str, str]:
+        """SASL_SSL with SCRAM-SHA-512 and the stack's PEM certificate (module docstring)."""
+        certificates = stack_certificates(self.settings)
+        secret = password(self.settings, "kafka")
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{USER}" password="{secret}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(certificates.server_bundle),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(certificates.ca),
+            # A client certificate is verified when one is offered (mutual TLS), not required.
+            "ssl.client.auth": "requested",
+        }
+
+    def _format_options(self) -> list[str]:
+        """StorageTool options naming the cluster id and the quorum: new, this node alone."""
+        return ["--standalone", f"--cluster-id={_cluster_id()}"]
+
     def _format_storage(self, java: str) -> None:
+        mode_file = self.home / "data" / "security"
         if (self.home / "data" / "meta.properties").exists():
+            formatted = mode_file.read_text().strip() if mode_file.exists() else "plaintext"
+            wanted = "sasl_ssl" if self.secure else "plaintext"
+            if formatted == "plaintext" and wanted == "sasl_ssl":
+                raise ServiceError(
+                    f"the Kafka data in {self.home / 'data'} was formatted without the SCRAM "
+                    "user a secured broker needs: remove that directory (`segstream services "
+                    "down` first) or choose another SEGSTREAM_DATA_DIR"
+                )
             return
-        cluster_id = _cluster_id()
+        scram = (
+            [
+                "--add-scram",
+                f"SCRAM-SHA-512=[name={USER},password={password(self.settings, 'kafka')}]",
+            ]
+            if self.secure
+            else []
+        )
         result = subprocess.run(
             [
                 java,
                 *self._jvm_args(),
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
-                f"--cluster-id={cluster_id}",
+                *self._format_options(),
                 "-c",
                 str(self.config_file),
+                *scram,
             ],
             capture_output=True,
             text=True,
@@ -199,6 +275,7 @@ class KafkaBroker(LocalServer):
         )
         if result.returncode != 0:
             raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+        mode_file.write_text("sasl_ssl\n" if self.secure else "plaintext\n")
 
     def _launch(self) -> None:
         """Check Java, resolve the jars, write the config, format storage once, start.
@@ -220,7 +297,7 @@ class KafkaBroker(LocalServer):
         if self._died():
             raise ServiceError(f"Kafka exited during start-up; its log ends:\n{self._tail()}")
         try:
-            asyncio.run(asyncio.wait_for(_metadata_ready(self.bootstrap), timeout_s))
+            asyncio.run(asyncio.wait_for(_metadata_ready(self.client), timeout_s))
         except TimeoutError as exc:
             raise ServiceError(
                 f"Kafka at {self.bootstrap} gave no cluster metadata within {timeout_s:.0f} s; "
@@ -246,13 +323,14 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-async def _metadata_ready(bootstrap: str) -> None:
+async def _metadata_ready(client: Settings) -> None:
     """Return once a client has fetched metadata naming at least one broker."""
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
+    from segstream.stream.clients.kafka import admin_client
+
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = admin_client(client, request_timeout_ms=5000)
         try:
             await admin.start()
             cluster = await admin.describe_cluster()

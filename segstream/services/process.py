@@ -110,6 +110,19 @@ class ManagedProcess:
         """The last ``lines`` lines of the log file (empty when there is none)."""
         return log_tail(self.log_file, lines)
 
+    def kill(self, timeout_s: float = 10.0) -> bool:
+        """SIGKILL the process, as a crash would end it (failover tests); wait until it is gone.
+
+        Returns True when a process was killed, False when none was running. The pid file is
+        left: the next ``pid()`` finds it stale and removes it.
+        """
+        pid = self.pid()
+        if pid is None:
+            return False
+        _signal(pid, signal.SIGKILL)
+        wait_until(lambda: not _alive(pid), timeout_s)
+        return True
+
     def stop(self, timeout_s: float = 30.0) -> bool:
         """SIGTERM the process, wait for it to exit, SIGKILL after ``timeout_s``.
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from segstream.errors import ServiceError
 from segstream.services.kafka import KafkaBroker, kafka_version
+from segstream.services.kafka_cluster import KafkaCluster
 from segstream.services.redis import RedisServer
+from segstream.services.redis_cluster import RedisCluster
 from segstream.settings import Settings
 
 __all__ = ["ServiceStatus", "Stack"]
@@ -23,45 +26,125 @@ class ServiceStatus:
 
 
 class Stack:
-    """Kafka + Redis for ``settings``; every method is safe to call in any state."""
+    """Kafka + Redis for ``settings``; every method is safe to call in any state.
 
-    def __init__(self, settings: Settings) -> None:
+    ``secure``: SASL_SSL Kafka and TLS-only Redis with an ACL user (``services up --secure``);
+    :attr:`client` is then the settings a client of the stack needs.
+    """
+
+    def __init__(self, settings: Settings, *, secure: bool = False) -> None:
         self.settings = settings
-        self.kafka = KafkaBroker(settings)
-        self.redis = RedisServer(settings)
+        self.secure = secure
+        self.kafka = KafkaBroker(settings, secure=secure)
+        self.redis = RedisServer(settings, secure=secure)
 
-    def up(self) -> dict[str, float | None]:
+    @property
+    def client(self) -> Settings:
+        """``settings`` as a client of this stack (its servers, credentials and CA)."""
+        return self.kafka.client.model_copy(
+            update={
+                name: getattr(self.redis.client, name)
+                for name in ("redis_url", "redis_username", "redis_password", "redis_ssl_cafile")
+            }
+        )
+
+    def up(self, *, kafka_brokers: int = 1, redis_cluster: bool = False) -> dict[str, float | None]:
         """Start whatever is not running; return seconds each start took (None: was running).
+
+        ``kafka_brokers`` > 1 starts a local Kafka cluster instead of the single broker,
+        ``redis_cluster`` a local Redis Cluster instead of the single server (on the same
+        first ports, see :mod:`~segstream.services.kafka_cluster` and
+        :mod:`~segstream.services.redis_cluster`). A cluster's nodes report one timing each.
 
         If Kafka fails to start, a Redis this call started is stopped again, so a failed
         ``up`` leaves nothing behind.
+
+        Raises:
+            ServiceError: the other kind (single or cluster) of a service runs already, or
+                a cluster is asked of a secured stack (not supported).
         """
+        if self.secure and (kafka_brokers > 1 or redis_cluster):
+            raise ServiceError(
+                "--secure runs one broker and one Redis server: it does not combine with "
+                "--kafka-brokers or --redis-cluster"
+            )
+        redis = self._pick("redis", redis_cluster, self.redis, RedisCluster(self.settings))
+        kafka = self.kafka
+        if kafka_brokers > 1 or self.kafka_cluster() is not None:
+            cluster = KafkaCluster(self.settings, kafka_brokers if kafka_brokers > 1 else None)
+            kafka = self._pick("kafka", kafka_brokers > 1, self.kafka, cluster)
         timings: dict[str, float | None] = {}
         t0 = time.monotonic()
-        started_redis = self.redis.start()
+        started_redis = redis.start()
         timings["redis"] = time.monotonic() - t0 if started_redis else None
         t0 = time.monotonic()
         try:
-            started_kafka = self.kafka.start()
+            started_kafka = kafka.start()
         except BaseException:
             if started_redis:
-                self.redis.stop()
+                redis.stop()
             raise
         timings["kafka"] = time.monotonic() - t0 if started_kafka else None
+        for status in self.status():  # a cluster's nodes are listed by node
+            for service in ("redis", "kafka"):
+                if status.name.startswith(f"{service}-"):
+                    timings[status.name] = timings[service]
         return timings
 
+    @staticmethod
+    def _pick(
+        service: str,
+        cluster: bool,
+        single: KafkaBroker | RedisServer,
+        nodes: KafkaCluster | RedisCluster,
+    ) -> KafkaBroker | RedisServer | KafkaCluster | RedisCluster:
+        """The single server or the cluster, refusing when the other one runs."""
+        if single.process.is_running() if cluster else nodes.is_running():
+            wanted, runs = ("a cluster", "a single server") if cluster else ("one", "a cluster")
+            raise ServiceError(
+                f"the local {service} runs as {runs} already, so it cannot start as {wanted}: "
+                "run `segstream services down` first"
+            )
+        return nodes if cluster else single
+
+    def kafka_cluster(self) -> KafkaCluster | None:
+        """The local Kafka cluster made under the data dir, or None (see ``up``)."""
+        return KafkaCluster.existing(self.settings)
+
     def down(self) -> dict[str, bool]:
-        """Stop what we started; True per service that was running."""
-        return {"kafka": self.kafka.stop(), "redis": self.redis.stop()}
+        """Stop what we started, cluster nodes included; True per service that was running.
+
+        The clusters are listed only when they exist (a Kafka cluster's saved quorum, a
+        Redis Cluster's folder).
+        """
+        stopped = {"kafka": self.kafka.stop(), "redis": self.redis.stop()}
+        kafka_cluster = self.kafka_cluster()
+        if kafka_cluster is not None:
+            stopped[kafka_cluster.name] = kafka_cluster.stop()
+        redis_cluster = RedisCluster(self.settings)
+        if redis_cluster.home.exists():
+            stopped[redis_cluster.name] = redis_cluster.stop()
+        return stopped
 
     def status(self) -> list[ServiceStatus]:
-        """One line of truth per service."""
-        return [
-            ServiceStatus(
-                "kafka",
-                self.kafka.bootstrap,
-                self.kafka.process.pid(),
-                f"Apache Kafka {kafka_version()}",
-            ),
-            ServiceStatus("redis", self.redis.url, self.redis.process.pid()),
-        ]
+        """One line of truth per service (secured or not as its data directory says); one
+        per node for a cluster that runs."""
+        version = f"Apache Kafka {kafka_version()}"
+        secure = self.secure or self.kafka.formatted_secure()
+        address = f"SASL_SSL://{self.kafka.bootstrap}" if secure else self.kafka.bootstrap
+        kafka = [ServiceStatus("kafka", address, self.kafka.process.pid(), version)]
+        cluster = self.kafka_cluster()
+        if cluster is not None and cluster.is_running():
+            kafka = [
+                ServiceStatus(f"kafka-{i}", n.bootstrap, n.process.pid(), f"{version}, node {i}")
+                for i, n in cluster.nodes.items()
+            ]
+        single = RedisServer(self.settings, secure=secure)
+        redis = [ServiceStatus("redis", single.url, self.redis.process.pid())]
+        nodes = RedisCluster(self.settings)
+        if nodes.is_running():
+            redis = [
+                ServiceStatus(f"redis-{r.port}", nodes.node(r.port).url, r.pid, f"cluster {r.role}")
+                for r in nodes.status()
+            ]
+        return kafka + redis

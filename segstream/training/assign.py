@@ -1,9 +1,18 @@
 """THE assignment function: encode -> scale -> project -> nearest centre, vectorised over a batch.
 
 ``segstream assign``, ``segstream predict`` and the stream worker all call :func:`assign`; it
-is the only implementation, so batch and stream agree by construction. It reproduces
-scikit-learn's ``StandardScaler`` -> ``PCA(2)`` -> ``KMeans.predict`` exactly, operation for
-operation (see :func:`project` and :func:`nearest`).
+is the only implementation, so batch and stream agree by construction. It follows
+scikit-learn's ``StandardScaler`` -> ``PCA(2)`` -> ``KMeans.predict`` formula for formula and
+gives its labels (0 mismatches over 100,000 rows, a test).
+
+Bit-exact for any batch size: a row's components, distances and segment are the same floats
+whether it is assigned alone (the worker, ``/predict``) or among a million (``segstream
+assign``), at any position. :func:`project` and :func:`nearest` add each product's terms in a
+fixed order with elementwise NumPy operations, never a matrix product: BLAS chooses its kernel,
+blocking and FMA use by the operands' shapes, so with ``@`` a row alone came out a few ulps
+away from the same row in a batch, which flipped labels of points near a tie. Elementwise
+ufuncs are correctly rounded IEEE operations, one per call (no fused multiply-add), so SIMD
+lanes and scalar tails give a row the same result wherever it sits.
 
 Encoding (sklearn ``LabelEncoder`` semantics): a categorical value's code is its index in the
 model's sorted vocabulary; numbers are used as float64.
@@ -24,7 +33,6 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import ThreadpoolController
 
 from segstream.errors import DataError, ModelMismatchError
 from segstream.training.artifact import Model
@@ -34,6 +42,7 @@ __all__ = [
     "Assignment",
     "Encoding",
     "Features",
+    "Projection",
     "assign",
     "encode",
     "encode_column",
@@ -63,11 +72,27 @@ class Encoding(Protocol):
     def fallbacks(self) -> Mapping[str, str]: ...
 
 
-# One BLAS thread for the thin products below ((n, 7) @ (7, 2) and (n, 2) @ (2, k)): waking
-# a second OpenBLAS thread costs more than it saves, and on a loaded 2-core machine it made a
-# 100,000-row call up to 20x slower. OpenBLAS splits a product by rows and columns, never
-# along the inner dimension, so the results are bit for bit those of more threads.
-_BLAS = ThreadpoolController()
+class Projection(Protocol):
+    """What projection needs of a model: the fitted scaler and PCA, as float64 arrays.
+
+    :class:`~segstream.training.artifact.Model` is one; training uses a bare one before the
+    centres exist, so that the points k-means is fitted on are :func:`project`'s.
+    """
+
+    @property
+    def scaler_mean(self) -> np.ndarray: ...
+    @property
+    def scaler_scale(self) -> np.ndarray: ...
+    @property
+    def pca_mean(self) -> np.ndarray: ...
+    @property
+    def pca_components(self) -> np.ndarray: ...
+
+
+_BLOCK_ROWS = 32_768
+"""Rows that :func:`assign` projects and compares at a time. A block's (2, n) and (k, n)
+temporaries stay in cache: over 1,000,000 rows, 1.8-2.6x faster than one pass. Every operation is
+per row, so blocks change no bit of the result."""
 
 _VOCAB_INDEXES: weakref.WeakKeyDictionary[Model, dict[str, pd.Index]] = weakref.WeakKeyDictionary()
 
@@ -186,34 +211,71 @@ def encode(model: Encoding, features: Features) -> np.ndarray:
     return encode_with_flags(model, features)[0]
 
 
-def project(model: Model, X: np.ndarray) -> np.ndarray:
+def _fixed_dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a[j] * b[j])`` added in index order, as Python floats (IEEE double, no BLAS)."""
+    total = 0.0
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        total += x * y
+    return total
+
+
+def project(model: Projection, X: np.ndarray) -> np.ndarray:
     """Standardise then project onto the 2 principal components: (n, 7) -> (n, 2) float64.
 
-    The same operations in the same order as sklearn's ``StandardScaler.transform``
-    (``(X - mean) / scale``) and ``PCA.transform`` (``Z @ C.T - mean @ C.T``), so the
-    floating-point results are identical.
+    sklearn's formula (``StandardScaler.transform``: ``Z = (X - mean) / scale``;
+    ``PCA.transform``: ``Z @ C.T - mean @ C.T``), with each product's sum written out as
+    ``z_0 * c_0 + z_1 * c_1 + ... + z_6 * c_6`` added in that order, one elementwise NumPy
+    operation per term over all rows (no matrix product, see the module docstring). Every row
+    goes through the same IEEE operations in the same order whatever the batch, so its
+    components are bit for bit the same alone or in any batch of any size at any position.
+    They may differ from sklearn's ``PCA.transform`` (BLAS) by an ulp or so.
+
+    Returns:
+        (n, 2) float64, C-contiguous.
     """
-    Z = (X - model.scaler_mean) / model.scaler_scale
-    components = Z @ model.pca_components.T
-    components -= model.pca_mean.reshape(1, -1) @ model.pca_components.T
-    return components
+    C = model.pca_components
+    # Z transposed to (7, n), C-contiguous, so each term below reads one contiguous row.
+    Zt = np.subtract(X.T, model.scaler_mean[:, None], order="C")
+    Zt /= model.scaler_scale[:, None]
+    components = C[:, 0, None] * Zt[0]  # (2, n): component c's row accumulates z_j * C[c, j]
+    for j in range(1, C.shape[1]):
+        components += C[:, j, None] * Zt[j]
+    offset = np.array([_fixed_dot(model.pca_mean, C[c]) for c in range(C.shape[0])])
+    components -= offset[:, None]
+    return np.ascontiguousarray(components.T)
 
 
 def nearest(centers: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of the nearest centre and the distances to all centres.
 
     Follows sklearn's k-means E-step: the label minimises ``||c||^2 - 2 x.c`` (the row's own
-    ``||x||^2`` is the same for every centre), ties going to the lowest index.
+    ``||x||^2`` is the same for every centre), ties going to the lowest index. As in
+    :func:`project`, the dot products are written out term by term (``x_0 * c_0 + x_1 * c_1``)
+    as elementwise operations over all rows, never a matrix product, so a row's label and
+    distances are bit for bit the same alone or in any batch.
+
+    Args:
+        centers: (k, 2) float64.
+        components: (n, 2) float64, as from :func:`project`.
 
     Returns:
-        ``(segments (n,) int64, distances (n, k) float64)``.
+        ``(segments (n,) int64, distances (n, k) float64 C-contiguous)``.
     """
-    center_sq = np.einsum("ij,ij->i", centers, centers)
-    partial = center_sq - 2.0 * (components @ centers.T)
-    segments = np.argmin(partial, axis=1).astype(np.int64, copy=False)
-    row_sq = np.einsum("ij,ij->i", components, components)
-    distances = np.sqrt(np.maximum(partial + row_sq[:, None], 0.0))
-    return segments, distances
+    xt = components.T  # (2, n)
+    center_sq = np.array([_fixed_dot(c, c) for c in centers])
+    partial = centers[:, 0, None] * xt[0]  # (k, n): x.c for every centre and row
+    for j in range(1, centers.shape[1]):
+        partial += centers[:, j, None] * xt[j]
+    partial *= -2.0
+    partial += center_sq[:, None]
+    segments = np.argmin(partial, axis=0).astype(np.int64, copy=False)
+    row_sq = xt[0] * xt[0]
+    for j in range(1, xt.shape[0]):
+        row_sq += xt[j] * xt[j]
+    partial += row_sq
+    np.maximum(partial, 0.0, out=partial)
+    np.sqrt(partial, out=partial)
+    return segments, np.ascontiguousarray(partial.T)
 
 
 def assign(model: Model, features: Features) -> Assignment:
@@ -230,9 +292,14 @@ def assign(model: Model, features: Features) -> Assignment:
         DataError: ragged columns or bad numeric values.
     """
     X, unseen_columns = encode_with_flags(model, features)
-    with _BLAS.limit(limits=1, user_api="blas"):
-        components = project(model, X)
-        segments, distances = nearest(model.centers, components)
+    n = X.shape[0]
+    components = np.empty((n, model.pca_components.shape[0]), dtype=np.float64)
+    segments = np.empty(n, dtype=np.int64)
+    distances = np.empty((n, model.k), dtype=np.float64)
+    for start in range(0, n, _BLOCK_ROWS):
+        rows = slice(start, start + _BLOCK_ROWS)
+        components[rows] = project(model, X[rows])
+        segments[rows], distances[rows] = nearest(model.centers, components[rows])
     return Assignment(
         segments=segments,
         components=components,

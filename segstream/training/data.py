@@ -6,13 +6,16 @@ Public API:
 - :func:`read_features` runs ``features.sql`` and returns the feature frame: columns
   ``user_id`` + :data:`~segstream.training.features.FEATURE_COLUMNS`, one row per user, sorted
   by ``user_id``; ``user_id``, ``age`` and ``total_orders`` are int64, the rest strings.
+- :func:`read_exclusions` counts the users the feature query leaves out and why.
 - :func:`read_tables` returns the four raw tables as Arrow tables.
 - :func:`run_query` runs any portable SELECT over the four tables (used by
   :mod:`segstream.training.events` for the stream's replay).
 
 A directory holds, per table, ``<table>.parquet``, a folder ``<table>/`` of ``*.parquet`` files,
-or ``<table>.csv`` (with a header line; empty fields are NULL). A URL is anything SQLAlchemy
-understands with the four tables in its default schema; connecting is retried with backoff.
+or ``<table>.csv`` (with a header line; empty fields are NULL). A URL is a SQLAlchemy URL of a
+PostgreSQL or SQLite database with the four tables in its default schema (the feature query
+needs each dialect's code point collation, see ``features.CODE_POINT_COLLATIONS``; other
+dialects are refused by name); connecting is retried with backoff.
 """
 
 from __future__ import annotations
@@ -29,10 +32,25 @@ import pandas as pd
 import pyarrow as pa
 
 from segstream.errors import DataError, ServiceError
-from segstream.training.features import FEATURE_COLUMNS, ID_COLUMN, NUMERIC_COLUMNS, feature_sql
+from segstream.training.features import (
+    EXCLUSION_REASONS,
+    FEATURE_COLUMNS,
+    ID_COLUMN,
+    NUMERIC_COLUMNS,
+    Exclusions,
+    exclusion_sql,
+    feature_sql,
+)
 from segstream.training.generate import TABLE_NAMES, Tables
 
-__all__ = ["REQUIRED_COLUMNS", "DataSource", "read_features", "read_tables", "run_query"]
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "DataSource",
+    "read_exclusions",
+    "read_features",
+    "read_tables",
+    "run_query",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +83,23 @@ class DataSource:
     def from_args(cls, data: str | Path | None, db: str | None) -> DataSource:
         """The source named by the CLI's ``--data DIR`` / ``--db URL`` pair."""
         return cls(path=Path(data) if data is not None else None, url=db)
+
+    def dialect(self) -> str:
+        """``duckdb`` for a directory, else the URL's SQLAlchemy backend (``postgresql``,
+        ``sqlite``, ...), read from the URL alone.
+
+        Raises:
+            DataError: the URL is malformed.
+        """
+        if self.path is not None:
+            return "duckdb"
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return make_url(self.url or "").get_backend_name()
+        except ArgumentError as exc:
+            raise DataError(f"bad database URL: {exc}") from exc
 
     def describe(self) -> str:
         """A human-readable name, with any password in the URL hidden."""
@@ -213,7 +248,7 @@ def read_features(source: DataSource) -> pd.DataFrame:
         DataError: missing table or column, a failing query, duplicate user ids, or no rows.
         ServiceError: the database cannot be reached after retries.
     """
-    frame = run_query(source, feature_sql())
+    frame = run_query(source, feature_sql(source.dialect()))
     if frame.empty:
         raise DataError(f"no user with an order and complete features in {source.describe()}")
     frame = frame[[ID_COLUMN, *FEATURE_COLUMNS]]
@@ -223,6 +258,25 @@ def read_features(source: DataSource) -> pd.DataFrame:
         dups = frame.loc[frame[ID_COLUMN].duplicated(), ID_COLUMN].head(5).tolist()
         raise DataError(f"users.id is not unique in {source.describe()}: e.g. {dups}")
     return frame.reset_index(drop=True)
+
+
+def read_exclusions(source: DataSource) -> Exclusions:
+    """How many users of ``source`` :func:`read_features` leaves out, and why.
+
+    One more pass over the tables (``exclusion_sql``). Over a database that changes between
+    the two queries, ``segmented`` may differ from the rows read before.
+
+    Raises:
+        DataError: missing table or column, or a failing query.
+        ServiceError: the database cannot be reached after retries.
+    """
+    row = run_query(source, exclusion_sql(source.dialect())).iloc[0]
+    return Exclusions(
+        users=int(row["users"]),
+        segmented=int(row["segmented"]),
+        no_orders=int(row["no_orders"]),
+        missing={c: int(row[f"missing_{c}"]) for c in EXCLUSION_REASONS},
+    )
 
 
 def read_tables(source: DataSource) -> Tables:

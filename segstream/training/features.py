@@ -27,9 +27,12 @@ Exact semantics, implemented by ``features.sql`` (DuckDB and PostgreSQL) and by
 - *Alphabetically first* means the smallest string in Unicode code point order, which is the
   byte order of UTF-8: case-sensitive (``"B" < "a"``), no locale, accents after ASCII. Python
   compares ``str`` this way; DuckDB's default collation does; PostgreSQL does with
-  ``COLLATE "C"``, which the SQL spells out.
+  ``COLLATE "C"``, which the SQL spells out; SQLite does with ``BINARY``, which
+  :func:`feature_sql` puts in its place for SQLite (:data:`CODE_POINT_COLLATIONS`).
 - Users without orders are excluded; rows with any missing feature are dropped; one row per
   user, ordered by ``user_id``. ``user_id`` identifies the row and is never a feature.
+  :func:`exclusion_sql` counts the users left out and why, with the same SQL (the CTEs
+  ``user_features`` and ``segmented`` of ``features.sql``), as :class:`Exclusions`.
 
 The order of :data:`FEATURE_COLUMNS` is the model's column order.
 """
@@ -37,14 +40,21 @@ The order of :data:`FEATURE_COLUMNS` is the model's column order.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
+
+from segstream.errors import DataError
 
 __all__ = [
     "CATEGORICAL_COLUMNS",
+    "CODE_POINT_COLLATIONS",
+    "EXCLUSION_REASONS",
     "FEATURE_COLUMNS",
     "ID_COLUMN",
     "NUMERIC_COLUMNS",
+    "Exclusions",
     "clean_category",
+    "exclusion_sql",
     "feature_sql",
     "most_frequent",
 ]
@@ -76,6 +86,18 @@ CATEGORICAL_COLUMNS: tuple[str, ...] = (
 """Columns label-encoded with the vocabulary fitted at training time."""
 
 _SQL_FILE = "features.sql"
+_FINAL_SELECT = "-- final SELECT"
+"""The line of ``features.sql`` after which its CTEs are used; :func:`exclusion_sql` cuts there."""
+
+EXCLUSION_REASONS: Mapping[str, str] = {
+    "age": "no age",
+    "gender": "no gender",
+    "country": "no country",
+    "traffic_source": "no traffic source",
+    "most_frequent_brand": "no item with a known brand",
+    "most_frequent_category": "no item with a known category",
+}
+"""Why a user with orders is left out, per feature column that can be missing for them."""
 
 
 def clean_category(value: object) -> str | None:
@@ -112,9 +134,112 @@ def most_frequent(counts: Mapping[str, int]) -> str | None:
     return best
 
 
-def feature_sql() -> str:
-    """The text of ``features.sql``: one portable query over users, orders, order_items, products.
+CODE_POINT_COLLATIONS: Mapping[str, str] = {
+    "duckdb": '"C"',
+    "postgresql": '"C"',
+    "sqlite": "BINARY",
+}
+"""Per SQL dialect (SQLAlchemy's backend name, or ``duckdb``), the collation that orders
+strings by Unicode code point, as the tie rule requires. PostgreSQL's ``"C"`` compares bytes
+whatever the database's locale; DuckDB's ``"C"`` is its default binary order; SQLite's
+``BINARY`` compares bytes with ``memcmp`` (its default). Over UTF-8, byte order is code point
+order. Other dialects are refused rather than guessed."""
+
+_SQL_COLLATE = 'COLLATE "C" ASC'
+"""How ``features.sql`` spells the tie-breaking order (for DuckDB and PostgreSQL)."""
+
+
+def feature_sql(dialect: str = "duckdb") -> str:
+    """The text of ``features.sql`` for ``dialect``: one query over users, orders, order_items,
+    products, with that dialect's code point collation (:data:`CODE_POINT_COLLATIONS`).
 
     It has no bind parameters and no colons, so SQLAlchemy's ``text()`` passes it unchanged.
+
+    Raises:
+        DataError: the dialect is not one of :data:`CODE_POINT_COLLATIONS`.
     """
-    return resources.files(__package__).joinpath(_SQL_FILE).read_text(encoding="utf-8")
+    collation = CODE_POINT_COLLATIONS.get(dialect)
+    if collation is None:
+        supported = ", ".join(sorted(CODE_POINT_COLLATIONS))
+        raise DataError(
+            f"{dialect} databases are not supported: the feature query needs a collation in "
+            f"Unicode code point order, known for {supported} (use --data for Parquet or CSV "
+            "files, read by DuckDB)"
+        )
+    sql = resources.files(__package__).joinpath(_SQL_FILE).read_text(encoding="utf-8")
+    return sql.replace(_SQL_COLLATE, f"COLLATE {collation} ASC")
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """Who the feature query leaves out of a data source, and why (counts of users).
+
+    ``users``: rows of ``users``; ``segmented``: users the feature query returns;
+    ``no_orders``: users without any order; ``missing[c]``: users *with* orders whose feature
+    ``c`` (a key of :data:`EXCLUSION_REASONS`) is missing. A user can miss several features,
+    so ``missing`` may add up to more than :attr:`missing_features`.
+    """
+
+    users: int
+    segmented: int
+    no_orders: int
+    missing: Mapping[str, int]
+
+    @property
+    def excluded(self) -> int:
+        """Users the feature query leaves out."""
+        return self.users - self.segmented
+
+    @property
+    def missing_features(self) -> int:
+        """Users with orders left out for a missing feature (one or more)."""
+        return self.excluded - self.no_orders
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict, read back by :meth:`from_json`."""
+        return {
+            "users": self.users,
+            "segmented": self.segmented,
+            "no_orders": self.no_orders,
+            "missing": dict(self.missing),
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> Exclusions | None:
+        """The counts :meth:`to_json` wrote; ``None`` when ``value`` is not such a dict."""
+        if not isinstance(value, dict):
+            return None
+        counts = [value.get(name) for name in ("users", "segmented", "no_orders")]
+        missing = value.get("missing")
+        if not all(type(n) is int for n in counts) or not isinstance(missing, dict):
+            return None
+        if not all(type(missing.get(c)) is int for c in EXCLUSION_REASONS):
+            return None
+        users, segmented, no_orders = (int(n) for n in counts)  # type: ignore[arg-type]
+        return cls(users, segmented, no_orders, {c: int(missing[c]) for c in EXCLUSION_REASONS})
+
+
+def exclusion_sql(dialect: str = "duckdb") -> str:
+    """One portable query counting who :func:`feature_sql` leaves out: one row, int columns.
+
+    Columns ``users``, ``segmented``, ``no_orders`` and ``missing_<column>`` for each key of
+    :data:`EXCLUSION_REASONS` (see :class:`Exclusions`). It is ``features.sql`` up to its
+    final SELECT, so the users counted as segmented are exactly those the feature query
+    returns, by the same rule.
+    """
+    text = feature_sql(dialect)
+    if text.count(_FINAL_SELECT) != 1:
+        raise AssertionError(f"{_SQL_FILE} must hold the line {_FINAL_SELECT!r} exactly once")
+    missing = ",\n".join(
+        f"    COUNT(CASE WHEN total_orders IS NOT NULL AND {c} IS NULL THEN 1 END) AS missing_{c}"
+        for c in EXCLUSION_REASONS
+    )
+    return (
+        text.split(_FINAL_SELECT)[0]
+        + "SELECT\n"
+        + "    COUNT(*) AS users,\n"
+        + "    (SELECT COUNT(*) FROM segmented) AS segmented,\n"
+        + "    COUNT(CASE WHEN total_orders IS NULL THEN 1 END) AS no_orders,\n"
+        + missing
+        + "\nFROM user_features\n"
+    )

@@ -8,6 +8,10 @@
 --   most_frequent_category   ties broken by the smallest name in byte (code point) order;
 --   missing                = NULL or the empty string; missing brands and categories are
 --                            not counted, and rows with any missing feature are dropped.
+-- user_features holds every user, with NULL where a feature is missing (total_orders is NULL
+-- for a user without orders); segmented keeps the users with every feature, the one rule of
+-- who is segmented. exclusion_sql() (features.py) reuses everything above the final SELECT
+-- to count the users left out and why, so the two queries cannot disagree.
 -- COLLATE "C" makes PostgreSQL compare bytes; it is also DuckDB's default order.
 -- No colons anywhere in this file, so that SQLAlchemy's text() sees no bind parameters.
 
@@ -56,23 +60,45 @@ category_ranks AS (
     FROM items
     WHERE category IS NOT NULL
     GROUP BY user_id, category
+),
+
+user_features AS (
+    SELECT
+        u.id AS user_id,
+        CAST(u.age AS BIGINT) AS age,
+        NULLIF(u.gender, '') AS gender,
+        NULLIF(u.country, '') AS country,
+        NULLIF(u.traffic_source, '') AS traffic_source,
+        CAST(oc.total_orders AS BIGINT) AS total_orders,
+        br.brand AS most_frequent_brand,
+        cr.category AS most_frequent_category
+    FROM users AS u
+    LEFT JOIN order_counts AS oc ON oc.user_id = u.id
+    LEFT JOIN brand_ranks AS br ON br.user_id = u.id AND br.position = 1
+    LEFT JOIN category_ranks AS cr ON cr.user_id = u.id AND cr.position = 1
+),
+
+segmented AS (
+    SELECT *
+    FROM user_features
+    WHERE age IS NOT NULL
+        AND gender IS NOT NULL
+        AND country IS NOT NULL
+        AND traffic_source IS NOT NULL
+        AND total_orders IS NOT NULL
+        AND most_frequent_brand IS NOT NULL
+        AND most_frequent_category IS NOT NULL
 )
 
+-- final SELECT
 SELECT
-    u.id AS user_id,
-    CAST(u.age AS BIGINT) AS age,
-    NULLIF(u.gender, '') AS gender,
-    NULLIF(u.country, '') AS country,
-    NULLIF(u.traffic_source, '') AS traffic_source,
-    CAST(oc.total_orders AS BIGINT) AS total_orders,
-    br.brand AS most_frequent_brand,
-    cr.category AS most_frequent_category
-FROM users AS u
-JOIN order_counts AS oc ON oc.user_id = u.id
-JOIN brand_ranks AS br ON br.user_id = u.id AND br.position = 1
-JOIN category_ranks AS cr ON cr.user_id = u.id AND cr.position = 1
-WHERE u.age IS NOT NULL
-    AND NULLIF(u.gender, '') IS NOT NULL
-    AND NULLIF(u.country, '') IS NOT NULL
-    AND NULLIF(u.traffic_source, '') IS NOT NULL
-ORDER BY u.id
+    user_id,
+    age,
+    gender,
+    country,
+    traffic_source,
+    total_orders,
+    most_frequent_brand,
+    most_frequent_category
+FROM segmented
+ORDER BY user_id

@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 from segstream.errors import DataError
 
 __all__ = [
+    "DATA_END",
+    "DATA_START",
     "TABLE_NAMES",
     "Tables",
     "generate_catalogue",
@@ -38,8 +40,18 @@ TABLE_NAMES: tuple[str, ...] = ("users", "orders", "order_items", "products")
 
 _US = 1_000_000  # microseconds a second
 _DAY_US = 86_400 * _US
-_EPOCH_START_US = int(pd.Timestamp("2019-01-01", tz="UTC").value // 1_000)
-_EPOCH_SPAN_US = int(pd.Timedelta(days=6 * 365).value // 1_000)
+DATA_START = pd.Timestamp("2019-01-01", tz="UTC")
+"""The earliest sign-up of generated users."""
+DATA_END = pd.Timestamp("2025-01-01", tz="UTC")
+"""A fixed moment in the past that no generated timestamp reaches (so the data does not
+depend on when it is generated and never lies in the future)."""
+_START_US = int(DATA_START.value // 1_000)
+_END_US = int(DATA_END.value // 1_000)
+_AFTER_ORDER_US = 19 * _DAY_US
+"""Room left after an order for its milestones (shipped <= 3 d, delivered <= 5 d, returned
+<= 10 d later) and its items' timestamps (<= 1 h later)."""
+_LAST_ORDER_US = _END_US - _AFTER_ORDER_US
+_LAST_SIGNUP_US = _LAST_ORDER_US - _DAY_US
 
 # The distributions and vocabularies live in a data file beside this module.
 _SHAPE = json.loads(
@@ -181,7 +193,7 @@ def _users(rng: np.random.Generator, n: int) -> tuple[pa.Table, np.ndarray, np.n
     address = pd.Series(rng.integers(1, 9999, n)).astype(str) + " " + pd.Series(street) + " Street"
     postal = pd.Series(rng.integers(10000, 99999, n)).astype(str)
     traffic = np.array(list(_TRAFFIC), dtype=object)[_choice(rng, tuple(_TRAFFIC.values()), n)]
-    created = _EPOCH_START_US + (rng.random(n) * _EPOCH_SPAN_US).astype(np.int64)
+    created = _START_US + (rng.random(n) * (_LAST_SIGNUP_US - _START_US)).astype(np.int64)
     table = pa.table(
         {
             "id": ids,
@@ -246,10 +258,12 @@ def generate_tables(
     per_buyer = _choice(rng, _ORDERS_PER_BUYER, buyers.size) + 1
     order_user_idx = np.repeat(buyers, per_buyer)
     n_orders = order_user_idx.size
-    # Orders come after sign-up: an exponential delay with a mean of 200 days.
-    order_created = user_created[order_user_idx] + (
-        rng.exponential(200.0, n_orders) * _DAY_US
-    ).astype(np.int64)
+    # Orders come after sign-up: an exponential delay with a mean of 200 days, wrapped
+    # around within the time the user has before _LAST_ORDER_US (a modulo, not a clamp,
+    # so that late sign-ups do not pile their orders up on the last day).
+    signed_up = user_created[order_user_idx]
+    delay = (rng.exponential(200.0, n_orders) * _DAY_US).astype(np.int64)
+    order_created = signed_up + 1 + delay % (_LAST_ORDER_US - signed_up)
     by_time = np.argsort(order_created, kind="stable")  # order ids increase with time
     order_user_idx, order_created = order_user_idx[by_time], order_created[by_time]
     order_ids = np.arange(1, n_orders + 1, dtype=np.int64)

@@ -9,9 +9,11 @@
 - :func:`assignment_frame`: the batch reference the stream must match (user_id, segment,
   component_1, component_2, unseen).
 - :func:`predict_one` / :func:`similar_users`: one new customer's segment, distances and the
-  most similar existing users (cosine similarity of the two components, as the notebook).
-  The existing users are the training users stored in ``assignments.parquet`` of the model
-  version, or, with ``--data``/``--db``, every user of that data assigned afresh.
+  most similar existing users: the nearest by Euclidean distance in the model's component
+  space, the metric k-means assigns by (the notebook's cosine similarity ignored the distance
+  from the origin and ranked users of other segments first). The existing users are the
+  training users stored in ``assignments.parquet`` of the model version, or, with
+  ``--data``/``--db``, every user of that data assigned afresh.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from segstream.training.artifact import (
     save_model,
 )
 from segstream.training.assign import assign
-from segstream.training.data import DataSource, read_features
+from segstream.training.data import DataSource, read_exclusions, read_features
 from segstream.training.features import ID_COLUMN
 from segstream.training.lineage import Lineage
 from segstream.training.report import SegmentProfile, profile_segments, render_html
@@ -49,6 +51,7 @@ from segstream.training.train import Progress, TrainConfig, TrainResult, fit
 __all__ = [
     "ASSIGNMENTS_FILE",
     "REPORT_FILE",
+    "SIMILAR_COLUMNS",
     "Prediction",
     "PreviousVersion",
     "TrainOutcome",
@@ -67,6 +70,8 @@ log = logging.getLogger(__name__)
 
 ASSIGNMENTS_FILE = "assignments.parquet"
 REPORT_FILE = "report.html"
+SIMILAR_COLUMNS: tuple[str, ...] = (ID_COLUMN, "distance", "segment")
+"""Columns of :attr:`Prediction.similar`, in order."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,11 +113,19 @@ def assign_frame(model: Model, features: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` via a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``frame`` to ``path`` via a temporary file renamed into place.
+
+    Raises:
+        DataError: the file cannot be written (the temporary file is removed).
+    """
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), partial)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), partial)
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,10 +208,14 @@ def train_to_directory(
     """
     report = progress or (lambda step, done, total: None)
     earlier = find_previous(models_dir, previous)  # before the fit: a bad path fails fast
-    report("reading features", 0, 1)
+    report("reading features", 0, 2)
     features = read_features(source)
-    report("reading features", 1, 1)
+    report("reading features", 1, 2)
+    exclusions = read_exclusions(source)  # who read_features left out, for the report
+    report("reading features", 2, 2)
     result = fit(features, config, progress)
+    extra = {**result.model.extra, "exclusions": exclusions.to_json()}
+    result = dataclasses.replace(result, model=dataclasses.replace(result.model, extra=extra))
     report("aligning segment ids", 0, 1)
     result = follow_previous(result, earlier, align_ids)
     report("aligning segment ids", 1, 1)
@@ -234,7 +251,8 @@ def train_to_directory(
 class Prediction:
     """One customer's assignment and the existing users most like them.
 
-    ``similar`` has columns user_id, similarity (cosine, -1..1), segment, best first.
+    ``similar`` has the columns :data:`SIMILAR_COLUMNS`: user_id (int64), distance (float64,
+    Euclidean, in the units of the PCA components) and segment (int64), nearest first.
     """
 
     segment: int
@@ -260,29 +278,47 @@ def reference_users(model: Model, model_path: Path, source: DataSource | None) -
 
 
 def similar_users(query: np.ndarray, reference: pd.DataFrame, top: int = 5) -> pd.DataFrame:
-    """The ``top`` reference users most similar to ``query`` (2,) by cosine similarity.
+    """The ``top`` reference users nearest to ``query`` (2,) in the model's component space.
 
-    Cosine similarity of the (component_1, component_2) vectors, as the notebook; a zero
-    vector has similarity 0 to everything. Ties go to the smaller user_id.
+    Euclidean distance between (component_1, component_2) points, the metric k-means assigns
+    by, so the nearest users are in the query's segment unless it lies near a boundary. Equal
+    distances go to the smaller user_id. O(n) in ``len(reference)`` (a partition, then a sort
+    of the ``top`` candidates and anyone tied with the last of them).
+
+    Returns:
+        :data:`SIMILAR_COLUMNS`, nearest first, ``min(top, len(reference))`` rows.
     """
+    ids = reference[ID_COLUMN].to_numpy(dtype=np.int64)
     vectors = reference[["component_1", "component_2"]].to_numpy(dtype=np.float64)
-    norms = np.linalg.norm(vectors, axis=1) * float(np.linalg.norm(query))
-    dots = vectors @ np.asarray(query, dtype=np.float64)
-    similarity = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-    order = np.lexsort((reference[ID_COLUMN].to_numpy(), -similarity))[:top]
-    return pd.DataFrame(
-        {
-            ID_COLUMN: reference[ID_COLUMN].to_numpy()[order],
-            "similarity": similarity[order],
-            "segment": reference["segment"].to_numpy()[order],
-        }
+    point = np.asarray(query, dtype=np.float64)
+    distance = np.hypot(vectors[:, 0] - point[0], vectors[:, 1] - point[1])
+    top = max(0, min(top, distance.size))
+    if 0 < top < distance.size:
+        # Everyone within the top-th smallest distance: the ties at the cut are all kept here,
+        # so the sort below decides them by user_id.
+        cut = np.partition(distance, top - 1)[top - 1]
+        candidates = np.flatnonzero(distance <= cut)
+    else:
+        candidates = np.arange(top)
+    order = candidates[np.lexsort((ids[candidates], distance[candidates]))][:top]
+    return _similar_frame(
+        ids[order], distance[order], reference["segment"].to_numpy(dtype=np.int64)[order]
     )
+
+
+def _similar_frame(ids: np.ndarray, distance: np.ndarray, segments: np.ndarray) -> pd.DataFrame:
+    """:data:`SIMILAR_COLUMNS` from three aligned arrays (int64, float64, int64)."""
+    columns = dict(zip(SIMILAR_COLUMNS, (ids, distance, segments), strict=True))
+    return pd.DataFrame(columns, columns=list(SIMILAR_COLUMNS))
 
 
 def predict_one(
     model: Model, row: Mapping[str, object], reference: pd.DataFrame | None, top: int = 5
 ) -> Prediction:
     """Assign one customer (a mapping of every feature column to one value).
+
+    ``similar`` holds the ``top`` users of ``reference`` nearest to the customer
+    (:func:`similar_users`); none without ``reference``.
 
     Raises:
         ModelMismatchError: a feature is missing.  DataError: a numeric value is not a number.
@@ -291,11 +327,11 @@ def predict_one(
     if len(result) != 1:
         raise DataError("predict_one takes exactly one row")
     comps = result.components[0]
-    similar = (
-        similar_users(comps, reference, top)
-        if reference is not None
-        else pd.DataFrame(columns=[ID_COLUMN, "similarity", "segment"])
-    )
+    if reference is not None:
+        similar = similar_users(comps, reference, top)
+    else:
+        none = np.empty(0, dtype=np.int64)
+        similar = _similar_frame(none, np.empty(0, dtype=np.float64), none)
     return Prediction(
         segment=int(result.segments[0]),
         components=(float(comps[0]), float(comps[1])),

@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from segstream.errors import DataError
 from segstream.training.artifact import Model
-from segstream.training.assign import encode
+from segstream.training.assign import encode, project
 from segstream.training.features import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
@@ -46,6 +46,7 @@ from segstream.training.knee import KNEE_METHOD, find_knee
 
 __all__ = [
     "K_RANGE",
+    "MIN_USERS",
     "Progress",
     "TrainConfig",
     "TrainResult",
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 K_RANGE = range(2, 11)
+MIN_USERS = K_RANGE.stop
+"""Fewest users (rows with every feature) a model is trained on: one more than the largest k
+tried, so that every k of ``K_RANGE`` has a silhouette (defined for 2 <= k <= users - 1)."""
 """The k values of the elbow and the allowed values of ``--k``."""
 
 Progress = Callable[[str, int, int], None]
@@ -111,6 +115,16 @@ class _Encoding:
     fallbacks: Mapping[str, str]
     feature_columns: tuple[str, ...] = FEATURE_COLUMNS
     categorical_columns: tuple[str, ...] = CATEGORICAL_COLUMNS
+
+
+@dataclass(frozen=True, eq=False)
+class _Projection:
+    """Just the fitted scaler and PCA: what :func:`project` needs before the centres exist."""
+
+    scaler_mean: np.ndarray
+    scaler_scale: np.ndarray
+    pca_mean: np.ndarray
+    pca_components: np.ndarray
 
 
 def clean_features(features: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -187,7 +201,8 @@ def fit(
     """Fit the model on a feature frame (as :func:`~segstream.training.data.read_features`).
 
     Raises:
-        DataError: a column is missing, no rows remain, or fewer distinct rows than k.
+        DataError: a column is missing, no rows remain, fewer than :data:`MIN_USERS` rows
+            remain, or fewer distinct rows than k.
     """
     config = config or TrainConfig()
     report = progress or (lambda step, done, total: None)
@@ -196,14 +211,22 @@ def fit(
         raise DataError("no training rows: the data is empty once rows with missing values go")
     if frame[ID_COLUMN].duplicated().any():
         raise DataError("user_id repeats in the training data: one row per user is required")
+    if len(frame) < MIN_USERS:
+        raise DataError(
+            f"too few users to segment: {len(frame)} with every feature"
+            + (f" ({dropped} more dropped for missing values)" if dropped else "")
+            + f"; training needs at least {MIN_USERS}, so that k={K_RANGE.start}..."
+            f"{K_RANGE.stop - 1} can each be scored by a silhouette"
+        )
 
     report("encoding and projecting", 0, 1)
     vocabularies, fallbacks = _vocabularies(frame)
     X = encode(_Encoding(vocabularies, fallbacks), frame)
     scaler = StandardScaler().fit(X)
     pca = PCA(n_components=2, random_state=config.seed).fit(scaler.transform(X))
-    # transform, not fit_transform: the exact operations assign() repeats (see project()).
-    components = pca.transform(scaler.transform(X))
+    # assign()'s own projection, so the stored training components are those that
+    # `segstream assign` and the stream compute for the same rows, bit for bit.
+    components = project(_Projection(scaler.mean_, scaler.scale_, pca.mean_, pca.components_), X)
     report("encoding and projecting", 1, 1)
 
     n_distinct = len(np.unique(components, axis=0))

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "segstream"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("segstream.errors",),
-    ("segstream.settings", "segstream.net"),
+    ("segstream.settings", "segstream.net", "segstream.logs"),
     ("segstream.training",),
     ("segstream.stream.domain",),
     ("segstream.stream.clients",),

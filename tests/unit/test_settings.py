@@ -84,4 +84,17 @@ def test_readme_documents_every_setting_with_its_default() -> None:
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     for variable, default, _ in settings_table():
-        assert f"| `{variable}` | `{default}` |" in readme, variable
+        shown = f"`{default}`" if default else "unset"
+        assert f"| `{variable}` | {shown} |" in readme, variable
+
+
+@pytest.mark.parametrize("value", ["DEBUG", "debug", "Info", "WARNING"])
+def test_the_log_level_is_accepted_in_any_case(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SEGSTREAM_LOG_LEVEL", value)
+    assert load_settings().log_level == value.lower()
+
+
+def test_an_unknown_log_level_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGSTREAM_LOG_LEVEL", "LOUD")
+    with pytest.raises(ConfigError, match="SEGSTREAM_LOG_LEVEL"):
+        load_settings()

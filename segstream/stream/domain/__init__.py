@@ -11,10 +11,12 @@ from segstream.stream.domain.assignment import assign_states, feature_batch
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
 from segstream.stream.domain.changes import (
     change_due,
+    change_sequence,
+    current_segment,
     encode_change,
     event_id,
+    outbox_outputs,
     plan_settle,
-    user_segment_output,
 )
 from segstream.stream.domain.dead_letters import HEADER_NAMES, dead_letter, read_headers
 from segstream.stream.domain.events import (
@@ -57,11 +59,14 @@ __all__ = [
     "WorkerObserver",
     "assign_states",
     "change_due",
+    "change_sequence",
+    "current_segment",
     "dead_letter",
     "encode_change",
     "event_id",
     "feature_batch",
     "load_schema",
+    "outbox_outputs",
     "parse_batch",
     "parse_order",
     "parse_user",
@@ -69,5 +74,4 @@ __all__ = [
     "plan_settles",
     "read_headers",
     "user_key",
-    "user_segment_output",
 ]

@@ -2,7 +2,8 @@
 
 :func:`parse_batch` validates each record into an event or a dead letter and groups the valid
 events by user in arrival order; :func:`plan_settles` turns a batch's assignments into the
-``settle`` rows of the users whose segment or model version changed. The worker's
+``settle`` rows of the users whose segment or model version changed; :func:`fit_dead_letters`
+makes every dead letter fit the dead-letter topic's size limit. The worker's
 :class:`~segstream.stream.worker.processor.BatchProcessor` does the I/O around them.
 """
 
@@ -16,12 +17,12 @@ import numpy as np
 
 from segstream.errors import EventError
 from segstream.stream.domain.changes import plan_settle
-from segstream.stream.domain.dead_letters import dead_letter
+from segstream.stream.domain.dead_letters import dead_letter, fit_dead_letter
 from segstream.stream.domain.events import Event, Source, parse_order, parse_user
 from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.domain.user import Settle, UserState
 
-__all__ = ["ParsedBatch", "RawRecord", "parse_batch", "plan_settles"]
+__all__ = ["ParsedBatch", "RawRecord", "fit_dead_letters", "parse_batch", "plan_settles"]
 
 
 class RawRecord(Protocol):
@@ -88,6 +89,18 @@ def parse_batch(records: Sequence[RawRecord], topics: Topics) -> ParsedBatch:
         else:
             events.append((source, event))
     return ParsedBatch(by_user, rejected, reasons)
+
+
+def fit_dead_letters(outputs: Sequence[Output], topic: str, max_bytes: int) -> list[Output]:
+    """``outputs`` with each record to ``topic`` (the dead letters) fitted to ``max_bytes``.
+
+    Each is :func:`~segstream.stream.domain.dead_letters.fit_dead_letter`'s (the same object
+    when it already fits); records to other topics are kept as they are. Order is kept.
+    """
+    return [
+        fit_dead_letter(output, max_bytes) if output.topic == topic else output
+        for output in outputs
+    ]
 
 
 def plan_settles(

@@ -15,6 +15,12 @@ user's n-th change; Redis stores n with the segment, atomically), plus the model
 source event. The bytes written to the outbox are re-sent unchanged after a crash: one change,
 one ``event_id``, however many sends; and no two changes of a user share one.
 
+Publishing a user's pending changes (:func:`outbox_outputs`): every one goes to
+``segment-changes``, oldest first, and only the newest to ``user-segments``. Both values carry
+the change's ``sequence``: two writers publishing one user's outbox (a worker and
+``segstream reassign``, two workers during a rebalance) can land an older value after a newer
+one, so a consumer keeps, per user, the value with the highest sequence and drops the others.
+
 Wire formats (``schemas/segment_change.json``, ``schemas/user_segment.json``): compact JSON
 with keys in a fixed order, UTF-8 (not ASCII-escaped); the message key is the user_id as a
 decimal string.
@@ -23,8 +29,8 @@ decimal string.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import msgspec
 
@@ -32,7 +38,19 @@ from segstream.stream.domain.events import Source, user_key
 from segstream.stream.domain.topics import Output
 from segstream.stream.domain.user import Settle, UserState
 
-__all__ = ["change_due", "encode_change", "event_id", "plan_settle", "user_segment_output"]
+__all__ = [
+    "change_due",
+    "change_sequence",
+    "current_segment",
+    "encode_change",
+    "event_id",
+    "outbox_outputs",
+    "plan_settle",
+]
+
+LEGACY_SEQUENCE_LIMIT: Final = 100_000
+"""Highest sequence :func:`change_sequence` looks for in a change queued before changes carried
+one (their ``event_id`` is derived from it; a user has that many changes in no real history)."""
 
 
 def event_id(user_id: int, sequence: int, model_version: str, source: Source) -> str:
@@ -120,6 +138,7 @@ def encode_change(
     document = {
         "event_id": event_id(user_id, sequence, model_version, source),
         "user_id": user_id,
+        "sequence": sequence,
         "previous_segment": previous_segment,
         "segment": segment,
         "model_version": model_version,
@@ -130,20 +149,71 @@ def encode_change(
     return msgspec.json.encode(document)
 
 
-def user_segment_output(change: bytes, changes_topic: str, segments_topic: str) -> list[Output]:
-    """The two records publishing one queued change: the change, and the compacted current value.
+def change_sequence(document: Mapping[str, Any]) -> int:
+    """The sequence number (from 1) of a decoded change event: the user's n-th change.
+
+    A change queued by a version before changes carried ``sequence`` (and re-sent, byte for
+    byte, after the upgrade) has it only inside its ``event_id``: it is found again by trying
+    1, 2, ... up to :data:`LEGACY_SEQUENCE_LIMIT`.
+
+    Raises:
+        ValueError: neither a ``sequence`` nor an ``event_id`` made by :func:`event_id`.
+    """
+    sequence = document.get("sequence")
+    if isinstance(sequence, int):
+        return sequence
+    try:
+        wanted, user_id = document["event_id"], document["user_id"]
+        version, origin = document["model_version"], document["source"]
+        source = Source(origin["topic"], origin["partition"], origin["offset"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a change event: no {exc} in {document!r}") from exc
+    for candidate in range(1, LEGACY_SEQUENCE_LIMIT + 1):
+        if event_id(user_id, candidate, version, source) == wanted:
+            return candidate
+    raise ValueError(f"change {wanted} of user {user_id}: no sequence gives its event_id")
+
+
+def current_segment(change: bytes) -> bytes:
+    """The ``user-segments`` value of a change event (``schemas/user_segment.json``).
 
     Raises:
         ValueError: ``change`` is not a change event as :func:`encode_change` makes it.
     """
     document = msgspec.json.decode(change)
-    user_id = document["user_id"]
-    current = {
-        "user_id": user_id,
-        "segment": document["segment"],
-        "model_version": document["model_version"],
-        "updated_at": document["occurred_at"],
-    }
-    key = user_key(user_id)
-    value = msgspec.json.encode(current)
-    return [Output(changes_topic, key, change), Output(segments_topic, key, value)]
+    if not isinstance(document, dict):
+        raise ValueError(f"not a change event: {change!r}")
+    try:
+        current = {
+            "user_id": document["user_id"],
+            "sequence": change_sequence(document),
+            "segment": document["segment"],
+            "model_version": document["model_version"],
+            "updated_at": document["occurred_at"],
+        }
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a change event: no {exc} in {document!r}") from exc
+    return msgspec.json.encode(current)
+
+
+def outbox_outputs(
+    pending: Mapping[int, Sequence[bytes]], changes_topic: str, segments_topic: str
+) -> list[Output]:
+    """The records that publish users' pending changes (as ``settle`` returns them).
+
+    Per user: every change to ``changes_topic``, oldest first, byte for byte as queued; then
+    one ``segments_topic`` record, the compacted current value, of the newest change only (the
+    outbox's last: ``settle`` appends in sequence order). An older pending change would only
+    put an older value on the compacted topic, to be overwritten in the same batch.
+
+    Raises:
+        ValueError: a change is not a change event as :func:`encode_change` makes it.
+    """
+    outputs: list[Output] = []
+    for user_id, changes in pending.items():
+        if not changes:
+            continue
+        key = user_key(user_id)
+        outputs.extend(Output(changes_topic, key, change) for change in changes)
+        outputs.append(Output(segments_topic, key, current_segment(changes[-1])))
+    return outputs

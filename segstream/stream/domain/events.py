@@ -6,13 +6,26 @@ the message key is the user_id as a UTF-8 decimal string (``b"42"``), the same f
 so that they stay co-partitioned. Parsing is three checks, each with a short reason code for
 the dead-letter topic:
 
-1. the raw bytes: size (``too_large``), JSON syntax (``not_json``, NaN and Infinity included);
-2. the schema (``not_object``, ``missing_field``, ``wrong_type``, ``out_of_range``,
-   ``unknown_status``, ``empty_items``, ``unexpected_field``, ``too_large``,
-   ``bad_timestamp``, ``invalid_value``);
-3. what a schema cannot say: the timestamp is a real date (``bad_timestamp``) and the key
-   names the same user as the payload (``key_mismatch``: a wrongly keyed event would land on
-   another worker's partition and break the one-owner-per-user promise).
+1. the raw bytes: size (``too_large``, checked before anything is read), text encoding
+   (``not_utf8``: bytes that are not UTF-8 anywhere in the value, or a ``\\u`` escape of a lone
+   UTF-16 surrogate, which no UTF-8 text can hold), JSON syntax (``not_json``: NaN and
+   Infinity, a byte order mark, raw control characters such as NUL, trailing data included);
+2. the schema (``not_object``, ``missing_field``, ``wrong_type``, ``out_of_range`` (numbers
+   too large for any type included), ``unknown_status``, ``empty_items``,
+   ``unexpected_field``, ``too_large``, ``bad_timestamp``, ``invalid_value``);
+3. what neither msgspec nor a schema checks: no object repeats a key (``invalid_value``; a
+   JSON parser would silently keep the last value), the timestamp is a real date
+   (``bad_timestamp``) and the key names the same user as the payload (``key_mismatch``: a
+   wrongly keyed event would land on another worker's partition and break the
+   one-owner-per-user promise).
+
+A message is judged by the first check it fails, in that order, except that invalid UTF-8
+beats any other finding of step 2: msgspec stops at the first problem, so the encoding is
+checked over the whole value whenever msgspec refuses it (a value msgspec accepts has had
+every string decoded, so it is UTF-8). Whatever the bytes, parsing either returns an event
+or raises :class:`~segstream.errors.EventError` with one of :data:`REASONS`: nesting cannot
+go deeper than the records' own (an order's items), because msgspec checks types as it
+descends.
 
 Steps 1 and 2 are one pass of ``msgspec``, decoding straight into the typed records below,
 whose field constraints restate the JSON Schema files (about 1 µs an order; ``jsonschema``'s
@@ -24,6 +37,7 @@ judge every sample alike. One deliberate difference: an integer written with a f
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from datetime import datetime
@@ -58,6 +72,7 @@ STATUSES: Final = ("Processing", "Shipped", "Complete", "Returned", "Cancelled")
 
 REASONS: Final = (
     "not_json",
+    "not_utf8",
     "not_object",
     "too_large",
     "missing_field",
@@ -176,19 +191,105 @@ def _reason(message: str) -> str:
     return "invalid_value"
 
 
+def _rejection(raw: bytes, exc: msgspec.DecodeError | UnicodeDecodeError) -> EventError:
+    """Why msgspec refused ``raw`` (``exc``), as an :class:`EventError`; the failure path only."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError as bad:
+        byte = raw[bad.start : bad.start + 1].hex()
+        return EventError(
+            "not_utf8", f"byte 0x{byte} at offset {bad.start} is not UTF-8 ({bad.reason})"
+        )
+    message = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        return EventError(_reason(message), message[:200])
+    if "surrogate" in message:  # msgspec's words for a lone \ud800-\udfff escape
+        return EventError("not_utf8", f"a \\u escape is a lone UTF-16 surrogate ({message})"[:200])
+    if raw.startswith(codecs.BOM_UTF8):
+        return EventError("not_json", "starts with a UTF-8 byte order mark, which JSON forbids")
+    return EventError("not_json", message[:200])
+
+
 def _decode(raw: bytes | None, kind: type[Event]) -> Event:
-    """Bytes -> a valid ``kind`` record; raises :class:`EventError` otherwise."""
+    """Bytes -> a valid ``kind`` record, no key repeated; else raises :class:`EventError`."""
     if raw is None:
         raise EventError("not_json", "the message has no value")
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError("too_large", f"{len(raw)} bytes, at most {MAX_EVENT_BYTES} accepted")
     try:
-        return _DECODERS[kind].decode(raw)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        raise EventError(_reason(message), message[:200]) from None
-    except msgspec.DecodeError as exc:  # not JSON, not UTF-8, NaN, Infinity
-        raise EventError("not_json", str(exc)[:200]) from None
+        event = _DECODERS[kind].decode(raw)
+    # msgspec raises UnicodeDecodeError itself for a string that is not UTF-8 (a ValueError,
+    # not one of its own errors); ValidationError is a DecodeError.
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _rejection(raw, exc) from None
+    _check_unique_keys(raw, event)
+    return event
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise _RepeatedKey(name)
+        seen.add(name)
+
+
+_USER_FIELDS: Final = len(UserEvent.__struct_fields__)
+_ORDER_FIELDS: Final = len(OrderEvent.__struct_fields__)
+_ITEM_FIELDS: Final = len(OrderItem.__struct_fields__)
+_ESCAPED_COLONS: Final = (b"\\u003a", b"\\u003A")
+
+
+def _string_colons(event: Event) -> int:
+    """``:`` characters in ``event``'s string values."""
+    if isinstance(event, UserEvent):
+        strings = (event.gender, event.country, event.traffic_source, event.created_at)
+        return sum(text.count(":") for text in strings)
+    colons = event.created_at.count(":")
+    for item in event.items:
+        colons += (item.brand or "").count(":") + (item.category or "").count(":")
+    return colons
+
+
+def _check_unique_keys(raw: bytes, event: Event) -> None:
+    """Raise ``invalid_value`` if an object of ``raw`` (which decoded into ``event``) repeats a key.
+
+    msgspec keeps the last of repeated keys. Re-parsing every event with a duplicate check
+    would cost ~10 µs (several times the decoding), so the common case is settled by counting
+    ``:``. Each one in ``raw`` separates a key from its value or sits in a string: keys are
+    field names (msgspec refused any other), which have none, so the rest are in string
+    values, the event's own plus those of any repeated keys. A ``:`` may also be escaped
+    (``\\u003a``), so those escapes are added to the count (a false one, ``\\\\u003a``, only
+    overcounts). Every object holds all its fields (msgspec checked), hence::
+
+        colons + escapes - the event's string colons >= pairs in raw >= expected pairs
+
+    with equality of the outer two only when no key repeats. Anything else takes the exact
+    path: a standard-library parse with a duplicate check, whose depth msgspec has already
+    bounded (an order's items are the deepest level).
+    """
+    if isinstance(event, UserEvent):
+        pairs = _USER_FIELDS
+    else:
+        pairs = _ORDER_FIELDS + _ITEM_FIELDS * len(event.items)
+    excess = raw.count(b":") - pairs
+    if b"\\" in raw:
+        excess += sum(raw.count(escape) for escape in _ESCAPED_COLONS)
+    # created_at always has colons; the other strings seldom do, so they are counted lazily.
+    if excess == event.created_at.count(":") or excess == _string_colons(event):
+        return
+    try:
+        json.loads(raw.decode(), object_pairs_hook=_unique)
+    except _RepeatedKey as exc:
+        raise EventError(
+            "invalid_value", f"key {exc.name[:40]!r} appears more than once in one object"
+        ) from None
 
 
 def _check_timestamp(value: str) -> str:

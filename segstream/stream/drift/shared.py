@@ -71,6 +71,13 @@ log = logging.getLogger(__name__)
 MAX_STALENESS_S = 1.0
 """Oldest, in seconds, the centres a worker assigns with may be (read from Redis that long ago)."""
 
+WRITER_EXPIRY_S = 86_400
+"""How long, in seconds, the shared state remembers a writer (one worker process) that has not
+updated it: each update removes the fields of writers silent for longer, so restarts do not
+grow the state for ever. A day: far longer than a retry of an update can come after it was
+applied (the worker's Redis retries back off to 5 s), yet a restart loop of one a minute leaves
+at most ~1,440 writers."""
+
 
 def drift_key(prefix: str, model_version: str) -> str:
     """Name of the hash of ``model_version``'s drifted centroids: ``<prefix>drift:<version>``."""
@@ -108,9 +115,18 @@ class DriftStore:
     safe to repeat). The client must not decode responses.
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, *, writer_expiry_s: int = WRITER_EXPIRY_S
+    ) -> None:
+        """Work through ``client`` on the keys of ``prefix``.
+
+        Args:
+            writer_expiry_s: writers silent for longer than this (seconds) are forgotten by the
+                next update (:data:`WRITER_EXPIRY_S`).
+        """
         self.client = client
         self.prefix = prefix
+        self.writer_expiry_s = writer_expiry_s
         self._update = client.register_script(_script_text())
 
     async def read(self, model: Model) -> Centroids:
@@ -150,6 +166,7 @@ class DriftStore:
             str(int(learned)),
             writer,
             str(int(sequence)),
+            str(int(self.writer_expiry_s)),
         ]
         try:
             version, centers, total = await self._update(keys=[key], args=args)
@@ -158,12 +175,16 @@ class DriftStore:
         return _decode(model, version, centers, total)
 
     async def contributions(self, model_version: str) -> list[Contribution]:
-        """Points learned per writer for ``model_version``, most first."""
+        """Points learned per writer for ``model_version``, most first.
+
+        Only the writers the state still remembers (updated within :attr:`writer_expiry_s`);
+        the total, forgotten writers included, is :attr:`Centroids.learned`.
+        """
         fields = await self.client.hgetall(drift_key(self.prefix, model_version))
         points = [
-            Contribution(name.decode()[2:], int(value))
+            Contribution(name.decode()[2:], int(value.split()[1]))
             for name, value in fields.items()
-            if name.startswith(b"p:")
+            if name.startswith(b"w:")
         ]
         return sorted(points, key=lambda c: (-c.points, c.writer))
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from segstream.errors import ArtifactError, ServiceError
+from segstream.errors import ArtifactError, ServiceError, describe
 from segstream.settings import Settings
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, backoff_delays
 from segstream.stream.http.metrics import Metrics
@@ -99,6 +99,8 @@ class LiveView:
         self.lag_interval_s = lag_interval_s
         self.lag: LagSnapshot | None = None
         self.lag_error: str | None = "not read yet"
+        self.members: int | None = None
+        """Consumers in the worker group at the last lag read; None before the first."""
         self._lag_started = False
         self._history: deque[tuple[float, int, int]] = deque(maxlen=256)
 
@@ -129,7 +131,7 @@ class LiveView:
                 await self.refresh_lag()
             except (ServiceError, *KAFKA_TRANSIENT) as exc:
                 failures += 1
-                self.lag_error = f"{type(exc).__name__}: {exc}"
+                self.lag_error = describe(exc)
                 log.debug("lag poll failed (%s), retry %d", self.lag_error, failures)
                 await self.lag_reader.stop()
                 self._lag_started = False
@@ -148,6 +150,7 @@ class LiveView:
             await self.lag_reader.start()
             self._lag_started = True
         snapshot = await asyncio.wait_for(self.lag_reader.read(), timeout=15.0)
+        self.members = await asyncio.wait_for(self.lag_reader.members(), timeout=15.0)
         self.lag, self.lag_error = snapshot, None
         self.metrics.set_lag(snapshot.partitions)
         ends = sum(p.end for p in snapshot.partitions)
@@ -176,18 +179,19 @@ class LiveView:
     async def _check_kafka(self, timeout_s: float) -> dict[str, Any]:
         where = self.settings.kafka_bootstrap_servers
         if not self._lag_started:
-            return _check(False, f"not connected to {where}: {self.lag_error}")
+            error = self.lag_error or "not connected yet"
+            return _check(False, error if where in error else f"{where}: {error}")
         try:
             brokers = await asyncio.wait_for(self.lag_reader.ping(), timeout=timeout_s)
         except (RuntimeError, *KAFKA_TRANSIENT) as exc:
-            return _check(False, f"{where} did not answer: {type(exc).__name__}: {exc}")
+            return _check(False, f"{where} did not answer: {describe(exc)}")
         return _check(True, f"{brokers} broker(s) at {where}")
 
     async def _check_redis(self, timeout_s: float) -> dict[str, Any]:
         try:
             await asyncio.wait_for(self.redis.ping(), timeout=timeout_s)
         except (*REDIS_TRANSIENT, TimeoutError) as exc:
-            return _check(False, f"unreachable: {type(exc).__name__}: {exc}")
+            return _check(False, f"unreachable: {describe(exc)}")
         return _check(True, "PONG")
 
     # --- documents --------------------------------------------------------------------------
@@ -220,6 +224,7 @@ class LiveView:
             model_doc["error"] = str(exc)
         return {
             "generated_at": time.time(),
+            "health": await self.readiness(),
             "model": model_doc,
             "throughput": self._throughput(),
             "lag": self._lag_doc(),
@@ -232,12 +237,20 @@ class LiveView:
         }
 
     def _throughput(self) -> dict[str, Any]:
-        processed, produced = offset_rates(list(self._history))
+        # Rates from a broker that stopped answering would be the last ones measured, shown
+        # as if current: unknown (None) is the truth until it answers again.
+        processed, produced = (
+            offset_rates(list(self._history)) if self.lag_error is None else (None, None)
+        )
         return {
             "window_s": RATE_WINDOW_S,
             "processed_per_s": processed,
             "produced_per_s": produced,
-            "changes_per_s": self.feed.rate.rate(int(RATE_WINDOW_S)),
+            "changes_per_s": (
+                self.feed.rate.rate(int(RATE_WINDOW_S))
+                if self.feed.connected and self.lag_error is None
+                else None
+            ),
             "this_process": asdict(self.metrics.throughput(int(RATE_WINDOW_S))),
         }
 
@@ -245,6 +258,7 @@ class LiveView:
         snapshot = self.lag
         doc: dict[str, Any] = {
             "group": self.settings.app_id,
+            "members": self.members,
             "error": self.lag_error,
             "taken_at": None,
             "total": None,
@@ -265,9 +279,10 @@ class LiveView:
     async def _populations_doc(self, version: str | None, k: int | None) -> dict[str, Any]:
         try:
             populations: Populations | None = await self.populations.quick()
-            error = None
+            failed = self.populations.last_error
+            error = None if failed is None else f"Redis: {describe(failed)}; counts are older"
         except REDIS_TRANSIENT as exc:
-            populations, error = self.populations.last, f"Redis: {type(exc).__name__}: {exc}"
+            populations, error = self.populations.last, f"Redis: {describe(exc)}"
         if populations is None:
             return {"error": error, "segments": [], "unassigned": None, "other_versions": None}
         counts = populations.of(version, k) if version is not None and k is not None else []

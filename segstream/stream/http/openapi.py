@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Final
 
+from segstream.stream.http.auth import is_public
 from segstream.training.features import FEATURE_COLUMNS
 
 __all__ = ["MAX_TOP", "MAX_USER_ID", "PREDICT_REQUEST", "openapi_document"]
@@ -159,14 +160,21 @@ _SCHEMAS: Final[dict[str, Any]] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["user_id", "similarity", "segment"],
+                    "required": ["user_id", "distance", "segment"],
                     "properties": {
                         "user_id": {"type": "integer"},
-                        "similarity": {"type": "number", "minimum": -1.0001, "maximum": 1.0001},
+                        "distance": {
+                            "type": "number",
+                            "minimum": 0,
+                            "description": "Euclidean distance to the customer in the model's "
+                            "component space (the units of `components`).",
+                        },
                         "segment": {"type": "integer", "minimum": 0},
                     },
                 },
-                "description": "Training users most alike (cosine of the components), best first.",
+                "description": "The training users of the model version nearest to the "
+                "customer in component space (the metric k-means assigns by), nearest first; "
+                "equal distances by user_id.",
             },
         },
     },
@@ -230,10 +238,19 @@ _SCHEMAS: Final[dict[str, Any]] = {
     },
     "Status": {
         "type": "object",
-        "required": ["generated_at", "model", "throughput", "lag", "populations", "changes"],
+        "required": [
+            "generated_at",
+            "health",
+            "model",
+            "throughput",
+            "lag",
+            "populations",
+            "changes",
+        ],
         "description": "Everything the status page shows; see the README for the fields.",
         "properties": {
             "generated_at": {"type": "number"},
+            "health": {"$ref": "#/components/schemas/Readiness"},
             "model": {"type": "object"},
             "throughput": {"type": "object"},
             "lag": {"type": "object"},
@@ -355,6 +372,32 @@ _PATHS: Final[dict[str, Any]] = {
 }
 
 
+BEARER_SCHEME: Final[dict[str, Any]] = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "The worker's SEGSTREAM_HTTP_TOKEN, when it is set (otherwise nothing is checked). "
+        "/healthz, /readyz and the status page's shell are served without it."
+    ),
+}
+
+
+def _secured(paths: dict[str, Any]) -> dict[str, Any]:
+    """``paths`` with the bearer requirement lifted from the public paths and a 401 on the
+    others (see :mod:`segstream.stream.http.auth`)."""
+    secured = copy.deepcopy(paths)
+    for path, operations in secured.items():
+        for operation in operations.values():
+            if is_public(path):
+                operation["security"] = []
+            else:
+                operation["responses"]["401"] = _error(
+                    "A token is required (SEGSTREAM_HTTP_TOKEN) and the request has none or "
+                    "another one."
+                )
+    return secured
+
+
 def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
     """A fresh copy of the OpenAPI 3.0.3 document (callers may change it)."""
     return copy.deepcopy(
@@ -369,7 +412,8 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
                     "metrics. Errors are JSON objects with an `error` message."
                 ),
             },
-            "paths": _PATHS,
-            "components": {"schemas": _SCHEMAS},
+            "security": [{"bearer": []}],
+            "paths": _secured(_PATHS),
+            "components": {"schemas": _SCHEMAS, "securitySchemes": {"bearer": BEARER_SCHEME}},
         }
     )

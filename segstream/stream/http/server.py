@@ -34,6 +34,7 @@ from segstream.errors import ArtifactError, ServiceError, StateError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.http.auth import bearer_auth, check_exposure
 from segstream.stream.http.live import LiveView
 from segstream.stream.http.metrics import CONTENT_TYPE, Metrics
 from segstream.stream.http.openapi import MAX_USER_ID, PREDICT_REQUEST, openapi_document
@@ -81,17 +82,38 @@ def _reject_constant(token: str) -> float:
     raise ValueError(f"{token} is not a JSON number")
 
 
+class _RepeatedKey(ValueError):
+    """An object of the body names a key twice (JSON parsers would keep the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise _RepeatedKey(f"key {name[:40]!r} appears more than once in one object")
+        document[name] = value
+    return document
+
+
 def parse_predict_body(body: bytes) -> tuple[dict[str, Any], int]:
     """The features and ``top`` of a ``POST /predict`` body.
 
     Raises:
-        web.HTTPBadRequest: not UTF-8 JSON, or not an object per the OpenAPI document's
-            ``PredictRequest`` (the message names the offending field).
+        web.HTTPBadRequest: not UTF-8 JSON, an object that repeats a key, nesting deeper than
+            Python's recursion limit (~1,000 levels; a valid body has one), or not an object
+            per the OpenAPI document's ``PredictRequest`` (the message names the offending
+            field).
     """
     try:
-        document = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        document = json.loads(
+            body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
+    except _RepeatedKey as exc:
+        raise _bad_request(f"invalid body: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad_request(f"body is not JSON: {exc}") from None
+    except RecursionError:  # json's parser recurses per level of nesting
+        raise _bad_request("body is nested too deeply to be a predict request") from None
     if isinstance(document, dict):
         missing = [name for name in PREDICT_REQUEST["required"] if name not in document]
         if missing:
@@ -118,7 +140,7 @@ async def _errors(
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
         if message is None:
             message = f"{exc.reason}: {request.method} {request.path}"
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        headers = {h: exc.headers[h] for h in ("Allow", "WWW-Authenticate") if h in exc.headers}
         return web.json_response({"error": message}, status=exc.status, headers=headers)
     except StateError as exc:
         return web.json_response({"error": f"Redis is unavailable: {exc}"}, status=503)
@@ -177,11 +199,11 @@ async def get_user(request: web.Request) -> web.Response:
 async def post_predict(request: web.Request) -> web.Response:
     """``POST /predict``: the new-customer flow of ``segstream predict``."""
     features, top = parse_predict_body(await request.read())
-    model, result = request.app[LIVE].serving.predict(features, top)
+    model, result = await request.app[LIVE].serving.predict(features, top)
     similar = [
         {
             "user_id": int(row.user_id),
-            "similarity": float(row.similarity),
+            "distance": float(row.distance),
             "segment": int(row.segment),
         }
         for row in result.similar.itertuples(index=False)
@@ -291,7 +313,10 @@ def create_web_app(
         population_min_age_s=population_min_age_s,
         stalls=stalls,
     )
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    middlewares = [_errors]  # outermost: it also shapes the auth middleware's 401
+    if settings.http_token is not None:
+        middlewares.append(bearer_auth(settings.http_token))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[LIVE] = live
     app[_STATE] = RedisState(client, prefix)
 
@@ -336,7 +361,12 @@ async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner
 
 
 def run_web(settings: Settings) -> None:
-    """Serve the API standalone until interrupted (``segstream api``)."""
+    """Serve the API standalone until interrupted (``segstream api``).
+
+    Raises:
+        ConfigError: serving without a token beyond loopback (see :func:`check_exposure`).
+    """
+    check_exposure(settings)
     app = create_web_app(settings)
 
     async def main() -> None:
@@ -355,7 +385,13 @@ def worker_http(settings: Settings, metrics: Metrics) -> Extension:
 
     It shares the worker's metrics, model holder and Redis client, so /metrics shows this
     process's consumption and the API answers with the model the worker assigns with.
+
+    Raises:
+        ConfigError: serving without a token beyond loopback (see :func:`check_exposure`),
+            checked here, before the worker starts.
     """
+    if settings.http_port:
+        check_exposure(settings)
 
     async def start(parts: WorkerParts) -> Callable[[], Awaitable[None]] | None:
         if not settings.http_port:

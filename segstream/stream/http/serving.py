@@ -5,8 +5,11 @@ Both answers go through :func:`segstream.training.pipeline.predict_one`, the fun
 worker uses: the API's segment and distances are the stream's and the batch pipeline's.
 
 - ``POST /predict``: a new customer's features -> segment, distances to every centre, and the
-  most similar existing users (the training users of the model version, from its
-  ``assignments.parquet``; none when that file is missing or unreadable);
+  most similar existing users (the training users of the model version nearest in component
+  space, from its ``assignments.parquet``; none when that file is missing or unreadable).
+  Reading that file and searching it are O(users) work, done in a worker thread
+  (:meth:`ServingModel.predict`), so a large reference set never stalls the event loop the
+  Faust worker shares with the API;
 - ``GET /users/{id}``: a stored user's features -> distances to every centre under the model
   in use (the stored segment is the one the worker published).
 
@@ -19,7 +22,9 @@ the first model is trained.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +59,8 @@ class ServingModel:
         self._error: str | None = None
         self._last_try = -1e18
         self._reference: tuple[str, pd.DataFrame | None] | None = None
+        # predict() reads the reference in worker threads: one reads a version's file at a time.
+        self._reference_lock = threading.Lock()
 
     def current(self) -> Model:
         """The model in use, reloaded if ``current`` moved.
@@ -75,27 +82,39 @@ class ServingModel:
         return self._assigner.model
 
     def reference(self, model: Model) -> pd.DataFrame | None:
-        """Training users of ``model``'s version (cached per version); ``None`` if unreadable."""
-        if self._reference is None or self._reference[0] != model.version:
-            try:
-                users: pd.DataFrame | None = reference_users(
-                    model, self.model_dir / model.version, None
-                )
-            except ArtifactError as exc:
-                log.warning("no similar users for model %s: %s", model.version, exc)
-                users = None
-            self._reference = (model.version, users)
-        return self._reference[1]
+        """Training users of ``model``'s version (cached per version); ``None`` if unreadable.
 
-    def predict(self, features: Mapping[str, object], top: int = 5) -> tuple[Model, Prediction]:
+        Blocking (reads a Parquet file on a version's first use); safe from several threads.
+        """
+        with self._reference_lock:
+            if self._reference is None or self._reference[0] != model.version:
+                try:
+                    users: pd.DataFrame | None = reference_users(
+                        model, self.model_dir / model.version, None
+                    )
+                except ArtifactError as exc:
+                    log.warning("no similar users for model %s: %s", model.version, exc)
+                    users = None
+                self._reference = (model.version, users)
+            return self._reference[1]
+
+    async def predict(
+        self, features: Mapping[str, object], top: int = 5
+    ) -> tuple[Model, Prediction]:
         """A new customer's prediction and the model that made it.
+
+        The model is resolved on the event loop (the :class:`Assigner` may be the worker's,
+        which only the loop touches); the reference users are read and searched in a thread.
 
         Raises:
             ArtifactError: no model.  ModelMismatchError, DataError: as ``predict_one``.
         """
         model = self.current()
+        return model, await asyncio.to_thread(self._predict, model, features, top)
+
+    def _predict(self, model: Model, features: Mapping[str, object], top: int) -> Prediction:
         reference = self.reference(model) if top > 0 else None
-        return model, predict_one(model, features, reference, top)
+        return predict_one(model, features, reference, top)
 
     def describe(self, state: UserState) -> tuple[Model, Prediction]:
         """Distances of an assignable stored user to every centre of the model in use.

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from segstream.errors import describe
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import admin_client
 from segstream.stream.clients.kafka import consumer as kafka_consumer
@@ -129,7 +130,7 @@ class ChangeFeed:
             try:
                 await self._follow()
             except KAFKA_TRANSIENT as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = describe(exc)
             # A feed that was following starts its backoff afresh.
             failures = 1 if self.connected else failures + 1
             self.connected = False

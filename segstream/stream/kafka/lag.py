@@ -19,7 +19,8 @@ per lagging partition), so the figures are right while every worker is down, whi
 an operator needs them. :class:`LagReader` keeps its clients open between reads (the status
 page polls it every few seconds); :func:`read_lag` is the one-shot form used by ``segstream
 lag``. Neither joins the group, commits, or creates topics: a topic that does not exist is
-listed in :attr:`LagSnapshot.missing_topics`.
+listed in :attr:`LagSnapshot.missing_topics`, a group the cluster does not know is flagged by
+:attr:`LagSnapshot.group_known`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from segstream.errors import ServiceError
+from segstream.errors import ServiceError, describe
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import admin_client
 from segstream.stream.clients.kafka import consumer as kafka_consumer
@@ -114,6 +115,9 @@ class LagSnapshot:
     """Sorted by topic, then partition."""
     missing_topics: tuple[str, ...] = ()
     """Topics asked for that do not exist on the cluster."""
+    group_known: bool = True
+    """Whether the cluster knows the group (it has members or committed offsets); a group it
+    does not know is most likely a misspelt one, or one no worker has joined yet."""
 
     @property
     def total_lag(self) -> int:
@@ -185,7 +189,7 @@ class LagReader:
         except KAFKA_TRANSIENT as exc:
             await _close_quietly(admin, consumer)
             raise ServiceError(
-                f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {exc!r}"
+                f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {describe(exc)}"
             ) from exc
         except BaseException:
             # Cancelled while connecting (the app is stopping): leave no client open behind.
@@ -219,6 +223,18 @@ class LagReader:
         cluster = await self._admin.describe_cluster()
         return len(cluster.get("brokers", ()))
 
+    async def members(self) -> int:
+        """Consumers in the group now (its workers); 0 for an empty or unknown group.
+
+        Raises:
+            RuntimeError: the reader is not started.
+            aiokafka's KafkaError, OSError, TimeoutError: the broker failed to answer.
+        """
+        if self._admin is None:
+            raise RuntimeError("LagReader.members() before start()")
+        (response,) = await self._admin.describe_consumer_groups([self.group])
+        return sum(len(group[5]) for group in response.groups if group[1] == self.group)
+
     async def read(self) -> LagSnapshot:
         """The group's lag on every partition of its topics, now.
 
@@ -230,8 +246,9 @@ class LagReader:
             raise RuntimeError("LagReader.read() before start()")
         admin, consumer = self._admin, self._consumer
         partitions, missing = await topic_partitions(admin, self.topics)
+        known = any(group[0] == self.group for group in await admin.list_consumer_groups())
         if not partitions:
-            return LagSnapshot(self.group, self.clock(), (), missing)
+            return LagSnapshot(self.group, self.clock(), (), missing, known)
         committed = await admin.list_consumer_group_offsets(self.group, partitions=partitions)
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
@@ -255,7 +272,7 @@ class LagReader:
             )
             for tp in partitions
         )
-        return LagSnapshot(self.group, taken_at, lags, missing)
+        return LagSnapshot(self.group, taken_at, lags, missing, known)
 
     async def _first_timestamps(
         self, resume: Mapping[TopicPartition, int]

@@ -1,6 +1,7 @@
 """Creating the stream's topics, before any producer or consumer touches them.
 
-:func:`read_all` reads a whole topic, as it is now, for checks and benchmarks.
+:func:`read_all` reads a whole topic, as it is now, for checks and benchmarks;
+:func:`max_message_bytes` reads the largest record batch a topic accepts.
 
 Creating them up front (instead of letting the broker auto-create them on first use) gives the
 input topics the configured partition count, the same for both, which their co-partitioning
@@ -10,17 +11,25 @@ group join see its topics at once rather than after a metadata refresh.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    KafkaConnectionError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 
 from segstream.errors import ServiceError
 from segstream.settings import Settings
-from segstream.stream.clients.kafka import admin_client
+from segstream.stream.clients.kafka import admin_client, connection_problem
 from segstream.stream.clients.kafka import consumer as kafka_consumer
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, retry
+from segstream.stream.domain.replication import min_insync_replicas, replication_factor
 
-__all__ = ["ensure_topics", "partitions_of", "read_all", "topic_specs"]
+__all__ = ["ensure_topics", "max_message_bytes", "partitions_of", "read_all", "topic_specs"]
 
 
 def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -44,21 +53,36 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the stream's missing topics with ``settings.topic_partitions``; returns the new.
 
-    Existing topics are left as they are (their partition count is not changed). The broker
-    is retried (see :func:`~segstream.stream.clients.retry.retry`) up to ``attempts`` tries
-    and ``give_up_after_s`` seconds, whichever comes first (``None``: no such limit).
+    Each gets :func:`~segstream.stream.domain.replication.replication_factor` copies (the
+    setting, else min(3, brokers)) and ``min.insync.replicas`` one less (at least 1), so with
+    ``acks=all`` no acknowledged record is lost with one broker. Existing topics are left as
+    they are (their partition count and replicas are not changed). The broker is retried (see
+    :func:`~segstream.stream.clients.retry.retry`) up to ``attempts`` tries and
+    ``give_up_after_s`` seconds, whichever comes first (``None``: no such limit).
 
     Raises:
-        ServiceError: the broker cannot be reached in time, or refuses for good.
+        ServiceError: the broker cannot be reached in time or refuses for good; at once when
+            the security settings are wrong (naming the setting to change).
     """
 
     async def create() -> list[str]:
         admin = admin_client(settings)
-        await admin.start()
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            await admin.close()
+            # Refused credentials or TLS trust never heal: say which setting, at once.
+            problem = await connection_problem(settings)
+            if problem is not None:
+                raise ServiceError(problem) from exc
+            raise
         try:
             existing = set(await admin.list_topics())
+            brokers = len((await admin.describe_cluster())["brokers"])
+            copies = replication_factor(settings, brokers)
+            insync = {"min.insync.replicas": str(min_insync_replicas(copies))}
             wanted = [
-                NewTopic(name, settings.topic_partitions, 1, topic_configs=config)
+                NewTopic(name, settings.topic_partitions, copies, topic_configs=insync | config)
                 for name, config in topic_specs(settings).items()
                 if name not in existing
             ]
@@ -85,6 +109,58 @@ async def ensure_topics(
             "start the broker, check SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS, or raise "
             "SEGSTREAM_STARTUP_TIMEOUT_S"
         ),
+    )
+
+
+def _config_value(response: Any, name: str) -> tuple[int, str | None]:
+    """(error code, value of config ``name`` or None) of a one-resource DescribeConfigs reply."""
+    ((error_code, _, _, _, entries),) = response.resources
+    values = {entry[0]: entry[1] for entry in entries}
+    return error_code, values.get(name)
+
+
+async def max_message_bytes(settings: Settings, topic: str, attempts: int = 5) -> int:
+    """The largest record batch, in bytes, the broker accepts on ``topic``.
+
+    That is the topic's ``max.message.bytes`` (its own, or the cluster default the broker
+    reports for it), or, when the topic does not exist yet, the broker's
+    ``message.max.bytes`` (which a new topic inherits). Read once through the admin client.
+
+    Raises:
+        ServiceError: the broker cannot be reached or does not report either value, after
+            ``attempts`` tries.
+    """
+
+    async def read() -> int:
+        admin = admin_client(settings)
+        await admin.start()
+        try:
+            wanted = {"max.message.bytes": None}
+            (response,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, wanted)]
+            )
+            code, value = _config_value(response, "max.message.bytes")
+            source = f"topic {topic}'s max.message.bytes"
+            if code == UnknownTopicOrPartitionError.errno:
+                broker = (await admin.describe_cluster())["brokers"][0]["node_id"]
+                wanted = {"message.max.bytes": None}
+                (response,) = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.BROKER, str(broker), wanted)]
+                )
+                code, value = _config_value(response, "message.max.bytes")
+                source = f"broker {broker}'s message.max.bytes"
+        finally:
+            await admin.close()
+        if code != 0 or value is None or not value.isdigit():
+            raise ServiceError(f"the broker did not report {source}: error {code}, {value!r}")
+        return int(value)
+
+    return await retry(
+        read,
+        what=f"reading the size limit of {topic} on {settings.kafka_bootstrap_servers}",
+        transient=KAFKA_TRANSIENT,
+        attempts=attempts,
+        first_delay_s=0.5,
     )
 
 

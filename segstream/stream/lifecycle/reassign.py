@@ -24,9 +24,9 @@ does for a batch, with the worker's own pieces:
      for the user. ``user-segments`` keeps the model_version of the user's last *change*;
    - **same segment and version**: nothing (a rerun, or a user a worker already re-assigned).
 
-4. every pending change of those users is published to ``segment-changes`` and
-   ``user-segments`` (:func:`~segstream.stream.domain.changes.user_segment_output`, the worker's
-   publisher), oldest first, and removed from the outboxes once acknowledged.
+4. every pending change of those users is published to ``segment-changes``, oldest first, and
+   each user's newest to ``user-segments`` (:func:`~segstream.stream.domain.changes.outbox_outputs`,
+   the worker's publisher), and removed from the outboxes once acknowledged.
 
 Safe while workers run: every write is a compare-and-set against what step 1 read, the
 features' version included (hash field ``fv``, which every event that changes a user's
@@ -63,7 +63,7 @@ from segstream.settings import Settings
 from segstream.stream.clients.kafka import output_producer
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, retry
-from segstream.stream.domain.changes import plan_settle, user_segment_output
+from segstream.stream.domain.changes import outbox_outputs, plan_settle
 from segstream.stream.domain.events import Source
 from segstream.stream.domain.topics import Topics
 from segstream.stream.domain.user import Settle, UserState
@@ -298,14 +298,7 @@ class Reassigner:
             "storing segments", lambda: self.state.settle_outcome(plan.settles)
         )
         pending = settled.pending
-        outputs = [
-            output
-            for changes in pending.values()
-            for change in changes
-            for output in user_segment_output(
-                change, self.topics.segment_changes, self.topics.user_segments
-            )
-        ]
+        outputs = outbox_outputs(pending, self.topics.segment_changes, self.topics.user_segments)
         await self.sender.publish(outputs)
         await self._redis("clearing outboxes", lambda: self.state.clear(pending))
         report.batches += 1
@@ -319,7 +312,7 @@ class Reassigner:
         report.version_only += plan.version_only - (len(settled.refused) - refused_changes)
         report.unchanged += plan.unchanged
         report.conflicts += len(settled.refused)
-        report.published += len(outputs) // 2
+        report.published += sum(map(len, pending.values()))
 
 
 async def reassign_all(
@@ -352,7 +345,7 @@ async def reassign_all(
             where = settings.kafka_bootstrap_servers
             raise ServiceError(f"cannot reach the broker at {where}: {exc!r}") from exc
         reassigner = Reassigner(
-            RedisState(client, prefix),
+            RedisState(client, prefix, order_window=settings.order_dedupe_window),
             assigner,
             AiokafkaSender(producer),
             Topics.from_settings(settings),

@@ -90,8 +90,11 @@ def describe_user(
 
     Keys: user_id, segment, model_version, updated_at, changes (queued so far),
     feature_version (``apply`` calls that changed the features), assignable, features (by column),
-    orders (ids counted, ascending), brand_counts and category_counts (most first, then by
-    name), fences (``topic:partition`` -> last applied offset), pending (change events).
+    orders (the order ids remembered to count a re-send once, ascending: the user's highest,
+    at most ``SEGSTREAM_ORDER_DEDUPE_WINDOW``), orders_floor (the highest order id forgotten,
+    ``None`` while none was; an order at or below it counts as seen), brand_counts and
+    category_counts (most first, then by name), fences (``topic:partition`` -> last applied
+    offset), pending (change events).
     """
     reply = [
         0,
@@ -119,7 +122,7 @@ def describe_user(
     def ranked(counts: dict[str, int]) -> dict[str, int]:
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
-    updated = fields.get(b"ua")
+    updated, floor = fields.get(b"ua"), fields.get(b"of")
     return {
         "user_id": user_id,
         "segment": state.segment,
@@ -130,6 +133,7 @@ def describe_user(
         "assignable": state.assignable,
         "features": state.features(),
         "orders": sorted(orders),
+        "orders_floor": None if floor is None else int(floor),
         "brand_counts": ranked(brands),
         "category_counts": ranked(categories),
         "fences": fences,

@@ -134,6 +134,8 @@ class PopulationCache:
     min_age_s: float = 5.0
     """Never recount figures younger than this."""
     last: Populations | None = None
+    last_error: BaseException | None = None
+    """Why the last background recount failed; ``None`` once one succeeds."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _taken: float = field(default=-1e18, repr=False)
     _refresh: asyncio.Future[None] | None = field(default=None, repr=False)
@@ -172,4 +174,7 @@ class PopulationCache:
         try:
             await self.get()
         except REDIS_TRANSIENT as exc:
+            self.last_error = exc
             log.debug("background population count failed: %r", exc)
+        else:
+            self.last_error = None

@@ -4,7 +4,10 @@ Each user has one hash, ``<app_id>:{u:<user_id>}``, and, only while a segment ch
 for the broker, one list ``<app_id>:{u:<user_id>}:ob`` (the outbox). Both keys carry the hash
 tag ``{u:<user_id>}``, so they live in one slot and the Lua scripts that touch them work on a
 Redis Cluster. ``lua/apply.lua`` documents the hash fields; the work per event is O(1) in the
-user's history (a few hash operations, whatever the number of past orders).
+user's history (a few hash operations, whatever the number of past orders), but for a user past
+the order dedupe window: one scan of its hash (the window's ids, its brands and categories) per
+call that counts an order. A user's hash is bounded: the window keeps at most
+``order_window`` order ids (``SEGSTREAM_ORDER_DEDUPE_WINDOW``), whatever the number of orders.
 
 A batch costs two round trips at most, whatever its size: one ``apply`` script call with
 every user's events of the batch (each user's in order), then one ``settle`` call for the
@@ -37,17 +40,21 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
+from segstream.settings import Settings
 from segstream.stream.domain.events import Event, Source
 from segstream.stream.domain.user import Settle, SettleOutcome, UserState
 from segstream.stream.state.codec import decode_state, encode_events, encode_json
 from segstream.stream.state.keys import outbox_key, state_key
 
-__all__ = ["RedisState"]
+__all__ = ["ORDER_DEDUPE_WINDOW", "RedisState"]
 
 
 _SCRIPT_NAMES: Final = ("apply", "settle")
 _WIDTH: Final = 13
 """Values per user in ``apply.lua``'s reply."""
+
+ORDER_DEDUPE_WINDOW: Final[int] = Settings.model_fields["order_dedupe_window"].default
+"""Order ids a user remembers by default (``SEGSTREAM_ORDER_DEDUPE_WINDOW``'s default)."""
 
 
 def _script_text(name: str) -> str:
@@ -62,7 +69,14 @@ class RedisState:
     Redis) is loaded again transparently.
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str, *, cluster: bool = False) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        *,
+        cluster: bool = False,
+        order_window: int = ORDER_DEDUPE_WINDOW,
+    ) -> None:
         """Work through ``client``, which must not decode responses.
 
         Args:
@@ -70,10 +84,16 @@ class RedisState:
             cluster: the server is a Redis Cluster: a script call may then only touch keys
                 of one hash slot, so a batch becomes one call per slot it touches (all in
                 one pipeline). A standalone server takes each batch in a single call.
+            order_window: order ids each user remembers to count a re-sent order once
+                (``SEGSTREAM_ORDER_DEDUPE_WINDOW``; ``lua/apply.lua`` states the rule). Every
+                writer of one app must use the same value.
         """
+        if order_window < 1:
+            raise ValueError(f"order_window must be at least 1, got {order_window}")
         self.client = client
         self.prefix = prefix
         self.cluster = cluster
+        self.order_window = order_window
         self._scripts = {name: _script_text(name) for name in _SCRIPT_NAMES}
         self._sha = {
             name: hashlib.sha1(text.encode()).hexdigest() for name, text in self._scripts.items()
@@ -110,7 +130,9 @@ class RedisState:
             for command in before:
                 pipe.execute_command(*command)
             for keys, args in calls:
-                pipe.evalsha(sha, len(keys), *keys, *args)
+                # As a plain command: redis-py's cluster pipeline refuses its evalsha() helper,
+                # and routes EVALSHA by its first key (every key of a call shares one slot).
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             try:
                 return (await pipe.execute())[len(before) :]
             except NoScriptError:
@@ -153,7 +175,8 @@ class RedisState:
             keys: list[str] = []
             for uid in group:
                 keys += (state_key(prefix, uid), outbox_key(prefix, uid))
-            calls.append((keys, [encode_json([encode_events(by_user[uid]) for uid in group])]))
+            events = encode_json([encode_events(by_user[uid]) for uid in group])
+            calls.append((keys, [events, str(self.order_window)]))
         replies = await self._run("apply", calls, before)
         states = {}
         for group, reply in zip(groups, replies, strict=True):

@@ -103,7 +103,7 @@ class Assigner:
         except (ArtifactError, OSError) as exc:
             self._refuse(signature, exc)
             return False
-        log.warning("model %s replaced by %s", self.version, model.version)
+        log.info("model %s replaced by %s", self.version, model.version)
         self._path, self.model = path, model
         self.refused, self._refused_signature = None, None
         if self.metrics is not None:

@@ -12,8 +12,9 @@ acknowledged by the broker. The steps:
 3. one :func:`~segstream.training.assign.assign` call assigns every assignable user;
 4. :func:`plan_settles` (pure) decides the changes; one Redis round trip queues them in the
    users' outboxes and reads every pending change back (older ones a crash left included);
-5. the pending changes are published and acknowledged, then removed from the outboxes (a
-   crash in between only makes a change be published again, same bytes and event_id).
+5. the pending changes are published (each to ``segment-changes``, a user's newest to
+   ``user-segments``) and acknowledged, then removed from the outboxes (a crash in between
+   only makes a change be published again, same bytes and event_id).
 
 Every step is safe to repeat, which is what makes a crash anywhere harmless: the records are
 redelivered, fenced events change nothing, and their users are re-assigned, so a change
@@ -34,7 +35,7 @@ from typing import Any
 from segstream.errors import StateError
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
-from segstream.stream.domain.changes import user_segment_output
+from segstream.stream.domain.changes import outbox_outputs
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.topics import Topics
 from segstream.stream.domain.user import UserState
@@ -125,23 +126,17 @@ class BatchProcessor:
             )
             settles = plan_settles(states, segments, model_version, parsed.by_user)
             pending = await self._redis("queue changes", lambda: self.state.settle(settles))
-            outputs = [
-                output
-                for changes in pending.values()
-                for change in changes
-                for output in user_segment_output(
-                    change, topics.segment_changes, topics.user_segments
-                )
-            ]
+            outputs = outbox_outputs(pending, topics.segment_changes, topics.user_segments)
+            published = sum(map(len, pending.values()))
             await self.sender.publish(outputs)
             await self._redis("clear outbox", lambda: self.state.clear(pending))
             await dead
         finally:
             if not dead.done():
                 dead.cancel()
-        self._count(records, parsed, states, len(assignable), len(outputs) // 2)
+        self._count(records, parsed, states, len(assignable), published)
         if self.metrics is not None:
-            self._record(self.metrics, records, parsed, len(outputs) // 2, started)
+            self._record(self.metrics, records, parsed, published, started)
 
     @staticmethod
     def _record(

@@ -25,6 +25,7 @@ import mode.loop
 from segstream.errors import ServiceError
 from segstream.net import port_is_open
 from segstream.settings import Settings
+from segstream.stream.clients.redis import connection_problem as redis_problem
 from segstream.stream.clients.redis import worker_redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.kafka.topics import ensure_topics
@@ -78,19 +79,27 @@ async def check_dependencies(settings: Settings) -> None:
         ServiceError: Redis or the broker did not answer in time (the message names the
             setting), refused for good (credentials, ACLs), or the HTTP port is taken.
     """
-    await retry(
-        lambda: _ping_redis(settings),
-        what=f"waiting for Redis at {settings.redis_url}",
-        transient=REDIS_TRANSIENT,
-        give_up_after_s=settings.startup_timeout_s,
-        first_delay_s=STARTUP_FIRST_DELAY_S,
-        max_delay_s=STARTUP_MAX_DELAY_S,
-        hint="start Redis, check SEGSTREAM_REDIS_URL, or raise SEGSTREAM_STARTUP_TIMEOUT_S",
-    )
+    try:
+        await retry(
+            lambda: _ping_redis(settings),
+            what=f"waiting for Redis at {settings.redis_display}",
+            transient=REDIS_TRANSIENT,
+            give_up_after_s=settings.startup_timeout_s,
+            first_delay_s=STARTUP_FIRST_DELAY_S,
+            max_delay_s=STARTUP_MAX_DELAY_S,
+            hint="start Redis, check SEGSTREAM_REDIS_URL, or raise SEGSTREAM_STARTUP_TIMEOUT_S",
+        )
+    except ServiceError as exc:
+        # Refused credentials, untrusted certificate, plain text against TLS: name the setting.
+        problem = redis_problem(settings, exc.__cause__) if exc.__cause__ else None
+        if problem is None:
+            raise
+        raise ServiceError(problem) from exc
     if settings.http_port and port_is_open(settings.http_port, settings.http_host):
         raise ServiceError(
             f"port {settings.http_port} on {settings.http_host} is already in use, so the "
-            "worker cannot serve its HTTP side: choose SEGSTREAM_HTTP_PORT (0 turns it off)"
+            "worker cannot serve its HTTP side (another worker on this host?): set "
+            "SEGSTREAM_HTTP_PORT to a free port, or SEGSTREAM_HTTP_PORT=0 to run without it"
         )
     created = await ensure_topics(
         settings,

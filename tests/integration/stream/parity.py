@@ -22,10 +22,10 @@ from pathlib import Path
 
 import jsonschema
 import pandas as pd
-import redis
 
 from segstream.cli.main import main as segstream_main
 from segstream.settings import Settings
+from segstream.stream.clients.redis import sync_redis_client
 from segstream.stream.domain.events import load_schema
 from segstream.stream.kafka.topics import read_all
 from segstream.stream.state.keys import outbox_key, state_key, state_prefix
@@ -64,12 +64,12 @@ def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> None:
     """Assert the module docstring's checks; messages show the first few mismatches."""
     expected = expected_rows(dataset, batch_assign(dataset, workdir / "assigned.parquet"))
     prefix = state_prefix(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis_client(settings)  # the settings' credentials and TLS
     try:
         pipe = client.pipeline(transaction=False)
         for uid in dataset.user_ids:
             pipe.hmget(state_key(prefix, uid), *FIELDS)
-            pipe.exists(outbox_key(prefix, uid))
+            pipe.llen(outbox_key(prefix, uid))  # 0: no outbox (LLEN is in the worker ACL)
         replies = pipe.execute()
     finally:
         client.close()

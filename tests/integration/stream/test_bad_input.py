@@ -128,10 +128,10 @@ def test_every_bad_input_is_dead_lettered_and_every_valid_one_counts(
     found = {}
     for record in letters:
         headers = read_headers(record.headers)
-        source = (headers["source_topic"], int(headers["source_partition"]),
-                  int(headers["source_offset"]))  # fmt: skip
-        assert headers["detail"]
-        found[source] = (record.key, record.value, headers["reason"])
+        source = (headers["segstream-topic"], int(headers["segstream-partition"]),
+                  int(headers["segstream-offset"]))  # fmt: skip
+        assert headers["segstream-detail"]
+        found[source] = (record.key, record.value, headers["segstream-reason"])
     assert found == bad
 
     totals = re.findall(r"totals (\{.*\})", worker.log_tail(400))

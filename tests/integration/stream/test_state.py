@@ -215,6 +215,100 @@ def test_memory_per_typical_user_is_well_under_a_kilobyte(run: _Sync) -> None:
     assert max(sizes) < 1024, sizes
 
 
+def _windowed(run: _Sync, window: int) -> _Sync:
+    """The same Redis and loop, with an order dedupe window of ``window`` ids."""
+    return _Sync(RedisState(run.state.client, PREFIX, order_window=window), run.loop)
+
+
+def _fields(redis_client: redis.Redis, user_id: int = 1) -> dict[bytes, bytes]:
+    return redis_client.hgetall(f"{PREFIX}{{u:{user_id}}}")
+
+
+def _order_ids(fields: dict[bytes, bytes]) -> list[int]:
+    return sorted(int(name[2:]) for name in fields if name.startswith(b"o:"))
+
+
+def test_state_per_user_is_bounded_whatever_the_number_of_orders(
+    run: _Sync, redis_client: redis.Redis
+) -> None:
+    brands, categories = ["Calvin Klein", "Levi's", "Nike", "Zara"], ["Jeans", "Tops & Tees"]
+    window = run.state.order_window
+    seen: dict[int, tuple[int, int, set[bytes]]] = {}
+    run.apply(1, (at(0, USERS), profile()))
+    for n in range(500):
+        items = (brands[n % 4], brands[(n + 1) % 4])
+        state = run.apply(1, (at(n), order(1_000_000 + 37 * n, *items, category=categories[n % 2])))
+        assert state.total_orders == n + 1
+        if n + 1 in (1, 100, 500):
+            fields = _fields(redis_client)
+            other = {name for name in fields if not name.startswith(b"o:")}
+            seen[n + 1] = (len(fields), run.memory([1])[0], other)
+    assert len(_order_ids(_fields(redis_client))) == window
+    (fields_100, bytes_100, other_100), (fields_500, bytes_500, other_500) = seen[100], seen[500]
+    assert fields_500 == fields_100 == window + len(other_100)
+    assert other_500 == other_100  # the same profile, counts, fences, floor: nothing else grew
+    assert bytes_500 <= bytes_100 + 64, (bytes_100, bytes_500)
+    assert redis_client.object("encoding", f"{PREFIX}{{u:1}}") == b"listpack"
+    print("bytes per user at 1, 100, 500 orders:", seen[1][1], bytes_100, bytes_500)
+
+
+def test_the_window_keeps_the_highest_ids_and_takes_older_resends_as_counted(
+    run: _Sync, redis_client: redis.Redis
+) -> None:
+    small = _windowed(run, 3)
+    for offset, order_id in enumerate((10, 20, 30, 40, 50)):
+        assert small.apply(1, (at(offset), order(order_id, "Zara"))).total_orders == offset + 1
+    fields = _fields(redis_client)
+    assert (_order_ids(fields), fields[b"of"]) == ([30, 40, 50], b"20")
+    resent = [(at(5), order(40, "Zara")), (at(6), order(10, "Zara")), (at(7), order(20, "Zara"))]
+    assert small.apply(1, *resent).total_orders == 5  # in the window, or at or below its floor
+    # Above the floor and not remembered: never counted, so counted now (out of order).
+    state = small.apply(1, (at(8), order(35, *["Alpha"] * 6)))
+    assert (state.total_orders, state.most_frequent_brand) == (6, "Alpha")
+    fields = _fields(redis_client)
+    assert (_order_ids(fields), fields[b"of"]) == ([35, 40, 50], b"30")
+
+
+@pytest.mark.parametrize("split", [1, 2, 7])
+def test_the_order_count_does_not_depend_on_how_events_were_batched(
+    run: _Sync, redis_client: redis.Redis, split: int
+) -> None:
+    rng = random.Random(split)
+    ids = [rng.randint(1, 40) for _ in range(60)]  # out of order, re-sent, some below the floor
+    events = [(at(offset), order(order_id, "Zara")) for offset, order_id in enumerate(ids)]
+    small = _windowed(run, 4)
+    one_by_one = [small.apply(1, event).total_orders for event in events][-1]
+    reference = _fields(redis_client)
+    redis_client.flushdb()
+    for start in range(0, len(events), split):
+        state = small.apply(1, *events[start : start + split])
+    assert state.total_orders == one_by_one
+    fields = _fields(redis_client)
+    del fields[b"fv"], reference[b"fv"]  # one bump per call, by design
+    assert fields == reference
+
+
+def test_state_written_before_the_window_is_trimmed_when_the_user_is_next_touched(
+    run: _Sync, redis_client: redis.Redis
+) -> None:
+    for offset in range(10):
+        run.apply(1, (at(offset), order(100 + offset, "Zara", category="Jeans")))
+    run.apply(1, (at(0, USERS), profile()))
+    before = run.apply(1)
+    # As the script before the window left it: every id kept, no floor.
+    key = f"{PREFIX}{{u:1}}"
+    redis_client.hset(key, mapping={f"o:{i}": 1 for i in range(1, 100)})
+    redis_client.hincrby(key, "n", 99)
+    small = _windowed(run, 5)
+    touched = small.apply(1, (at(1, USERS), profile()))  # a profile event is enough
+    fields = _fields(redis_client)
+    assert (_order_ids(fields), fields[b"of"]) == ([105, 106, 107, 108, 109], b"104")
+    assert touched.total_orders == before.total_orders + 99
+    assert touched.most_frequent_brand == before.most_frequent_brand
+    assert small.apply(1, (at(10), order(50, "Zara"))).total_orders == touched.total_orders
+    assert small.apply(1, (at(11), order(110, "Zara"))).total_orders == touched.total_orders + 1
+
+
 def test_published_changes_are_cleared_in_the_next_apply_round_trip(run: _Sync) -> None:
     first, second = b'{"event_id": "a"}', b'{"event_id": "b"}'
     run.settle(Settle(1, None, None, 1, "v1", first), Settle(2, None, None, 2, "v1", second))

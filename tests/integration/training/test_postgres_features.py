@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from segstream.errors import DataError, ServiceError
-from segstream.training.data import DataSource, read_features, read_tables
+from segstream.training.data import DataSource, read_exclusions, read_features, read_tables
 from segstream.training.generate import TABLE_NAMES, generate_tables, load_catalogue, write_tables
 
 pytestmark = pytest.mark.integration
@@ -65,6 +65,13 @@ def test_postgres_features_equal_duckdb_features(generated: tuple[Path, str]) ->
     from_postgres = read_features(DataSource(url=url))
     pd.testing.assert_frame_equal(from_postgres, from_duckdb)
     assert len(from_duckdb) > 2_000
+
+
+def test_postgres_exclusions_equal_duckdb_exclusions(generated: tuple[Path, str]) -> None:
+    directory, url = generated
+    from_postgres = read_exclusions(DataSource(url=url))
+    assert from_postgres == read_exclusions(DataSource(path=directory))
+    assert from_postgres.users == 3_000 and from_postgres.no_orders > 0
 
 
 def test_postgres_features_equal_duckdb_on_the_real_catalogue(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from segstream.cli.ops import lag_table
+from segstream.cli.ops import lag_problems, lag_table
 from segstream.stream.kafka.lag import LagSnapshot, partition_lag
 
 
@@ -47,3 +47,18 @@ def test_unknown_age_is_printed_as_unknown() -> None:
     )
     total = next(line.replace("│", " ").split() for line in render(snapshot) if "total" in line)
     assert total == ["total", "3", "unknown"]
+
+
+def test_a_reading_of_existing_topics_of_a_known_group_has_no_problem() -> None:
+    assert lag_problems(LagSnapshot("g", 0.0, ()), group_option=False) == []
+
+
+def test_missing_topics_and_an_unknown_group_are_each_named_with_the_setting() -> None:
+    snapshot = LagSnapshot("nosuch", 0.0, (), missing_topics=("a", "b"), group_known=False)
+    topics, group = lag_problems(snapshot, group_option=True)
+    assert topics.startswith("topic(s) a, b do not exist") and "--topic" in topics
+    assert "'nosuch' is unknown to the cluster" in group and "--group" in group
+    (default,) = lag_problems(
+        LagSnapshot("segstream", 0.0, (), group_known=False), group_option=False
+    )
+    assert "SEGSTREAM_APP_ID" in default

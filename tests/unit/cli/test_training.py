@@ -113,15 +113,14 @@ def test_predict_gives_segment_distances_and_five_similar_users(
     assert result["segment"] == int(np.argmin(result["distances"]))
     similar = result["similar_users"]
     assert len(similar) == 5
-    sims = [s["similarity"] for s in similar]
-    assert sims == sorted(sims, reverse=True)
-    # Cosine similarity recomputed from the stored components agrees, and nobody is closer.
+    # The five nearest stored users in component space, recomputed here, nearest first.
     stored = pd.read_parquet(models / "current" / ASSIGNMENTS_FILE)
     vectors = stored[["component_1", "component_2"]].to_numpy()
-    query = np.array(result["components"])
-    cosine = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
-    assert np.isclose(max(cosine), sims[0])
-    assert np.isclose(cosine[stored["user_id"] == similar[0]["user_id"]][0], sims[0])
+    distance = np.linalg.norm(vectors - np.array(result["components"]), axis=1)
+    nearest = np.argsort(distance, kind="stable")[:5]
+    assert [s["user_id"] for s in similar] == stored["user_id"].to_numpy()[nearest].tolist()
+    assert [s["distance"] for s in similar] == pytest.approx(distance[nearest], abs=1e-12)
+    assert [s["segment"] for s in similar] == stored["segment"].to_numpy()[nearest].tolist()
     assert "most_frequent_brand" in result["unseen_columns"]  # Kalomi is not a generated brand
 
 
@@ -170,7 +169,10 @@ def test_predict_prints_values_that_look_like_markup_verbatim(
             ["assign", "--model", "{tmp}/none", "--data", "{tmp}", "--out", "{tmp}/a.parquet"],
             "no model",
         ),
-        (["train", "--db", "nosuchdialect://x", "--out", "{tmp}/m"], "bad database URL"),
+        (
+            ["train", "--db", "nosuchdialect://x", "--out", "{tmp}/m"],
+            "nosuchdialect databases are not supported",
+        ),
     ],
 )
 def test_user_errors_exit_2_with_a_clear_message(
@@ -288,3 +290,108 @@ def test_a_previous_version_that_does_not_exist_is_a_user_error(
     assert main(argv) == 2
     assert "no model" in capsys.readouterr().err
     assert not (tmp_path / "current").exists()
+
+
+def test_predict_json_uses_the_apis_field_names(
+    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segstream.stream.http.openapi import openapi_document
+
+    _, models = trained
+    schema = openapi_document()["components"]["schemas"]["Prediction"]
+    document = _predict(models, capsys)
+    assert set(document) == set(schema["properties"]) == set(schema["required"])
+    assert document["model_version"] == load_model(models / "current").version
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["generate", "--out", "{tmp}/file/x", "--users", "20"], "{tmp}/file is a file"),
+        (["train", "--data", "{data}", "--out", "{tmp}/file"], "{tmp}/file is a file"),
+        (
+            ["assign", "--model", "{models}/current", "--data", "{data}", "--out", "{tmp}/dir/"],
+            "is a directory; give a file name",
+        ),
+        (
+            ["assign", "--model", "{models}/current", "--data", "{data}", "--out", "{tmp}/dir"],
+            "is a directory; give a file name",
+        ),
+        (
+            ["assign", "--model", "{models}/current", "--data", "{data}", "--out", "{tmp}/file/a"],
+            "{tmp}/file is a file",
+        ),
+    ],
+)
+def test_a_bad_out_path_exits_2_naming_it_and_leaves_nothing_behind(
+    tmp_path: Path,
+    trained: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    data, models = trained
+    (tmp_path / "file").write_text("not a directory")
+    (tmp_path / "dir").mkdir()
+    before = _tree(tmp_path)
+    fill = {"tmp": tmp_path, "data": data, "models": models}
+    assert main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message.format(**fill) in err and "Traceback" not in err
+    assert _tree(tmp_path) == before
+    assert (tmp_path / "file").read_text() == "not a directory"
+
+
+def test_training_on_too_few_users_is_refused_with_the_minimum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", "--out", str(tmp_path / "data"), "--users", "4"]) == 0
+    argv = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "models")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "too few users to segment" in err and "at least 11" in err
+    assert not (tmp_path / "models" / "current").exists()
+
+
+def test_the_training_summary_fits_80_columns_without_truncating(
+    tmp_path: Path,
+    trained: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data, _ = trained
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path), "--k", "4"]) == 0
+    out = capsys.readouterr().out
+    summary = out[: out.index("first version")]
+    assert "…" not in summary
+    assert max(len(line) for line in summary.splitlines()) <= 80
+    model = load_model(tmp_path / "current")
+    # Every segment's profile is there, its top brand on a line of its own.
+    for segment in range(model.k):
+        assert f"│ {segment:>3} │" in summary
+    assert summary.count("brand ") == model.k
+
+
+def test_train_reads_a_sqlite_database(
+    tmp_path: Path, trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlalchemy as sa
+
+    from segstream.training.generate import TABLE_NAMES
+
+    data, _ = trained
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'thelook.db'}")
+    with engine.begin() as conn:
+        for table in TABLE_NAMES:
+            pd.read_parquet(data / f"{table}.parquet").to_sql(table, conn, index=False)
+    engine.dispose()
+    url = f"sqlite:///{tmp_path / 'thelook.db'}"
+    argv = ["train", "--db", url, "--out", str(tmp_path / "models"), "--k", "3", "--seed", "1"]
+    assert main(argv) == 0
+    from_sqlite = pd.read_parquet(tmp_path / "models" / "current" / ASSIGNMENTS_FILE)
+    assert len(from_sqlite) == len(read_features(DataSource(path=data)))

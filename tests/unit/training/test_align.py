@@ -84,7 +84,9 @@ def test_an_explicit_permutation_of_the_previous_ids_is_followed_exactly(
     assert all(m.distance is not None and m.distance < 1e-12 for m in lineage.matches)
 
 
-@pytest.mark.parametrize("seed", [0, 6, 8])
+# Seeds under which k-means numbers the clusters of the small data differently from the
+# fixture's fit (under seeds 1, 6, 7 it happens to number them alike: nothing to align).
+@pytest.mark.parametrize("seed", [2, 3, 11])
 def test_retraining_with_another_seed_keeps_each_users_segment_id(
     small_fit: TrainResult, seed: int
 ) -> None:

@@ -1,9 +1,9 @@
-"""THE assign: sklearn's labels exactly (also renumbered), stored vocabularies, unseen flagged."""
+"""THE assign: sklearn's labels exactly (also renumbered), the same floats for a row alone or in any
+batch (near-ties included), stored vocabularies, unseen flagged."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,8 @@ from threadpoolctl import threadpool_limits
 
 from segstream.errors import DataError, ModelMismatchError
 from segstream.training.align import align
-from segstream.training.assign import assign, encode, encode_with_flags
+from segstream.training.artifact import Model
+from segstream.training.assign import Assignment, assign, encode, encode_with_flags, nearest
 from segstream.training.data import DataSource, read_features
 from segstream.training.features import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 from segstream.training.generate import generate_tables, write_tables
@@ -39,13 +40,22 @@ def _sklearn_pipeline(features: pd.DataFrame, k: int, seed: int) -> tuple[np.nda
     return kmeans.labels_, kmeans.predict(points)
 
 
-def test_assign_reproduces_sklearn_labels_over_100000_training_rows(tmp_path: Path) -> None:
-    write_tables(generate_tables(127_000, seed=11), tmp_path)
-    features = read_features(DataSource(path=tmp_path))
-    features = features.head(100_000)
-    assert len(features) == 100_000
-    trained = fit(features, TrainConfig(k=5, k_values=(5,), seed=42, silhouette_sample=500))
+@pytest.fixture(scope="module")
+def fit_100000(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """A k=5 fit of 100,000 generated users' features (seed 11; fit seed 42)."""
+    directory = tmp_path_factory.mktemp("thelook-100000")
+    write_tables(generate_tables(127_000, seed=11), directory)
+    features = read_features(DataSource(path=directory)).head(100_000)
+    result = fit(features, TrainConfig(k=5, k_values=(5,), seed=42, silhouette_sample=500))
+    assert len(result.features) == 100_000
+    return result
 
+
+def test_assign_reproduces_sklearn_labels_over_100000_training_rows(
+    fit_100000: TrainResult,
+) -> None:
+    trained = fit_100000
+    features = trained.features
     result = assign(trained.model, features)
     labels, predicted = _sklearn_pipeline(features, k=5, seed=42)
 
@@ -62,6 +72,104 @@ def test_assign_reproduces_sklearn_labels_over_100000_training_rows(tmp_path: Pa
     renumbered = assign(aligned.model, features).segments
     assert int((renumbered != np.argsort(q)[labels]).sum()) == 0
     assert int((renumbered != aligned.segments).sum()) == 0
+
+
+def _assert_rows_equal(got: Assignment, full: Assignment, rows: np.ndarray) -> None:
+    """Bit for bit: segment, components and distances of ``full``'s ``rows`` in ``got``."""
+    np.testing.assert_array_equal(got.segments, full.segments[rows])
+    np.testing.assert_array_equal(got.components, full.components[rows])
+    np.testing.assert_array_equal(got.distances, full.distances[rows])
+
+
+def test_every_row_gets_the_same_floats_in_a_batch_of_any_size_and_position(
+    fit_100000: TrainResult,
+) -> None:
+    """The 100,000 rows cut into consecutive batches of random sizes 1, 7 and 1000 (so at
+    random positions), then each batch assigned on its own: the full batch's floats."""
+    model, features = fit_100000.model, fit_100000.features
+    full = assign(model, features)
+    rng = np.random.default_rng(3)
+    sizes = rng.choice([1, 7, 1000], size=len(features), p=[0.2, 0.3, 0.5])
+    bounds = np.cumsum(np.concatenate([[0], sizes]))
+    bounds = np.append(bounds[bounds < len(features)], len(features))
+    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        rows = np.arange(start, stop)
+        _assert_rows_equal(assign(model, features.iloc[start:stop]), full, rows)
+
+
+def test_a_row_alone_gets_the_same_floats_as_in_the_full_batch(fit_100000: TrainResult) -> None:
+    """One-user batches as the worker and /predict build them (a list per column)."""
+    model, features = fit_100000.model, fit_100000.features
+    full = assign(model, features)
+    rng = np.random.default_rng(4)
+    for i in rng.choice(len(features), size=600, replace=False).tolist():
+        alone = assign(model, {c: [features[c].iloc[i]] for c in FEATURE_COLUMNS})
+        _assert_rows_equal(alone, full, np.array([i]))
+
+
+def _near_ties(model: Model, features: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``features`` moved onto the perpendicular bisector of their two nearest centres
+    by changing ``age`` (a float here), then nudged by -3..3 ulps of age.
+
+    Moving age by ``t`` moves the point by ``t * g`` in PCA space (``g`` = age's loadings over
+    its scale), so the bisector ``(p - (a + b) / 2) . (a - b) = 0`` is crossed at one ``t``.
+    """
+    result = assign(model, features)
+    two = np.argsort(result.distances, axis=1)[:, :2]
+    a, b = model.centers[two[:, 0]], model.centers[two[:, 1]]
+    w = a - b
+    g = model.pca_components[:, FEATURE_COLUMNS.index("age")] / model.scaler_scale[0]
+    t = -np.einsum("ij,ij->i", result.components - (a + b) / 2, w) / (w @ g)
+    age = features["age"].to_numpy(dtype=np.float64) + t
+    ulps = np.random.default_rng(5).integers(-3, 4, size=len(age))
+    return features.assign(age=age + ulps * np.spacing(age))
+
+
+def test_near_tie_points_get_the_same_label_alone_as_in_any_batch(
+    fit_100000: TrainResult,
+) -> None:
+    model = fit_100000.model
+    ties = _near_ties(model, fit_100000.features.head(1_200))
+    gaps = np.diff(np.sort(assign(model, ties).distances, axis=1)[:, :2], axis=1)[:, 0]
+    # Keep the true ties (elsewhere on the way a third centre became nearer).
+    ties = ties[gaps < 1e-12].reset_index(drop=True)
+    assert len(ties) > 600
+    together = assign(model, ties)
+    alone = [
+        assign(model, {c: [ties[c].iloc[i]] for c in FEATURE_COLUMNS}) for i in range(len(ties))
+    ]
+    np.testing.assert_array_equal([a.segments[0] for a in alone], together.segments)
+    np.testing.assert_array_equal(np.stack([a.components[0] for a in alone]), together.components)
+    np.testing.assert_array_equal(np.stack([a.distances[0] for a in alone]), together.distances)
+    # The ties spread at random positions among the 100,000 real rows, then batches of 7.
+    mixed = pd.concat([fit_100000.features, ties], ignore_index=True)
+    order = np.random.default_rng(6).permutation(len(mixed))
+    shuffled = assign(model, mixed.iloc[order])
+    position = np.argsort(order)[len(fit_100000.features) :]
+    np.testing.assert_array_equal(shuffled.segments[position], together.segments)
+    np.testing.assert_array_equal(shuffled.components[position], together.components)
+    for start in range(0, len(ties), 7):
+        rows = np.arange(start, min(start + 7, len(ties)))
+        _assert_rows_equal(assign(model, ties.iloc[rows]), together, rows)
+
+
+def test_nearest_labels_bisector_points_alike_alone_and_in_a_batch() -> None:
+    """Points on the bisector of two centres, nudged by -3..3 ulps per coordinate: ``nearest``
+    gives each the same label and distances alone as among 20,000 others."""
+    centers = np.array([[-1.3, 0.4], [0.7, 1.1], [0.9, -0.8], [2.6, 0.3], [-0.2, -1.9]])
+    rng = np.random.default_rng(7)
+    n = 20_000
+    pair = np.array([rng.choice(len(centers), size=2, replace=False) for _ in range(n)])
+    a, b = centers[pair[:, 0]], centers[pair[:, 1]]
+    perpendicular = np.stack([b[:, 1] - a[:, 1], a[:, 0] - b[:, 0]], axis=1)
+    points = (a + b) / 2 + rng.uniform(-0.3, 0.3, size=(n, 1)) * perpendicular
+    points += rng.integers(-3, 4, size=(n, 2)) * np.spacing(points)
+    segments, distances = nearest(centers, points)
+    # Where a and b are the two nearest, the two smallest distances tie to a few ulps.
+    assert (np.diff(np.sort(distances, axis=1)[:, :2], axis=1) < 1e-12).sum() > n // 4
+    alone = [nearest(centers, points[i : i + 1]) for i in range(n)]
+    np.testing.assert_array_equal([one[0][0] for one in alone], segments)
+    np.testing.assert_array_equal(np.stack([one[1][0] for one in alone]), distances)
 
 
 def test_encoding_is_label_encoder_of_the_training_columns(small_fit: TrainResult) -> None:

@@ -11,16 +11,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from segstream.errors import DataError
-from segstream.training.data import DataSource, read_features
+from segstream.training.data import DataSource, read_exclusions, read_features
 from segstream.training.features import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
     NUMERIC_COLUMNS,
+    Exclusions,
     clean_category,
+    exclusion_sql,
     feature_sql,
     most_frequent,
 )
-from segstream.training.generate import generate_tables, write_tables
+from segstream.training.generate import TABLE_NAMES, generate_tables, write_tables
 
 
 def test_feature_columns_are_the_contracted_order() -> None:
@@ -74,6 +76,7 @@ def test_clean_category_treats_null_nan_and_empty_as_missing(
 
 def test_the_sql_has_no_colons_so_sqlalchemy_sees_no_bind_parameters() -> None:
     assert ":" not in feature_sql()
+    assert ":" not in exclusion_sql()
 
 
 def _write(directory: Path, **tables: pd.DataFrame) -> DataSource:
@@ -90,18 +93,18 @@ def _tiny_tables() -> dict[str, pd.DataFrame]:
     ts = pd.Timestamp("2024-01-01", tz="UTC")
     users = pd.DataFrame(
         {
-            "id": [1, 2, 3, 4, 5, 6],
-            "age": [30, 40, 50, 60, None, 25],
-            "gender": ["F", "M", "F", "M", "F", ""],
-            "country": ["Brasil", "China", "Japan", "Spain", "China", "China"],
-            "traffic_source": ["Search"] * 6,
-            "created_at": [ts] * 6,
+            "id": [1, 2, 3, 4, 5, 6, 7],
+            "age": [30, 40, 50, 60, None, 25, 33],
+            "gender": ["F", "M", "F", "M", "F", "", "F"],
+            "country": ["Brasil", "China", "Japan", "Spain", "China", "China", "Japan"],
+            "traffic_source": ["Search"] * 7,
+            "created_at": [ts] * 7,
         }
     )
     orders = pd.DataFrame(
         {
-            "order_id": [10, 11, 12, 20, 30, 50, 60],
-            "user_id": [1, 1, 1, 2, 3, 5, 6],
+            "order_id": [10, 11, 12, 20, 30, 50, 60, 70],
+            "user_id": [1, 1, 1, 2, 3, 5, 6, 7],
             "status": [
                 "Complete",
                 "Cancelled",
@@ -110,8 +113,9 @@ def _tiny_tables() -> dict[str, pd.DataFrame]:
                 "Complete",
                 "Complete",
                 "Complete",
+                "Complete",
             ],
-            "created_at": [ts] * 7,
+            "created_at": [ts] * 8,
         }
     )
     products = pd.DataFrame(
@@ -126,9 +130,26 @@ def _tiny_tables() -> dict[str, pd.DataFrame]:
             # user 1: b-brand x1, B-brand x1 (tie -> "B-brand"); Jeans x2 beats Swim x1.
             # user 2: "" x2 and NULL x2 are not counted; e x1 -> "e"; Swim x4 vs Socks x1.
             # user 3: É x1, e x1 -> "e" (code point order, accents last); an unknown product.
-            "id": list(range(1, 14)),
-            "order_id": [10, 12, 11, 20, 20, 20, 20, 20, 30, 30, 30, 50, 60],
-            "product_id": [100, 101, 102, 102, 102, 103, 103, 105, 104, 105, 999, 100, 100],
+            # user 7: only items without a brand ("" and NULL): no most frequent brand.
+            "id": list(range(1, 16)),
+            "order_id": [10, 12, 11, 20, 20, 20, 20, 20, 30, 30, 30, 50, 60, 70, 70],
+            "product_id": [
+                100,
+                101,
+                102,
+                102,
+                102,
+                103,
+                103,
+                105,
+                104,
+                105,
+                999,
+                100,
+                100,
+                102,
+                103,
+            ],
         }
     )
     return {"users": users, "orders": orders, "order_items": items, "products": products}
@@ -154,8 +175,51 @@ def test_missing_brands_are_not_counted(tiny: pd.DataFrame) -> None:
 
 
 def test_users_without_orders_or_with_missing_values_are_excluded(tiny: pd.DataFrame) -> None:
-    # 4 has no order, 5 has no age, 6 has an empty gender.
+    # 4 has no order, 5 has no age, 6 has an empty gender, 7 no item with a brand.
     assert list(tiny.index) == [1, 2, 3]
+
+
+def test_exclusions_count_the_users_left_out_by_reason(tmp_path: Path) -> None:
+    source = _write(tmp_path / "tiny", **_tiny_tables())
+    exclusions = read_exclusions(source)
+    assert exclusions == Exclusions(
+        users=7,
+        segmented=3,
+        no_orders=1,
+        missing={
+            "age": 1,
+            "gender": 1,
+            "country": 0,
+            "traffic_source": 0,
+            "most_frequent_brand": 1,
+            "most_frequent_category": 0,
+        },
+    )
+    assert (exclusions.excluded, exclusions.missing_features) == (4, 3)
+    assert Exclusions.from_json(exclusions.to_json()) == exclusions
+
+
+def test_exclusions_agree_with_the_feature_rows_on_generated_data(
+    small_data: Path, small_features: pd.DataFrame
+) -> None:
+    exclusions = read_exclusions(DataSource(path=small_data))
+    users = pd.read_parquet(small_data / "users.parquet")
+    buyers = set(pd.read_parquet(small_data / "orders.parquet")["user_id"])
+    assert exclusions.users == len(users)
+    assert exclusions.segmented == len(small_features)
+    assert exclusions.no_orders == int((~users["id"].isin(buyers)).sum()) > 0
+    # Every buyer left out misses at least one feature.
+    left_out = buyers - set(small_features["user_id"])
+    assert exclusions.missing_features == len(left_out)
+    assert sum(exclusions.missing.values()) >= len(left_out)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [None, [], {"users": 1}, {"users": 1, "segmented": 1, "no_orders": 0, "missing": {}}],
+)
+def test_exclusions_from_anything_else_than_their_json_are_none(document: object) -> None:
+    assert Exclusions.from_json(document) is None
 
 
 def test_feature_frame_has_ids_then_features_with_integer_numbers(tiny: pd.DataFrame) -> None:
@@ -241,3 +305,45 @@ def test_a_source_is_a_directory_or_a_url_not_both(tmp_path: Path) -> None:
 def test_generated_tables_roundtrip_through_write(tmp_path: Path) -> None:
     write_tables(generate_tables(300, seed=1), tmp_path)
     assert len(read_features(DataSource(path=tmp_path))) > 150
+
+
+def _sqlite(path: Path, tables: dict[str, pd.DataFrame]) -> DataSource:
+    """``tables`` written into a new SQLite file by pandas through SQLAlchemy."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        for name, frame in tables.items():
+            frame.to_sql(name, conn, index=False)
+    engine.dispose()
+    return DataSource(url=f"sqlite:///{path}")
+
+
+def test_sqlite_features_equal_duckdb_features_on_generated_data(
+    tmp_path: Path, small_data: Path, small_features: pd.DataFrame
+) -> None:
+    """The same thelook tables in a SQLite file give exactly DuckDB's feature frame."""
+    tables = {name: pd.read_parquet(small_data / f"{name}.parquet") for name in TABLE_NAMES}
+    from_sqlite = read_features(_sqlite(tmp_path / "thelook.db", tables))
+    pd.testing.assert_frame_equal(from_sqlite, small_features)
+    assert len(from_sqlite) > 3_000
+
+
+def test_sqlite_breaks_ties_in_code_point_order(tmp_path: Path, tiny: pd.DataFrame) -> None:
+    from_sqlite = read_features(_sqlite(tmp_path / "tiny.db", _tiny_tables()))
+    pd.testing.assert_frame_equal(from_sqlite.set_index("user_id"), tiny)
+    assert from_sqlite.set_index("user_id").loc[1, "most_frequent_brand"] == "B-brand"
+
+
+def test_each_supported_dialect_gets_its_code_point_collation() -> None:
+    assert feature_sql("sqlite").count("COLLATE BINARY ASC") == 2
+    assert feature_sql("postgresql").count('COLLATE "C" ASC') == 2
+    assert "BINARY" not in feature_sql("duckdb")
+
+
+def test_an_unsupported_dialect_is_refused_naming_the_supported_ones() -> None:
+    source = DataSource(url="mysql+pymysql://user@localhost/thelook")
+    with pytest.raises(
+        DataError, match=r"mysql databases are not supported.*duckdb, postgresql, sqlite"
+    ):
+        read_features(source)

@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from segstream.errors import DataError
-from segstream.training.generate import Tables, generate_tables, load_catalogue
+from segstream.training.generate import (
+    DATA_END,
+    DATA_START,
+    Tables,
+    generate_tables,
+    load_catalogue,
+)
 
 TS = pa.timestamp("us", tz="UTC")
 SCHEMAS = {
@@ -76,6 +83,34 @@ def test_orders_come_after_their_user_signed_up(tables: Tables) -> None:
     users = tables.users.to_pandas().set_index("id")["created_at"]
     orders = tables.orders.to_pandas()
     assert (orders["created_at"].to_numpy() > users.loc[orders["user_id"]].to_numpy()).all()
+
+
+def test_every_timestamp_lies_in_the_fixed_past_window(tables: Tables) -> None:
+    """Nothing before DATA_START or after DATA_END (a fixed date in the past), whatever
+    the day the data is generated on: 20,000 users give ~45,000 orders to check."""
+    now = pd.Timestamp.now(tz="UTC")
+    assert now > DATA_END
+    checked = 0
+    for name, table in tables.as_dict().items():
+        for column in table.column_names:
+            if table.schema.field(column).type != TS:
+                continue
+            values = table.column(column).drop_null()
+            if name == "products" or len(values) == 0:
+                continue
+            checked += 1
+            first, last = pc.min(values).as_py(), pc.max(values).as_py()
+            assert first >= DATA_START and last < DATA_END, (name, column, first, last)
+    assert checked == 9  # users 1, orders 4, order_items 4
+
+
+def test_orders_spread_over_the_years_not_piled_up_at_the_end(tables: Tables) -> None:
+    created = tables.orders.column("created_at").to_pandas()
+    per_year = created.dt.year.value_counts()
+    assert set(per_year.index) == set(range(DATA_START.year, DATA_END.year))
+    # The last 20 days before the window closes (1% of it) hold about their fair share.
+    last_day = created >= DATA_END - pd.Timedelta(days=20)
+    assert last_day.mean() < 0.01
 
 
 def test_items_reference_existing_products_of_the_buyers_department(tables: Tables) -> None:

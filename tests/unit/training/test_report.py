@@ -11,10 +11,17 @@ import pandas as pd
 import pytest
 from rich.table import Table
 
+from segstream.training.features import EXCLUSION_REASONS, Exclusions
 from segstream.training.lineage import Lineage
 from segstream.training.lineage_report import lineage_renderables, moved_sentence
 from segstream.training.pipeline import PreviousVersion, follow_previous
-from segstream.training.report import profile_segments, render_html, summary_table
+from segstream.training.report import (
+    AGE_EDGES,
+    exclusions_html,
+    profile_segments,
+    render_html,
+    summary_table,
+)
 from segstream.training.train import TrainConfig, TrainResult, fit
 
 
@@ -63,7 +70,13 @@ def test_html_report_is_self_contained_with_its_plots_and_tables(small_fit: Trai
     profiles = profile_segments(small_fit.features, small_fit.segments, model.k)
     page = render_html(model, profiles, small_fit.components, small_fit.segments)
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
-    assert images == ["elbow chart", "component scatter", "segment sizes"]
+    assert images == [
+        "elbow chart",
+        "component scatter",
+        "segment sizes",
+        "biplot",
+        "age histograms",
+    ]
     assert not re.search(r"(src|href)=\"(?!data:)", page), "nothing may be fetched from elsewhere"
     assert page.count("<tr><td>") >= 2 * model.k + len(model.k_values)
     assert f"{model.k} (chosen)" in page
@@ -120,3 +133,94 @@ def test_report_says_why_a_version_was_not_aligned(small_fit: TrainResult) -> No
     page = render_html(model, profiles, small_fit.components, small_fit.segments)
     assert html.escape(reason) in page and "matched previous segment" not in page
     assert lineage_renderables(model.lineage) == [reason]
+
+
+def test_age_histograms_count_every_user_of_each_segment_in_five_year_bins(
+    frame: pd.DataFrame,
+) -> None:
+    frame.loc[7, "age"] = 130  # beyond the schema's 120: counted in the last bin
+    first, second = profile_segments(frame, np.array([0, 0, 0, 0, 1, 1, 1, 1]), k=2)
+    assert len(first.age_counts) == len(AGE_EDGES) - 1 == 24
+    assert sum(first.age_counts) == first.size and sum(second.age_counts) == second.size
+    # Segment 0: 20, 30, 40, 50 -> bins [20, 25), [30, 35), [40, 45), [50, 55).
+    assert {i: n for i, n in enumerate(first.age_counts) if n} == {4: 1, 6: 1, 8: 1, 10: 1}
+    # Segment 1: 60 three times and 130 -> [60, 65) and [115, 120].
+    assert {i: n for i, n in enumerate(second.age_counts) if n} == {12: 3, 23: 1}
+
+
+def test_the_top_values_table_has_no_age_column_the_histograms_stand_in(
+    small_fit: TrainResult,
+) -> None:
+    profiles = profile_segments(small_fit.features, small_fit.segments, small_fit.model.k)
+    page = render_html(small_fit.model, profiles, small_fit.components, small_fit.segments)
+    top_table = page.split("top 3 values per column")[1].split("</table>")[0]
+    assert "<th>age</th>" not in top_table and "<th>gender</th>" in top_table
+    assert 'alt="age histograms"' in page.split("Age per segment")[1]
+
+
+EXCLUSIONS = Exclusions(
+    users=20_000,
+    segmented=15_965,
+    no_orders=3_990,
+    missing=dict.fromkeys(EXCLUSION_REASONS, 0) | {"most_frequent_brand": 40, "age": 7},
+)
+
+
+def _stored(small_fit: TrainResult, exclusions: Exclusions, dropped: int = 0) -> TrainResult:
+    model = dataclasses.replace(
+        small_fit.model,
+        n_rows=exclusions.segmented - dropped,
+        extra={
+            **small_fit.model.extra,
+            "dropped_rows": dropped,
+            "exclusions": exclusions.to_json(),
+        },
+    )
+    return dataclasses.replace(small_fit, model=model)
+
+
+def test_report_counts_the_users_left_out_with_their_reasons(small_fit: TrainResult) -> None:
+    fitted = _stored(small_fit, EXCLUSIONS)
+    section = exclusions_html(fitted.model)
+    assert (
+        "20,000 users in the data: 15,965 segmented, 4,035 left out by the feature query "
+        "(3,990 without any order, 45 with orders but a missing feature" in section
+    )
+    assert "<td>no order at all</td><td class=num>3,990</td>" in section
+    assert "<td>has orders, no item with a known brand</td><td class=num>40</td>" in section
+    assert "<td>has orders, no age</td><td class=num>7</td>" in section
+    assert 'class="note"' not in section
+    profiles = profile_segments(fitted.features, fitted.segments, fitted.model.k)
+    page = render_html(fitted.model, profiles, fitted.components, fitted.segments)
+    assert section in page and "15,965 of 20,000 in the data" in page
+
+
+def test_report_says_when_the_counts_disagree_with_the_rows_trained_on(
+    small_fit: TrainResult,
+) -> None:
+    dropped = _stored(small_fit, EXCLUSIONS, dropped=3)
+    assert "Training dropped 3 more rows" in exclusions_html(dropped.model)
+    changed = dataclasses.replace(dropped.model, n_rows=15_000)
+    assert "the data changed between the two reads" in exclusions_html(changed)
+
+
+def test_report_of_an_older_version_says_the_exclusions_were_not_recorded(
+    small_fit: TrainResult,
+) -> None:
+    assert "exclusions" not in small_fit.model.extra
+    section = exclusions_html(small_fit.model)
+    assert f"{small_fit.model.n_rows:,} users segmented" in section
+    assert "not recorded" in section
+
+
+def test_report_warns_at_its_top_when_the_components_keep_little_variance(
+    small_fit: TrainResult,
+) -> None:
+    profiles = profile_segments(small_fit.features, small_fit.segments, small_fit.model.k)
+    lossy = dataclasses.replace(small_fit.model, explained_variance_ratio=(0.209, 0.161))
+    page = render_html(lossy, profiles, small_fit.components, small_fit.segments)
+    top = page.split('<div class="plots">')[0]
+    assert '<p class="note">two components keep only 37% of the variance' in top
+    ample = dataclasses.replace(small_fit.model, explained_variance_ratio=(0.5, 0.2))
+    page = render_html(ample, profiles, small_fit.components, small_fit.segments)
+    assert "keep only" not in page

@@ -8,7 +8,14 @@ import pytest
 
 from segstream.errors import DataError
 from segstream.training.knee import find_knee
-from segstream.training.train import TrainConfig, TrainResult, clean_features, fit
+from segstream.training.train import (
+    K_RANGE,
+    MIN_USERS,
+    TrainConfig,
+    TrainResult,
+    clean_features,
+    fit,
+)
 
 QUICK = {"silhouette_sample": 500}
 
@@ -56,9 +63,37 @@ def test_k_outside_two_to_ten_is_refused(k: int) -> None:
         TrainConfig(k=k)
 
 
-def test_too_few_rows_for_k_is_refused(small_features: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match="too few rows for k=5"):
-        fit(small_features.head(4), TrainConfig(k=5, **QUICK))
+def test_too_few_distinct_rows_for_k_is_refused(small_features: pd.DataFrame) -> None:
+    # 20 users, but only 4 different feature rows: k=5 cannot be fitted.
+    repeated = pd.concat([small_features.head(4)] * 5, ignore_index=True)
+    repeated["user_id"] = range(1, len(repeated) + 1)
+    with pytest.raises(DataError, match="too few rows for k=5: only 4 distinct points"):
+        fit(repeated, TrainConfig(k=5, **QUICK))
+
+
+@pytest.mark.parametrize("users", [1, 4, MIN_USERS - 1])
+def test_fewer_users_than_a_silhouette_for_every_k_needs_are_refused(
+    small_features: pd.DataFrame, users: int
+) -> None:
+    with pytest.raises(DataError, match=f"too few users to segment: {users} with every feature"):
+        fit(small_features.head(users), TrainConfig(**QUICK))
+
+
+def test_the_fewest_users_allowed_give_a_silhouette_for_every_k(
+    small_features: pd.DataFrame,
+) -> None:
+    result = fit(small_features.head(MIN_USERS), TrainConfig(**QUICK))
+    assert result.model.k_values == tuple(K_RANGE)
+    assert all(np.isfinite(result.model.silhouette))
+
+
+def test_users_dropped_for_missing_values_are_named_in_the_refusal(
+    small_features: pd.DataFrame,
+) -> None:
+    frame = small_features.head(MIN_USERS).copy()
+    frame.loc[0, "country"] = None
+    with pytest.raises(DataError, match=r"10 with every feature \(1 more dropped"):
+        fit(frame, TrainConfig(**QUICK))
 
 
 def test_empty_data_is_refused(small_features: pd.DataFrame) -> None:

@@ -13,13 +13,19 @@
 -- ARGV[5]  the writer's id (one per worker process) and ARGV[6] its update sequence number
 --          (1, 2, ...): an update whose number is not above the writer's last applied one is a
 --          retry of an update already applied and changes nothing.
+-- ARGV[7]  how long, in seconds, a writer that has not updated is remembered: each update
+--          removes the fields of writers silent for longer (a writer is one process start, so
+--          without this the hash would grow by one writer per restart, for ever). It must
+--          exceed the longest a retry can come after its update was applied.
 --
 -- Numbers travel as text: "%.17g" and tonumber() round-trip a double exactly, where the Lua
 -- JSON encoder keeps only 14 digits.
 --
 -- Hash fields: v (version: updates applied), c (current centres), t (trained centres), n (points
--- learned, all writers), ua (server time of the last update, unix seconds), s:<writer> (its last
--- sequence number), p:<writer> (points it contributed).
+-- learned, all writers, forgotten ones included), ua (server time of the last update, unix
+-- seconds), w:<writer> ("<last sequence> <points contributed> <unix seconds of its last
+-- update>"). The per-writer fields of the script before (s:<writer>, p:<writer>, with no time)
+-- are removed by the first update after the upgrade.
 --
 -- Returns {v, c, n}.
 
@@ -28,10 +34,22 @@ local trained_text, delta_text = ARGV[1], ARGV[2]
 local max_distance = tonumber(ARGV[3])
 local learned = tonumber(ARGV[4])
 local writer, sequence = ARGV[5], tonumber(ARGV[6])
+local expiry = tonumber(ARGV[7])
 
-local state = redis.call('HMGET', key, 'v', 'c', 't', 'n', 's:' .. writer)
+-- "<sequence> <points> <seconds>" -> the three numbers.
+local function writer_fields(text)
+  local a, b, c = string.match(text, '^(%d+) (%d+) (%d+)$')
+  return tonumber(a), tonumber(b), tonumber(c)
+end
+
+local state = redis.call('HMGET', key, 'v', 'c', 't', 'n', 'w:' .. writer)
 local version = tonumber(state[1] or '0')
-if state[5] and tonumber(state[5]) >= sequence then
+local last_sequence, contributed = 0, 0
+if state[5] then
+  local a, b = writer_fields(state[5])
+  last_sequence, contributed = a or 0, b or 0
+end
+if last_sequence >= sequence then
   return {version, state[2], state[4]}
 end
 if state[3] and state[3] ~= trained_text then
@@ -69,8 +87,26 @@ end
 
 local text = table.concat(out, ' ')
 local total = tonumber(state[4] or '0') + learned
-local now = redis.call('TIME')
+local now = tonumber(redis.call('TIME')[1])
+
+-- Forget writers silent for longer than the expiry, and the fields of the script before.
+local gone = {}
+for _, field in ipairs(redis.call('HKEYS', key)) do
+  local kind = string.sub(field, 1, 2)
+  if kind == 's:' or kind == 'p:' then
+    gone[#gone + 1] = field
+  elseif kind == 'w:' and field ~= 'w:' .. writer then
+    local _, _, seen = writer_fields(redis.call('HGET', key, field))
+    if seen == nil or now - seen > expiry then
+      gone[#gone + 1] = field
+    end
+  end
+end
+if #gone > 0 then
+  redis.call('HDEL', key, unpack(gone))
+end
+
 redis.call('HSET', key, 'v', version + 1, 'c', text, 't', trained_text,
-  'n', string.format('%d', total), 'ua', now[1], 's:' .. writer, string.format('%d', sequence))
-redis.call('HINCRBY', key, 'p:' .. writer, learned)
+  'n', string.format('%d', total), 'ua', string.format('%d', now),
+  'w:' .. writer, string.format('%d %d %d', sequence, contributed + learned, now))
 return {version + 1, text, string.format('%d', total)}

@@ -2,6 +2,9 @@
 "use strict";
 
 const REFRESH_MS = 2000;
+// A partition is flagged once its oldest pending event is this old: a few records pending
+// between two commits is normal flow, not lag.
+const LAG_WARN_S = 10;
 const $ = (id) => document.getElementById(id);
 
 function fmtRate(x) {
@@ -56,6 +59,7 @@ function drawPopulations(pop, model) {
   if (pop.unassigned !== null && pop.unassigned !== undefined)
     notes.push(pop.unassigned.toLocaleString("en") + " users not assignable yet");
   if (pop.other_versions) notes.push(pop.other_versions.toLocaleString("en") + " still under an older model");
+  if (pop.counted_at) notes.push("counted at " + fmtTime(pop.counted_at * 1000));
   $("pop-note").textContent = notes.join(" · ");
 }
 
@@ -76,14 +80,20 @@ function drawChanges(changes) {
 }
 
 function drawLag(lag) {
-  $("lag-total").textContent = lag.total === null ? "–" : lag.total.toLocaleString("en");
-  $("lag-seconds").textContent = lag.total === null ? "–" : fmtSeconds(lag.max_seconds_behind);
-  $("lag-group").textContent = "group " + lag.group;
+  // Figures of a broker that stopped answering are history, not the current lag.
+  const known = lag.total !== null && !lag.error;
+  $("lag-total").textContent = known ? lag.total.toLocaleString("en") : "–";
+  $("lag-seconds").textContent = known ? fmtSeconds(lag.max_seconds_behind) : "–";
+  const members = lag.members === null || lag.members === undefined
+    ? "workers: –"
+    : lag.members + (lag.members === 1 ? " worker" : " workers");
+  $("lag-group").textContent = "group " + lag.group + " · " + members;
   const body = $("lag").tBodies[0];
   body.replaceChildren();
   for (const p of lag.partitions) {
     const row = body.insertRow();
-    if (p.lag > 0) row.className = "lagging";
+    if (p.lag > 0 && (p.seconds_behind === null || p.seconds_behind >= LAG_WARN_S))
+      row.className = "lagging";
     cell(row, p.topic);
     cell(row, String(p.partition), "num");
     cell(row, p.committed === null ? "none" : String(p.committed), "num");
@@ -92,12 +102,37 @@ function drawLag(lag) {
     cell(row, fmtSeconds(p.seconds_behind), "num");
   }
   const notes = [];
-  if (lag.error) notes.push("Kafka: " + lag.error);
+  if (lag.error) {
+    notes.push("Kafka: " + lag.error);
+    if (lag.taken_at) notes.push("table as of " + fmtTime(lag.taken_at * 1000));
+  }
   if (lag.missing_topics.length) notes.push("topics not created yet: " + lag.missing_topics.join(", "));
   $("lag-note").textContent = notes.join(" · ");
 }
 
+function drawHealth(health) {
+  const banner = $("health");
+  if (health.ready) {
+    banner.hidden = true;
+    banner.replaceChildren();
+    return;
+  }
+  const title = document.createElement("div");
+  title.textContent = "Not ready: figures below may be stale or missing (/readyz answers 503)";
+  const list = document.createElement("ul");
+  for (const [name, check] of Object.entries(health.checks)) {
+    if (check.ok) continue;
+    const item = document.createElement("li");
+    item.dataset.check = name;
+    item.textContent = name[0].toUpperCase() + name.slice(1) + ": " + check.detail;
+    list.appendChild(item);
+  }
+  banner.replaceChildren(title, list);
+  banner.hidden = false;
+}
+
 function draw(status) {
+  drawHealth(status.health);
   $("model").textContent = "model: " + (status.model.version || "none") +
     (status.model.k ? " (k=" + status.model.k + ")" : "");
   const t = status.throughput;
@@ -111,9 +146,38 @@ function draw(status) {
   document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
 }
 
+// With SEGSTREAM_HTTP_TOKEN set, /status.json needs "Authorization: Bearer <token>". The page
+// itself is served without it; the token typed into the form is kept in this tab's
+// sessionStorage (gone when the tab closes, never in a cookie or the URL).
+const TOKEN_KEY = "segstream.token";
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+function askForToken(wrong) {
+  const form = $("token-form");
+  form.hidden = false;
+  $("token-hint").textContent = wrong
+    ? "the token was refused: enter SEGSTREAM_HTTP_TOKEN again"
+    : "this worker needs its SEGSTREAM_HTTP_TOKEN";
+}
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  $("token-form").hidden = true;
+});
+
 async function refresh() {
   try {
-    const response = await fetch("/status.json", { cache: "no-store" });
+    const response = await fetch("/status.json", { cache: "no-store", headers: authHeaders() });
+    if (response.status === 401) {
+      askForToken(sessionStorage.getItem(TOKEN_KEY) !== null);
+      throw new Error("a token is required");
+    }
     if (!response.ok) throw new Error("HTTP " + response.status);
     draw(await response.json());
     $("offline").hidden = true;

@@ -12,12 +12,26 @@
 --   (never Lua numbers: they could lose digits) and "" is a missing brand or category.
 --   One JSON argument instead of thousands of plain ones: packing those cost the client more
 --   than the scripts cost Redis.
+-- ARGV[2]  the order dedupe window W (SEGSTREAM_ORDER_DEDUPE_WINDOW): how many order ids a user
+--          remembers.
 --
 -- Fencing: an event whose offset is <= the one stored for its topic/partition was applied
 -- before (a redelivery after a crash or rebalance) and changes nothing. An order_id already
 -- counted (a re-sent order, e.g. a status update) changes nothing but the fence.
 --
--- Hash fields: age gen cty src (profile), n (orders counted), o:<order_id> (counted orders),
+-- Order dedupe, bounded: a user remembers the W highest order ids it counted (fields o:<id>)
+-- and "of", the highest id it forgot (the floor). An order is counted when its id is neither
+-- remembered nor at or below the floor; counting one more than W forgets the lowest. So a user
+-- with at most W orders is exact, and so is any order above the user's W-th highest; a re-sent
+-- order older than that is taken as counted (not counted again), and so would be a new order
+-- arriving with an id that low: order ids grow with time (thelook's, the generated data's), so
+-- that is a re-send in practice. The rule depends only on the sequence of orders, never on how
+-- they were batched. State written before the window existed (an o:<id> for every order, no
+-- floor) is trimmed to the window the next time the user is touched (any call, a read too);
+-- trimming changes no feature.
+--
+-- Hash fields: age gen cty src (profile), n (orders counted), o:<order_id> of (order window and
+-- its floor),
 -- b:<brand> c:<category> (item counts), tb tc (current most frequent brand and category),
 -- fv (features version: how many calls changed the features, i.e. wrote a profile or counted
 -- a new order; one increment per such call), seg mv ua cs (last segment queued, its model
@@ -59,7 +73,55 @@ local function bump(key, prefix, name, top, top_count)
   return top, top_count
 end
 
+-- The user's remembered order ids, ascending (numbers: ids are at most 2^53 - 1, exact).
+-- O(fields of the hash); only read for a user past the window.
+local function load_window(key)
+  local ids = {}
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(field, 1, 2) == 'o:' then
+      ids[#ids + 1] = tonumber(string.sub(field, 3))
+    end
+  end
+  table.sort(ids)
+  return ids
+end
+
+-- Forget the lowest ids of the ascending `ids` beyond `size`; return the new floor.
+local function trim(key, ids, size, floor)
+  local excess = #ids - size
+  if excess <= 0 then
+    return floor
+  end
+  local gone = {}
+  for i = 1, excess do
+    gone[i] = string.format('o:%d', ids[i])
+  end
+  redis.call('HDEL', key, unpack(gone))
+  local highest = ids[excess]
+  for i = 1, #ids - excess do
+    ids[i] = ids[i + excess]
+  end
+  for i = #ids - excess + 1, #ids do
+    ids[i] = nil
+  end
+  if floor == nil or highest > floor then
+    return highest
+  end
+  return floor
+end
+
+-- Insert `id` into the ascending `ids`.
+local function insert(ids, id)
+  local i = #ids
+  while i > 0 and ids[i] > id do
+    ids[i + 1] = ids[i]
+    i = i - 1
+  end
+  ids[i + 1] = id
+end
+
 local users = cjson.decode(ARGV[1])
+local window = tonumber(ARGV[2])
 local reply = {}
 for u, events in ipairs(users) do
   local key, outbox = KEYS[2 * u - 1], KEYS[2 * u]
@@ -68,6 +130,9 @@ for u, events in ipairs(users) do
   local applied, new_orders = 0, 0
   local profile = nil
   local tops = nil      -- {brand, brand count, category, category count}, read when needed
+  local orders = nil    -- {orders counted before this call, floor}, read when needed
+  local ids = nil       -- the remembered order ids, ascending, loaded when past the window
+  local floor_moved = false
   for _, event in ipairs(events) do
     local kind, fence, offset_text = event[1], event[2], event[3]
     local offset = tonumber(offset_text)
@@ -90,8 +155,25 @@ for u, events in ipairs(users) do
         profile = {event[4], event[5], event[6], event[7]}
       end
     elseif kind == 'o' then
-      if fresh and redis.call('HSETNX', key, 'o:' .. event[4], 1) == 1 then
+      local id = tonumber(event[4])
+      if fresh and orders == nil then
+        local o = redis.call('HMGET', key, 'n', 'of')
+        orders = {tonumber(o[1] or '0'), o[2] and tonumber(o[2]) or nil}
+      end
+      if fresh and (orders[2] == nil or id > orders[2])
+          and redis.call('HSETNX', key, 'o:' .. event[4], 1) == 1 then
         new_orders = new_orders + 1
+        if ids ~= nil then
+          insert(ids, id)
+        elseif orders[1] + new_orders > window then
+          -- Past the window (at most n ids are remembered, so not before): load it once.
+          ids = load_window(key)
+        end
+        if ids ~= nil and #ids > window then
+          local floor = trim(key, ids, window, orders[2])
+          floor_moved = floor_moved or floor ~= orders[2]
+          orders[2] = floor
+        end
         if tops == nil then
           local t = redis.call('HMGET', key, 'tb', 'tc')
           local tb = t[1] or nil
@@ -137,6 +219,10 @@ for u, events in ipairs(users) do
       writes[#writes + 1] = tops[3]
     end
   end
+  if floor_moved then
+    writes[#writes + 1] = 'of'
+    writes[#writes + 1] = string.format('%d', orders[2])
+  end
   if #writes > 0 then
     redis.call('HSET', key, unpack(writes))
   end
@@ -148,7 +234,15 @@ for u, events in ipairs(users) do
   end
 
   local state = redis.call('HMGET', key, 'age', 'gen', 'cty', 'src', 'n', 'tb', 'tc', 'seg', 'mv',
-    'cs', 'fv')
+    'cs', 'fv', 'of')
+  if ids == nil and not state[12] and tonumber(state[5] or '0') > window then
+    -- Written before the window existed (every id kept, no floor): trim it now.
+    local loaded = load_window(key)
+    local floor = trim(key, loaded, window, nil)
+    if floor ~= nil then
+      redis.call('HSET', key, 'of', string.format('%d', floor))
+    end
+  end
   local base = #reply
   reply[base + 1] = applied
   for i = 1, 9 do

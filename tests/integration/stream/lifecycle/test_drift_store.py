@@ -18,7 +18,7 @@ from segstream.errors import StateError
 from segstream.stream.domain.assignment import assign_states
 from segstream.stream.domain.user import UserState
 from segstream.stream.drift.centroids import drift_distances
-from segstream.stream.drift.shared import DriftStore, SharedDrift
+from segstream.stream.drift.shared import WRITER_EXPIRY_S, DriftStore, SharedDrift
 from segstream.training.artifact import Model
 from tests.integration.stream.conftest import Dataset
 
@@ -105,6 +105,39 @@ def test_a_retried_update_is_applied_once(model: Model, redis_url: str) -> None:
         again = await store.update(model, delta, 2, 1.0, "w", 1)
         assert (first.version, again.version, again.learned) == (1, 1, 2)
         np.testing.assert_array_equal(again.centers, first.centers)
+
+    run(redis_url, scenario)
+
+
+def test_writers_silent_past_the_expiry_and_older_fields_are_removed_by_the_next_update(
+    model: Model, redis_url: str, redis_client: redis.Redis
+) -> None:
+    delta = np.full_like(model.centers, 0.01)
+    key = f"{PREFIX}drift:{model.version}"
+    now = int(redis_client.time()[0])
+
+    async def scenario(store: DriftStore) -> None:
+        await store.update(model, delta, 2, 1.0, "w", 1)
+        redis_client.hset(
+            key,
+            mapping={
+                "w:gone": f"9 40 {now - WRITER_EXPIRY_S - 2}",  # silent for a day
+                "w:recent": f"3 5 {now - 60}",
+                "s:old": "12",  # the script before: no time, removed
+                "p:old": "30",
+            },
+        )
+        state = await store.update(model, delta, 3, 1.0, "w", 2)
+        assert (state.version, state.learned) == (2, 5)
+        fields = set(redis_client.hkeys(key))
+        assert fields == {b"v", b"c", b"t", b"n", b"ua", b"w:w", b"w:recent"}
+        contributions = await store.contributions(model.version)
+        assert [(c.writer, c.points) for c in contributions] == [("recent", 5), ("w", 5)]
+        # Hundreds of restarts (a new writer each), each silent since: the hash stays small.
+        for restart in range(300):
+            redis_client.hset(key, f"w:r{restart}", f"1 1 {now - WRITER_EXPIRY_S - 2}")
+        await store.update(model, delta, 1, 1.0, "w", 3)
+        assert redis_client.hlen(key) == 7
 
     run(redis_url, scenario)
 

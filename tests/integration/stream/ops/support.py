@@ -90,10 +90,12 @@ def stand_in_worker(settings: Settings, expected: int, timeout_s: float = 60.0) 
 
 
 class Http:
-    """A plain HTTP client of one server at ``base`` ("http://host:port")."""
+    """A plain HTTP client of one server at ``base`` ("http://host:port"); it sends
+    ``Authorization: Bearer <token>`` when given a token."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base
+        self.token = token
 
     def request(
         self, method: str, path: str, body: bytes | None = None
@@ -102,6 +104,8 @@ class Http:
         request = urllib.request.Request(self.base + path, data=body, method=method)
         if body is not None:
             request.add_header("Content-Type", "application/json")
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, dict(response.headers), response.read()
@@ -119,7 +123,8 @@ class ServedApp(Http):
     """``create_web_app(settings, **kwargs)`` served on its own event loop in a thread."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(f"http://{settings.http_host}:{settings.http_port}")
+        token = settings.http_token.get_secret_value() if settings.http_token else None
+        super().__init__(f"http://{settings.http_host}:{settings.http_port}", token)
         self.settings = settings
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)

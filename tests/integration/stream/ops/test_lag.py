@@ -115,14 +115,56 @@ def test_a_group_that_never_committed_has_every_record_pending(
     assert len(snapshot.partitions) == 8
 
 
-def test_lag_command_names_topics_that_do_not_exist(
-    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def known_group(
+    kafka_bootstrap: str, redis_url: str, dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """A fresh app whose group the cluster knows (20 events committed by the stand-in worker),
+    its settings in the environment for ``segstream lag``."""
+    settings = ops_settings(kafka_bootstrap, redis_url, dataset.models_dir)
+    publish(settings, dataset.plan.events[:20])
+    assert stand_in_worker(settings, 20) == 20
+    for name in ("kafka_bootstrap_servers", "app_id", "topic_users", "topic_orders"):
+        monkeypatch.setenv(f"SEGSTREAM_{name.upper()}", str(getattr(settings, name)))
+    return settings
+
+
+def test_lag_command_exits_1_naming_topics_that_do_not_exist(
+    kafka_bootstrap: str,
+    redis_url: str,
+    dataset: Dataset,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    assert main(["lag", "--group", "nobody", "--topic", "no-such-topic-xyz", "--json"]) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert document["missing_topics"] == ["no-such-topic-xyz"]
+    settings = known_group(kafka_bootstrap, redis_url, dataset, monkeypatch)
+    capsys.readouterr()
+    argv = ["lag", "--group", settings.app_id, "--topic", "no-such-topic-xyz"]
+    assert main([*argv, "--json"]) == 1
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["missing_topics"] == ["no-such-topic-xyz"] and document["group_known"]
     assert document["partitions"] == [] and document["total_lag"] == 0
+    assert "topic(s) no-such-topic-xyz do not exist" in captured.err
+    assert main(argv) == 1
+    assert "no-such-topic-xyz do not exist" in capsys.readouterr().err
+
+
+def test_lag_command_exits_1_naming_a_group_the_cluster_does_not_know(
+    kafka_bootstrap: str,
+    redis_url: str,
+    dataset: Dataset,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    known_group(kafka_bootstrap, redis_url, dataset, monkeypatch)
+    capsys.readouterr()
+    assert main(["lag", "--group", "nosuchgroup", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["group_known"] is False
+    assert "consumer group 'nosuchgroup' is unknown to the cluster" in captured.err
+    assert "--group" in captured.err
+    # The group the stand-in worker committed for is known: the same command exits 0.
+    assert main(["lag", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["group_known"] is True
 
 
 def test_lag_command_exits_2_naming_an_unreachable_broker(

@@ -114,3 +114,44 @@ def test_status_page_shows_live_figures_and_refreshes_itself(
         finally:
             browser.close()
     assert (ARTIFACTS / "status-page.png").stat().st_size > 10_000
+
+
+def test_status_page_asks_for_the_token_and_then_shows_the_figures(world: World) -> None:
+    """With SEGSTREAM_HTTP_TOKEN set the page loads, asks for the token, keeps it for the tab
+    (sessionStorage) and sends it with its fetches; a wrong one is said to be refused."""
+    from playwright.sync_api import sync_playwright
+    from pydantic import SecretStr
+
+    from tests.ports import free_port
+
+    token = "status-page-token"
+    settings = world.settings.model_copy(
+        update={"http_token": SecretStr(token), "http_port": free_port()}
+    )
+    served = ServedApp(settings, metrics=Metrics(), lag_interval_s=0.3)
+    model = world.dataset.model
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(served.base + "/")
+                page.wait_for_selector("#token-form", state="visible")
+                assert "needs its SEGSTREAM_HTTP_TOKEN" in page.inner_text("#token-hint")
+                assert "a token is required" in page.inner_text("#offline")
+
+                page.fill("#token", "not-the-token")
+                page.click("#token-form button")
+                page.wait_for_function(
+                    "document.getElementById('token-hint').textContent.includes('refused')"
+                )
+                page.fill("#token", token)
+                page.click("#token-form button")
+                page.wait_for_function("Number(document.body.dataset.refreshes || 0) >= 1")
+                assert page.inner_text("#model") == f"model: {model.version} (k={model.k})"
+                assert page.is_hidden("#token-form")
+                assert page.evaluate("sessionStorage.getItem('segstream.token')") == token
+            finally:
+                browser.close()
+    finally:
+        served.stop()

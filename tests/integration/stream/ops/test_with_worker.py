@@ -359,6 +359,8 @@ def test_worker_serves_its_status_page_and_document(run: WorkerRun, dataset: Dat
     wait_for(lambda: document()["populations"]["segments"] == expected, "current populations")
     doc = document()
     assert doc["model"] == {"version": model.version, "k": model.k, "error": None}
+    assert doc["health"]["ready"] is True
+    wait_for(lambda: document()["lag"]["members"] == 1, "the worker counted in its group")
     populations = doc["populations"]
     assert populations["model_version"] == model.version
     assert (populations["unassigned"], populations["other_versions"]) == (N_PROFILE_ONLY, 0)

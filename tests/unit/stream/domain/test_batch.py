@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 
-from segstream.stream.domain.batch import parse_batch, plan_settles
+from segstream.stream.domain.batch import fit_dead_letters, parse_batch, plan_settles
 from segstream.stream.domain.changes import event_id
+from segstream.stream.domain.dead_letters import read_headers, record_size
 from segstream.stream.domain.events import (
     Event,
     OrderEvent,
@@ -15,7 +16,7 @@ from segstream.stream.domain.events import (
     Source,
     UserEvent,
 )
-from segstream.stream.domain.topics import Topics
+from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.domain.user import UserState
 
 TOPICS = Topics("users", "orders", "changes", "segments", "dead")
@@ -62,6 +63,31 @@ def test_batch_is_grouped_by_user_in_arrival_order_with_rejects_aside() -> None:
     assert isinstance(parsed.by_user[5][2][1], OrderEvent)
     assert parsed.reasons == ["not_json"]
     assert parsed.dead_letters[0].value == b"{oops"
+
+
+def test_poison_records_become_dead_letters_with_their_reason_and_headers() -> None:
+    poison = [
+        _Record("orders", 0, b"5", _order_bytes(5, 1).replace(b'"A"', b'"\xc3\x28"')),
+        _Record("orders", 1, b"5", _order_bytes(5, 2).replace(b'"B"', b'"B", "category": "C"')),
+        _Record("orders", 2, b"5", b"[" * 50_000),
+    ]
+    poison[0].headers = [("segstream-reason", b"forged"), ("trace", b"t")]
+    parsed = parse_batch(poison, TOPICS)
+    assert parsed.by_user == {}
+    assert parsed.reasons == ["not_utf8", "invalid_value", "not_object"]
+    first = parsed.dead_letters[0]
+    assert read_headers(first.headers)["segstream-reason"] == "not_utf8"
+    assert [h for h in first.headers if h[1] in (b"forged", b"t")] == [("trace", b"t")]
+    assert [letter.value for letter in parsed.dead_letters] == [r.value for r in poison]
+
+
+def test_only_dead_letters_are_fitted_to_the_limit() -> None:
+    big = Output("changes", b"1", b"c" * 5000)
+    letter = parse_batch([_Record("orders", 0, b"5", b"x" * 70_000)], TOPICS).dead_letters[0]
+    fitted = fit_dead_letters([big, letter], "dead", 4096)
+    assert fitted[0] is big
+    assert record_size(fitted[1].key, fitted[1].value, fitted[1].headers) <= 4096
+    assert read_headers(fitted[1].headers)["segstream-original-size"] == "70000"
 
 
 def _state(user_id: int, segment: int | None, changes: int = 0, pending: int = 0) -> UserState:

@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import msgspec
 import numpy as np
+import pytest
 
 from segstream.stream.domain.batch import plan_settles
-from segstream.stream.domain.changes import change_due, encode_change, event_id, user_segment_output
+from segstream.stream.domain.changes import (
+    change_due,
+    change_sequence,
+    current_segment,
+    encode_change,
+    event_id,
+    outbox_outputs,
+)
 from segstream.stream.domain.events import (
     OrderEvent,
     OrderItem,
@@ -67,22 +76,77 @@ def test_change_event_follows_its_schema_and_is_byte_stable() -> None:
     jsonschema.validate(document, load_schema("segment_change"))
     assert raw == _change()
     assert document["source"] == {"topic": "orders", "partition": 2, "offset": 41}
+    assert document["sequence"] == 1
     assert document["features"]["most_frequent_brand"] == "Zoë"
     assert "Zoë".encode() in raw  # UTF-8, not \\u escapes
 
 
 def test_a_change_is_published_with_its_current_segment_record() -> None:
-    change, current = user_segment_output(_change(segment=4), "changes", "segments")
+    change, current = outbox_outputs({9: [_change(segment=4)]}, "changes", "segments")
     assert change == Output("changes", b"9", _change(segment=4))
     assert current.topic == "segments" and current.key == b"9"
     value = json.loads(current.value or b"")
     jsonschema.validate(value, load_schema("user_segment"))
     assert value == {
         "user_id": 9,
+        "sequence": 1,
         "segment": 4,
         "model_version": "v1",
         "updated_at": "2024-01-01T00:00:00Z",
     }
+
+
+def test_every_pending_change_is_published_but_only_the_newest_is_the_current_segment() -> None:
+    mine = [
+        _change(sequence=n, segment=n, occurred_at=f"2024-01-0{n}T00:00:00Z") for n in (3, 4, 5)
+    ]
+    other = [_change(user_id=10, sequence=1, segment=0)]
+    outputs = outbox_outputs({9: mine, 10: other, 11: []}, "changes", "segments")
+    assert [o.value for o in outputs if o.topic == "changes"] == [*mine, *other]
+    current = {o.key: json.loads(o.value or b"") for o in outputs if o.topic == "segments"}
+    assert [o.key for o in outputs if o.topic == "segments"] == [b"9", b"10"]
+    assert current[b"9"] == {
+        "user_id": 9,
+        "sequence": 5,
+        "segment": 5,
+        "model_version": "v1",
+        "updated_at": "2024-01-05T00:00:00Z",
+    }
+    assert (current[b"10"]["sequence"], current[b"10"]["segment"]) == (1, 0)
+
+
+def test_the_last_current_segment_of_a_user_is_its_newest_change() -> None:
+    # Two writers publish one user's outbox: one read it before change 3 was queued.
+    changes = [_change(sequence=n, segment=n) for n in (1, 2, 3)]
+    early = outbox_outputs({9: changes[:2]}, "changes", "segments")
+    late = outbox_outputs({9: changes}, "changes", "segments")
+    landed = [o for o in late + early if o.topic == "segments"]  # the older lands last
+    assert [json.loads(o.value or b"")["sequence"] for o in landed] == [3, 2]
+    # The documented consumer rule: keep the value with the highest sequence per user.
+    kept: dict[bytes | None, dict[str, int]] = {}
+    for record in landed:
+        value = json.loads(record.value or b"")
+        if record.key not in kept or value["sequence"] > kept[record.key]["sequence"]:
+            kept[record.key] = value
+    assert kept[b"9"]["segment"] == 3
+
+
+def test_a_change_queued_before_sequences_finds_its_sequence_in_its_event_id() -> None:
+    for sequence in (1, 7, 250):
+        document = json.loads(_change(sequence=sequence))
+        del document["sequence"]
+        legacy = msgspec.json.encode(document)
+        assert change_sequence(document) == sequence
+        assert json.loads(current_segment(legacy))["sequence"] == sequence
+
+
+def test_what_is_not_a_change_event_is_refused_with_a_value_error() -> None:
+    forged = json.loads(_change())
+    del forged["sequence"]
+    forged["event_id"] = "0" * 32
+    for raw in (b"[1]", b'{"user_id": 9}', msgspec.json.encode(forged), b"not json"):
+        with pytest.raises(ValueError):
+            current_segment(raw)
 
 
 def _state(user_id: int, segment: int | None, changes: int = 0, pending: int = 0) -> UserState:

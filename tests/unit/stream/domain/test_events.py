@@ -100,7 +100,27 @@ def test_user_key_is_the_decimal_user_id() -> None:
 
 
 USER_CASES = [
-    (b"\xff\xfe not utf-8", "not_json"),
+    (b"\xff\xfe not utf-8", "not_utf8"),
+    (_raw(USER).replace(b'"F"', b'"\xc3\x28"'), "not_utf8"),  # the operator's fault run
+    (_raw(USER).replace(b'"F"', b'"\xed\xa0\x80"'), "not_utf8"),  # a surrogate as UTF-8
+    (_raw(USER).replace(b'"F"', b'"\xc0\xaf"'), "not_utf8"),  # an overlong encoding
+    (_raw(USER).replace(b'"gender"', b'"gen\xffder"'), "not_utf8"),  # in a key
+    (_raw(USER).replace(b'"age": 31', b'"age": \xff31'), "not_utf8"),  # outside strings
+    (_raw(_with(USER, age="x")).replace(b'"F"', b'"\xff"'), "not_utf8"),  # beats wrong_type
+    (_raw(USER).replace(b'"F"', b'"\\ud800"'), "not_utf8"),  # lone high surrogate escape
+    (_raw(USER).replace(b'"F"', b'"\\udc00x"'), "not_utf8"),  # lone low surrogate escape
+    (b"\xef\xbb\xbf" + _raw(USER), "not_json"),  # a byte order mark
+    (_raw(USER) + b"\x00", "not_json"),  # a NUL after the document
+    (_raw(USER).replace(b'"F"', b'"F\x00"'), "not_json"),  # a raw NUL in a string
+    (_raw(USER) + b" {}", "not_json"),  # trailing data
+    (b"", "not_json"),
+    (_raw(USER).replace(b'"age": 31', b'"age": ' + b"9" * 5000), "out_of_range"),
+    (_raw(USER).replace(b'"age": 31', b'"age": 1e400'), "out_of_range"),
+    (_raw(USER).replace(b'"age": 31', b'"age": -Infinity'), "not_json"),
+    (b"[" * 30_000 + b"]" * 30_000, "not_object"),  # deep nesting
+    (_raw(USER).replace(b'"age": 31', b'"age": ' + b"[" * 30_000 + b"]" * 30_000), "wrong_type"),
+    (_raw(USER).replace(b'"age": 31', b'"age": 31, "age": 32'), "invalid_value"),
+    (_raw(USER).replace(b'"age": 31', b'"age": 31, "\\u0061ge": 31'), "invalid_value"),
     (b'{"user_id": 42,', "not_json"),
     (None, "not_json"),
     (b"[1, 2]", "not_object"),
@@ -140,6 +160,16 @@ ORDER_CASES = [
     (_raw(_item(category=3)), "wrong_type"),
     (_raw(_item(colour="red")), "unexpected_field"),
     (_raw(_with(ORDER, created_at=12)), "wrong_type"),
+    (_raw(_item(sale_price=1)).replace(b"1}", b"1e999}"), "out_of_range"),
+    (_raw(ORDER).replace(b'"Jeans"', b'"Jeans", "category": "Socks"', 1), "invalid_value"),
+    (_raw(ORDER).replace(b'"status"', b'"status": "Shipped", "status"'), "invalid_value"),
+    (
+        _raw(ORDER).replace(
+            b'"items": [', b'"items": [' + _raw(ORDER["items"][0]) + b'], "items": ['
+        ),
+        "invalid_value",
+    ),
+    (_raw(_item(brand="a:b")).replace(b'"a:b"', b'"a:b", "brand": "c:d"'), "invalid_value"),
     (b'{"pad": "' + b"x" * MAX_EVENT_BYTES + b'"}', "too_large"),
 ]
 
@@ -159,6 +189,47 @@ def test_bad_order_is_rejected_with_its_reason(raw: bytes, reason: str) -> None:
     assert caught.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (_raw(USER).replace(b'"age": 31', b'"age": 31, "age": 31'), "age"),
+        (_raw(ORDER).replace(b'"brand"', b'"\\u0062rand": "x", "brand"', 1), "brand"),
+        (_raw(ORDER).replace(b'"status"', b'"status": "Complete", "st\\u0061tus"'), "status"),
+    ],
+)
+def test_a_repeated_key_is_named_in_the_detail(raw: bytes, key: str) -> None:
+    with pytest.raises(EventError) as caught:
+        (parse_user if b"items" not in raw else parse_order)(raw, KEY)
+    assert caught.value.reason == "invalid_value"
+    assert f"key {key!r} appears more than once" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        _with(USER, gender="a:b", country="x:y:z", created_at="2023-04-05T06:07:08+05:30"),
+        _item(brand='Brand: \u00e9 "quoted"', category="C:\\path"),
+        _item(brand=None, category=""),
+    ],
+)
+def test_colons_and_escapes_in_strings_are_no_repeated_keys(doc: dict[str, Any]) -> None:
+    """The repeated-key check counts ``:``; strings with colons, escaped or not, are fine."""
+    parse = parse_order if "items" in doc else parse_user
+    raw = _raw(doc)  # separators ", " and ": "; no string here holds '": '
+    escaped = raw.replace(b'": ', b"\x01").replace(b":", b"\\u003a").replace(b"\x01", b'": ')
+    assert escaped.count(b"\\u003a") >= 2
+    forms = (raw, json.dumps(doc, ensure_ascii=False).encode(), escaped)
+    events = [parse(form, KEY) for form in forms]
+    assert events == [events[0]] * 3
+    assert events[0].created_at == doc["created_at"]
+
+
+def test_not_utf8_names_the_offending_byte() -> None:
+    with pytest.raises(EventError) as caught:
+        parse_user(b'{"gender":"\xc3\x28"}', KEY)
+    assert caught.value.detail == "byte 0xc3 at offset 11 is not UTF-8 (invalid continuation byte)"
+
+
 @pytest.mark.parametrize("key", [None, b"43", b"042", b""])
 def test_event_keyed_by_another_user_is_rejected(key: bytes | None) -> None:
     for parse, doc in ((parse_user, USER), (parse_order, ORDER)):
@@ -170,6 +241,24 @@ def test_event_keyed_by_another_user_is_rejected(key: bytes | None) -> None:
 def test_every_reason_used_by_the_cases_is_declared() -> None:
     used = {reason for _, reason in USER_CASES + ORDER_CASES} | {"key_mismatch"}
     assert used == set(REASONS)
+
+
+def _plain_document(raw: bytes | None) -> Any:
+    """``raw`` as a Python value, or None if it is too large, not JSON or repeats a key (which
+    JSON Schema cannot see)."""
+    if raw is None or len(raw) > MAX_EVENT_BYTES:
+        return None
+    repeats: list[bool] = []
+
+    def pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        repeats.append(len({name for name, _ in pairs}) < len(pairs))
+        return dict(pairs)
+
+    try:
+        doc = json.loads(raw, object_pairs_hook=pairs_to_dict)
+    except (ValueError, RecursionError):
+        return None
+    return None if any(repeats) else doc
 
 
 @pytest.mark.parametrize(
@@ -194,11 +283,10 @@ def test_parser_agrees_with_jsonschema_on_the_schema_files(
         {**valid, "items": [{**ORDER["items"][0], "brand": ""}]} if schema == "orders" else valid,
     ]
     docs = [valid, *extra] + [
-        json.loads(raw)
+        doc
         for raw, reason in cases
-        if raw is not None
-        and reason not in {"not_json", "not_object"}
-        and len(raw) <= MAX_EVENT_BYTES
+        if reason not in {"not_json", "not_utf8", "not_object"}
+        and (doc := _plain_document(raw)) is not None
     ]
     for doc in docs:
         try:

@@ -58,6 +58,18 @@ def test_predict_top_defaults_to_five() -> None:
         (json.dumps({**GOOD, "country": ""}).encode(), "body.country"),
         (json.dumps({**GOOD, "shoe_size": 42}).encode(), "must not contain"),
         (json.dumps({**GOOD, "top": 51}).encode(), "body.top"),
+        (b'{"age": 30, "age": 31}', "invalid body: key 'age' appears more than once"),
+        (json.dumps(GOOD).encode()[:-1] + b', "\\u0061ge": 30}', "key 'age' appears more"),
+        (b'{"x": {"a": 1, "a": 2}}', "key 'a' appears more than once"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"age": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested too deeply"),
+        (b'{"a": ' * 50_000 + b"1" + b"}" * 50_000, "nested too deeply"),
+        (json.dumps(GOOD).encode().replace(b"30", b"9" * 5000), "not JSON"),
+        (json.dumps(GOOD).encode().replace(b"30", b"1e999"), "body.age must be integer"),
+        (b"\xef\xbb\xbf" + json.dumps(GOOD).encode(), "not JSON"),
+        (json.dumps(GOOD).encode().replace(b'"F"', b'"\xc3\x28"'), "not JSON"),
+        (json.dumps(GOOD).encode() + b"\x00", "not JSON"),
+        (b"", "not JSON"),
     ],
 )
 def test_bad_predict_bodies_say_what_is_wrong(body: bytes, expected: str) -> None:

@@ -57,7 +57,8 @@ def test_describe_user_lists_counts_orders_fences_and_pending_changes() -> None:
         b"b:Zo\xc3\xab": b"2", b"b:Alpha": b"2", b"c:Jeans": b"3", b"f:orders:1": b"77",
     }  # fmt: skip
     described = describe_user(5, fields, [json.dumps({"event_id": "e"}).encode()])
-    assert described["orders"] == [3, 12]
+    assert (described["orders"], described["orders_floor"]) == ([3, 12], None)
+    assert describe_user(5, {**fields, b"of": b"2"}, [])["orders_floor"] == 2
     assert described["brand_counts"] == {"Alpha": 2, "Zoë": 2}
     assert described["fences"] == {"orders:1": 77}
     assert (described["segment"], described["changes"], described["assignable"]) == (1, 2, True)

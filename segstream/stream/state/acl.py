@@ -1,0 +1,48 @@
+"""The least a Redis ACL user needs to run a worker, and segstream's tools, on one app's keys.
+
+Every key segstream writes starts with ``<app_id>:`` (:func:`~segstream.stream.state.keys.
+state_prefix`): user hashes and outboxes, drift state. The commands are those the code and its
+Lua scripts send (``state/lua/*.lua``, ``drift/lua/*.lua``, the tally script of
+``state/populations.py``); Redis checks the commands a script calls against the caller's ACL
+too. ``docs/operations.md`` lists them; the secured local stack creates its user from here, and
+an integration test runs the worker under exactly these rules.
+"""
+
+from __future__ import annotations
+
+__all__ = ["WORKER_COMMANDS", "worker_acl_rules"]
+
+WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("ping", "start-up and readiness checks"),
+    ("evalsha", "every state change: apply.lua, settle.lua, the populations tally, drift"),
+    ("script|load", "loading those scripts (again after a server restart: NOSCRIPT)"),
+    ("hget", "inside the scripts"),
+    ("hmget", "inside the scripts; drift state; `segstream verify`"),
+    ("hset", "inside the scripts"),
+    ("hsetnx", "inside apply.lua"),
+    ("hincrby", "inside the scripts (counters, fences, drift version)"),
+    ("rpush", "the outbox, inside settle.lua"),
+    ("llen", "the outbox, inside the scripts"),
+    ("lrange", "the outbox: inside the scripts, `GET /users/{id}`"),
+    ("lrem", "clearing a published change from its outbox"),
+    ("hgetall", "`GET /users/{id}`, `segstream segment`, drift state"),
+    ("time", "the server's clock, inside the scripts"),
+    ("scan", "segment populations (`GET /segments`, metrics), `reassign`, namespace drop"),
+    ("unlink", "dropping an app's keys (`segstream demo` reset, the bench's clean-up)"),
+    ("del", "`segstream drift reset`"),
+    ("memory|usage", "`segstream bench stream`'s bytes per user only"),
+)
+"""``(command, why)`` for every command segstream sends; lower-case, as ACL rules spell them."""
+
+
+def worker_acl_rules(app_id: str) -> list[str]:
+    """The ``ACL SETUSER`` rules (after the user's name) that confine a user to ``app_id``'s
+    keys and segstream's commands, with no Pub/Sub channel; a password rule comes on top."""
+    glob = "".join("\\" + c if c in "*?[]\\" else c for c in app_id)
+    return [
+        "resetkeys",
+        f"~{glob}:*",
+        "resetchannels",
+        "-@all",
+        *(f"+{command}" for command, _ in WORKER_COMMANDS),
+    ]
