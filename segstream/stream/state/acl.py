@@ -21,6 +21,8 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("hset", "inside the scripts"),
     ("hsetnx", "inside apply.lua"),
     ("hincrby", "inside the scripts (counters, fences, drift version)"),
+    ("hkeys", "inside the scripts: the order-id window, drift's writer sweep"),
+    ("hdel", "inside the scripts: forgotten order ids, expired drift writers"),
     ("rpush", "the outbox, inside settle.lua"),
     ("llen", "the outbox, inside the scripts"),
     ("lrange", "the outbox: inside the scripts, `GET /users/{id}`"),
