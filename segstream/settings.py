@@ -135,6 +135,48 @@ class Settings(BaseSettings):
     drift_max_distance: float = Field(default=1.0, gt=0)
     """Drift mode: farthest a centre may drift from its trained position (PCA-space units)."""
 
+    # --- runtime faults: start-up waits, the progress watchdog, client timeouts -------------
+
+    startup_timeout_s: float = Field(default=180.0, gt=0, le=86_400)
+    """How long a starting worker waits for Redis and the broker to answer, in seconds.
+
+    It logs what it waits for, then exits with status 2 naming the unreachable service."""
+
+    batch_deadline_s: float = Field(default=60.0, gt=0, le=3600)
+    """Longest a batch may run (Redis, model, publishing, retries included), in seconds.
+
+    A batch still running after this is a stall: ``/readyz`` turns not ready and
+    ``segstream_stalls_total{kind="batch"}`` counts it."""
+
+    commit_deadline_s: float = Field(default=30.0, gt=0, le=3600)
+    """Longest an offset commit may take, in seconds; one that takes longer is abandoned.
+
+    Until a commit succeeds again the worker counts a stall (``kind="commit"``) and is not
+    ready."""
+
+    stall_grace_s: float = Field(default=30.0, ge=0, le=3600)
+    """How long a stall may last once reported before the worker stops itself, in seconds.
+
+    It exits non-zero (2 with the reason, 3 if the stop itself hangs), so a supervisor restarts
+    it; redelivery and the Redis fences make that safe."""
+
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """Longest a stopping worker (SIGTERM, SIGINT, a stall) may take to stop, in seconds.
+
+    Past it the process exits at once (status 3 after a stall, else 1), committed offsets as
+    they were: redelivery makes up for a commit cut short."""
+
+    redis_socket_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    """The worker's Redis reads and writes fail after this many seconds without an answer.
+
+    So a half-open connection (a server gone without a FIN) is dropped and retried instead of
+    hanging a batch. A batch's largest script runs in milliseconds."""
+
+    redis_connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    """The worker's Redis connection attempts fail after this many seconds."""
+
+    # ------------------------------------------------------------------------------------------
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of segstream's own loggers, in any case (``DEBUG`` or ``debug``)."""
 

@@ -13,7 +13,7 @@ from segstream.stream.clients.kafka import (
     output_producer,
     producer,
 )
-from segstream.stream.clients.redis import redis_client, sync_redis_client
+from segstream.stream.clients.redis import redis_client, sync_redis_client, worker_redis_client
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, backoff_delays, retry
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "redis_client",
     "retry",
     "sync_redis_client",
+    "worker_redis_client",
 ]

@@ -15,7 +15,13 @@ import redis.asyncio as aioredis
 
 from segstream.settings import Settings
 
-__all__ = ["connection_options", "connection_problem", "redis_client", "sync_redis_client"]
+__all__ = [
+    "connection_options",
+    "connection_problem",
+    "redis_client",
+    "sync_redis_client",
+    "worker_redis_client",
+]
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -54,6 +60,21 @@ def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
     if settings.redis_cluster:
         return aioredis.RedisCluster.from_url(settings.redis_url, **merged)  # type: ignore[return-value]
     return aioredis.Redis.from_url(settings.redis_url, **merged)
+
+
+def worker_redis_client(settings: Settings) -> aioredis.Redis:
+    """The worker's asyncio client: every read, write and connect attempt is bounded.
+
+    ``SEGSTREAM_REDIS_SOCKET_TIMEOUT_S`` and ``SEGSTREAM_REDIS_CONNECT_TIMEOUT_S`` turn a
+    half-open connection (a server gone without closing it) into a TimeoutError, which the
+    worker retries like any other outage; TCP keepalive finds such a connection while idle.
+    """
+    return redis_client(
+        settings,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        socket_keepalive=True,
+    )
 
 
 def sync_redis_client(settings: Settings, **options: Any) -> redis.Redis:

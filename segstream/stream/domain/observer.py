@@ -34,6 +34,12 @@ class WorkerObserver(Protocol):
     def redis_retry(self) -> None:
         """A failed Redis call is being retried."""
 
+    def stall(self, kind: str) -> None:
+        """The worker stopped progressing: a ``batch`` or ``commit`` overran its deadline.
+
+        Called once per stall, from the watchdog's thread (implementations must be
+        thread-safe; Prometheus counters are)."""
+
     def set_model(self, version: str) -> None:
         """The model version now in use."""
 

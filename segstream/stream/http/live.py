@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -80,8 +80,12 @@ class LiveView:
         prefix: str,
         lag_interval_s: float = 2.0,
         population_min_age_s: float = 5.0,
+        stalls: Callable[[], Sequence[str]] | None = None,
     ) -> None:
+        """``stalls``: why the worker in this process is not progressing (its watchdog's
+        reasons); ``None`` when no worker runs here (``segstream api``)."""
         self.settings = settings
+        self.stalls = stalls
         self.metrics = metrics
         self.serving = serving
         self.redis = redis
@@ -156,7 +160,7 @@ class LiveView:
     # --- checks -----------------------------------------------------------------------------
 
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, Any]:
-        """Kafka and Redis reachable, model loaded: the ``/readyz`` document."""
+        """Kafka and Redis reachable, model loaded, the worker progressing: ``/readyz``."""
         kafka, redis_check = await asyncio.gather(
             self._check_kafka(timeout_s), self._check_redis(timeout_s)
         )
@@ -166,6 +170,9 @@ class LiveView:
         except ArtifactError as exc:
             model_check = _check(False, f"no model loaded: {exc}")
         checks = {"kafka": kafka, "redis": redis_check, "model": model_check}
+        if self.stalls is not None:
+            stalls = list(self.stalls())
+            checks["progress"] = _check(not stalls, "; ".join(stalls) or "batches and commits")
         reasons = [f"{name}: {c['detail']}" for name, c in checks.items() if not c["ok"]]
         return {"ready": not reasons, "reasons": reasons, "checks": checks}
 

@@ -21,6 +21,8 @@ segstream_segment_population                gauge      ``model_version``, ``segm
 segstream_model_info                        info       ``version`` of the model in use
 segstream_redis_errors_total                counter    failed Redis calls (transient errors)
 segstream_redis_retries_total               counter    Redis calls retried after a failure
+segstream_stalls_total                      counter    ``kind``: ``batch`` or ``commit`` overran
+                                                       its deadline (the progress watchdog)
 segstream_consumer_lag_messages             gauge      ``topic``, ``partition``: records pending
 segstream_consumer_lag_seconds              gauge      ``topic``, ``partition``: age of the oldest
                                                        pending record, 0 when caught up; absent
@@ -47,6 +49,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from segstream.stream.domain.events import REASONS
 from segstream.stream.domain.rates import RollingCounter
 from segstream.stream.kafka.lag import PartitionLag
+from segstream.stream.worker.watchdog import STALL_KINDS
 
 __all__ = ["CONTENT_TYPE", "Metrics", "Throughput"]
 
@@ -115,6 +118,15 @@ class Metrics:
         self._redis_retries = Counter(
             "segstream_redis_retries", "Redis calls retried after a failure.", registry=r
         )
+        self._stalls = Counter(
+            "segstream_stalls",
+            "Times the worker stopped progressing: a batch or an offset commit overran its "
+            "deadline (SEGSTREAM_BATCH_DEADLINE_S, SEGSTREAM_COMMIT_DEADLINE_S).",
+            ["kind"],
+            registry=r,
+        )
+        for kind in STALL_KINDS:
+            self._stalls.labels(kind=kind)
         self._lag_messages = Gauge(
             "segstream_consumer_lag_messages",
             "Records of the partition not yet processed by the worker group.",
@@ -181,6 +193,10 @@ class Metrics:
     def redis_retry(self) -> None:
         """A failed Redis call is being retried."""
         self._redis_retries.inc()
+
+    def stall(self, kind: str) -> None:
+        """The worker stalled: ``kind`` (``batch``, ``commit``) overran its deadline."""
+        self._stalls.labels(kind=kind).inc()
 
     def set_population(self, populations: Mapping[str, Mapping[int, int]]) -> None:
         """Replace the population gauges: model version -> segment -> users."""

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -245,7 +245,8 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 
 async def get_readyz(request: web.Request) -> web.Response:
-    """``GET /readyz``: 200 when Kafka and Redis answer and a model is loaded, else 503."""
+    """``GET /readyz``: 200 when Kafka and Redis answer, a model is loaded and the worker (if
+    one runs here) is progressing, else 503 with the reasons."""
     document = await request.app[LIVE].readiness()
     return web.json_response(document, status=200 if document["ready"] else 503)
 
@@ -287,6 +288,7 @@ def create_web_app(
     redis: aioredis.Redis | None = None,
     lag_interval_s: float = 2.0,
     population_min_age_s: float = 5.0,
+    stalls: Callable[[], Sequence[str]] | None = None,
 ) -> web.Application:
     """The HTTP application (not started); the other arguments share the worker's objects.
 
@@ -296,6 +298,7 @@ def create_web_app(
         redis: a client that does not decode responses; one is made (and closed) if ``None``.
         lag_interval_s: how often the lag is read from Kafka for the page and the gauges.
         population_min_age_s: how old segment populations may be before a recount.
+        stalls: the worker's watchdog reasons; ``/readyz`` is not ready while there are any.
     """
     own_redis = redis is None
     client = redis or redis_client(settings, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -308,6 +311,7 @@ def create_web_app(
         prefix=prefix,
         lag_interval_s=lag_interval_s,
         population_min_age_s=population_min_age_s,
+        stalls=stalls,
     )
     middlewares = [_errors]  # outermost: it also shapes the auth middleware's 401
     if settings.http_token is not None:
@@ -392,7 +396,13 @@ def worker_http(settings: Settings, metrics: Metrics) -> Extension:
     async def start(parts: WorkerParts) -> Callable[[], Awaitable[None]] | None:
         if not settings.http_port:
             return None
-        app = create_web_app(settings, metrics=metrics, assigner=parts.assigner, redis=parts.redis)
+        app = create_web_app(
+            settings,
+            metrics=metrics,
+            assigner=parts.assigner,
+            redis=parts.redis,
+            stalls=parts.watchdog.reasons,
+        )
         runner = await start_web(app, settings.http_host, settings.http_port)
         log.info("HTTP side on http://%s:%d/", settings.http_host, settings.http_port)
         return runner.cleanup

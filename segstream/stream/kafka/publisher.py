@@ -12,7 +12,9 @@ Kafka's default partitioner picks for the key (murmur2, as the Java client and
 On a broker error the failed partition's records are sent again, from its first unacknowledged
 batch on, in order, after a backoff, without limit: per-user order survives a retry, and the
 re-sent changes carry their original event_id (consumers of ``segment-changes`` deduplicate on
-it; ``user-segments`` is idempotent by key). Any other error propagates.
+it; ``user-segments`` is idempotent by key). A permanent broker error (refused ACLs, a deleted
+topic, a record too large; :func:`~segstream.stream.clients.retry.kafka_fault`) raises a
+ServiceError naming it at once, and any other error propagates.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from segstream.stream.clients.retry import KAFKA_TRANSIENT, backoff_delays
+from segstream.stream.clients.retry import (
+    KAFKA_TRANSIENT,
+    backoff_delays,
+    describe,
+    raise_if_permanent,
+)
 from segstream.stream.domain.topics import Output
 
 __all__ = ["AiokafkaSender", "Sender", "default_partition", "group_by_partition"]
@@ -111,15 +118,24 @@ class AiokafkaSender:
             try:
                 await future
             except KAFKA_TRANSIENT as exc:
+                raise_if_permanent(exc, f"publishing to {topic}[{partition}]")
                 log.warning(
-                    "%s[%d] failed after %d records: %r", topic, partition, acknowledged, exc
+                    "%s[%d] failed after %d records: %s",
+                    topic,
+                    partition,
+                    acknowledged,
+                    describe(exc),
                 )
                 return acknowledged
             acknowledged = upto
         return acknowledged
 
     async def publish(self, outputs: Sequence[Output]) -> None:
-        """Send ``outputs`` per partition, in order; retry failures without limit."""
+        """Send ``outputs`` per partition, in order; retry failures without limit.
+
+        Raises:
+            ServiceError: a permanent broker error (the message names it and what to change).
+        """
         failures = 0
         while outputs:
             try:
@@ -129,6 +145,7 @@ class AiokafkaSender:
                     *(self._send_group(t, p, group) for (t, p), group in groups.items())
                 )
             except KAFKA_TRANSIENT as exc:
+                raise_if_permanent(exc, "publishing the outputs")
                 error: BaseException = exc
             else:
                 outputs = [
@@ -143,6 +160,10 @@ class AiokafkaSender:
             wait = self._delay(failures)
             level = logging.WARNING if failures < 10 else logging.ERROR
             log.log(
-                level, "publishing failed (%r); re-sending %d in %.2fs", error, len(outputs), wait
+                level,
+                "publishing failed (%s); re-sending %d in %.2fs",
+                describe(error),
+                len(outputs),
+                wait,
             )
             await asyncio.sleep(wait)

@@ -43,17 +43,26 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
-async def ensure_topics(settings: Settings, attempts: int = 5) -> list[str]:
+async def ensure_topics(
+    settings: Settings,
+    attempts: int | None = 5,
+    *,
+    give_up_after_s: float | None = None,
+    first_delay_s: float = 0.5,
+    max_delay_s: float = 5.0,
+) -> list[str]:
     """Create the stream's missing topics with ``settings.topic_partitions``; returns the new.
 
     Each gets :func:`~segstream.stream.domain.replication.replication_factor` copies (the
     setting, else min(3, brokers)) and ``min.insync.replicas`` one less (at least 1), so with
     ``acks=all`` no acknowledged record is lost with one broker. Existing topics are left as
-    they are (their partition count and replicas are not changed).
+    they are (their partition count and replicas are not changed). The broker is retried (see
+    :func:`~segstream.stream.clients.retry.retry`) up to ``attempts`` tries and
+    ``give_up_after_s`` seconds, whichever comes first (``None``: no such limit).
 
     Raises:
-        ServiceError: the broker cannot be reached or refuses, after ``attempts`` tries; at
-            once when the security settings are wrong (naming the setting to change).
+        ServiceError: the broker cannot be reached in time or refuses for good; at once when
+            the security settings are wrong (naming the setting to change).
     """
 
     async def create() -> list[str]:
@@ -90,10 +99,16 @@ async def ensure_topics(settings: Settings, attempts: int = 5) -> list[str]:
 
     return await retry(
         create,
-        what=f"creating topics on {settings.kafka_bootstrap_servers}",
+        what=f"waiting for Kafka at {settings.kafka_bootstrap_servers} to create topics",
         transient=KAFKA_TRANSIENT,
         attempts=attempts,
-        first_delay_s=0.5,
+        give_up_after_s=give_up_after_s,
+        first_delay_s=first_delay_s,
+        max_delay_s=max_delay_s,
+        hint=(
+            "start the broker, check SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS, or raise "
+            "SEGSTREAM_STARTUP_TIMEOUT_S"
+        ),
     )
 
 

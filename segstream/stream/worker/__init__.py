@@ -25,16 +25,20 @@ from segstream.stream.worker.batching import BatchPipeline
 from segstream.stream.worker.consumer import LeanConsumer, LeanTransport, use_lean_consumer
 from segstream.stream.worker.processor import BatchProcessor, Stats
 from segstream.stream.worker.run import check_dependencies, run_worker, use_worker_event_loop
+from segstream.stream.worker.watchdog import Deadlines, Progress, Watchdog
 
 __all__ = [
     "AGENT_NAME",
     "Assigner",
     "BatchPipeline",
     "BatchProcessor",
+    "Deadlines",
     "Extension",
     "LeanConsumer",
     "LeanTransport",
+    "Progress",
     "Stats",
+    "Watchdog",
     "WorkerParts",
     "base_app",
     "check_dependencies",

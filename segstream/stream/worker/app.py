@@ -43,10 +43,12 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
+from segstream.errors import ServiceError
 from segstream.logs import faust_logging_config
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import faust_credentials, output_producer
-from segstream.stream.clients.redis import redis_client
+from segstream.stream.clients.redis import worker_redis_client
+from segstream.stream.clients.retry import describe
 from segstream.stream.domain.batch import fit_dead_letters
 from segstream.stream.domain.dead_letters import OFFSET, ORIGINAL_SIZE, PARTITION, TOPIC
 from segstream.stream.domain.observer import WorkerObserver
@@ -60,6 +62,7 @@ from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.batching import BatchPipeline
 from segstream.stream.worker.consumer import use_lean_consumer
 from segstream.stream.worker.processor import BatchProcessor
+from segstream.stream.worker.watchdog import Deadlines, Progress, Watchdog
 
 __all__ = [
     "AGENT_NAME",
@@ -73,6 +76,7 @@ __all__ = [
     "stream_buffer_size",
     "trim_framework",
     "tune_gc",
+    "worker_watchdog",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,10 +230,37 @@ class WorkerParts:
     redis: aioredis.Redis
     """The worker's Redis client."""
     processor: BatchProcessor
+    watchdog: Watchdog
+    """The progress watchdog; its ``reasons()`` say why the worker is not progressing."""
 
 
 Extension = Callable[[WorkerParts], Awaitable[Callable[[], Awaitable[None]] | None]]
 """Started once the worker's parts exist; returns a coroutine function that stops it (or None)."""
+
+
+def worker_watchdog(
+    app: faust.App, settings: Settings, progress: Progress, observer: WorkerObserver | None
+) -> Watchdog:
+    """The progress watchdog of ``app`` (not started): stalls stop the app by crashing it."""
+
+    crashing: list[asyncio.Future[None]] = []
+
+    def stop(reason: str) -> None:  # called from the watchdog's thread
+        def crash() -> None:
+            error = ServiceError(f"the worker stalled: {reason}")
+            crashing.append(asyncio.ensure_future(app.crash(error)))
+
+        app.loop.call_soon_threadsafe(crash)
+
+    deadlines = Deadlines(
+        batch_s=settings.batch_deadline_s,
+        commit_s=settings.commit_deadline_s,
+        grace_s=settings.stall_grace_s,
+        shutdown_s=settings.shutdown_timeout_s,
+    )
+    return Watchdog(
+        progress, deadlines, observer=observer, stopping=lambda: app.should_stop, stop=stop
+    )
 
 
 def create_app(
@@ -246,7 +277,12 @@ def create_app(
             when it stops (see :func:`segstream.stream.service.create_service`).
     """
     app = base_app(settings, settings.data_dir / "faust")
-    use_lean_consumer(app)
+    progress = Progress()
+    use_lean_consumer(
+        app, progress=progress, commit_deadline_s=settings.commit_deadline_s, hold_messages=True
+    )
+    watchdog = worker_watchdog(app, settings, progress, observer)
+    app.segstream_watchdog = watchdog  # type: ignore[attr-defined] - for run_worker's signals
     topics = Topics.from_settings(settings)
     inputs = input_channel(app, settings)
     input_names = {topics.users, topics.orders}
@@ -284,12 +320,16 @@ def create_app(
             dict(stats.dead_letters) or 0,
         )
 
+    @app.task
+    async def start_watchdog() -> None:
+        watchdog.start()
+
     @app.agent(inputs, name=AGENT_NAME)
     async def assign_users(stream: faust.StreamT) -> None:
         trim_framework(app)
         for topic in outputs:
             await topic.maybe_declare()
-        client = redis_client(settings)
+        client = worker_redis_client(settings)
         state = RedisState(
             client, state_prefix(settings), order_window=settings.order_dedupe_window
         )
@@ -303,12 +343,16 @@ def create_app(
         processor = BatchProcessor(state, assigner, sender, topics)
         processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
         processor.metrics = observer
-        parts = WorkerParts(settings, assigner, client, processor)
+        parts = WorkerParts(settings, assigner, client, processor, watchdog)
         stops = [await extension(parts) for extension in extensions]
         app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench
         app.segstream_metrics = observer  # type: ignore[attr-defined] - for an HTTP side
         pipeline = BatchPipeline(
-            processor.process, stream.ack, settings.batch_size, 2 * settings.batch_size
+            processor.process,
+            stream.ack,
+            settings.batch_size,
+            2 * settings.batch_size,
+            progress=progress,
         )
         tune_gc()
         worker_task = asyncio.ensure_future(pipeline.run())
@@ -318,7 +362,7 @@ def create_app(
             if task.cancelled() or task.exception() is None:
                 return
             exc = task.exception()
-            log.critical("batch failed, stopping the worker: %r", exc, exc_info=exc)
+            log.critical("batch failed, stopping the worker: %s", describe(exc), exc_info=exc)
             crashing.append(asyncio.ensure_future(app.crash(exc)))  # type: ignore[arg-type]
 
         worker_task.add_done_callback(on_done)

@@ -15,8 +15,9 @@ little for more events before processing: a steady load just above what small ba
 sustain would otherwise keep batches small, and the worker behind, for good.
 
 Acknowledgement stays where it must be: ``take_events`` acks a batch as soon as its caller
-moves on, so :meth:`put` first takes one more reference on each message (Faust acks a message
-when its reference count drops to zero, as for a message read by two streams). The processing
+moves on, so every message carries one more reference, taken by the worker's consumer when it
+hands the message over (``use_lean_consumer(hold_messages=True)``; Faust acks a message when
+its reference count drops to zero, as for a message read by two streams). The processing
 task releases that reference with ``stream.ack`` only after the batch's outputs were
 acknowledged by the broker; Faust commits an offset only when every message before it is
 acked. A batch that fails is never acked: it is redelivered to the partition's next owner.
@@ -32,6 +33,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from segstream.errors import SegstreamError
+from segstream.stream.clients.retry import describe
+from segstream.stream.worker.watchdog import Progress
 
 __all__ = ["BatchPipeline"]
 
@@ -49,6 +52,7 @@ class BatchPipeline:
         max_pending: int,
         catch_up_age_s: float = 0.1,
         catch_up_wait_s: float = 0.05,
+        progress: Progress | None = None,
     ) -> None:
         """Process batches with ``process(messages)``; ack each event with ``ack(event)``.
 
@@ -58,6 +62,7 @@ class BatchPipeline:
             catch_up_age_s: a batch whose oldest event is older than this (the worker is
                 behind) waits up to ``catch_up_wait_s`` for more events before it is
                 processed, so that a backlog is worked off in full batches.
+            progress: told when each batch starts and ends (for the progress watchdog).
         """
         self._process = process
         self._ack = ack
@@ -71,6 +76,7 @@ class BatchPipeline:
         self._room.set()
         self._pending = 0
         self._failed: BaseException | None = None
+        self._progress = progress or Progress()
 
     @property
     def pending(self) -> int:
@@ -80,16 +86,17 @@ class BatchPipeline:
     async def put(self, events: Sequence[Any]) -> None:
         """Queue a batch taken from the stream; waits while too much is pending.
 
+        Each event's message must hold a reference for the pipeline (the consumer takes it),
+        released by ``ack`` once processed.
+
         Raises:
             SegstreamError: the processing task has failed (nothing more is accepted).
         """
-        for event in events:
-            event.message.incref()  # held until processed: take_events' own ack won't commit it
         while self._pending >= self.max_pending and self._failed is None:
             self._room.clear()
             await self._room.wait()
         if self._failed is not None:
-            raise SegstreamError(f"batch processing failed: {self._failed!r}")
+            raise SegstreamError(f"batch processing failed: {describe(self._failed)}")
         self._pending += len(events)
         self._batches.append(list(events))
         self._arrived.set()
@@ -130,15 +137,19 @@ class BatchPipeline:
 
     async def run(self) -> None:
         """Process queued batches in order until cancelled; a failed batch ends it, unacked."""
+        progress = self._progress
         try:
             while True:
                 batch = await self._next_batch()
+                progress.batch_start()
                 await self._process([event.message for event in batch])
                 for event in batch:
                     await self._ack(event)
+                progress.batch_end()
                 self._pending -= len(batch)
                 self._room.set()
         except BaseException as exc:
+            progress.batch_end()
             self._failed = exc
             self._room.set()  # wake a put() waiting for room
             raise

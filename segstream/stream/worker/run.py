@@ -3,8 +3,14 @@
 The same app as ``faust -A segstream.stream.main:app worker``, with three things done first
 so that a mistake is reported at once, not from inside a running consumer: the model at
 ``MODELS/current`` must load, Redis must answer, and the stream's topics are created (with the
-configured partition count) if missing. SIGINT/SIGTERM stop the worker cleanly: the batch in
-progress finishes, acknowledged offsets are committed, the group is left.
+configured partition count) if missing. Redis and the broker are waited for, up to
+``SEGSTREAM_STARTUP_TIMEOUT_S`` (services started together come up in any order), logging
+what is awaited and why; past it the worker exits with status 2 naming the service.
+
+SIGINT/SIGTERM stop the worker cleanly: the batch in progress finishes, acknowledged offsets
+are committed, the group is left. The stop is bounded: if it has not finished after
+``SEGSTREAM_SHUTDOWN_TIMEOUT_S`` (a commit or a group leave hanging on a dead broker), the
+watchdog ends the process (:mod:`segstream.stream.worker.watchdog`).
 """
 
 from __future__ import annotations
@@ -20,19 +26,43 @@ from segstream.errors import ServiceError
 from segstream.net import port_is_open
 from segstream.settings import Settings
 from segstream.stream.clients.redis import connection_problem as redis_problem
-from segstream.stream.clients.redis import redis_client
+from segstream.stream.clients.redis import worker_redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.kafka.topics import ensure_topics
 from segstream.stream.worker.app import create_app, quiet_framework_loggers
 from segstream.stream.worker.assigner import Assigner
+from segstream.stream.worker.watchdog import Watchdog
 
 __all__ = ["check_dependencies", "run_worker", "use_worker_event_loop"]
 
 log = logging.getLogger(__name__)
 
+STARTUP_FIRST_DELAY_S = 0.5
+"""First pause between two start-up checks of a dependency, in seconds (then doubled)."""
+STARTUP_MAX_DELAY_S = 2.0
+"""Longest pause between two start-up checks, in seconds."""
+
+
+class _BoundedWorker(faust.Worker):
+    """Faust's worker whose stop on SIGTERM/SIGINT is bounded by the app's watchdog."""
+
+    def _arm_watchdog(self) -> None:
+        watchdog: Watchdog | None = getattr(self.app, "segstream_watchdog", None)
+        if watchdog is not None:
+            watchdog.stopping()
+            watchdog.start()  # if the agent had not started it yet
+
+    def _on_sigterm(self) -> None:
+        self._arm_watchdog()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm_watchdog()
+        super()._on_sigint()
+
 
 async def _ping_redis(settings: Settings) -> None:
-    client = redis_client(settings)
+    client = worker_redis_client(settings)
     try:
         await client.ping()
     finally:
@@ -42,17 +72,22 @@ async def _ping_redis(settings: Settings) -> None:
 async def check_dependencies(settings: Settings) -> None:
     """Redis answers, the HTTP port is free and the topics exist (created if missing).
 
+    Redis and the broker are each waited for up to ``settings.startup_timeout_s`` seconds,
+    retrying every 2 s at most and logging each failure with its cause.
+
     Raises:
-        ServiceError: Redis or the broker cannot be reached after a few tries, or the HTTP
-            port is taken.
+        ServiceError: Redis or the broker did not answer in time (the message names the
+            setting), refused for good (credentials, ACLs), or the HTTP port is taken.
     """
     try:
         await retry(
             lambda: _ping_redis(settings),
-            what=f"connecting to Redis at {settings.redis_display}",
+            what=f"waiting for Redis at {settings.redis_display}",
             transient=REDIS_TRANSIENT,
-            attempts=5,
-            first_delay_s=0.2,
+            give_up_after_s=settings.startup_timeout_s,
+            first_delay_s=STARTUP_FIRST_DELAY_S,
+            max_delay_s=STARTUP_MAX_DELAY_S,
+            hint="start Redis, check SEGSTREAM_REDIS_URL, or raise SEGSTREAM_STARTUP_TIMEOUT_S",
         )
     except ServiceError as exc:
         # Refused credentials, untrusted certificate, plain text against TLS: name the setting.
@@ -66,7 +101,13 @@ async def check_dependencies(settings: Settings) -> None:
             "worker cannot serve its HTTP side (another worker on this host?): set "
             "SEGSTREAM_HTTP_PORT to a free port, or SEGSTREAM_HTTP_PORT=0 to run without it"
         )
-    created = await ensure_topics(settings)
+    created = await ensure_topics(
+        settings,
+        attempts=None,
+        give_up_after_s=settings.startup_timeout_s,
+        first_delay_s=STARTUP_FIRST_DELAY_S,
+        max_delay_s=STARTUP_MAX_DELAY_S,
+    )
     if created:
         log.info("created topics %s", ", ".join(created))
 
@@ -90,14 +131,15 @@ def run_worker(settings: Settings, create: Callable[[Settings], faust.App] = cre
 
     Raises:
         ArtifactError: no loadable model at ``MODELS/current``.
-        ServiceError: Redis or the broker is unreachable at start.
+        ServiceError: Redis or the broker is unreachable for ``startup_timeout_s`` at start,
+            or the worker stopped with an error (a failed batch, a stall).
     """
     model = Assigner(settings.model_dir)
     log.info("model %s (k=%d) from %s", model.version, model.model.k, settings.model_dir)
     asyncio.run(check_dependencies(settings))
     use_worker_event_loop()
     app = create(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker = _BoundedWorker(app, loglevel=settings.log_level.upper(), quiet=True)
     quiet_framework_loggers()
     try:
         worker.execute_from_commandline()

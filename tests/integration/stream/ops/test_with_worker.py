@@ -382,6 +382,7 @@ def test_running_worker_is_ready(run: WorkerRun, dataset: Dataset) -> None:
         "kafka": True,
         "redis": True,
         "model": True,
+        "progress": True,  # the worker's watchdog sees no stall
     }
     assert dataset.model.version in doc["checks"]["model"]["detail"]
     assert run.http.json("GET", "/healthz") == (200, {"status": "alive"})

@@ -132,3 +132,16 @@ def test_throughput_reports_rates_and_totals() -> None:
     assert t.events_per_s == pytest.approx(4.0)
     assert t.changes_per_s == pytest.approx(0.4)
     assert t.dead_letters_per_s == pytest.approx(0.1)
+
+
+def test_stalls_are_counted_by_kind_and_both_kinds_start_at_zero() -> None:
+    m = Metrics()
+    s = samples(m)
+    assert s[("segstream_stalls_total", (("kind", "batch"),))] == 0
+    assert s[("segstream_stalls_total", (("kind", "commit"),))] == 0
+    m.stall("commit")
+    m.stall("commit")
+    m.stall("batch")
+    s = samples(m)
+    assert s[("segstream_stalls_total", (("kind", "commit"),))] == 2
+    assert s[("segstream_stalls_total", (("kind", "batch"),))] == 1

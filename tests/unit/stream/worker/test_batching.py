@@ -15,11 +15,7 @@ from segstream.stream.worker.batching import BatchPipeline
 class _Message:
     def __init__(self, offset: int, age_s: float = 0.0) -> None:
         self.offset = offset
-        self.refcount = 0
         self.timestamp = time.time() - age_s  # Kafka timestamp, seconds
-
-    def incref(self) -> None:
-        self.refcount += 1
 
 
 class _Event:
@@ -79,7 +75,6 @@ def test_a_failed_batch_is_never_acked_and_stops_the_pipeline() -> None:
 
     asyncio.run(scenario())
     assert acked == []
-    assert all(event.message.refcount == 1 for event in events)  # held: never committed
 
 
 def test_put_waits_while_too_much_is_pending() -> None:

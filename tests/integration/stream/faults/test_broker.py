@@ -1,0 +1,145 @@
+"""Broker crashes and hangs under a running worker: commits resume, stalls stop it, stops are
+bounded. The broker is this module's own (``own_broker``): the session's is shared."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from segstream.services.kafka import KafkaBroker
+from segstream.settings import Settings
+from segstream.stream.kafka.lag import read_lag
+from tests.integration.stream.conftest import (
+    Dataset,
+    WorkerProcess,
+    app_settings,
+    replay,
+    wait_until_consumed,
+)
+from tests.integration.stream.faults.conftest import (
+    chunks,
+    kill_broker,
+    metric,
+    paused,
+    readiness,
+    restart_broker,
+    wait_for,
+)
+from tests.integration.stream.parity import check_parity
+
+pytestmark = pytest.mark.slow
+
+KILLS = 10
+
+
+def _committed(settings: Settings) -> int:
+    """Input offsets the group has committed, summed over partitions."""
+    snapshot = asyncio.run(
+        read_lag(
+            settings, settings.app_id, [settings.topic_users, settings.topic_orders], attempts=60
+        )
+    )
+    return snapshot.committed_total
+
+
+def _settings(
+    broker: KafkaBroker, redis_url: str, dataset: Dataset, tmp: Path, **more: object
+) -> Settings:
+    return app_settings(
+        broker.bootstrap,
+        redis_url,
+        model_dir=dataset.models_dir,
+        data_dir=tmp / "worker-data",
+        batch_size=200,
+        **more,
+    )
+
+
+def test_broker_killed_ten_times_commits_resume_and_parity_holds(
+    own_broker: KafkaBroker, redis_url: str, dataset: Dataset, start_worker, tmp_path: Path
+) -> None:
+    settings = _settings(own_broker, redis_url, dataset, tmp_path)
+    parts = chunks(dataset.plan, KILLS + 1)
+    worker: WorkerProcess = start_worker(settings)
+    replay(settings, parts[0])
+    wait_for(lambda: _committed(settings) > 0, 120, "the first commit")
+    for k in range(KILLS):
+        time.sleep(1.0)  # the worker is mid-way through the events just published
+        kill_broker(own_broker)
+        restart_broker(own_broker)
+        mark = _committed(settings)
+        replay(settings, parts[k + 1])  # events keep flowing after the restart
+        wait_for(
+            lambda mark=mark: _committed(settings) > mark,  # type: ignore[misc]
+            120,
+            f"committed offsets to advance after broker restart {k + 1}",
+        )
+        assert worker.process.poll() is None, worker.log_tail()
+    wait_until_consumed(settings, [worker], timeout_s=240)
+    assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+    check_parity(settings, dataset, tmp_path)
+
+
+def test_a_stalled_worker_is_not_ready_counts_the_stall_and_exits(
+    own_broker: KafkaBroker, redis_url: str, dataset: Dataset, start_worker, tmp_path: Path
+) -> None:
+    settings = _settings(
+        own_broker,
+        redis_url,
+        dataset,
+        tmp_path,
+        batch_deadline_s=4.0,
+        commit_deadline_s=3.0,
+        stall_grace_s=6.0,
+        shutdown_timeout_s=5.0,
+    )
+    worker: WorkerProcess = start_worker(settings)
+    replay(settings, chunks(dataset.plan, 4)[0])
+    wait_for(lambda: _committed(settings) > 0, 120, "the first commit")
+    replay(settings, chunks(dataset.plan, 4)[1])
+    with paused(own_broker):
+        paused_at = time.monotonic()
+
+        def stalled() -> bool:
+            status, document = readiness(worker)
+            progress = document["checks"].get("progress", {})
+            return status == 503 and not progress.get("ok", True)
+
+        wait_for(stalled, 30, "/readyz to report the stall")
+        _, document = readiness(worker)
+        assert "SEGSTREAM_" in document["checks"]["progress"]["detail"]
+        assert metric(worker, "segstream_stalls_total") >= 1
+        try:
+            code = worker.process.wait(60)
+        except Exception:  # noqa: BLE001 - reported below with the log
+            code = None
+        assert code is not None, "the stalled worker did not exit:\n" + worker.log_tail()
+        assert code != 0, worker.log_tail()
+        # deadline (3-4 s) + grace (6 s) + a bounded stop (5 s), with room for a loaded machine
+        assert time.monotonic() - paused_at < 45, worker.log_tail()
+    assert "worker stalled" in worker.log_tail(400)
+
+
+def test_sigterm_stops_the_worker_in_bounded_time_while_the_broker_hangs(
+    own_broker: KafkaBroker, redis_url: str, dataset: Dataset, start_worker, tmp_path: Path
+) -> None:
+    settings = _settings(own_broker, redis_url, dataset, tmp_path, shutdown_timeout_s=8.0)
+    worker: WorkerProcess = start_worker(settings)
+    replay(settings, chunks(dataset.plan, 4)[0])
+    wait_for(lambda: _committed(settings) > 0, 120, "the first commit")
+    replay(settings, chunks(dataset.plan, 4)[1])
+    with paused(own_broker):
+        time.sleep(2.0)  # commits and publishing now hang on the silent broker
+        started = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        try:
+            code = worker.process.wait(60)
+        except Exception:  # noqa: BLE001 - reported below with the log
+            code = None
+        took = time.monotonic() - started
+    assert code is not None, "SIGTERM was ignored:\n" + worker.log_tail()
+    assert took < 8.0 + 10.0, f"stopping took {took:.1f} s:\n{worker.log_tail()}"
