@@ -29,7 +29,14 @@ from segstream.stream.clients.kafka import consumer as kafka_consumer
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, retry
 from segstream.stream.domain.replication import min_insync_replicas, replication_factor
 
-__all__ = ["ensure_topics", "max_message_bytes", "partitions_of", "read_all", "topic_specs"]
+__all__ = [
+    "broker_count",
+    "ensure_topics",
+    "max_message_bytes",
+    "partitions_of",
+    "read_all",
+    "topic_specs",
+]
 
 
 def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -200,3 +207,13 @@ async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
     finally:
         await consumer.stop()
     return [record for p in sorted(by_partition) for record in by_partition[p]]
+
+
+async def broker_count(settings: Settings) -> int:
+    """How many brokers the cluster describes (one metadata round trip)."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        return len((await admin.describe_cluster())["brokers"])
+    finally:
+        await admin.close()

@@ -158,7 +158,9 @@ def base_app(settings: Settings, datadir: Path) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        # `segstream worker` resolves the default (min(3, brokers)) before building the app;
+        # started as `faust -A`, the setting is taken as given (1 when unset).
+        topic_replication_factor=settings.topic_replication_factor or 1,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
@@ -331,7 +333,10 @@ def create_app(
             await topic.maybe_declare()
         client = worker_redis_client(settings)
         state = RedisState(
-            client, state_prefix(settings), order_window=settings.order_dedupe_window
+            client,
+            state_prefix(settings),
+            order_window=settings.order_dedupe_window,
+            cluster=settings.redis_cluster,
         )
         await state.load_scripts()
         # Read once: a later change of the topic's limit takes a worker restart.

@@ -28,7 +28,9 @@ from segstream.settings import Settings
 from segstream.stream.clients.redis import connection_problem as redis_problem
 from segstream.stream.clients.redis import worker_redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
-from segstream.stream.kafka.topics import ensure_topics
+from segstream.stream.domain.partitioning import check_copartitioned
+from segstream.stream.domain.replication import replication_factor
+from segstream.stream.kafka.topics import broker_count, ensure_topics, partitions_of
 from segstream.stream.worker.app import create_app, quiet_framework_loggers
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.watchdog import Watchdog
@@ -69,8 +71,9 @@ async def _ping_redis(settings: Settings) -> None:
         await client.aclose()
 
 
-async def check_dependencies(settings: Settings) -> None:
-    """Redis answers, the HTTP port is free and the topics exist (created if missing).
+async def check_dependencies(settings: Settings) -> int:
+    """Redis answers, the HTTP port is free and the topics exist (created if missing), with
+    ``users`` and ``orders`` co-partitioned; returns the cluster's broker count.
 
     Redis and the broker are each waited for up to ``settings.startup_timeout_s`` seconds,
     retrying every 2 s at most and logging each failure with its cause.
@@ -78,6 +81,8 @@ async def check_dependencies(settings: Settings) -> None:
     Raises:
         ServiceError: Redis or the broker did not answer in time (the message names the
             setting), refused for good (credentials, ACLs), or the HTTP port is taken.
+        ConfigError: ``users`` and ``orders`` have different partition counts (each user's
+            events must meet in one worker), or more replicas are asked than brokers exist.
     """
     try:
         await retry(
@@ -110,6 +115,9 @@ async def check_dependencies(settings: Settings) -> None:
     )
     if created:
         log.info("created topics %s", ", ".join(created))
+    inputs = (settings.topic_users, settings.topic_orders)
+    check_copartitioned({topic: len(await partitions_of(settings, topic)) for topic in inputs})
+    return await broker_count(settings)
 
 
 def use_worker_event_loop() -> None:
@@ -136,7 +144,10 @@ def run_worker(settings: Settings, create: Callable[[Settings], faust.App] = cre
     """
     model = Assigner(settings.model_dir)
     log.info("model %s (k=%d) from %s", model.version, model.model.k, settings.model_dir)
-    asyncio.run(check_dependencies(settings))
+    brokers = asyncio.run(check_dependencies(settings))
+    # Faust creates its own internal topics with this factor: the default resolved here.
+    copies = replication_factor(settings, brokers)
+    settings = settings.model_copy(update={"topic_replication_factor": copies})
     use_worker_event_loop()
     app = create(settings)
     worker = _BoundedWorker(app, loglevel=settings.log_level.upper(), quiet=True)
