@@ -136,12 +136,34 @@ def _panel(status: dict[str, Any] | None, replay_done: bool) -> Any:
     return Group(head, pops, changes)
 
 
+def _with_current_populations(
+    status: dict[str, Any] | None, url: str, since: float, timeout_s: float = 30.0
+) -> dict[str, Any] | None:
+    """``status`` with populations counted after ``since`` (seconds since the epoch).
+
+    The page's populations are the last background count, which can predate the end of the
+    replay; ``GET /segments`` recounts once its figures are a few seconds old, so it is asked
+    until it answers with a count taken after the worker caught up.
+    """
+    deadline = time.monotonic() + timeout_s
+    current = _status(url.replace("/status.json", "/segments"))
+    while (current is None or current.get("counted_at", 0) < since) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+        current = _status(url.replace("/status.json", "/segments"))
+    if status is None or current is None:
+        return status
+    return {**status, "populations": {**status["populations"], "segments": current["segments"]}}
+
+
 def _watch(settings: Settings, replay: subprocess.Popen[bytes]) -> None:
     """Live panel until the replay has finished and the worker has caught up."""
     from rich.live import Live
 
     url = f"http://{settings.http_host}:{settings.http_port}/status.json"
     caught_up_since: float | None = None
+    caught_up_wall = 0.0
     with Live(_panel(None, False), refresh_per_second=2) as live:
         while True:
             status = _status(url)
@@ -154,8 +176,11 @@ def _watch(settings: Settings, replay: subprocess.Popen[bytes]) -> None:
             if caught_up:
                 # Two quiet readings in a row: the worker has really drained its input.
                 if caught_up_since is not None and time.monotonic() - caught_up_since > 2:
+                    final = _with_current_populations(status, url, caught_up_wall)
+                    live.update(_panel(final, True))
                     return
-                caught_up_since = caught_up_since or time.monotonic()
+                if caught_up_since is None:
+                    caught_up_since, caught_up_wall = time.monotonic(), time.time()
             else:
                 caught_up_since = None
             time.sleep(0.5)

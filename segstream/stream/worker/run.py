@@ -64,9 +64,16 @@ class _BoundedWorker(faust.Worker):
 
 
 async def _ping_redis(settings: Settings) -> None:
+    """PING once; a configuration problem (an untrusted certificate, plain text against a TLS
+    port) raises :class:`ServiceError` at once: waiting would not fix it."""
     client = worker_redis_client(settings)
     try:
         await client.ping()
+    except REDIS_TRANSIENT as exc:
+        problem = redis_problem(settings, exc)
+        if problem is not None:
+            raise ServiceError(problem) from exc
+        raise
     finally:
         await client.aclose()
 
