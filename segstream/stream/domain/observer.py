@@ -28,6 +28,9 @@ class WorkerObserver(Protocol):
     def dead_letter(self, reason: str, n: int = 1) -> None:
         """``n`` inputs were dead-lettered for ``reason``."""
 
+    def misplaced(self, topic: str, n: int = 1) -> None:
+        """``n`` records of ``topic`` arrived on a partition their key does not hash to."""
+
     def redis_error(self) -> None:
         """A Redis call failed with a transient error."""
 

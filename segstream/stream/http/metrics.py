@@ -12,6 +12,9 @@ Series (``segstream_`` prefix; counters get ``_total`` in the exposition):
 name                                        type       labels / meaning
 ==========================================  =========  ==========================================
 segstream_events_consumed_total             counter    ``topic``: input records taken from Kafka
+segstream_misplaced_records_total           counter    ``topic``: records on a partition their key
+                                                       does not hash to (murmur2); a producer
+                                                       with another partitioner (kcat's CRC32)
 segstream_batch_processing_seconds          histogram  wall time of one batch, end to end
 segstream_batch_events                      histogram  records per batch
 segstream_segment_changes_total             counter    segment changes published
@@ -84,6 +87,12 @@ class Metrics:
         r = self.registry
         self._consumed = Counter(
             "segstream_events_consumed", "Input records consumed.", ["topic"], registry=r
+        )
+        self._misplaced = Counter(
+            "segstream_misplaced_records",
+            "Input records on a partition their key does not hash to (murmur2).",
+            ["topic"],
+            registry=r,
         )
         self._latency = Histogram(
             "segstream_batch_processing_seconds",
@@ -179,6 +188,11 @@ class Metrics:
         if n:
             self._changes.inc(n)
             self.changes_rate.add(n)
+
+    def misplaced(self, topic: str, n: int = 1) -> None:
+        """``n`` records of ``topic`` arrived off their key's partition (a non-Java producer)."""
+        if n:
+            self._misplaced.labels(topic=topic).inc(n)
 
     def dead_letter(self, reason: str, n: int = 1) -> None:
         """``n`` records were dead-lettered for ``reason`` (an ``events.REASONS`` code)."""

@@ -55,7 +55,7 @@ from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.drift.shared import shared_drift
 from segstream.stream.kafka.publisher import AiokafkaSender, Sender
-from segstream.stream.kafka.topics import max_message_bytes
+from segstream.stream.kafka.topics import max_message_bytes, partitions_of
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
@@ -348,6 +348,10 @@ def create_app(
         processor = BatchProcessor(state, assigner, sender, topics)
         processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
         processor.metrics = observer
+        processor.partitions = {
+            topic: len(await partitions_of(settings, topic))
+            for topic in (topics.users, topics.orders)
+        }
         parts = WorkerParts(settings, assigner, client, processor, watchdog)
         stops = [await extension(parts) for extension in extensions]
         app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench

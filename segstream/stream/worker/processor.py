@@ -37,6 +37,7 @@ from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
 from segstream.stream.domain.observer import WorkerObserver
+from segstream.stream.domain.partitioning import PatternLog, misplacement
 from segstream.stream.domain.topics import Topics
 from segstream.stream.domain.user import UserState
 from segstream.stream.drift.shared import SharedDrift
@@ -92,6 +93,28 @@ class BatchProcessor:
         """Drift mode's shared centroids (``SEGSTREAM_DRIFT=river``); ``None``: the trained ones."""
         self.metrics: WorkerObserver | None = None
         """Where batches, changes, dead letters and Redis failures are counted, if anywhere."""
+        self.partitions: dict[str, int] = {}
+        """Input topic -> its partition count, for the placement check (none: no check)."""
+        self.placements = PatternLog()
+        """Misplaced producer patterns already logged (each is logged once)."""
+
+    def _check_placement(self, records: Sequence[RawRecord]) -> None:
+        """Count records off their key's murmur2 partition; log each producer pattern once.
+
+        Such records are still processed: a user's events split over two partitions may be
+        handled by two workers and applied out of order, which the warning explains.
+        """
+        for record in records:
+            count = self.partitions.get(record.topic)
+            if count is None:
+                continue
+            pattern = misplacement(record.topic, record.key, record.partition, count)
+            if pattern is None:
+                continue
+            if self.metrics is not None:
+                self.metrics.misplaced(record.topic)
+            if self.placements.first_time(pattern):
+                log.warning("%s", pattern.describe())
 
     async def _redis(self, what: str, operation: Any) -> Any:
         return await retry(
@@ -112,6 +135,8 @@ class BatchProcessor:
         """Process one batch; returns once all its effects are stored and published."""
         started = time.perf_counter()
         topics = self.topics
+        if self.partitions:
+            self._check_placement(records)
         parsed = parse_batch(records, topics)
         dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
         try:
