@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from segstream.services.stack import Stack
-from segstream.settings import Settings, load_settings
-from tests.ports import free_port
+from segstream.settings import Settings
+from tests.integration.stacks import private_settings, running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,27 +28,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of the session's private stack (data dir, ports, bootstrap, Redis URL)."""
-    data_dir: Path = tmp_path_factory.mktemp("stack")
-    kafka_port, controller_port, redis_port = free_port(), free_port(), free_port()
-    return load_settings(
-        data_dir=data_dir,
-        kafka_port=kafka_port,
-        kafka_controller_port=controller_port,
-        redis_port=redis_port,
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-    )
+    return private_settings(tmp_path_factory.mktemp("stack"))
 
 
 @pytest.fixture(scope="session")
 def stack(stack_settings: Settings) -> Iterator[Stack]:
     """Kafka and Redis, started once for the session and stopped at its end."""
-    services = Stack(stack_settings)
-    services.up()
-    try:
+    with running(Stack(stack_settings)) as services:
         yield services
-    finally:
-        services.down()
 
 
 @pytest.fixture(scope="session")

@@ -23,23 +23,15 @@ import pytest
 from segstream.errors import ServiceError
 from segstream.services.kafka import KafkaBroker
 from segstream.services.redis import RedisServer
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings
 from segstream.stream.lifecycle.replay import ReplayPlan
+from tests.integration.stacks import private_settings
 from tests.integration.stream.conftest import WorkerProcess
-from tests.ports import free_port
 
 
 def server_settings(tmp: Path) -> Settings:
     """Settings of a private broker and Redis under ``tmp``, on free ports (not started)."""
-    kafka_port, controller_port, redis_port = free_port(), free_port(), free_port()
-    return load_settings(
-        data_dir=tmp,
-        kafka_port=kafka_port,
-        kafka_controller_port=controller_port,
-        redis_port=redis_port,
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-    )
+    return private_settings(tmp)
 
 
 @pytest.fixture(scope="module")

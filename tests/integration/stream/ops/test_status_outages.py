@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from segstream.services.stack import Stack
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings
 from segstream.stream.http.metrics import Metrics
+from tests.integration.stacks import private_settings, running
 from tests.integration.stream.conftest import Dataset
 from tests.integration.stream.ops.conftest import ops_settings
 from tests.integration.stream.ops.support import ServedApp
 from tests.integration.stream.ops.test_status_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -32,21 +32,9 @@ BANNER_ITEM = "#health li[data-check='{}']"
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A Kafka and a Redis of this module's own, so they can be stopped."""
-    kafka_port, redis_port = free_port(), free_port()
-    settings = load_settings(
-        data_dir=tmp_path_factory.mktemp("outage-stack"),
-        kafka_port=kafka_port,
-        kafka_controller_port=free_port(),
-        redis_port=redis_port,
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-    )
-    stack = Stack(settings)
-    stack.up()
-    try:
+    settings = private_settings(tmp_path_factory.mktemp("outage-stack"))
+    with running(Stack(settings)) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 @pytest.fixture(scope="module")

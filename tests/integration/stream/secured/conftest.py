@@ -5,13 +5,12 @@ on free ports, beside the session's plaintext stack."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from segstream.services.stack import Stack
-from segstream.settings import Settings, load_settings
-from tests.ports import free_port
+from segstream.settings import Settings
+from tests.integration.stacks import private_settings, running
 
 APP_ID = "secure"
 """The app id of every test here: the Redis ACL user's keys are ``secure:*``."""
@@ -19,20 +18,9 @@ APP_ID = "secure"
 
 @pytest.fixture(scope="session")
 def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir: Path = tmp_path_factory.mktemp("secure-stack")
-    settings = load_settings(
-        data_dir=data_dir,
-        app_id=APP_ID,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        redis_port=free_port(),
-    )
-    stack = Stack(settings, secure=True)
-    stack.up()
-    try:
+    settings = private_settings(tmp_path_factory.mktemp("secure-stack"), app_id=APP_ID)
+    with running(Stack(settings, secure=True)) as stack:
         yield stack
-    finally:
-        stack.down()
 
 
 @pytest.fixture(scope="session")
