@@ -1,7 +1,7 @@
 """The input events on the wire: typed records, and their validation.
 
 Both input topics carry UTF-8 JSON objects whose shape is fixed by the JSON Schema files in
-``segstream/stream/schemas/`` (``users.json``, ``orders.json``), the contract for producers;
+``segstream/stream/domain/schemas/`` (``users.json``, ``orders.json``), the contract for producers;
 the message key is the user_id as a UTF-8 decimal string (``b"42"``), the same for both topics
 so that they stay co-partitioned. Parsing is three checks, each with a short reason code for
 the dead-letter topic:
@@ -155,7 +155,8 @@ def user_key(user_id: int) -> bytes:
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema ``segstream/stream/schemas/<name>.json`` as a dict (cached, do not mutate).
+    """The JSON Schema ``schemas/<name>.json`` beside this module, as a dict (cached: do not
+    mutate it).
 
     Raises:
         FileNotFoundError: no such schema file.

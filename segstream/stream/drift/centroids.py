@@ -8,7 +8,7 @@ it is never renumbered, added or dropped.
 
 This module holds what needs no I/O: :func:`learn_deltas` runs river's ``learn_one`` over a
 batch's points from the shared centres and returns how far each centre moved (the delta that
-:mod:`segstream.stream.drift_shared` adds to the shared state in Redis, atomically, clamped to
+:mod:`segstream.stream.drift.shared` adds to the shared state in Redis, atomically, clamped to
 ``max_distance`` from the trained centres); :func:`drifted_model` is the model with its
 centres replaced, which THE assignment function (:func:`segstream.training.assign.assign`)
 then uses unchanged; the rest encodes centres for Redis.

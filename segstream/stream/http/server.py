@@ -2,12 +2,12 @@
 
 :func:`create_web_app` builds an aiohttp application; ``segstream api`` serves it alone
 (:func:`run_web`), and the worker can serve it from its own event loop (:func:`start_web`)
-with its own :class:`~segstream.stream.http.metrics.Metrics`, :class:`~segstream.stream.assigner.
-Assigner` and Redis client, so ``/metrics`` shows the worker's counters and the API answers
-with the worker's model version. It binds ``settings.http_host:settings.http_port``
-(127.0.0.1:6066 by default).
+with its own :class:`~segstream.stream.http.metrics.Metrics`,
+:class:`~segstream.stream.worker.assigner.Assigner` and Redis client, so ``/metrics`` shows
+the worker's counters and the API answers with the worker's model version. It binds
+``settings.http_host:settings.http_port`` (127.0.0.1:6066 by default).
 
-Routes (the contract is :mod:`segstream.stream.openapi`, served at ``/openapi.json``):
+Routes (the contract is :mod:`segstream.stream.http.openapi`, served at ``/openapi.json``):
 ``GET /users/{user_id}``, ``POST /predict``, ``GET /segments``, ``GET /healthz``,
 ``GET /readyz``, ``GET /metrics``, ``GET /status.json``, ``GET /`` (the status page; its
 script and style are under ``/static/``). Every error is a JSON object ``{"error": "..."}``

@@ -7,7 +7,7 @@ one coroutine, in order. Any number of workers with the same ``app_id`` form one
 group and share the partitions.
 
 The agent only does I/O: it takes batches of events (``stream.take_events``; Faust delivers
-raw bytes, decoded by :mod:`segstream.stream.events`, because the dead-letter topic needs the
+raw bytes, decoded by :mod:`segstream.stream.domain.events`, because the dead-letter topic needs the
 original bytes) and hands them to a :class:`~segstream.stream.worker.batching.BatchPipeline`, whose
 task runs :class:`~segstream.stream.worker.processor.BatchProcessor` on them in order while Faust
 takes the next batch. An event is acked only once its batch's outputs were acknowledged by the
@@ -130,7 +130,7 @@ def trim_framework(app: faust.App) -> None:
     Faust's loggers go to WARNING (:func:`quiet_framework_loggers`), and its built-in Monitor
     sensor is detached: it records every message in and out (several dict updates each) for
     Faust's own web statistics, which the worker does not serve. Its metrics are
-    segstream's own (``segstream.stream.metrics``).
+    segstream's own (``segstream.stream.http.metrics``, through ``WorkerObserver``).
     """
     quiet_framework_loggers()
     if app.monitor in set(app.sensors):
@@ -169,7 +169,7 @@ def base_app(settings: Settings, datadir: Path) -> faust.App:
         producer_acks=-1,
         producer_linger=0.0,
         stream_buffer_maxsize=stream_buffer_size(settings.batch_size),
-        web_enabled=False,  # segstream serves its own HTTP side (see segstream.stream.web)
+        web_enabled=False,  # segstream serves its own HTTP side (see segstream.stream.http)
         # Faust's records in segstream's format, also when started as `faust -A ... worker`.
         logging_config=faust_logging_config(settings.log_level),
     )

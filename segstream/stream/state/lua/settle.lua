@@ -14,7 +14,7 @@
 --   8     the features version the caller saw (hash field "fv", "0" when absent): the
 --         features the new segment was computed from
 --
--- Each row is one of (the caller picks; segstream.stream.changes.plan_settle):
+-- Each row is one of (the caller picks; segstream.stream.domain.changes.plan_settle):
 --   a change     (5) given: set seg mv ua, cs + 1, and queue the event;
 --   version only (5) "", (4) differs from (2), (3) = (1): set mv only, no event. A segment
 --                id means the same customers across model versions (training aligns them),
