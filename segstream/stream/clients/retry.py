@@ -34,6 +34,7 @@ import redis.exceptions as redis_errors
 from aiokafka import errors as kafka_errors
 
 from segstream.errors import SegstreamError, ServiceError
+from segstream.errors import describe as describe_one
 
 __all__ = [
     "KAFKA_TRANSIENT",
@@ -210,15 +211,15 @@ def describe(exc: BaseException, depth: int = 3) -> str:
     """``Type: text`` of ``exc`` and of up to ``depth - 1`` causes, e.g. for logs and errors.
 
     ``repr`` of a wrapper often hides what went wrong (``KafkaConnectionError()``, the text in
-    its cause), so each link of the chain is named with its own text.
+    its cause), so each link of the chain is named with its own text, as
+    :func:`segstream.errors.describe` words one error (its type once).
     """
     parts: list[str] = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and len(parts) < depth and id(current) not in seen:
         seen.add(id(current))
-        name, text = type(current).__name__, str(current).strip()
-        parts.append(f"{name}: {text}" if text and text != name else name)
+        parts.append(describe_one(current))
         current = current.__cause__ or (
             None if current.__suppress_context__ else current.__context__
         )
