@@ -60,6 +60,7 @@ __all__ = [
     "OrderEvent",
     "OrderItem",
     "Source",
+    "UnknownFieldLog",
     "UnknownFields",
     "UserEvent",
     "load_schema",
@@ -155,6 +156,35 @@ class Source(msgspec.Struct, frozen=True):
     topic: str
     partition: int
     offset: int
+
+
+class UnknownFieldLog:
+    """Says which ignored fields to log: each (input, field) pair once, at most ``limit`` pairs.
+
+    A producer sending a new field sends it in every record: one line says so and a counter
+    says how often. Past ``limit`` pairs nothing more is logged, so a producer inventing
+    names cannot grow memory.
+    """
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self.seen: set[tuple[str, str]] = set()
+
+    def first_times(self, source: str, names: tuple[str, ...]) -> list[str]:
+        """The lines to log for ``names`` ignored in an input of ``source`` (a topic, or
+        ``predict``): one per pair not logged before."""
+        lines = []
+        for name in names:
+            pair = (source, name)
+            if pair in self.seen or len(self.seen) >= self.limit:
+                continue
+            self.seen.add(pair)
+            lines.append(
+                f"inputs of {source} carry the field {name[:40]!r}, which none has: ignored and "
+                "counted (segstream_unknown_fields_total); SEGSTREAM_UNKNOWN_FIELDS=dead_letter "
+                "refuses them instead"
+            )
+        return lines
 
 
 def user_key(user_id: int) -> bytes:

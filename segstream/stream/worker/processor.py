@@ -36,7 +36,7 @@ from segstream.errors import StateError
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
-from segstream.stream.domain.events import UnknownFields
+from segstream.stream.domain.events import UnknownFieldLog, UnknownFields
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.partitioning import PatternLog, misplacement
 from segstream.stream.domain.topics import Topics
@@ -46,12 +46,9 @@ from segstream.stream.kafka.publisher import Sender
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 
-__all__ = ["UNKNOWN_LOG_LIMIT", "BatchProcessor", "Stats"]
+__all__ = ["BatchProcessor", "Stats"]
 
 log = logging.getLogger(__name__)
-
-UNKNOWN_LOG_LIMIT = 100
-"""Most distinct (topic, unknown field) pairs a worker logs; past it they are only counted."""
 
 
 @dataclass
@@ -103,8 +100,8 @@ class BatchProcessor:
         """Misplaced producer patterns already logged (each is logged once)."""
         self.unknown_fields: UnknownFields = "ignore"
         """``SEGSTREAM_UNKNOWN_FIELDS``: ignore (count, log once) or dead-letter unknown fields."""
-        self.unknown_logged: set[tuple[str, str]] = set()
-        """(topic, field) pairs already logged; at most :data:`UNKNOWN_LOG_LIMIT`."""
+        self.unknown_log = UnknownFieldLog()
+        """Ignored (topic, field) pairs already logged (each is logged once)."""
 
     def _check_placement(self, records: Sequence[RawRecord]) -> None:
         """Count records off their key's murmur2 partition; log each producer pattern once.
@@ -125,28 +122,13 @@ class BatchProcessor:
                 log.warning("%s", pattern.describe())
 
     def _note_unknown(self, unknown: Sequence[tuple[str, tuple[str, ...]]]) -> None:
-        """Count records with ignored fields per topic; log each (topic, field) once.
-
-        A producer sending a new field sends it in every record: one line says so, the
-        counter says how often. The set of logged names is bounded, so a producer inventing
-        names cannot grow memory.
-        """
+        """Count records with ignored fields per topic; log each (topic, field) once."""
         if self.metrics is not None:
             for topic, n in Counter(topic for topic, _ in unknown).items():
                 self.metrics.unknown_fields(topic, n)
         for topic, names in unknown:
-            for name in names:
-                seen = (topic, name)
-                if seen in self.unknown_logged or len(self.unknown_logged) >= UNKNOWN_LOG_LIMIT:
-                    continue
-                self.unknown_logged.add(seen)
-                log.warning(
-                    "records of %s carry the field %r, which no event has: ignored and counted "
-                    "(segstream_unknown_fields_total); SEGSTREAM_UNKNOWN_FIELDS=dead_letter "
-                    "refuses them instead",
-                    topic,
-                    name[:40],
-                )
+            for line in self.unknown_log.first_times(topic, names):
+                log.warning("%s", line)
 
     async def _redis(self, what: str, operation: Any) -> Any:
         return await retry(

@@ -140,9 +140,9 @@ def test_predict_top_limits_the_similar_users(served: ServedApp, world: World) -
                 "most_frequent_brand": "B",
                 "most_frequent_category": "K",
             },
-            "body.age must be integer",
+            'age must be a whole number from 0 to 120, got "x"',
         ),
-        ([1, 2], "must be object"),
+        ([1, 2], "must be a JSON object"),
     ],
 )
 def test_bad_predict_body_is_400_saying_what_is_wrong(
