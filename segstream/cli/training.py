@@ -165,6 +165,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from segstream.training.features import Exclusions
     from segstream.training.lineage_report import lineage_renderables
     from segstream.training.pipeline import train_to_directory
     from segstream.training.report import summary_table
@@ -191,6 +192,11 @@ def _train(args: argparse.Namespace) -> int:
     console.print(f"k: {model.k_selection}")
     if outcome.result.dropped_rows:
         console.print(f"dropped {outcome.result.dropped_rows:,} rows with missing values")
+    exclusions = Exclusions.from_json(model.extra.get("exclusions"))
+    if exclusions is not None:
+        for key, n in exclusions.refused.items():
+            example = escape(exclusions.refused_examples.get(key, ""))
+            console.print(f"[yellow]left out {n:,} users[/yellow] ({key}): e.g. {example}")
     console.print(f"model {outcome.version_dir} (current -> {model.version})")
     console.print(f"report {outcome.version_dir / 'report.html'}")
     console.print(f"trained in {time.perf_counter() - started:.1f}s")
