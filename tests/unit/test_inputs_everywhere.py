@@ -23,33 +23,11 @@ from segstream.stream.http.openapi import PREDICT_FIELDS
 from segstream.stream.http.server import parse_predict_body
 from segstream.training.features import FEATURE_COLUMNS, ID_COLUMN
 from segstream.training.inputs import RULES, check_frame
+from tests.unit.stream.domain.test_events import ORDER, USER
+from tests.unit.stream.http.test_server import GOOD
 
-USER: dict[str, Any] = {
-    "user_id": 42,
-    "age": 31,
-    "gender": "F",
-    "country": "Brasil",
-    "traffic_source": "Search",
-    "created_at": "2024-05-01T10:00:00Z",
-}
-ITEM: dict[str, Any] = {"product_id": 1, "brand": "Levi's", "category": "Jeans", "sale_price": 9.5}
-ORDER: dict[str, Any] = {
-    "order_id": 7,
-    "user_id": 42,
-    "status": "Shipped",
-    "created_at": "2024-05-01T10:00:00Z",
-    "items": [ITEM],
-}
-PREDICT: dict[str, Any] = {
-    "age": 31,
-    "gender": "F",
-    "country": "Brasil",
-    "traffic_source": "Search",
-    "total_orders": 2,
-    "most_frequent_brand": "Levi's",
-    "most_frequent_category": "Jeans",
-    "top": 5,
-}
+ITEM: dict[str, Any] = ORDER["items"][0]
+PREDICT: dict[str, Any] = {**GOOD, "top": 5}
 CLI_OPTIONS = {
     "age": "age",
     "gender": "gender",
