@@ -2,22 +2,27 @@
 
 Both input topics carry UTF-8 JSON objects whose shape is fixed by the JSON Schema files in
 ``segstream/stream/domain/schemas/`` (``users.json``, ``orders.json``), the contract for producers;
-the message key is the user_id as a UTF-8 decimal string (``b"42"``), the same for both topics
-so that they stay co-partitioned. Parsing is three checks, each with a short reason code for
-the dead-letter topic:
+every field's rule there and here is the input table's (:mod:`segstream.training.inputs`, the
+one definition the API, the CLI and training check values with too). The message key is the
+user_id as a UTF-8 decimal string (``b"42"``), the same for both topics so that they stay
+co-partitioned. Parsing is three checks, each with a short reason code for the dead-letter
+topic:
 
 1. the raw bytes: size (``too_large``, checked before anything is read), text encoding
    (``not_utf8``: bytes that are not UTF-8 anywhere in the value, or a ``\\u`` escape of a lone
    UTF-16 surrogate, which no UTF-8 text can hold), JSON syntax (``not_json``: NaN and
    Infinity, a byte order mark, raw control characters such as NUL, trailing data included);
 2. the schema (``not_object``, ``missing_field``, ``wrong_type``, ``out_of_range`` (numbers
-   too large for any type included), ``unknown_status``, ``empty_items``,
-   ``unexpected_field``, ``too_large``, ``bad_timestamp``, ``invalid_value``);
+   too large for any type included), ``unknown_status``, ``empty_items``, ``too_large``,
+   ``bad_timestamp``, ``invalid_value``); a refused field's detail is the input table's
+   message (``age must be a whole number from 0 to 120, got -5``), the words the API and the
+   CLI use for the same value;
 3. what neither msgspec nor a schema checks: no object repeats a key (``invalid_value``; a
    JSON parser would silently keep the last value), the timestamp is a real date
    (``bad_timestamp``) and the key names the same user as the payload (``key_mismatch``: a
    wrongly keyed event would land on another worker's partition and break the
-   one-owner-per-user promise).
+   one-owner-per-user promise). Fields no record has are found here too: ignored and named to
+   the caller (``SEGSTREAM_UNKNOWN_FIELDS=ignore``, the default), or ``unexpected_field``.
 
 A message is judged by the first check it fails, in that order, except that invalid UTF-8
 beats any other finding of step 2: msgspec stops at the first problem, so the encoding is
@@ -25,14 +30,16 @@ checked over the whole value whenever msgspec refuses it (a value msgspec accept
 every string decoded, so it is UTF-8). Whatever the bytes, parsing either returns an event
 or raises :class:`~segstream.errors.EventError` with one of :data:`REASONS`: nesting cannot
 go deeper than the records' own (an order's items), because msgspec checks types as it
-descends.
+descends; an unknown field's value too deep to skip is ``invalid_value``.
 
 Steps 1 and 2 are one pass of ``msgspec``, decoding straight into the typed records below,
-whose field constraints restate the JSON Schema files (about 1 µs an order; ``jsonschema``'s
-interpreter takes 80 µs, ``fastjsonschema`` 4 µs plus the JSON parse: too much of a per-event
-budget of tens of µs). The unit tests check that ``jsonschema`` with the files and this module
-judge every sample alike. One deliberate difference: an integer written with a fraction
-(``7.0``) is ``wrong_type`` here, where JSON Schema would accept it.
+whose field constraints are the input table's ``msgspec.Meta`` (about 2-3 µs an event with
+the key and date checks; ``jsonschema``'s interpreter takes 80 µs, ``fastjsonschema`` 4 µs
+plus the JSON parse: too much of a per-event budget of tens of µs). The unit tests check that
+``jsonschema`` with the files and this module judge every sample alike. Only an event msgspec
+refuses pays more (~6 µs): it is parsed again to word the refusal with the table, and one
+whose only fault is a whole number written with a fraction (``7.0``, which msgspec's strict
+``int`` refuses and the table takes as 7) is decoded again from that parse.
 """
 
 from __future__ import annotations
