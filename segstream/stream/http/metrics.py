@@ -17,7 +17,8 @@ segstream_misplaced_records_total           counter    ``topic``: records on a p
                                                        with another partitioner (kcat's CRC32)
 segstream_unknown_fields_total              counter    ``topic``: valid records that carried a
                                                        field no event has, ignored
-                                                       (``SEGSTREAM_UNKNOWN_FIELDS=ignore``)
+                                                       (``SEGSTREAM_UNKNOWN_FIELDS=ignore``);
+                                                       ``predict`` for POST /predict bodies
 segstream_batch_processing_seconds          histogram  wall time of one batch, end to end
 segstream_batch_events                      histogram  records per batch
 segstream_segment_changes_total             counter    segment changes published
