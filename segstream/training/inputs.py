@@ -349,9 +349,16 @@ def _suspects(rule: FieldRule, column: pd.Series) -> np.ndarray:
             if rule.kind == "integer":
                 inside &= np.floor(values) == values
         return ~inside
-    if rule.kind == "text" and pd.api.types.is_object_dtype(column.dtype):
-        lengths = column.map(lambda v: len(v) if isinstance(v, str) else -1).to_numpy()
-        return (lengths < rule.min_length) | (lengths > (rule.max_length or 0))
+    strings = pd.api.types.is_string_dtype(column.dtype) and not (
+        # .str.len() measures lists and dicts too: an object column must hold strings only
+        pd.api.types.is_object_dtype(column.dtype)
+        and pd.api.types.infer_dtype(column, skipna=False) != "string"
+    )
+    if rule.kind == "text" and strings:
+        lengths = column.str.len().to_numpy(dtype=np.float64, na_value=np.nan)  # code points
+        with np.errstate(invalid="ignore"):
+            inside = (lengths >= rule.min_length) & (lengths <= (rule.max_length or 0))
+        return ~inside
     return np.ones(len(column), dtype=bool)
 
 
