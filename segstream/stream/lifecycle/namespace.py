@@ -81,7 +81,8 @@ def _unlink(client: redis.Redis, keys: Sequence[bytes]) -> None:
     if by_slot:
         pipe = client.pipeline(transaction=False)
         for same_slot in by_slot.values():
-            pipe.unlink(*same_slot)
+            # As a plain command: redis-py's cluster pipeline refuses a multi-key unlink().
+            pipe.execute_command("UNLINK", *same_slot)
         pipe.execute()
 
 
