@@ -1,8 +1,9 @@
 """``segstream bench ops``: what the operations side costs, printed as figures.
 
-- counting segment populations (``SCAN`` + ``HMGET`` over every user hash) for ``--users``
-  synthetic users written under a scratch key prefix (removed afterwards): the cost that sets
-  how often ``/segments``, ``/metrics`` and the status page may recount;
+- counting segment populations from the user hashes (``SCAN`` + a tally script per page, what
+  ``segstream populations --recount`` walks) for ``--users`` synthetic users written under a
+  scratch key prefix (removed afterwards); ``segstream bench populations`` compares it with the
+  maintained counters that ``/segments``, ``/metrics`` and the status page read;
 - reading the worker group's lag from Kafka (one :class:`~segstream.stream.kafka.lag.LagReader`
   read, clients already connected, and the one-shot ``segstream lag`` path);
 - the HTTP API served in this process: ``GET /users/{id}`` and ``POST /predict`` latencies
@@ -162,9 +163,8 @@ async def _bench(settings: Settings, users: int, requests: int) -> None:
         assert counted.users == users, (counted.users, users)
         best = min(durations)
         print(
-            f"population count     {users:,} users in {1000 * best:.0f} ms "
-            f"(best of 3; {users / best:,.0f} users/s); the cache recounts at most every "
-            f"{max(5.0, 20 * best):.1f} s"
+            f"population SCAN count {users:,} users in {1000 * best:.0f} ms "
+            f"(best of 3; {users / best:,.0f} users/s)"
         )
         if model is not None:
             await _bench_http(settings, prefix, users, requests)

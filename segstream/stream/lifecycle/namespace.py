@@ -25,7 +25,7 @@ from segstream.stream.kafka.topics import topic_specs
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.keyspace import sync_primaries, sync_scan_page
 
-__all__ = ["drop_namespace", "leader_topic"]
+__all__ = ["drop_keys", "drop_namespace", "leader_topic"]
 
 _UNLINK_CHUNK = 10_000
 """Keys per SCAN page and per UNLINK call: bounded commands on a large keyspace."""
@@ -54,22 +54,26 @@ def drop_namespace(
     dropped = asyncio.run(_delete_topics(settings, topics))
     client = sync_redis_client(settings)
     try:
-        # UNLINK frees the values in the background, so a large namespace does not block
-        # Redis; keys are unlinked page by page (one SCAN cursor per primary on a cluster),
-        # one UNLINK per hash slot of the page, in one pipeline.
-        pattern = state_prefix(settings) + "*"
-        for node in sync_primaries(client):
-            cursor = 0
-            while True:
-                cursor, keys = sync_scan_page(
-                    client, node, cursor, match=pattern, count=_UNLINK_CHUNK
-                )
-                _unlink(client, keys)
-                if cursor == 0:
-                    break
+        drop_keys(client, state_prefix(settings) + "*")
     finally:
         client.close()
     return dropped
+
+
+def drop_keys(client: redis.Redis, pattern: str) -> None:
+    """UNLINK every key matching ``pattern`` (a SCAN MATCH glob), on every primary.
+
+    UNLINK frees the values in the background, so a large namespace does not block Redis;
+    keys are unlinked page by page (one SCAN cursor per primary on a cluster), one UNLINK per
+    hash slot of the page, in one pipeline.
+    """
+    for node in sync_primaries(client):
+        cursor = 0
+        while True:
+            cursor, keys = sync_scan_page(client, node, cursor, match=pattern, count=_UNLINK_CHUNK)
+            _unlink(client, keys)
+            if cursor == 0:
+                break
 
 
 def _unlink(client: redis.Redis, keys: Sequence[bytes]) -> None:
