@@ -29,8 +29,9 @@ import redis.asyncio as aioredis
 
 from segstream.errors import ArtifactError
 from segstream.settings import Settings
-from segstream.stream.clients.redis import redis_client
+from segstream.stream.clients.redis import redis_client, sync_redis_client
 from segstream.stream.kafka.lag import LagReader, read_lag
+from segstream.stream.lifecycle.namespace import drop_keys
 from segstream.stream.state.keys import state_key
 from segstream.stream.state.populations import count_populations
 from segstream.training.artifact import Model, load_model
@@ -74,17 +75,6 @@ async def _fill(client: aioredis.Redis, prefix: str, users: int, model: Model | 
                 },
             )
         await pipe.execute()
-
-
-async def _drop(client: aioredis.Redis, prefix: str) -> None:
-    batch: list[bytes] = []
-    async for key in client.scan_iter(match=prefix + "*", count=5_000):
-        batch.append(key)
-        if len(batch) >= 5_000:
-            await client.unlink(*batch)
-            batch.clear()
-    if batch:
-        await client.unlink(*batch)
 
 
 async def _timed(n: int, call: Callable[[int], Awaitable[None]]) -> list[float]:
@@ -169,8 +159,12 @@ async def _bench(settings: Settings, users: int, requests: int) -> None:
         if model is not None:
             await _bench_http(settings, prefix, users, requests)
     finally:
-        await _drop(client, prefix)
         await client.aclose()
+        dropper = sync_redis_client(settings)
+        try:
+            drop_keys(dropper, prefix + "*")  # every primary of a cluster
+        finally:
+            dropper.close()
     topics = [settings.topic_users, settings.topic_orders]
     async with LagReader(settings, settings.app_id, topics) as reader:
         await reader.read()
