@@ -219,11 +219,9 @@ async def read_populations(
         # key lists per owner are built once per slot map (16,384 keys take ~15 ms in Python).
         owners = tuple(manager.get_node_from_slot(slot).name for slot in range(len(_SLOTS)))
         plan = _plan(prefix, cluster, owners)
+        targets = {name: by_name.get(name) or manager.get_node(node_name=name) for name in plan}
         replies = await asyncio.gather(
-            *(
-                _script(client, _SUM_COUNTERS, by_name.get(name) or manager.get_node(name), keys)
-                for name, keys in plan.items()
-            )
+            *(_script(client, _SUM_COUNTERS, targets[name], keys) for name, keys in plan.items())
         )
     by_version: dict[str, dict[int, int]] = {}
     unassigned = sum(merge_counts(by_version, reply) for reply in replies)
