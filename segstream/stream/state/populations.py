@@ -39,13 +39,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from segstream.stream.clients.retry import REDIS_TRANSIENT
 from segstream.stream.state.keys import (
     population_keys,
     population_pattern,
     population_slot_key,
+    slot_tags,
     user_pattern,
 )
 from segstream.stream.state.keyspace import primaries, scan_page
@@ -73,7 +74,7 @@ class Populations:
     counted_at: float = 0.0
     """Seconds since the epoch."""
     duration_s: float = 0.0
-    """How long the count took."""
+    """How long the read (or count) took, in seconds."""
 
     @property
     def users(self) -> int:
@@ -205,13 +206,32 @@ async def read_populations(
     the primaries in parallel.
 
     ``cluster`` must be the writers' (``SEGSTREAM_REDIS_CLUSTER``): it says which counter
-    hashes exist. Redis errors propagate (redis-py's).
+    hashes exist. A slot that moved to another node meanwhile makes the read learn the slot map
+    again and retry once. Redis errors propagate (redis-py's).
     """
+    # Once per process (~0.1 s): outside the timing, which PopulationCache's refresh rule uses.
+    slot_tags()
     started = time.perf_counter()
+    try:
+        replies = await _sum_counters(client, prefix, cluster)
+    except ResponseError as exc:
+        if "non local key" not in str(exc):
+            raise
+        # A slot moved (resharding, failover) since the client learnt the slot map: learn it
+        # again and read once more.
+        await client.nodes_manager.initialize()  # type: ignore[attr-defined]
+        replies = await _sum_counters(client, prefix, cluster)
+    by_version: dict[str, dict[int, int]] = {}
+    unassigned = sum(merge_counts(by_version, reply) for reply in replies)
+    return Populations(by_version, unassigned, clock(), time.perf_counter() - started)
+
+
+async def _sum_counters(client: aioredis.Redis, prefix: str, cluster: bool) -> list[Any]:
+    """One :data:`_SUM_COUNTERS` reply per primary."""
     nodes = await primaries(client)
     if nodes == [None]:
         plan = _plan(prefix, cluster, None)
-        replies = [await _script(client, _SUM_COUNTERS, None, plan[""])]
+        return [await _script(client, _SUM_COUNTERS, None, plan[""])]
     else:
         manager = client.nodes_manager  # type: ignore[attr-defined]
         by_name = {node.name: node for node in nodes if node is not None}
@@ -223,9 +243,7 @@ async def read_populations(
         replies = await asyncio.gather(
             *(_script(client, _SUM_COUNTERS, targets[name], keys) for name, keys in plan.items())
         )
-    by_version: dict[str, dict[int, int]] = {}
-    unassigned = sum(merge_counts(by_version, reply) for reply in replies)
-    return Populations(by_version, unassigned, clock(), time.perf_counter() - started)
+    return list(replies)
 
 
 async def tally_slots(
