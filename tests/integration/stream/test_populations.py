@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source, UserEvent
 from segstream.stream.domain.user import Settle
-from segstream.stream.state.keys import population_key
+from segstream.stream.state.keys import population_key, state_key, state_prefix
 from segstream.stream.state.populations import (
     Populations,
     count_populations,
@@ -20,6 +20,7 @@ from segstream.stream.state.populations import (
     recount_populations,
 )
 from segstream.stream.state.store import RedisState
+from tests.integration.stream.conftest import app_settings, cli_json
 
 PREFIX = "pops:"
 
@@ -150,3 +151,24 @@ def test_recount_repairs_skewed_counters_and_drops_unused_ones(
     assert (kept.by_version, kept.unassigned) == ({"v1": {3: 25}}, 15)
     assert not redis_client.exists(stray)
     assert redis_client.hgetall(key) == {b"s:3:v1": b"25", b"u": b"15"}
+
+
+def test_the_cli_counts_hashes_written_without_counters_only_after_a_recount(
+    redis_client: redis.Redis, redis_url: str, kafka_bootstrap: str
+) -> None:
+    # State written before the counters existed (an upgrade): hashes, no counter hash.
+    settings = app_settings(kafka_bootstrap, redis_url, app_prefix="popcli", create_topics=False)
+    prefix = state_prefix(settings)
+    for uid, segment in ((1, "0"), (2, "0"), (3, "2")):
+        redis_client.hset(state_key(prefix, uid), mapping={"seg": segment, "mv": "v7", "n": 1})
+    redis_client.hset(state_key(prefix, 4), mapping={"age": 30})
+
+    before = cli_json(settings, "populations")
+    recounted = cli_json(settings, "populations", "--recount")
+    after = cli_json(settings, "populations")
+
+    assert (before["users"], before["by_version"]) == (0, {})
+    expected = {"users": 4, "unassigned": 1, "by_version": {"v7": {"0": 2, "2": 1}}}
+    for document in (recounted, after):
+        assert {k: document[k] for k in expected} == expected
+    assert (recounted["recounted"], after["recounted"]) == (True, False)
