@@ -80,7 +80,7 @@ class LiveView:
         redis: aioredis.Redis,
         prefix: str,
         lag_interval_s: float = 2.0,
-        population_min_age_s: float = 5.0,
+        population_min_age_s: float = 1.0,
         stalls: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         """``stalls``: why the worker in this process is not progressing (its watchdog's
@@ -92,7 +92,9 @@ class LiveView:
         self.metrics = metrics
         self.serving = serving
         self.redis = redis
-        self.populations = PopulationCache(redis, prefix, min_age_s=population_min_age_s)
+        self.populations = PopulationCache(
+            redis, prefix, cluster=settings.redis_cluster, min_age_s=population_min_age_s
+        )
         self.feed = ChangeFeed(settings, settings.topic_segment_changes)
         self.lag_reader = LagReader(
             settings,

@@ -307,7 +307,7 @@ def create_web_app(
     assigner: Assigner | None = None,
     redis: aioredis.Redis | None = None,
     lag_interval_s: float = 2.0,
-    population_min_age_s: float = 5.0,
+    population_min_age_s: float = 1.0,
     stalls: Callable[[], Sequence[str]] | None = None,
 ) -> web.Application:
     """The HTTP application (not started); the other arguments share the worker's objects.
@@ -317,7 +317,7 @@ def create_web_app(
         assigner: the worker's model holder, so both serve the same version.
         redis: a client that does not decode responses; one is made (and closed) if ``None``.
         lag_interval_s: how often the lag is read from Kafka for the page and the gauges.
-        population_min_age_s: how old segment populations may be before a recount.
+        population_min_age_s: how old segment populations may be before they are read again.
         stalls: the worker's watchdog reasons; ``/readyz`` is not ready while there are any.
     """
     own_redis = redis is None
