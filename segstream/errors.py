@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "EventError",
     "ModelMismatchError",
+    "ReplicaWaitTimeout",
     "SegstreamError",
     "ServiceError",
     "StateError",
@@ -55,6 +56,10 @@ class EventError(SegstreamError):
 
 class StateError(SegstreamError):
     """The per-user state store (Redis) failed after its retries were exhausted."""
+
+
+class ReplicaWaitTimeout(StateError):
+    """Fewer Redis replicas than required acknowledged a write step within the WAIT timeout."""
 
 
 def describe(exc: BaseException) -> str:

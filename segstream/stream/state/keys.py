@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from segstream.settings import Settings
 
-__all__ = ["outbox_key", "state_key", "state_prefix", "user_pattern"]
+__all__ = ["outbox_key", "state_key", "state_prefix", "user_pattern", "wait_key"]
 
 
 def state_prefix(settings: Settings) -> str:
@@ -30,3 +30,13 @@ def user_pattern(prefix: str) -> str:
     """SCAN MATCH pattern of every user hash (``prefix`` glob characters escaped)."""
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
     return escaped + "{u:*}"
+
+
+def wait_key(key: str) -> str:
+    """A short-lived marker in ``key``'s hash slot: ``<prefix>{u:<user_id>}:wait``.
+
+    Written just before a ``WAIT`` on the same connection (``RedisState``), so the WAIT
+    covers every write the node made before it, whichever connection made them. Not a hash:
+    the user scans (``SCAN ... TYPE hash``) never see it.
+    """
+    return key.split("}", 1)[0] + "}:wait"
