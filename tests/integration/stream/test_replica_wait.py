@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -22,9 +23,19 @@ from segstream.errors import ConfigError, ReplicaWaitTimeout
 from segstream.services.redis import RedisServer
 from segstream.settings import load_settings
 from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source, UserEvent
-from segstream.stream.state.keys import state_key
+from segstream.stream.state.keys import state_key, state_prefix
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.run import check_dependencies
+from tests.integration.stream.conftest import (
+    Dataset,
+    WorkerProcess,
+    app_settings,
+    input_lag,
+    replay,
+    wait_until_consumed,
+)
+from tests.integration.stream.faults.conftest import chunks, metric, wait_for
+from tests.integration.stream.parity import check_parity
 from tests.ports import free_port
 
 PREFIX = "wait:"
@@ -168,3 +179,47 @@ def test_the_worker_refuses_to_start_when_min_replicas_exceeds_the_replicas(pair
     assert "SEGSTREAM_REDIS_MIN_REPLICAS is 2" in text
     assert "has 1 replica(s) connected" in text
     assert "SEGSTREAM_REDIS_MIN_REPLICAS=1" in text
+
+
+@pytest.mark.slow
+def test_a_worker_acks_nothing_while_the_replica_is_paused_then_catches_up_losslessly(
+    pair: Pair, kafka_bootstrap: str, dataset: Dataset, start_worker, tmp_path: Path
+) -> None:
+    settings = app_settings(
+        kafka_bootstrap,
+        pair.primary.url,
+        model_dir=dataset.models_dir,
+        data_dir=tmp_path / "worker-data",
+        batch_size=500,
+        redis_min_replicas=1,
+        redis_wait_timeout_ms=200,
+    )
+    parts = chunks(dataset.plan, 3)
+    worker: WorkerProcess = start_worker(settings)
+    replay(settings, parts[0])
+    wait_until_consumed(settings, [worker])
+    assert metric(worker, "segstream_redis_wait_timeouts_total") == 0
+    with paused(pair):
+        replay(settings, parts[1])
+        wait_for(
+            lambda: metric(worker, "segstream_redis_wait_timeouts_total") >= 3,
+            60,
+            "the worker to count WAIT timeouts",
+        )
+        lag = input_lag(settings)
+        assert lag > 0, "a batch was acked that no replica had"
+        assert worker.process.poll() is None, worker.log_tail()
+        assert "SEGSTREAM_REDIS_MIN_REPLICAS" in worker.log_tail(200)
+    replay(settings, parts[2])
+    wait_until_consumed(settings, [worker])
+    assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+    check_parity(settings, dataset, tmp_path)
+    # Every acked batch is on the replica: its users' hashes equal the primary's.
+    prefix = state_prefix(settings)
+    with redis.Redis.from_url(pair.primary.url) as p, redis.Redis.from_url(pair.replica.url) as r:
+        keys = [state_key(prefix, uid) for uid in dataset.user_ids]
+        pipe_p, pipe_r = p.pipeline(transaction=False), r.pipeline(transaction=False)
+        for key in keys:
+            pipe_p.hgetall(key)
+            pipe_r.hgetall(key)
+        assert pipe_r.execute() == pipe_p.execute()
