@@ -232,17 +232,28 @@ class RedisState:
 
         Each command goes to the primary of its first key's slot (EVALSHA: ``args[3]``; the
         ``before`` commands: ``args[1]``). Nothing is redirected: any error fails the step,
-        after a refresh of the slot map when the cluster moved under us.
+        after a refresh of the slot map when the cluster moved under us (a MOVED, a node
+        gone, a slot not covered), so that the retry goes where the slots are now.
         """
         client = cast(AsyncRedisCluster, self.client)
+        try:
+            return await self._send_per_primary(client, commands, step)
+        except NoScriptError:
+            raise
+        except (RedisError, OSError):
+            await self._refresh_slots(client)
+            raise
+
+    async def _send_per_primary(
+        self, client: AsyncRedisCluster, commands: Sequence[tuple[Any, ...]], step: str
+    ) -> list:
         await client.initialize()
         by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
         ordered: list[PipelineCommand] = []
         for position, command in enumerate(commands):
             node = client.nodes_manager.get_node_from_slot(key_slot(_key_of(command).encode()))
-            entry = by_node.setdefault(node.name, (node, []))
             ordered.append(PipelineCommand(position, *command))
-            entry[1].append(ordered[-1])
+            by_node.setdefault(node.name, (node, []))[1].append(ordered[-1])
         waits: list[tuple[ClusterNode, PipelineCommand]] = []
         for node, queued in by_node.values():
             marker, wait = self._wait_commands(_key_of(queued[0].args))
@@ -252,15 +263,13 @@ class RedisState:
             *(node.execute_pipeline(queued) for node, queued in by_node.values()),
             return_exceptions=True,
         )
-        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
-        failure = failure or next(
-            (c.result for _, q in by_node.values() for c in q if isinstance(c.result, Exception)),
-            None,
-        )
-        if failure is not None:
-            if not isinstance(failure, NoScriptError):
-                await self._refresh_slots(client)
-            raise failure
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        for _, queued in by_node.values():
+            for command in queued:
+                if isinstance(command.result, Exception):
+                    raise command.result
         for node, wait in waits:
             self._check_acked(wait.result, f"primary {node.name}", step)
         return [command.result for command in ordered]
