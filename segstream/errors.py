@@ -14,6 +14,7 @@ __all__ = [
     "EventError",
     "InputError",
     "ModelMismatchError",
+    "ReplicaWaitTimeout",
     "SegstreamError",
     "ServiceError",
     "StateError",
@@ -71,6 +72,10 @@ class InputError(SegstreamError):
 
 class StateError(SegstreamError):
     """The per-user state store (Redis) failed after its retries were exhausted."""
+
+
+class ReplicaWaitTimeout(StateError):
+    """Fewer Redis replicas than required acknowledged a write step within the WAIT timeout."""
 
 
 def describe(exc: BaseException) -> str:

@@ -40,6 +40,10 @@ class WorkerObserver(Protocol):
     def redis_retry(self) -> None:
         """A failed Redis call is being retried."""
 
+    def redis_wait_timeout(self) -> None:
+        """Fewer replicas than ``SEGSTREAM_REDIS_MIN_REPLICAS`` acknowledged a write step in time
+        (the step is retried, its batch not acknowledged; also counted as an error and a retry)."""
+
     def stall(self, kind: str) -> None:
         """The worker stopped progressing: a ``batch`` or ``commit`` overran its deadline.
 

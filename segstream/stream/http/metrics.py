@@ -28,6 +28,9 @@ segstream_segment_population                gauge      ``model_version``, ``segm
 segstream_model_info                        info       ``version`` of the model in use
 segstream_redis_errors_total                counter    failed Redis calls (transient errors)
 segstream_redis_retries_total               counter    Redis calls retried after a failure
+segstream_redis_wait_timeouts_total         counter    write steps whose WAIT saw fewer replicas
+                                                       than SEGSTREAM_REDIS_MIN_REPLICAS in time
+                                                       (the step is retried, the batch not acked)
 segstream_stalls_total                      counter    ``kind``: ``batch`` or ``commit`` overran
                                                        its deadline (the progress watchdog)
 segstream_consumer_lag_messages             gauge      ``topic``, ``partition``: records pending
@@ -137,6 +140,12 @@ class Metrics:
         self._redis_retries = Counter(
             "segstream_redis_retries", "Redis calls retried after a failure.", registry=r
         )
+        self._redis_wait_timeouts = Counter(
+            "segstream_redis_wait_timeouts",
+            "Write steps whose WAIT saw fewer replicas than SEGSTREAM_REDIS_MIN_REPLICAS within "
+            "SEGSTREAM_REDIS_WAIT_TIMEOUT_MS (retried; the batch is not acknowledged meanwhile).",
+            registry=r,
+        )
         self._stalls = Counter(
             "segstream_stalls",
             "Times the worker stopped progressing: a batch or an offset commit overran its "
@@ -222,6 +231,10 @@ class Metrics:
     def redis_retry(self) -> None:
         """A failed Redis call is being retried."""
         self._redis_retries.inc()
+
+    def redis_wait_timeout(self) -> None:
+        """Too few replicas acknowledged a write step within the WAIT timeout."""
+        self._redis_wait_timeouts.inc()
 
     def stall(self, kind: str) -> None:
         """The worker stalled: ``kind`` (``batch``, ``commit``) overran its deadline."""

@@ -26,6 +26,7 @@ __all__ = [
     "state_key",
     "state_prefix",
     "user_pattern",
+    "wait_key",
 ]
 
 
@@ -98,3 +99,13 @@ def population_keys(prefix: str, *, cluster: bool) -> list[str]:
 def population_pattern(prefix: str) -> str:
     """SCAN MATCH pattern of every population counter hash of ``prefix``."""
     return _glob_escape(prefix) + "pop:{*}"
+
+
+def wait_key(key: str) -> str:
+    """A short-lived marker in ``key``'s hash slot: ``<prefix>{u:<user_id>}:wait``.
+
+    Written just before a ``WAIT`` on the same connection (``RedisState``), so the WAIT
+    covers every write the node made before it, whichever connection made them. Not a hash:
+    the user scans (``SCAN ... TYPE hash``) never see it.
+    """
+    return key.split("}", 1)[0] + "}:wait"

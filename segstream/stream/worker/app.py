@@ -337,6 +337,8 @@ def create_app(
             state_prefix(settings),
             order_window=settings.order_dedupe_window,
             cluster=settings.redis_cluster,
+            min_replicas=settings.min_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         await state.load_scripts()
         # Read once: a later change of the topic's limit takes a worker restart.

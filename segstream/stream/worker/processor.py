@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from segstream.errors import StateError
+from segstream.errors import ReplicaWaitTimeout, StateError
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
@@ -131,8 +131,17 @@ class BatchProcessor:
                 log.warning("%s", line)
 
     async def _redis(self, what: str, operation: Any) -> Any:
+        async def attempt() -> Any:
+            try:
+                return await operation()
+            except ReplicaWaitTimeout:
+                # The step is retried (its writes again, then WAIT), the batch stays unacked.
+                if self.metrics is not None:
+                    self.metrics.redis_wait_timeout()
+                raise
+
         return await retry(
-            operation,
+            attempt,
             what=what,
             transient=REDIS_TRANSIENT,
             error=StateError,

@@ -13,6 +13,7 @@ same data and model. Checked:
 - ``user-segments``: the last record of each key is the user's final segment;
 - the maintained population counters: the SQL's users per segment under the model's version,
   every other user with a state as unassigned, the same as counting the user hashes.
+- :func:`check_sequences` (called apart): each user's ``sequence`` numbers are gap-free.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ def expected_rows(dataset: Dataset, assigned: pd.DataFrame) -> dict[int, list[st
     return expected
 
 
-def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> None:
-    """Assert the module docstring's checks; messages show the first few mismatches."""
+def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> dict[int, int]:
+    """Assert the module docstring's checks; messages show the first few mismatches.
+
+    Returns each assigned user's final segment (the batch's)."""
     expected = expected_rows(dataset, batch_assign(dataset, workdir / "assigned.parquet"))
     prefix = state_prefix(settings)
     client = sync_redis_client(settings)  # the settings' credentials and TLS
@@ -94,6 +97,7 @@ def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> None:
     for record in segments:
         last[int(record.key)] = json.loads(record.value)["segment"]
     assert last == final
+    return final
 
 
 def check_populations(settings: Settings, final: dict[int, int], version: str) -> None:
@@ -157,3 +161,26 @@ def check_changes(
             broken.append((uid, chain[-1]["segment"], final.get(uid)))
     assert not broken, f"{len(broken)} users' changes are wrong, e.g. {broken[:5]}"
     assert set(chains) == set(final)
+
+
+def check_sequences(settings: Settings, final: dict[int, int]) -> None:
+    """No change event lost: each user's ``segment-changes`` records, by ``sequence``, are
+    numbered 1..n without a gap, a sequence published twice is the same change, and the
+    last is the user's ``final`` segment; exactly ``final``'s users have changes."""
+    records = asyncio.run(read_all(settings, settings.topic_segment_changes))
+    by_user: dict[int, dict[int, dict]] = defaultdict(dict)
+    problems = []
+    for record in records:
+        change = json.loads(record.value)
+        uid, number = change["user_id"], change["sequence"]
+        earlier = by_user[uid].setdefault(number, change)
+        if earlier["event_id"] != change["event_id"] or earlier["segment"] != change["segment"]:
+            problems.append((uid, number, earlier["segment"], change["segment"]))
+    for uid, changes in by_user.items():
+        numbers = sorted(changes)
+        if numbers != list(range(1, len(numbers) + 1)):
+            problems.append((uid, numbers))
+        elif changes[numbers[-1]]["segment"] != final.get(uid):
+            problems.append((uid, changes[numbers[-1]]["segment"], final.get(uid)))
+    assert not problems, f"{len(problems)} users' change sequences are wrong, e.g. {problems[:5]}"
+    assert set(by_user) == set(final)

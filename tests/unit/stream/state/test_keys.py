@@ -12,6 +12,7 @@ from segstream.stream.state.keys import (
     slot_tags,
     state_key,
     user_pattern,
+    wait_key,
 )
 
 
@@ -48,3 +49,9 @@ def test_a_single_server_has_one_population_key_for_every_user() -> None:
 def test_population_keys_match_their_pattern_and_not_the_users() -> None:
     assert population_pattern("a*:") == "a\\*:pop:{*}"
     assert not population_key("app:", 1, cluster=True).startswith("app:{u:")
+
+
+def test_the_wait_marker_shares_the_slot_of_the_key_it_stands_for() -> None:
+    for key in (state_key("app:", 42), outbox_key("app:", 42)):
+        assert wait_key(key) == "app:{u:42}:wait"
+        assert key_slot(wait_key(key).encode()) == key_slot(key.encode())
