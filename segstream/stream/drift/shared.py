@@ -49,6 +49,7 @@ from redis.exceptions import ResponseError
 
 from segstream.errors import StateError
 from segstream.settings import Settings
+from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.assignment import feature_batch
 from segstream.stream.domain.observer import WorkerObserver
@@ -62,6 +63,7 @@ from segstream.stream.drift.centroids import (
     encode_centers,
     learn_deltas,
 )
+from segstream.stream.state.keys import state_prefix
 from segstream.training.artifact import Model
 from segstream.training.assign import assign
 
@@ -72,6 +74,7 @@ __all__ = [
     "SharedDrift",
     "drift_key",
     "drift_store",
+    "load_epochs",
     "shared_drift",
 ]
 
@@ -434,6 +437,34 @@ def drift_store(settings: Settings, client: aioredis.Redis, prefix: str) -> Drif
     return DriftStore(
         client, prefix, epoch_s=settings.drift_epoch_s, epochs_kept=settings.drift_epochs_kept
     )
+
+
+async def load_epochs(
+    settings: Settings, model: Model, numbers: Sequence[int | None]
+) -> list[Epoch]:
+    """Epochs ``numbers`` of ``model``'s drift (``None``: the newest), read from the Redis and
+    app of ``settings`` (for ``segstream assign --with-drift``).
+
+    Raises:
+        StateError: Redis unreachable after a few tries (naming ``SEGSTREAM_REDIS_URL``), or
+            as :meth:`DriftStore.epoch` (no drift state, an epoch not published or pruned).
+    """
+    client = redis_client(settings)
+    store = drift_store(settings, client, state_prefix(settings))
+    try:
+        return [
+            await retry(
+                lambda number=number: store.epoch(model, number),
+                what="reading the drift epochs",
+                transient=REDIS_TRANSIENT,
+                attempts=3,
+                error=StateError,
+                hint="check SEGSTREAM_REDIS_URL",
+            )
+            for number in numbers
+        ]
+    finally:
+        await client.aclose()
 
 
 def shared_drift(
