@@ -395,3 +395,16 @@ def test_train_reads_a_sqlite_database(
     assert main(argv) == 0
     from_sqlite = pd.read_parquet(tmp_path / "models" / "current" / ASSIGNMENTS_FILE)
     assert len(from_sqlite) == len(read_features(DataSource(path=data)))
+
+
+def test_assign_refuses_an_epoch_without_with_drift(
+    tmp_path: Path, trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, models = trained
+    out = tmp_path / "a.parquet"
+    argv = ["assign", "--model", str(models / "current"), "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--epoch", "3"]) == 2
+    assert "--epoch needs --with-drift" in capsys.readouterr().err
+    assert main([*argv, "--with-drift", "--epoch", "-1"]) == 2
+    assert "--epoch must be 0 or more" in capsys.readouterr().err
+    assert not out.exists()
