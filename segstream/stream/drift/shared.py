@@ -235,7 +235,7 @@ class DriftStore:
             return Epoch.trained(model)
         if wanted < 0 or wanted > newest_number:
             raise StateError(
-                f"drift epoch {wanted} of model {model.version} does not exist: the newest is "
+                f"drift epoch {wanted} of model {model.version} does not exist: newest is "
                 f"{newest_number}"
             )
         centers = await self.client.hget(key, _epoch_field(wanted))
