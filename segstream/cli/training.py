@@ -243,7 +243,8 @@ def _assign(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     print(f"assigned {len(features):,} users with {using} in {elapsed:.1f}s")
     print(f"wrote {args.out}")
-    print("segments: " + ", ".join(f"{s}: {n:,}" for s, n in counts.items()))
+    per = "" if drifted is None or len(drifted) == 1 else " (rows of every epoch together)"
+    print(f"segments{per}: " + ", ".join(f"{s}: {n:,}" for s, n in counts.items()))
     if frame["unseen"].any():
         print(f"{int(frame['unseen'].sum()):,} users had categories unseen in training (flagged)")
     return 0
