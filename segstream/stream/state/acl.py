@@ -21,8 +21,8 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("hset", "inside the scripts"),
     ("hsetnx", "inside apply.lua"),
     ("hincrby", "inside the scripts (counters, fences, drift version)"),
-    ("hkeys", "inside the scripts: the order-id window, drift's writer sweep"),
-    ("hdel", "inside the scripts: forgotten order ids, expired drift writers"),
+    ("hkeys", "inside the scripts: the order-id window, drift's sweep; `drift show`'s epochs"),
+    ("hdel", "inside the scripts: forgotten order ids, expired drift writers and epochs"),
     ("rpush", "the outbox, inside settle.lua"),
     ("llen", "the outbox, inside the scripts"),
     ("lrange", "the outbox: inside the scripts, `GET /users/{id}`"),
@@ -31,7 +31,6 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("time", "the server's clock, inside the scripts"),
     ("scan", "segment populations (`GET /segments`, metrics), `reassign`, namespace drop"),
     ("unlink", "dropping an app's keys (`segstream demo` reset, the bench's clean-up)"),
-    ("del", "`segstream drift reset`"),
     ("memory|usage", "`segstream bench stream`'s bytes per user only"),
 )
 """``(command, why)`` for every command segstream sends; lower-case, as ACL rules spell them."""
