@@ -103,7 +103,11 @@ def drift_key(prefix: str, model_version: str) -> str:
 
 
 def _script_text(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+    """``lua/<name>.lua`` after ``lua/drift_common.lua`` (the functions both scripts use)."""
+    folder = resources.files(__package__).joinpath("lua")
+    return (
+        folder.joinpath("drift_common.lua").read_text() + folder.joinpath(f"{name}.lua").read_text()
+    )
 
 
 def _epoch_field(number: int) -> str:

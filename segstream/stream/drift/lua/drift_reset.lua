@@ -7,6 +7,8 @@
 -- KEYS[1]  the state's hash (see drift_update.lua for its fields).
 -- ARGV[1]  how many epochs to keep (older ones are removed, as drift_update.lua does).
 --
+-- Runs after drift_common.lua (sweep), which segstream.stream.drift.shared puts before it.
+--
 -- Returns 1 when there was a drift state, 0 when there was none (nothing is written then).
 
 local key = KEYS[1]
@@ -17,21 +19,7 @@ if state[2] == false then
 end
 local epoch = tonumber(state[3] or '0') + 1
 local clock = redis.call('TIME')
-local gone = {}
-for _, field in ipairs(redis.call('HKEYS', key)) do
-  local kind = string.sub(field, 1, 2)
-  if kind == 'w:' or kind == 's:' or kind == 'p:' then
-    gone[#gone + 1] = field
-  elseif kind == 'e:' then
-    local number = tonumber(string.sub(field, 3))
-    if number == nil or number <= epoch - kept then
-      gone[#gone + 1] = field
-    end
-  end
-end
-for first = 1, #gone, 1000 do
-  redis.call('HDEL', key, unpack(gone, first, math.min(first + 999, #gone)))
-end
+sweep(key, epoch - kept, '', -1, tonumber(clock[1]))
 redis.call('HSET', key, 'v', tonumber(state[1] or '0') + 1, 'c', state[2], 'n', '0',
   'e', epoch, 'ea', string.format('%.6f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000),
   'e:' .. epoch, state[2])

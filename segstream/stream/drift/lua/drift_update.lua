@@ -26,6 +26,9 @@
 --          removes every epoch but the newest ARGV[9], and the expired writers: so that work,
 --          which scans the hash, runs at most once per epoch, not once per update.
 --
+-- Runs after drift_common.lua (writer_fields, sweep), which segstream.stream.drift.shared puts
+-- before it.
+--
 -- Numbers travel as text: "%.17g" and tonumber() round-trip a double exactly, where the Lua
 -- JSON encoder keeps only 14 digits.
 --
@@ -46,12 +49,6 @@ local learned = tonumber(ARGV[4])
 local writer, sequence = ARGV[5], tonumber(ARGV[6])
 local expiry = tonumber(ARGV[7])
 local epoch_interval, epochs_kept = tonumber(ARGV[8]), tonumber(ARGV[9])
-
--- "<sequence> <points> <seconds>" -> the three numbers.
-local function writer_fields(text)
-  local a, b, c = string.match(text, '^(%d+) (%d+) (%d+)$')
-  return tonumber(a), tonumber(b), tonumber(c)
-end
 
 local state = redis.call('HMGET', key, 'v', 'c', 't', 'n', 'w:' .. writer, 'e', 'ea')
 local version = tonumber(state[1] or '0')
@@ -112,29 +109,7 @@ if epoch == 0 or state[7] == false or now_precise - tonumber(state[7]) >= epoch_
   epoch = epoch + 1
   redis.call('HSET', key, 'e', epoch, 'ea', string.format('%.6f', now_precise),
     'e:' .. epoch, text)
-  -- Forget the epochs past the newest epochs_kept, writers silent for longer than the expiry,
-  -- and the fields of the script before.
-  local gone = {}
-  for _, field in ipairs(redis.call('HKEYS', key)) do
-    local kind = string.sub(field, 1, 2)
-    if kind == 's:' or kind == 'p:' then
-      gone[#gone + 1] = field
-    elseif kind == 'e:' then
-      local number = tonumber(string.sub(field, 3))
-      if number == nil or number <= epoch - epochs_kept then
-        gone[#gone + 1] = field
-      end
-    elseif kind == 'w:' and field ~= 'w:' .. writer then
-      local _, _, seen = writer_fields(redis.call('HGET', key, field))
-      if seen == nil or now - seen > expiry then
-        gone[#gone + 1] = field
-      end
-    end
-  end
-  -- In slices: unpack() of thousands of values (a lowered epochs_kept) overflows Lua's stack.
-  for first = 1, #gone, 1000 do
-    redis.call('HDEL', key, unpack(gone, first, math.min(first + 999, #gone)))
-  end
+  sweep(key, epoch - epochs_kept, writer, expiry, now)
 end
 
 return {version + 1, text, string.format('%d', total), epoch,
