@@ -366,7 +366,9 @@ class SharedDrift:
             )
         if self.metrics is not None:
             distances = drift_distances(centroids.centers, model.centers)
-            self.metrics.set_drift(model.version, centroids.version, distances.tolist())
+            self.metrics.set_drift(
+                model.version, centroids.version, distances.tolist(), centroids.epoch.number
+            )
         return centroids
 
     async def centroids(self, model: Model) -> Centroids:

@@ -11,7 +11,9 @@ shared centres move and many epochs are published while it runs. Then, for every
   assignment of its own ``features`` with that epoch's centres; the last change is the
   stored segment; ``user-segments``' last value carries the last change's epoch;
 - the drift is real: segments differ from plain ``segstream assign`` (trained centres) for
-  some users, and the users were assigned with several epochs.
+  some users, and the users were assigned with several epochs;
+- ``compare_with_batch`` (``segstream demo``'s check) agrees: all equal against the drifted
+  reference, the drifted users different against the plain one.
 
 The figures are written to ``test-artifacts/drift-parity.json``.
 """
@@ -36,6 +38,7 @@ from segstream.stream.domain.events import load_schema
 from segstream.stream.drift.centroids import drifted_model
 from segstream.stream.drift.shared import drift_store, load_epochs
 from segstream.stream.kafka.topics import read_all
+from segstream.stream.lifecycle.verify import compare_with_batch
 from segstream.stream.state.keys import state_key, state_prefix
 from segstream.training.assign import assign
 from segstream.training.features import FEATURE_COLUMNS
@@ -143,6 +146,9 @@ def test_a_drift_worker_is_reproduced_by_assign_with_drift_at_each_users_epoch(
         if segment != reference[(uid, epoch)] or version != model.version
     ]
     assert not mismatches, f"{len(mismatches)} users differ, e.g. {mismatches[:5]}"
+    # The same comparison as `segstream demo` makes it, at each user's stored epoch.
+    report = compare_with_batch(settings, drifted, model.version)
+    assert report.ok and report.users == len(sql_users), report
 
     # 2. Every change is its own features assigned with its epoch; the last is the stored one.
     last, changes = _last_changes(settings)
@@ -179,6 +185,8 @@ def test_a_drift_worker_is_reproduced_by_assign_with_drift_at_each_users_epoch(
     plain = batch_assign(dataset, tmp_path / "plain.parquet")
     trained = dict(zip(plain["user_id"].tolist(), plain["segment"].tolist(), strict=True))
     moved = sum(1 for uid, (segment, _, _) in stored.items() if segment != trained[uid])
+    against_plain = compare_with_batch(settings, plain, model.version)
+    assert (against_plain.mismatched, against_plain.other_epoch) == (moved, 0)
     newest = max(epochs)
     at_newest = sum(1 for uid, (s, _, _) in stored.items() if s != reference[(uid, newest)])
     later = [uid for uid, change in last.items() if change["drift_epoch"] != stored[uid][2]]
