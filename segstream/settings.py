@@ -143,7 +143,7 @@ class Settings(BaseSettings):
 
     drift_epochs_kept: int = Field(default=3_600, ge=1, le=1_000_000)
     """Drift mode: how many of the newest drift epochs Redis keeps per model version (about
-    200 B each at k=5; 3,600 one-second epochs: an hour of continuous learning). Older ones are
+    270 B each at k=5; 3,600 one-second epochs: an hour of continuous learning). Older ones are
     pruned, and ``segstream assign --with-drift --epoch`` can no longer reproduce them."""
 
     # --- runtime faults: start-up waits, the progress watchdog, client timeouts -------------

@@ -1,4 +1,4 @@
-"""``segstream bench training | stream | ops``: the benchmarks, which print their figures.
+"""``segstream bench training | stream | ops | drift``: the benchmarks, which print figures.
 
 The benchmarks live in ``benchmarks/`` of a source checkout, not in the installed package; these
 verbs run them from the checkout the package was installed from (``pip install -e .``, as
@@ -64,8 +64,14 @@ def _bench_ops(args: argparse.Namespace) -> int:
     return benchmark("ops").run_ops_bench(load_settings(), args.users, args.requests)
 
 
+def _bench_drift(args: argparse.Namespace) -> int:
+    if args.users < 1 or args.epochs < 1 or args.repeat < 1:
+        raise ConfigError("--users, --epochs and --repeat must be at least 1")
+    return benchmark("drift").run_drift_bench(load_settings(), args.users, args.epochs, args.repeat)
+
+
 def add_commands(sub: SubParsers) -> None:
-    """Register ``bench training``, ``bench stream`` and ``bench ops``."""
+    """Register ``bench training``, ``bench stream``, ``bench ops`` and ``bench drift``."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     targets = add_verbs(bench, "bench_target", "TARGET")
     p = targets.add_parser(
@@ -124,3 +130,14 @@ def add_commands(sub: SubParsers) -> None:
         "--requests", type=int, default=2_000, metavar="N", help="GET /users requests to time"
     )
     p.set_defaults(handler=_bench_ops)
+    p = targets.add_parser(
+        "drift", help="what drift epochs cost in Redis (settle rows, epoch updates, memory)"
+    )
+    p.add_argument(
+        "--users", type=int, default=2_000, metavar="N", help="settle rows of a call (a batch)"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=3_600, metavar="N", help="drift epochs kept in the hash"
+    )
+    p.add_argument("--repeat", type=int, default=15, metavar="N", help="calls timed per figure")
+    p.set_defaults(handler=_bench_drift)
