@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EventError",
+    "InputError",
     "ModelMismatchError",
     "SegstreamError",
     "ServiceError",
@@ -51,6 +52,21 @@ class EventError(SegstreamError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class InputError(SegstreamError):
+    """A value breaks its field's rule in the input table (``segstream.training.inputs``).
+
+    ``reason`` is one of the stream's dead-letter reason codes (``out_of_range``,
+    ``wrong_type``...); the message names the field, what it must be and the value given, and
+    is the same text whichever entry point (stream, API, CLI, training) met the value.
+    """
+
+    def __init__(self, reason: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+        self.message = message
 
 
 class StateError(SegstreamError):

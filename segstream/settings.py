@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     """Address the HTTP side binds to; loopback unless you mean to expose it (containers)."""
 
+    unknown_fields: Literal["ignore", "dead_letter"] = "ignore"
+    """An input field no event has (``email`` in a profile): ``ignore`` it, counted
+    (``segstream_unknown_fields_total``) and logged once per field, or ``dead_letter`` the
+    event (reason ``unexpected_field``, naming the field). ``POST /predict`` follows it (400)."""
+
     drift: Literal["off", "river"] = "off"
     """Online centroid drift: ``off``, or ``river`` for river's streaming k-means."""
 

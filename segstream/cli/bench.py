@@ -1,4 +1,4 @@
-"""``segstream bench training | stream | ops | drift``: the benchmarks, which print figures.
+"""``segstream bench training | stream | ops | populations | drift``: benchmarks, figures.
 
 The benchmarks live in ``benchmarks/`` of a source checkout, not in the installed package; these
 verbs run them from the checkout the package was installed from (``pip install -e .``, as
@@ -70,8 +70,16 @@ def _bench_drift(args: argparse.Namespace) -> int:
     return benchmark("drift").run_drift_bench(load_settings(), args.users, args.epochs, args.repeat)
 
 
+def _bench_populations(args: argparse.Namespace) -> int:
+    if args.users < 10 or args.reads < 1 or args.scan_runs < 1:
+        raise ConfigError("--users must be at least 10, --reads and --scan-runs at least 1")
+    return benchmark("populations").run_populations_bench(
+        load_settings(), args.users, args.reads, args.scan_runs
+    )
+
+
 def add_commands(sub: SubParsers) -> None:
-    """Register ``bench training``, ``bench stream``, ``bench ops`` and ``bench drift``."""
+    """Register ``bench training``, ``stream``, ``ops``, ``populations`` and ``drift``."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     targets = add_verbs(bench, "bench_target", "TARGET")
     p = targets.add_parser(
@@ -130,6 +138,19 @@ def add_commands(sub: SubParsers) -> None:
         "--requests", type=int, default=2_000, metavar="N", help="GET /users requests to time"
     )
     p.set_defaults(handler=_bench_ops)
+    p = targets.add_parser(
+        "populations",
+        help="population read from the maintained counters vs a SCAN count, on the configured "
+        "Redis (or Redis Cluster)",
+    )
+    p.add_argument(
+        "--users", type=int, default=1_000_000, metavar="N", help="synthetic users to write"
+    )
+    p.add_argument("--reads", type=int, default=50, metavar="N", help="counter reads to time")
+    p.add_argument(
+        "--scan-runs", type=int, default=1, metavar="N", help="SCAN counts to time (best kept)"
+    )
+    p.set_defaults(handler=_bench_populations)
     p = targets.add_parser(
         "drift", help="what drift epochs cost in Redis (settle rows, epoch updates, memory)"
     )

@@ -18,7 +18,14 @@ import numpy as np
 from segstream.errors import EventError
 from segstream.stream.domain.changes import plan_settle
 from segstream.stream.domain.dead_letters import dead_letter, fit_dead_letter
-from segstream.stream.domain.events import Event, Source, parse_order, parse_user
+from segstream.stream.domain.events import (
+    Event,
+    OrderEvent,
+    Source,
+    UnknownFields,
+    UserEvent,
+    parse_event,
+)
 from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.domain.user import Settle, UserState
 
@@ -44,6 +51,8 @@ class ParsedBatch:
     dead_letters: list[Output]
     reasons: list[str]
     """The reason code of each dead letter, in the same order."""
+    unknown: list[tuple[str, tuple[str, ...]]]
+    """Per valid record that carried fields no event has (ignored): its topic and their names."""
 
 
 def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
@@ -55,18 +64,23 @@ def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
     return list(headers)
 
 
-def parse_batch(records: Sequence[RawRecord], topics: Topics) -> ParsedBatch:
-    """Validate ``records``; group valid events by user (arrival order kept per user)."""
+def parse_batch(
+    records: Sequence[RawRecord], topics: Topics, unknown_fields: UnknownFields = "ignore"
+) -> ParsedBatch:
+    """Validate ``records``; group valid events by user (arrival order kept per user).
+
+    ``unknown_fields`` is ``SEGSTREAM_UNKNOWN_FIELDS``: records with fields no event has are
+    valid and listed in :attr:`ParsedBatch.unknown` (``ignore``), or dead letters.
+    """
     by_user: dict[int, list[tuple[Source, Event]]] = {}
     rejected: list[Output] = []
     reasons: list[str] = []
+    unknown: list[tuple[str, tuple[str, ...]]] = []
     users_topic = topics.users
     for record in records:
+        kind = UserEvent if record.topic == users_topic else OrderEvent
         try:
-            if record.topic == users_topic:
-                event: Event = parse_user(record.value, record.key)
-            else:
-                event = parse_order(record.value, record.key)
+            event, extra = parse_event(record.value, record.key, kind, unknown_fields)
         except EventError as exc:
             reasons.append(exc.reason)
             rejected.append(
@@ -82,13 +96,15 @@ def parse_batch(records: Sequence[RawRecord], topics: Topics) -> ParsedBatch:
                 )
             )
             continue
+        if extra:
+            unknown.append((record.topic, extra))
         source = Source(record.topic, record.partition, record.offset)
         events = by_user.get(event.user_id)
         if events is None:
             by_user[event.user_id] = [(source, event)]
         else:
             events.append((source, event))
-    return ParsedBatch(by_user, rejected, reasons)
+    return ParsedBatch(by_user, rejected, reasons, unknown)
 
 
 def fit_dead_letters(outputs: Sequence[Output], topic: str, max_bytes: int) -> list[Output]:

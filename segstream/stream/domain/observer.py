@@ -31,6 +31,9 @@ class WorkerObserver(Protocol):
     def misplaced(self, topic: str, n: int = 1) -> None:
         """``n`` records of ``topic`` arrived on a partition their key does not hash to."""
 
+    def unknown_fields(self, topic: str, n: int = 1) -> None:
+        """``n`` valid records of ``topic`` carried fields no event has (ignored)."""
+
     def redis_error(self) -> None:
         """A Redis call failed with a transient error."""
 

@@ -15,6 +15,10 @@ segstream_events_consumed_total             counter    ``topic``: input records 
 segstream_misplaced_records_total           counter    ``topic``: records on a partition their key
                                                        does not hash to (murmur2); a producer
                                                        with another partitioner (kcat's CRC32)
+segstream_unknown_fields_total              counter    ``topic``: valid records that carried a
+                                                       field no event has, ignored
+                                                       (``SEGSTREAM_UNKNOWN_FIELDS=ignore``);
+                                                       ``predict`` for POST /predict bodies
 segstream_batch_processing_seconds          histogram  wall time of one batch, end to end
 segstream_batch_events                      histogram  records per batch
 segstream_segment_changes_total             counter    segment changes published
@@ -116,6 +120,12 @@ class Metrics:
         )
         for reason in REASONS:
             self._dead.labels(reason=reason)
+        self._unknown = Counter(
+            "segstream_unknown_fields",
+            "Valid input records that carried a field no event has (ignored), by topic.",
+            ["topic"],
+            registry=r,
+        )
         self._population = Gauge(
             "segstream_segment_population",
             "Users whose current segment is this one, under this model version.",
@@ -201,6 +211,11 @@ class Metrics:
         """``n`` records of ``topic`` arrived off their key's partition (a non-Java producer)."""
         if n:
             self._misplaced.labels(topic=topic).inc(n)
+
+    def unknown_fields(self, topic: str, n: int = 1) -> None:
+        """``n`` valid records of ``topic`` carried fields no event has (ignored)."""
+        if n:
+            self._unknown.labels(topic=topic).inc(n)
 
     def dead_letter(self, reason: str, n: int = 1) -> None:
         """``n`` records were dead-lettered for ``reason`` (an ``events.REASONS`` code)."""

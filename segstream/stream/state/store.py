@@ -18,6 +18,12 @@ in one pipeline; a standalone server takes the whole batch in one call (per-even
 atomically; the fences stored by ``apply`` make a repeated call (redelivery after a crash, a
 retried pipeline) a no-op, so any of these calls can be retried.
 
+Both scripts keep the segment populations in the same atomic step: ``apply`` counts a new
+user as unassigned, ``settle`` moves a user between segments and model versions, in the
+population counter hash of the user's slot (:func:`~segstream.stream.state.keys.population_key`;
+one per call, since a call's users share a slot on a cluster and one hash serves a single
+server). ``state/populations.py`` reads them.
+
 Every write of ``settle`` is a compare-and-set against what ``apply`` returned: the segment,
 model version and change count, and the features version (hash field ``fv``, bumped by every
 ``apply`` call that changes the features). So whoever reads a user, assigns, then writes (a
@@ -44,7 +50,7 @@ from segstream.settings import Settings
 from segstream.stream.domain.events import Event, Source
 from segstream.stream.domain.user import Settle, SettleOutcome, UserState
 from segstream.stream.state.codec import decode_state, encode_events, encode_json
-from segstream.stream.state.keys import outbox_key, state_key
+from segstream.stream.state.keys import outbox_key, population_key, state_key
 
 __all__ = ["ORDER_DEDUPE_WINDOW", "RedisState"]
 
@@ -113,6 +119,10 @@ class RedisState:
             by_slot.setdefault(key_slot(state_key(self.prefix, uid).encode()), []).append(uid)
         return list(by_slot.values())
 
+    def _population_key(self, group: Sequence[int]) -> str:
+        """The population counter hash of one call's users (:meth:`_groups` makes it one)."""
+        return population_key(self.prefix, group[0], cluster=self.cluster)
+
     async def _run(
         self,
         name: str,
@@ -175,6 +185,7 @@ class RedisState:
             keys: list[str] = []
             for uid in group:
                 keys += (state_key(prefix, uid), outbox_key(prefix, uid))
+            keys.append(self._population_key(group))
             events = encode_json([encode_events(by_user[uid]) for uid in group])
             calls.append((keys, [events, str(self.order_window)]))
         replies = await self._run("apply", calls, before)
@@ -224,6 +235,7 @@ class RedisState:
                         "" if s.drift_epoch is None else str(s.drift_epoch),
                     ]
                 )
+            keys.append(self._population_key(group))
             calls.append((keys, [encode_json(rows)]))
         replies = await self._run("settle", calls)
         pending: dict[int, list[bytes]] = {}

@@ -348,6 +348,7 @@ def create_app(
         processor = BatchProcessor(state, assigner, sender, topics)
         processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
         processor.metrics = observer
+        processor.unknown_fields = settings.unknown_fields
         processor.partitions = {
             topic: len(await partitions_of(settings, topic))
             for topic in (topics.users, topics.orders)

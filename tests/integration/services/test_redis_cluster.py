@@ -12,12 +12,11 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
 
 from segstream.services.redis_cluster import RedisCluster
-from segstream.settings import load_settings
 from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source, UserEvent
 from segstream.stream.domain.user import Settle
 from segstream.stream.state.keys import state_key
 from segstream.stream.state.store import RedisState
-from tests.ports import free_ports
+from tests.integration.stacks import redis_cluster
 
 PREFIX = "rc-state:"
 USERS = range(1, 121)
@@ -26,15 +25,8 @@ USERS = range(1, 121)
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """One Redis Cluster for the module, on free ports, stopped at its end."""
-    ports = free_ports(12)
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("redis-cluster"))
-    nodes = RedisCluster(settings, ports=list(zip(ports[:6], ports[6:], strict=True)))
-    nodes.start()
-    try:
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
         yield nodes
-    finally:
-        nodes.stop()
-        assert not nodes.is_running()
 
 
 def events(uid: int, order_id: int, offset: int) -> list[tuple[Source, Event]]:

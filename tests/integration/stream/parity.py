@@ -10,7 +10,9 @@ same data and model. Checked:
   first is null, and each change moves the user: a new model version alone is no change),
   the last one is the user's final segment, and exactly the SQL's users have changes; the
   payload matches the JSON Schema;
-- ``user-segments``: the last record of each key is the user's final segment.
+- ``user-segments``: the last record of each key is the user's final segment;
+- the maintained population counters: the SQL's users per segment under the model's version,
+  every other user with a state as unassigned, the same as counting the user hashes.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import pandas as pd
 
 from segstream.cli.main import main as segstream_main
 from segstream.settings import Settings
-from segstream.stream.clients.redis import sync_redis_client
+from segstream.stream.clients.redis import redis_client, sync_redis_client
 from segstream.stream.domain.events import load_schema
 from segstream.stream.kafka.topics import read_all
 from segstream.stream.state.keys import outbox_key, state_key, state_prefix
+from segstream.stream.state.populations import Populations, count_populations, read_populations
 from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.conftest import Dataset
 
@@ -84,12 +87,35 @@ def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> None:
     assert not mismatches, f"{len(mismatches)} users differ, e.g. {mismatches[:5]}"
 
     final = {uid: int(want[7]) for uid, want in expected.items()}
+    check_populations(settings, final, dataset.model.version)
     check_changes(settings, final, dataset.model.version)
     segments = asyncio.run(read_all(settings, settings.topic_user_segments))
     last: dict[int, int] = {}
     for record in segments:
         last[int(record.key)] = json.loads(record.value)["segment"]
     assert last == final
+
+
+def check_populations(settings: Settings, final: dict[int, int], version: str) -> None:
+    """The counters the scripts kept equal the batch's populations and a count of the hashes."""
+
+    async def both() -> tuple[Populations, Populations]:
+        client = redis_client(settings)
+        try:
+            prefix, cluster = state_prefix(settings), settings.redis_cluster
+            return (
+                await read_populations(client, prefix, cluster=cluster),
+                await count_populations(client, prefix, cluster=cluster),
+            )
+        finally:
+            await client.aclose()
+
+    kept, counted = asyncio.run(both())
+    per_segment: dict[int, int] = defaultdict(int)
+    for segment in final.values():
+        per_segment[segment] += 1
+    assert kept.by_version == {version: dict(per_segment)}
+    assert (kept.by_version, kept.unassigned) == (counted.by_version, counted.unassigned)
 
 
 def check_changes(
