@@ -44,7 +44,8 @@ def _reassign(args: argparse.Namespace) -> int:
         f"{report.assignable} assignable"
     )
     print(f"  segment changed      {report.changed} (one segment-change event each)")
-    print(f"  same segment         {report.version_only} (model version updated, no event)")
+    stored = "model version" + (" and drift epoch" if settings.drift != "off" else "")
+    print(f"  same segment         {report.version_only} ({stored} updated, no event)")
     print(f"  already up to date   {report.unchanged}")
     print(f"  published            {report.published} change events (pending ones included)")
     if report.conflicts:
