@@ -140,6 +140,17 @@ class Settings(BaseSettings):
     drift_max_distance: float = Field(default=1.0, gt=0)
     """Drift mode: farthest a centre may drift from its trained position (PCA-space units)."""
 
+    drift_epoch_s: float = Field(default=1.0, gt=0, le=86_400)
+    """Drift mode: a new drift epoch (numbered snapshot of the shared centres, which workers
+    assign with and change events name as ``drift_epoch``) is published at most this often, in
+    seconds, while workers learn. Longer epochs keep a longer history within the same
+    ``drift_epochs_kept`` but let assignment lag the learning by as much."""
+
+    drift_epochs_kept: int = Field(default=3_600, ge=1, le=1_000_000)
+    """Drift mode: how many of the newest drift epochs Redis keeps per model version (about
+    270 B each at k=5; 3,600 one-second epochs: an hour of continuous learning). Older ones are
+    pruned, and ``segstream assign --with-drift --epoch`` can no longer reproduce them."""
+
     # --- runtime faults: start-up waits, the progress watchdog, client timeouts -------------
 
     startup_timeout_s: float = Field(default=180.0, gt=0, le=86_400)

@@ -1,4 +1,4 @@
-"""``segstream bench training | stream | ops | populations``: benchmarks that print figures.
+"""``segstream bench training | stream | ops | populations | drift``: benchmarks, figures.
 
 The benchmarks live in ``benchmarks/`` of a source checkout, not in the installed package; these
 verbs run them from the checkout the package was installed from (``pip install -e .``, as
@@ -64,6 +64,12 @@ def _bench_ops(args: argparse.Namespace) -> int:
     return benchmark("ops").run_ops_bench(load_settings(), args.users, args.requests)
 
 
+def _bench_drift(args: argparse.Namespace) -> int:
+    if args.users < 1 or args.epochs < 1 or args.repeat < 1:
+        raise ConfigError("--users, --epochs and --repeat must be at least 1")
+    return benchmark("drift").run_drift_bench(load_settings(), args.users, args.epochs, args.repeat)
+
+
 def _bench_populations(args: argparse.Namespace) -> int:
     if args.users < 10 or args.reads < 1 or args.scan_runs < 1:
         raise ConfigError("--users must be at least 10, --reads and --scan-runs at least 1")
@@ -73,7 +79,7 @@ def _bench_populations(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: SubParsers) -> None:
-    """Register ``bench training``, ``bench stream``, ``bench ops`` and ``bench populations``."""
+    """Register ``bench training``, ``stream``, ``ops``, ``populations`` and ``drift``."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     targets = add_verbs(bench, "bench_target", "TARGET")
     p = targets.add_parser(
@@ -145,3 +151,14 @@ def add_commands(sub: SubParsers) -> None:
         "--scan-runs", type=int, default=1, metavar="N", help="SCAN counts to time (best kept)"
     )
     p.set_defaults(handler=_bench_populations)
+    p = targets.add_parser(
+        "drift", help="what drift epochs cost in Redis (settle rows, epoch updates, memory)"
+    )
+    p.add_argument(
+        "--users", type=int, default=2_000, metavar="N", help="settle rows of a call (a batch)"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=3_600, metavar="N", help="drift epochs kept in the hash"
+    )
+    p.add_argument("--repeat", type=int, default=15, metavar="N", help="calls timed per figure")
+    p.set_defaults(handler=_bench_drift)

@@ -243,9 +243,17 @@ def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
             )
         _watch(demo, replay)
 
-        _step("batch vs stream: does every user's streamed segment equal `segstream assign`?")
-        _run(env, "assign", "--model", str(models / "current"), "--data", str(data),
-             "--out", str(work / "assigned.parquet"))  # fmt: skip
+        assign = ["assign", "--model", str(models / "current"), "--data", str(data),
+                  "--out", str(work / "assigned.parquet")]  # fmt: skip
+        if demo.drift == "off":
+            _step("batch vs stream: does every user's streamed segment equal `segstream assign`?")
+        else:
+            _step(
+                "batch vs stream: does every user's streamed segment equal `segstream assign "
+                "--with-drift --epoch E`, E the drift epoch stored with them?"
+            )
+            assign += ["--with-drift", *_epoch_arguments(demo)]
+        _run(env, *assign)
         return _report_parity(demo, work / "assigned.parquet")
     finally:
         _step("stopping everything the demo started")
@@ -256,6 +264,29 @@ def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
         if started.get("redis") is not None:
             stack.redis.stop()
         print("   done", flush=True)
+
+
+def _epoch_arguments(settings: Settings) -> list[str]:
+    """``--epoch E`` for epoch 0 and every drift epoch Redis keeps for the current model."""
+    import asyncio
+
+    from segstream.stream.clients.redis import redis_client
+    from segstream.stream.drift.shared import drift_store
+    from segstream.stream.state.keys import state_prefix
+    from segstream.training.artifact import load_model
+
+    version = load_model(settings.model_dir / "current").version
+
+    async def read() -> list[int]:
+        client = redis_client(settings)
+        try:
+            return await drift_store(settings, client, state_prefix(settings)).epochs(version)
+        finally:
+            await client.aclose()
+
+    kept = asyncio.run(read())
+    print(f"   {len(kept)} drift epochs kept, plus epoch 0 (the trained centres)")
+    return [arg for epoch in [0, *kept] for arg in ("--epoch", str(epoch))]
 
 
 def _report_parity(settings: Settings, assigned_path: Path) -> int:
@@ -269,6 +300,11 @@ def _report_parity(settings: Settings, assigned_path: Path) -> int:
     print(
         f"   {report.users:,} users: {report.matches:,} equal, {report.mismatched} different "
         f"segment, {report.missing} missing, {report.other_model} under another model"
+        + (
+            f", {report.other_epoch} at a drift epoch no longer kept"
+            if settings.drift != "off"
+            else ""
+        )
     )
     for user_id, batch, stream in report.examples:
         print(f"   user {user_id}: batch segment {batch}, stream segment {stream}")

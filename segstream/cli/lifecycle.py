@@ -44,7 +44,8 @@ def _reassign(args: argparse.Namespace) -> int:
         f"{report.assignable} assignable"
     )
     print(f"  segment changed      {report.changed} (one segment-change event each)")
-    print(f"  same segment         {report.version_only} (model version updated, no event)")
+    stored = "model version" + (" and drift epoch" if settings.drift != "off" else "")
+    print(f"  same segment         {report.version_only} ({stored} updated, no event)")
     print(f"  already up to date   {report.unchanged}")
     print(f"  published            {report.published} change events (pending ones included)")
     if report.conflicts:
@@ -58,13 +59,13 @@ def _reassign(args: argparse.Namespace) -> int:
 
 def _drift_store(settings: Any) -> tuple[Any, Any, Any]:
 
-    from segstream.stream.drift.shared import DriftStore
+    from segstream.stream.drift.shared import drift_store
     from segstream.stream.state.keys import state_prefix
     from segstream.training.artifact import load_model
 
     model = load_model(settings.model_dir)
     client = redis_client(settings)
-    return model, client, DriftStore(client, state_prefix(settings))
+    return model, client, drift_store(settings, client, state_prefix(settings))
 
 
 def _drift_show(args: argparse.Namespace) -> int:
@@ -74,13 +75,17 @@ def _drift_show(args: argparse.Namespace) -> int:
     settings = load_settings()
     model, client, store = _drift_store(settings)
 
-    async def read() -> tuple[Any, Any]:
+    async def read() -> tuple[Any, Any, list[int]]:
         try:
-            return await store.read(model), await store.contributions(model.version)
+            return (
+                await store.read(model),
+                await store.contributions(model.version),
+                await store.epochs(model.version),
+            )
         finally:
             await client.aclose()
 
-    state, contributions = asyncio.run(
+    state, contributions, epochs = asyncio.run(
         retry(read, what="reading the drift state", transient=REDIS_TRANSIENT, attempts=3,
               error=StateError)
     )  # fmt: skip
@@ -90,6 +95,8 @@ def _drift_show(args: argparse.Namespace) -> int:
         "drift": settings.drift,
         "state_version": state.version,
         "points_learned": state.learned,
+        "drift_epoch": state.epoch.number,
+        "epochs_kept": epochs,
         "max_distance": settings.drift_max_distance,
         "segments": [
             {
@@ -109,6 +116,11 @@ def _drift_show(args: argparse.Namespace) -> int:
         f"model {model.version} (SEGSTREAM_DRIFT={settings.drift}): shared centroids version "
         f"{state.version}, {state.learned} points learned, max distance "
         f"{settings.drift_max_distance}"
+    )
+    kept = f"epochs {epochs[0]}-{epochs[-1]} kept" if epochs else "no epoch published yet"
+    print(
+        f"  workers assign with drift epoch {state.epoch.number} ({kept}; `segstream assign "
+        "--with-drift --epoch E` reproduces epoch E)"
     )
     for row in document["segments"]:
         trained, current = row["trained"], row["current"]

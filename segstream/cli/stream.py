@@ -116,6 +116,8 @@ def user_text(user: dict[str, Any]) -> str:
         segment = f"none yet ({why})"
     else:
         segment = f"{user['segment']}  (model {user['model_version']}"
+        if user.get("drift_epoch") is not None:
+            segment += f", drift epoch {user['drift_epoch']}"
         segment += f", since {user['updated_at']})" if user["updated_at"] else ")"
     orders = user["orders"]
     counted = f"{len(orders)}" + (f" (ids {', '.join(map(str, orders))})" if orders else "")

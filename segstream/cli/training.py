@@ -33,6 +33,7 @@ from segstream.errors import ConfigError
 from segstream.settings import load_settings
 
 if TYPE_CHECKING:
+    from segstream.training.artifact import Model
     from segstream.training.data import DataSource
 
 __all__ = ["add_commands", "predict_row"]
@@ -203,21 +204,53 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift_models(args: argparse.Namespace, model: Model) -> list[tuple[Model, int]]:
+    """``--with-drift``: the model with each asked epoch's centres (``--epoch``, else the
+    newest), and the epoch's number, read from the Redis and app of the settings."""
+    import asyncio
+
+    from segstream.stream.drift.centroids import drifted_model
+    from segstream.stream.drift.shared import load_epochs
+
+    numbers: list[int | None] = list(args.epoch) if args.epoch else [None]
+    if any(n is not None and n < 0 for n in numbers):
+        raise ConfigError("--epoch must be 0 or more (0: the trained centres)")
+    epochs = asyncio.run(load_epochs(load_settings(), model, numbers))
+    return [(drifted_model(model, epoch.centers), epoch.number) for epoch in epochs]
+
+
 def _assign(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from segstream.training.artifact import load_model
     from segstream.training.data import read_features
     from segstream.training.pipeline import assign_frame, write_parquet
 
+    if args.epoch and not args.with_drift:
+        raise ConfigError("--epoch needs --with-drift")
     out = _checked_file(args.out)
     model = load_model(_model_path(args))
+    drifted = _drift_models(args, model) if args.with_drift else None
     started = time.perf_counter()
-    frame = assign_frame(model, read_features(_source(args)))
+    features = read_features(_source(args))
+    if drifted is None:
+        frame = assign_frame(model, features)
+        using = f"model {model.version}"
+    else:
+        frame = pd.concat(
+            [assign_frame(m, features).assign(drift_epoch=number) for m, number in drifted],
+            ignore_index=True,
+        )
+        using = f"model {model.version} at drift epoch " + ", ".join(
+            str(number) for _, number in drifted
+        )
     write_parquet(frame, out)
     counts = frame["segment"].value_counts().sort_index()
     elapsed = time.perf_counter() - started
-    print(f"assigned {len(frame):,} users with model {model.version} in {elapsed:.1f}s")
+    print(f"assigned {len(features):,} users with {using} in {elapsed:.1f}s")
     print(f"wrote {args.out}")
-    print("segments: " + ", ".join(f"{s}: {n:,}" for s, n in counts.items()))
+    per = "" if drifted is None or len(drifted) == 1 else " (rows of every epoch together)"
+    print(f"segments{per}: " + ", ".join(f"{s}: {n:,}" for s, n in counts.items()))
     if frame["unseen"].any():
         print(f"{int(frame['unseen'].sum()):,} users had categories unseen in training (flagged)")
     return 0
@@ -347,6 +380,22 @@ def add_commands(sub: SubParsers) -> None:
     )
     _add_source(p, required=True)
     p.add_argument("--out", required=True, metavar="FILE.parquet", help="output Parquet file")
+    p.add_argument(
+        "--with-drift",
+        action="store_true",
+        help="assign with the drifted centres the workers share in Redis (SEGSTREAM_REDIS_URL, "
+        "SEGSTREAM_APP_ID), as the stream did in SEGSTREAM_DRIFT=river; adds a drift_epoch "
+        "column",
+    )
+    p.add_argument(
+        "--epoch",
+        type=int,
+        action="append",
+        metavar="E",
+        help="with --with-drift: the drift epoch to assign with (a user's drift_epoch; "
+        "0: the trained centres); repeat for several, one row per user and epoch "
+        "(default: the newest epoch)",
+    )
     p.set_defaults(handler=_assign)
 
     p = sub.add_parser("predict", help="segment and most similar users for one new customer")

@@ -124,10 +124,12 @@ def plan_settles(
     segments: np.ndarray,
     model_version: str,
     by_user: dict[int, list[tuple[Source, Event]]],
+    drift_epoch: int | None = None,
 ) -> list[Settle]:
     """The ``settle`` rows a batch needs (pure), one per user that needs one.
 
-    ``segments[i]`` is the new segment of the i-th *assignable* state. Each user's row is
+    ``segments[i]`` is the new segment of the i-th *assignable* state, assigned with drift
+    epoch ``drift_epoch`` (``None``: drift off). Each user's row is
     :func:`~segstream.stream.domain.changes.plan_settle`'s, a change being caused by the user's last
     event of the batch (its source and ``created_at``).
     """
@@ -136,7 +138,12 @@ def plan_settles(
     for state, segment in zip(assignable, segments.tolist(), strict=True):
         source, event = by_user[state.user_id][-1]
         settle = plan_settle(
-            state, segment, model_version, source=source, occurred_at=event.created_at
+            state,
+            segment,
+            model_version,
+            source=source,
+            occurred_at=event.created_at,
+            drift_epoch=drift_epoch,
         )
         if settle is not None:
             settles.append(settle)

@@ -7,6 +7,14 @@ that leaves the user in the same segment is no change: segment ids are stable ac
 same customers and downstream has nothing to learn. Only the stored model version follows the
 model that assigned the user. Every change names the model version that produced it.
 
+In drift mode (``SEGSTREAM_DRIFT=river``) every change also names the drift epoch whose centres
+produced it (``drift_epoch``), and so does its ``user-segments`` value; every assignment stores
+its epoch with the user, an assignment that keeps the segment included (no event then). So a
+user's stored segment is :func:`segstream.training.assign.assign` of their features with the
+centres of their stored epoch, which ``segstream assign --with-drift --epoch E`` reproduces;
+and each change's ``segment`` is the assignment of its own ``features`` with its epoch.
+Without drift there is no ``drift_epoch`` field at all: the bytes are those of before.
+
 One rule for every writer: :func:`plan_settle` turns a user's new assignment into its
 ``settle`` row, for the worker's batches and for ``segstream reassign`` alike.
 
@@ -79,12 +87,16 @@ def plan_settle(
     *,
     source: Source,
     occurred_at: str,
+    drift_epoch: int | None = None,
 ) -> Settle | None:
     """The ``settle`` row of a user just assigned ``segment`` under ``model_version`` (pure).
 
+    ``drift_epoch`` is the drift epoch the segment was assigned with (``None``: drift off).
+
     - segment changed (:func:`change_due`): the user's next change event (sequence
       ``state.changes + 1``), caused by ``source`` at ``occurred_at`` (RFC 3339);
-    - same segment, other model version: the model version only, no event;
+    - same segment, other model version, or drift on: the model version and drift epoch only,
+      no event;
     - same segment and version: a row only to read the user's pending changes, if any;
       ``None`` when there are none (nothing to do).
 
@@ -101,8 +113,9 @@ def plan_settle(
             occurred_at=occurred_at,
             features=state.features(),
             source=source,
+            drift_epoch=drift_epoch,
         )
-    elif state.model_version != model_version or state.pending:
+    elif state.model_version != model_version or state.pending or drift_epoch is not None:
         change = None
     else:
         return None
@@ -116,6 +129,7 @@ def plan_settle(
         updated_at=occurred_at if change is not None else "",
         seen_changes=state.changes,
         seen_feature_version=state.feature_version,
+        drift_epoch=drift_epoch,
     )
 
 
@@ -129,22 +143,30 @@ def encode_change(
     occurred_at: str,
     features: Mapping[str, Any],
     source: Source,
+    drift_epoch: int | None = None,
 ) -> bytes:
     """The ``segment-changes`` value: UTF-8 JSON per ``schemas/segment_change.json``.
 
     ``sequence`` numbers the user's changes from 1 (see :func:`event_id`); ``occurred_at`` is
     the RFC 3339 ``created_at`` of the input event that caused the change (business time).
+    ``drift_epoch`` (drift mode) follows ``model_version``; ``None`` leaves the key out.
     """
-    document = {
+    document: dict[str, Any] = {
         "event_id": event_id(user_id, sequence, model_version, source),
         "user_id": user_id,
         "sequence": sequence,
         "previous_segment": previous_segment,
         "segment": segment,
         "model_version": model_version,
-        "occurred_at": occurred_at,
-        "features": dict(features),
-        "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+    }
+    if drift_epoch is not None:
+        document["drift_epoch"] = drift_epoch
+    document["occurred_at"] = occurred_at
+    document["features"] = dict(features)
+    document["source"] = {
+        "topic": source.topic,
+        "partition": source.partition,
+        "offset": source.offset,
     }
     return msgspec.json.encode(document)
 
@@ -189,8 +211,10 @@ def current_segment(change: bytes) -> bytes:
             "sequence": change_sequence(document),
             "segment": document["segment"],
             "model_version": document["model_version"],
-            "updated_at": document["occurred_at"],
         }
+        if "drift_epoch" in document:
+            current["drift_epoch"] = document["drift_epoch"]
+        current["updated_at"] = document["occurred_at"]
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a change event: no {exc} in {document!r}") from exc
     return msgspec.json.encode(current)

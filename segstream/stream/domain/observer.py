@@ -56,5 +56,12 @@ class WorkerObserver(Protocol):
     def model_reload_failed(self) -> None:
         """A new model version was refused; the old one stays in use."""
 
-    def set_drift(self, model_version: str, state_version: int, distances: Iterable[float]) -> None:
-        """Drift mode's shared centres moved: their version and distance from the trained ones."""
+    def set_drift(
+        self,
+        model_version: str,
+        state_version: int,
+        distances: Iterable[float],
+        drift_epoch: int = 0,
+    ) -> None:
+        """Drift mode's shared centres moved: their version, distance from the trained ones,
+        and the drift epoch the process assigns with."""

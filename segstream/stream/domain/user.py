@@ -95,11 +95,19 @@ class Settle:
     """Changes queued so far; ``change`` is the next one."""
     seen_feature_version: int = 0
     """The features version the new segment was computed from."""
+    drift_epoch: int | None = None
+    """Drift mode: the epoch of the shared centres the segment was assigned with, stored with
+    it (hash field ``de``) by every write of the row, a row that changes nothing else included;
+    ``None`` without drift (the field is then removed by a write)."""
 
     @property
     def writes(self) -> bool:
-        """True when the row stores something (a change, or only a model version)."""
-        return self.change is not None or self.model_version != self.seen_model_version
+        """True when the row stores something (a change, a model version or a drift epoch)."""
+        return (
+            self.change is not None
+            or self.model_version != self.seen_model_version
+            or self.drift_epoch is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)

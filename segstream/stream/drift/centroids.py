@@ -6,6 +6,13 @@ learns from moves its nearest centre ``learning_rate`` (river's ``halflife``) of
 the user's point in the model's PCA space. Segment ``s`` stays segment ``s``: a centre moves,
 it is never renumbered, added or dropped.
 
+Learning and assigning use two views of the shared state. Learning moves the live centres
+(:attr:`Centroids.centers`), which change with every batch of every worker. Assigning uses an
+:class:`Epoch`: a numbered, immutable snapshot of the live centres that the shared state
+publishes at most once per ``SEGSTREAM_DRIFT_EPOCH_S`` (epoch 0 is the trained centres). A
+change event names its epoch (``drift_epoch``), and ``segstream assign --with-drift --epoch E``
+assigns the batch with the same snapshot, so a drifted assignment can be checked later.
+
 This module holds what needs no I/O: :func:`learn_deltas` runs river's ``learn_one`` over a
 batch's points from the shared centres and returns how far each centre moved (the delta that
 :mod:`segstream.stream.drift.shared` adds to the shared state in Redis, atomically, clamped to
@@ -29,6 +36,7 @@ from segstream.training.artifact import Model
 
 __all__ = [
     "Centroids",
+    "Epoch",
     "decode_centers",
     "drift_distances",
     "drifted_model",
@@ -37,28 +45,57 @@ __all__ = [
 ]
 
 
+def _frozen(values: np.ndarray) -> np.ndarray:
+    """A read-only float64 copy of ``values``."""
+    frozen = np.array(values, dtype=np.float64, copy=True)
+    frozen.setflags(write=False)
+    return frozen
+
+
+@dataclass(frozen=True, eq=False)
+class Epoch:
+    """Drift epoch ``number`` of a model version: the centres workers assign with.
+
+    Immutable once published: the same number always means the same centres (until pruned).
+    ``number`` 0 is the trained centres. ``centers`` is (k, 2) float64, read-only.
+    """
+
+    model_version: str
+    number: int
+    centers: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "centers", _frozen(self.centers))
+
+    @classmethod
+    def trained(cls, model: Model) -> Epoch:
+        """Epoch 0: the model's own centres."""
+        return cls(model.version, 0, model.centers)
+
+
 @dataclass(frozen=True, eq=False)
 class Centroids:
     """The shared centroids of one model version, as Redis held them when read.
 
     ``version`` counts the updates applied so far (0: none, the trained centres); ``learned``
-    the points learned from, by every worker together. ``centers`` is (k, 2) float64, read-only.
+    the points learned from, by every worker together. ``centers`` is (k, 2) float64, read-only:
+    the live centres, which learning moves. ``epoch`` is the newest published snapshot, which
+    assignment uses (epoch 0, the trained centres, while none was published).
     """
 
     model_version: str
     version: int
     centers: np.ndarray
     learned: int
+    epoch: Epoch
 
     def __post_init__(self) -> None:
-        centers = np.array(self.centers, dtype=np.float64, copy=True)
-        centers.setflags(write=False)
-        object.__setattr__(self, "centers", centers)
+        object.__setattr__(self, "centers", _frozen(self.centers))
 
     @classmethod
     def trained(cls, model: Model) -> Centroids:
-        """The state before any update: the model's own centres, version 0."""
-        return cls(model.version, 0, model.centers, 0)
+        """The state before any update: the model's own centres, version 0, epoch 0."""
+        return cls(model.version, 0, model.centers, 0, Epoch.trained(model))
 
 
 def learn_deltas(centers: np.ndarray, points: np.ndarray, learning_rate: float) -> np.ndarray:

@@ -11,10 +11,17 @@ Guarantees:
 - **one state**: every worker assigns with, and learns into, the same hash; updates are
   additive deltas applied by one Lua script, atomically, so concurrent workers never overwrite
   each other's learning; each update bumps the version by one;
-- **bounded staleness**: a worker assigns each batch with centres read from Redis at most
-  ``max_staleness_s`` (default :data:`MAX_STALENESS_S`, 1 s) before the batch started: a busy
-  worker with the state its previous batch's update returned, an idle one re-reads first. So
-  two workers' centres differ by at most what the group learned in the last second;
+- **bounded staleness**: a worker learns from, and assigns with, a state read from Redis at
+  most ``max_staleness_s`` (default :data:`MAX_STALENESS_S`, 1 s) before the batch started: a
+  busy worker with the state its previous batch's update returned, an idle one re-reads first.
+  It learns from the live centres of that state and assigns with its newest epoch;
+- **epochs, reproducible assignment**: an update coming ``epoch_s``
+  (``SEGSTREAM_DRIFT_EPOCH_S``) or more after the newest epoch publishes the centres it leaves
+  as the next epoch (numbered from 1; epoch 0 is the trained centres), an immutable snapshot.
+  A batch is assigned with exactly one epoch, which its change events and the users' stored
+  state name (``drift_epoch``); the newest ``epochs_kept`` (``SEGSTREAM_DRIFT_EPOCHS_KEPT``)
+  epochs stay in Redis, so ``segstream assign --with-drift --epoch E`` (:meth:`DriftStore.epoch`)
+  reproduces any of them. Assignment lags learning by at most ``epoch_s`` + ``max_staleness_s``;
 - **bounded drift**: the script holds each centre within ``max_distance`` (PCA units) of its
   trained position; each centre's distance is exported as ``segstream_drift_distance``;
 - **no renumbering**: segment ``s`` is always centre ``s``, moved;
@@ -42,18 +49,21 @@ from redis.exceptions import ResponseError
 
 from segstream.errors import StateError
 from segstream.settings import Settings
+from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.assignment import feature_batch
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.user import UserState
 from segstream.stream.drift.centroids import (
     Centroids,
+    Epoch,
     decode_centers,
     drift_distances,
     drifted_model,
     encode_centers,
     learn_deltas,
 )
+from segstream.stream.state.keys import state_prefix
 from segstream.training.artifact import Model
 from segstream.training.assign import assign
 
@@ -63,10 +73,18 @@ __all__ = [
     "DriftStore",
     "SharedDrift",
     "drift_key",
+    "drift_store",
+    "load_epochs",
     "shared_drift",
 ]
 
 log = logging.getLogger(__name__)
+
+EPOCH_S: float = Settings.model_fields["drift_epoch_s"].default
+"""Shortest time between two drift epochs by default, in seconds (``SEGSTREAM_DRIFT_EPOCH_S``)."""
+
+EPOCHS_KEPT: int = Settings.model_fields["drift_epochs_kept"].default
+"""Epochs kept per model version by default (``SEGSTREAM_DRIFT_EPOCHS_KEPT``)."""
 
 MAX_STALENESS_S = 1.0
 """Oldest, in seconds, the centres a worker assigns with may be (read from Redis that long ago)."""
@@ -84,17 +102,41 @@ def drift_key(prefix: str, model_version: str) -> str:
     return f"{prefix}drift:{model_version}"
 
 
-def _script_text() -> str:
-    return resources.files(__package__).joinpath("lua", "drift_update.lua").read_text()
+def _script_text(name: str) -> str:
+    """``lua/<name>.lua`` after ``lua/drift_common.lua`` (the functions both scripts use)."""
+    folder = resources.files(__package__).joinpath("lua")
+    return (
+        folder.joinpath("drift_common.lua").read_text() + folder.joinpath(f"{name}.lua").read_text()
+    )
 
 
-def _decode(model: Model, version: Any, centers: Any, learned: Any) -> Centroids:
-    """Redis's reply (bytes or ints) -> Centroids; the trained ones when the hash is absent."""
+def _epoch_field(number: int) -> str:
+    """The hash field holding epoch ``number``'s centres (``lua/drift_update.lua``)."""
+    return f"e:{number}"
+
+
+def _decode(
+    model: Model, version: Any, centers: Any, learned: Any, epoch: Any, published: Any
+) -> Centroids:
+    """Redis's reply (bytes or ints) -> Centroids; the trained ones when the hash is absent.
+
+    ``epoch`` and ``published`` are the newest epoch's number and centres (absent: epoch 0).
+    """
     if centers is None:
         return Centroids.trained(model)
     try:
+        number = int(epoch or 0)
+        assigning = (
+            Epoch(model.version, number, decode_centers(published, model.k))
+            if number > 0 and published is not None
+            else Epoch.trained(model)
+        )
         return Centroids(
-            model.version, int(version), decode_centers(centers, model.k), int(learned or 0)
+            model.version,
+            int(version),
+            decode_centers(centers, model.k),
+            int(learned or 0),
+            assigning,
         )
     except ValueError as exc:
         raise StateError(f"drift state of model {model.version} is malformed: {exc}") from exc
@@ -116,29 +158,104 @@ class DriftStore:
     """
 
     def __init__(
-        self, client: aioredis.Redis, prefix: str, *, writer_expiry_s: int = WRITER_EXPIRY_S
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        *,
+        writer_expiry_s: int = WRITER_EXPIRY_S,
+        epoch_s: float = EPOCH_S,
+        epochs_kept: int = EPOCHS_KEPT,
     ) -> None:
         """Work through ``client`` on the keys of ``prefix``.
 
         Args:
-            writer_expiry_s: writers silent for longer than this (seconds) are forgotten by the
-                next update (:data:`WRITER_EXPIRY_S`).
+            writer_expiry_s: writers silent for longer than this (seconds) are forgotten when
+                the next epoch is published (:data:`WRITER_EXPIRY_S`).
+            epoch_s: shortest time between two epochs, in seconds (``SEGSTREAM_DRIFT_EPOCH_S``).
+            epochs_kept: newest epochs kept per model version (``SEGSTREAM_DRIFT_EPOCHS_KEPT``).
         """
         self.client = client
         self.prefix = prefix
         self.writer_expiry_s = writer_expiry_s
-        self._update = client.register_script(_script_text())
+        self.epoch_s = epoch_s
+        self.epochs_kept = epochs_kept
+        self._update = client.register_script(_script_text("drift_update"))
+        self._reset = client.register_script(_script_text("drift_reset"))
 
     async def read(self, model: Model) -> Centroids:
         """The current centroids of ``model``'s version (its trained ones if never updated).
 
+        Two reads (the state, then its newest epoch's centres); an epoch published in between
+        only makes the state a little older, which the staleness bound allows.
+
         Raises:
             StateError: the stored state does not fit the model (another k).
         """
-        version, centers, learned = await self.client.hmget(
-            drift_key(self.prefix, model.version), "v", "c", "n"
+        key = drift_key(self.prefix, model.version)
+        for _ in range(3):  # an epoch pruned between the two reads: read again
+            version, centers, learned, epoch = await self.client.hmget(key, "v", "c", "n", "e")
+            if epoch is None or int(epoch) == 0:
+                return _decode(model, version, centers, learned, epoch, None)
+            published = await self.client.hget(key, _epoch_field(int(epoch)))
+            if published is not None:
+                return _decode(model, version, centers, learned, epoch, published)
+        raise StateError(
+            f"drift state of model {model.version}: its newest epoch {int(epoch)} is missing "
+            "(pruned as it was read, three times: is SEGSTREAM_DRIFT_EPOCHS_KEPT the same on "
+            "every worker?)"
         )
-        return _decode(model, version, centers, learned)
+
+    async def epochs(self, model_version: str) -> list[int]:
+        """The epochs of ``model_version`` kept in Redis, oldest first (0 never is: it is the
+        trained centres); empty when there is no drift state."""
+        fields = await self.client.hkeys(drift_key(self.prefix, model_version))
+        return sorted(int(name[2:]) for name in fields if name.startswith(b"e:"))
+
+    async def epoch(self, model: Model, number: int | None = None) -> Epoch:
+        """Epoch ``number`` of ``model``'s drift (the newest when ``None``), for reproducing
+        the assignments made with it.
+
+        Epoch 0 is the trained centres, available as long as the model has a drift state.
+
+        Raises:
+            StateError: no drift state for the model version (drift never ran for it, another
+                ``SEGSTREAM_APP_ID`` or Redis), the epoch is not published yet, or it was pruned
+                (older than the newest ``SEGSTREAM_DRIFT_EPOCHS_KEPT``); or the stored centres
+                do not fit the model.
+        """
+        key = drift_key(self.prefix, model.version)
+        trained, newest = await self.client.hmget(key, "t", "e")
+        if trained is None:
+            raise StateError(
+                f"no drift state for model {model.version} in Redis under app "
+                f"{self.prefix.rstrip(':')!r}: workers with SEGSTREAM_DRIFT=river never "
+                "assigned with this model version there. Check SEGSTREAM_REDIS_URL, "
+                "SEGSTREAM_APP_ID and the model (--model, SEGSTREAM_MODEL_DIR), or use "
+                "`segstream assign` without --with-drift"
+            )
+        newest_number = int(newest or 0)
+        wanted = newest_number if number is None else number
+        if wanted == 0:
+            return Epoch.trained(model)
+        if wanted < 0 or wanted > newest_number:
+            raise StateError(
+                f"drift epoch {wanted} of model {model.version} does not exist: newest is "
+                f"{newest_number}"
+            )
+        centers = await self.client.hget(key, _epoch_field(wanted))
+        if centers is None:
+            kept = await self.epochs(model.version)
+            oldest = f"the oldest kept is {kept[0]}" if kept else "none is kept"
+            raise StateError(
+                f"drift epoch {wanted} of model {model.version} was pruned ({oldest}, the "
+                f"newest {newest_number}): Redis keeps the newest SEGSTREAM_DRIFT_EPOCHS_KEPT "
+                "epochs; raise it (or SEGSTREAM_DRIFT_EPOCH_S) on the workers to reproduce "
+                "older assignments"
+            )
+        try:
+            return Epoch(model.version, wanted, decode_centers(centers, model.k))
+        except ValueError as exc:
+            raise StateError(f"drift epoch {wanted} of model {model.version}: {exc}") from exc
 
     async def update(
         self,
@@ -167,12 +284,14 @@ class DriftStore:
             writer,
             str(int(sequence)),
             str(int(self.writer_expiry_s)),
+            repr(float(self.epoch_s)),
+            str(int(self.epochs_kept)),
         ]
         try:
-            version, centers, total = await self._update(keys=[key], args=args)
+            version, centers, total, epoch, published = await self._update(keys=[key], args=args)
         except ResponseError as exc:
             raise StateError(f"drift update refused: {exc}") from exc
-        return _decode(model, version, centers, total)
+        return _decode(model, version, centers, total, epoch, published)
 
     async def contributions(self, model_version: str) -> list[Contribution]:
         """Points learned per writer for ``model_version``, most first.
@@ -190,8 +309,13 @@ class DriftStore:
 
     async def reset(self, model_version: str) -> bool:
         """Forget ``model_version``'s drift (workers fall back to the trained centres within
-        :data:`MAX_STALENESS_S`); True if there was any."""
-        return bool(await self.client.delete(drift_key(self.prefix, model_version)))
+        :data:`MAX_STALENESS_S`); True if there was any.
+
+        The trained centres become the next epoch; the epochs before are kept (still
+        reproducible), and no epoch number is ever reused (``lua/drift_reset.lua``).
+        """
+        key = drift_key(self.prefix, model_version)
+        return bool(await self._reset(keys=[key], args=[str(int(self.epochs_kept))]))
 
 
 class SharedDrift:
@@ -225,7 +349,7 @@ class SharedDrift:
         self.read_at = -float("inf")
         """``clock()`` when :attr:`current` was requested from Redis."""
         self._sequence = 0
-        self._models: tuple[Model, Centroids, Model] | None = None
+        self._models: tuple[Model, Epoch, Model] | None = None
 
     async def _redis(self, what: str, operation: Callable[[], Any]) -> Any:
         return await retry(operation, what=what, transient=REDIS_TRANSIENT, error=StateError)
@@ -242,7 +366,9 @@ class SharedDrift:
             )
         if self.metrics is not None:
             distances = drift_distances(centroids.centers, model.centers)
-            self.metrics.set_drift(model.version, centroids.version, distances.tolist())
+            self.metrics.set_drift(
+                model.version, centroids.version, distances.tolist(), centroids.epoch.number
+            )
         return centroids
 
     async def centroids(self, model: Model) -> Centroids:
@@ -262,35 +388,36 @@ class SharedDrift:
         centroids = await self._redis("reading the drift state", lambda: self.store.read(model))
         return self._keep(model, centroids, now)
 
-    def model(self, model: Model, centroids: Centroids) -> Model:
-        """``model`` with ``centroids``' centres (cached while neither changes)."""
+    def model(self, model: Model, epoch: Epoch) -> Model:
+        """``model`` with ``epoch``'s centres (cached while neither changes)."""
         cached = self._models
-        if cached is not None and cached[0] is model and cached[1] is centroids:
+        if cached is not None and cached[0] is model and cached[1] is epoch:
             return cached[2]
-        drifted = drifted_model(model, centroids.centers)
-        self._models = (model, centroids, drifted)
+        drifted = drifted_model(model, epoch.centers)
+        self._models = (model, epoch, drifted)
         return drifted
 
-    async def assign(self, model: Model, states: Sequence[UserState]) -> np.ndarray:
-        """(n,) int64 segments of assignable ``states`` under the shared centroids; then learn.
+    async def assign(self, model: Model, states: Sequence[UserState]) -> tuple[np.ndarray, int]:
+        """Segments of assignable ``states`` under one epoch of the shared centroids; then learn.
 
-        The users with fresh events in this batch (``applied > 0``) are learned from, in order,
-        from the centres they were assigned with, and the moves are added to the shared state
-        (one Redis call); the next batch assigns with the result.
+        Returns (n,) int64 segments and the number of the epoch they were assigned with (the
+        newest of the state read, see :meth:`centroids`). The users with fresh events in this
+        batch (``applied > 0``) are learned from, in order, from the live centres, and the
+        moves are added to the shared state (one Redis call); the next batch uses the result.
 
         Raises:
             StateError: Redis failed after retries, or the state does not fit the model.
             ModelMismatchError, DataError: as :func:`segstream.training.assign.assign`.
         """
-        if not states:
-            return np.empty(0, dtype=np.int64)
         centroids = await self.centroids(model)
-        result = assign(self.model(model, centroids), feature_batch(states))
+        if not states:
+            return np.empty(0, dtype=np.int64), centroids.epoch.number
+        result = assign(self.model(model, centroids.epoch), feature_batch(states))
         fresh = [i for i, state in enumerate(states) if state.applied > 0]
         if fresh:
             deltas = learn_deltas(centroids.centers, result.components[fresh], self.learning_rate)
             await self.learn(model, deltas, len(fresh))
-        return result.segments
+        return result.segments, centroids.epoch.number
 
     async def learn(self, model: Model, deltas: np.ndarray, points: int) -> Centroids:
         """Add ``deltas`` (k, 2), learned from ``points`` users, to the shared state.
@@ -310,6 +437,42 @@ class SharedDrift:
         return self._keep(model, centroids, requested_at)
 
 
+def drift_store(settings: Settings, client: aioredis.Redis, prefix: str) -> DriftStore:
+    """A :class:`DriftStore` with ``settings``' epochs (``SEGSTREAM_DRIFT_EPOCH_S``,
+    ``SEGSTREAM_DRIFT_EPOCHS_KEPT``); ``client`` must not decode responses."""
+    return DriftStore(
+        client, prefix, epoch_s=settings.drift_epoch_s, epochs_kept=settings.drift_epochs_kept
+    )
+
+
+async def load_epochs(
+    settings: Settings, model: Model, numbers: Sequence[int | None]
+) -> list[Epoch]:
+    """Epochs ``numbers`` of ``model``'s drift (``None``: the newest), read from the Redis and
+    app of ``settings`` (for ``segstream assign --with-drift``).
+
+    Raises:
+        StateError: Redis unreachable after a few tries (naming ``SEGSTREAM_REDIS_URL``), or
+            as :meth:`DriftStore.epoch` (no drift state, an epoch not published or pruned).
+    """
+    client = redis_client(settings)
+    store = drift_store(settings, client, state_prefix(settings))
+    try:
+        return [
+            await retry(
+                lambda number=number: store.epoch(model, number),
+                what="reading the drift epochs",
+                transient=REDIS_TRANSIENT,
+                attempts=3,
+                error=StateError,
+                hint="check SEGSTREAM_REDIS_URL",
+            )
+            for number in numbers
+        ]
+    finally:
+        await client.aclose()
+
+
 def shared_drift(
     settings: Settings, client: aioredis.Redis, prefix: str, metrics: WorkerObserver | None = None
 ) -> SharedDrift | None:
@@ -322,7 +485,7 @@ def shared_drift(
     if settings.drift == "off":
         return None
     return SharedDrift(
-        DriftStore(client, prefix),
+        drift_store(settings, client, prefix),
         learning_rate=settings.drift_learning_rate,
         max_distance=settings.drift_max_distance,
         metrics=metrics,

@@ -44,6 +44,8 @@ segstream_drift_distance                    gauge      ``model_version``, ``segm
                                                        (PCA units; drift mode only)
 segstream_drift_state_version               gauge      ``model_version``: version of the shared
                                                        drifted centroids in use (drift mode only)
+segstream_drift_epoch                       gauge      ``model_version``: the drift epoch this
+                                                       process assigns with (drift mode only)
 ==========================================  =========  ==========================================
 """
 
@@ -184,6 +186,12 @@ class Metrics:
             ["model_version"],
             registry=r,
         )
+        self._drift_epoch = Gauge(
+            "segstream_drift_epoch",
+            "Drift epoch (numbered snapshot of the shared centres) this process assigns with.",
+            ["model_version"],
+            registry=r,
+        )
         self.events = RollingCounter(clock=clock)
         self.changes_rate = RollingCounter(clock=clock)
         self.dead_letters_rate = RollingCounter(clock=clock)
@@ -256,14 +264,23 @@ class Metrics:
         """A new model version was refused; the one in use stays."""
         self._reload_failures.inc()
 
-    def set_drift(self, model_version: str, state_version: int, distances: Iterable[float]) -> None:
-        """Replace the drift gauges: the shared centroids' version and each centre's distance.
+    def set_drift(
+        self,
+        model_version: str,
+        state_version: int,
+        distances: Iterable[float],
+        drift_epoch: int = 0,
+    ) -> None:
+        """Replace the drift gauges: the shared centroids' version, each centre's distance and
+        the drift epoch assigned with.
 
         The i-th of ``distances`` is segment i's distance from its trained centre (PCA units).
         """
         self._drift_distance.clear()
         self._drift_version.clear()
+        self._drift_epoch.clear()
         self._drift_version.labels(model_version=model_version).set(state_version)
+        self._drift_epoch.labels(model_version=model_version).set(drift_epoch)
         for segment, distance in enumerate(distances):
             labels = {"model_version": model_version, "segment": str(segment)}
             self._drift_distance.labels(**labels).set(distance)

@@ -103,6 +103,15 @@ _SCHEMAS: Final[dict[str, Any]] = {
                 {"type": "integer", "minimum": 0, "description": "Last published segment."}
             ),
             "model_version": _nullable({"type": "string", "description": "Model of `segment`."}),
+            "drift_epoch": _nullable(
+                {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Drift mode: the drift epoch the user was last assigned "
+                    "with (`segstream assign --with-drift --epoch` reproduces `segment`); "
+                    "null without drift.",
+                }
+            ),
             "updated_at": _nullable(
                 {"type": "string", "description": "RFC 3339 time of the segment; null: unknown."}
             ),

@@ -202,6 +202,7 @@ async def get_user(request: web.Request) -> web.Response:
             "user_id": user_id,
             "segment": user.segment,
             "model_version": user.model_version,
+            "drift_epoch": stored.drift_epoch,
             "updated_at": stored.updated_at,
             "assignable": user.assignable,
             "features": user.features(),

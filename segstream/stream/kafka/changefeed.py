@@ -48,6 +48,8 @@ class ChangeSummary:
     """RFC 3339 business time of the event that caused the change."""
     published_ms: int
     """Kafka timestamp of the change record, ms since the epoch."""
+    drift_epoch: int | None = None
+    """Drift mode: the drift epoch that assigned the segment; ``None`` without drift."""
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -58,6 +60,7 @@ class ChangeSummary:
             "model_version": self.model_version,
             "occurred_at": self.occurred_at,
             "published_ms": self.published_ms,
+            "drift_epoch": self.drift_epoch,
         }
 
 
@@ -67,7 +70,7 @@ def parse_change(value: bytes | None, timestamp_ms: int) -> ChangeSummary | None
         return None
     try:
         doc = json.loads(value)
-        previous = doc["previous_segment"]
+        previous, epoch = doc["previous_segment"], doc.get("drift_epoch")
         summary = ChangeSummary(
             user_id=int(doc["user_id"]),
             previous_segment=None if previous is None else int(previous),
@@ -75,6 +78,7 @@ def parse_change(value: bytes | None, timestamp_ms: int) -> ChangeSummary | None
             model_version=str(doc["model_version"]),
             occurred_at=str(doc["occurred_at"]),
             published_ms=int(timestamp_ms),
+            drift_epoch=None if epoch is None else int(epoch),
         )
     except (ValueError, TypeError, KeyError):
         return None

@@ -103,13 +103,18 @@ class ReassignPlan:
     changed: int
     """Users whose segment changed."""
     version_only: int
-    """Users who keep their segment; only the model version is stored."""
+    """Users who keep their segment; only the model version (and, drift mode, the drift epoch,
+    so every such user is counted here then) is stored."""
     unchanged: int
     """Users already at this segment and model version."""
 
 
 def plan_reassign(
-    states: Sequence[UserState], segments: np.ndarray, model_version: str, occurred_at: str
+    states: Sequence[UserState],
+    segments: np.ndarray,
+    model_version: str,
+    occurred_at: str,
+    drift_epoch: int | None = None,
 ) -> ReassignPlan:
     """Decide a batch of re-assignments (pure); see the module docstring for the rules.
 
@@ -117,13 +122,19 @@ def plan_reassign(
         states: the users of the batch, as ``apply`` returned them (any, assignable or not).
         segments: (n,) the new segment of each *assignable* state, in order.
         occurred_at: RFC 3339 time stamped on the changes (the run's start).
+        drift_epoch: the drift epoch ``segments`` were assigned with (``None``: drift off).
     """
     settles: list[Settle] = []
     changed = version_only = unchanged = 0
     assignable = (state for state in states if state.assignable)
     for state, segment in zip(assignable, segments.tolist(), strict=True):
         settle = plan_settle(
-            state, segment, model_version, source=REASSIGN_SOURCE, occurred_at=occurred_at
+            state,
+            segment,
+            model_version,
+            source=REASSIGN_SOURCE,
+            occurred_at=occurred_at,
+            drift_epoch=drift_epoch,
         )
         if settle is not None:
             settles.append(settle)
@@ -301,11 +312,12 @@ class Reassigner:
         by_user: dict[int, tuple[()]] = dict.fromkeys(user_ids, ())
         states = await self._redis("reading users", lambda: self.state.apply(by_user))
         assignable = [s for s in states if s.assignable]
+        drift_epoch: int | None = None
         if self.drift is None:
             segments = self.assigner.assign(assignable)
         else:
-            segments = await self.drift.assign(model, assignable)
-        plan = plan_reassign(states, segments, model.version, occurred_at)
+            segments, drift_epoch = await self.drift.assign(model, assignable)
+        plan = plan_reassign(states, segments, model.version, occurred_at, drift_epoch)
         settled = await self._redis(
             "storing segments", lambda: self.state.settle_outcome(plan.settles)
         )

@@ -22,8 +22,8 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("exists", "inside the scripts: a new user counted in the populations"),
     ("hsetnx", "inside apply.lua"),
     ("hincrby", "inside the scripts (counters, fences, drift version)"),
-    ("hkeys", "inside the scripts: the order-id window, drift's writer sweep"),
-    ("hdel", "inside the scripts: forgotten order ids, expired drift writers"),
+    ("hkeys", "inside the scripts: the order-id window, drift's sweep; `drift show`'s epochs"),
+    ("hdel", "inside the scripts: forgotten order ids, expired drift writers and epochs"),
     ("rpush", "the outbox, inside settle.lua"),
     ("llen", "the outbox, inside the scripts"),
     ("lrange", "the outbox: inside the scripts, `GET /users/{id}`"),
@@ -32,7 +32,7 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("time", "the server's clock, inside the scripts"),
     ("scan", "`reassign`, namespace drop, `segstream populations --recount`"),
     ("unlink", "dropping an app's keys (`segstream demo` reset, the bench's clean-up)"),
-    ("del", "`segstream drift reset`, `segstream populations --recount`"),
+    ("del", "`segstream populations --recount`"),
     ("memory|usage", "`segstream bench stream`'s bytes per user only"),
 )
 """``(command, why)`` for every command segstream sends; lower-case, as ACL rules spell them."""

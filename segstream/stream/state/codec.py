@@ -88,7 +88,8 @@ def describe_user(
 ) -> dict[str, Any]:
     """Everything stored about a user, readable and JSON-ready (for ``segstream segment``).
 
-    Keys: user_id, segment, model_version, updated_at, changes (queued so far),
+    Keys: user_id, segment, model_version, drift_epoch (drift mode: the epoch of the user's
+    last assignment; else ``None``), updated_at, changes (queued so far),
     feature_version (``apply`` calls that changed the features), assignable, features (by column),
     orders (the order ids remembered to count a re-send once, ascending: the user's highest,
     at most ``SEGSTREAM_ORDER_DEDUPE_WINDOW``), orders_floor (the highest order id forgotten,
@@ -122,11 +123,12 @@ def describe_user(
     def ranked(counts: dict[str, int]) -> dict[str, int]:
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
-    updated, floor = fields.get(b"ua"), fields.get(b"of")
+    updated, floor, epoch = fields.get(b"ua"), fields.get(b"of"), fields.get(b"de")
     return {
         "user_id": user_id,
         "segment": state.segment,
         "model_version": state.model_version,
+        "drift_epoch": None if epoch is None else int(epoch),
         "updated_at": updated.decode() if updated else None,
         "changes": state.changes,
         "feature_version": state.feature_version,

@@ -21,6 +21,9 @@ __all__ = ["StoredUser", "read_stored_user", "stored_user"]
 UPDATED_AT_FIELD = b"ua"
 """Optional hash field: RFC 3339 time of the user's current segment."""
 
+DRIFT_EPOCH_FIELD = b"de"
+"""Optional hash field (drift mode): the drift epoch the user was last assigned with."""
+
 
 @dataclass(frozen=True, slots=True)
 class StoredUser:
@@ -28,6 +31,8 @@ class StoredUser:
 
     state: UserState
     updated_at: str | None
+    drift_epoch: int | None = None
+    """Drift mode: the epoch of the shared centres of the user's last assignment; else None."""
 
 
 def _latest_occurred_at(pending: Sequence[bytes]) -> str | None:
@@ -51,7 +56,12 @@ def stored_user(
     state = decode_state(user_id, reply)
     stamp = fields.get(UPDATED_AT_FIELD)
     updated_at = stamp.decode() if stamp else _latest_occurred_at(pending)
-    return StoredUser(state, updated_at if state.segment is not None else None)
+    epoch = fields.get(DRIFT_EPOCH_FIELD)
+    return StoredUser(
+        state,
+        updated_at if state.segment is not None else None,
+        None if epoch is None else int(epoch),
+    )
 
 
 async def read_stored_user(state: RedisState, user_id: int) -> StoredUser | None:

@@ -371,6 +371,7 @@ class RedisState:
                         s.updated_at,
                         str(s.seen_changes),
                         str(s.seen_feature_version),
+                        "" if s.drift_epoch is None else str(s.drift_epoch),
                     ]
                 )
             keys.append(self._population_key(group))

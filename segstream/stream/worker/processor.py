@@ -169,12 +169,12 @@ class BatchProcessor:
             self.assigner.refresh()
             model_version = self.assigner.version
             assignable = [s for s in states if s.assignable]
-            segments = (
-                self.assigner.assign(assignable)
-                if self.drift is None
-                else await self.drift.assign(self.assigner.model, assignable)
-            )
-            settles = plan_settles(states, segments, model_version, parsed.by_user)
+            drift_epoch: int | None = None
+            if self.drift is None:
+                segments = self.assigner.assign(assignable)
+            else:
+                segments, drift_epoch = await self.drift.assign(self.assigner.model, assignable)
+            settles = plan_settles(states, segments, model_version, parsed.by_user, drift_epoch)
             pending = await self._redis("queue changes", lambda: self.state.settle(settles))
             outputs = outbox_outputs(pending, topics.segment_changes, topics.user_segments)
             published = sum(map(len, pending.values()))

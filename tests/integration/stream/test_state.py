@@ -342,3 +342,29 @@ def test_cluster_mode_calls_per_hash_slot_and_gets_the_same_states(
     assert by_slot == standalone
     assert outcome.refused == {uid for uid in batch if uid % 2}
     assert set(outcome.pending) == {uid for uid in batch if uid % 2 == 0}
+
+
+def test_settle_stores_the_drift_epoch_with_every_write_and_a_write_without_drift_drops_it(
+    run: _Sync, redis_client: redis.Redis
+) -> None:
+    state = run.apply(1, (at(0, USERS), profile()), (at(0), order(10, "Zara")))
+    fv = state.feature_version
+    run.settle(Settle(1, None, None, 3, "v1", b"c", "t", 0, fv, drift_epoch=4))
+    assert _fields(redis_client)[b"de"] == b"4"
+    # Same segment and version under a newer epoch: the epoch alone is stored, no event.
+    row = Settle(1, 3, "v1", 3, "v1", None, "", 1, fv, drift_epoch=9)
+    outcome = run.loop.run_until_complete(run.state.settle_outcome([row]))
+    assert (outcome.pending, outcome.refused) == ({1: [b"c"]}, frozenset())
+    fields = _fields(redis_client)
+    assert (fields[b"de"], fields[b"seg"], fields[b"cs"]) == (b"9", b"3", b"1")
+    # An epoch-only row from features an event changed since is refused like any write.
+    newer = run.apply(1, (at(1), order(11, "Zara")))
+    assert newer.feature_version > fv
+    stale = Settle(1, 3, "v1", 3, "v1", None, "", 1, fv, drift_epoch=12)
+    assert run.loop.run_until_complete(run.state.settle_outcome([stale])).refused == {1}
+    assert _fields(redis_client)[b"de"] == b"9"
+    # Drift off: the next write (here a model version) removes the epoch.
+    plain = Settle(1, 3, "v1", 3, "v2", None, "", 1, newer.feature_version)
+    run.settle(plain)
+    fields = _fields(redis_client)
+    assert (fields[b"mv"], b"de" in fields) == (b"v2", False)

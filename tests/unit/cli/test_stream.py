@@ -63,3 +63,10 @@ def test_a_user_with_no_order_counts_zero() -> None:
     text = user_text(described(segment=None, features=features, orders=[], assignable=False))
     assert "  orders counted 0" in text.splitlines()
     assert "missing total_orders, most_frequent_brand" in text
+
+
+def test_a_drift_mode_user_shows_the_epoch_of_their_last_assignment() -> None:
+    text = user_text(described(drift_epoch=118))
+    expected = "  segment        3  (model 20250101T000000Z-abc, drift epoch 118, since "
+    assert expected + "2025-01-02T03:04:05Z)" in text.splitlines()
+    assert "drift epoch" not in user_text(described(drift_epoch=None))

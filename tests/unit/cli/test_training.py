@@ -430,3 +430,16 @@ def test_predict_takes_a_whole_number_written_with_a_fraction(
     argv[argv.index("--age") + 1] = "34.0"
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out) == whole
+
+
+def test_assign_refuses_an_epoch_without_with_drift(
+    tmp_path: Path, trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, models = trained
+    out = tmp_path / "a.parquet"
+    argv = ["assign", "--model", str(models / "current"), "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--epoch", "3"]) == 2
+    assert "--epoch needs --with-drift" in capsys.readouterr().err
+    assert main([*argv, "--with-drift", "--epoch", "-1"]) == 2
+    assert "--epoch must be 0 or more" in capsys.readouterr().err
+    assert not out.exists()

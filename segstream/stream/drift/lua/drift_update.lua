@@ -13,10 +13,21 @@
 -- ARGV[5]  the writer's id (one per worker process) and ARGV[6] its update sequence number
 --          (1, 2, ...): an update whose number is not above the writer's last applied one is a
 --          retry of an update already applied and changes nothing.
--- ARGV[7]  how long, in seconds, a writer that has not updated is remembered: each update
+-- ARGV[7]  how long, in seconds, a writer that has not updated is remembered: each new epoch
 --          removes the fields of writers silent for longer (a writer is one process start, so
 --          without this the hash would grow by one writer per restart, for ever). It must
 --          exceed the longest a retry can come after its update was applied.
+-- ARGV[8]  the shortest time between two epochs, in seconds, and ARGV[9] how many epochs to
+--          keep. An epoch is a numbered, immutable snapshot of the centres: workers assign
+--          with the newest one, and change events name it (drift_epoch), so an assignment can
+--          be reproduced later from the snapshot. An update that comes ARGV[8] or more after
+--          the newest epoch was published (or finds none) publishes the centres it leaves as
+--          the next epoch; epoch 0 is the trained centres and is never stored. Publishing
+--          removes every epoch but the newest ARGV[9], and the expired writers: so that work,
+--          which scans the hash, runs at most once per epoch, not once per update.
+--
+-- Runs after drift_common.lua (writer_fields, sweep), which segstream.stream.drift.shared puts
+-- before it.
 --
 -- Numbers travel as text: "%.17g" and tonumber() round-trip a double exactly, where the Lua
 -- JSON encoder keeps only 14 digits.
@@ -24,10 +35,12 @@
 -- Hash fields: v (version: updates applied), c (current centres), t (trained centres), n (points
 -- learned, all writers, forgotten ones included), ua (server time of the last update, unix
 -- seconds), w:<writer> ("<last sequence> <points contributed> <unix seconds of its last
--- update>"). The per-writer fields of the script before (s:<writer>, p:<writer>, with no time)
--- are removed by the first update after the upgrade.
+-- update>"), e (the newest epoch's number, from 1), ea (server time it was published, unix
+-- seconds with microseconds), e:<n> (epoch n's centres). The per-writer fields of the script
+-- before (s:<writer>, p:<writer>, with no time) are removed by the first new epoch after the
+-- upgrade.
 --
--- Returns {v, c, n}.
+-- Returns {v, c, n, e, the centres of epoch e}; false (nil) where absent.
 
 local key = KEYS[1]
 local trained_text, delta_text = ARGV[1], ARGV[2]
@@ -35,22 +48,19 @@ local max_distance = tonumber(ARGV[3])
 local learned = tonumber(ARGV[4])
 local writer, sequence = ARGV[5], tonumber(ARGV[6])
 local expiry = tonumber(ARGV[7])
+local epoch_interval, epochs_kept = tonumber(ARGV[8]), tonumber(ARGV[9])
 
--- "<sequence> <points> <seconds>" -> the three numbers.
-local function writer_fields(text)
-  local a, b, c = string.match(text, '^(%d+) (%d+) (%d+)$')
-  return tonumber(a), tonumber(b), tonumber(c)
-end
-
-local state = redis.call('HMGET', key, 'v', 'c', 't', 'n', 'w:' .. writer)
+local state = redis.call('HMGET', key, 'v', 'c', 't', 'n', 'w:' .. writer, 'e', 'ea')
 local version = tonumber(state[1] or '0')
+local epoch = tonumber(state[6] or '0')
 local last_sequence, contributed = 0, 0
 if state[5] then
   local a, b = writer_fields(state[5])
   last_sequence, contributed = a or 0, b or 0
 end
 if last_sequence >= sequence then
-  return {version, state[2], state[4]}
+  local published = epoch > 0 and redis.call('HGET', key, 'e:' .. epoch) or false
+  return {version, state[2] or false, state[4] or false, epoch, published}
 end
 if state[3] and state[3] ~= trained_text then
   return redis.error_reply('drift state ' .. key .. ' was started from other trained centres')
@@ -87,26 +97,20 @@ end
 
 local text = table.concat(out, ' ')
 local total = tonumber(state[4] or '0') + learned
-local now = tonumber(redis.call('TIME')[1])
-
--- Forget writers silent for longer than the expiry, and the fields of the script before.
-local gone = {}
-for _, field in ipairs(redis.call('HKEYS', key)) do
-  local kind = string.sub(field, 1, 2)
-  if kind == 's:' or kind == 'p:' then
-    gone[#gone + 1] = field
-  elseif kind == 'w:' and field ~= 'w:' .. writer then
-    local _, _, seen = writer_fields(redis.call('HGET', key, field))
-    if seen == nil or now - seen > expiry then
-      gone[#gone + 1] = field
-    end
-  end
-end
-if #gone > 0 then
-  redis.call('HDEL', key, unpack(gone))
-end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1])
+local now_precise = now + tonumber(clock[2]) / 1000000
 
 redis.call('HSET', key, 'v', version + 1, 'c', text, 't', trained_text,
   'n', string.format('%d', total), 'ua', string.format('%d', now),
   'w:' .. writer, string.format('%d %d %d', sequence, contributed + learned, now))
-return {version + 1, text, string.format('%d', total)}
+
+if epoch == 0 or state[7] == false or now_precise - tonumber(state[7]) >= epoch_interval then
+  epoch = epoch + 1
+  redis.call('HSET', key, 'e', epoch, 'ea', string.format('%.6f', now_precise),
+    'e:' .. epoch, text)
+  sweep(key, epoch - epochs_kept, writer, expiry, now)
+end
+
+return {version + 1, text, string.format('%d', total), epoch,
+  redis.call('HGET', key, 'e:' .. epoch)}

@@ -4,7 +4,8 @@
 -- KEYS     two per user: the user's hash, then the user's outbox list (same slot rules as
 --          apply.lua: one call per hash slot on a Cluster, one per batch otherwise); then the
 --          population counter hash of these users (as in apply.lua).
--- ARGV[1]  JSON: one array per user, in KEYS order, of eight strings:
+-- ARGV[1]  JSON: one array per user, in KEYS order, of nine strings (eight from callers
+--          before drift epochs: the ninth then counts as ""):
 --   1, 2  the segment and model version the caller saw ("" = none)
 --   3, 4  the new segment and model version
 --   5     the change event (JSON text), or "" when the segment did not change
@@ -14,14 +15,16 @@
 --         so no two changes of a user can share an event_id
 --   8     the features version the caller saw (hash field "fv", "0" when absent): the
 --         features the new segment was computed from
+--   9     drift mode: the drift epoch the new segment was assigned with, stored as "de" by
+--         every write of the row; "" without drift (a write then removes "de")
 --
 -- Each row is one of (the caller picks; segstream.stream.domain.changes.plan_settle):
 --   a change     (5) given: set seg mv ua, cs + 1, and queue the event;
---   version only (5) "", (4) differs from (2), (3) = (1): set mv only, no event. A segment
---                id means the same customers across model versions (training aligns them),
---                so downstream has nothing to learn; the stored version still follows the
---                model that assigned the user;
---   a read       (5) "", (4) = (2): write nothing, only return the outbox.
+--   version only (5) "", (4) differs from (2) or (9) given, (3) = (1): set mv (and de) only,
+--                no event. A segment id means the same customers across model versions
+--                (training aligns them), so downstream has nothing to learn; the stored
+--                version and drift epoch still follow what assigned the user;
+--   a read       (5) "", (4) = (2), (9) "": write nothing, only return the outbox.
 -- A write happens only if the stored segment, model version, change count and features
 -- version are still the ones the caller saw: a retried or stale call cannot queue the same
 -- change twice, and a segment computed from features an event has changed since (another
@@ -70,7 +73,8 @@ local refused = {}
 local populations = KEYS[2 * #users + 1]
 for u, a in ipairs(users) do
   local key, outbox = KEYS[2 * u - 1], KEYS[2 * u]
-  local change, version_only = a[5] ~= '', a[5] == '' and a[4] ~= a[2]
+  local epoch = a[9] or ''
+  local change, version_only = a[5] ~= '', a[5] == '' and (a[4] ~= a[2] or epoch ~= '')
   if change or version_only then
     local current = redis.call('HMGET', key, 'seg', 'mv', 'cs', 'fv')
     if (current[1] or '') == a[1] and (current[2] or '') == a[2]
@@ -82,6 +86,11 @@ for u, a in ipairs(users) do
         redis.call('RPUSH', outbox, a[5])
       else
         redis.call('HSET', key, 'mv', a[4])
+      end
+      if epoch ~= '' then
+        redis.call('HSET', key, 'de', epoch)
+      else
+        redis.call('HDEL', key, 'de')
       end
     else
       refused[#refused + 1] = u

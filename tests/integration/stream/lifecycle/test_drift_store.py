@@ -17,7 +17,7 @@ from segstream.cli.main import main as segstream_main
 from segstream.errors import StateError
 from segstream.stream.domain.assignment import assign_states
 from segstream.stream.domain.user import UserState
-from segstream.stream.drift.centroids import drift_distances
+from segstream.stream.drift.centroids import drift_distances, drifted_model
 from segstream.stream.drift.shared import WRITER_EXPIRY_S, DriftStore, SharedDrift
 from segstream.training.artifact import Model
 from tests.integration.stream.conftest import Dataset
@@ -25,13 +25,18 @@ from tests.integration.stream.conftest import Dataset
 PREFIX = "drift-test:"
 
 
-def run(redis_url: str, scenario: Callable[[DriftStore], Awaitable[None]]) -> None:
-    """Run ``scenario`` with a store on a client of its own, closed afterwards."""
+def run(
+    redis_url: str, scenario: Callable[[DriftStore], Awaitable[None]], **options: float
+) -> None:
+    """Run ``scenario`` with a store on a client of its own, closed afterwards.
+
+    ``options``: the store's keyword arguments (``epoch_s``, ``epochs_kept``).
+    """
 
     async def main() -> None:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            await scenario(DriftStore(client, PREFIX))
+            await scenario(DriftStore(client, PREFIX, **options))  # type: ignore[arg-type]
         finally:
             await client.aclose()
 
@@ -109,7 +114,7 @@ def test_a_retried_update_is_applied_once(model: Model, redis_url: str) -> None:
     run(redis_url, scenario)
 
 
-def test_writers_silent_past_the_expiry_and_older_fields_are_removed_by_the_next_update(
+def test_writers_silent_past_the_expiry_and_older_fields_are_removed_by_the_next_epoch(
     model: Model, redis_url: str, redis_client: redis.Redis
 ) -> None:
     delta = np.full_like(model.centers, 0.01)
@@ -128,18 +133,20 @@ def test_writers_silent_past_the_expiry_and_older_fields_are_removed_by_the_next
             },
         )
         state = await store.update(model, delta, 3, 1.0, "w", 2)
-        assert (state.version, state.learned) == (2, 5)
+        assert (state.version, state.learned, state.epoch.number) == (2, 5, 2)
         fields = set(redis_client.hkeys(key))
-        assert fields == {b"v", b"c", b"t", b"n", b"ua", b"w:w", b"w:recent"}
+        assert fields == {
+            b"v", b"c", b"t", b"n", b"ua", b"w:w", b"w:recent", b"e", b"ea", b"e:1", b"e:2",
+        }  # fmt: skip
         contributions = await store.contributions(model.version)
         assert [(c.writer, c.points) for c in contributions] == [("recent", 5), ("w", 5)]
         # Hundreds of restarts (a new writer each), each silent since: the hash stays small.
         for restart in range(300):
             redis_client.hset(key, f"w:r{restart}", f"1 1 {now - WRITER_EXPIRY_S - 2}")
         await store.update(model, delta, 1, 1.0, "w", 3)
-        assert redis_client.hlen(key) == 7
+        assert redis_client.hlen(key) == 12  # the 11 above and epoch 3
 
-    run(redis_url, scenario)
+    run(redis_url, scenario, epoch_s=0.0)  # every update publishes an epoch, so sweeps
 
 
 def test_a_state_started_from_other_trained_centres_is_refused(
@@ -237,11 +244,11 @@ def test_only_users_with_fresh_events_are_learned_from(
 
     async def scenario(store: DriftStore) -> None:
         drift = SharedDrift(store, learning_rate=0.1, max_distance=1.0)
-        segments = await drift.assign(model, states)
-        assert segments.tolist() == dataset_segments(model, states)
+        segments, epoch = await drift.assign(model, states)
+        assert epoch == 0 and segments.tolist() == dataset_segments(model, states)
         state = await store.read(model)
         assert (state.version, state.learned) == (1, 3)
-        replayed = await drift.assign(model, _states(dataset, [0] * 6))
+        replayed, _ = await drift.assign(model, _states(dataset, [0] * 6))
         assert (await store.read(model)).version == 1, "redeliveries are not learned again"
         assert len(replayed) == 6
 
@@ -285,4 +292,111 @@ def test_drift_show_and_reset_report_and_forget_the_shared_state(
     assert segstream_main(["drift", "reset"]) == 0
     assert "reset" in capsys.readouterr().out
     assert segstream_main(["drift", "show", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["state_version"] == 0
+    after = json.loads(capsys.readouterr().out)
+    # Reset is one more state version and a new epoch of the trained centres; epoch 1 stays.
+    assert (after["state_version"], after["points_learned"], after["writers"]) == (2, 0, {})
+    assert (after["drift_epoch"], after["epochs_kept"]) == (2, [1, 2])
+    assert all(s["distance"] == 0.0 for s in after["segments"])
+
+
+def test_an_epoch_is_published_at_most_once_per_epoch_interval_and_never_changes(
+    model: Model, redis_url: str
+) -> None:
+    delta = np.full_like(model.centers, 0.01)
+
+    async def scenario(store: DriftStore) -> None:
+        first = await store.update(model, delta, 1, 1.0, "w", 1)
+        assert first.epoch.number == 1, "the first update publishes at once"
+        np.testing.assert_array_equal(first.epoch.centers, first.centers)
+        second = await store.update(model, delta, 1, 1.0, "w", 2)
+        # Within the interval: the live centres move, the epoch the workers assign with not.
+        assert (second.version, second.epoch.number) == (2, 1)
+        np.testing.assert_array_equal(second.epoch.centers, first.centers)
+        assert not np.array_equal(second.centers, first.centers)
+        await asyncio.sleep(0.45)
+        third = await store.update(model, delta, 1, 1.0, "w", 3)
+        assert third.epoch.number == 2
+        np.testing.assert_array_equal(third.epoch.centers, third.centers)
+        read = await store.read(model)
+        assert read.epoch.number == 2
+        np.testing.assert_array_equal(read.epoch.centers, third.centers)
+        kept = await store.epoch(model, 1)
+        np.testing.assert_array_equal(kept.centers, first.centers)
+        np.testing.assert_array_equal((await store.epoch(model, 0)).centers, model.centers)
+        assert (await store.epoch(model)).number == 2
+
+    run(redis_url, scenario, epoch_s=0.4)
+
+
+def test_a_worker_assigns_a_batch_with_one_epoch_and_says_which(
+    dataset: Dataset, model: Model, redis_url: str
+) -> None:
+    states = _states(dataset, [1] * 200)
+
+    async def scenario(store: DriftStore) -> None:
+        drift = SharedDrift(store, learning_rate=0.5, max_distance=1.0, max_staleness_s=0.0)
+        segments, epoch = await drift.assign(model, states)
+        assert epoch == 0 and segments.tolist() == dataset_segments(model, states)
+        for _ in range(3):  # each learns (and publishes: epoch_s=0), the next assigns with it
+            segments, epoch = await drift.assign(model, states)
+        published = await store.epoch(model, epoch)
+        assert epoch == 3 and published.number == 3
+        assert not np.array_equal(published.centers, model.centers)
+        expected = assign_states(drifted_model(model, published.centers), states)
+        assert segments.tolist() == expected.tolist()
+
+    run(redis_url, scenario, epoch_s=0.0)
+
+
+def test_only_the_newest_epochs_are_kept_and_an_older_one_is_refused_naming_the_setting(
+    model: Model, redis_url: str, redis_client: redis.Redis
+) -> None:
+    delta = np.full_like(model.centers, 0.01)
+
+    async def scenario(store: DriftStore) -> None:
+        for sequence in range(1, 6):
+            await store.update(model, delta, 1, 1.0, "w", sequence)
+        assert await store.epochs(model.version) == [3, 4, 5]
+        with pytest.raises(StateError, match=r"epoch 2 of model .* was pruned .*"
+                           r"oldest kept is 3.*SEGSTREAM_DRIFT_EPOCHS_KEPT"):  # fmt: skip
+            await store.epoch(model, 2)
+        with pytest.raises(StateError, match=r"epoch 6 of model .* does not exist: newest is 5"):
+            await store.epoch(model, 6)
+        assert (await store.epoch(model, 3)).number == 3
+        assert (await store.epoch(model, 0)).number == 0, "the trained centres are never pruned"
+
+    run(redis_url, scenario, epoch_s=0.0, epochs_kept=3)
+    assert redis_client.hlen(f"{PREFIX}drift:{model.version}") == 11  # 8 fields, 3 epochs
+
+
+def test_no_drift_state_is_refused_naming_the_model_version_and_the_setting(
+    model: Model, redis_url: str
+) -> None:
+    async def scenario(store: DriftStore) -> None:
+        with pytest.raises(StateError) as raised:
+            await store.epoch(model)
+        message = str(raised.value)
+        assert f"no drift state for model {model.version}" in message
+        assert "SEGSTREAM_DRIFT=river" in message and "SEGSTREAM_REDIS_URL" in message
+
+    run(redis_url, scenario)
+
+
+def test_reset_publishes_the_trained_centres_as_a_new_epoch_and_keeps_the_older_ones(
+    model: Model, redis_url: str
+) -> None:
+    delta = np.full_like(model.centers, 0.05)
+
+    async def scenario(store: DriftStore) -> None:
+        drifted = await store.update(model, delta, 3, 1.0, "w", 1)
+        assert await store.reset(model.version)
+        after = await store.read(model)
+        assert (after.epoch.number, after.learned) == (2, 0)
+        np.testing.assert_array_equal(after.epoch.centers, model.centers)
+        np.testing.assert_array_equal(after.centers, model.centers)
+        np.testing.assert_array_equal((await store.epoch(model, 1)).centers, drifted.centers)
+        later = await store.update(model, delta, 1, 1.0, "w2", 1)
+        assert later.epoch.number == 3, "no epoch number is used twice"
+        assert not await store.reset(model.version + "-never")
+
+    run(redis_url, scenario, epoch_s=0.0)

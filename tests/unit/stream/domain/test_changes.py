@@ -162,3 +162,52 @@ def test_next_change_of_a_user_gets_the_next_sequence_number() -> None:
     (settle,) = plan_settles([_state(2, 3, changes=4)], np.array([1]), "v1", {2: [(source, order)]})
     assert settle.seen_changes == 4
     assert json.loads(settle.change or b"")["event_id"] == event_id(2, 5, "v1", source)
+
+
+def test_without_drift_a_change_has_no_drift_epoch_key_and_its_bytes_are_unchanged() -> None:
+    raw = _change()
+    assert b"drift_epoch" not in raw
+    assert list(json.loads(raw)) == [
+        "event_id", "user_id", "sequence", "previous_segment", "segment", "model_version",
+        "occurred_at", "features", "source",
+    ]  # fmt: skip
+    assert b"drift_epoch" not in current_segment(raw)
+
+
+def test_a_drift_mode_change_and_its_current_segment_carry_the_drift_epoch() -> None:
+    raw = _change(drift_epoch=12)
+    document = json.loads(raw)
+    jsonschema.validate(document, load_schema("segment_change"))
+    assert list(document)[5:7] == ["model_version", "drift_epoch"]
+    assert (document["model_version"], document["drift_epoch"]) == ("v1", 12)
+    assert document["event_id"] == json.loads(_change())["event_id"]  # the id does not move
+    current = json.loads(current_segment(raw))
+    jsonschema.validate(current, load_schema("user_segment"))
+    assert current == {
+        "user_id": 9,
+        "sequence": 1,
+        "segment": 3,
+        "model_version": "v1",
+        "drift_epoch": 12,
+        "updated_at": "2024-01-01T00:00:00Z",
+    }
+
+
+def test_a_negative_drift_epoch_breaks_the_schema() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(json.loads(_change(drift_epoch=-1)), load_schema("segment_change"))
+
+
+def test_in_drift_mode_every_assigned_user_stores_its_epoch_even_keeping_its_segment() -> None:
+    order = OrderEvent(1, 0, "Shipped", "2024-02-02T00:00:00Z", (OrderItem(1, "A", "B", 1.0),))
+    source = Source("orders", 0, 8)
+    states = [_state(2, 3, changes=4), _state(5, 1, changes=2)]
+    by_user = {2: [(source, order)], 5: [(source, order)]}
+    moved, kept = plan_settles(states, np.array([1, 1]), "v1", by_user, drift_epoch=9)
+    assert moved.change is not None and json.loads(moved.change)["drift_epoch"] == 9
+    assert moved.drift_epoch == 9
+    # Same segment, same model version: no event, but a row that stores the epoch.
+    assert kept.change is None and kept.drift_epoch == 9 and kept.writes
+    assert (kept.segment, kept.model_version) == (1, "v1")
+    # Without drift the same user needs no row at all.
+    assert plan_settles(states[1:], np.array([1]), "v1", {5: by_user[5]}) == []

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from segstream.settings import load_settings
 from segstream.stream.drift.centroids import (
     Centroids,
+    Epoch,
     decode_centers,
     drift_distances,
     drifted_model,
@@ -118,3 +119,13 @@ def test_drift_is_off_by_default_and_river_uses_the_configured_rate_and_bound(
     drift = shared_drift(settings, client, "app:")
     assert drift is not None
     assert (drift.learning_rate, drift.max_distance, drift.store.prefix) == (0.05, 0.75, "app:")
+
+
+def test_epoch_zero_is_the_trained_centres_and_an_epoch_cannot_be_changed(model: Model) -> None:
+    epoch = Epoch.trained(model)
+    assert (epoch.model_version, epoch.number) == (model.version, 0)
+    np.testing.assert_array_equal(epoch.centers, model.centers)
+    with pytest.raises(ValueError):
+        epoch.centers[0, 0] = 1.0
+    state = Centroids.trained(model)
+    assert state.epoch.number == 0 and state.version == 0

@@ -148,3 +148,14 @@ def test_stalls_are_counted_by_kind_and_both_kinds_start_at_zero() -> None:
     s = samples(m)
     assert s[("segstream_stalls_total", (("kind", "commit"),))] == 2
     assert s[("segstream_stalls_total", (("kind", "batch"),))] == 1
+
+
+def test_drift_gauges_name_the_state_version_and_the_epoch_assigned_with() -> None:
+    m = Metrics()
+    m.set_drift("v1", 40, [0.1, 0.0], drift_epoch=7)
+    m.set_drift("v2", 3, [0.2, 0.5], drift_epoch=2)
+    got = samples(m)
+    assert got[("segstream_drift_epoch", (("model_version", "v2"),))] == 2
+    assert got[("segstream_drift_state_version", (("model_version", "v2"),))] == 3
+    assert got[("segstream_drift_distance", (("model_version", "v2"), ("segment", "1")))] == 0.5
+    assert ("segstream_drift_epoch", (("model_version", "v1"),)) not in got, "replaced"

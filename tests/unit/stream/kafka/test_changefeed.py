@@ -44,7 +44,15 @@ def test_change_event_is_summarised() -> None:
         "model_version": "v1",
         "occurred_at": "2024-04-01T10:00:00Z",
         "published_ms": 1_700_000_000_000,
+        "drift_epoch": None,
     }
+
+
+def test_a_drift_mode_change_is_summarised_with_its_drift_epoch() -> None:
+    document = {**json.loads(change_value(42, 1, 3)), "drift_epoch": 17}
+    summary = parse_change(json.dumps(document).encode(), 5)
+    assert summary is not None and summary.drift_epoch == 17
+    assert summary.as_json()["drift_epoch"] == 17
 
 
 @pytest.mark.parametrize("value", [None, b"", b"nope", b"[]", b'{"user_id": 1}'])

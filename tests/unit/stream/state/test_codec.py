@@ -64,3 +64,9 @@ def test_describe_user_lists_counts_orders_fences_and_pending_changes() -> None:
     assert (described["segment"], described["changes"], described["assignable"]) == (1, 2, True)
     assert described["feature_version"] == 4
     assert described["pending"] == [{"event_id": "e"}]
+
+
+def test_describe_user_shows_the_drift_epoch_in_drift_mode_only() -> None:
+    fields = {b"age": b"30", b"seg": b"1", b"mv": b"v1"}
+    assert describe_user(5, {**fields, b"de": b"3"}, [])["drift_epoch"] == 3
+    assert describe_user(5, fields, [])["drift_epoch"] is None

@@ -65,3 +65,10 @@ def test_user_without_orders_is_not_assignable_and_has_no_segment() -> None:
     assert user is not None
     assert not user.state.assignable
     assert (user.state.segment, user.state.total_orders, user.updated_at) == (None, 0, None)
+
+
+def test_the_drift_epoch_of_the_last_assignment_is_read_only_when_stored() -> None:
+    user = stored_user(7, {**FULL, b"de": b"42"}, [])
+    assert user is not None and user.drift_epoch == 42
+    plain = stored_user(7, FULL, [])
+    assert plain is not None and plain.drift_epoch is None
