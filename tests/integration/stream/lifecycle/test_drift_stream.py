@@ -141,11 +141,16 @@ def _margin(centers: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _pick_probes(
-    run: DriftRun, settings: Settings, centroids: Centroids, taken: set[int], sent: int
+    run: DriftRun,
+    settings: Settings,
+    centroids: Centroids,
+    taken: set[int],
+    sent: int,
+    limit: int = PROBES,
 ) -> dict[int, ReplayEvent]:
-    """Users all of whose events are among the first ``sent`` and whose segment the shared
-    centres decide (stored one and trained one both differ from theirs, by a clear margin):
-    their last profile event, to send again unchanged."""
+    """Up to ``limit`` users all of whose events are among the first ``sent`` and whose
+    segment the shared centres decide (stored one and trained one both differ from theirs, by a
+    clear margin): their last profile event, to send again unchanged."""
     shifted, model = run.shifted, run.model
     complete = {e.user_id for e in shifted.plan.events[:sent]} - {
         e.user_id for e in shifted.plan.events[sent:]
@@ -166,7 +171,7 @@ def _pick_probes(
         and margin[i] > 0.3
         and uid in last_profile
     ]
-    return {uid: last_profile[uid] for uid in candidates[:PROBES]}
+    return {uid: last_profile[uid] for uid in candidates[:limit]}
 
 
 def _probe_results(
@@ -239,7 +244,10 @@ def drift_run(
         # partition must get the shared centres' segment, whichever worker takes them.
         run.before_stop = _read(on, model)
         time.sleep(1.5)
-        probes = _pick_probes(run, on, run.before_stop, set(), done)
+        # Both probe rounds draw on one pool of users the shared centres decide (70-80 in runs
+        # where a first round of 60 left the second 9-22): the first round takes a little over
+        # the minimum, so that the round after the restart has enough too.
+        probes = _pick_probes(run, on, run.before_stop, set(), done, PROBES // 2 + 5)
         replay(on, ReplayPlan(list(probes.values()), 0))
         wait_until_consumed(on, [first, second])
         run.probes_shared = _probe_results(run, on, run.before_stop, probes)
