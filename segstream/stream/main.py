@@ -1,4 +1,4 @@
-"""The module-level Faust app, for ``faust -A segstream.stream.main:app worker``.
+"""The module-level Faust app, for ``faust -A segstream.stream.main:app worker --without-web``.
 
 Settings come from the ``SEGSTREAM_*`` environment, as for ``segstream worker``. This is the
 only module that builds an app at import time; everything else calls

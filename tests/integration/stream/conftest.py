@@ -146,9 +146,10 @@ SEGSTREAM_WORKER = (sys.executable, "-m", "segstream.cli", "worker")
 """The worker as ``segstream worker`` starts it."""
 FAUST_WORKER = (
     sys.executable, "-m", "faust", "-L", "uvloop", "-A", "segstream.stream.main:app", "worker",
-    "-l", "info",
+    "--without-web", "-l", "info",
 )  # fmt: skip
-"""The same worker started the Faust way (the documented ``faust -A ... worker``)."""
+"""The same worker started the Faust way (the documented ``faust -A ... worker --without-web``:
+without it Faust starts its own web server on port 6066, which segstream does not use)."""
 
 
 class WorkerProcess:

@@ -71,11 +71,11 @@ class DriftRun:
     final: Centroids | None = None
     writers_before_restart: list[Contribution] = field(default_factory=list)
     after_probes: Centroids | None = None
-    probes_shared: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-    """Probe user -> (stored segment, nearest shared centre, nearest trained centre), two
-    workers running."""
-    probes_restarted: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-    """The same after the restart, against the centroids at the stop."""
+    probes_shared: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    """Probe user -> (stored segment, nearest centre of the stored drift epoch, nearest
+    trained centre, stored drift epoch), two workers running."""
+    probes_restarted: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    """The same after the restart."""
     logs: list[str] = field(default_factory=list)
 
 
@@ -156,9 +156,11 @@ def _pick_probes(
         e.user_id for e in shifted.plan.events[sent:]
     }
     ids = shifted.features["user_id"].tolist()
-    shared = nearest(centroids.centers, shifted.components)[0]
+    # Workers assign with the newest drift epoch, not with the live centres learning moves.
+    assigning = centroids.epoch.centers
+    shared = nearest(assigning, shifted.components)[0]
     trained = nearest(model.centers, shifted.components)[0]
-    margin = _margin(centroids.centers, shifted.components)
+    margin = _margin(assigning, shifted.components)
     stored = _stored_segments(settings, ids)
     last_profile = {e.user_id: e for e in shifted.plan.events if e.kind == "users"}
     candidates = [
@@ -175,18 +177,45 @@ def _pick_probes(
 
 
 def _probe_results(
-    run: DriftRun, settings: Settings, centroids: Centroids, probes: dict[int, ReplayEvent]
-) -> dict[int, tuple[int, int, int]]:
+    run: DriftRun, settings: Settings, probes: dict[int, ReplayEvent]
+) -> dict[int, tuple[int, int, int, int]]:
+    """Probe user -> (stored segment, segment under the user's stored drift epoch, trained
+    segment, stored drift epoch)."""
     shifted, model = run.shifted, run.model
     index = {uid: i for i, uid in enumerate(shifted.features["user_id"].tolist())}
-    rows = [index[uid] for uid in probes]
-    shared = nearest(centroids.centers, shifted.components[rows])[0]
-    trained = nearest(model.centers, shifted.components[rows])[0]
-    stored = _stored_segments(settings, list(probes))
-    return {
-        uid: (stored[uid], int(s), int(t))
-        for uid, s, t in zip(probes, shared.tolist(), trained.tolist(), strict=True)
+    points = shifted.components[[index[uid] for uid in probes]]
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for uid in probes:
+            pipe.hmget(state_key(state_prefix(settings), uid), "seg", "de")
+        stored = [(int(seg), int(de or 0)) for seg, de in pipe.execute()]
+    finally:
+        client.close()
+    epochs = {
+        number: _epoch_centers(settings, model, number) for number in {de for _, de in stored}
     }
+    at_epoch = [
+        int(nearest(epochs[de], point[None, :])[0][0])
+        for (_, de), point in zip(stored, points, strict=True)
+    ]
+    trained = nearest(model.centers, points)[0].tolist()
+    return {
+        uid: (seg, expected, int(t), de)
+        for uid, (seg, de), expected, t in zip(probes, stored, at_epoch, trained, strict=True)
+    }
+
+
+def _epoch_centers(settings: Settings, model: Model, number: int) -> np.ndarray:
+    async def read() -> np.ndarray:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            epoch = await DriftStore(client, state_prefix(settings)).epoch(model, number)
+            return epoch.centers
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
 
 
 def _stop(workers: list[WorkerProcess], run: DriftRun) -> None:
@@ -250,7 +279,7 @@ def drift_run(
         probes = _pick_probes(run, on, run.before_stop, set(), done, PROBES // 2 + 5)
         replay(on, ReplayPlan(list(probes.values()), 0))
         wait_until_consumed(on, [first, second])
-        run.probes_shared = _probe_results(run, on, run.before_stop, probes)
+        run.probes_shared = _probe_results(run, on, probes)
         run.writers_before_restart = _writers(on, model)
         run.after_probes = _read(on, model)
 
@@ -262,7 +291,7 @@ def drift_run(
         later = _pick_probes(run, on, run.at_stop, set(probes), done)
         replay(on, ReplayPlan(list(later.values()), 0))
         wait_until_consumed(on, [restarted])
-        run.probes_restarted = _probe_results(run, on, run.at_stop, later)
+        run.probes_restarted = _probe_results(run, on, later)
 
         replay(on, ReplayPlan(events[done:], 0))
         wait_until_consumed(on, [restarted])
@@ -329,8 +358,13 @@ def test_two_workers_learn_into_and_assign_with_one_shared_state(drift_run: Drif
     assert sum(w.points for w in writers) == drift_run.after_probes.learned
     probes = drift_run.probes_shared
     assert len(probes) >= PROBES // 2, "too few users to probe with"
-    wrong = {uid: r for uid, r in probes.items() if r[0] != r[1]}
-    assert not wrong, f"(stored, shared, trained) segments differ: {wrong}"
+    # Assigned with the newest epoch when the probes were sent (or a newer one), and that
+    # epoch's centres decide the segment, not the trained ones.
+    assert drift_run.before_stop is not None
+    newest = drift_run.before_stop.epoch.number
+    assert newest > 0
+    wrong = {uid: r for uid, r in probes.items() if r[0] != r[1] or r[3] < newest}
+    assert not wrong, f"(stored, at its epoch, trained, epoch) differ (newest {newest}): {wrong}"
     logs = drift_run.logs[:2]
     assert all("input partitions assigned: users [" in log for log in logs)
 
@@ -344,5 +378,7 @@ def test_a_restarted_worker_continues_from_the_drifted_centres(drift_run: DriftR
     assert final.version > at_stop.version and final.learned > at_stop.learned
     probes = drift_run.probes_restarted
     assert len(probes) >= PROBES // 2, "too few users to probe with"
-    wrong = {uid: r for uid, r in probes.items() if r[0] != r[1]}
-    assert not wrong, f"(stored, drifted, trained) segments differ: {wrong}"
+    newest = at_stop.epoch.number
+    assert newest > 0
+    wrong = {uid: r for uid, r in probes.items() if r[0] != r[1] or r[3] < newest}
+    assert not wrong, f"(stored, at its epoch, trained, epoch) differ (newest {newest}): {wrong}"
