@@ -154,7 +154,15 @@ class LeanFetcher(Service):
                     if not any_full(buffers):
                         await callback(message)
                     elif not await hand_over_or_abandon(waiter, callback(message), suspend_flow):
-                        break  # suspended or stopping while the buffer was full
+                        log.info(
+                            "hand-over of %s[%d]@%d abandoned: the flow was suspended (a "
+                            "rebalance or a stop) while the stream buffer was full; it is read "
+                            "again from the committed offset",
+                            tp.topic,
+                            tp.partition,
+                            offset,
+                        )
+                        break
                     read_offset[tp] = offset
                 diag.unset_flag(CONSUMER_FETCHING)
         except consumer.consumer_stopped_errors:  # type: ignore[attr-defined]
