@@ -50,7 +50,6 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import AppT
 from mode import Service
 
-from segstream.stream.clients.retry import describe
 from segstream.stream.worker.faust_internals import read_offsets, record_gap
 
 __all__ = ["YIELD_EVERY", "FetchOptions", "LeanFetcher", "any_full", "hand_over_or_abandon"]
@@ -103,17 +102,13 @@ class LeanFetcher(Service):
         super().__init__(**kwargs)
 
     @Service.task
-    async def _fetch(self) -> None:
-        try:
-            await self._drain()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if not self.app.should_stop:
-                log.error("the fetch loop failed: %s", describe(exc))
-                raise
-
     async def _drain(self) -> None:
+        """Fetch and hand over until stopped.
+
+        An error other than the consumer stopping with the app propagates, as from Faust's own
+        Fetcher: mode then crashes the service and, through the beacon, the app, so the worker
+        exits and the error is logged.
+        """
         app = self.app
         consumer = app.consumer
         conductor = app.topics
