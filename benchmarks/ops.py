@@ -1,8 +1,9 @@
 """``segstream bench ops``: what the operations side costs, printed as figures.
 
-- counting segment populations (``SCAN`` + ``HMGET`` over every user hash) for ``--users``
-  synthetic users written under a scratch key prefix (removed afterwards): the cost that sets
-  how often ``/segments``, ``/metrics`` and the status page may recount;
+- counting segment populations from the user hashes (``SCAN`` + a tally script per page, what
+  ``segstream populations --recount`` walks) for ``--users`` synthetic users written under a
+  scratch key prefix (removed afterwards); ``segstream bench populations`` compares it with the
+  maintained counters that ``/segments``, ``/metrics`` and the status page read;
 - reading the worker group's lag from Kafka (one :class:`~segstream.stream.kafka.lag.LagReader`
   read, clients already connected, and the one-shot ``segstream lag`` path);
 - the HTTP API served in this process: ``GET /users/{id}`` and ``POST /predict`` latencies
@@ -28,8 +29,9 @@ import redis.asyncio as aioredis
 
 from segstream.errors import ArtifactError
 from segstream.settings import Settings
-from segstream.stream.clients.redis import redis_client
+from segstream.stream.clients.redis import redis_client, sync_redis_client
 from segstream.stream.kafka.lag import LagReader, read_lag
+from segstream.stream.lifecycle.namespace import drop_keys
 from segstream.stream.state.keys import state_key
 from segstream.stream.state.populations import count_populations
 from segstream.training.artifact import Model, load_model
@@ -73,17 +75,6 @@ async def _fill(client: aioredis.Redis, prefix: str, users: int, model: Model | 
                 },
             )
         await pipe.execute()
-
-
-async def _drop(client: aioredis.Redis, prefix: str) -> None:
-    batch: list[bytes] = []
-    async for key in client.scan_iter(match=prefix + "*", count=5_000):
-        batch.append(key)
-        if len(batch) >= 5_000:
-            await client.unlink(*batch)
-            batch.clear()
-    if batch:
-        await client.unlink(*batch)
 
 
 async def _timed(n: int, call: Callable[[int], Awaitable[None]]) -> list[float]:
@@ -162,15 +153,18 @@ async def _bench(settings: Settings, users: int, requests: int) -> None:
         assert counted.users == users, (counted.users, users)
         best = min(durations)
         print(
-            f"population count     {users:,} users in {1000 * best:.0f} ms "
-            f"(best of 3; {users / best:,.0f} users/s); the cache recounts at most every "
-            f"{max(5.0, 20 * best):.1f} s"
+            f"population SCAN count {users:,} users in {1000 * best:.0f} ms "
+            f"(best of 3; {users / best:,.0f} users/s)"
         )
         if model is not None:
             await _bench_http(settings, prefix, users, requests)
     finally:
-        await _drop(client, prefix)
         await client.aclose()
+        dropper = sync_redis_client(settings)
+        try:
+            drop_keys(dropper, prefix + "*")  # every primary of a cluster
+        finally:
+            dropper.close()
     topics = [settings.topic_users, settings.topic_orders]
     async with LagReader(settings, settings.app_id, topics) as reader:
         await reader.read()

@@ -12,7 +12,9 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EventError",
+    "InputError",
     "ModelMismatchError",
+    "ReplicaWaitTimeout",
     "SegstreamError",
     "ServiceError",
     "StateError",
@@ -53,8 +55,27 @@ class EventError(SegstreamError):
         self.detail = detail
 
 
+class InputError(SegstreamError):
+    """A value breaks its field's rule in the input table (``segstream.training.inputs``).
+
+    ``reason`` is one of the stream's dead-letter reason codes (``out_of_range``,
+    ``wrong_type``...); the message names the field, what it must be and the value given, and
+    is the same text whichever entry point (stream, API, CLI, training) met the value.
+    """
+
+    def __init__(self, reason: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+        self.message = message
+
+
 class StateError(SegstreamError):
     """The per-user state store (Redis) failed after its retries were exhausted."""
+
+
+class ReplicaWaitTimeout(StateError):
+    """Fewer Redis replicas than required acknowledged a write step within the WAIT timeout."""
 
 
 def describe(exc: BaseException) -> str:

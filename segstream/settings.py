@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     """Address the HTTP side binds to; loopback unless you mean to expose it (containers)."""
 
+    unknown_fields: Literal["ignore", "dead_letter"] = "ignore"
+    """An input field no event has (``email`` in a profile): ``ignore`` it, counted
+    (``segstream_unknown_fields_total``) and logged once per field, or ``dead_letter`` the
+    event (reason ``unexpected_field``, naming the field). ``POST /predict`` follows it (400)."""
+
     drift: Literal["off", "river"] = "off"
     """Online centroid drift: ``off``, or ``river`` for river's streaming k-means."""
 
@@ -174,6 +179,20 @@ class Settings(BaseSettings):
 
     redis_connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
     """The worker's Redis connection attempts fail after this many seconds."""
+
+    redis_min_replicas: int | None = Field(default=None, ge=0, le=16)
+    """Replicas that must have a batch's Redis writes before its offsets are acknowledged.
+
+    The worker ends each write step with a marker write and ``WAIT`` in the step's pipeline,
+    per primary on a Redis Cluster. Unset: 0 on a single server, 1 on a cluster. A worker
+    refuses to start when a primary has fewer replicas connected (``docs/scaling.md``)."""
+
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+    """Longest one ``WAIT`` for those replicas may block, in milliseconds.
+
+    On a timeout the step is sent again and waited for again (the batch stays unacknowledged),
+    each timeout counted in ``segstream_redis_wait_timeouts_total``; must be shorter than
+    ``redis_socket_timeout_s``."""
 
     # ------------------------------------------------------------------------------------------
 
@@ -368,6 +387,23 @@ class Settings(BaseSettings):
         if len(set(topics)) != len(topics):
             raise ValueError(f"topic names must be distinct, got {topics}")
         return self
+
+    @model_validator(mode="after")
+    def _check_wait_timeout(self) -> Settings:
+        if self.redis_wait_timeout_ms >= self.redis_socket_timeout_s * 1000:
+            raise ValueError(
+                f"{ENV_PREFIX}REDIS_WAIT_TIMEOUT_MS ({self.redis_wait_timeout_ms}) must be shorter "
+                f"than {ENV_PREFIX}REDIS_SOCKET_TIMEOUT_S ({self.redis_socket_timeout_s:g} s), or "
+                "every WAIT that times out would be taken for a dead connection"
+            )
+        return self
+
+    @property
+    def min_replicas(self) -> int:
+        """``redis_min_replicas``, or its default: 1 on a Redis Cluster, 0 on a single server."""
+        if self.redis_min_replicas is not None:
+            return self.redis_min_replicas
+        return 1 if self.redis_cluster else 0
 
     @property
     def controller_port(self) -> int:

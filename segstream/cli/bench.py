@@ -1,4 +1,4 @@
-"""``segstream bench training | stream | ops``: the benchmarks, which print their figures.
+"""``segstream bench training | stream | ops | populations``: benchmarks that print figures.
 
 The benchmarks live in ``benchmarks/`` of a source checkout, not in the installed package; these
 verbs run them from the checkout the package was installed from (``pip install -e .``, as
@@ -64,8 +64,16 @@ def _bench_ops(args: argparse.Namespace) -> int:
     return benchmark("ops").run_ops_bench(load_settings(), args.users, args.requests)
 
 
+def _bench_populations(args: argparse.Namespace) -> int:
+    if args.users < 10 or args.reads < 1 or args.scan_runs < 1:
+        raise ConfigError("--users must be at least 10, --reads and --scan-runs at least 1")
+    return benchmark("populations").run_populations_bench(
+        load_settings(), args.users, args.reads, args.scan_runs
+    )
+
+
 def add_commands(sub: SubParsers) -> None:
-    """Register ``bench training``, ``bench stream`` and ``bench ops``."""
+    """Register ``bench training``, ``bench stream``, ``bench ops`` and ``bench populations``."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     targets = add_verbs(bench, "bench_target", "TARGET")
     p = targets.add_parser(
@@ -124,3 +132,16 @@ def add_commands(sub: SubParsers) -> None:
         "--requests", type=int, default=2_000, metavar="N", help="GET /users requests to time"
     )
     p.set_defaults(handler=_bench_ops)
+    p = targets.add_parser(
+        "populations",
+        help="population read from the maintained counters vs a SCAN count, on the configured "
+        "Redis (or Redis Cluster)",
+    )
+    p.add_argument(
+        "--users", type=int, default=1_000_000, metavar="N", help="synthetic users to write"
+    )
+    p.add_argument("--reads", type=int, default=50, metavar="N", help="counter reads to time")
+    p.add_argument(
+        "--scan-runs", type=int, default=1, metavar="N", help="SCAN counts to time (best kept)"
+    )
+    p.set_defaults(handler=_bench_populations)

@@ -1,8 +1,9 @@
-"""``segstream lag | api | bench ops``: the operators' verbs.
+"""``segstream lag | api | populations``: the operators' verbs.
 
 ``lag`` reads the worker group's position from Kafka itself (so it answers while every worker
 is down) and prints one row per partition; ``api`` serves the HTTP API, metrics and status
-page standalone, from Redis and the model directory.
+page standalone, from Redis and the model directory; ``populations`` prints the maintained
+segment populations and, with ``--recount``, rebuilds them from the user hashes.
 """
 
 from __future__ import annotations
@@ -101,6 +102,65 @@ def lag_problems(snapshot: LagSnapshot, *, group_option: bool) -> list[str]:
     return problems
 
 
+def _populations(args: argparse.Namespace) -> int:
+    from segstream.errors import StateError
+    from segstream.stream.clients.redis import redis_client
+    from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+    from segstream.stream.state.keys import state_prefix
+    from segstream.stream.state.populations import (
+        Populations,
+        read_populations,
+        recount_populations,
+    )
+
+    settings = load_settings()
+    prefix = state_prefix(settings)
+
+    async def once() -> Populations:
+        client = redis_client(settings)
+        try:
+            if args.recount:
+                return await recount_populations(client, prefix, cluster=settings.redis_cluster)
+            return await read_populations(client, prefix, cluster=settings.redis_cluster)
+        finally:
+            await client.aclose()
+
+    populations = asyncio.run(
+        retry(
+            once,
+            what=f"{'recounting' if args.recount else 'reading'} the populations in Redis at "
+            f"{settings.redis_display} (SEGSTREAM_REDIS_URL)",
+            transient=REDIS_TRANSIENT,
+            attempts=3,
+            error=StateError,
+        )
+    )
+    by_version = {
+        version: {str(s): n for s, n in sorted(counts.items())}
+        for version, counts in sorted(populations.by_version.items())
+    }
+    if args.json:
+        document = {
+            "app_id": settings.app_id,
+            "recounted": args.recount,
+            "users": populations.users,
+            "unassigned": populations.unassigned,
+            "by_version": by_version,
+            "seconds": populations.duration_s,
+        }
+        print(json.dumps(document))
+        return 0
+    action = "recounted from the user hashes" if args.recount else "read"
+    print(
+        f"app {settings.app_id}: {populations.users} users, {populations.unassigned} not "
+        f"assigned yet ({action} in {1000 * populations.duration_s:.1f} ms)"
+    )
+    for version, counts in by_version.items():
+        listed = ", ".join(f"{segment}: {n}" for segment, n in counts.items())
+        print(f"  model {version}  {listed}")
+    return 0
+
+
 def _api(args: argparse.Namespace) -> int:
     from segstream.stream.http.server import run_web
 
@@ -112,7 +172,7 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: SubParsers) -> None:
-    """Register ``lag``, ``api`` and ``bench ops``."""
+    """Register ``lag``, ``api`` and ``populations``."""
     p = sub.add_parser(
         "lag",
         help="per-partition lag of the worker group (messages and seconds), read from Kafka",
@@ -136,3 +196,20 @@ def add_commands(sub: SubParsers) -> None:
     )
     p.add_argument("--port", type=int, metavar="N", help="override SEGSTREAM_HTTP_PORT")
     p.set_defaults(handler=_api)
+
+    p = sub.add_parser(
+        "populations",
+        help="users per segment and model version, from the maintained counters in Redis",
+        description="Users per segment and model version, read from the population counters "
+        "the worker keeps next to each user's state (O(hash slots), not O(users)). "
+        "--recount rebuilds the counters from the user hashes (SCAN on every primary): run "
+        "it with the workers and reassign stopped, since a user they change meanwhile may be "
+        "counted twice or not at all.",
+    )
+    p.add_argument(
+        "--recount",
+        action="store_true",
+        help="rebuild the counters from the user hashes first (a repair; O(users))",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(handler=_populations)

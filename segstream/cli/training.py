@@ -29,13 +29,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from segstream.errors import ConfigError, DataError
+from segstream.errors import ConfigError
 from segstream.settings import load_settings
 
 if TYPE_CHECKING:
     from segstream.training.data import DataSource
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "predict_row"]
 
 SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
@@ -165,6 +165,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from segstream.training.features import Exclusions
     from segstream.training.lineage_report import lineage_renderables
     from segstream.training.pipeline import train_to_directory
     from segstream.training.report import summary_table
@@ -191,6 +192,11 @@ def _train(args: argparse.Namespace) -> int:
     console.print(f"k: {model.k_selection}")
     if outcome.result.dropped_rows:
         console.print(f"dropped {outcome.result.dropped_rows:,} rows with missing values")
+    exclusions = Exclusions.from_json(model.extra.get("exclusions"))
+    if exclusions is not None:
+        for key, n in exclusions.refused.items():
+            example = escape(exclusions.refused_examples.get(key, ""))
+            console.print(f"[yellow]left out {n:,} users[/yellow] ({key}): e.g. {example}")
     console.print(f"model {outcome.version_dir} (current -> {model.version})")
     console.print(f"report {outcome.version_dir / 'report.html'}")
     console.print(f"trained in {time.perf_counter() - started:.1f}s")
@@ -217,24 +223,41 @@ def _assign(args: argparse.Namespace) -> int:
     return 0
 
 
+_PREDICT_OPTIONS = {
+    "age": "age",
+    "gender": "gender",
+    "country": "country",
+    "traffic_source": "traffic_source",
+    "total_orders": "total_orders",
+    "most_frequent_brand": "brand",
+    "most_frequent_category": "category",
+}
+"""Each feature of ``segstream predict`` and the argparse destination of its option."""
+
+
+def predict_row(args: argparse.Namespace) -> tuple[dict[str, object], int]:
+    """``segstream predict``'s features and ``--top``, checked by the input table.
+
+    Each option's text goes through :func:`segstream.training.inputs.parse_text`: the same
+    rule, and the same message, as the stream's events and ``POST /predict``.
+
+    Raises:
+        InputError: a value its field's rule refuses (exit 2 with the table's message).
+    """
+    from segstream.training.inputs import parse_text
+
+    row = {name: parse_text(name, getattr(args, dest)) for name, dest in _PREDICT_OPTIONS.items()}
+    return row, parse_text("top", args.top)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from segstream.training.artifact import load_model
     from segstream.training.pipeline import predict_one, reference_users
 
-    if args.top < 0:
-        raise DataError("--top must be 0 or more")
+    row, top = predict_row(args)
     model = load_model(_model_path(args))
-    row = {
-        "age": args.age,
-        "gender": args.gender,
-        "country": args.country,
-        "traffic_source": args.traffic_source,
-        "total_orders": args.total_orders,
-        "most_frequent_brand": args.brand,
-        "most_frequent_category": args.category,
-    }
-    reference = reference_users(model, _model_path(args), _source(args)) if args.top else None
-    result = predict_one(model, row, reference, args.top)
+    reference = reference_users(model, _model_path(args), _source(args)) if top else None
+    result = predict_one(model, row, reference, top)
     if args.json:
         document = {
             "model_version": model.version,
@@ -331,7 +354,7 @@ def add_commands(sub: SubParsers) -> None:
         "--model",
         help="model version directory or MODELS/current (default: SEGSTREAM_MODEL_DIR/current)",
     )
-    p.add_argument("--age", type=int, required=True, metavar="YEARS", help="age in years")
+    p.add_argument("--age", required=True, metavar="YEARS", help="age in whole years, 0..120")
     p.add_argument("--gender", required=True, metavar="G", help="gender as in the data: F or M")
     p.add_argument("--country", required=True, help="country name as in the data, e.g. Brasil")
     p.add_argument(
@@ -341,12 +364,12 @@ def add_commands(sub: SubParsers) -> None:
         help="how the customer came, as in the data, e.g. Search, Organic, Facebook",
     )
     p.add_argument(
-        "--total-orders", type=int, required=True, metavar="N", help="orders placed so far"
+        "--total-orders", required=True, metavar="N", help="orders placed so far, 0..1,000,000"
     )
     p.add_argument("--brand", required=True, help="most frequent brand, e.g. 'Calvin Klein'")
     p.add_argument("--category", required=True, help="most frequent category, e.g. Jeans")
     p.add_argument(
-        "--top", type=int, default=5, metavar="N", help="number of similar users, 0 for none"
+        "--top", default="5", metavar="N", help="number of similar users, 0..50, 0 for none"
     )
     p.add_argument(
         "--json",

@@ -51,7 +51,13 @@ class ClusterNode(RedisServer):
 
     def __init__(self, settings: Settings, root: Path, port: int, bus_port: int) -> None:
         # The node is the plain server with its own port and folder; the rest is RedisServer's.
-        super().__init__(settings.model_copy(update={"redis_port": port, "data_dir": root}))
+        # Its readiness check talks to this one node (not joined yet: no cluster client),
+        # whatever SEGSTREAM_REDIS_CLUSTER says for the product's clients.
+        super().__init__(
+            settings.model_copy(
+                update={"redis_port": port, "data_dir": root, "redis_cluster": False}
+            )
+        )
         self.port = port
         self.bus_port = bus_port
 

@@ -6,6 +6,9 @@ Public API:
 - :func:`read_features` runs ``features.sql`` and returns the feature frame: columns
   ``user_id`` + :data:`~segstream.training.features.FEATURE_COLUMNS`, one row per user, sorted
   by ``user_id``; ``user_id``, ``age`` and ``total_orders`` are int64, the rest strings.
+  Rows whose values break the input table's rules (``segstream/training/inputs.py``: an age
+  of -5 or 30.5, a 65-character country) are left out too, counted per field and reason
+  (:func:`read_checked_features`), as the stream dead-letters such events.
 - :func:`read_exclusions` counts the users the feature query leaves out and why.
 - :func:`read_tables` returns the four raw tables as Arrow tables.
 - :func:`run_query` runs any portable SELECT over the four tables (used by
@@ -42,10 +45,12 @@ from segstream.training.features import (
     feature_sql,
 )
 from segstream.training.generate import TABLE_NAMES, Tables
+from segstream.training.inputs import FrameCheck, check_frame
 
 __all__ = [
     "REQUIRED_COLUMNS",
     "DataSource",
+    "read_checked_features",
     "read_exclusions",
     "read_features",
     "read_tables",
@@ -238,7 +243,7 @@ def run_query(source: DataSource, sql: str) -> pd.DataFrame:
 
 
 def read_features(source: DataSource) -> pd.DataFrame:
-    """The feature frame of every user with an order and no missing feature.
+    """The feature frame of every user with an order, no missing feature and valid values.
 
     Returns:
         Columns ``user_id`` + FEATURE_COLUMNS, one row per user sorted by ``user_id``;
@@ -248,16 +253,41 @@ def read_features(source: DataSource) -> pd.DataFrame:
         DataError: missing table or column, a failing query, duplicate user ids, or no rows.
         ServiceError: the database cannot be reached after retries.
     """
-    frame = run_query(source, feature_sql(source.dialect()))
-    if frame.empty:
+    return read_checked_features(source).frame
+
+
+def read_checked_features(source: DataSource) -> FrameCheck:
+    """:func:`read_features`'s frame, and the rows the input table refused (per field and
+    reason, with an example message), which it leaves out and logs as a warning.
+
+    Raises:
+        DataError, ServiceError: as :func:`read_features`; also when every row is refused.
+    """
+    queried = run_query(source, feature_sql(source.dialect()))
+    if queried.empty:
         raise DataError(f"no user with an order and complete features in {source.describe()}")
-    frame = frame[[ID_COLUMN, *FEATURE_COLUMNS]]
+    check = check_frame(queried[[ID_COLUMN, *FEATURE_COLUMNS]], (ID_COLUMN, *FEATURE_COLUMNS))
+    if check.refused:
+        log.warning(
+            "%d users of %s left out, their values breaking the input rules: %s",
+            check.total,
+            source.describe(),
+            "; ".join(
+                f"{n} {key} (e.g. {check.examples[key]})" for key, n in check.refused.items()
+            ),
+        )
+    if check.frame.empty:
+        raise DataError(
+            f"every user of {source.describe()} has a value the input rules refuse "
+            f"(segstream/training/inputs.py): {', '.join(check.examples.values())}"
+        )
+    frame = check.frame
     ints = (ID_COLUMN, *NUMERIC_COLUMNS)
     frame = frame.astype({c: "int64" for c in ints} | {c: str for c in frame if c not in ints})
     if frame[ID_COLUMN].duplicated().any():
         dups = frame.loc[frame[ID_COLUMN].duplicated(), ID_COLUMN].head(5).tolist()
         raise DataError(f"users.id is not unique in {source.describe()}: e.g. {dups}")
-    return frame.reset_index(drop=True)
+    return FrameCheck(frame.reset_index(drop=True), check.refused, check.examples)
 
 
 def read_exclusions(source: DataSource) -> Exclusions:

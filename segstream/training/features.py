@@ -40,7 +40,7 @@ The order of :data:`FEATURE_COLUMNS` is the model's column order.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 from segstream.errors import DataError
@@ -177,13 +177,23 @@ class Exclusions:
     ``users``: rows of ``users``; ``segmented``: users the feature query returns;
     ``no_orders``: users without any order; ``missing[c]``: users *with* orders whose feature
     ``c`` (a key of :data:`EXCLUSION_REASONS`) is missing. A user can miss several features,
-    so ``missing`` may add up to more than :attr:`missing_features`.
+    so ``missing`` may add up to more than :attr:`missing_features`. ``refused``: of the
+    ``segmented`` users, those left out after the query because a value breaks the input
+    table's rules (``"<field> <reason>"`` -> users, one key per user), with an example message
+    per key in ``refused_examples``.
     """
 
     users: int
     segmented: int
     no_orders: int
     missing: Mapping[str, int]
+    refused: Mapping[str, int] = field(default_factory=dict)
+    refused_examples: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def refused_total(self) -> int:
+        """Users the input rules left out after the feature query."""
+        return sum(self.refused.values())
 
     @property
     def excluded(self) -> int:
@@ -202,6 +212,8 @@ class Exclusions:
             "segmented": self.segmented,
             "no_orders": self.no_orders,
             "missing": dict(self.missing),
+            "refused": dict(self.refused),
+            "refused_examples": dict(self.refused_examples),
         }
 
     @classmethod
@@ -216,7 +228,14 @@ class Exclusions:
         if not all(type(missing.get(c)) is int for c in EXCLUSION_REASONS):
             return None
         users, segmented, no_orders = (int(n) for n in counts)  # type: ignore[arg-type]
-        return cls(users, segmented, no_orders, {c: int(missing[c]) for c in EXCLUSION_REASONS})
+        refused = value.get("refused", {})  # absent: a version from before the input rules
+        examples = value.get("refused_examples", {})
+        if not isinstance(refused, dict) or not all(type(n) is int for n in refused.values()):
+            return None
+        if not isinstance(examples, dict):
+            return None
+        missing_counts = {c: int(missing[c]) for c in EXCLUSION_REASONS}
+        return cls(users, segmented, no_orders, missing_counts, refused, examples)
 
 
 def exclusion_sql(dialect: str = "duckdb") -> str:

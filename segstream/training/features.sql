@@ -12,6 +12,8 @@
 -- for a user without orders); segmented keeps the users with every feature, the one rule of
 -- who is segmented. exclusion_sql() (features.py) reuses everything above the final SELECT
 -- to count the users left out and why, so the two queries cannot disagree.
+-- age is read as stored (no CAST, which would round 30.5 to 31); the input table rules
+-- (segstream/training/inputs.py) then refuse a fraction, as they do everywhere.
 -- COLLATE "C" makes PostgreSQL compare bytes; it is also DuckDB's default order.
 -- No colons anywhere in this file, so that SQLAlchemy's text() sees no bind parameters.
 
@@ -65,7 +67,7 @@ category_ranks AS (
 user_features AS (
     SELECT
         u.id AS user_id,
-        CAST(u.age AS BIGINT) AS age,
+        u.age AS age,
         NULLIF(u.gender, '') AS gender,
         NULLIF(u.country, '') AS country,
         NULLIF(u.traffic_source, '') AS traffic_source,

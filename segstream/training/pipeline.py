@@ -42,7 +42,12 @@ from segstream.training.artifact import (
     save_model,
 )
 from segstream.training.assign import assign
-from segstream.training.data import DataSource, read_exclusions, read_features
+from segstream.training.data import (
+    DataSource,
+    read_checked_features,
+    read_exclusions,
+    read_features,
+)
 from segstream.training.features import ID_COLUMN
 from segstream.training.lineage import Lineage
 from segstream.training.report import SegmentProfile, profile_segments, render_html
@@ -209,9 +214,12 @@ def train_to_directory(
     report = progress or (lambda step, done, total: None)
     earlier = find_previous(models_dir, previous)  # before the fit: a bad path fails fast
     report("reading features", 0, 2)
-    features = read_features(source)
+    checked = read_checked_features(source)
+    features = checked.frame
     report("reading features", 1, 2)
-    exclusions = read_exclusions(source)  # who read_features left out, for the report
+    exclusions = dataclasses.replace(  # who read_features left out, for the report
+        read_exclusions(source), refused=checked.refused, refused_examples=checked.examples
+    )
     report("reading features", 2, 2)
     result = fit(features, config, progress)
     extra = {**result.model.extra, "exclusions": exclusions.to_json()}

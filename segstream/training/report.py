@@ -289,16 +289,28 @@ def exclusions_html(model: Model) -> str:
     rows = [("no order at all", x.no_orders)] + [
         (f"has orders, {reason}", x.missing[column]) for column, reason in EXCLUSION_REASONS.items()
     ]
+    rows += [
+        (f"a value the input rules refuse: {key} (e.g. {x.refused_examples.get(key, '?')})", n)
+        for key, n in x.refused.items()
+    ]
     body = "".join(f"<tr><td>{html.escape(r)}</td><td class=num>{n:,}</td></tr>" for r, n in rows)
+    segmented = x.segmented - x.refused_total
     lines = [
-        f"<p>{x.users:,} users in the data: {x.segmented:,} segmented, {x.excluded:,} left out "
+        f"<p>{x.users:,} users in the data: {segmented:,} segmented, {x.excluded:,} left out "
         f"by the feature query ({x.no_orders:,} without any order, {x.missing_features:,} with "
-        "orders but a missing feature; a user can miss several).</p>",
+        "orders but a missing feature; a user can miss several)"
+        + (
+            f", {x.refused_total:,} for a value the input rules refuse (the table in "
+            "segstream/training/inputs.py, which the stream and the API apply too)"
+            if x.refused_total
+            else ""
+        )
+        + ".</p>",
         f"<table><tr><th>reason</th><th>users</th></tr>{body}</table>",
     ]
     dropped = model.extra.get("dropped_rows")
     dropped = dropped if isinstance(dropped, int) else 0
-    if model.n_rows + dropped != x.segmented:
+    if model.n_rows + dropped + x.refused_total != x.segmented:
         lines.append(
             f'<p class="note">training read {model.n_rows + dropped:,} users but the count found '
             f"{x.segmented:,}: the data changed between the two reads.</p>"

@@ -1,4 +1,5 @@
-"""Private stacks for tests: settings on free ports, and a stack that is always stopped."""
+"""Private stacks for tests: settings on free ports, a stack that is always stopped, and a
+local Redis Cluster on free ports."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from segstream.services.redis_cluster import RedisCluster
 from segstream.services.stack import Stack
 from segstream.settings import Settings, load_settings
-from tests.ports import free_port
+from tests.ports import free_port, free_ports
 
 
 def private_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -34,3 +36,19 @@ def running(stack: Stack) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
+
+
+@contextmanager
+def redis_cluster(data_dir: Path) -> Iterator[RedisCluster]:
+    """Six real nodes (3 primaries, 3 replicas) on free ports under ``data_dir``, started, and
+    stopped on the way out whatever happened."""
+    ports = free_ports(12)
+    nodes = RedisCluster(
+        load_settings(data_dir=data_dir), ports=list(zip(ports[:6], ports[6:], strict=True))
+    )
+    nodes.start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+        assert not nodes.is_running()

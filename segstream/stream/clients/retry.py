@@ -33,7 +33,7 @@ from typing import TypeVar
 import redis.exceptions as redis_errors
 from aiokafka import errors as kafka_errors
 
-from segstream.errors import SegstreamError, ServiceError
+from segstream.errors import ReplicaWaitTimeout, SegstreamError, ServiceError
 from segstream.errors import describe as describe_one
 
 __all__ = [
@@ -57,8 +57,10 @@ REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
     redis_errors.RedisError,
     OSError,
     TimeoutError,
+    ReplicaWaitTimeout,
 )
-"""The exception types a Redis failure surfaces as; :func:`redis_fault` says which to retry."""
+"""The exception types a Redis failure surfaces as; :func:`redis_fault` says which to retry
+(a :class:`~segstream.errors.ReplicaWaitTimeout`, replicas late to acknowledge, is retried)."""
 
 KAFKA_TRANSIENT: tuple[type[BaseException], ...] = (kafka_errors.KafkaError, OSError, TimeoutError)
 """The exception types a broker failure surfaces as; :func:`kafka_fault` says which to retry."""

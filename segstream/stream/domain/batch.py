@@ -18,7 +18,14 @@ import numpy as np
 from segstream.errors import EventError
 from segstream.stream.domain.changes import plan_settle
 from segstream.stream.domain.dead_letters import dead_letter, fit_dead_letter
-from segstream.stream.domain.events import Event, Source, parse_order, parse_user
+from segstream.stream.domain.events import (
+    Event,
+    OrderEvent,
+    Source,
+    UnknownFields,
+    UserEvent,
+    parse_event,
+)
 from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.domain.user import Settle, UserState
 
@@ -45,6 +52,8 @@ class ParsedBatch:
     """Each rejected record's dead letter, in arrival order, each within the size limit."""
     reasons: list[str]
     """The reason code of each dead letter, in the same order."""
+    unknown: list[tuple[str, tuple[str, ...]]]
+    """Per valid record that carried fields no event has (ignored): its topic and their names."""
     truncated: list[Output]
     """The dead letters among them that had to be cut to fit (see :func:`parse_batch`)."""
 
@@ -59,11 +68,17 @@ def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
 
 
 def parse_batch(
-    records: Sequence[RawRecord], topics: Topics, max_bytes: int | None = None
+    records: Sequence[RawRecord],
+    topics: Topics,
+    unknown_fields: UnknownFields = "ignore",
+    *,
+    max_bytes: int | None = None,
 ) -> ParsedBatch:
     """Validate ``records``; group valid events by user (arrival order kept per user).
 
     Args:
+        unknown_fields: ``SEGSTREAM_UNKNOWN_FIELDS``: records with fields no event has are
+            valid and listed in :attr:`ParsedBatch.unknown` (``ignore``), or dead letters.
         max_bytes: the largest record the dead-letter topic accepts (its ``max.message.bytes``,
             the producer's ``max_request_size``), if any. A dead letter over it (an input near
             the input topic's own limit, plus our headers) is replaced by
@@ -74,14 +89,13 @@ def parse_batch(
     by_user: dict[int, list[tuple[Source, Event]]] = {}
     rejected: list[Output] = []
     reasons: list[str] = []
+    unknown: list[tuple[str, tuple[str, ...]]] = []
     truncated: list[Output] = []
     users_topic = topics.users
     for record in records:
+        kind = UserEvent if record.topic == users_topic else OrderEvent
         try:
-            if record.topic == users_topic:
-                event: Event = parse_user(record.value, record.key)
-            else:
-                event = parse_order(record.value, record.key)
+            event, extra = parse_event(record.value, record.key, kind, unknown_fields)
         except EventError as exc:
             letter = dead_letter(
                 topics.dead_letters,
@@ -101,13 +115,15 @@ def parse_batch(
             reasons.append(exc.reason)
             rejected.append(letter)
             continue
+        if extra:
+            unknown.append((record.topic, extra))
         source = Source(record.topic, record.partition, record.offset)
         events = by_user.get(event.user_id)
         if events is None:
             by_user[event.user_id] = [(source, event)]
         else:
             events.append((source, event))
-    return ParsedBatch(by_user, rejected, reasons, truncated)
+    return ParsedBatch(by_user, rejected, reasons, unknown, truncated)
 
 
 def plan_settles(

@@ -31,11 +31,18 @@ class WorkerObserver(Protocol):
     def misplaced(self, topic: str, n: int = 1) -> None:
         """``n`` records of ``topic`` arrived on a partition their key does not hash to."""
 
+    def unknown_fields(self, topic: str, n: int = 1) -> None:
+        """``n`` valid records of ``topic`` carried fields no event has (ignored)."""
+
     def redis_error(self) -> None:
         """A Redis call failed with a transient error."""
 
     def redis_retry(self) -> None:
         """A failed Redis call is being retried."""
+
+    def redis_wait_timeout(self) -> None:
+        """Fewer replicas than ``SEGSTREAM_REDIS_MIN_REPLICAS`` acknowledged a write step in time
+        (the step is retried, its batch not acknowledged; also counted as an error and a retry)."""
 
     def stall(self, kind: str) -> None:
         """The worker stopped progressing: a ``batch`` or ``commit`` overran its deadline.

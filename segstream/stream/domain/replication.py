@@ -8,10 +8,17 @@ three copies writes go on while one broker is down.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from segstream.errors import ConfigError
 from segstream.settings import Settings
 
-__all__ = ["default_replication_factor", "min_insync_replicas", "replication_factor"]
+__all__ = [
+    "check_redis_replicas",
+    "default_replication_factor",
+    "min_insync_replicas",
+    "replication_factor",
+]
 
 _MOST_COPIES = 3
 """Kafka's usual production replication factor: survives one broker down plus one lost."""
@@ -48,3 +55,32 @@ def replication_factor(settings: Settings, brokers: int) -> int:
 def min_insync_replicas(factor: int) -> int:
     """The ``min.insync.replicas`` that goes with ``factor`` copies: ``factor - 1``, at least 1."""
     return max(1, factor - 1)
+
+
+def check_redis_replicas(settings: Settings, replicas: Mapping[str, int]) -> None:
+    """Refuse to start when a Redis primary has fewer replicas than the worker will WAIT for.
+
+    Args:
+        replicas: each primary (its address) -> replicas connected to it now.
+
+    Raises:
+        ConfigError: ``settings.min_replicas`` exceeds a primary's replicas: every batch would
+            wait for a replica that does not exist and never be acknowledged.
+    """
+    required = settings.min_replicas
+    short = {where: n for where, n in replicas.items() if n < required}
+    if not short:
+        return
+    where, n = min(short.items(), key=lambda item: item[1])
+    origin = (
+        f"SEGSTREAM_REDIS_MIN_REPLICAS is {required}"
+        if settings.redis_min_replicas is not None
+        else f"SEGSTREAM_REDIS_MIN_REPLICAS is unset, so {required} on a Redis Cluster"
+    )
+    raise ConfigError(
+        f"{origin}, but Redis primary {where} has {n} replica(s) connected"
+        + (f" ({len(short)} primaries are short)" if len(short) > 1 else "")
+        + f": the worker would wait for every batch forever. Set SEGSTREAM_REDIS_MIN_REPLICAS={n}"
+        " (0 does not wait; a primary's crash can then lose its last writes) or give every"
+        " primary that many replicas"
+    )

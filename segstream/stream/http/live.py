@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from segstream.errors import ArtifactError, ServiceError, describe
 from segstream.settings import Settings
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, backoff_delays
+from segstream.stream.domain.events import UnknownFieldLog
 from segstream.stream.http.metrics import Metrics
 from segstream.stream.http.serving import ServingModel
 from segstream.stream.kafka.changefeed import ChangeFeed
@@ -79,17 +80,21 @@ class LiveView:
         redis: aioredis.Redis,
         prefix: str,
         lag_interval_s: float = 2.0,
-        population_min_age_s: float = 5.0,
+        population_min_age_s: float = 1.0,
         stalls: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         """``stalls``: why the worker in this process is not progressing (its watchdog's
         reasons); ``None`` when no worker runs here (``segstream api``)."""
         self.settings = settings
+        self.unknown_log = UnknownFieldLog()
+        """Fields ignored in ``POST /predict`` bodies already logged (each once)."""
         self.stalls = stalls
         self.metrics = metrics
         self.serving = serving
         self.redis = redis
-        self.populations = PopulationCache(redis, prefix, min_age_s=population_min_age_s)
+        self.populations = PopulationCache(
+            redis, prefix, cluster=settings.redis_cluster, min_age_s=population_min_age_s
+        )
         self.feed = ChangeFeed(settings, settings.topic_segment_changes)
         self.lag_reader = LagReader(
             settings,
@@ -235,6 +240,13 @@ class LiveView:
                 "latest": [c.as_json() for c in self.feed.recent(20)],
             },
         }
+
+    def note_unknown_fields(self, source: str, names: tuple[str, ...]) -> None:
+        """An input of ``source`` (``predict``) carried fields no request has, ignored: count
+        it (``segstream_unknown_fields_total``) and log each field the first time."""
+        self.metrics.unknown_fields(source)
+        for line in self.unknown_log.first_times(source, names):
+            log.warning("%s", line)
 
     def _throughput(self) -> dict[str, Any]:
         # Rates from a broker that stopped answering would be the last ones measured, shown

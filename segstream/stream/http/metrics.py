@@ -15,6 +15,10 @@ segstream_events_consumed_total             counter    ``topic``: input records 
 segstream_misplaced_records_total           counter    ``topic``: records on a partition their key
                                                        does not hash to (murmur2); a producer
                                                        with another partitioner (kcat's CRC32)
+segstream_unknown_fields_total              counter    ``topic``: valid records that carried a
+                                                       field no event has, ignored
+                                                       (``SEGSTREAM_UNKNOWN_FIELDS=ignore``);
+                                                       ``predict`` for POST /predict bodies
 segstream_batch_processing_seconds          histogram  wall time of one batch, end to end
 segstream_batch_events                      histogram  records per batch
 segstream_segment_changes_total             counter    segment changes published
@@ -24,6 +28,9 @@ segstream_segment_population                gauge      ``model_version``, ``segm
 segstream_model_info                        info       ``version`` of the model in use
 segstream_redis_errors_total                counter    failed Redis calls (transient errors)
 segstream_redis_retries_total               counter    Redis calls retried after a failure
+segstream_redis_wait_timeouts_total         counter    write steps whose WAIT saw fewer replicas
+                                                       than SEGSTREAM_REDIS_MIN_REPLICAS in time
+                                                       (the step is retried, the batch not acked)
 segstream_stalls_total                      counter    ``kind``: ``batch`` or ``commit`` overran
                                                        its deadline (the progress watchdog)
 segstream_consumer_lag_messages             gauge      ``topic``, ``partition``: records pending
@@ -114,6 +121,12 @@ class Metrics:
         )
         for reason in REASONS:
             self._dead.labels(reason=reason)
+        self._unknown = Counter(
+            "segstream_unknown_fields",
+            "Valid input records that carried a field no event has (ignored), by topic.",
+            ["topic"],
+            registry=r,
+        )
         self._population = Gauge(
             "segstream_segment_population",
             "Users whose current segment is this one, under this model version.",
@@ -126,6 +139,12 @@ class Metrics:
         )
         self._redis_retries = Counter(
             "segstream_redis_retries", "Redis calls retried after a failure.", registry=r
+        )
+        self._redis_wait_timeouts = Counter(
+            "segstream_redis_wait_timeouts",
+            "Write steps whose WAIT saw fewer replicas than SEGSTREAM_REDIS_MIN_REPLICAS within "
+            "SEGSTREAM_REDIS_WAIT_TIMEOUT_MS (retried; the batch is not acknowledged meanwhile).",
+            registry=r,
         )
         self._stalls = Counter(
             "segstream_stalls",
@@ -194,6 +213,11 @@ class Metrics:
         if n:
             self._misplaced.labels(topic=topic).inc(n)
 
+    def unknown_fields(self, topic: str, n: int = 1) -> None:
+        """``n`` valid records of ``topic`` carried fields no event has (ignored)."""
+        if n:
+            self._unknown.labels(topic=topic).inc(n)
+
     def dead_letter(self, reason: str, n: int = 1) -> None:
         """``n`` records were dead-lettered for ``reason`` (an ``events.REASONS`` code)."""
         if n:
@@ -207,6 +231,10 @@ class Metrics:
     def redis_retry(self) -> None:
         """A failed Redis call is being retried."""
         self._redis_retries.inc()
+
+    def redis_wait_timeout(self) -> None:
+        """Too few replicas acknowledged a write step within the WAIT timeout."""
+        self._redis_wait_timeouts.inc()
 
     def stall(self, kind: str) -> None:
         """The worker stalled: ``kind`` (``batch``, ``commit``) overran its deadline."""

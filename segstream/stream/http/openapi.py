@@ -3,7 +3,8 @@
 It is the contract the integration tests hold the server to (schemathesis generates requests
 from it and checks every response against it), and the request body schema of ``POST
 /predict`` is compiled from it to validate bodies, so the document and the checks cannot
-drift apart. Bounds follow the input event schemas (``schemas/users.json``).
+drift apart. The request's fields and their bounds are the input table's
+(:data:`segstream.training.inputs.RULES`), the rules every entry point checks values with.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from typing import Any, Final
 
 from segstream.stream.http.auth import is_public
 from segstream.training.features import FEATURE_COLUMNS
+from segstream.training.inputs import MAX_ID, RULES
 
-__all__ = ["MAX_TOP", "MAX_USER_ID", "PREDICT_REQUEST", "openapi_document"]
+__all__ = ["MAX_TOP", "MAX_USER_ID", "PREDICT_FIELDS", "PREDICT_REQUEST", "openapi_document"]
 
-MAX_USER_ID: Final = 9_007_199_254_740_991
-"""Largest user_id (2**53 - 1, as the input schemas: exact in every JSON parser)."""
-MAX_TOP: Final = 50
+MAX_USER_ID: Final = MAX_ID
+"""Largest user_id (2**53 - 1, as the input table: exact in every JSON parser)."""
+MAX_TOP: Final = RULES["top"].maximum
 """Most similar users ``POST /predict`` returns."""
-
-_TEXT: Final = {"type": "string", "minLength": 1, "maxLength": 64}
+PREDICT_FIELDS: Final = (*FEATURE_COLUMNS, "top")
+"""The fields of a ``POST /predict`` body, in the order they are checked."""
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -44,23 +46,12 @@ def _json(description: str, schema: str) -> dict[str, Any]:
 
 PREDICT_REQUEST: Final[dict[str, Any]] = {
     "type": "object",
-    "additionalProperties": False,
+    "description": "A new customer's features. Other fields are ignored (SEGSTREAM_UNKNOWN_FIELDS="
+    "dead_letter refuses them with 400); a whole number may be written with a fraction (30.0).",
     "required": list(FEATURE_COLUMNS),
     "properties": {
-        "age": {"type": "integer", "minimum": 0, "maximum": 120, "description": "Whole years."},
-        "gender": _TEXT,
-        "country": _TEXT,
-        "traffic_source": _TEXT,
-        "total_orders": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
-        "most_frequent_brand": _TEXT,
-        "most_frequent_category": _TEXT,
-        "top": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": MAX_TOP,
-            "default": 5,
-            "description": "How many similar existing users to return.",
-        },
+        **{name: RULES[name].json_schema(openapi=True) for name in PREDICT_FIELDS},
+        "top": {**RULES["top"].json_schema(openapi=True), "default": 5},
     },
 }
 """JSON Schema of the ``POST /predict`` body: the seven features, and ``top``."""

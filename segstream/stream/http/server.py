@@ -26,24 +26,30 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-import fastjsonschema
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from segstream.errors import ArtifactError, ServiceError, StateError
+from segstream.errors import ArtifactError, InputError, ServiceError, StateError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.domain.events import UnknownFields
 from segstream.stream.http.auth import bearer_auth, check_exposure
 from segstream.stream.http.live import LiveView
 from segstream.stream.http.metrics import CONTENT_TYPE, Metrics
-from segstream.stream.http.openapi import MAX_USER_ID, PREDICT_REQUEST, openapi_document
+from segstream.stream.http.openapi import (
+    MAX_USER_ID,
+    PREDICT_FIELDS,
+    PREDICT_REQUEST,
+    openapi_document,
+)
 from segstream.stream.http.serving import ServingModel
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.lookup import read_stored_user
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.app import Extension, WorkerParts
 from segstream.stream.worker.assigner import Assigner
+from segstream.training.inputs import check_fields
 
 __all__ = ["LIVE", "create_web_app", "parse_user_id", "run_web", "start_web", "worker_http"]
 
@@ -55,8 +61,6 @@ LIVE = web.AppKey("segstream_live", LiveView)
 _STATE = web.AppKey("segstream_state", RedisState)
 MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted request body."""
-
-_validate_predict = fastjsonschema.compile(PREDICT_REQUEST, use_default=False)
 
 
 def _static_dir() -> Path:
@@ -95,14 +99,21 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def parse_predict_body(body: bytes) -> tuple[dict[str, Any], int]:
-    """The features and ``top`` of a ``POST /predict`` body.
+def parse_predict_body(
+    body: bytes, unknown_fields: UnknownFields = "ignore"
+) -> tuple[dict[str, Any], int, tuple[str, ...]]:
+    """The features and ``top`` of a ``POST /predict`` body, and its ignored fields' names.
+
+    Each field is checked by the input table (:data:`segstream.training.inputs.RULES`), so a
+    value is refused with the same message as the stream's dead letter, ``segstream
+    predict`` and training give it; ``30.0`` is the whole number 30. Fields no request has
+    are ignored and named (``unknown_fields="ignore"``), or refused.
 
     Raises:
         web.HTTPBadRequest: not UTF-8 JSON, an object that repeats a key, nesting deeper than
-            Python's recursion limit (~1,000 levels; a valid body has one), or not an object
-            per the OpenAPI document's ``PredictRequest`` (the message names the offending
-            field).
+            Python's recursion limit (~1,000 levels; a valid body has one), not an object, a
+            missing field, a value its rule refuses (the table's message, as it is), or an
+            unknown field under ``dead_letter``.
     """
     try:
         document = json.loads(
@@ -114,17 +125,23 @@ def parse_predict_body(body: bytes) -> tuple[dict[str, Any], int]:
         raise _bad_request(f"body is not JSON: {exc}") from None
     except RecursionError:  # json's parser recurses per level of nesting
         raise _bad_request("body is nested too deeply to be a predict request") from None
-    if isinstance(document, dict):
-        missing = [name for name in PREDICT_REQUEST["required"] if name not in document]
-        if missing:
-            raise _bad_request(f"invalid body: missing field(s) {', '.join(missing)}")
+    if not isinstance(document, dict):
+        raise _bad_request("invalid body: it must be a JSON object of the features")
+    missing = [name for name in PREDICT_REQUEST["required"] if name not in document]
+    if missing:
+        raise _bad_request(f"invalid body: missing field(s) {', '.join(missing)}")
     try:
-        _validate_predict(document)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        message = exc.message.replace("data.", "body.", 1).replace("data ", "body ", 1)
-        raise _bad_request(f"invalid body: {message}") from None
-    top = int(document.pop("top", 5))
-    return document, top
+        features = check_fields(document, PREDICT_FIELDS)
+    except InputError as exc:
+        raise _bad_request(exc.message) from None
+    unknown = tuple(name for name in document if name not in PREDICT_REQUEST["properties"])
+    if unknown and unknown_fields == "dead_letter":
+        raise _bad_request(
+            f"field {unknown[0][:40]!r} is not part of a predict request "
+            "(SEGSTREAM_UNKNOWN_FIELDS=dead_letter; ignore takes it)"
+        )
+    top = int(features.pop("top", 5))
+    return features, top, unknown
 
 
 @web.middleware
@@ -198,8 +215,11 @@ async def get_user(request: web.Request) -> web.Response:
 
 async def post_predict(request: web.Request) -> web.Response:
     """``POST /predict``: the new-customer flow of ``segstream predict``."""
-    features, top = parse_predict_body(await request.read())
-    model, result = await request.app[LIVE].serving.predict(features, top)
+    live = request.app[LIVE]
+    features, top, unknown = parse_predict_body(await request.read(), live.settings.unknown_fields)
+    if unknown:
+        live.note_unknown_fields("predict", unknown)
+    model, result = await live.serving.predict(features, top)
     similar = [
         {
             "user_id": int(row.user_id),
@@ -287,7 +307,7 @@ def create_web_app(
     assigner: Assigner | None = None,
     redis: aioredis.Redis | None = None,
     lag_interval_s: float = 2.0,
-    population_min_age_s: float = 5.0,
+    population_min_age_s: float = 1.0,
     stalls: Callable[[], Sequence[str]] | None = None,
 ) -> web.Application:
     """The HTTP application (not started); the other arguments share the worker's objects.
@@ -297,7 +317,7 @@ def create_web_app(
         assigner: the worker's model holder, so both serve the same version.
         redis: a client that does not decode responses; one is made (and closed) if ``None``.
         lag_interval_s: how often the lag is read from Kafka for the page and the gauges.
-        population_min_age_s: how old segment populations may be before a recount.
+        population_min_age_s: how old segment populations may be before they are read again.
         stalls: the worker's watchdog reasons; ``/readyz`` is not ready while there are any.
     """
     own_redis = redis is None

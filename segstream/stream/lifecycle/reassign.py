@@ -71,7 +71,8 @@ from segstream.stream.drift.shared import SharedDrift, shared_drift
 from segstream.stream.kafka.publisher import AiokafkaSender, Sender
 from segstream.stream.kafka.topics import ensure_topics
 from segstream.stream.state.keys import state_prefix, user_pattern
-from segstream.stream.state.populations import count_populations
+from segstream.stream.state.keyspace import primaries, scan_page
+from segstream.stream.state.populations import read_populations
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 from segstream.training.artifact import Model
@@ -229,7 +230,9 @@ class Reassigner:
         """User hashes now, and users per model version (for the progress bar and report)."""
         populations = await self._redis(
             "counting users",
-            lambda: count_populations(self.state.client, self.state.prefix),
+            lambda: read_populations(
+                self.state.client, self.state.prefix, cluster=self.state.cluster
+            ),
         )
         per_version = {
             version: sum(counts.values()) for version, counts in populations.by_version.items()
@@ -243,8 +246,9 @@ class Reassigner:
     ) -> ReassignReport:
         """Re-assign every user; ``progress(n)`` after each batch of ``n`` users.
 
-        ``on_start(users)`` is called first with the number of user hashes (counted with
-        :func:`~segstream.stream.state.populations.count_populations`, ~0.5 s per 100,000 users).
+        ``on_start(users)`` is called first with the number of user hashes (the maintained
+        population counters, :func:`~segstream.stream.state.populations.read_populations`).
+        The walk is one SCAN per primary on a Redis Cluster.
 
         Raises:
             StateError: Redis failed after retries, or the drift state does not fit the model.
@@ -261,23 +265,31 @@ class Reassigner:
         client, prefix = self.state.client, self.state.prefix
         pattern = user_pattern(prefix)
         batch: list[int] = []
-        cursor = 0
-        while True:
-            cursor, keys = await self._redis(
-                "scanning users",
-                lambda c=cursor: client.scan(c, match=pattern, count=self.batch_size, _type="HASH"),
-            )
-            for key in keys:
-                user_id = user_id_of(key, prefix)
-                if user_id is not None:
-                    batch.append(user_id)
-            while len(batch) >= self.batch_size or (cursor == 0 and batch):
-                page, batch = batch[: self.batch_size], batch[self.batch_size :]
-                await self._batch(model, page, occurred_at, report)
-                if progress is not None:
-                    progress(len(page))
-            if cursor == 0:
-                break
+        nodes = await self._redis("finding the primaries", lambda: primaries(client))
+        for node in nodes:
+            cursor = 0
+            while True:
+                cursor, keys = await self._redis(
+                    "scanning users",
+                    lambda n=node, c=cursor: scan_page(
+                        client, n, c, match=pattern, count=self.batch_size, type_="hash"
+                    ),
+                )
+                for key in keys:
+                    user_id = user_id_of(key, prefix)
+                    if user_id is not None:
+                        batch.append(user_id)
+                while len(batch) >= self.batch_size:
+                    page, batch = batch[: self.batch_size], batch[self.batch_size :]
+                    await self._batch(model, page, occurred_at, report)
+                    if progress is not None:
+                        progress(len(page))
+                if cursor == 0:
+                    break
+        if batch:
+            await self._batch(model, batch, occurred_at, report)
+            if progress is not None:
+                progress(len(batch))
         report.seconds = time.perf_counter() - started
         log.info("reassign done: %s", msgspec.json.encode(report.as_dict()).decode())
         return report

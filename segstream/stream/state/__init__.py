@@ -13,7 +13,9 @@ from segstream.stream.state.populations import (
     PopulationCache,
     Populations,
     count_populations,
-    merge_page,
+    merge_counts,
+    read_populations,
+    recount_populations,
 )
 from segstream.stream.state.store import RedisState
 
@@ -26,9 +28,11 @@ __all__ = [
     "decode_state",
     "describe_user",
     "encode_events",
-    "merge_page",
+    "merge_counts",
     "outbox_key",
+    "read_populations",
     "read_stored_user",
+    "recount_populations",
     "state_key",
     "state_prefix",
     "stored_user",

@@ -2,7 +2,7 @@
 
 Every key segstream writes starts with ``<app_id>:`` (:func:`~segstream.stream.state.keys.
 state_prefix`): user hashes and outboxes, drift state. The commands are those the code and its
-Lua scripts send (``state/lua/*.lua``, ``drift/lua/*.lua``, the tally script of
+Lua scripts send (``state/lua/*.lua``, ``drift/lua/*.lua``, the population scripts of
 ``state/populations.py``); Redis checks the commands a script calls against the caller's ACL
 too. ``docs/operations.md`` lists them; the secured local stack creates its user from here, and
 an integration test runs the worker under exactly these rules.
@@ -14,11 +14,12 @@ __all__ = ["WORKER_COMMANDS", "worker_acl_rules"]
 
 WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("ping", "start-up and readiness checks"),
-    ("evalsha", "every state change: apply.lua, settle.lua, the populations tally, drift"),
+    ("evalsha", "every state change: apply.lua, settle.lua, the population scripts, drift"),
     ("script|load", "loading those scripts (again after a server restart: NOSCRIPT)"),
     ("hget", "inside the scripts"),
     ("hmget", "inside the scripts; drift state; `segstream verify`"),
     ("hset", "inside the scripts"),
+    ("exists", "inside the scripts: a new user counted in the populations"),
     ("hsetnx", "inside apply.lua"),
     ("hincrby", "inside the scripts (counters, fences, drift version)"),
     ("hkeys", "inside the scripts: the order-id window, drift's writer sweep"),
@@ -27,11 +28,11 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("llen", "the outbox, inside the scripts"),
     ("lrange", "the outbox: inside the scripts, `GET /users/{id}`"),
     ("lrem", "clearing a published change from its outbox"),
-    ("hgetall", "`GET /users/{id}`, `segstream segment`, drift state"),
+    ("hgetall", "`GET /users/{id}`, `segstream segment`, drift state, population counters"),
     ("time", "the server's clock, inside the scripts"),
-    ("scan", "segment populations (`GET /segments`, metrics), `reassign`, namespace drop"),
+    ("scan", "`reassign`, namespace drop, `segstream populations --recount`"),
     ("unlink", "dropping an app's keys (`segstream demo` reset, the bench's clean-up)"),
-    ("del", "`segstream drift reset`"),
+    ("del", "`segstream drift reset`, `segstream populations --recount`"),
     ("memory|usage", "`segstream bench stream`'s bytes per user only"),
 )
 """``(command, why)`` for every command segstream sends; lower-case, as ACL rules spell them."""

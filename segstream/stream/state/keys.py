@@ -2,13 +2,32 @@
 
 Each user has one hash, ``<app_id>:{u:<user_id>}``, and, while a change waits for the broker,
 one outbox list ``<app_id>:{u:<user_id>}:ob``; the hash tag keeps both in one cluster slot.
+
+Segment populations are counted in small hashes ``<app_id>:pop:{<tag>}``: on a Redis Cluster one
+per hash slot, its tag chosen so that the key lies in that slot (a script may only touch keys of
+the user's slot); on a single server one for the whole app (:func:`population_key`).
 """
 
 from __future__ import annotations
 
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
 from segstream.settings import Settings
 
-__all__ = ["outbox_key", "state_key", "state_prefix", "user_pattern"]
+__all__ = [
+    "outbox_key",
+    "population_key",
+    "population_keys",
+    "population_pattern",
+    "population_slot_key",
+    "slot_tags",
+    "state_key",
+    "state_prefix",
+    "user_pattern",
+    "wait_key",
+]
 
 
 def state_prefix(settings: Settings) -> str:
@@ -28,5 +47,65 @@ def outbox_key(prefix: str, user_id: int) -> str:
 
 def user_pattern(prefix: str) -> str:
     """SCAN MATCH pattern of every user hash (``prefix`` glob characters escaped)."""
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    return escaped + "{u:*}"
+    return _glob_escape(prefix) + "{u:*}"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@cache
+def slot_tags() -> tuple[str, ...]:
+    """A hash tag for every cluster slot: ``slot_tags()[s]`` hashes (CRC16) to slot ``s``.
+
+    The first of ``p0, p1, p2, ...`` to land in each slot; about 150,000 CRC16s, computed once
+    per process (~0.1 s).
+    """
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    missing, n = REDIS_CLUSTER_HASH_SLOTS, 0
+    while missing:
+        tag = f"p{n}"
+        slot = key_slot(tag.encode())
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def population_key(prefix: str, user_id: int, *, cluster: bool) -> str:
+    """The population counter hash that counts ``user_id``: ``<prefix>pop:{<tag>}``.
+
+    On a cluster the one of the user's hash slot, so the scripts that change the user update
+    it in the same atomic step; on a single server (``cluster=False``) one hash for all users
+    (the key of slot 0), so that reading the populations is one ``HGETALL``.
+    """
+    slot = key_slot(state_key(prefix, user_id).encode()) if cluster else 0
+    return population_slot_key(prefix, slot)
+
+
+def population_slot_key(prefix: str, slot: int) -> str:
+    """The population counter hash that lies in cluster slot ``slot`` (0..16383)."""
+    return f"{prefix}pop:{{{slot_tags()[slot]}}}"
+
+
+def population_keys(prefix: str, *, cluster: bool) -> list[str]:
+    """Every population counter hash a writer with this ``cluster`` flag may update, by slot
+    (16,384 on a cluster, 1 on a single server)."""
+    slots = range(REDIS_CLUSTER_HASH_SLOTS) if cluster else range(1)
+    return [population_slot_key(prefix, slot) for slot in slots]
+
+
+def population_pattern(prefix: str) -> str:
+    """SCAN MATCH pattern of every population counter hash of ``prefix``."""
+    return _glob_escape(prefix) + "pop:{*}"
+
+
+def wait_key(key: str) -> str:
+    """A short-lived marker in ``key``'s hash slot: ``<prefix>{u:<user_id>}:wait``.
+
+    Written just before a ``WAIT`` on the same connection (``RedisState``), so the WAIT
+    covers every write the node made before it, whichever connection made them. Not a hash:
+    the user scans (``SCAN ... TYPE hash``) never see it.
+    """
+    return key.split("}", 1)[0] + "}:wait"

@@ -18,6 +18,12 @@ in one pipeline; a standalone server takes the whole batch in one call (per-even
 atomically; the fences stored by ``apply`` make a repeated call (redelivery after a crash, a
 retried pipeline) a no-op, so any of these calls can be retried.
 
+Both scripts keep the segment populations in the same atomic step: ``apply`` counts a new
+user as unassigned, ``settle`` moves a user between segments and model versions, in the
+population counter hash of the user's slot (:func:`~segstream.stream.state.keys.population_key`;
+one per call, since a call's users share a slot on a cluster and one hash serves a single
+server). ``state/populations.py`` reads them.
+
 Every write of ``settle`` is a compare-and-set against what ``apply`` returned: the segment,
 model version and change count, and the features version (hash field ``fv``, bumped by every
 ``apply`` call that changes the features). So whoever reads a user, assigns, then writes (a
@@ -26,25 +32,46 @@ another writer's event changed in between, even when that event left the segment
 the stale write is refused, and the writer that applied the event settles from the new
 features.
 
+**Replicas.** Redis replicates asynchronously: a primary acknowledges a write before any
+replica has it, so a replica promoted after the primary's crash can lack acknowledged writes.
+With ``min_replicas`` > 0, ``apply`` and ``settle`` end each of their pipelines with a marker
+write (:func:`~segstream.stream.state.keys.wait_key`, expiring in a second) and ``WAIT
+min_replicas timeout``, on one connection per primary (one pipeline on a standalone server).
+``WAIT`` counts the replicas that acknowledged the replication offset of the *connection's*
+last write; the marker makes that offset cover every write the primary made before it, the
+step's scripts included, whichever pooled connection carried them, and whatever redis-py did
+to deliver them (a reconnect, a retry). Too few replicas in time raises
+:class:`~segstream.errors.ReplicaWaitTimeout`: the caller runs the step again (scripts,
+marker, WAIT), which re-writes what a promoted replica lacks and waits again. On a cluster
+each primary's share goes through that node's own connection (redis-py's
+``ClusterNode.execute_pipeline``), never redirected, so a MOVED, ASK or lost connection fails
+the step (after a refresh of the slot map) instead of landing a write on a connection the
+WAIT does not cover.
+
 This module does the Redis I/O; encoding arguments and decoding replies are pure functions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, PipelineCommand
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
+from segstream.errors import ReplicaWaitTimeout
 from segstream.settings import Settings
 from segstream.stream.domain.events import Event, Source
 from segstream.stream.domain.user import Settle, SettleOutcome, UserState
 from segstream.stream.state.codec import decode_state, encode_events, encode_json
-from segstream.stream.state.keys import outbox_key, state_key
+from segstream.stream.state.keys import outbox_key, population_key, state_key, wait_key
 
 __all__ = ["ORDER_DEDUPE_WINDOW", "RedisState"]
 
@@ -52,9 +79,18 @@ __all__ = ["ORDER_DEDUPE_WINDOW", "RedisState"]
 _SCRIPT_NAMES: Final = ("apply", "settle")
 _WIDTH: Final = 13
 """Values per user in ``apply.lua``'s reply."""
+WAIT_MARKER_TTL_MS: Final = 1000
+"""Lifetime of a WAIT marker key (:func:`~segstream.stream.state.keys.wait_key`), in ms."""
+WAIT_TIMEOUT_MS: Final[int] = Settings.model_fields["redis_wait_timeout_ms"].default
+"""``SEGSTREAM_REDIS_WAIT_TIMEOUT_MS``'s default."""
 
 ORDER_DEDUPE_WINDOW: Final[int] = Settings.model_fields["order_dedupe_window"].default
 """Order ids a user remembers by default (``SEGSTREAM_ORDER_DEDUPE_WINDOW``'s default)."""
+
+
+def _key_of(command: Sequence[Any]) -> str:
+    """The first key of a command of ours: EVALSHA's after its sha and key count, else args[1]."""
+    return str(command[3] if command[0] == "EVALSHA" else command[1])
 
 
 def _script_text(name: str) -> str:
@@ -76,6 +112,8 @@ class RedisState:
         *,
         cluster: bool = False,
         order_window: int = ORDER_DEDUPE_WINDOW,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = WAIT_TIMEOUT_MS,
     ) -> None:
         """Work through ``client``, which must not decode responses.
 
@@ -87,9 +125,20 @@ class RedisState:
             order_window: order ids each user remembers to count a re-sent order once
                 (``SEGSTREAM_ORDER_DEDUPE_WINDOW``; ``lua/apply.lua`` states the rule). Every
                 writer of one app must use the same value.
+            min_replicas: replicas (of each primary touched) that must acknowledge the writes
+                of ``apply`` and ``settle`` before they return (``SEGSTREAM_REDIS_MIN_REPLICAS``;
+                0: do not wait). See the module docstring.
+            wait_timeout_ms: longest one ``WAIT`` blocks; past it :class:`ReplicaWaitTimeout`.
         """
         if order_window < 1:
             raise ValueError(f"order_window must be at least 1, got {order_window}")
+        if min_replicas < 0 or wait_timeout_ms < 1:
+            raise ValueError(
+                f"min_replicas must be >= 0 and wait_timeout_ms >= 1, got {min_replicas}, "
+                f"{wait_timeout_ms}"
+            )
+        self.min_replicas = min_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.client = client
         self.prefix = prefix
         self.cluster = cluster
@@ -113,33 +162,133 @@ class RedisState:
             by_slot.setdefault(key_slot(state_key(self.prefix, uid).encode()), []).append(uid)
         return list(by_slot.values())
 
+    def _population_key(self, group: Sequence[int]) -> str:
+        """The population counter hash of one call's users (:meth:`_groups` makes it one)."""
+        return population_key(self.prefix, group[0], cluster=self.cluster)
+
     async def _run(
         self,
         name: str,
         calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
         before: Sequence[tuple[Any, ...]] = (),
+        *,
+        durable: bool = False,
     ) -> list:
         """One pipeline: the plain commands ``before``, then EVALSHA ``name`` per call.
 
+        ``durable`` (with ``min_replicas`` > 0 and calls to make): the pipeline ends with a
+        marker write and ``WAIT`` per primary, see the module docstring.
+
         Returns the script replies only. Reloads the scripts once on NOSCRIPT (every command
         here is idempotent, so running the pipeline again is safe).
+
+        Raises:
+            ReplicaWaitTimeout: ``durable`` and a primary's replicas did not acknowledge in time.
         """
         sha = self._sha[name]
+        commands = [
+            *before,
+            *(("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls),
+        ]
+        wait = durable and self.min_replicas > 0 and bool(calls)
         for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for command in before:
-                pipe.execute_command(*command)
-            for keys, args in calls:
-                # As a plain command: redis-py's cluster pipeline refuses its evalsha() helper,
-                # and routes EVALSHA by its first key (every key of a call shares one slot).
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             try:
-                return (await pipe.execute())[len(before) :]
+                if not wait:
+                    replies = await self._pipeline(commands)
+                elif self.cluster:
+                    replies = await self._per_primary(commands, name)
+                else:
+                    replies = await self._waiting_pipeline(commands, name)
+                return replies[len(before) :]
             except NoScriptError:
                 if attempt == 2:
                     raise
                 await self.load_scripts()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list:
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            # As a plain command: redis-py's cluster pipeline refuses its evalsha() helper,
+            # and routes EVALSHA by its first key (every key of a call shares one slot).
+            pipe.execute_command(*command)
+        return await pipe.execute()
+
+    def _wait_commands(self, key: str) -> list[tuple[Any, ...]]:
+        """The marker write in ``key``'s slot, then WAIT: both on the step's connection."""
+        marker = ("SET", wait_key(key), b"1", "PX", WAIT_MARKER_TTL_MS)
+        return [marker, ("WAIT", self.min_replicas, self.wait_timeout_ms)]
+
+    def _check_acked(self, acked: int, where: str, step: str) -> None:
+        if int(acked) < self.min_replicas:
+            raise ReplicaWaitTimeout(
+                f"{acked} of the {self.min_replicas} Redis replica(s) required acknowledged the "
+                f"{step} writes on {where} within {self.wait_timeout_ms} ms: a replica is down "
+                "or lagging (SEGSTREAM_REDIS_MIN_REPLICAS, SEGSTREAM_REDIS_WAIT_TIMEOUT_MS)"
+            )
+
+    async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list:
+        """A standalone server: the step's pipeline, then the marker and WAIT on its connection.
+
+        redis-py sends a pipeline on one connection, and after a dropped connection resends
+        all of it on the new one, marker and WAIT included.
+        """
+        replies = await self._pipeline([*commands, *self._wait_commands(_key_of(commands[-1]))])
+        self._check_acked(replies[-1], "the Redis server", step)
+        return replies[:-2]
+
+    async def _per_primary(self, commands: Sequence[tuple[Any, ...]], step: str) -> list:
+        """A cluster: each primary's commands, marker and WAIT in one pipeline on one connection.
+
+        Each command goes to the primary of its first key's slot (EVALSHA: ``args[3]``; the
+        ``before`` commands: ``args[1]``). Nothing is redirected: any error fails the step,
+        after a refresh of the slot map when the cluster moved under us (a MOVED, a node
+        gone, a slot not covered), so that the retry goes where the slots are now.
+        """
+        client = cast(AsyncRedisCluster, self.client)
+        try:
+            return await self._send_per_primary(client, commands, step)
+        except NoScriptError:
+            raise
+        except (RedisError, OSError):
+            await self._refresh_slots(client)
+            raise
+
+    async def _send_per_primary(
+        self, client: AsyncRedisCluster, commands: Sequence[tuple[Any, ...]], step: str
+    ) -> list:
+        await client.initialize()
+        by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
+        ordered: list[PipelineCommand] = []
+        for position, command in enumerate(commands):
+            node = client.nodes_manager.get_node_from_slot(key_slot(_key_of(command).encode()))
+            ordered.append(PipelineCommand(position, *command))
+            by_node.setdefault(node.name, (node, []))[1].append(ordered[-1])
+        waits: list[tuple[ClusterNode, PipelineCommand]] = []
+        for node, queued in by_node.values():
+            marker, wait = self._wait_commands(_key_of(queued[0].args))
+            queued += [PipelineCommand(-1, *marker), PipelineCommand(-1, *wait)]
+            waits.append((node, queued[-1]))
+        outcomes = await asyncio.gather(
+            *(node.execute_pipeline(queued) for node, queued in by_node.values()),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        for _, queued in by_node.values():
+            for command in queued:
+                if isinstance(command.result, Exception):
+                    raise command.result
+        for node, wait in waits:
+            self._check_acked(wait.result, f"primary {node.name}", step)
+        return [command.result for command in ordered]
+
+    @staticmethod
+    async def _refresh_slots(client: AsyncRedisCluster) -> None:
+        """Re-read the slot map (a failover, a resharding); a failure here is the next try's."""
+        with contextlib.suppress(RedisError, OSError):
+            await client.nodes_manager.initialize()
 
     def _clear_commands(self, published: Mapping[int, Sequence[bytes]]) -> list[tuple[Any, ...]]:
         return [
@@ -175,9 +324,10 @@ class RedisState:
             keys: list[str] = []
             for uid in group:
                 keys += (state_key(prefix, uid), outbox_key(prefix, uid))
+            keys.append(self._population_key(group))
             events = encode_json([encode_events(by_user[uid]) for uid in group])
             calls.append((keys, [events, str(self.order_window)]))
-        replies = await self._run("apply", calls, before)
+        replies = await self._run("apply", calls, before, durable=True)
         states = {}
         for group, reply in zip(groups, replies, strict=True):
             for index, uid in enumerate(group):
@@ -223,8 +373,9 @@ class RedisState:
                         str(s.seen_feature_version),
                     ]
                 )
+            keys.append(self._population_key(group))
             calls.append((keys, [encode_json(rows)]))
-        replies = await self._run("settle", calls)
+        replies = await self._run("settle", calls, durable=True)
         pending: dict[int, list[bytes]] = {}
         refused: set[int] = set()
         for group, reply in zip(groups, replies, strict=True):

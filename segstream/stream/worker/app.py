@@ -299,6 +299,8 @@ def create_app(
             state_prefix(settings),
             order_window=settings.order_dedupe_window,
             cluster=settings.redis_cluster,
+            min_replicas=settings.min_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         await state.load_scripts()
         # Read once: a later change of the topic's limit takes a worker restart.
@@ -311,6 +313,7 @@ def create_app(
         )
         processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
         processor.metrics = observer
+        processor.unknown_fields = settings.unknown_fields
         processor.partitions = {
             topic: len(await partitions_of(settings, topic))
             for topic in (topics.users, topics.orders)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from segstream.errors import StateError
+from segstream.errors import ReplicaWaitTimeout, StateError
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
@@ -45,6 +45,7 @@ from segstream.stream.domain.dead_letters import (
     TOPIC,
     read_headers,
 )
+from segstream.stream.domain.events import UnknownFieldLog, UnknownFields
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.partitioning import PatternLog, misplacement
 from segstream.stream.domain.topics import Output, Topics
@@ -119,6 +120,10 @@ class BatchProcessor:
         """Input topic -> its partition count, for the placement check (none: no check)."""
         self.placements = PatternLog()
         """Misplaced producer patterns already logged (each is logged once)."""
+        self.unknown_fields: UnknownFields = "ignore"
+        """``SEGSTREAM_UNKNOWN_FIELDS``: ignore (count, log once) or dead-letter unknown fields."""
+        self.unknown_log = UnknownFieldLog()
+        """Ignored (topic, field) pairs already logged (each is logged once)."""
 
     def _check_placement(self, records: Sequence[RawRecord]) -> None:
         """Count records off their key's murmur2 partition; log each producer pattern once.
@@ -138,9 +143,27 @@ class BatchProcessor:
             if self.placements.first_time(pattern):
                 log.warning("%s", pattern.describe())
 
+    def _note_unknown(self, unknown: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        """Count records with ignored fields per topic; log each (topic, field) once."""
+        if self.metrics is not None:
+            for topic, n in Counter(topic for topic, _ in unknown).items():
+                self.metrics.unknown_fields(topic, n)
+        for topic, names in unknown:
+            for line in self.unknown_log.first_times(topic, names):
+                log.warning("%s", line)
+
     async def _redis(self, what: str, operation: Any) -> Any:
+        async def attempt() -> Any:
+            try:
+                return await operation()
+            except ReplicaWaitTimeout:
+                # The step is retried (its writes again, then WAIT), the batch stays unacked.
+                if self.metrics is not None:
+                    self.metrics.redis_wait_timeout()
+                raise
+
         return await retry(
-            operation,
+            attempt,
             what=what,
             transient=REDIS_TRANSIENT,
             error=StateError,
@@ -159,9 +182,13 @@ class BatchProcessor:
         topics = self.topics
         if self.partitions:
             self._check_placement(records)
-        parsed = parse_batch(records, topics, self.dead_letter_max_bytes)
+        parsed = parse_batch(
+            records, topics, self.unknown_fields, max_bytes=self.dead_letter_max_bytes
+        )
         for letter in parsed.truncated:
             self._log_truncated(letter)
+        if parsed.unknown:
+            self._note_unknown(parsed.unknown)
         dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
         try:
             states = await self._redis("apply events", lambda: self.state.apply(parsed.by_user))

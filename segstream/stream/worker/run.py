@@ -29,8 +29,9 @@ from segstream.stream.clients.redis import connection_problem as redis_problem
 from segstream.stream.clients.redis import worker_redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.partitioning import check_copartitioned
-from segstream.stream.domain.replication import replication_factor
+from segstream.stream.domain.replication import check_redis_replicas, replication_factor
 from segstream.stream.kafka.topics import broker_count, ensure_topics, partitions_of
+from segstream.stream.state.replicas import connected_replicas
 from segstream.stream.worker.app import create_app, quiet_framework_loggers
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.watchdog import Watchdog
@@ -65,10 +66,14 @@ class _BoundedWorker(faust.Worker):
 
 async def _ping_redis(settings: Settings) -> None:
     """PING once; a configuration problem (an untrusted certificate, plain text against a TLS
-    port) raises :class:`ServiceError` at once: waiting would not fix it."""
+    port) raises :class:`ServiceError` at once: waiting would not fix it. With
+    ``SEGSTREAM_REDIS_MIN_REPLICAS`` in effect, every primary must have that many replicas
+    (:class:`ConfigError` otherwise)."""
     client = worker_redis_client(settings)
     try:
         await client.ping()
+        if settings.min_replicas:
+            check_redis_replicas(settings, await connected_replicas(client, settings.redis_cluster))
     except REDIS_TRANSIENT as exc:
         problem = redis_problem(settings, exc)
         if problem is not None:
@@ -89,7 +94,8 @@ async def check_dependencies(settings: Settings) -> int:
         ServiceError: Redis or the broker did not answer in time (the message names the
             setting), refused for good (credentials, ACLs), or the HTTP port is taken.
         ConfigError: ``users`` and ``orders`` have different partition counts (each user's
-            events must meet in one worker), or more replicas are asked than brokers exist.
+            events must meet in one worker), more replicas are asked than brokers exist, or
+            a Redis primary has fewer replicas than ``SEGSTREAM_REDIS_MIN_REPLICAS``.
     """
     try:
         await retry(

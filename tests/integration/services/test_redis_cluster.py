@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -11,13 +13,13 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
 
+from segstream.errors import ReplicaWaitTimeout
 from segstream.services.redis_cluster import RedisCluster
-from segstream.settings import load_settings
 from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source, UserEvent
 from segstream.stream.domain.user import Settle
 from segstream.stream.state.keys import state_key
 from segstream.stream.state.store import RedisState
-from tests.ports import free_ports
+from tests.integration.stacks import redis_cluster
 
 PREFIX = "rc-state:"
 USERS = range(1, 121)
@@ -26,15 +28,8 @@ USERS = range(1, 121)
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """One Redis Cluster for the module, on free ports, stopped at its end."""
-    ports = free_ports(12)
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("redis-cluster"))
-    nodes = RedisCluster(settings, ports=list(zip(ports[:6], ports[6:], strict=True)))
-    nodes.start()
-    try:
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
         yield nodes
-    finally:
-        nodes.stop()
-        assert not nodes.is_running()
 
 
 def events(uid: int, order_id: int, offset: int) -> list[tuple[Source, Event]]:
@@ -164,3 +159,72 @@ def wait_replicated(primary_port: int, keys: list[str]) -> list[str]:
         assert primary.wait(1, 5000) == 1
         slots = {k: key_slot(k.encode()) for k in keys}
         return [k for k in keys if primary.execute_command("CLUSTER COUNTKEYSINSLOT", slots[k])]
+
+
+def apply_waiting(
+    cluster: RedisCluster, batch: dict[int, list[tuple[Source, Event]]], timeout_ms: int = 1000
+) -> None:
+    """``apply`` then ``settle`` with ``min_replicas=1``: WAIT per primary before returning."""
+
+    async def run() -> None:
+        client = client_of(cluster)
+        try:
+            state = RedisState(
+                client, PREFIX, cluster=True, min_replicas=1, wait_timeout_ms=timeout_ms
+            )
+            states = await state.apply(batch)
+            await state.settle(
+                [Settle(s.user_id, s.segment, s.model_version, 2, "v1", None) for s in states]
+            )
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def replica_of(cluster: RedisCluster, primary: int) -> int:
+    """Client port of the replica in sync with ``primary``."""
+    for node in cluster.nodes:
+        info = node.info("replication")
+        if info.get("role") == "slave" and info.get("master_port") == str(primary):
+            return node.port
+    raise AssertionError(f"primary {primary} has no replica")
+
+
+def test_with_min_replicas_every_primarys_replica_has_the_writes_when_apply_returns(
+    cluster: RedisCluster,
+) -> None:
+    users = range(2001, 2121)
+    apply_waiting(cluster, {uid: events(uid, order_id=uid, offset=1) for uid in users})
+    keys = {uid: state_key(PREFIX, uid) for uid in users}
+    seen = 0
+    for primary in cluster.primaries():
+        with redis.Redis(port=primary) as p, redis.Redis(port=replica_of(cluster, primary)) as r:
+            for key in keys.values():
+                if not p.execute_command("CLUSTER COUNTKEYSINSLOT", key_slot(key.encode())):
+                    continue  # another primary's
+                # No polling: WAIT returned only once the replica had the writes.
+                r.execute_command("READONLY")
+                assert r.hgetall(key) == p.hgetall(key) != {}
+                seen += 1
+    assert seen == len(users)
+
+
+def test_a_paused_replica_times_out_the_step_naming_its_primary(cluster: RedisCluster) -> None:
+    users = range(3001, 3121)
+    primary = cluster.primaries()[0]
+    replica = cluster.node(replica_of(cluster, primary))
+    pid = replica.process.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ReplicaWaitTimeout) as caught:
+            apply_waiting(cluster, {uid: events(uid, order_id=uid, offset=1) for uid in users}, 300)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert f"primary 127.0.0.1:{primary}" in str(caught.value)
+    # Resumed, the same batch (redelivered) goes through, counted once.
+    apply_waiting(cluster, {uid: events(uid, order_id=uid, offset=1) for uid in users})
+    assert apply(cluster, {uid: events(uid, order_id=uid, offset=1) for uid in users}) == {
+        uid: 1 for uid in users
+    }

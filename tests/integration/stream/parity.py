@@ -10,7 +10,10 @@ same data and model. Checked:
   first is null, and each change moves the user: a new model version alone is no change),
   the last one is the user's final segment, and exactly the SQL's users have changes; the
   payload matches the JSON Schema;
-- ``user-segments``: the last record of each key is the user's final segment.
+- ``user-segments``: the last record of each key is the user's final segment;
+- the maintained population counters: the SQL's users per segment under the model's version,
+  every other user with a state as unassigned, the same as counting the user hashes.
+- :func:`check_sequences` (called apart): each user's ``sequence`` numbers are gap-free.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import pandas as pd
 
 from segstream.cli.main import main as segstream_main
 from segstream.settings import Settings
-from segstream.stream.clients.redis import sync_redis_client
+from segstream.stream.clients.redis import redis_client, sync_redis_client
 from segstream.stream.domain.events import load_schema
 from segstream.stream.kafka.topics import read_all
 from segstream.stream.state.keys import outbox_key, state_key, state_prefix
+from segstream.stream.state.populations import Populations, count_populations, read_populations
 from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.conftest import Dataset
 
@@ -60,8 +64,10 @@ def expected_rows(dataset: Dataset, assigned: pd.DataFrame) -> dict[int, list[st
     return expected
 
 
-def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> None:
-    """Assert the module docstring's checks; messages show the first few mismatches."""
+def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> dict[int, int]:
+    """Assert the module docstring's checks; messages show the first few mismatches.
+
+    Returns each assigned user's final segment (the batch's)."""
     expected = expected_rows(dataset, batch_assign(dataset, workdir / "assigned.parquet"))
     prefix = state_prefix(settings)
     client = sync_redis_client(settings)  # the settings' credentials and TLS
@@ -84,12 +90,36 @@ def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> None:
     assert not mismatches, f"{len(mismatches)} users differ, e.g. {mismatches[:5]}"
 
     final = {uid: int(want[7]) for uid, want in expected.items()}
+    check_populations(settings, final, dataset.model.version)
     check_changes(settings, final, dataset.model.version)
     segments = asyncio.run(read_all(settings, settings.topic_user_segments))
     last: dict[int, int] = {}
     for record in segments:
         last[int(record.key)] = json.loads(record.value)["segment"]
     assert last == final
+    return final
+
+
+def check_populations(settings: Settings, final: dict[int, int], version: str) -> None:
+    """The counters the scripts kept equal the batch's populations and a count of the hashes."""
+
+    async def both() -> tuple[Populations, Populations]:
+        client = redis_client(settings)
+        try:
+            prefix, cluster = state_prefix(settings), settings.redis_cluster
+            return (
+                await read_populations(client, prefix, cluster=cluster),
+                await count_populations(client, prefix, cluster=cluster),
+            )
+        finally:
+            await client.aclose()
+
+    kept, counted = asyncio.run(both())
+    per_segment: dict[int, int] = defaultdict(int)
+    for segment in final.values():
+        per_segment[segment] += 1
+    assert kept.by_version == {version: dict(per_segment)}
+    assert (kept.by_version, kept.unassigned) == (counted.by_version, counted.unassigned)
 
 
 def check_changes(
@@ -131,3 +161,26 @@ def check_changes(
             broken.append((uid, chain[-1]["segment"], final.get(uid)))
     assert not broken, f"{len(broken)} users' changes are wrong, e.g. {broken[:5]}"
     assert set(chains) == set(final)
+
+
+def check_sequences(settings: Settings, final: dict[int, int]) -> None:
+    """No change event lost: each user's ``segment-changes`` records, by ``sequence``, are
+    numbered 1..n without a gap, a sequence published twice is the same change, and the
+    last is the user's ``final`` segment; exactly ``final``'s users have changes."""
+    records = asyncio.run(read_all(settings, settings.topic_segment_changes))
+    by_user: dict[int, dict[int, dict]] = defaultdict(dict)
+    problems = []
+    for record in records:
+        change = json.loads(record.value)
+        uid, number = change["user_id"], change["sequence"]
+        earlier = by_user[uid].setdefault(number, change)
+        if earlier["event_id"] != change["event_id"] or earlier["segment"] != change["segment"]:
+            problems.append((uid, number, earlier["segment"], change["segment"]))
+    for uid, changes in by_user.items():
+        numbers = sorted(changes)
+        if numbers != list(range(1, len(numbers) + 1)):
+            problems.append((uid, numbers))
+        elif changes[numbers[-1]]["segment"] != final.get(uid):
+            problems.append((uid, changes[numbers[-1]]["segment"], final.get(uid)))
+    assert not problems, f"{len(problems)} users' change sequences are wrong, e.g. {problems[:5]}"
+    assert set(by_user) == set(final)

@@ -395,3 +395,38 @@ def test_train_reads_a_sqlite_database(
     assert main(argv) == 0
     from_sqlite = pd.read_parquet(tmp_path / "models" / "current" / ASSIGNMENTS_FILE)
     assert len(from_sqlite) == len(read_features(DataSource(path=data)))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--age", "-5", "age must be a whole number from 0 to 120, got -5"),
+        ("--age", "30.5", "age must be a whole number from 0 to 120, got 30.5"),
+        ("--age", "thirty", 'age must be a whole number from 0 to 120, got "thirty"'),
+        ("--total-orders", "-3", "total_orders must be a whole number from 0 to 1,000,000, got -3"),
+        ("--country", "", 'country must be text of 1 to 64 characters, got ""'),
+        ("--top", "51", "top must be a whole number from 0 to 50, got 51"),
+    ],
+)
+def test_predict_refuses_a_value_its_rule_refuses_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
+) -> None:
+    """Checked before the model is read: the same words as POST /predict and the stream."""
+    argv = _predict_argv(tmp_path / "no-models")
+    if option in argv:
+        argv[argv.index(option) + 1] = value
+    else:
+        argv += [option, value]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"segstream predict: {message}"
+
+
+def test_predict_takes_a_whole_number_written_with_a_fraction(
+    trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, models = trained
+    whole = _predict(models, capsys)
+    argv = _predict_argv(models, "--json")
+    argv[argv.index("--age") + 1] = "34.0"
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == whole

@@ -11,7 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from segstream.errors import DataError
-from segstream.training.data import DataSource, read_exclusions, read_features
+from segstream.training.data import (
+    DataSource,
+    read_checked_features,
+    read_exclusions,
+    read_features,
+)
 from segstream.training.features import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
@@ -347,3 +352,17 @@ def test_an_unsupported_dialect_is_refused_naming_the_supported_ones() -> None:
         DataError, match=r"mysql databases are not supported.*duckdb, postgresql, sqlite"
     ):
         read_features(source)
+
+
+def test_values_the_input_rules_refuse_are_left_out_and_counted(tmp_path: Path) -> None:
+    """An age of -41 or 50.5 is refused as the stream and the API refuse it; 30.0 is 30."""
+    tables = _tiny_tables()
+    tables["users"]["age"] = [30.0, -41.0, 50.5, 60.0, None, 25.0, 33.0]
+    checked = read_checked_features(_write(tmp_path / "tiny", **tables))
+    assert checked.frame["user_id"].tolist() == [1]
+    assert checked.frame["age"].tolist() == [30] and str(checked.frame["age"].dtype) == "int64"
+    assert checked.refused == {"age out_of_range": 1, "age wrong_type": 1}
+    assert checked.examples == {
+        "age out_of_range": "age must be a whole number from 0 to 120, got -41",
+        "age wrong_type": "age must be a whole number from 0 to 120, got 50.5",
+    }

@@ -224,3 +224,18 @@ def test_report_warns_at_its_top_when_the_components_keep_little_variance(
     ample = dataclasses.replace(small_fit.model, explained_variance_ratio=(0.5, 0.2))
     page = render_html(ample, profiles, small_fit.components, small_fit.segments)
     assert "keep only" not in page
+
+
+def test_report_counts_the_users_the_input_rules_refused(small_fit: TrainResult) -> None:
+    example = "age must be a whole number from 0 to 120, got -41"
+    refused = dataclasses.replace(
+        EXCLUSIONS, refused={"age out_of_range": 5}, refused_examples={"age out_of_range": example}
+    )
+    model = dataclasses.replace(_stored(small_fit, refused).model, n_rows=15_960)
+    section = exclusions_html(model)
+    assert "20,000 users in the data: 15,960 segmented, 4,035 left out by the feature" in section
+    assert ", 5 for a value the input rules refuse (the table in segstream/training" in section
+    assert f"<td>a value the input rules refuse: age out_of_range (e.g. {example})</td>" in section
+    assert "<td class=num>5</td>" in section
+    assert 'class="note"' not in section  # 15,960 trained on + 5 refused = 15,965 queried
+    assert Exclusions.from_json(refused.to_json()) == refused

@@ -1,7 +1,9 @@
 -- Apply the input events of several users, each user's in order, exactly once in effect;
 -- return each user's state.
 --
--- KEYS     two per user: the user's hash ("<app>:{u:42}") then the user's outbox ("...:ob").
+-- KEYS     two per user: the user's hash ("<app>:{u:42}") then the user's outbox ("...:ob");
+--          then one more: the population counter hash of these users ("<app>:pop:{<tag>}",
+--          keys.population_key: the same for every user of one call).
 --          All keys of one call must share a hash slot on a Redis Cluster (the caller groups
 --          users by slot there); a standalone server takes a whole batch in one call, which
 --          is what makes a batch cost one script call instead of one per event.
@@ -42,6 +44,9 @@
 -- the one returned here, so a segment assigned from features that an event changed since
 -- (the event landing between a caller's read and its write) is never stored, even when that
 -- event left seg, mv and cs as they were. A few bytes per user; one HINCRBY per call.
+--
+-- Populations: a call that creates a user's hash counts the user as unassigned (field "u" of
+-- the counter hash) in the same atomic step; settle.lua moves it between segments.
 --
 -- Returns, 13 values per user in KEYS order: applied (how many events were fresh), age, gen,
 -- cty, src, n, tb, tc, seg, mv (nil where missing), the outbox length, cs and fv (0 if none).
@@ -123,8 +128,11 @@ end
 local users = cjson.decode(ARGV[1])
 local window = tonumber(ARGV[2])
 local reply = {}
+local populations = KEYS[2 * #users + 1]
 for u, events in ipairs(users) do
   local key, outbox = KEYS[2 * u - 1], KEYS[2 * u]
+  -- Populations: is this the user's first state? (A read, with no events, never creates one.)
+  local is_new = #events > 0 and redis.call('EXISTS', key) == 0
   local fences = {}     -- fence field -> last applied offset, read once per call
   local moved = {}      -- fence fields whose offset advanced, in first-seen order
   local applied, new_orders = 0, 0
@@ -231,6 +239,10 @@ for u, events in ipairs(users) do
   end
   if profile or new_orders > 0 then
     redis.call('HINCRBY', key, 'fv', 1)
+  end
+  -- Populations: a new user is unassigned until settle.lua stores its first segment.
+  if is_new and redis.call('EXISTS', key) == 1 then
+    redis.call('HINCRBY', populations, 'u', 1)
   end
 
   local state = redis.call('HMGET', key, 'age', 'gen', 'cty', 'src', 'n', 'tb', 'tc', 'seg', 'mv',

@@ -2,7 +2,8 @@
 -- atomically per call; return every change still waiting to be published.
 --
 -- KEYS     two per user: the user's hash, then the user's outbox list (same slot rules as
---          apply.lua: one call per hash slot on a Cluster, one per batch otherwise).
+--          apply.lua: one call per hash slot on a Cluster, one per batch otherwise); then the
+--          population counter hash of these users (as in apply.lua).
 -- ARGV[1]  JSON: one array per user, in KEYS order, of eight strings:
 --   1, 2  the segment and model version the caller saw ("" = none)
 --   3, 4  the new segment and model version
@@ -31,12 +32,42 @@
 -- (LREM by value) only after the broker acknowledged them, so a crash in between re-sends
 -- the same bytes, with the same event_id.
 --
+-- Populations: every stored write moves the user, in the counter hash, from the field of its
+-- old segment and version ("s:<segment>:<version>", or "u" for a user not assigned yet) to
+-- the new one's, in the same atomic step; a field that falls to 0 is removed.
+--
 -- Returns one list per user, in KEYS order: its pending changes, oldest first; then one more
 -- list: the positions (1-based, in KEYS order) of the users whose write was refused.
+
+-- Populations: add `delta` to `field` of the counter hash, removing the field at 0.
+local function count(populations, field, delta)
+  if redis.call('HINCRBY', populations, field, delta) == 0 then
+    redis.call('HDEL', populations, field)
+  end
+end
+
+-- Populations: move the user of `key` from its stored bucket (`current`: seg, mv) to the
+-- bucket of segment `seg` under version `mv`. A hash that does not exist was in none.
+local function count_move(populations, key, current, seg, mv)
+  local from = nil
+  if current[1] and current[2] then
+    from = 's:' .. current[1] .. ':' .. current[2]
+  elseif redis.call('EXISTS', key) == 1 then
+    from = 'u'
+  end
+  local to = 's:' .. seg .. ':' .. mv
+  if from ~= to then
+    if from then
+      count(populations, from, -1)
+    end
+    count(populations, to, 1)
+  end
+end
 
 local users = cjson.decode(ARGV[1])
 local reply = {}
 local refused = {}
+local populations = KEYS[2 * #users + 1]
 for u, a in ipairs(users) do
   local key, outbox = KEYS[2 * u - 1], KEYS[2 * u]
   local change, version_only = a[5] ~= '', a[5] == '' and a[4] ~= a[2]
@@ -44,6 +75,7 @@ for u, a in ipairs(users) do
     local current = redis.call('HMGET', key, 'seg', 'mv', 'cs', 'fv')
     if (current[1] or '') == a[1] and (current[2] or '') == a[2]
         and (current[3] or '0') == a[7] and (current[4] or '0') == a[8] then
+      count_move(populations, key, current, change and a[3] or current[1], a[4])
       if change then
         redis.call('HSET', key, 'seg', a[3], 'mv', a[4], 'ua', a[6],
           'cs', string.format('%d', tonumber(a[7]) + 1))

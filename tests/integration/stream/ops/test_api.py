@@ -11,11 +11,12 @@ import pytest
 
 from segstream.cli.main import main
 from segstream.settings import load_settings
+from segstream.stream.http.metrics import Metrics
 from segstream.stream.kafka.topics import read_all
 from segstream.training.assign import assign
 from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.ops.conftest import World
-from tests.integration.stream.ops.support import ServedApp
+from tests.integration.stream.ops.support import ServedApp, named, scrape
 from tests.ports import free_port
 
 
@@ -140,9 +141,9 @@ def test_predict_top_limits_the_similar_users(served: ServedApp, world: World) -
                 "most_frequent_brand": "B",
                 "most_frequent_category": "K",
             },
-            "body.age must be integer",
+            'age must be a whole number from 0 to 120, got "x"',
         ),
-        ([1, 2], "must be object"),
+        ([1, 2], "must be a JSON object"),
     ],
 )
 def test_bad_predict_body_is_400_saying_what_is_wrong(
@@ -224,5 +225,47 @@ def test_readiness_names_every_missing_dependency(world: World, tmp_path: Path) 
         assert status == 503 and "no model" in answer["error"]
         status, answer = app.json("GET", "/users/1")
         assert status == 503 and "Redis is unavailable" in answer["error"]
+    finally:
+        app.stop()
+
+
+PREDICT_ROW = {
+    "age": 37,
+    "gender": "F",
+    "country": "Brasil",
+    "traffic_source": "Search",
+    "total_orders": 3,
+    "most_frequent_brand": "Levi's",
+    "most_frequent_category": "Jeans",
+}
+
+
+def _unknown_counted(served: ServedApp) -> float:
+    samples = named(scrape(served), "segstream_unknown_fields_total")
+    return samples.get((("topic", "predict"),), 0.0)
+
+
+def test_predict_ignores_and_counts_unknown_fields_and_takes_37_0_as_37(
+    served: ServedApp,
+) -> None:
+    status, plain = served.json("POST", "/predict", PREDICT_ROW)
+    assert status == 200, plain
+    before = _unknown_counted(served)
+    status, body = served.json("POST", "/predict", {**PREDICT_ROW, "age": 37.0, "email": "a@b"})
+    assert status == 200, body
+    assert body == plain
+    assert _unknown_counted(served) == before + 1
+
+
+def test_predict_refuses_unknown_fields_when_set_to_dead_letter(world: World) -> None:
+    settings = world.settings.model_copy(
+        update={"unknown_fields": "dead_letter", "http_port": free_port()}
+    )
+    app = ServedApp(settings, metrics=Metrics())
+    try:
+        status, answer = app.json("POST", "/predict", {**PREDICT_ROW, "email": "a@b"})
+        assert status == 400
+        assert answer["error"].startswith("field 'email' is not part of a predict request")
+        assert app.json("POST", "/predict", PREDICT_ROW)[0] == 200
     finally:
         app.stop()

@@ -81,6 +81,25 @@ def test_poison_records_become_dead_letters_with_their_reason_and_headers() -> N
     assert [letter.value for letter in parsed.dead_letters] == [r.value for r in poison]
 
 
+def test_unknown_fields_are_listed_per_record_or_dead_lettered_by_the_setting() -> None:
+    coupon = _order_bytes(5, 1).replace(b'"status"', b'"coupon": 1, "status"')
+    size = _order_bytes(6, 3).replace(b'"sale_price"', b'"size": 9, "sale_price"')
+    records = [
+        _Record("orders", 0, b"5", coupon),
+        _Record("orders", 1, b"5", _order_bytes(5, 2)),
+        _Record("orders", 2, b"6", size),
+    ]
+    ignored = parse_batch(records, TOPICS)
+    assert [s.offset for s, _ in ignored.by_user[5]] == [0, 1] and 6 in ignored.by_user
+    assert ignored.unknown == [("orders", ("coupon",)), ("orders", ("items[].size",))]
+    assert ignored.dead_letters == []
+    refused = parse_batch(records, TOPICS, "dead_letter")
+    assert list(refused.by_user) == [5] and refused.unknown == []
+    assert refused.reasons == ["unexpected_field", "unexpected_field"]
+    details = [read_headers(d.headers)["segstream-detail"] for d in refused.dead_letters]
+    assert ["'coupon'" in details[0], "'items[].size'" in details[1]] == [True, True]
+
+
 def test_a_dead_letter_over_the_limit_keeps_the_longest_prefix_that_fits() -> None:
     small = _Record("orders", 0, b"5", b"{oops")
     huge = _Record("orders", 1, b"5", b"x" * 70_000)

@@ -9,6 +9,7 @@ import pytest
 from segstream.errors import ConfigError
 from segstream.settings import as_environment, load_settings
 from segstream.stream.domain.replication import (
+    check_redis_replicas,
     default_replication_factor,
     min_insync_replicas,
     replication_factor,
@@ -56,3 +57,34 @@ def test_invalid_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, val
     monkeypatch.setenv("SEGSTREAM_TOPIC_REPLICATION_FACTOR", value)
     with pytest.raises(ConfigError, match="SEGSTREAM_TOPIC_REPLICATION_FACTOR"):
         load_settings()
+
+
+class TestRedisMinReplicas:
+    def test_unset_waits_for_one_replica_on_a_cluster_and_none_on_a_single_server(self) -> None:
+        assert load_settings().min_replicas == 0
+        assert load_settings(redis_cluster=True).min_replicas == 1
+        assert load_settings(redis_cluster=True, redis_min_replicas=0).min_replicas == 0
+        assert load_settings(redis_min_replicas=2).min_replicas == 2
+
+    def test_enough_replicas_on_every_primary_pass(self) -> None:
+        check_redis_replicas(load_settings(redis_cluster=True), {"a:1": 1, "b:2": 2})
+        check_redis_replicas(load_settings(), {"the Redis server": 0})
+
+    def test_a_primary_short_of_replicas_names_it_and_the_setting(self) -> None:
+        settings = load_settings(redis_min_replicas=2)
+        with pytest.raises(ConfigError) as caught:
+            check_redis_replicas(settings, {"a:1": 2, "b:2": 1, "c:3": 0})
+        text = str(caught.value)
+        assert "SEGSTREAM_REDIS_MIN_REPLICAS is 2" in text
+        assert "primary c:3 has 0 replica(s)" in text
+        assert "2 primaries are short" in text
+        assert "SEGSTREAM_REDIS_MIN_REPLICAS=0" in text
+
+    def test_the_cluster_default_is_named_when_the_setting_is_unset(self) -> None:
+        with pytest.raises(ConfigError, match="unset, so 1 on a Redis Cluster"):
+            check_redis_replicas(load_settings(redis_cluster=True), {"a:1": 0})
+
+    def test_a_wait_timeout_not_shorter_than_the_socket_timeout_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match="SEGSTREAM_REDIS_WAIT_TIMEOUT_MS"):
+            load_settings(redis_wait_timeout_ms=5000, redis_socket_timeout_s=5)
+        assert load_settings(redis_wait_timeout_ms=4999, redis_socket_timeout_s=5)

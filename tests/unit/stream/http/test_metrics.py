@@ -42,6 +42,8 @@ def test_recorded_counts_read_back_from_the_text_format() -> None:
     for _ in range(3):
         m.redis_error()
     m.redis_retry()
+    m.redis_wait_timeout()
+    m.redis_wait_timeout()
     s = samples(m)
     assert s[("segstream_events_consumed_total", (("topic", "users"),))] == 3
     assert s[("segstream_events_consumed_total", (("topic", "orders"),))] == 7
@@ -55,6 +57,7 @@ def test_recorded_counts_read_back_from_the_text_format() -> None:
     assert s[("segstream_dead_letters_total", (("reason", "key_mismatch"),))] == 2
     assert s[("segstream_redis_errors_total", ())] == 3
     assert s[("segstream_redis_retries_total", ())] == 1
+    assert s[("segstream_redis_wait_timeouts_total", ())] == 2
 
 
 def test_every_dead_letter_reason_is_exported_from_the_start() -> None:

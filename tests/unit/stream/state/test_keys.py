@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from segstream.stream.state.keys import outbox_key, state_key, user_pattern
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from segstream.stream.state.keys import (
+    outbox_key,
+    population_key,
+    population_keys,
+    population_pattern,
+    slot_tags,
+    state_key,
+    user_pattern,
+    wait_key,
+)
 
 
 def test_keys_share_the_user_hash_tag() -> None:
@@ -13,3 +24,34 @@ def test_keys_share_the_user_hash_tag() -> None:
 def test_user_pattern_escapes_glob_characters_of_the_prefix() -> None:
     assert user_pattern("app:") == "app:{u:*}"
     assert user_pattern("a*b?[c]:") == "a\\*b\\?\\[c\\]:{u:*}"
+
+
+def test_every_slot_has_a_tag_that_hashes_to_it() -> None:
+    tags = slot_tags()
+    assert len(tags) == REDIS_CLUSTER_HASH_SLOTS
+    assert [key_slot(tag.encode()) for tag in tags] == list(range(REDIS_CLUSTER_HASH_SLOTS))
+
+
+def test_on_a_cluster_a_users_population_key_shares_its_slot() -> None:
+    for uid in (1, 42, 99_999, 2**53 - 1):
+        counter = population_key("app:", uid, cluster=True)
+        assert key_slot(counter.encode()) == key_slot(state_key("app:", uid).encode())
+        assert counter.startswith("app:pop:{")
+
+
+def test_a_single_server_has_one_population_key_for_every_user() -> None:
+    assert {population_key("app:", uid, cluster=False) for uid in range(1, 500)} == {
+        *population_keys("app:", cluster=False)
+    }
+    assert len(population_keys("app:", cluster=True)) == REDIS_CLUSTER_HASH_SLOTS
+
+
+def test_population_keys_match_their_pattern_and_not_the_users() -> None:
+    assert population_pattern("a*:") == "a\\*:pop:{*}"
+    assert not population_key("app:", 1, cluster=True).startswith("app:{u:")
+
+
+def test_the_wait_marker_shares_the_slot_of_the_key_it_stands_for() -> None:
+    for key in (state_key("app:", 42), outbox_key("app:", 42)):
+        assert wait_key(key) == "app:{u:42}:wait"
+        assert key_slot(wait_key(key).encode()) == key_slot(key.encode())

@@ -1,0 +1,77 @@
+"""A Redis Cluster (3 primaries + 3 replicas) and three KRaft brokers, once per session.
+
+Started and stopped by the product's own ``Stack.up(kafka_brokers=3, redis_cluster=True)``
+(``segstream services up --kafka-brokers 3 --redis-cluster``) on free ports of their own, so
+the cluster tests never touch the session's single-node stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from segstream.errors import ServiceError
+from segstream.services.kafka_cluster import KafkaCluster
+from segstream.services.redis_cluster import BUS_OFFSET, RedisCluster
+from segstream.services.stack import Stack
+from segstream.settings import Settings, load_settings
+from tests.ports import free_port_block
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """The running clusters and the settings that reach them."""
+
+    settings: Settings
+    kafka: KafkaCluster
+    redis: RedisCluster
+
+    @property
+    def bootstrap(self) -> str:
+        """Every broker, so clients survive any one of them down."""
+        return self.kafka.bootstrap
+
+
+KAFKA_PORTS_FROM = 25_000
+REDIS_PORTS_FROM = 21_000
+"""Below the kernel's ephemeral range (32768-60999), bus ports (+10,000) included, so no
+client connection of this busy machine takes a port between the check and the bind."""
+ATTEMPTS = 3
+
+
+def _stack(root: Path) -> Stack:
+    kafka_base = free_port_block(6, lowest=KAFKA_PORTS_FROM)  # client + controller, 3 nodes
+    redis_base = free_port_block(6, offset=BUS_OFFSET, lowest=REDIS_PORTS_FROM)
+    return Stack(
+        load_settings(
+            data_dir=root,
+            kafka_port=kafka_base,
+            redis_port=redis_base,
+            kafka_bootstrap_servers=f"127.0.0.1:{kafka_base}",
+            redis_url=f"redis://127.0.0.1:{redis_base}/0",
+            redis_cluster=True,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clusters]:
+    for attempt in range(1, ATTEMPTS + 1):
+        stack = _stack(tmp_path_factory.mktemp("clusters"))
+        try:
+            stack.up(kafka_brokers=3, redis_cluster=True)
+            break
+        except ServiceError as exc:
+            stack.down()
+            # Another session's test took a port of the block since it was found free.
+            if "in use" not in str(exc) or attempt == ATTEMPTS:
+                raise
+    try:
+        kafka = stack.kafka_cluster()
+        assert kafka is not None
+        yield Clusters(stack.settings, kafka, RedisCluster(stack.settings))
+    finally:
+        stack.down()
