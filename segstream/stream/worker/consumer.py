@@ -66,7 +66,13 @@ class LeanConsumer(faust_aiokafka.Consumer):
             return False
         self._acks_since_commit += 1
         commit_every = self._commit_every_acks
-        if commit_every is not None and self._acks_since_commit >= commit_every:
+        if (
+            commit_every is not None
+            and self._acks_since_commit >= commit_every
+            and not self.suspend_flow.is_set()
+        ):
+            # Not while the flow is suspended (a rebalance or a stop): Faust's own loop never
+            # commits then either, and the revocation commits what was acked itself.
             self._acks_since_commit = 0
             self._start_commit()
         return True
