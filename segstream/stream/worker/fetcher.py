@@ -132,12 +132,14 @@ class LeanFetcher(Service):
                 # which suspends the flow and ends this round).
                 buffers = [channel.queue for channel in conductor]
                 async for tp, message in records:
-                    if suspended() or consumer.should_stop:
-                        break  # rebalancing or stopping: Faust seeks back afterwards
                     since_yield += 1
                     if since_yield >= YIELD_EVERY:
                         since_yield = 0
                         await asyncio.sleep(0)
+                    # After the yield, which a rebalance may have started during.
+                    if suspended() or consumer.should_stop:
+                        break  # rebalancing or stopping: Faust seeks back afterwards
+                    generation = app.consumer_generation_id
                     offset = message.offset
                     last = read_offset[tp]
                     if last is not None and offset < last:
@@ -153,6 +155,22 @@ class LeanFetcher(Service):
                             "hand-over of %s[%d]@%d abandoned: the flow was suspended (a "
                             "rebalance or a stop) while the stream buffer was full; it is read "
                             "again from the committed offset",
+                            tp.topic,
+                            tp.partition,
+                            offset,
+                        )
+                        break
+                    if suspended() or app.consumer_generation_id != generation:
+                        # The hand-over outlived the flow: Faust's flow control holds it
+                        # while a rebalance runs, and it returns once the next generation
+                        # resumes. The rebalance's seek has reset the read offsets by then;
+                        # recording this one would drop the records below it, which the
+                        # seek fetches again, as "read before the last seek", and the commit
+                        # after the next revocation would pass them unprocessed. The stream
+                        # skips the message (previous generation; held, it is never acked).
+                        log.info(
+                            "hand-over of %s[%d]@%d returned after a rebalance: not marked "
+                            "read; it is read again from the committed offset",
                             tp.topic,
                             tp.partition,
                             offset,

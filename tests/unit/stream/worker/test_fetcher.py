@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import faust
+from faust.types import TP
 from mode import Service
 
 from segstream.stream.worker.consumer import LeanConsumer, use_lean_consumer
@@ -73,3 +78,79 @@ def test_the_app_fetches_and_consumes_through_the_lean_classes() -> None:
         return app.transport.Fetcher, type(app.consumer)
 
     assert asyncio.run(scenario()) == (LeanFetcher, LeanConsumer)
+
+
+class _Flags:
+    """The consumer's ``diag``."""
+
+    def set_flag(self, flag: str) -> None: ...
+
+    def unset_flag(self, flag: str) -> None: ...
+
+
+class _Conductor:
+    """The topic conductor: no stream buffers (the fast path), every topic acked."""
+
+    def __init__(self, on_message: Any) -> None:
+        self.on_message = on_message
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def acks_enabled_for(self, topic: str) -> bool:
+        return True
+
+
+async def _drain_across_a_rebalance() -> tuple[list[int], int | None]:
+    """One fetch round whose hand-over of 5 waits through a rebalance that seeks back to 2,
+    then the next generation's round (2..5); returns the offsets handed over and the read
+    offset left."""
+    tp = TP("users", 0)
+    read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+    read_offset[tp] = 5
+    rounds = [[5], [2, 3, 4, 5]]
+    handed: list[int] = []
+    consumer = SimpleNamespace(
+        suspend_flow=asyncio.Event(),
+        should_stop=False,
+        diag=_Flags(),
+        consumer_stopped_errors=(),
+        _read_offset=read_offset,
+    )
+    app = SimpleNamespace(
+        consumer=consumer,
+        consumer_generation_id=1,
+        should_stop=False,
+        transport=SimpleNamespace(hold_messages=False),
+    )
+
+    async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        if not rounds:
+            consumer.should_stop = True
+            return
+        for offset in rounds.pop(0):
+            yield tp, SimpleNamespace(offset=offset, topic=tp.topic)
+
+    async def on_message(message: Any) -> None:
+        handed.append(message.offset)
+        if app.consumer_generation_id == 1:
+            # Faust's flow control holds this hand-over through a whole rebalance: the flow
+            # is suspended, the partition is sought back to its committed offset 2, the next
+            # generation resumes the flow, and only then does the hand-over return.
+            consumer.suspend_flow.set()
+            read_offset[tp] = 2
+            app.consumer_generation_id = 2
+            consumer.suspend_flow.clear()
+
+    consumer.getmany = getmany
+    app.topics = _Conductor(on_message)
+    await asyncio.wait_for(LeanFetcher._drain(LeanFetcher(app)), 5)
+    return handed, read_offset[tp]
+
+
+def test_a_hand_over_that_returns_after_a_rebalance_does_not_mark_its_offset_read() -> None:
+    # Marked read, 5 would make the next generation drop 2..4 as "read before the last seek",
+    # and the commit after the next revocation would pass them unprocessed.
+    handed, left = asyncio.run(_drain_across_a_rebalance())
+    assert handed == [5, 2, 3, 4, 5]
+    assert left == 5
