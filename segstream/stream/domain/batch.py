@@ -1,9 +1,9 @@
 """One batch of input records sorted out, and the settle rows it needs (pure functions).
 
-:func:`parse_batch` validates each record into an event or a dead letter and groups the valid
-events by user in arrival order; :func:`plan_settles` turns a batch's assignments into the
-``settle`` rows of the users whose segment or model version changed; :func:`fit_dead_letters`
-makes every dead letter fit the dead-letter topic's size limit. The worker's
+:func:`parse_batch` validates each record into an event or a dead letter (fitted to the
+dead-letter topic's size limit) and groups the valid events by user in arrival order;
+:func:`plan_settles` turns a batch's assignments into the ``settle`` rows of the users whose
+segment or model version changed. The worker's
 :class:`~segstream.stream.worker.processor.BatchProcessor` does the I/O around them.
 """
 
@@ -29,7 +29,7 @@ from segstream.stream.domain.events import (
 from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.domain.user import Settle, UserState
 
-__all__ = ["ParsedBatch", "RawRecord", "fit_dead_letters", "parse_batch", "plan_settles"]
+__all__ = ["ParsedBatch", "RawRecord", "parse_batch", "plan_settles"]
 
 
 class RawRecord(Protocol):
@@ -49,10 +49,13 @@ class ParsedBatch:
 
     by_user: dict[int, list[tuple[Source, Event]]]
     dead_letters: list[Output]
+    """Each rejected record's dead letter, in arrival order, each within the size limit."""
     reasons: list[str]
     """The reason code of each dead letter, in the same order."""
     unknown: list[tuple[str, tuple[str, ...]]]
     """Per valid record that carried fields no event has (ignored): its topic and their names."""
+    truncated: list[Output]
+    """The dead letters among them that had to be cut to fit (see :func:`parse_batch`)."""
 
 
 def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
@@ -65,36 +68,52 @@ def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
 
 
 def parse_batch(
-    records: Sequence[RawRecord], topics: Topics, unknown_fields: UnknownFields = "ignore"
+    records: Sequence[RawRecord],
+    topics: Topics,
+    unknown_fields: UnknownFields = "ignore",
+    *,
+    max_bytes: int | None = None,
 ) -> ParsedBatch:
     """Validate ``records``; group valid events by user (arrival order kept per user).
 
-    ``unknown_fields`` is ``SEGSTREAM_UNKNOWN_FIELDS``: records with fields no event has are
-    valid and listed in :attr:`ParsedBatch.unknown` (``ignore``), or dead letters.
+    Args:
+        unknown_fields: ``SEGSTREAM_UNKNOWN_FIELDS``: records with fields no event has are
+            valid and listed in :attr:`ParsedBatch.unknown` (``ignore``), or dead letters.
+        max_bytes: the largest record the dead-letter topic accepts (its ``max.message.bytes``,
+            the producer's ``max_request_size``), if any. A dead letter over it (an input near
+            the input topic's own limit, plus our headers) is replaced by
+            :func:`~segstream.stream.domain.dead_letters.fit_dead_letter`'s copy: the longest
+            prefix of the value that fits, with headers saying what was cut and the original
+            size. Such a letter is in ``truncated`` too.
     """
     by_user: dict[int, list[tuple[Source, Event]]] = {}
     rejected: list[Output] = []
     reasons: list[str] = []
     unknown: list[tuple[str, tuple[str, ...]]] = []
+    truncated: list[Output] = []
     users_topic = topics.users
     for record in records:
         kind = UserEvent if record.topic == users_topic else OrderEvent
         try:
             event, extra = parse_event(record.value, record.key, kind, unknown_fields)
         except EventError as exc:
-            reasons.append(exc.reason)
-            rejected.append(
-                dead_letter(
-                    topics.dead_letters,
-                    exc,
-                    source_topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    value=record.value,
-                    headers=_headers(record),
-                )
+            letter = dead_letter(
+                topics.dead_letters,
+                exc,
+                source_topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                headers=_headers(record),
             )
+            if max_bytes is not None:
+                fitted = fit_dead_letter(letter, max_bytes)
+                if fitted is not letter:
+                    truncated.append(fitted)
+                    letter = fitted
+            reasons.append(exc.reason)
+            rejected.append(letter)
             continue
         if extra:
             unknown.append((record.topic, extra))
@@ -104,19 +123,7 @@ def parse_batch(
             by_user[event.user_id] = [(source, event)]
         else:
             events.append((source, event))
-    return ParsedBatch(by_user, rejected, reasons, unknown)
-
-
-def fit_dead_letters(outputs: Sequence[Output], topic: str, max_bytes: int) -> list[Output]:
-    """``outputs`` with each record to ``topic`` (the dead letters) fitted to ``max_bytes``.
-
-    Each is :func:`~segstream.stream.domain.dead_letters.fit_dead_letter`'s (the same object
-    when it already fits); records to other topics are kept as they are. Order is kept.
-    """
-    return [
-        fit_dead_letter(output, max_bytes) if output.topic == topic else output
-        for output in outputs
-    ]
+    return ParsedBatch(by_user, rejected, reasons, unknown, truncated)
 
 
 def plan_settles(

@@ -23,6 +23,7 @@ from segstream.stream.worker.app import (
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.batching import BatchPipeline
 from segstream.stream.worker.consumer import LeanConsumer, LeanTransport, use_lean_consumer
+from segstream.stream.worker.fetcher import LeanFetcher
 from segstream.stream.worker.processor import BatchProcessor, Stats
 from segstream.stream.worker.run import check_dependencies, run_worker, use_worker_event_loop
 from segstream.stream.worker.watchdog import Deadlines, Progress, Watchdog
@@ -35,6 +36,7 @@ __all__ = [
     "Deadlines",
     "Extension",
     "LeanConsumer",
+    "LeanFetcher",
     "LeanTransport",
     "Progress",
     "Stats",

@@ -49,12 +49,10 @@ from segstream.settings import Settings
 from segstream.stream.clients.kafka import faust_credentials, output_producer
 from segstream.stream.clients.redis import worker_redis_client
 from segstream.stream.clients.retry import describe
-from segstream.stream.domain.batch import fit_dead_letters
-from segstream.stream.domain.dead_letters import OFFSET, ORIGINAL_SIZE, PARTITION, TOPIC
 from segstream.stream.domain.observer import WorkerObserver
-from segstream.stream.domain.topics import Output, Topics
+from segstream.stream.domain.topics import Topics
 from segstream.stream.drift.shared import shared_drift
-from segstream.stream.kafka.publisher import AiokafkaSender, Sender
+from segstream.stream.kafka.publisher import AiokafkaSender
 from segstream.stream.kafka.topics import max_message_bytes, partitions_of
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.store import RedisState
@@ -66,7 +64,6 @@ from segstream.stream.worker.watchdog import Deadlines, Progress, Watchdog
 
 __all__ = [
     "AGENT_NAME",
-    "DeadLetterFitter",
     "Extension",
     "WorkerParts",
     "base_app",
@@ -185,41 +182,6 @@ def input_channel(app: faust.App, settings: Settings) -> faust.TopicT:
         partitions=settings.topic_partitions,
         internal=True,  # Faust creates it (with our partition count) before subscribing
     )
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterFitter:
-    """A :class:`Sender` that fits every dead letter to the broker's limit, then publishes.
-
-    An input near the broker's limit makes a dead letter over it (the original bytes plus
-    our headers), which no producer could send; fitting it (truncated, and saying so in its
-    headers: :func:`~segstream.stream.domain.dead_letters.fit_dead_letter`) is what keeps such
-    an input from stopping the worker. Done here, where the producer and its limit are made,
-    so that the batch processor's steps stay as they are.
-    """
-
-    sender: Sender
-    topic: str
-    """The dead-letter topic."""
-    max_bytes: int
-    """The largest record batch the topic accepts (the producer's ``max_request_size``)."""
-
-    async def publish(self, outputs: Sequence[Output]) -> None:
-        """Fit the dead letters among ``outputs``, then publish them all (see :class:`Sender`)."""
-        fitted = fit_dead_letters(outputs, self.topic, self.max_bytes)
-        for before, after in zip(outputs, fitted, strict=True):
-            if after is not before:
-                headers = dict(after.headers)
-                log.warning(
-                    "dead letter of %s[%s]@%s truncated to %d of %s value bytes: over the "
-                    "%d bytes %s accepts (its max.message.bytes)",
-                    *(headers[n].decode() for n in (TOPIC, PARTITION, OFFSET)),
-                    len(after.value or b""),
-                    headers[ORIGINAL_SIZE].decode(),
-                    self.max_bytes,
-                    self.topic,
-                )
-        await self.sender.publish(fitted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,9 +307,10 @@ def create_app(
         limit = await max_message_bytes(settings, topics.dead_letters)
         producer = output_producer(settings, max_request_size=limit)
         await producer.start()
-        sender = DeadLetterFitter(AiokafkaSender(producer), topics.dead_letters, limit)
         assigner = Assigner(settings.model_dir, metrics=observer)
-        processor = BatchProcessor(state, assigner, sender, topics)
+        processor = BatchProcessor(
+            state, assigner, AiokafkaSender(producer), topics, dead_letter_max_bytes=limit
+        )
         processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
         processor.metrics = observer
         processor.unknown_fields = settings.unknown_fields

@@ -6,7 +6,9 @@ only after every output of the batch (changes, current segments, dead letters) h
 acknowledged by the broker. The steps:
 
 1. :func:`parse_batch` (pure) sorts records into valid events grouped by user, in order, and
-   dead letters; the dead letters are sent at once, in the background of the next steps.
+   dead letters, each fitted to the dead-letter topic's size limit (an input near the broker's
+   limit plus our headers would otherwise be a record no producer can send, stopping the
+   worker); the dead letters are sent at once, in the background of the next steps.
 2. one Redis round trip applies every user's events (fenced, idempotent) and returns each
    touched user's state;
 3. one :func:`~segstream.training.assign.assign` call assigns every assignable user;
@@ -36,10 +38,17 @@ from segstream.errors import ReplicaWaitTimeout, StateError
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
+from segstream.stream.domain.dead_letters import (
+    OFFSET,
+    ORIGINAL_SIZE,
+    PARTITION,
+    TOPIC,
+    read_headers,
+)
 from segstream.stream.domain.events import UnknownFieldLog, UnknownFields
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.partitioning import PatternLog, misplacement
-from segstream.stream.domain.topics import Topics
+from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.domain.user import UserState
 from segstream.stream.drift.shared import SharedDrift
 from segstream.stream.kafka.publisher import Sender
@@ -83,12 +92,25 @@ class BatchProcessor:
     """Runs batches through Redis, the model and the broker; see the module docstring."""
 
     def __init__(
-        self, state: RedisState, assigner: Assigner, sender: Sender, topics: Topics
+        self,
+        state: RedisState,
+        assigner: Assigner,
+        sender: Sender,
+        topics: Topics,
+        dead_letter_max_bytes: int | None = None,
     ) -> None:
+        """Process batches with these parts.
+
+        Args:
+            dead_letter_max_bytes: the largest record the dead-letter topic accepts (the
+                producer's ``max_request_size``); a dead letter over it is truncated to fit
+                (:func:`parse_batch`) and logged. ``None``: dead letters are sent whole.
+        """
         self.state = state
         self.assigner = assigner
         self.sender = sender
         self.topics = topics
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.stats = Stats()
         self.drift: SharedDrift | None = None
         """Drift mode's shared centroids (``SEGSTREAM_DRIFT=river``); ``None``: the trained ones."""
@@ -160,7 +182,11 @@ class BatchProcessor:
         topics = self.topics
         if self.partitions:
             self._check_placement(records)
-        parsed = parse_batch(records, topics, self.unknown_fields)
+        parsed = parse_batch(
+            records, topics, self.unknown_fields, max_bytes=self.dead_letter_max_bytes
+        )
+        for letter in parsed.truncated:
+            self._log_truncated(letter)
         if parsed.unknown:
             self._note_unknown(parsed.unknown)
         dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
@@ -187,6 +213,20 @@ class BatchProcessor:
         self._count(records, parsed, states, len(assignable), published)
         if self.metrics is not None:
             self._record(self.metrics, records, parsed, published, started)
+
+    def _log_truncated(self, letter: Output) -> None:
+        headers = read_headers(letter.headers)
+        log.warning(
+            "dead letter of %s[%s]@%s truncated to %d of %s value bytes: over the %s bytes %s "
+            "accepts (its max.message.bytes)",
+            headers[TOPIC],
+            headers[PARTITION],
+            headers[OFFSET],
+            len(letter.value or b""),
+            headers[ORIGINAL_SIZE],
+            self.dead_letter_max_bytes,
+            letter.topic,
+        )
 
     @staticmethod
     def _record(

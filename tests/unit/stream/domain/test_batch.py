@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from segstream.stream.domain.batch import fit_dead_letters, parse_batch, plan_settles
+from segstream.stream.domain.batch import parse_batch, plan_settles
 from segstream.stream.domain.changes import event_id
 from segstream.stream.domain.dead_letters import read_headers, record_size
 from segstream.stream.domain.events import (
@@ -16,7 +16,7 @@ from segstream.stream.domain.events import (
     Source,
     UserEvent,
 )
-from segstream.stream.domain.topics import Output, Topics
+from segstream.stream.domain.topics import Topics
 from segstream.stream.domain.user import UserState
 
 TOPICS = Topics("users", "orders", "changes", "segments", "dead")
@@ -100,13 +100,31 @@ def test_unknown_fields_are_listed_per_record_or_dead_lettered_by_the_setting() 
     assert ["'coupon'" in details[0], "'items[].size'" in details[1]] == [True, True]
 
 
-def test_only_dead_letters_are_fitted_to_the_limit() -> None:
-    big = Output("changes", b"1", b"c" * 5000)
-    letter = parse_batch([_Record("orders", 0, b"5", b"x" * 70_000)], TOPICS).dead_letters[0]
-    fitted = fit_dead_letters([big, letter], "dead", 4096)
-    assert fitted[0] is big
-    assert record_size(fitted[1].key, fitted[1].value, fitted[1].headers) <= 4096
-    assert read_headers(fitted[1].headers)["segstream-original-size"] == "70000"
+def test_a_dead_letter_over_the_limit_keeps_the_longest_prefix_that_fits() -> None:
+    small = _Record("orders", 0, b"5", b"{oops")
+    huge = _Record("orders", 1, b"5", b"x" * 70_000)
+    huge.headers = [("trace", b"t")]
+    parsed = parse_batch([small, huge], TOPICS, max_bytes=4096)
+    assert parsed.reasons == ["not_json", "too_large"]
+    kept, cut = parsed.dead_letters
+    assert kept.value == b"{oops"  # within the limit: untouched
+    assert record_size(cut.key, cut.value, cut.headers) <= 4096
+    assert cut.value is not None and b"x" * len(cut.value) == cut.value
+    # the longest prefix: one byte more would not fit
+    assert record_size(cut.key, cut.value + b"x", cut.headers) > 4096
+    headers = read_headers(cut.headers)
+    assert headers["segstream-reason"] == "too_large"
+    assert headers["segstream-offset"] == "1"
+    assert headers["segstream-original-size"] == "70000"
+    assert headers["segstream-truncated"] == "value"
+    assert ("trace", b"t") in cut.headers  # the input's headers fit, so they stay
+    assert parsed.truncated == [cut]
+
+
+def test_without_a_limit_dead_letters_keep_every_byte() -> None:
+    parsed = parse_batch([_Record("orders", 0, b"5", b"x" * 70_000)], TOPICS)
+    assert parsed.dead_letters[0].value == b"x" * 70_000
+    assert parsed.truncated == []
 
 
 def _state(user_id: int, segment: int | None, changes: int = 0, pending: int = 0) -> UserState:

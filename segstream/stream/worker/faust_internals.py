@@ -1,0 +1,81 @@
+"""The only two pieces of Faust's private consumer state the worker's fetcher touches.
+
+Faust's consumer keeps, per partition, the offset of the last message handed over (its "read
+offset") and the ranges of offsets the broker never returned (its "gaps": control records,
+compacted records). Both are Faust's own bookkeeping: ``Consumer.seek``,
+``Consumer.perform_seek`` and a revocation reset the read offsets, and the commit
+(``Consumer._new_offset``) counts a gap as acked, so that an offset the broker skipped does not
+hold the commit back for ever. A fetcher has to keep both exactly as Faust's does, and
+faust-streaming offers no public way to: there is no public accessor of the read offsets and
+no public method that records a gap. So :class:`~segstream.stream.worker.fetcher.LeanFetcher`
+reaches them through this module, and nowhere else:
+
+- :func:`read_offsets`: ``Consumer._read_offset`` (a mapping, read and written per message);
+- :func:`record_gap`: ``Consumer._add_gap(tp, offset_from, offset_to)`` (a coroutine).
+
+Both are data access, not overrides: if Faust renames them, :func:`check_faust_internals`
+refuses to start the worker with a message saying so (and the unit test
+``tests/unit/stream/worker/test_faust_internals.py`` fails first), instead of a fetch loop that
+silently stops being called.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import MutableMapping
+from importlib import metadata
+from typing import Any, cast
+
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import TP
+
+from segstream.errors import ConfigError
+
+__all__ = ["check_faust_internals", "read_offsets", "record_gap"]
+
+_GAP_PARAMETERS = ["self", "tp", "offset_from", "offset_to"]
+
+
+def check_faust_internals() -> None:
+    """Refuse to run on a Faust whose consumer lacks the state :mod:`this module <.>` reads.
+
+    Raises:
+        ConfigError: ``Consumer._read_offset`` or ``Consumer._add_gap(tp, offset_from,
+            offset_to)`` is gone or changed; names the installed faust-streaming version.
+    """
+    problems = []
+    if "_read_offset" not in getattr(FaustConsumer, "__annotations__", {}):
+        problems.append("Consumer._read_offset is gone")
+    add_gap = getattr(FaustConsumer, "_add_gap", None)
+    if add_gap is None or not inspect.iscoroutinefunction(add_gap):
+        problems.append("Consumer._add_gap is gone or no longer a coroutine")
+    elif (parameters := list(inspect.signature(add_gap).parameters)) != _GAP_PARAMETERS:
+        problems.append(
+            f"Consumer._add_gap({', '.join(parameters)}) changed "
+            f"(expected ({', '.join(_GAP_PARAMETERS)}))"
+        )
+    if problems:
+        version = metadata.version("faust-streaming")
+        raise ConfigError(
+            f"faust-streaming {version} is not supported by the worker's fetcher: "
+            f"{'; '.join(problems)}. The worker is written against faust-streaming 0.15: "
+            "install that version, or port segstream/stream/worker/faust_internals.py"
+        )
+
+
+def read_offsets(consumer: Any) -> MutableMapping[TP, int | None]:
+    """Faust's per-partition offset of the last message handed over (``None``: none yet).
+
+    The mapping itself, shared with Faust (which resets it on a seek or a revocation); read
+    it before handing a message over, write the message's offset after.
+    """
+    return cast(MutableMapping[TP, "int | None"], consumer._read_offset)
+
+
+async def record_gap(consumer: Any, tp: TP, offset_from: int, offset_to: int) -> None:
+    """Tell Faust's commit that offsets ``offset_from``..``offset_to`` of ``tp`` were skipped.
+
+    The broker returned no record for them (control records, compaction), so none will ever
+    be acked; recorded, the commit counts them as acked instead of stopping before them.
+    """
+    await consumer._add_gap(tp, offset_from, offset_to)
