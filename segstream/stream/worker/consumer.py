@@ -35,6 +35,15 @@ from the previous consumer generation, is *skipped and acked* by ``faust.Stream`
 could pass an event nobody processed. Held, a skipped event is simply never acked, and the
 partition's next owner reads it again from the committed offset.
 
+**Fetch wait.** Faust builds its aiokafka consumer with a fixed ``fetch_max_wait_ms`` of
+1,500 ms. aiokafka leaves a partition whose fetched records are still unread (for more than
+its 100 ms prefetch backoff) out of the next request to that partition's leader, and sends no
+other request to a broker that has one in flight. With several brokers, that request can hold
+only idle partitions (the other input topic's) and wait at the broker for the whole 1,500 ms
+before the held-out partition is fetched again: on three brokers, orders sat up to 1.6 s
+before the worker saw them. :class:`LeanConsumerThread` sets the configured wait
+(``SEGSTREAM_FETCH_MAX_WAIT_MS``) instead, which bounds that stall.
+
 Nothing is acked that was not processed, so "at least once, exactly once in effect" (the Redis
 fences) holds. Install it with :func:`use_lean_consumer` before the app starts.
 
@@ -51,6 +60,7 @@ from collections.abc import Awaitable, Iterable
 from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service, ServiceT
@@ -58,7 +68,7 @@ from mode import Service, ServiceT
 from segstream.stream.clients.retry import describe
 from segstream.stream.worker.watchdog import Progress
 
-__all__ = ["LeanConsumer", "LeanTransport", "any_full", "use_lean_consumer"]
+__all__ = ["LeanConsumer", "LeanConsumerThread", "LeanTransport", "any_full", "use_lean_consumer"]
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +81,24 @@ def any_full(queues: Iterable[asyncio.Queue[Any]]) -> bool:
     return any(queue.full() for queue in queues)
 
 
+class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose aiokafka consumer long-polls for ``fetch_max_wait_ms``."""
+
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust passes a fixed fetch_max_wait_ms=1500; aiokafka reads this attribute when
+        # the consumer starts (it builds its Fetcher then), so setting it here takes effect.
+        consumer._fetch_max_wait_ms = cast(LeanTransport, transport).fetch_max_wait_ms
+        return consumer
+
+
 class LeanConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, minus the per-message tasks (see the module docstring)."""
 
     _background_commit: asyncio.Future[bool] | None = None
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return LeanConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     @property
     def _lean(self) -> LeanTransport:
@@ -193,9 +217,12 @@ class LeanTransport(faust_aiokafka.Transport):
         progress: Progress,
         commit_deadline_s: float,
         hold_messages: bool,
+        fetch_max_wait_ms: int = 1500,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        """Longest a fetch request waits at a broker for data, in ms (see use_lean_consumer)."""
         self.progress = progress
         """Where the consumer records its commits' outcomes (read by the watchdog)."""
         self.commit_deadline_s = commit_deadline_s
@@ -210,6 +237,7 @@ def use_lean_consumer(
     progress: Progress | None = None,
     commit_deadline_s: float = 30.0,
     hold_messages: bool = False,
+    fetch_max_wait_ms: int = 1500,
 ) -> None:
     """Make ``app`` consume with :class:`LeanConsumer`; call before the app starts.
 
@@ -218,6 +246,8 @@ def use_lean_consumer(
         commit_deadline_s: a commit still running after this many seconds is abandoned.
         hold_messages: hold one reference on every message for the agent, which must release
             it (``stream.ack(event)``) once the event is processed; see the module docstring.
+        fetch_max_wait_ms: longest a fetch request waits at a broker for data, in ms
+            (Faust's own value by default); see the module docstring's "Fetch wait".
     """
     app.transport = LeanTransport(
         app.conf.broker_consumer,
@@ -225,4 +255,5 @@ def use_lean_consumer(
         progress=progress or Progress(),
         commit_deadline_s=commit_deadline_s,
         hold_messages=hold_messages,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
