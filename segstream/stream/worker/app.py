@@ -243,7 +243,11 @@ def create_app(
     app = base_app(settings, settings.data_dir / "faust")
     progress = Progress()
     use_lean_consumer(
-        app, progress=progress, commit_deadline_s=settings.commit_deadline_s, hold_messages=True
+        app,
+        progress=progress,
+        commit_deadline_s=settings.commit_deadline_s,
+        hold_messages=True,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     watchdog = worker_watchdog(app, settings, progress, observer)
     app.segstream_watchdog = watchdog  # type: ignore[attr-defined] - for run_worker's signals

@@ -2,7 +2,8 @@
 
 :class:`LeanTransport` is Faust's aiokafka transport with two of the classes a transport names
 replaced, both through the attributes Faust reads them from (``Transport.Consumer`` and
-``Transport.Fetcher``), neither overriding a private method:
+``Transport.Fetcher``); the fetch path overrides no private method (the consumer thread's fetch
+wait, below, is the one private hook):
 
 - ``Fetcher`` is :class:`~segstream.stream.worker.fetcher.LeanFetcher`: Faust's fetch loop
   without Faust's per-message tasks, with Faust's suspension semantics, and with one reference
@@ -20,6 +21,18 @@ abandoned after ``commit_deadline_s``; failures and timeouts are recorded in a
 :class:`~segstream.stream.worker.watchdog.Progress`, whose watchdog reports a commit stall and
 restarts the worker if commits do not recover.
 
+**Fetch wait.** Faust builds its aiokafka consumer with a fixed ``fetch_max_wait_ms`` of
+1,500 ms. aiokafka leaves a partition whose fetched records are still unread (for more than
+its 100 ms prefetch backoff) out of the next request to that partition's leader, and sends no
+other request to a broker that has one in flight. With several brokers, that request can hold
+only idle partitions (the other input topic's) and wait at the broker for the whole 1,500 ms
+before the held-out partition is fetched again: on three brokers, orders sat up to 1.6 s
+before the worker saw them. :class:`LeanConsumerThread` sets the configured wait
+(``SEGSTREAM_FETCH_MAX_WAIT_MS``) instead, which bounds that stall. Faust has no setting for
+the wait, so this overrides two private methods (``_new_consumer_thread``,
+``_create_worker_consumer``) and sets aiokafka's ``_fetch_max_wait_ms``; unit tests fail if
+either library changes them.
+
 Nothing is acked that was not processed, so "at least once, exactly once in effect" (the Redis
 fences) holds. Install it with :func:`use_lean_consumer` before the app starts.
 """
@@ -32,6 +45,7 @@ import time
 from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 
@@ -40,9 +54,20 @@ from segstream.stream.worker.faust_internals import check_faust_internals
 from segstream.stream.worker.fetcher import LeanFetcher
 from segstream.stream.worker.watchdog import Progress
 
-__all__ = ["LeanConsumer", "LeanTransport", "use_lean_consumer"]
+__all__ = ["LeanConsumer", "LeanConsumerThread", "LeanTransport", "use_lean_consumer"]
 
 log = logging.getLogger(__name__)
+
+
+class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose aiokafka consumer long-polls for ``fetch_max_wait_ms``."""
+
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust passes a fixed fetch_max_wait_ms=1500; aiokafka reads this attribute when
+        # the consumer starts (it builds its Fetcher then), so setting it here takes effect.
+        consumer._fetch_max_wait_ms = cast(LeanTransport, transport).fetch_max_wait_ms
+        return consumer
 
 
 class LeanConsumer(faust_aiokafka.Consumer):
@@ -55,6 +80,9 @@ class LeanConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._commit_every_acks: int | None = self.app.conf.broker_commit_every
         """Acks between two background commits (Faust's ``broker_commit_every``)."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return LeanConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     @property
     def _lean(self) -> LeanTransport:
@@ -143,9 +171,12 @@ class LeanTransport(faust_aiokafka.Transport):
         progress: Progress,
         commit_deadline_s: float,
         hold_messages: bool,
+        fetch_max_wait_ms: int = 1500,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        """Longest a fetch request waits at a broker for data, in ms (see use_lean_consumer)."""
         self.progress = progress
         """Where the consumer records its commits' outcomes (read by the watchdog)."""
         self.commit_deadline_s = commit_deadline_s
@@ -160,6 +191,7 @@ def use_lean_consumer(
     progress: Progress | None = None,
     commit_deadline_s: float = 30.0,
     hold_messages: bool = False,
+    fetch_max_wait_ms: int = 1500,
 ) -> None:
     """Make ``app`` consume through :class:`LeanTransport`; call before the app starts.
 
@@ -169,6 +201,8 @@ def use_lean_consumer(
         hold_messages: hold one reference on every message for the agent, which must release
             it (``stream.ack(event)``) once the event is processed; see
             :mod:`~segstream.stream.worker.fetcher`.
+        fetch_max_wait_ms: longest a fetch request waits at a broker for data, in ms
+            (Faust's own value by default); see the module docstring's "Fetch wait".
 
     Raises:
         ConfigError: the installed faust-streaming lacks the consumer state the fetcher
@@ -181,4 +215,5 @@ def use_lean_consumer(
         progress=progress or Progress(),
         commit_deadline_s=commit_deadline_s,
         hold_messages=hold_messages,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
