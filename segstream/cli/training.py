@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from segstream.training.artifact import Model
     from segstream.training.data import DataSource
 
-__all__ = ["add_commands", "predict_row"]
+__all__ = ["PREDICT_OPTIONS", "add_commands", "predict_row"]
 
 SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
@@ -256,7 +256,7 @@ def _assign(args: argparse.Namespace) -> int:
     return 0
 
 
-_PREDICT_OPTIONS = {
+PREDICT_OPTIONS = {
     "age": "age",
     "gender": "gender",
     "country": "country",
@@ -279,7 +279,7 @@ def predict_row(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     """
     from segstream.training.inputs import parse_text
 
-    row = {name: parse_text(name, getattr(args, dest)) for name, dest in _PREDICT_OPTIONS.items()}
+    row = {name: parse_text(name, getattr(args, dest)) for name, dest in PREDICT_OPTIONS.items()}
     return row, parse_text("top", args.top)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from aiohttp import web
 
-from segstream.cli.training import predict_row
+from segstream.cli.training import PREDICT_OPTIONS, predict_row
 from segstream.errors import EventError, InputError
 from segstream.stream.domain.events import OrderEvent, UserEvent, parse_event
 from segstream.stream.http.openapi import PREDICT_FIELDS
@@ -28,16 +28,8 @@ from tests.unit.stream.http.test_server import GOOD
 
 ITEM: dict[str, Any] = ORDER["items"][0]
 PREDICT: dict[str, Any] = {**GOOD, "top": 5}
-CLI_OPTIONS = {
-    "age": "age",
-    "gender": "gender",
-    "country": "country",
-    "traffic_source": "traffic_source",
-    "total_orders": "total_orders",
-    "most_frequent_brand": "brand",
-    "most_frequent_category": "category",
-    "top": "top",
-}
+CLI_OPTIONS = {**PREDICT_OPTIONS, "top": "top"}
+"""Each input of ``segstream predict`` and the argparse destination of its option."""
 
 
 def _stream(name: str, value: object) -> tuple[str | None, str] | None:
