@@ -277,8 +277,8 @@ class RedisState:
             by_node.setdefault(node.name, (node, []))[1].append(ordered[-1])
         waits: list[tuple[ClusterNode, PipelineCommand]] = []
         for node, queued in by_node.values() if wait else ():
-            marker, wait = self._wait_commands(_key_of(queued[0].args))
-            queued += [PipelineCommand(-1, *marker), PipelineCommand(-1, *wait)]
+            marker, wait_command = self._wait_commands(_key_of(queued[0].args))
+            queued += [PipelineCommand(-1, *marker), PipelineCommand(-1, *wait_command)]
             waits.append((node, queued[-1]))
         outcomes = await asyncio.gather(
             *(node.execute_pipeline(queued) for node, queued in by_node.values()),
@@ -291,8 +291,8 @@ class RedisState:
             for command in queued:
                 if isinstance(command.result, Exception):
                     raise command.result
-        for node, wait in waits:
-            self._check_acked(wait.result, f"primary {node.name}", step)
+        for node, waited in waits:
+            self._check_acked(waited.result, f"primary {node.name}", step)
         return [command.result for command in ordered]
 
     @staticmethod
