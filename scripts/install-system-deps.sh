@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the machine-level programs segstream runs against, when they are missing:
-# Java 17+ and Maven (the Kafka broker from Maven Central), redis-server, PostgreSQL (the
-# SQLAlchemy-URL tests), kcat (a real Kafka client for checking topics by hand) and chromium
-# (the status page's headless-browser test).
+# Java 17+ and Maven (the Kafka broker and Kafka Connect with Debezium from Maven Central),
+# redis-server, PostgreSQL (the SQLAlchemy-URL tests and the change-data-capture stack, run as
+# the postgres user through util-linux's setpriv), kcat (a real Kafka client for checking
+# topics by hand) and chromium (the status page's headless-browser test).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 
