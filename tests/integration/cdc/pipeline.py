@@ -110,7 +110,7 @@ class Record:
         return None if self.value is None else json.loads(self.value)
 
 
-def read_all(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> list[Record]:
+def read_all(settings: Settings, topics: list[str], timeout_s: float = 90.0) -> list[Record]:
     """Every record on ``topics`` up to their current ends, in offset order per partition."""
     return asyncio.run(_read_all(settings, topics, timeout_s))
 
