@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-system-deps: ## Install Java, Maven, redis-server, PostgreSQL and kcat when missing (Debian)
+system-deps: ## Install Java, Maven, redis-server, PostgreSQL, kcat, chromium and prometheus when missing (Debian)
 	@scripts/install-system-deps.sh
 
 $(BIN)/.installed: pyproject.toml
