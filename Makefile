@@ -6,7 +6,7 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test lint format bench services-up services-down clean
+.PHONY: help setup system-deps demo test lint format bench services-up services-down dashboard clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ services-up: setup ## Start the local Kafka and Redis (segstream services up)
 
 services-down: setup ## Stop them
 	$(BIN)/segstream services down
+
+dashboard: setup ## Regenerate deploy/grafana/segstream.json from deploy/grafana/build.py
+	$(BIN)/python deploy/grafana/build.py
 
 clean: ## Remove local data, models and caches (not the venv)
 	rm -rf .segstream .pytest_cache .ruff_cache models data test-artifacts
