@@ -68,8 +68,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 def _run(args: argparse.Namespace) -> int:
     stack = Stack(load_settings(), secure=args.secure)
     if args.action == "up":
-        timings = stack.up(kafka_brokers=args.kafka_brokers, redis_cluster=args.redis_cluster)
         prometheus = PrometheusServer(stack.settings)
+        if args.monitoring:
+            prometheus.check_ports()  # before Kafka and Redis start, not after
+        timings = stack.up(kafka_brokers=args.kafka_brokers, redis_cluster=args.redis_cluster)
         if args.monitoring:
             t0 = time.monotonic()
             timings["prometheus"] = time.monotonic() - t0 if prometheus.start() else None
