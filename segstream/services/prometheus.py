@@ -91,7 +91,9 @@ class PrometheusServer(LocalServer):
             "scrape_configs": [job],
         }
 
-    def _write_files(self) -> None:
+    def write_files(self) -> None:
+        """Write the config, the targets file (unless an operator's is kept) and the token
+        file under ``home``: what ``start`` does before it launches Prometheus."""
         self.home.mkdir(parents=True, exist_ok=True)
         if self.targets is not None or not self.targets_file.exists():
             targets = self.targets or [f"127.0.0.1:{self.settings.http_port}"]
@@ -111,7 +113,7 @@ class PrometheusServer(LocalServer):
         binary = shutil.which("prometheus")
         if binary is None:
             raise ServiceError("prometheus not found: apt-get install prometheus")
-        self._write_files()
+        self.write_files()
         self.process.start(
             [
                 binary,
