@@ -7,7 +7,7 @@ The panels query the recording rules of deploy/prometheus/alerts.yml (``segstrea
 same series the alerts read, and the worker's own series where no rule is shared. The data
 source is a dashboard variable, so the file imports as is into any Grafana with a Prometheus
 data source. ``tests/unit/deploy/test_dashboard.py`` holds the committed file to this script,
-and ``tests/integration/monitoring/`` every query to a live worker's ``/metrics``.
+and ``tests/integration/stream/monitoring/`` every query to a live worker's ``/metrics``.
 """
 
 from __future__ import annotations
