@@ -6,7 +6,7 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test lint format bench services-up services-down dashboard clean
+.PHONY: help setup system-deps demo test lint format bench services-up services-down rules dashboard clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ services-up: setup ## Start the local Kafka and Redis (segstream services up)
 
 services-down: setup ## Stop them
 	$(BIN)/segstream services down
+
+rules: setup ## Check and unit-test the Prometheus rules with promtool (also part of `make test`)
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
 
 dashboard: setup ## Regenerate deploy/grafana/segstream.json from deploy/grafana/build.py
 	$(BIN)/python deploy/grafana/build.py
