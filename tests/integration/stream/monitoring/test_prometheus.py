@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from segstream.services.alert_rules import load_rules, with_for, write_rules
 from segstream.services.prometheus import PrometheusServer
 from segstream.services.redis import RedisServer
-from tests.integration.stacks import private_settings
+from tests.integration.stacks import private_settings, start_again
 from tests.integration.stream.conftest import (
     Dataset,
     WorkerProcess,
@@ -228,7 +228,7 @@ def test_redis_stopped_fires_the_not_ready_alert_and_it_resolves_when_redis_is_b
         )
         assert alert["annotations"]["runbook_url"].endswith("#segstreamworkernotready")
     finally:
-        own_redis.start()
+        start_again(own_redis)
     resolved_in = _poll(lambda: redis_alert(None), 60, "SegstreamWorkerNotReady to resolve")
     assert ready("1")
     assert worker.process.poll() is None, worker.log_tail()
