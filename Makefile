@@ -38,9 +38,10 @@ test: lint ## Lint, then the whole test suite (starts and stops the Kafka and Re
 test-unit: lock-check ## The unit tier only: pure functions, no server started
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-lint: lock-check ## Lock check, ruff check and format check
+lint: lock-check ## Lock check, ruff check and format check, mypy (strict) on segstream/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 lock: $(BIN)/.installed ## Re-resolve pyproject.toml's ranges into requirements.lock (hashed)
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --generate-hashes $(LOCK_ARGS) \
@@ -65,4 +66,4 @@ services-down: setup ## Stop them
 	$(BIN)/segstream services down
 
 clean: ## Remove local data, models and caches (not the venv)
-	rm -rf .segstream .pytest_cache .ruff_cache models data test-artifacts
+	rm -rf .segstream .pytest_cache .ruff_cache .mypy_cache models data test-artifacts
