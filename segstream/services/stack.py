@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 from segstream.errors import ServiceError
 from segstream.services.connect import ConnectWorker, debezium_version
 from segstream.services.kafka import KafkaBroker, kafka_version
 from segstream.services.kafka_cluster import KafkaCluster
 from segstream.services.postgres import PostgresServer
+from segstream.services.prometheus import PrometheusServer
 from segstream.services.redis import RedisServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.settings import Settings
+
+_Single = TypeVar("_Single", KafkaBroker, RedisServer)
+_Nodes = TypeVar("_Nodes", KafkaCluster, RedisCluster)
 
 __all__ = ["ServiceStatus", "Stack"]
 
@@ -88,7 +93,7 @@ class Stack:
                 "combine with --secure, --kafka-brokers or --redis-cluster"
             )
         redis = self._pick("redis", redis_cluster, self.redis, RedisCluster(self.settings))
-        kafka = self.kafka
+        kafka: KafkaBroker | KafkaCluster = self.kafka
         if kafka_brokers > 1 or self.kafka_cluster() is not None:
             cluster = KafkaCluster(self.settings, kafka_brokers if kafka_brokers > 1 else None)
             kafka = self._pick("kafka", kafka_brokers > 1, self.kafka, cluster)
@@ -118,9 +123,9 @@ class Stack:
     def _pick(
         service: str,
         cluster: bool,
-        single: KafkaBroker | RedisServer,
-        nodes: KafkaCluster | RedisCluster,
-    ) -> KafkaBroker | RedisServer | KafkaCluster | RedisCluster:
+        single: _Single,
+        nodes: _Nodes,
+    ) -> _Single | _Nodes:
         """The single server or the cluster, refusing when the other one runs."""
         if single.process.is_running() if cluster else nodes.is_running():
             wanted, runs = ("a cluster", "a single server") if cluster else ("one", "a cluster")
@@ -138,7 +143,7 @@ class Stack:
         """Stop what we started, cluster nodes included; True per service that was running.
 
         The clusters are listed only when they exist (a Kafka cluster's saved quorum, a
-        Redis Cluster's folder).
+        Redis Cluster's folder), Prometheus only when ``up --monitoring`` ever ran here.
         """
         # Connect first: its connector's task holds a replication connection to PostgreSQL
         # and writes to Kafka until it stops.
@@ -152,6 +157,9 @@ class Stack:
         redis_cluster = RedisCluster(self.settings)
         if redis_cluster.home.exists():
             stopped[redis_cluster.name] = redis_cluster.stop()
+        prometheus = PrometheusServer(self.settings)
+        if prometheus.home.exists():  # `up --monitoring` was run on this data dir
+            stopped[prometheus.name] = prometheus.stop()
         return stopped
 
     def status(self) -> list[ServiceStatus]:
@@ -191,4 +199,10 @@ class Stack:
                     f"Kafka Connect {kafka_version()}, Debezium {debezium_version()}",
                 ),
             ]
-        return kafka + redis + cdc
+        # Prometheus is optional (`up --monitoring`): listed while it runs, so that `status`
+        # still means "Kafka and Redis run" when it does not.
+        prometheus = PrometheusServer(self.settings)
+        monitoring = []
+        if prometheus.process.is_running():
+            monitoring = [ServiceStatus("prometheus", prometheus.url, prometheus.process.pid())]
+        return kafka + redis + cdc + monitoring
