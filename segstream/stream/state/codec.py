@@ -14,11 +14,16 @@ import msgspec
 from segstream.stream.domain.events import Event, OrderEvent, Source, UserEvent, UserLeft
 from segstream.stream.domain.user import UserState
 
-__all__ = ["decode_state", "describe_user", "encode_events"]
+__all__ = ["decode_state", "describe_user", "encode_events", "fence_field"]
 
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
+
+
+def fence_field(source: Source) -> str:
+    """The hash field holding the last offset applied from ``source``'s topic and partition."""
+    return f"f:{source.topic}:{source.partition}"
 
 
 def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
@@ -33,7 +38,7 @@ def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
     """
     encoded: list[list[Any]] = []
     for source, event in events:
-        fence = f"f:{source.topic}:{source.partition}"
+        fence = fence_field(source)
         offset = str(source.offset)
         if isinstance(event, OrderEvent):
             items: list[str] = []
