@@ -47,7 +47,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any, Final, Literal
@@ -70,8 +70,10 @@ __all__ = [
     "UnknownFieldLog",
     "UnknownFields",
     "UserEvent",
+    "UserLeft",
     "load_schema",
     "parse_event",
+    "parse_leave",
     "parse_order",
     "parse_user",
     "user_key",
@@ -153,8 +155,24 @@ class OrderEvent(msgspec.Struct, frozen=True):
     items: _ITEMS
 
 
-Event = UserEvent | OrderEvent
-"""A valid input event."""
+class UserLeft(msgspec.Struct, frozen=True):
+    """The user left: segstream erases every key it holds for them (a domain change).
+
+    Made by a source, never decoded from a message body: a tombstone (null value) keyed by
+    the user on the ``users`` topic (what ``segstream forget`` and ``POST /users/{id}/forget``
+    produce), or a deleted ``users`` row from change data capture. Applied in order with the
+    user's other events by the worker that owns the user's partition; a later event of the
+    user starts them afresh (sequence numbers from 1 again, see ``docs/stream.md``).
+    """
+
+    user_id: _ID
+    created_at: str
+    """RFC 3339 UTC: when the user left (the tombstone's Kafka timestamp, or the database's
+    commit time of the delete), the leave event's ``occurred_at``."""
+
+
+Event = UserEvent | OrderEvent | UserLeft
+"""A valid input event (a profile, an order, or a user leaving)."""
 
 
 class Source(msgspec.Struct, frozen=True):
@@ -472,6 +490,31 @@ def parse_event(
     _check_key(key, event.user_id)
     _check_timestamp(event.created_at)
     return event, unknown
+
+
+_MAX_ID: Final = 2**53 - 1
+
+
+def parse_leave(key: bytes | None, left_at: datetime) -> UserLeft:
+    """A tombstone on the ``users`` topic (a null value) -> the user it names left at ``left_at``.
+
+    ``left_at`` must be timezone-aware (the record's Kafka timestamp); it becomes the leave's
+    ``created_at`` in RFC 3339 UTC with millisecond precision (``2026-12-06T21:00:00.123Z``).
+
+    Raises:
+        EventError: ``key_mismatch`` when the key is not a user id as :func:`user_key` writes
+            it (decimal digits, 1 to 2**53-1, no sign, no leading zero): a tombstone's only
+            field is its key.
+    """
+    text = key.decode("ascii", "replace") if key is not None else ""
+    if not (text.isdigit() and text.isascii() and text[0] != "0" and int(text) <= _MAX_ID):
+        shown = key[:40] if key is not None else None
+        raise EventError(
+            "key_mismatch",
+            f"a tombstone on users must be keyed by a user id (decimal digits), got {shown!r}",
+        )
+    stamp = left_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return UserLeft(user_id=int(text), created_at=stamp)
 
 
 def parse_user(

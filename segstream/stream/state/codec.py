@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
-from segstream.stream.domain.events import Event, OrderEvent, Source, UserEvent
+from segstream.stream.domain.events import Event, OrderEvent, Source, UserEvent, UserLeft
 from segstream.stream.domain.user import UserState
 
 __all__ = ["decode_state", "describe_user", "encode_events"]
@@ -24,7 +24,12 @@ def _text(value: bytes | None) -> str | None:
 def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
     """One user's events, in order, as ``apply.lua`` reads them (see the script's header).
 
-    Offsets and ids travel as decimal strings: Lua numbers are doubles.
+    Offsets and ids travel as decimal strings: Lua numbers are doubles. A
+    :class:`~segstream.stream.domain.events.UserLeft` travels as a fence only (``"f"``): the
+    erasure itself is a ``settle`` row (:class:`~segstream.stream.domain.leaving.Leave`); a
+    leave sent to ``apply`` is the one a returning user's first events follow in the same
+    batch, and its fence is stored with their new state so that a redelivered leave is
+    recognised as applied.
     """
     encoded: list[list[Any]] = []
     for source, event in events:
@@ -40,6 +45,8 @@ def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
                 ["u", fence, offset, str(event.age), event.gender, event.country,
                  event.traffic_source]
             )  # fmt: skip
+        elif isinstance(event, UserLeft):
+            encoded.append(["f", fence, offset])
         else:  # pragma: no cover - the type union is closed
             raise TypeError(f"not an event: {event!r}")
     return encoded

@@ -10,6 +10,8 @@
 -- ARGV[1]  JSON: one array per user, in KEYS order, of that user's events, in order, each
 --   ["u", fence field, offset, age, gender, country, traffic_source]  (a profile)
 --   ["o", fence field, offset, order_id, [brand, category, brand, category, ...]]  (an order)
+--   ["f", fence field, offset]  (a fence only: the leave a returning user's events follow in
+--   the same batch; settle.lua erased the user, this marks the leave applied in the new state)
 --   where the fence field is "f:<topic>:<partition>", offsets and ids are decimal strings
 --   (never Lua numbers: they could lose digits) and "" is a missing brand or category.
 --   One JSON argument instead of thousands of plain ones: packing those cost the client more
@@ -197,7 +199,7 @@ for u, events in ipairs(users) do
           tops[3], tops[4] = bump(key, 'c:', items[i + 1], tops[3], tops[4])
         end
       end
-    else
+    elseif kind ~= 'f' then
       return redis.error_reply('unknown event kind ' .. tostring(kind))
     end
   end
@@ -231,7 +233,8 @@ for u, events in ipairs(users) do
     writes[#writes + 1] = 'of'
     writes[#writes + 1] = string.format('%d', orders[2])
   end
-  if #writes > 0 then
+  -- Fences alone never create a user (a leave's fence with no events of a new life after it).
+  if #writes > 0 and (profile or new_orders > 0 or redis.call('EXISTS', key) == 1) then
     redis.call('HSET', key, unpack(writes))
   end
   if new_orders > 0 then
