@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 import jsonschema
@@ -116,6 +117,7 @@ def test_leavers_lose_every_key_get_a_leave_and_a_tombstone_and_come_back_afresh
     by_cli, by_api = assigned[0], assigned[1]
     last = {uid: json.loads(changes[uid][-1] or b"") for uid in (by_cli, by_api)}
     before, unassigned_before = _populations(settings)
+    started = time.time()
 
     (queued,) = cli_json(settings, "forget", str(by_cli))
     assert (queued["user_id"], queued["topic"]) == (by_cli, settings.topic_users)
@@ -148,6 +150,9 @@ def test_leavers_lose_every_key_get_a_leave_and_a_tombstone_and_come_back_afresh
             last[uid]["segment"], last[uid]["model_version"],
         )  # fmt: skip
         assert leave["source"]["topic"] == settings.topic_users
+        # occurred_at: the tombstone's Kafka timestamp, sent during this test.
+        left_at = datetime.fromisoformat(leave["occurred_at"]).timestamp()
+        assert started - 5 <= left_at <= time.time(), leave["occurred_at"]
         assert segments[uid][-1] is None  # the compacted topic's tombstone
     assert never_seen not in changes and never_seen not in segments
     after, unassigned_after = _populations(settings)
