@@ -25,6 +25,11 @@ population counter hash of the user's slot (:func:`~segstream.stream.state.keys.
 one per call, since a call's users share a slot on a cluster and one hash serves a single
 server). ``state/populations.py`` reads them.
 
+A ``settle`` row may also be a user leaving (:class:`~segstream.stream.domain.leaving.Leave`):
+the script deletes the user's hash, takes them out of their population bucket and queues the
+leave event in their outbox, in one atomic step; once that event is published and cleared, no
+key of the user is left.
+
 Every write of ``settle`` is a compare-and-set against what ``apply`` returned: the segment,
 model version and change count, and the features version (hash field ``fv``, bumped by every
 ``apply`` call that changes the features). So whoever reads a user, assigns, then writes (a

@@ -18,6 +18,10 @@ acknowledged by the broker. The steps:
    ``user-segments``) and acknowledged, then removed from the outboxes (a crash in between
    only makes a change be published again, same bytes and event_id).
 
+A user leaving (:class:`~segstream.stream.domain.events.UserLeft`) is a ``settle`` row too
+(:mod:`segstream.stream.domain.leaving`): steps 2-5 run once per round of the batch, a second
+round only for users with events after their leave in the same batch.
+
 Every step is safe to repeat, which is what makes a crash anywhere harmless: the records are
 redelivered, fenced events change nothing, and their users are re-assigned, so a change
 queued before the crash is found in the outbox and published (with its original event_id).
