@@ -104,15 +104,13 @@ def _segment(args: argparse.Namespace) -> int:
     return 0
 
 
-MAX_USER_ID = 2**53 - 1
-"""Largest user id (the input table's rule: ids are exact in a double)."""
-
-
 def _user_id(text: str) -> int:
-    """argparse type of a user id: an integer from 1 to 2**53-1."""
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_USER_ID):
+    """argparse type of a user id: an integer from 1 to 2**53-1 (the input table's ``MAX_ID``)."""
+    from segstream.training.inputs import MAX_ID
+
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ID):
         raise argparse.ArgumentTypeError(
-            f"a user id is an integer from 1 to {MAX_USER_ID}, got {text!r}"
+            f"a user id is an integer from 1 to {MAX_ID}, got {text!r}"
         )
     return int(text)
 

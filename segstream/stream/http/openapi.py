@@ -310,7 +310,10 @@ _PATHS: Final[dict[str, Any]] = {
                 "409": _error(
                     "SEGSTREAM_SOURCE=cdc: the database is the source; delete the users row."
                 ),
-                "503": _error("Kafka is unreachable or refused the tombstone."),
+                "503": _error(
+                    "Kafka is unreachable or refused the tombstone, or the users topic does "
+                    "not exist (no worker of this app ran)."
+                ),
             },
         }
     },

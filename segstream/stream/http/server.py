@@ -284,7 +284,7 @@ async def post_forget(request: web.Request) -> web.Response:
     except ConfigError as exc:
         raise web.HTTPConflict(text=str(exc)) from None
     except ServiceError as exc:
-        return web.json_response({"error": f"Kafka is unavailable: {exc}"}, status=503)
+        return web.json_response({"error": str(exc)}, status=503)
     return web.json_response(
         {
             "user_id": queued.user_id,

@@ -24,8 +24,10 @@ from aiokafka.errors import KafkaError
 
 from segstream.errors import ConfigError, ServiceError
 from segstream.settings import Settings
+from segstream.stream.clients.kafka import admin_client
 from segstream.stream.clients.kafka import producer as kafka_producer
 from segstream.stream.domain.events import user_key
+from segstream.stream.kafka.lag import topic_partitions
 
 __all__ = ["LeaveRequest", "check_source", "leave_producer", "request_leaves"]
 
@@ -70,6 +72,18 @@ def leave_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
+async def _topic_exists(settings: Settings, topic: str) -> bool:
+    """Whether ``topic`` exists, asked without naming it to the broker (which could create it:
+    :func:`~segstream.stream.kafka.lag.topic_partitions`)."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        _, missing = await topic_partitions(admin, [topic])
+    finally:
+        await admin.close()
+    return not missing
+
+
 async def request_leaves(
     settings: Settings, user_ids: Sequence[int], producer: AIOKafkaProducer | None = None
 ) -> list[LeaveRequest]:
@@ -84,8 +98,8 @@ async def request_leaves(
 
     Raises:
         ConfigError: see :func:`check_source`.
-        ServiceError: the broker cannot be reached, or refuses a tombstone (the topic
-            missing included), naming the topic and the broker.
+        ServiceError: the topic does not exist (it is not created here), the broker cannot be
+            reached, or it refuses a tombstone; naming the topic and the broker.
     """
     check_source(settings)
     topic = settings.topic_users
@@ -93,6 +107,13 @@ async def request_leaves(
     own = producer is None
     sender = leave_producer(settings) if producer is None else producer
     try:
+        # Checked first: a broker that auto-creates topics would otherwise make the users
+        # topic on the first send, with its default partition count, not the workers'.
+        if not await _topic_exists(settings, topic):
+            raise ServiceError(
+                f"the topic {topic!r} does not exist at {where}: no worker of this app ever "
+                "ran, so there is nobody to forget (SEGSTREAM_TOPIC_USERS, SEGSTREAM_APP_ID)"
+            )
         if own:
             await sender.start()
         requests = []

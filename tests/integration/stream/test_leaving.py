@@ -24,6 +24,7 @@ import redis
 from pydantic import SecretStr
 
 from segstream.settings import Settings
+from segstream.stream.clients.kafka import admin_client
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.domain.events import load_schema
 from segstream.stream.kafka.topics import read_all
@@ -204,3 +205,27 @@ def test_forget_is_refused_naming_the_database_when_the_source_is_cdc(
     output = done.stdout + done.stderr
     assert "SEGSTREAM_SOURCE=cdc" in output and "DELETE FROM public.users" in output, output
     assert "Traceback" not in output
+
+
+def test_forget_creates_no_topic_and_says_the_users_topic_is_missing(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    settings = app_settings(kafka_bootstrap, redis_url, create_topics=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "segstream.cli", "forget", "42"],
+        env=settings_env(settings), cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in output, output
+    assert f"the topic {settings.topic_users!r} does not exist" in output, output
+    assert settings.topic_users not in asyncio.run(_topics(settings))
+
+
+async def _topics(settings: Settings) -> list[str]:
+    """Every topic's name (asking for all names creates none)."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        return await admin.list_topics()
+    finally:
+        await admin.close()
