@@ -40,7 +40,7 @@ MISSING: Final = ""
 never counted, as in the SQL's inner join with ``products``."""
 
 
-class OrderRow(msgspec.Struct, frozen=True):
+class OrderRow(msgspec.Struct, frozen=True, tag=True):
     """An ``orders`` row of ``user_id``: present (created, updated, read) or deleted."""
 
     order_id: int
@@ -50,7 +50,7 @@ class OrderRow(msgspec.Struct, frozen=True):
     """RFC 3339: when the database committed the change (the change's occurred_at)."""
 
 
-class ItemRow(msgspec.Struct, frozen=True):
+class ItemRow(msgspec.Struct, frozen=True, tag=True):
     """An ``order_items`` row routed to ``user_id``: present or deleted.
 
     ``brand`` and ``category`` are :data:`MISSING` until the worker fills them in from the
@@ -67,7 +67,7 @@ class ItemRow(msgspec.Struct, frozen=True):
     category: str = MISSING
 
 
-class ProductRefresh(msgspec.Struct, frozen=True):
+class ProductRefresh(msgspec.Struct, frozen=True, tag=True):
     """Re-derive ``user_id``'s items of ``product_id`` with the product's current values."""
 
     user_id: int

@@ -11,7 +11,8 @@ from typing import Any, Final
 
 import msgspec
 
-from segstream.stream.domain.events import Event, OrderEvent, Source, UserEvent, UserLeft
+from segstream.stream.domain.events import OrderEvent, Source, UserEvent, UserLeft
+from segstream.stream.domain.rows import Change, ItemRow, OrderRow, ProductRefresh
 from segstream.stream.domain.user import UserState
 
 __all__ = ["decode_state", "describe_user", "encode_events"]
@@ -21,7 +22,7 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
-def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
+def encode_events(events: Sequence[tuple[Source, Change]]) -> list[list[Any]]:
     """One user's events, in order, as ``apply.lua`` reads them (see the script's header).
 
     Offsets and ids travel as decimal strings: Lua numbers are doubles. A
@@ -47,9 +48,24 @@ def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
             )  # fmt: skip
         elif isinstance(event, UserLeft):
             encoded.append(["f", fence, offset])
+        elif isinstance(event, OrderRow):
+            encoded.append(["ro", fence, offset, str(event.order_id), _flag(event.present)])
+        elif isinstance(event, ItemRow):
+            encoded.append(
+                ["ri", fence, offset, str(event.item_id), str(event.order_id),
+                 str(event.product_id), _flag(event.present), event.brand, event.category]
+            )  # fmt: skip
+        elif isinstance(event, ProductRefresh):
+            encoded.append(
+                ["rp", fence, offset, str(event.product_id), event.brand, event.category]
+            )
         else:  # pragma: no cover - the type union is closed
             raise TypeError(f"not an event: {event!r}")
     return encoded
+
+
+def _flag(present: bool) -> str:
+    return "1" if present else "0"
 
 
 def encode_json(value: object) -> bytes:
