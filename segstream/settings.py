@@ -143,12 +143,6 @@ class Settings(BaseSettings):
     ``topic_users`` and ``topic_orders``; or ``cdc``, Debezium's change events of the shop's
     PostgreSQL tables (``<cdc_topic_prefix>.<cdc_schema>.<table>``, see docs/cdc.md)."""
 
-    cdc_topic_prefix: str = Field(default="shop", min_length=1, max_length=200)
-    """Debezium's ``topic.prefix``: change topics are ``<prefix>.<schema>.<table>``."""
-
-    cdc_schema: str = Field(default="public", min_length=1, max_length=200)
-    """The PostgreSQL schema of the users, orders, order_items and products tables."""
-
     topic_rederive: str = "segstream-rederive"
     """``source=cdc``: internal topic, co-partitioned with the change topics and keyed like
     them, carrying one record per buyer of a corrected product so that the worker owning the
