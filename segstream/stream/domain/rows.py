@@ -13,6 +13,8 @@ that exist now (docs/cdc.md, "Each change kind's effect"):
   item belongs to the user of its order); until then it is *held*. Its brand and category
   are its product's, filled in by the worker from the product catalogue
   (:mod:`segstream.stream.state.products`) before the row is applied.
+- :class:`TableTruncated`: the ``orders`` or ``order_items`` table was truncated: the user's
+  rows of it older than the truncate (by log position) are gone.
 - :class:`ProductRefresh`: re-read the product's brand and category for every item of the
   user that names it (a product was created or corrected after the user's items arrived).
 
@@ -31,7 +33,16 @@ import msgspec
 from segstream.stream.domain.events import Event
 from segstream.training.inputs import RULES
 
-__all__ = ["MISSING", "Change", "ItemRow", "OrderRow", "ProductRefresh", "ProductRow"]
+__all__ = [
+    "MISSING",
+    "Change",
+    "ItemRow",
+    "OrderRow",
+    "ProductRefresh",
+    "ProductRow",
+    "TableTruncated",
+    "Truncate",
+]
 
 _ID = RULES["user_id"].msgspec_type()
 
@@ -48,6 +59,9 @@ class OrderRow(msgspec.Struct, frozen=True, tag=True):
     present: bool
     created_at: str
     """RFC 3339: when the database committed the change (the change's occurred_at)."""
+    lsn: int = 0
+    """The change's position in the database's log (PostgreSQL's LSN, Debezium's
+    ``source.lsn``): what a truncate compares rows with."""
 
 
 class ItemRow(msgspec.Struct, frozen=True, tag=True):
@@ -65,6 +79,8 @@ class ItemRow(msgspec.Struct, frozen=True, tag=True):
     created_at: str
     brand: str = MISSING
     category: str = MISSING
+    lsn: int = 0
+    """The change's position in the database's log (see :class:`OrderRow`)."""
 
 
 class ProductRefresh(msgspec.Struct, frozen=True, tag=True):
@@ -86,7 +102,27 @@ class ProductRow(msgspec.Struct, frozen=True):
     brand: str
     category: str
     created_at: str
+    lsn: int = 0
+    """The change's position in the database's log (see :class:`OrderRow`)."""
 
 
-Change = Event | OrderRow | ItemRow | ProductRefresh
+class TableTruncated(msgspec.Struct, frozen=True, tag=True):
+    """``table`` (``orders`` or ``order_items``) was truncated at log position ``lsn``: the
+    user's rows of it written before then are gone."""
+
+    user_id: int
+    table: str
+    lsn: int
+    created_at: str
+
+
+class Truncate(msgspec.Struct, frozen=True):
+    """A ``TRUNCATE`` of ``table`` at log position ``lsn``: global, fanned out to the users."""
+
+    table: str
+    lsn: int
+    created_at: str
+
+
+Change = Event | OrderRow | ItemRow | ProductRefresh | TableTruncated
 """Anything a source hands the worker for one user, in that user's order."""

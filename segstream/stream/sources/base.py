@@ -51,3 +51,8 @@ class InputSource(Protocol):
         returns records to publish with the batch's dead letters, acknowledged before the
         batch's offsets are. Safe to repeat (the caller retries it on Redis failures)."""
         ...
+
+    async def after_apply(self, parsed: ParsedBatch) -> list[Output]:
+        """The source's I/O once the batch's changes are applied: more records to publish
+        with the batch's changes. Safe to repeat."""
+        ...

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -29,7 +30,14 @@ from segstream.errors import EventError
 from segstream.stream.domain.batch import ParsedBatch, RawRecord
 from segstream.stream.domain.dead_letters import dead_letter, fit_dead_letter
 from segstream.stream.domain.events import Source, UnknownFields
-from segstream.stream.domain.rows import ItemRow, OrderRow, ProductRefresh, ProductRow
+from segstream.stream.domain.rows import (
+    ItemRow,
+    OrderRow,
+    ProductRefresh,
+    ProductRow,
+    TableTruncated,
+    Truncate,
+)
 from segstream.stream.domain.topics import Output
 from segstream.stream.sources.debezium import (
     ChangeTopics,
@@ -38,21 +46,25 @@ from segstream.stream.sources.debezium import (
     user_change_key,
 )
 from segstream.stream.state.products import ProductCatalogue
+from segstream.stream.state.truncations import Truncations
 
 __all__ = ["ROUTED", "ChangeBatch", "ChangeCapture", "decode_routed", "encode_routed"]
 
-ROUTED: Final = OrderRow | ItemRow | ProductRefresh
+ROUTED: Final = OrderRow | ItemRow | ProductRefresh | TableTruncated
 """What the internal topic carries."""
 
 _ROUTED_DECODER: Final = msgspec.json.Decoder(ROUTED)
 
 
-def encode_routed(change: OrderRow | ItemRow | ProductRefresh) -> Output:
+Routed = OrderRow | ItemRow | ProductRefresh | TableTruncated
+
+
+def encode_routed(change: Routed) -> Output:
     """Nothing but the record for ``topic``: its key and value; the topic is filled in later."""
     return Output("", user_change_key(change.user_id), msgspec.json.encode(change))
 
 
-def decode_routed(raw: bytes | None, key: bytes | None) -> OrderRow | ItemRow | ProductRefresh:
+def decode_routed(raw: bytes | None, key: bytes | None) -> Routed:
     """A record of the internal topic -> its change.
 
     Raises:
@@ -77,6 +89,10 @@ class ChangeBatch(ParsedBatch):
     """The batch's ``products`` changes, in arrival order."""
     routed: list[Output] = field(default_factory=list)
     """Changes of users this batch moved rows away from, for their owners."""
+    truncates: list[Truncate] = field(default_factory=list)
+    """The batch's ``TRUNCATE`` events, in arrival order."""
+    marks: dict[str, int] = field(default_factory=dict)
+    """The truncate marks (table -> log position) the batch's rows were filtered with."""
 
 
 def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
@@ -92,13 +108,18 @@ class ChangeCapture:
     name = "cdc"
 
     def __init__(
-        self, topics: ChangeTopics, dead_letters: str, catalogue: ProductCatalogue | None
+        self,
+        topics: ChangeTopics,
+        dead_letters: str,
+        catalogue: ProductCatalogue | None,
+        truncations: Truncations | None = None,
     ) -> None:
-        """Read ``topics``; reject to ``dead_letters``; ``catalogue`` is needed by
-        :meth:`prepare` only (``None``: decoding alone, e.g. in unit tests)."""
+        """Read ``topics``; reject to ``dead_letters``; ``catalogue`` and ``truncations`` are
+        needed by :meth:`prepare` only (``None``: decoding alone, e.g. in unit tests)."""
         self.topics = topics
         self.dead_letters = dead_letters
         self.catalogue = catalogue
+        self.truncations = truncations
         self.table_of = {
             topics.users: "users",
             topics.orders: "orders",
@@ -128,7 +149,7 @@ class ChangeCapture:
 
         ``unknown_fields`` does not apply: a row carries every column of its table.
         """
-        batch = ChangeBatch({}, [], [], [], [])
+        batch = ChangeBatch({}, [], [], [], [])  # the truncated letters, then our lists
         for record in records:
             try:
                 decoded = self._decode(record)
@@ -158,32 +179,91 @@ class ChangeCapture:
                 batch.by_user.setdefault(change.user_id, []).append((source, change))  # type: ignore[arg-type]
             if decoded.product is not None:
                 batch.products.append((source, decoded.product))
+            if decoded.truncate is not None:
+                batch.truncates.append(decoded.truncate)
             for moved in decoded.routed:
                 batch.routed.append(self._routed(moved))  # type: ignore[arg-type]
         return batch
 
-    def _routed(self, change: OrderRow | ItemRow | ProductRefresh) -> Output:
+    def _routed(self, change: Routed) -> Output:
         record = encode_routed(change)
         return Output(self.topics.routed, record.key, record.value)
 
     async def prepare(self, parsed: ParsedBatch) -> list[Output]:
-        """Store product changes and route their re-derivations; fill in the items' products.
+        """Truncates and product changes stored and fanned out; rows older than a truncate
+        dropped; the items' products filled in.
 
         Raises redis-py's errors (the caller retries: every step is idempotent).
         """
-        if self.catalogue is None:
-            raise RuntimeError("ChangeCapture.prepare needs a product catalogue")
-        catalogue = self.catalogue
+        if self.catalogue is None or self.truncations is None:
+            raise RuntimeError("ChangeCapture.prepare needs a product catalogue and truncations")
         outputs: list[Output] = []
         if isinstance(parsed, ChangeBatch):
             outputs += parsed.routed
-            if parsed.products:
-                await catalogue.store(row for _, row in parsed.products)
-                buyers = await catalogue.buyers(row.product_id for _, row in parsed.products)
-                for _, row in parsed.products:
-                    for user_id in buyers[row.product_id]:
-                        refresh = ProductRefresh(user_id, row.product_id, row.created_at)
+            outputs += await self._truncate(parsed.truncates)
+            marks = await self.truncations.marks()
+            parsed.marks.clear()
+            parsed.marks.update(marks)
+            outputs += await self._store_products(parsed.products, marks.get("products", 0))
+            _drop_truncated(parsed.by_user, marks)
+        await self._fill_products(parsed)
+        return outputs
+
+    async def after_apply(self, parsed: ParsedBatch) -> list[Output]:
+        """Route a truncate recorded while this batch was applied to the batch's users (see
+        :mod:`segstream.stream.state.truncations`): usually nothing, one HKEYS."""
+        if not isinstance(parsed, ChangeBatch) or not parsed.by_user or self.truncations is None:
+            return []
+        now = await self.truncations.marks()
+        outputs = []
+        at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for table in ("orders", "order_items"):
+            lsn = now.get(table, 0)
+            if lsn > parsed.marks.get(table, 0):
+                for user_id in parsed.by_user:
+                    moved = TableTruncated(user_id, table, lsn, at)
+                    outputs.append(self._routed(moved))
+        return outputs
+
+    async def _truncate(self, truncates: list[Truncate]) -> list[Output]:
+        """Record each truncate, then route it to every user it reaches."""
+        assert self.truncations is not None and self.catalogue is not None
+        outputs: list[Output] = []
+        for truncate in truncates:
+            await self.truncations.record(truncate.table, truncate.lsn)
+            if truncate.table == "products":
+                gone = await self.catalogue.truncate(truncate.lsn)
+                buyers = await self.catalogue.buyers(gone)
+                for product_id, users in buyers.items():
+                    for user_id in users:
+                        refresh = ProductRefresh(user_id, product_id, truncate.created_at)
                         outputs.append(self._routed(refresh))
+                continue
+            async for user_id in self.truncations.users():
+                moved = TableTruncated(user_id, truncate.table, truncate.lsn, truncate.created_at)
+                outputs.append(self._routed(moved))
+        return outputs
+
+    async def _store_products(
+        self, products: list[tuple[Source, ProductRow]], truncated_at: int
+    ) -> list[Output]:
+        """Store the product changes newer than the last products truncate; route one
+        re-derivation per buyer of each."""
+        assert self.catalogue is not None
+        rows = [row for _, row in products if row.lsn >= truncated_at]
+        if not rows:
+            return []
+        await self.catalogue.store(rows)
+        buyers = await self.catalogue.buyers(row.product_id for row in rows)
+        return [
+            self._routed(ProductRefresh(user_id, row.product_id, row.created_at))
+            for row in rows
+            for user_id in buyers[row.product_id]
+        ]
+
+    async def _fill_products(self, parsed: ParsedBatch) -> None:
+        """Each present item and each refresh gets its product's current brand and category."""
+        assert self.catalogue is not None
         bought: dict[int, set[int]] = {}
         wanted: list[int] = []
         for user_id, changes in parsed.by_user.items():
@@ -194,10 +274,10 @@ class ChangeCapture:
                 elif isinstance(change, ProductRefresh):
                     wanted.append(change.product_id)
         if not wanted:
-            return outputs
+            return
         # Buyers first, then values: see state/products.py for why this order.
-        await catalogue.add_buyers(bought)
-        values = await catalogue.values(wanted)
+        await self.catalogue.add_buyers(bought)
+        values = await self.catalogue.values(wanted)
         for changes in parsed.by_user.values():
             for index, (source, change) in enumerate(changes):
                 if isinstance(change, ItemRow | ProductRefresh) and (
@@ -206,4 +286,24 @@ class ChangeCapture:
                     brand, category = values[change.product_id]
                     filled: Any = msgspec.structs.replace(change, brand=brand, category=category)
                     changes[index] = (source, filled)
-        return outputs
+
+
+def _drop_truncated(by_user: dict[int, list[tuple[Source, Any]]], marks: dict[str, int]) -> None:
+    """Drop the row changes older than their table's last truncate (in place); a user left
+    with none is removed (nothing to apply, nothing to settle)."""
+    if not marks.get("orders") and not marks.get("order_items"):
+        return
+    for user_id in list(by_user):
+        kept = [
+            (source, change)
+            for source, change in by_user[user_id]
+            if not (
+                isinstance(change, OrderRow | ItemRow)
+                and change.lsn
+                < marks.get("orders" if isinstance(change, OrderRow) else "order_items", 0)
+            )
+        ]
+        if kept:
+            by_user[user_id][:] = kept
+        else:
+            del by_user[user_id]

@@ -13,6 +13,10 @@ order_items    ``ItemRow`` present          ``ItemRow`` deleted (from ``before``
 products       ``ProductRow`` (global)      ``ProductRow`` deleted
 =============  ===========================  ==================================================
 
+A ``TRUNCATE`` (``op: "t"``, no key, no row) of orders, order_items or products is a
+:class:`~segstream.stream.domain.rows.Truncate` at its log position, fanned out by the source
+(:mod:`segstream.stream.sources.change_capture`); one of users is refused.
+
 An update that moves an orders or order_items row to another user (``before.user_id`` differs
 from ``after.user_id``) is two changes: the row deleted for the old user, routed to that
 user's owner through the internal topic (:attr:`Decoded.routed`), and the row present for the
@@ -24,7 +28,7 @@ for the dead-letter topic: ``not_utf8``/``not_json``/``too_large`` (the bytes),
 one), ``unknown_table`` (``source.table`` is none of the four), ``missing_field`` (a row
 without a column segstream needs, e.g. a delete whose ``before`` holds only the primary key
 because the table lacks ``REPLICA IDENTITY FULL``), ``key_mismatch`` (the key does not name
-the row's user), ``unsupported_change`` (a ``TRUNCATE``, see docs/cdc.md), or the input
+the row's user), ``unsupported_change`` (a ``TRUNCATE`` of ``users``, see docs/cdc.md), or the input
 table's own reason for a value outside its rules (``out_of_range``, ``wrong_type``...).
 """
 
@@ -39,7 +43,14 @@ import msgspec
 from segstream.errors import EventError, InputError
 from segstream.settings import Settings
 from segstream.stream.domain.events import MAX_EVENT_BYTES, UserEvent, UserLeft
-from segstream.stream.domain.rows import MISSING, Change, ItemRow, OrderRow, ProductRow
+from segstream.stream.domain.rows import (
+    MISSING,
+    Change,
+    ItemRow,
+    OrderRow,
+    ProductRow,
+    Truncate,
+)
 from segstream.training.inputs import RULES
 
 __all__ = [
@@ -90,6 +101,8 @@ class Decoded:
     """Changes of the record's user (the key's), in order."""
     product: ProductRow | None = None
     routed: list[Change] = field(default_factory=list)
+    truncate: Truncate | None = None
+    """A ``TRUNCATE`` of the table (a change of every user: fanned out)."""
     """Changes of another user (a row moved away from them): sent to that user's owner."""
 
 
@@ -152,6 +165,13 @@ def _commit_time(payload: dict[str, Any]) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _lsn(payload: dict[str, Any]) -> int:
+    """The change's log position (``source.lsn``); 0 when the connector gives none."""
+    source = payload.get("source")
+    lsn = source.get("lsn") if isinstance(source, dict) else None
+    return lsn if isinstance(lsn, int) and not isinstance(lsn, bool) and lsn >= 0 else 0
+
+
 def _column(row: dict[str, Any], name: str, table: str, op: str) -> Any:
     if name not in row:
         hint = ""
@@ -192,11 +212,13 @@ def _profile(row: dict[str, Any], op: str) -> UserEvent:
     return UserEvent(**values)
 
 
-def _row_change(table: str, row: dict[str, Any], op: str, present: bool, at: str) -> Change:
+def _row_change(
+    table: str, row: dict[str, Any], op: str, present: bool, at: str, lsn: int
+) -> OrderRow | ItemRow:
     user_id = _check("user_id", _column(row, "user_id", table, op))
     if table == "orders":
         order_id = _check("order_id", _column(row, "order_id", table, op))
-        return OrderRow(order_id, user_id, present, at)
+        return OrderRow(order_id, user_id, present, at, lsn)
     return ItemRow(
         item_id=_check("order_id", _column(row, "id", table, op), "id"),
         order_id=_check("order_id", _column(row, "order_id", table, op)),
@@ -204,6 +226,7 @@ def _row_change(table: str, row: dict[str, Any], op: str, present: bool, at: str
         product_id=_check("product_id", _column(row, "product_id", table, op)),
         present=present,
         created_at=at,
+        lsn=lsn,
     )
 
 
@@ -230,12 +253,18 @@ def decode_change(table_of: dict[str, str], topic: str, key: bytes | None, raw: 
         raise EventError("unknown_table", f"source.table {table!r} is not one of {TABLES}"[:200])
     if table != table_of.get(topic, table):
         raise EventError("unknown_table", f"a {table} change on {topic}, another table's topic")
-    if op == "t":
-        raise EventError(
-            "unsupported_change",
-            f"TRUNCATE of {table}: re-snapshot the connector and replay (docs/cdc.md)",
-        )
     at = _commit_time(payload)
+    lsn = _lsn(payload)
+    if op == "t":
+        if table == "users":
+            raise EventError(
+                "unsupported_change",
+                "TRUNCATE of users: delete the rows instead (each user then leaves), or drop "
+                "the app's state and re-snapshot (docs/cdc.md)",
+            )
+        if lsn == 0:
+            raise EventError("bad_envelope", f"TRUNCATE of {table} without source.lsn")
+        return Decoded(truncate=Truncate(table, lsn, at))
     before, after = payload.get("before"), payload.get("after")
     row = before if op == "d" else after
     if not isinstance(row, dict):
@@ -246,9 +275,9 @@ def decode_change(table_of: dict[str, str], topic: str, key: bytes | None, raw: 
         if _key_user(key, "id") != product_id:
             raise EventError("key_mismatch", f"key {key!r} but products.id {product_id}"[:200])
         if op == "d":
-            return Decoded(product=ProductRow(product_id, False, MISSING, MISSING, at))
+            return Decoded(product=ProductRow(product_id, False, MISSING, MISSING, at, lsn))
         brand, category = _label(row, "brand"), _label(row, "category")
-        return Decoded(product=ProductRow(product_id, True, brand, category, at))
+        return Decoded(product=ProductRow(product_id, True, brand, category, at, lsn))
     keyed = _key_user(key, "user_id")
     if table == "users":
         user_id = _check("user_id", _column(row, "id", table, op), "id")
@@ -257,11 +286,11 @@ def decode_change(table_of: dict[str, str], topic: str, key: bytes | None, raw: 
         if op == "d":
             return Decoded([UserLeft(user_id=user_id, created_at=at)])
         return Decoded([_profile(row, op)])
-    change = _row_change(table, row, op, op != "d", at)
+    change = _row_change(table, row, op, op != "d", at, lsn)
     if keyed != change.user_id:
         raise EventError("key_mismatch", f"key {key!r} but {table}.user_id {change.user_id}"[:200])
     routed: list[Change] = []
     if op == "u" and isinstance(before, dict) and before.get("user_id") not in (None, keyed):
         # The row moved: the old user loses it, through their owner (one owner per user).
-        routed.append(_row_change(table, before, op, False, at))
+        routed.append(_row_change(table, before, op, False, at, lsn))
     return Decoded([change], routed=routed)

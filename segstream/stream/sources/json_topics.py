@@ -38,3 +38,6 @@ class JsonTopics:
 
     async def prepare(self, parsed: ParsedBatch) -> list[Output]:
         return []
+
+    async def after_apply(self, parsed: ParsedBatch) -> list[Output]:
+        return []

@@ -12,6 +12,7 @@ from segstream.stream.sources.debezium import ChangeTopics
 from segstream.stream.sources.json_topics import JsonTopics
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.products import ProductCatalogue
+from segstream.stream.state.truncations import Truncations
 
 __all__ = ["build_source", "input_topics"]
 
@@ -27,6 +28,11 @@ def build_source(settings: Settings, client: aioredis.Redis) -> InputSource:
     """The source of ``settings``; the change data capture one keeps its catalogue in ``client``."""
     topics = Topics.from_settings(settings)
     if settings.source == "cdc":
-        catalogue = ProductCatalogue(client, state_prefix(settings))
-        return ChangeCapture(ChangeTopics.from_settings(settings), topics.dead_letters, catalogue)
+        prefix = state_prefix(settings)
+        return ChangeCapture(
+            ChangeTopics.from_settings(settings),
+            topics.dead_letters,
+            ProductCatalogue(client, prefix),
+            Truncations(client, prefix),
+        )
     return JsonTopics(topics)

@@ -12,7 +12,13 @@ from typing import Any, Final
 import msgspec
 
 from segstream.stream.domain.events import OrderEvent, Source, UserEvent, UserLeft
-from segstream.stream.domain.rows import Change, ItemRow, OrderRow, ProductRefresh
+from segstream.stream.domain.rows import (
+    Change,
+    ItemRow,
+    OrderRow,
+    ProductRefresh,
+    TableTruncated,
+)
 from segstream.stream.domain.user import UserState
 
 __all__ = ["decode_state", "describe_user", "encode_events"]
@@ -49,12 +55,17 @@ def encode_events(events: Sequence[tuple[Source, Change]]) -> list[list[Any]]:
         elif isinstance(event, UserLeft):
             encoded.append(["f", fence, offset])
         elif isinstance(event, OrderRow):
-            encoded.append(["ro", fence, offset, str(event.order_id), _flag(event.present)])
+            encoded.append(
+                ["ro", fence, offset, str(event.order_id), _flag(event.present), str(event.lsn)]
+            )
         elif isinstance(event, ItemRow):
             encoded.append(
                 ["ri", fence, offset, str(event.item_id), str(event.order_id),
-                 str(event.product_id), _flag(event.present), event.brand, event.category]
+                 str(event.product_id), _flag(event.present), event.brand, event.category,
+                 str(event.lsn)]
             )  # fmt: skip
+        elif isinstance(event, TableTruncated):
+            encoded.append(["rt", fence, offset, event.table, str(event.lsn)])
         elif isinstance(event, ProductRefresh):
             encoded.append(
                 ["rp", fence, offset, str(event.product_id), event.brand, event.category]

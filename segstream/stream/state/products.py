@@ -2,7 +2,8 @@
 
 Products are not a user's: their change events are keyed by product id, on a topic that any
 worker may own. So a product's current values live once, globally, in
-``<app>:{p:<product_id>}`` (a hash, fields ``b`` and ``c``, ``""`` for missing), and the users
+``<app>:{p:<product_id>}`` (a hash, fields ``b`` and ``c``, ``""`` for missing, and ``l``,
+the log position of the change that wrote them), and the users
 who have an item of it in ``<app>:{p:<product_id>}:buyers`` (a set of user ids). Both keys
 carry the product's hash tag: one slot per product on a Redis Cluster.
 
@@ -35,6 +36,10 @@ __all__ = ["ProductCatalogue", "buyers_key", "product_key"]
 _FIELDS: Final = (b"b", b"c")
 
 
+def _glob(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def product_key(prefix: str, product_id: int) -> str:
     """The hash of a product's current brand and category."""
     return f"{prefix}{{p:{product_id}}}"
@@ -58,10 +63,25 @@ class ProductCatalogue:
         for row in rows:
             key = product_key(self.prefix, row.product_id)
             if row.present:
-                pipe.hset(key, mapping={"b": row.brand, "c": row.category})
+                pipe.hset(key, mapping={"b": row.brand, "c": row.category, "l": row.lsn})
             else:
                 pipe.delete(key)
         await pipe.execute()
+
+    async def truncate(self, lsn: int) -> list[int]:
+        """A ``TRUNCATE`` of products at ``lsn``: forget every product written before it;
+        returns their ids (their buyers are to be re-derived). O(catalogue): a SCAN."""
+        gone: list[int] = []
+        pattern = _glob(self.prefix) + "{p:*}"
+        async for raw in self.client.scan_iter(match=pattern, count=1000):
+            key = raw.decode()
+            if not key.endswith("}"):
+                continue  # a buyers set
+            written = await self.client.hget(key, "l")
+            if written is None or int(written) < lsn:
+                await self.client.delete(key)
+                gone.append(int(key[key.rindex("{p:") + 3 : -1]))
+        return gone
 
     async def buyers(self, product_ids: Iterable[int]) -> dict[int, list[int]]:
         """product -> the user ids with an item of it, ascending."""

@@ -199,6 +199,9 @@ class BatchProcessor:
         dead = asyncio.ensure_future(self.sender.publish([*parsed.dead_letters, *routed]))
         try:
             states = await self._redis("apply events", lambda: self.state.apply(parsed.by_user))
+            routed_late = await self._redis(
+                "finish the changes", lambda: source.after_apply(parsed)
+            )
             self.assigner.refresh()
             model_version = self.assigner.version
             assignable = [s for s in states if s.assignable]
@@ -210,6 +213,7 @@ class BatchProcessor:
             settles = plan_settles(states, segments, model_version, parsed.by_user, drift_epoch)
             pending = await self._redis("queue changes", lambda: self.state.settle(settles))
             outputs = outbox_outputs(pending, topics.segment_changes, topics.user_segments)
+            outputs += routed_late
             published = sum(map(len, pending.values()))
             await self.sender.publish(outputs)
             await self._redis("clear outbox", lambda: self.state.clear(pending))

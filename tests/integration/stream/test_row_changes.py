@@ -21,12 +21,20 @@ import redis
 import redis.asyncio as aioredis
 
 from segstream.stream.domain.events import Source, UserEvent
-from segstream.stream.domain.rows import Change, ItemRow, OrderRow, ProductRefresh, ProductRow
+from segstream.stream.domain.rows import (
+    Change,
+    ItemRow,
+    OrderRow,
+    ProductRefresh,
+    ProductRow,
+    Truncate,
+)
 from segstream.stream.domain.user import UserState
 from segstream.stream.sources.change_capture import ChangeBatch, ChangeCapture, decode_routed
 from segstream.stream.sources.debezium import ChangeTopics
 from segstream.stream.state.products import ProductCatalogue
 from segstream.stream.state.store import RedisState
+from segstream.stream.state.truncations import Truncations
 from segstream.training.features import feature_sql
 
 PREFIX = "rows:"
@@ -41,7 +49,9 @@ class Pipeline:
     def __init__(self, client: aioredis.Redis, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.state = RedisState(client, PREFIX)
-        self.source = ChangeCapture(TOPICS, "dead", ProductCatalogue(client, PREFIX))
+        self.source = ChangeCapture(
+            TOPICS, "dead", ProductCatalogue(client, PREFIX), Truncations(client, PREFIX)
+        )
         self.offsets: dict[str, int] = {}
         self.routed: list[Change] = []
 
@@ -50,13 +60,15 @@ class Pipeline:
         self.offsets[topic] = offset + 1
         return Source(topic, 0, offset)
 
-    def deliver(self, batch: list[tuple[str, Change | ProductRow]]) -> dict[int, UserState]:
+    def deliver(self, batch: list[tuple[str, Any]]) -> dict[int, UserState]:
         """One batch of (topic, change), in arrival order."""
         parsed = ChangeBatch({}, [], [], [], [])
         for topic, change in batch:
             source = self.source_of(topic)
             if isinstance(change, ProductRow):
                 parsed.products.append((source, change))
+            elif isinstance(change, Truncate):
+                parsed.truncates.append(change)
             else:
                 parsed.by_user.setdefault(change.user_id, []).append((source, change))
         outputs = self.loop.run_until_complete(self.source.prepare(parsed))
@@ -64,6 +76,8 @@ class Pipeline:
             assert output.topic == TOPICS.routed
             self.routed.append(decode_routed(output.value, output.key))
         states = self.loop.run_until_complete(self.state.apply(parsed.by_user))
+        for output in self.loop.run_until_complete(self.source.after_apply(parsed)):
+            self.routed.append(decode_routed(output.value, output.key))
         return {state.user_id: state for state in states}
 
     def one(self, topic: str, change: Change | ProductRow) -> dict[int, UserState]:
@@ -201,6 +215,34 @@ class TestEachChangeKind:
         assert features(pipe.read(7)) == (1, "Zara", "Jeans")
 
 
+class TestTruncates:
+    def test_a_truncate_of_order_items_removes_the_lines_written_before_it(
+        self, pipe: Pipeline
+    ) -> None:
+        pipe.one(TOPICS.products, product(1, "Zara"))
+        pipe.one(TOPICS.orders, order(10, 7))
+        pipe.one(TOPICS.order_items, ItemRow(100, 10, 7, 1, True, AT, lsn=5))
+        pipe.one(TOPICS.order_items, Truncate("order_items", 8, AT))
+        pipe.drain_routed()
+        assert features(pipe.read(7)) == (1, None, None)
+        # A line written before the truncate, read after it (another partition): dropped.
+        pipe.one(TOPICS.order_items, ItemRow(101, 10, 7, 1, True, AT, lsn=6))
+        assert features(pipe.read(7)) == (1, None, None)
+        # One written after it counts.
+        state = pipe.one(TOPICS.order_items, ItemRow(102, 10, 7, 1, True, AT, lsn=9))[7]
+        assert features(state) == (1, "Zara", "Jeans")
+
+    def test_a_truncate_of_orders_holds_their_lines_again(self, pipe: Pipeline) -> None:
+        pipe.one(TOPICS.products, product(1, "Zara"))
+        pipe.one(TOPICS.orders, OrderRow(10, 7, True, AT, lsn=3))
+        pipe.one(TOPICS.order_items, ItemRow(100, 10, 7, 1, True, AT, lsn=4))
+        pipe.one(TOPICS.orders, Truncate("orders", 8, AT))
+        pipe.drain_routed()
+        assert features(pipe.read(7)) == (0, None, None)
+        state = pipe.one(TOPICS.orders, OrderRow(10, 7, True, AT, lsn=9))[7]
+        assert features(state) == (1, "Zara", "Jeans")
+
+
 @dataclass
 class Shop:
     """The tables, mutated at random; every mutation's change events per table topic."""
@@ -213,6 +255,7 @@ class Shop:
     products: dict[int, tuple[str, str]] = field(default_factory=dict)
     streams: dict[str, list[Change | ProductRow]] = field(default_factory=dict)
     next_id: int = 1000
+    lsn: int = 0
 
     def emit(self, topic: str, change: Change | ProductRow) -> None:
         self.streams.setdefault(topic, []).append(change)
@@ -226,53 +269,79 @@ class Shop:
         brand = self.rng.choice(["Zara", "Alpha", "Levi's", "zara", "Zara", "Alpha", ""])
         category = self.rng.choice(["Jeans", "Tops", "Socks", "Jeans", "Tops", ""])
         self.products[product_id] = (brand, category)
-        self.emit(TOPICS.products, ProductRow(product_id, True, brand, category, AT))
+        row = ProductRow(product_id, True, brand, category, AT, self.tick())
+        self.emit(TOPICS.products, row)
 
     def set_profile(self, user: int) -> None:
         self.users[user] = {"age": self.rng.randint(18, 80)}
         self.emit(TOPICS.users, UserEvent(user, self.users[user]["age"], "F", "Japan",
                                          "Search", AT))  # fmt: skip
 
+    def tick(self) -> int:
+        """The next log position."""
+        self.lsn += 1
+        return self.lsn
+
     def step(self) -> None:
         rng = self.rng
         kind = rng.choices(
-            ["order", "item", "delete_item", "move", "delete_order", "product", "profile"],
-            weights=[4, 8, 2, 2, 1, 1, 1],
+            [
+                "order",
+                "item",
+                "delete_item",
+                "move",
+                "delete_order",
+                "product",
+                "profile",
+                "truncate",
+            ],
+            weights=[4, 8, 2, 2, 1, 1, 1, 0.3],
         )[0]
         if kind == "profile" or not self.users:
             self.set_profile(rng.randint(1, 6))
         elif kind == "order" or not self.orders:
             order_id, user = self.new_id(), rng.randint(1, 6)
             self.orders[order_id] = user
-            self.emit(TOPICS.orders, OrderRow(order_id, user, True, AT))
+            self.emit(TOPICS.orders, OrderRow(order_id, user, True, AT, self.tick()))
         elif kind == "item":
             order_id = rng.choice(sorted(self.orders))
             item_id, product_id = self.new_id(), rng.randint(1, 6)
             self.items[item_id] = (order_id, product_id, self.orders[order_id])
-            self.emit(TOPICS.order_items, ItemRow(item_id, order_id, self.orders[order_id],
-                                                  product_id, True, AT))  # fmt: skip
+            row = ItemRow(item_id, order_id, self.orders[order_id], product_id, True, AT,
+                          lsn=self.tick())  # fmt: skip
+            self.emit(TOPICS.order_items, row)
         elif kind == "delete_item" and self.items:
             item_id = rng.choice(sorted(self.items))
             order_id, product_id, user = self.items.pop(item_id)
-            self.emit(TOPICS.order_items, ItemRow(item_id, order_id, user, product_id, False, AT))
+            row = ItemRow(item_id, order_id, user, product_id, False, AT, lsn=self.tick())
+            self.emit(TOPICS.order_items, row)
         elif kind == "move":
             order_id = rng.choice(sorted(self.orders))
             old, new = self.orders[order_id], rng.randint(1, 6)
             if old == new:
                 return
             self.orders[order_id] = new
-            self.emit(TOPICS.orders, OrderRow(order_id, old, False, AT))
-            self.emit(TOPICS.orders, OrderRow(order_id, new, True, AT))
+            self.emit(TOPICS.orders, OrderRow(order_id, old, False, AT, self.tick()))
+            self.emit(TOPICS.orders, OrderRow(order_id, new, True, AT, self.tick()))
             for item_id, (of, product_id, _) in sorted(self.items.items()):
                 if of == order_id:
                     self.items[item_id] = (of, product_id, new)
-                    self.emit(TOPICS.order_items, ItemRow(item_id, of, old, product_id, False, AT))
-                    self.emit(TOPICS.order_items, ItemRow(item_id, of, new, product_id, True, AT))
+                    for user, present in ((old, False), (new, True)):
+                        moved = ItemRow(item_id, of, user, product_id, present, AT, lsn=self.tick())
+                        self.emit(TOPICS.order_items, moved)
         elif kind == "delete_order":
             order_id = rng.choice(sorted(self.orders))
             user = self.orders.pop(order_id)
-            self.emit(TOPICS.orders, OrderRow(order_id, user, False, AT))
+            self.emit(TOPICS.orders, OrderRow(order_id, user, False, AT, self.tick()))
             # Its lines stay (no foreign key here): orphans, counted by neither side.
+        elif kind == "truncate":
+            table = rng.choice(["orders", "order_items"])
+            if table == "orders":
+                self.orders.clear()  # their lines stay, held: orphans
+                self.emit(TOPICS.orders, Truncate(table, self.tick(), AT))
+            else:
+                self.items.clear()
+                self.emit(TOPICS.order_items, Truncate(table, self.tick(), AT))
         else:
             self.set_product(rng.randint(1, 6))
 

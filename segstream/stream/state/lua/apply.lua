@@ -13,9 +13,11 @@
 --   ["f", fence field, offset]  (a fence only: the leave a returning user's events follow in
 --   the same batch; settle.lua erased the user, this marks the leave applied in the new state)
 --   Row changes of change data capture (domain/rows.py, docs/cdc.md), "1"/"0" = present/deleted:
---   ["ro", fence field, offset, order_id, present]  (an orders row of the user)
---   ["ri", fence field, offset, item_id, order_id, product_id, present, brand, category]
+--   ["ro", fence field, offset, order_id, present, lsn]  (an orders row of the user)
+--   ["ri", fence field, offset, item_id, order_id, product_id, present, brand, category, lsn]
 --   ["rp", fence field, offset, product_id, brand, category]  (a product's current values)
+--   ["rt", fence field, offset, table, lsn]  (orders or order_items truncated at lsn)
+--   lsn: the change's position in the database's log (decimal string).
 --   where the fence field is "f:<topic>:<partition>", offsets and ids are decimal strings
 --   (never Lua numbers: they could lose digits) and "" is a missing brand or category.
 --   One JSON argument instead of thousands of plain ones: packing those cost the client more
@@ -45,9 +47,10 @@
 -- a new order; one increment per such call), seg mv ua cs (last segment queued, its model
 -- version, its occurred_at, and how many changes were queued; written by settle.lua),
 -- f:<topic>:<partition> (fences).
--- Row changes keep the rows themselves: ro:<order_id> (the user's orders rows; n counts them)
--- and ri:<item_id> (the order_items rows routed to the user, a JSON array [order_id,
--- product_id, brand, category]). An item is counted in b:/c: exactly while ro:<its order>
+-- Row changes keep the rows themselves: ro:<order_id> (the user's orders rows, valued with
+-- the newest lsn seen; n counts them) and ri:<item_id> (the order_items rows routed to the
+-- user, a JSON array [order_id, product_id, brand, category, lsn]). A truncate removes the
+-- rows of its table whose lsn is below its own. An item is counted in b:/c: exactly while ro:<its order>
 -- exists (else it is held); every row change is idempotent by row identity and content, so
 -- a change applied twice (a Connect restart re-sending it at a new offset) changes nothing.
 -- Counts can fall, so after a row change the leaders tb/tc are recomputed from b:/c:.
@@ -193,11 +196,16 @@ end
 local function apply_row(key, event)
   local kind = event[1]
   if kind == 'ro' then
-    local id, present = event[4], event[5] == '1'
+    local id, present, lsn = event[4], event[5] == '1', event[6]
     local field = 'ro:' .. id
     local changed
     if present then
-      changed = redis.call('HSETNX', key, field, '1') == 1
+      local old = redis.call('HGET', key, field)
+      if old and tonumber(old) >= tonumber(lsn) then
+        return false
+      end
+      redis.call('HSET', key, field, lsn)
+      changed = not old
     else
       changed = redis.call('HDEL', key, field) == 1
     end
@@ -217,14 +225,22 @@ local function apply_row(key, event)
     local old_text = redis.call('HGET', key, field)
     local new_text = nil
     if event[7] == '1' then
-      new_text = cjson.encode({event[5], event[6], event[8], event[9]})
+      new_text = cjson.encode({event[5], event[6], event[8], event[9], event[10]})
     end
-    if old_text == new_text or (not old_text and not new_text) then
+    if not old_text and not new_text then
+      return false
+    end
+    local old = old_text and cjson.decode(old_text) or nil
+    if old and new_text and old[1] == event[5] and old[2] == event[6] and old[3] == event[8]
+        and old[4] == event[9] then
+      -- The same row again: only a newer log position is kept (what a truncate compares).
+      if tonumber(event[10]) > tonumber(old[5] or '0') then
+        redis.call('HSET', key, field, new_text)
+      end
       return false
     end
     local changed = false
-    if old_text then
-      local old = cjson.decode(old_text)
+    if old then
       if redis.call('HEXISTS', key, 'ro:' .. old[1]) == 1 then
         count_item(key, old[3], old[4], -1)
         changed = true
@@ -252,11 +268,42 @@ local function apply_row(key, event)
           count_item(key, brand, category, 1)
           changed = true
         end
-        redis.call('HSET', key, row[1], cjson.encode({item[1], item[2], brand, category}))
+        redis.call('HSET', key, row[1],
+          cjson.encode({item[1], item[2], brand, category, item[5] or '0'}))
       end
     end
     return changed
   end
+end
+
+-- A truncate of `table` at `lsn`: the user's rows of it written before then go.
+local function truncate_rows(key, table_name, lsn)
+  local changed = false
+  local flat = redis.call('HGETALL', key)
+  local stale_orders = {}
+  for i = 1, #flat, 2 do
+    local field, value = flat[i], flat[i + 1]
+    if table_name == 'orders' and string.sub(field, 1, 3) == 'ro:'
+        and tonumber(value) < lsn then
+      stale_orders[string.sub(field, 4)] = true
+      redis.call('HDEL', key, field)
+      redis.call('HINCRBY', key, 'n', -1)
+      changed = true
+    end
+  end
+  for _, row in ipairs(item_rows(key)) do
+    local item = row[2]
+    if stale_orders[item[1]] then
+      count_item(key, item[3], item[4], -1)
+    elseif table_name == 'order_items' and tonumber(item[5] or '0') < lsn then
+      if redis.call('HEXISTS', key, 'ro:' .. item[1]) == 1 then
+        count_item(key, item[3], item[4], -1)
+        changed = true
+      end
+      redis.call('HDEL', key, row[1])
+    end
+  end
+  return changed
 end
 
 local users = cjson.decode(ARGV[1])
@@ -334,6 +381,10 @@ for u, events in ipairs(users) do
       end
     elseif kind == 'ro' or kind == 'ri' or kind == 'rp' then
       if fresh and apply_row(key, event) then
+        rows_changed = true
+      end
+    elseif kind == 'rt' then
+      if fresh and truncate_rows(key, event[4], tonumber(event[5])) then
         rows_changed = true
       end
     elseif kind ~= 'f' then

@@ -14,7 +14,13 @@ import pytest
 from segstream.errors import EventError
 from segstream.stream.domain.dead_letters import read_headers
 from segstream.stream.domain.events import UserEvent, UserLeft
-from segstream.stream.domain.rows import ItemRow, OrderRow, ProductRefresh, ProductRow
+from segstream.stream.domain.rows import (
+    ItemRow,
+    OrderRow,
+    ProductRefresh,
+    ProductRow,
+    TableTruncated,
+)
 from segstream.stream.sources.change_capture import (
     ChangeBatch,
     ChangeCapture,
@@ -87,7 +93,9 @@ class TestEachChangeKind:
         batch = parse(recorded("insert", envelope))
         assert list(batch.by_user) == [900001]
         found = {type(c): c for c in changes(batch)}
-        assert found[OrderRow] == OrderRow(900001, 900001, True, found[OrderRow].created_at)
+        assert found[OrderRow] == OrderRow(
+            900001, 900001, True, found[OrderRow].created_at, found[OrderRow].lsn
+        )
         assert (found[ItemRow].item_id, found[ItemRow].order_id, found[ItemRow].product_id) == (
             900001,
             900001,
@@ -132,13 +140,17 @@ class TestEachChangeKind:
         batch = parse(recorded("update_product", envelope))
         assert batch.by_user == {}
         ((_, row),) = batch.products
-        assert row == ProductRow(2, True, "Corrected Brand", "Jeans", row.created_at)
+        assert row == ProductRow(2, True, "Corrected Brand", "Jeans", row.created_at, row.lsn)
 
-    def test_a_truncate_is_dead_lettered_saying_what_to_do(self, envelope: bool) -> None:
+    def test_a_truncate_is_one_change_of_no_user_at_its_log_position(self, envelope: bool) -> None:
         batch = parse(recorded("truncate", envelope))
-        assert batch.by_user == {} and batch.reasons == ["unsupported_change"]
-        headers = read_headers(batch.dead_letters[0].headers)
-        assert "TRUNCATE of order_items" in headers["segstream-detail"]
+        assert batch.by_user == {} and batch.dead_letters == []
+        (truncate,) = batch.truncates
+        assert (truncate.table, truncate.lsn) == ("order_items", 26787144)
+
+    def test_every_row_change_carries_its_log_position(self, envelope: bool) -> None:
+        rows = [c for c in changes(parse(recorded("insert", envelope))) if hasattr(c, "lsn")]
+        assert rows and all(row.lsn > 0 for row in rows)
 
 
 def _insert_value() -> dict[str, Any]:
@@ -206,6 +218,18 @@ class TestUnusableEvents:
         assert [type(c) for c in changes(batch)] == [ItemRow]
 
 
+def test_a_truncate_of_users_is_dead_lettered_saying_what_to_do() -> None:
+    (record,) = recorded("truncate", False)
+    assert record.value is not None
+    document = json.loads(record.value)
+    document["source"]["table"] = "users"
+    value = json.dumps(document).encode()
+    batch = parse([Record(TOPICS.users, 0, 0, None, value)])
+    assert batch.reasons == ["unsupported_change"]
+    detail = read_headers(batch.dead_letters[0].headers)["segstream-detail"]
+    assert "TRUNCATE of users" in detail
+
+
 class TestRoutedChanges:
     def test_an_update_that_moves_a_row_routes_the_retraction_to_the_old_user(self) -> None:
         document = _insert_value()
@@ -225,6 +249,7 @@ class TestRoutedChanges:
             OrderRow(1, 2, False, "2026-01-01T00:00:00Z"),
             ItemRow(3, 1, 2, 9, False, "2026-01-01T00:00:00Z"),
             ProductRefresh(2, 9, "2026-01-01T00:00:00Z"),
+            TableTruncated(2, "orders", 77, "2026-01-01T00:00:00Z"),
         ],
     )
     def test_a_routed_change_round_trips_keyed_by_its_user(self, change: Any) -> None:
