@@ -201,14 +201,16 @@ def _label(row: dict[str, Any], name: str) -> str:
 
 
 def _profile(row: dict[str, Any], op: str) -> UserEvent:
-    values = {
+    """The users row's profile. A null (or, for text, empty) value is *missing*, as in the
+    SQL: kept as ``None``, so the user is not assignable until it is set (a database row may
+    lack what a JSON event must carry). Any other value must pass the input table."""
+    values: dict[str, Any] = {
         "user_id": _check("user_id", _column(row, "id", "users", op), "id"),
-        **{
-            name: _check(name, _column(row, name, "users", op))
-            for name in ("age", "gender", "country", "traffic_source")
-        },
         "created_at": _timestamp(_column(row, "created_at", "users", op), "created_at"),
     }
+    for name in ("age", "gender", "country", "traffic_source"):
+        value = _column(row, name, "users", op)
+        values[name] = None if value is None or value == "" else _check(name, value)
     return UserEvent(**values)
 
 

@@ -24,6 +24,16 @@ from segstream.stream.domain.user import UserState
 __all__ = ["decode_state", "describe_user", "encode_events"]
 
 
+def _missing(value: object) -> str:
+    """A profile value as stored; ``""`` for one a database row leaves missing (null or
+    empty: change data capture), which reads back as ``None``. JSON events never have one."""
+    return "" if value is None else str(value)
+
+
+def _profile_text(value: bytes | None) -> str | None:
+    return None if not value else value.decode()
+
+
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
@@ -49,8 +59,8 @@ def encode_events(events: Sequence[tuple[Source, Change]]) -> list[list[Any]]:
             encoded.append(["o", fence, offset, str(event.order_id), items])
         elif isinstance(event, UserEvent):
             encoded.append(
-                ["u", fence, offset, str(event.age), event.gender, event.country,
-                 event.traffic_source]
+                ["u", fence, offset, _missing(event.age), _missing(event.gender),
+                 _missing(event.country), _missing(event.traffic_source)]
             )  # fmt: skip
         elif isinstance(event, UserLeft):
             encoded.append(["f", fence, offset])
@@ -98,10 +108,10 @@ def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
     return UserState(
         user_id=user_id,
         applied=int(applied),
-        age=None if age is None else int(age),
-        gender=_text(gender),
-        country=_text(country),
-        traffic_source=_text(source),
+        age=None if not age else int(age),
+        gender=_profile_text(gender),
+        country=_profile_text(country),
+        traffic_source=_profile_text(source),
         total_orders=0 if orders is None else int(orders),
         most_frequent_brand=_text(brand),
         most_frequent_category=_text(category),

@@ -171,6 +171,18 @@ class TestEachChangeKind:
         assert features(pipe.read(1)) == (0, None, None)
         assert features(pipe.read(2)) == (2, "Zara", "Jeans")
 
+    def test_a_profile_missing_a_value_is_not_assignable_until_it_is_set(
+        self, pipe: Pipeline
+    ) -> None:
+        pipe.one(TOPICS.products, product(1, "Zara"))
+        pipe.one(TOPICS.orders, order(10, 7))
+        pipe.one(TOPICS.order_items, item(100, 10, 7, 1))
+        assert pipe.one(TOPICS.users, profile(7))[7].assignable
+        missing = UserEvent(7, 30, "F", None, "Search", AT)  # type: ignore[arg-type]
+        state = pipe.one(TOPICS.users, missing)[7]
+        assert (state.country, state.assignable) == (None, False)
+        assert pipe.one(TOPICS.users, profile(7))[7].assignable
+
     def test_redelivery_at_new_offsets_counts_once(self, pipe: Pipeline) -> None:
         pipe.one(TOPICS.products, product(1, "Zara"))
         history: list[tuple[str, Change | ProductRow]] = [

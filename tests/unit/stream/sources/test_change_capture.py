@@ -108,6 +108,16 @@ class TestEachChangeKind:
         assert isinstance(change, UserEvent)
         assert (change.age, change.country, change.traffic_source) == (32, "Brasil", "Facebook")
 
+    def test_a_profile_with_a_null_or_empty_value_has_it_missing(self, envelope: bool) -> None:
+        (record,) = recorded("update_profile", envelope)
+        assert record.value is not None
+        document = json.loads(record.value)
+        payload = document.get("payload", document)
+        payload["after"]["country"], payload["after"]["age"] = "", None
+        value = json.dumps(document).encode()
+        (change,) = changes(parse([Record(record.topic, 0, 0, record.key, value)]))
+        assert (change.age, change.country, change.gender) == (None, None, "F")
+
     def test_a_deleted_line_is_the_row_gone_and_its_tombstone_is_skipped(
         self, envelope: bool
     ) -> None:
