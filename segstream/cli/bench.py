@@ -86,8 +86,11 @@ def _bench_populations(args: argparse.Namespace) -> int:
 
 
 def _bench_correction(args: argparse.Namespace) -> int:
-    return benchmark("correction").run_correction_bench(
-        load_settings(), args.users, args.lines, args.products, args.batch
+    bench = benchmark("correction")
+    return int(
+        bench.run_correction_bench(
+            load_settings(), args.users, args.lines, args.products, args.batch
+        )
     )
 
 

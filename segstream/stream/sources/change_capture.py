@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -73,7 +73,7 @@ def decode_routed(raw: bytes | None, key: bytes | None) -> Routed:
     if raw is None:
         raise EventError("bad_envelope", "a routed change has no value")
     try:
-        change = _ROUTED_DECODER.decode(raw)
+        change = cast(Routed, _ROUTED_DECODER.decode(raw))
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise EventError("bad_envelope", f"not a routed change: {exc}"[:200]) from None
     if key != user_change_key(change.user_id):

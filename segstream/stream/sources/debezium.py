@@ -85,7 +85,13 @@ class ChangeTopics:
     @classmethod
     def from_settings(cls, settings: Settings) -> ChangeTopics:
         prefix = f"{settings.cdc_topic_prefix}.{settings.cdc_schema}."
-        return cls(*(prefix + table for table in TABLES), routed=settings.topic_rederive)
+        return cls(
+            users=prefix + "users",
+            orders=prefix + "orders",
+            order_items=prefix + "order_items",
+            products=prefix + "products",
+            routed=settings.topic_rederive,
+        )
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -197,7 +203,7 @@ def _key_user(key: bytes | None, field_name: str) -> int:
 
 def _label(row: dict[str, Any], name: str) -> str:
     value = _check(name, row.get(name))
-    return MISSING if value is None else value
+    return MISSING if value is None else str(value)
 
 
 def _profile(row: dict[str, Any], op: str) -> UserEvent:

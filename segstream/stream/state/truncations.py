@@ -46,7 +46,8 @@ class Truncations:
         """table -> the log position of its latest truncate (tables never truncated: absent)."""
         found: dict[str, int] = {}
         for field in await self.client.hkeys(marks_key(self.prefix)):
-            table, _, lsn = field.decode().rpartition(":")
+            text = field.decode() if isinstance(field, bytes) else field
+            table, _, lsn = text.rpartition(":")
             found[table] = max(found.get(table, 0), int(lsn))
         return found
 
