@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 
 from segstream.errors import EventError, InputError
-from segstream.training.inputs import RULES, STATUSES
+from segstream.training.inputs import MAX_ID, RULES, STATUSES
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -506,9 +506,6 @@ def parse_event(
     return event, unknown
 
 
-_MAX_ID: Final = 2**53 - 1
-
-
 def parse_leave(key: bytes | None, left_at: datetime) -> UserLeft:
     """A tombstone on the ``users`` topic (a null value) -> the user it names left at ``left_at``.
 
@@ -521,7 +518,7 @@ def parse_leave(key: bytes | None, left_at: datetime) -> UserLeft:
             field is its key.
     """
     text = key.decode("ascii", "replace") if key is not None else ""
-    if not (text.isdigit() and text.isascii() and text[0] != "0" and int(text) <= _MAX_ID):
+    if not (text.isdigit() and text.isascii() and text[0] != "0" and int(text) <= MAX_ID):
         shown = key[:40] if key is not None else None
         raise EventError(
             "key_mismatch",

@@ -35,7 +35,7 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("time", "the server's clock, inside the scripts"),
     ("scan", "`reassign`, namespace drop, `segstream populations --recount`"),
     ("unlink", "dropping an app's keys (`segstream demo` reset, the bench's clean-up)"),
-    ("del", "`segstream populations --recount`"),
+    ("del", "`segstream populations --recount`; a user leaving (`settle`'s erasure)"),
     ("memory|usage", "`segstream bench stream`'s bytes per user only"),
 )
 """``(command, why)`` for every command segstream sends; lower-case, as ACL rules spell them."""

@@ -21,7 +21,7 @@ from segstream.stream.domain.rows import (
 )
 from segstream.stream.domain.user import UserState
 
-__all__ = ["decode_state", "describe_user", "encode_events"]
+__all__ = ["decode_state", "describe_user", "encode_events", "fence_field"]
 
 
 def _missing(value: object) -> str:
@@ -38,6 +38,11 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
+def fence_field(source: Source) -> str:
+    """The hash field holding the last offset applied from ``source``'s topic and partition."""
+    return f"f:{source.topic}:{source.partition}"
+
+
 def encode_events(events: Sequence[tuple[Source, Change]]) -> list[list[Any]]:
     """One user's events, in order, as ``apply.lua`` reads them (see the script's header).
 
@@ -50,7 +55,7 @@ def encode_events(events: Sequence[tuple[Source, Change]]) -> list[list[Any]]:
     """
     encoded: list[list[Any]] = []
     for source, event in events:
-        fence = f"f:{source.topic}:{source.partition}"
+        fence = fence_field(source)
         offset = str(source.offset)
         if isinstance(event, OrderEvent):
             items: list[str] = []

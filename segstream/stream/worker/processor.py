@@ -19,6 +19,10 @@ acknowledged by the broker. The steps:
    ``user-segments``) and acknowledged, then removed from the outboxes (a crash in between
    only makes a change be published again, same bytes and event_id).
 
+A user leaving (:class:`~segstream.stream.domain.events.UserLeft`) is a ``settle`` row too
+(:mod:`segstream.stream.domain.leaving`): steps 2-5 run once per round of the batch, a second
+round only for users with events after their leave in the same batch.
+
 Every step is safe to repeat, which is what makes a crash anywhere harmless: the records are
 redelivered, fenced events change nothing, and their users are re-assigned, so a change
 queued before the crash is found in the outbox and published (with its original event_id).
@@ -33,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from segstream.errors import ReplicaWaitTimeout, StateError
@@ -46,11 +51,12 @@ from segstream.stream.domain.dead_letters import (
     TOPIC,
     read_headers,
 )
-from segstream.stream.domain.events import UnknownFieldLog, UnknownFields
+from segstream.stream.domain.events import Event, Source, UnknownFieldLog, UnknownFields, UserLeft
+from segstream.stream.domain.leaving import Leave, Round, plan_leave, split_rounds
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.partitioning import PatternLog, misplacement
 from segstream.stream.domain.topics import Output, Topics
-from segstream.stream.domain.user import UserState
+from segstream.stream.domain.user import Settle, UserState
 from segstream.stream.drift.shared import SharedDrift
 from segstream.stream.kafka.publisher import Sender
 from segstream.stream.sources.base import InputSource
@@ -58,7 +64,10 @@ from segstream.stream.sources.json_topics import JsonTopics
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 
-__all__ = ["BatchProcessor", "Stats"]
+__all__ = ["LEAVE_ATTEMPTS", "BatchProcessor", "Stats"]
+
+LEAVE_ATTEMPTS = 5
+"""Writes of one batch's erasures before the batch fails (each refused one is re-read)."""
 
 log = logging.getLogger(__name__)
 
@@ -197,33 +206,86 @@ class BatchProcessor:
         # letters, acknowledged before the batch is.
         routed = await self._redis("prepare the changes", lambda: source.prepare(parsed))
         dead = asyncio.ensure_future(self.sender.publish([*parsed.dead_letters, *routed]))
+        states: list[UserState] = []
+        assigned = published = 0
         try:
-            states = await self._redis("apply events", lambda: self.state.apply(parsed.by_user))
-            routed_late = await self._redis(
-                "finish the changes", lambda: source.after_apply(parsed)
-            )
-            self.assigner.refresh()
-            model_version = self.assigner.version
-            assignable = [s for s in states if s.assignable]
-            drift_epoch: int | None = None
-            if self.drift is None:
-                segments = self.assigner.assign(assignable)
-            else:
-                segments, drift_epoch = await self.drift.assign(self.assigner.model, assignable)
-            settles = plan_settles(states, segments, model_version, parsed.by_user, drift_epoch)
-            pending = await self._redis("queue changes", lambda: self.state.settle(settles))
-            outputs = outbox_outputs(pending, topics.segment_changes, topics.user_segments)
-            outputs += routed_late
-            published = sum(map(len, pending.values()))
-            await self.sender.publish(outputs)
-            await self._redis("clear outbox", lambda: self.state.clear(pending))
+            # One round unless a user comes back after leaving in this batch (leaving.py).
+            for round_ in split_rounds(parsed.by_user):
+                done = await self._process_round(round_)
+                states += done[0]
+                assigned += done[1]
+                published += done[2]
+            late = await self._redis("finish the changes", lambda: source.after_apply(parsed))
+            if late:
+                await self.sender.publish(late)
             await dead
         finally:
             if not dead.done():
                 dead.cancel()
-        self._count(records, parsed, states, len(assignable), published)
+        self._count(records, parsed, states, assigned, published)
         if self.metrics is not None:
             self._record(self.metrics, records, parsed, published, started)
+
+    async def _process_round(self, round_: Round) -> tuple[list[UserState], int, int]:
+        """Apply, assign, settle (leaves included) and publish one round of a batch.
+
+        Returns the round's states, how many users were assigned and how many changes were
+        published (re-sends and leave events included).
+        """
+        topics = self.topics
+        by_user = round_.events
+        states = await self._redis("apply events", lambda: self.state.apply(by_user))
+        self.assigner.refresh()
+        model_version = self.assigner.version
+        staying = [s for s in states if s.user_id not in round_.leaves]
+        assignable = [s for s in staying if s.assignable]
+        drift_epoch: int | None = None
+        if self.drift is None:
+            segments = self.assigner.assign(assignable)
+        else:
+            segments, drift_epoch = await self.drift.assign(self.assigner.model, assignable)
+        rows: list[Settle | Leave] = []
+        rows += plan_settles(staying, segments, model_version, by_user, drift_epoch)
+        leaving = [s for s in states if s.user_id in round_.leaves]
+        rows += [plan_leave(s, *round_.leaves[s.user_id]) for s in leaving]
+        outcome = await self._redis("queue changes", lambda: self.state.settle_outcome(rows))
+        pending = dict(outcome.pending)
+        refused = [s.user_id for s in leaving if s.user_id in outcome.refused]
+        if refused:
+            pending.update(await self._erase_again(refused, round_.leaves))
+        outputs = outbox_outputs(pending, topics.segment_changes, topics.user_segments)
+        await self.sender.publish(outputs)
+        await self._redis("clear outbox", lambda: self.state.clear(pending))
+        return states, len(assignable), sum(map(len, pending.values()))
+
+    async def _erase_again(
+        self, user_ids: list[int], leaves: dict[int, tuple[Source, UserLeft]]
+    ) -> dict[int, list[bytes]]:
+        """Erase users whose leave row was refused: re-read, re-plan, write, until stored.
+
+        A leave is refused only when another writer (``segstream reassign``) changed the user
+        between our read and our write. Returns the erased users' pending changes, their
+        leave events included.
+
+        Raises:
+            StateError: still refused after :data:`LEAVE_ATTEMPTS` more attempts (the batch
+                fails and is retried).
+        """
+        pending: dict[int, list[bytes]] = {}
+        for _ in range(LEAVE_ATTEMPTS):
+            again: dict[int, list[tuple[Source, Event]]] = {uid: [] for uid in user_ids}
+            fresh = await self._redis("read users", partial(self.state.apply, again))
+            rows: list[Settle | Leave] = [plan_leave(s, *leaves[s.user_id]) for s in fresh]
+            outcome = await self._redis("erase users", partial(self.state.settle_outcome, rows))
+            pending.update(outcome.pending)
+            user_ids = [uid for uid in user_ids if uid in outcome.refused]
+            if not user_ids:
+                return pending
+        raise StateError(
+            f"user(s) {sorted(user_ids)[:10]} could not be erased: "
+            f"another writer changed them {LEAVE_ATTEMPTS} times in a row (segstream reassign "
+            "running over them?); the batch will be retried"
+        )
 
     def _log_truncated(self, letter: Output) -> None:
         headers = read_headers(letter.headers)
