@@ -21,7 +21,7 @@ REPLICA_IDENTITIES: dict[str, str] = {
 
 def prepare_capture(conn: Any, settings: Settings, reader: str | None = None) -> None:
     """Make the publication ``cdc_publication`` publish exactly the four tables of
-    ``cdc_schema``, and let the role ``reader`` (the connector's) SELECT them.
+    ``cdc_schema``, and let the role ``reader`` (the connector's) SELECT them when it exists.
 
     ``conn`` is a psycopg connection of the tables' owner; runs in its own transaction.
     """
@@ -37,7 +37,11 @@ def prepare_capture(conn: Any, settings: Settings, reader: str | None = None) ->
             "ALTER PUBLICATION {} SET TABLE {}" if exists else "CREATE PUBLICATION {} FOR TABLE {}"
         )
         conn.execute(sql.SQL(verb).format(publication, tables))
-        if reader is not None:
+        known = (
+            reader is not None
+            and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,)).fetchone()
+        )
+        if known:
             conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(tables, sql.Identifier(reader)))
 
 
