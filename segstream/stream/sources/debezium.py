@@ -149,7 +149,7 @@ def _timestamp(value: Any, column: str) -> str:
     """A timestamp column as RFC 3339: Debezium writes ``timestamptz`` as an ISO string and
     ``timestamp`` as microseconds since the epoch (``adaptive_time_microseconds``)."""
     if isinstance(value, str):
-        return _check("created_at", value, column)
+        return str(_check("created_at", value, column))
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             moment = datetime.fromtimestamp(value / 1_000_000, UTC)

@@ -193,7 +193,6 @@ class BatchProcessor:
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Process one batch; returns once all its effects are stored and published."""
         started = time.perf_counter()
-        topics = self.topics
         if self.partitions:
             self._check_placement(records)
         source = self.source
