@@ -13,6 +13,8 @@ that exist now (docs/cdc.md, "Each change kind's effect"):
   item belongs to the user of its order); until then it is *held*. Its brand and category
   are its product's, filled in by the worker from the product catalogue
   (:mod:`segstream.stream.state.products`) before the row is applied.
+- :class:`TableTruncated`: the ``orders`` or ``order_items`` table was truncated: the user's
+  rows of it older than the truncate (by log position) are gone.
 - :class:`ProductRefresh`: re-read the product's brand and category for every item of the
   user that names it (a product was created or corrected after the user's items arrived).
 
@@ -31,7 +33,16 @@ import msgspec
 from segstream.stream.domain.events import Event
 from segstream.training.inputs import RULES
 
-__all__ = ["MISSING", "Change", "ItemRow", "OrderRow", "ProductRefresh", "ProductRow"]
+__all__ = [
+    "MISSING",
+    "Change",
+    "ItemRow",
+    "OrderRow",
+    "ProductRefresh",
+    "ProductRow",
+    "TableTruncated",
+    "Truncate",
+]
 
 _ID = RULES["user_id"].msgspec_type()
 
@@ -40,7 +51,7 @@ MISSING: Final = ""
 never counted, as in the SQL's inner join with ``products``."""
 
 
-class OrderRow(msgspec.Struct, frozen=True):
+class OrderRow(msgspec.Struct, frozen=True, tag=True):
     """An ``orders`` row of ``user_id``: present (created, updated, read) or deleted."""
 
     order_id: int
@@ -48,9 +59,12 @@ class OrderRow(msgspec.Struct, frozen=True):
     present: bool
     created_at: str
     """RFC 3339: when the database committed the change (the change's occurred_at)."""
+    lsn: int = 0
+    """The change's position in the database's log (PostgreSQL's LSN, Debezium's
+    ``source.lsn``): what a truncate compares rows with."""
 
 
-class ItemRow(msgspec.Struct, frozen=True):
+class ItemRow(msgspec.Struct, frozen=True, tag=True):
     """An ``order_items`` row routed to ``user_id``: present or deleted.
 
     ``brand`` and ``category`` are :data:`MISSING` until the worker fills them in from the
@@ -65,9 +79,11 @@ class ItemRow(msgspec.Struct, frozen=True):
     created_at: str
     brand: str = MISSING
     category: str = MISSING
+    lsn: int = 0
+    """The change's position in the database's log (see :class:`OrderRow`)."""
 
 
-class ProductRefresh(msgspec.Struct, frozen=True):
+class ProductRefresh(msgspec.Struct, frozen=True, tag=True):
     """Re-derive ``user_id``'s items of ``product_id`` with the product's current values."""
 
     user_id: int
@@ -86,7 +102,27 @@ class ProductRow(msgspec.Struct, frozen=True):
     brand: str
     category: str
     created_at: str
+    lsn: int = 0
+    """The change's position in the database's log (see :class:`OrderRow`)."""
 
 
-Change = Event | OrderRow | ItemRow | ProductRefresh
+class TableTruncated(msgspec.Struct, frozen=True, tag=True):
+    """``table`` (``orders`` or ``order_items``) was truncated at log position ``lsn``: the
+    user's rows of it written before then are gone."""
+
+    user_id: int
+    table: str
+    lsn: int
+    created_at: str
+
+
+class Truncate(msgspec.Struct, frozen=True):
+    """A ``TRUNCATE`` of ``table`` at log position ``lsn``: global, fanned out to the users."""
+
+    table: str
+    lsn: int
+    created_at: str
+
+
+Change = Event | OrderRow | ItemRow | ProductRefresh | TableTruncated
 """Anything a source hands the worker for one user, in that user's order."""

@@ -5,7 +5,8 @@ batch and acknowledges them once :meth:`BatchProcessor.process` has returned, wh
 only after every output of the batch (changes, current segments, dead letters) has been
 acknowledged by the broker. The steps:
 
-1. :func:`parse_batch` (pure) sorts records into valid events grouped by user, in order, and
+1. the source (:mod:`segstream.stream.sources`; :func:`parse_batch` for the JSON topics) sorts
+   records into valid events grouped by user, in order, and
    dead letters, each fitted to the dead-letter topic's size limit (an input near the broker's
    limit plus our headers would otherwise be a record no producer can send, stopping the
    worker); the dead letters are sent at once, in the background of the next steps.
@@ -41,7 +42,7 @@ from typing import Any
 
 from segstream.errors import ReplicaWaitTimeout, StateError
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
-from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
+from segstream.stream.domain.batch import ParsedBatch, RawRecord, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
 from segstream.stream.domain.dead_letters import (
     OFFSET,
@@ -58,6 +59,8 @@ from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.domain.user import Settle, UserState
 from segstream.stream.drift.shared import SharedDrift
 from segstream.stream.kafka.publisher import Sender
+from segstream.stream.sources.base import InputSource
+from segstream.stream.sources.json_topics import JsonTopics
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 
@@ -133,6 +136,8 @@ class BatchProcessor:
         """``SEGSTREAM_UNKNOWN_FIELDS``: ignore (count, log once) or dead-letter unknown fields."""
         self.unknown_log = UnknownFieldLog()
         """Ignored (topic, field) pairs already logged (each is logged once)."""
+        self.source: InputSource = JsonTopics(topics)
+        """Where the records come from and how they become changes (``SEGSTREAM_SOURCE``)."""
 
     def _check_placement(self, records: Sequence[RawRecord]) -> None:
         """Count records off their key's murmur2 partition; log each producer pattern once.
@@ -188,17 +193,18 @@ class BatchProcessor:
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Process one batch; returns once all its effects are stored and published."""
         started = time.perf_counter()
-        topics = self.topics
         if self.partitions:
             self._check_placement(records)
-        parsed = parse_batch(
-            records, topics, self.unknown_fields, max_bytes=self.dead_letter_max_bytes
-        )
+        source = self.source
+        parsed = source.parse(records, self.unknown_fields, max_bytes=self.dead_letter_max_bytes)
         for letter in parsed.truncated:
             self._log_truncated(letter)
         if parsed.unknown:
             self._note_unknown(parsed.unknown)
-        dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
+        # The source's own records (change data capture: routed changes) go with the dead
+        # letters, acknowledged before the batch is.
+        routed = await self._redis("prepare the changes", lambda: source.prepare(parsed))
+        dead = asyncio.ensure_future(self.sender.publish([*parsed.dead_letters, *routed]))
         states: list[UserState] = []
         assigned = published = 0
         try:
@@ -208,6 +214,9 @@ class BatchProcessor:
                 states += done[0]
                 assigned += done[1]
                 published += done[2]
+            late = await self._redis("finish the changes", lambda: source.after_apply(parsed))
+            if late:
+                await self.sender.publish(late)
             await dead
         finally:
             if not dead.done():
