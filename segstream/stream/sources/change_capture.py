@@ -149,7 +149,8 @@ class ChangeCapture:
 
         ``unknown_fields`` does not apply: a row carries every column of its table.
         """
-        batch = ChangeBatch({}, [], [], [], [])  # the truncated letters, then our lists
+        # by_user, dead_letters, reasons, unknown, truncated; our own lists default empty
+        batch = ChangeBatch({}, [], [], [], [])
         for record in records:
             try:
                 decoded = self._decode(record)
