@@ -113,6 +113,8 @@ def parse_batch(
     users_topic = topics.users
     for record in records:
         kind = UserEvent if record.topic == users_topic else OrderEvent
+        event: Event
+        extra: tuple[str, ...]
         try:
             if record.value is None and kind is UserEvent:
                 # A tombstone on users: the user left (segstream forget, the API's forget).

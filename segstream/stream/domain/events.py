@@ -64,6 +64,7 @@ __all__ = [
     "STATUSES",
     "UNKNOWN_FIELDS",
     "Event",
+    "Message",
     "OrderEvent",
     "OrderItem",
     "Source",
@@ -182,6 +183,9 @@ class UserLeft(msgspec.Struct, frozen=True):
     commit time of the delete), the leave event's ``occurred_at``."""
 
 
+Message = UserEvent | OrderEvent
+"""An event decoded from a message body (a user leaving has none: :func:`parse_leave`)."""
+
 Event = UserEvent | OrderEvent | UserLeft
 """A valid input event (a profile, an order, or a user leaving)."""
 
@@ -242,7 +246,7 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 _DECODERS: Final[
-    dict[type[Event], msgspec.json.Decoder[UserEvent] | msgspec.json.Decoder[OrderEvent]]
+    dict[type[Message], msgspec.json.Decoder[UserEvent] | msgspec.json.Decoder[OrderEvent]]
 ] = {
     UserEvent: msgspec.json.Decoder(UserEvent),
     OrderEvent: msgspec.json.Decoder(OrderEvent),
@@ -282,7 +286,7 @@ def _steps(message: str) -> list[str | int] | None:
     return [name if name else int(index) for name, index in _PATH_STEP.findall(found.group(1))]
 
 
-def _rejudge(document: Any, kind: type[Event], message: str) -> Event:
+def _rejudge(document: Any, kind: type[Message], message: str) -> Message:
     """What the input table says of the field msgspec refused (``message``) in ``document``.
 
     Either the field breaks its rule (raises with the table's reason and words), or it is a
@@ -320,8 +324,8 @@ def _rejudge(document: Any, kind: type[Event], message: str) -> Event:
 
 
 def _rejection(
-    raw: bytes, kind: type[Event], exc: msgspec.DecodeError | UnicodeDecodeError
-) -> Event:
+    raw: bytes, kind: type[Message], exc: msgspec.DecodeError | UnicodeDecodeError
+) -> Message:
     """Why msgspec refused ``raw`` (``exc``); the failure path only.
 
     Returns the event after all when the refusal was a whole number written with a fraction
@@ -356,7 +360,7 @@ def _rejection(
 _TOO_DEEP: Final = "an unknown field's value nests too deeply to be read (about 1,000 levels)"
 
 
-def _decode(raw: bytes | None, kind: type[Event]) -> tuple[Event, tuple[str, ...]]:
+def _decode(raw: bytes | None, kind: type[Message]) -> tuple[Message, tuple[str, ...]]:
     """Bytes -> a valid ``kind`` record, no key repeated, and the unknown fields' names.
 
     Raises:
@@ -398,7 +402,7 @@ _ITEM_FIELDS: Final = frozenset(OrderItem.__struct_fields__)
 _ESCAPED_COLONS: Final = (b"\\u003a", b"\\u003A")
 
 
-def _string_colons(event: Event) -> int:
+def _string_colons(event: Message) -> int:
     """``:`` characters in ``event``'s string values."""
     if isinstance(event, UserEvent):
         strings = (event.gender, event.country, event.traffic_source, event.created_at)
@@ -409,7 +413,7 @@ def _string_colons(event: Event) -> int:
     return colons
 
 
-def _unknown_names(document: dict[str, Any], event: Event) -> tuple[str, ...]:
+def _unknown_names(document: dict[str, Any], event: Message) -> tuple[str, ...]:
     """Names of ``document``'s fields that ``event``'s record does not have, first seen first.
 
     An item's field is named ``items[].<name>``.
@@ -422,7 +426,7 @@ def _unknown_names(document: dict[str, Any], event: Event) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _check_keys(raw: bytes, event: Event) -> tuple[str, ...]:
+def _check_keys(raw: bytes, event: Message) -> tuple[str, ...]:
     """The names of the fields of ``raw`` (which decoded into ``event``) that no record has.
 
     Raises ``invalid_value`` if an object of ``raw`` repeats a key.
@@ -480,9 +484,9 @@ def _check_key(key: bytes | None, user_id: int) -> None:
 def parse_event(
     raw: bytes | None,
     key: bytes | None,
-    kind: type[Event],
+    kind: type[Message],
     unknown_fields: UnknownFields = "ignore",
-) -> tuple[Event, tuple[str, ...]]:
+) -> tuple[Message, tuple[str, ...]]:
     """Validate a message (value and key bytes) into a ``kind`` record.
 
     Returns:
