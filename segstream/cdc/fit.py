@@ -178,14 +178,12 @@ async def _topic_problems(settings: Settings) -> list[str]:
             "changes would land on different partition numbers; give them equal counts "
             "(the connector's topic.creation.default.partitions, or kafka-topics --alter)"
         )
+    partitions = [TopicPartition(topics[table], p) for table, n in counts.items() for p in range(n)]
+    if not partitions:
+        return problems
     consumer = kafka_consumer(settings, enable_auto_commit=False)
     try:
         await consumer.start()
-        partitions = [
-            TopicPartition(topics[table], p) for table, n in counts.items() for p in range(n)
-        ]
-        if not partitions:
-            return problems
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.beginning_offsets(partitions)
