@@ -131,8 +131,11 @@ async def _read_all(settings: Settings, topics: list[str], timeout_s: float) -> 
     records: list[Record] = []
     if not partitions:  # the connector has not created the topics yet
         return records
+    # "earliest": an offset reset racing the seek below must not jump to the end.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
@@ -148,8 +151,11 @@ async def _read_all(settings: Settings, topics: list[str], timeout_s: float) -> 
                 for r in got:
                     if r.offset < ends[tp]:
                         records.append(Record(r.topic, r.partition, r.offset, r.key, r.value))
-                    if r.offset + 1 >= ends[tp]:
-                        pending.discard(tp)
+            # By position, not by the last record's offset: offsets the consumer skips
+            # (transaction markers) never come back as records.
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
         assert not pending, f"could not read {pending} to their ends in {timeout_s} s"
     finally:
         await consumer.stop()
