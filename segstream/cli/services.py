@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
             how = f"started in {took:.1f} s" if took is not None else "already running"
             if status.pid is None:
                 continue  # a CDC service of an earlier `up --cdc`, not asked for this time
-            print(f"{mark}{status.name:10} {status.address:28} pid {status.pid}  {how}")
+            print(f"{mark}{status.name:8} {status.address:28} pid {status.pid}  {how}")
         if args.cdc:
             secret = password_file(stack.settings, "postgres")
             port = stack.settings.postgres_port
