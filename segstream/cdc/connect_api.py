@@ -80,17 +80,15 @@ def _validate(settings: Settings, config: dict[str, str]) -> None:
         ServiceError: naming each refused key with Connect's reason.
     """
     plugin = config["connector.class"].rsplit(".", 1)[-1]
-    result = _request(settings, "PUT", f"/connector-plugins/{plugin}/config/validate", config)
+    named = {"name": settings.cdc_connector_name, **config}
+    result = _request(settings, "PUT", f"/connector-plugins/{plugin}/config/validate", named)
     if result is None:
         raise ServiceError(
             f"Kafka Connect at {settings.connect_url} has no {config['connector.class']} on "
             "its plugin path: install Debezium's PostgreSQL connector there (docs/cdc.md)"
         )
-    problems = [
-        f"  {item['value']['name']}: {'; '.join(item['value']['errors'])}"
-        for item in result.get("configs", [])
-        if item["value"].get("errors")
-    ]
+    values = [item.get("value") or {} for item in result.get("configs", [])]
+    problems = [f"  {v['name']}: {'; '.join(v['errors'])}" for v in values if v.get("errors")]
     if problems:
         raise ServiceError(
             f"Kafka Connect refuses the connector configuration {settings.cdc_connector_name!r}:"
@@ -132,7 +130,7 @@ def connector_state(
     settings: Settings, *, wait_s: float = 0.0, interval_s: float = 0.5
 ) -> ConnectorState | None:
     """The connector's state, polled until it runs or failed or ``wait_s`` passed; None when
-    Connect has no such connector.
+    Connect has no such connector (still none after ``wait_s``).
 
     Raises:
         ServiceError: Connect is unreachable.
@@ -141,7 +139,11 @@ def connector_state(
     while True:
         status = _request(settings, "GET", f"/connectors/{settings.cdc_connector_name}/status")
         if status is None:
-            return None
+            # Just after a PUT the worker may not have read the config back from its topic.
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(interval_s)
+            continue
         tasks = status.get("tasks", [])
         traces = [t.get("trace", "") for t in [status["connector"], *tasks] if t.get("trace")]
         state = ConnectorState(

@@ -178,14 +178,13 @@ async def _topic_problems(settings: Settings) -> list[str]:
             "changes would land on different partition numbers; give them equal counts "
             "(the connector's topic.creation.default.partitions, or kafka-topics --alter)"
         )
-    consumer = kafka_consumer(settings, enable_auto_commit=False)
+    partitions = [TopicPartition(topics[table], p) for table, n in counts.items() for p in range(n)]
+    if not partitions:
+        return problems
+    # "earliest": an offset reset racing the seeks below reads more, never nothing.
+    consumer = kafka_consumer(settings, enable_auto_commit=False, auto_offset_reset="earliest")
     try:
         await consumer.start()
-        partitions = [
-            TopicPartition(topics[table], p) for table, n in counts.items() for p in range(n)
-        ]
-        if not partitions:
-            return problems
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.beginning_offsets(partitions)
@@ -210,8 +209,10 @@ async def _topic_problems(settings: Settings) -> list[str]:
                             "connector's message.key.columns and ReplaceField$Key transform, "
                             "see `segstream cdc connector`)"
                         )
-                    if record.offset + 1 >= wanted[tp]:
-                        wanted.pop(tp, None)
+            # By position: offsets the consumer skips (transaction markers) are no records.
+            for tp in list(wanted):
+                if await consumer.position(tp) >= wanted[tp]:
+                    wanted.pop(tp)
     except KafkaError as exc:
         raise ServiceError(f"cannot read the change topics: {exc}") from exc
     finally:

@@ -120,7 +120,16 @@ class Shop:
 
         A kind that finds nothing to change (no order to move) is counted as ``skipped``.
         """
-        kind = self._kinds[int(self.rng.choice(len(self._kinds), p=self._p))]
+        return self.make(self._kinds[int(self.rng.choice(len(self._kinds), p=self._p))])
+
+    def make(self, kind: str) -> Step:
+        """Make one change of ``kind`` (a key of :data:`MIX`), in one transaction.
+
+        Raises:
+            DataError: ``kind`` is not a kind of change.
+        """
+        if kind not in MIX:
+            raise DataError(f"no kind of change {kind!r}: one of {', '.join(MIX)}")
         action: Callable[[], str | None] = getattr(self, f"_{kind}")
         with self.conn.transaction():
             detail = action()

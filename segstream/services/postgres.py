@@ -20,6 +20,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -30,7 +31,14 @@ from segstream.services.credentials import password
 from segstream.services.process import LocalServer
 from segstream.settings import Settings
 
-__all__ = ["CDC_ROLE", "DATABASE", "SUPERUSER", "PostgresServer", "postgres_bin_dir"]
+__all__ = [
+    "CDC_ROLE",
+    "DATABASE",
+    "SUPERUSER",
+    "PostgresServer",
+    "grant_statements",
+    "postgres_bin_dir",
+]
 
 SUPERUSER = "segstream"
 """The cluster's superuser, owner of the ``shop`` database and of the tables in it."""
@@ -76,6 +84,9 @@ class PostgresServer(LocalServer):
     port_settings = "another port with SEGSTREAM_POSTGRES_PORT"
     start_timeout_s = 60.0
     stop_timeout_s = 30.0
+    # SIGTERM is PostgreSQL's "smart" shutdown, which waits for every client to leave (a
+    # replication connection never does); SIGINT is its "fast" one: roll back, then exit.
+    stop_signal = signal.SIGINT
 
     def ports(self) -> tuple[int, ...]:
         """The one client port."""
@@ -253,10 +264,8 @@ class PostgresServer(LocalServer):
         from psycopg import sql
 
         assert isinstance(conn, psycopg.Connection)
-        if (
-            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
-            is None
-        ):
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        if found.fetchone() is None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
         secret = password(self.settings, "postgres-cdc")
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (CDC_ROLE,)).fetchone()
@@ -266,11 +275,9 @@ class PostgresServer(LocalServer):
                 sql.SQL(verb), sql.Identifier(CDC_ROLE), sql.Literal(secret)
             )
         )
-        conn.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                sql.Identifier(DATABASE), sql.Identifier(CDC_ROLE)
-            )
-        )
+        server, shop = grant_statements(self.settings.cdc_schema)
+        for statement in server:
+            conn.execute(statement)
         with psycopg.connect(
             host="127.0.0.1",
             port=self.settings.postgres_port,
@@ -278,16 +285,24 @@ class PostgresServer(LocalServer):
             password=password(self.settings, "postgres"),
             dbname=DATABASE,
             autocommit=True,
-        ) as shop:
-            schema, role = sql.Identifier(self.settings.cdc_schema), sql.Identifier(CDC_ROLE)
-            shop.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-            shop.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
-            # The snapshot SELECTs every captured table: today's and those created later.
-            shop.execute(
-                sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(schema, role)
-            )
-            shop.execute(
-                sql.SQL(
-                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}"
-                ).format(sql.Identifier(SUPERUSER), schema, role)
-            )
+        ) as database:
+            for statement in shop:
+                database.execute(statement)
+
+
+def grant_statements(schema: str) -> tuple[list[str], list[str]]:
+    """What the replication role is given: statements run in any database of the server, and
+    statements run in the ``shop`` database (docker-compose's init script runs the same; a
+    unit test compares them)."""
+    role, owner, database = f'"{CDC_ROLE}"', f'"{SUPERUSER}"', f'"{DATABASE}"'
+    quoted = '"' + schema.replace('"', '""') + '"'
+    server = [f"GRANT CONNECT ON DATABASE {database} TO {role}"]
+    shop = [
+        f"CREATE SCHEMA IF NOT EXISTS {quoted}",
+        f"GRANT USAGE ON SCHEMA {quoted} TO {role}",
+        # The snapshot SELECTs every captured table: today's and those created later.
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {quoted} TO {role}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {quoted} "
+        f"GRANT SELECT ON TABLES TO {role}",
+    ]
+    return server, shop

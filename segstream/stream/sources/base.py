@@ -34,6 +34,12 @@ class InputSource(Protocol):
         """The topics the worker consumes, all co-partitioned by user."""
         ...
 
+    @property
+    def user_keyed(self) -> tuple[str, ...]:
+        """The input topics keyed by user, whose records must sit on their key's partition
+        (the misplaced-record check, ``segstream_misplaced_records_total``)."""
+        ...
+
     def parse(
         self,
         records: Sequence[RawRecord],

@@ -131,6 +131,11 @@ class ChangeCapture:
     def inputs(self) -> tuple[str, ...]:
         return self.topics.inputs
 
+    @property
+    def user_keyed(self) -> tuple[str, ...]:
+        """Every input topic but products' (keyed by product: any partition will do)."""
+        return tuple(topic for topic in self.topics.inputs if topic != self.topics.products)
+
     def _decode(self, record: RawRecord) -> Decoded | None:
         if record.topic == self.topics.routed:
             return Decoded([decode_routed(record.value, record.key)])
@@ -149,7 +154,8 @@ class ChangeCapture:
 
         ``unknown_fields`` does not apply: a row carries every column of its table.
         """
-        batch = ChangeBatch({}, [], [], [], [])  # the truncated letters, then our lists
+        # by_user, dead_letters, reasons, unknown, truncated; our own lists default empty
+        batch = ChangeBatch({}, [], [], [], [])
         for record in records:
             try:
                 decoded = self._decode(record)

@@ -40,6 +40,7 @@ from typing import Any, Final
 
 import msgspec
 
+from segstream.cdc.connector import TABLES, table_topics
 from segstream.errors import EventError, InputError
 from segstream.settings import Settings
 from segstream.stream.domain.events import MAX_EVENT_BYTES, UserEvent, UserLeft
@@ -55,15 +56,11 @@ from segstream.training.inputs import RULES
 
 __all__ = [
     "CDC_REASONS",
-    "TABLES",
     "ChangeTopics",
     "Decoded",
     "decode_change",
     "user_change_key",
 ]
-
-TABLES: Final = ("users", "orders", "order_items", "products")
-"""The captured tables: thelook's."""
 
 CDC_REASONS: Final = ("bad_envelope", "unknown_table", "unsupported_change")
 """Reason codes of change events beyond the JSON events' own (``events.REASONS``)."""
@@ -84,12 +81,12 @@ class ChangeTopics:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChangeTopics:
-        prefix = f"{settings.cdc_topic_prefix}.{settings.cdc_schema}."
+        topics = table_topics(settings)  # the connector's naming, one definition
         return cls(
-            users=prefix + "users",
-            orders=prefix + "orders",
-            order_items=prefix + "order_items",
-            products=prefix + "products",
+            users=topics["users"],
+            orders=topics["orders"],
+            order_items=topics["order_items"],
+            products=topics["products"],
             routed=settings.topic_rederive,
         )
 

@@ -27,6 +27,10 @@ class JsonTopics:
     def inputs(self) -> tuple[str, ...]:
         return (self.topics.users, self.topics.orders)
 
+    @property
+    def user_keyed(self) -> tuple[str, ...]:
+        return self.inputs
+
     def parse(
         self,
         records: Sequence[RawRecord],

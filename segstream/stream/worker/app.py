@@ -324,11 +324,10 @@ def create_app(
         processor.metrics = observer
         processor.unknown_fields = settings.unknown_fields
         processor.source = build_source(settings, client)
-        if settings.source == "json":
-            processor.partitions = {
-                topic: len(await partitions_of(settings, topic))
-                for topic in (topics.users, topics.orders)
-            }
+        processor.partitions = {
+            topic: len(await partitions_of(settings, topic))
+            for topic in processor.source.user_keyed
+        }
         parts = WorkerParts(settings, assigner, client, processor, watchdog)
         stops = [await extension(parts) for extension in extensions]
         app.segstream_processor = processor  # type: ignore[attr-defined]  # for status/bench

@@ -244,6 +244,23 @@ class TestTruncates:
         state = pipe.one(TOPICS.order_items, ItemRow(102, 10, 7, 1, True, AT, lsn=9))[7]
         assert features(state) == (1, "Zara", "Jeans")
 
+    def test_a_truncate_of_products_uncounts_their_lines_until_they_come_back(
+        self, pipe: Pipeline
+    ) -> None:
+        pipe.one(TOPICS.products, ProductRow(1, True, "Zara", "Jeans", AT, lsn=2))
+        pipe.one(TOPICS.orders, order(10, 7))
+        pipe.one(TOPICS.order_items, item(100, 10, 7, 1))
+        assert features(pipe.read(7)) == (1, "Zara", "Jeans")
+        pipe.one(TOPICS.products, Truncate("products", 5, AT))
+        pipe.drain_routed()
+        assert features(pipe.read(7)) == (1, None, None)
+        pipe.one(TOPICS.products, ProductRow(1, True, "Zara", "Tops", AT, lsn=3))  # too old
+        pipe.drain_routed()
+        assert features(pipe.read(7)) == (1, None, None)
+        pipe.one(TOPICS.products, ProductRow(1, True, "Zara", "Tops", AT, lsn=6))
+        pipe.drain_routed()
+        assert features(pipe.read(7)) == (1, "Zara", "Tops")
+
     def test_a_truncate_of_orders_holds_their_lines_again(self, pipe: Pipeline) -> None:
         pipe.one(TOPICS.products, product(1, "Zara"))
         pipe.one(TOPICS.orders, OrderRow(10, 7, True, AT, lsn=3))

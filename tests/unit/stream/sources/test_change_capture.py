@@ -273,3 +273,9 @@ class TestRoutedChanges:
             decode_routed(record.value, user_change_key(3))
         with pytest.raises(EventError):
             decode_routed(b'{"type":"Nope"}', record.key)
+
+
+def test_every_input_but_products_is_checked_for_misplaced_records() -> None:
+    source = ChangeCapture(TOPICS, "dead", None)
+    assert source.inputs == (*source.user_keyed[:3], TOPICS.products, TOPICS.routed)
+    assert TOPICS.products not in source.user_keyed and TOPICS.routed in source.user_keyed
