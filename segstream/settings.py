@@ -138,6 +138,16 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     """Address the HTTP side binds to; loopback unless you mean to expose it (containers)."""
 
+    source: Literal["json", "cdc"] = "json"
+    """Where the worker's input comes from: ``json``, segstream's own events on
+    ``topic_users`` and ``topic_orders``; or ``cdc``, Debezium's change events of the shop's
+    PostgreSQL tables (``<cdc_topic_prefix>.<cdc_schema>.<table>``, see docs/cdc.md)."""
+
+    topic_rederive: str = "segstream-rederive"
+    """``source=cdc``: internal topic, co-partitioned with the change topics and keyed like
+    them, carrying one record per buyer of a corrected product so that the worker owning the
+    buyer re-derives their brand and category (docs/cdc.md)."""
+
     unknown_fields: Literal["ignore", "dead_letter"] = "ignore"
     """An input field no event has (``email`` in a profile): ``ignore`` it, counted
     (``segstream_unknown_fields_total``) and logged once per field, or ``dead_letter`` the

@@ -85,8 +85,18 @@ def _bench_populations(args: argparse.Namespace) -> int:
     return code
 
 
+def _bench_correction(args: argparse.Namespace) -> int:
+    bench = benchmark("correction")
+    return int(
+        bench.run_correction_bench(
+            load_settings(), args.users, args.lines, args.products, args.batch
+        )
+    )
+
+
 def add_commands(sub: SubParsers) -> None:
-    """Register ``bench training``, ``stream``, ``ops``, ``populations`` and ``drift``."""
+    """Register ``bench training``, ``stream``, ``ops``, ``populations``, ``drift`` and
+    ``correction``."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     targets = add_verbs(bench, "bench_target", "TARGET")
     p = targets.add_parser(
@@ -169,3 +179,13 @@ def add_commands(sub: SubParsers) -> None:
     )
     p.add_argument("--repeat", type=int, default=15, metavar="N", help="calls timed per figure")
     p.set_defaults(handler=_bench_drift)
+    p = targets.add_parser(
+        "correction",
+        help="what one product correction costs with SEGSTREAM_SOURCE=cdc (fan-out to its "
+        "buyers, their re-derivation), on the configured Redis",
+    )
+    p.add_argument("--users", type=int, default=100_000, metavar="N", help="users to write")
+    p.add_argument("--lines", type=int, default=3, metavar="N", help="order lines per user")
+    p.add_argument("--products", type=int, default=1_000, metavar="N", help="catalogue size")
+    p.add_argument("--batch", type=int, default=2_000, metavar="N", help="users per apply call")
+    p.set_defaults(handler=_bench_correction)

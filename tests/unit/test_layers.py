@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segstream.stream.clients",),
     ("segstream.stream.kafka", "segstream.stream.state", "segstream.cdc"),
     ("segstream.stream.drift",),
+    ("segstream.stream.sources",),
     ("segstream.stream.worker",),
     ("segstream.stream.http", "segstream.stream.lifecycle"),
     ("segstream.stream.service",),

@@ -21,6 +21,9 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("hset", "inside the scripts"),
     ("exists", "inside the scripts: a new user counted in the populations"),
     ("hsetnx", "inside apply.lua"),
+    ("hexists", "inside apply.lua: is an order line's order row the user's (change capture)"),
+    ("sadd", "a product's buyers (change capture's product catalogue)"),
+    ("smembers", "a corrected product's buyers, to re-derive them (change capture)"),
     ("hincrby", "inside the scripts (counters, fences, drift version)"),
     ("hkeys", "inside the scripts: the order-id window, drift's sweep; `drift show`'s epochs"),
     ("hdel", "inside the scripts: forgotten order ids, expired drift writers and epochs"),
@@ -32,7 +35,7 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("time", "the server's clock, inside the scripts"),
     ("scan", "`reassign`, namespace drop, `segstream populations --recount`"),
     ("unlink", "dropping an app's keys (`segstream demo` reset, the bench's clean-up)"),
-    ("del", "`segstream populations --recount`"),
+    ("del", "`segstream populations --recount`; a user leaving (`settle`'s erasure)"),
     ("memory|usage", "`segstream bench stream`'s bytes per user only"),
 )
 """``(command, why)`` for every command segstream sends; lower-case, as ACL rules spell them."""
