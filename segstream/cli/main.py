@@ -29,6 +29,7 @@ _AREAS = (
     "segstream.cli.stream",
     "segstream.cli.ops",
     "segstream.cli.lifecycle",
+    "segstream.cli.delivery",
     "segstream.cli.bench",
 )
 """The modules that register verbs, in the order ``segstream --help`` lists them."""
