@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segstream.stream.kafka", "segstream.stream.state"),
     ("segstream.stream.drift",),
     ("segstream.stream.worker",),
-    ("segstream.stream.http", "segstream.stream.lifecycle"),
+    ("segstream.stream.http", "segstream.stream.lifecycle", "segstream.stream.delivery"),
     ("segstream.stream.service",),
     ("segstream.stream.main", "segstream.services"),
     ("segstream.cli",),
