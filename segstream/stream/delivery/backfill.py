@@ -49,6 +49,9 @@ __all__ = ["BackfillReport", "backfill", "current_segments"]
 
 log = logging.getLogger(__name__)
 _USER = re.compile(rb"\{u:(\d+)\}$")
+CHANGES_FIELD = b"cs"
+"""The user hash's count of changes queued so far (``state/lua/apply.lua``): the sequence of
+the user's last change."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,16 @@ async def current_segments(settings: Settings) -> AsyncIterator[DeliveryEvent]:
             user_id = int(match.group(1))
             fields, pending = await state.read_user(user_id)
             user = stored_user(user_id, fields, pending)
-            if user is None or user.state.segment is None or user.state.changes < 1:
+            if user is None or user.state.segment is None:
+                continue  # seen, never assigned: no change yet, nothing to send
+            # The user's change count, written with the segment by the same script.
+            count = fields.get(CHANGES_FIELD)
+            if count is None or int(count) < 1:
+                log.warning("user %d has a segment but no change count; not backfilled", user_id)
                 continue
             yield snapshot_event(
                 user_id,
-                user.state.changes,
+                int(count),
                 user.state.segment,
                 user.state.model_version or "",
                 user.updated_at or "",

@@ -59,3 +59,14 @@ def test_the_body_lists_events_in_order_and_the_key_follows_them() -> None:
 def test_a_snapshot_is_keyed_by_user_and_sequence() -> None:
     event = snapshot_event(7, 3, 2, "v1", "2024-01-01T00:00:00Z")
     assert (event.kind, event.idempotency_key) == ("snapshot", "snapshot-7-3")
+
+
+def test_bodies_match_the_published_json_schema() -> None:
+    import jsonschema
+
+    from segstream.stream.domain.events import load_schema
+
+    events = [change_event(_change(1, 0)), snapshot_event(7, 3, 2, "v1", "2024-01-01T00:00:00Z")]
+    jsonschema.Draft202012Validator(load_schema("delivery_batch")).validate(
+        json.loads(batch_body(events))
+    )
