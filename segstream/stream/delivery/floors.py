@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from segstream.settings import Settings
 from segstream.stream.state.keys import state_prefix
 
-__all__ = ["floor_key", "read_floors", "write_floors"]
+__all__ = ["drop_floors", "floor_key", "read_floors", "write_floors"]
 
 _CHUNK = 1_000
 
@@ -39,3 +39,10 @@ async def write_floors(client: Redis, key: str, floors: Mapping[int, int]) -> No
     items = list(floors.items())
     for start in range(0, len(items), _CHUNK):
         await client.hset(key, mapping=dict(items[start : start + _CHUNK]))
+
+
+async def drop_floors(client: Redis, key: str, user_ids: Iterable[int]) -> None:
+    """Forget the floors of ``user_ids`` (users who left: a new life is numbered from 1)."""
+    users = sorted(set(user_ids))
+    if users:
+        await client.hdel(key, *users)

@@ -30,7 +30,7 @@ from segstream.stream.clients.kafka import consumer as kafka_consumer
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, retry
 from segstream.stream.delivery.config import Destination
 from segstream.stream.delivery.dead_letters import encode_dead_letter
-from segstream.stream.delivery.floors import floor_key, read_floors
+from segstream.stream.delivery.floors import drop_floors, floor_key, read_floors
 from segstream.stream.delivery.metrics import DeliveryMetrics
 from segstream.stream.delivery.ordering import above_floor, next_offsets
 from segstream.stream.delivery.payload import DeliveryEvent, change_event
@@ -197,6 +197,15 @@ class DestinationLoop:
                 self._producer, self.settings, name, [(e, e.raw) for e in events], outcome
             )
             self.dead_lettered += len(events)
+        left = [e.user_id for e in events if e.kind == "user_left"]
+        if left:
+            # Before the commit: a crash in between re-sends the batch, never skips a change.
+            await retry(
+                lambda: drop_floors(self._redis, self._floor_key, left),
+                what=f"dropping the floors of users who left, destination {name}",
+                transient=REDIS_TRANSIENT,
+                max_delay_s=10.0,
+            )
         return events, outcome
 
     async def _backlog(self, consumer: AIOKafkaConsumer) -> None:

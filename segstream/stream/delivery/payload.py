@@ -1,7 +1,9 @@
 """What a destination receives: delivery events and the JSON body of one POST (pure).
 
 A body is ``{"events": [event, ...]}`` (``schemas/delivery_batch.json``), events in the order
-they must be applied. Every event carries its ``idempotency_key``: a live change's is its
+they must be applied. ``kind`` is ``segment_change``, ``snapshot`` (backfill) or ``user_left``
+(the user was erased: ``segment`` null; their next event, if any, starts again at sequence 1).
+Every event carries its ``idempotency_key``: a live change's is its
 ``event_id`` (the same on every re-send, see :mod:`segstream.stream.domain.changes`), a backfill
 snapshot's is ``snapshot-<user_id>-<sequence>``. The ``Idempotency-Key`` header of a POST is a
 digest of its events' keys: the same batch re-sent carries the same header, but batches are not
@@ -28,7 +30,7 @@ __all__ = [
     "snapshot_event",
 ]
 
-EventKind = Literal["segment_change", "snapshot"]
+EventKind = Literal["segment_change", "snapshot", "user_left"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,10 @@ class DeliveryEvent:
     idempotency_key: str
     user_id: int
     sequence: int
-    segment: int
+    segment: int | None
+    """None for ``user_left`` only."""
     previous_segment: int | None
-    model_version: str
+    model_version: str | None
     occurred_at: str
     raw: bytes = b""
 
@@ -73,6 +76,20 @@ def change_event(value: bytes) -> DeliveryEvent:
     if not isinstance(document, dict):
         raise ValueError("not a JSON object")
     try:
+        if document.get("left") is True:
+            # The user left (schemas/segment_left.json): their numbering ends here, and a
+            # later event of theirs starts it again from 1.
+            return DeliveryEvent(
+                kind="user_left",
+                idempotency_key=str(document["event_id"]),
+                user_id=int(document["user_id"]),
+                sequence=int(document["sequence"]),
+                segment=None,
+                previous_segment=document.get("previous_segment"),
+                model_version=document.get("model_version"),
+                occurred_at=str(document["occurred_at"]),
+                raw=value,
+            )
         return DeliveryEvent(
             kind="segment_change",
             idempotency_key=str(document["event_id"]),

@@ -27,7 +27,11 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("hsetnx", "inside apply.lua"),
     ("hincrby", "inside the scripts (counters, fences, drift version)"),
     ("hkeys", "inside the scripts: the order-id window, drift's sweep; `drift show`'s epochs"),
-    ("hdel", "inside the scripts: forgotten order ids, expired drift writers and epochs"),
+    (
+        "hdel",
+        "inside the scripts: forgotten order ids, expired drift writers and epochs; "
+        "`segstream deliver` dropping the floor of a user who left",
+    ),
     ("rpush", "the outbox, inside settle.lua"),
     ("llen", "the outbox, inside the scripts"),
     ("lrange", "the outbox: inside the scripts, `GET /users/{id}`"),

@@ -70,3 +70,32 @@ def test_bodies_match_the_published_json_schema() -> None:
     jsonschema.Draft202012Validator(load_schema("delivery_batch")).validate(
         json.loads(batch_body(events))
     )
+
+
+def test_a_leave_becomes_a_user_left_event_without_a_segment() -> None:
+    raw = json.dumps(
+        {
+            "event_id": "e" * 32,
+            "user_id": 7,
+            "sequence": 4,
+            "left": True,
+            "previous_segment": 2,
+            "model_version": "v1",
+            "occurred_at": "2024-01-02T00:00:00Z",
+            "source": {"topic": "users", "partition": 0, "offset": 9},
+        }
+    ).encode()
+    event = change_event(raw)
+    assert (event.kind, event.sequence, event.segment, event.previous_segment) == (
+        "user_left",
+        4,
+        None,
+        2,
+    )
+    import jsonschema
+
+    from segstream.stream.domain.events import load_schema
+
+    jsonschema.Draft202012Validator(load_schema("delivery_batch")).validate(
+        json.loads(batch_body([event]))
+    )
