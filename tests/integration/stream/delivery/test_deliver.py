@@ -51,7 +51,12 @@ def test_each_destination_gets_every_change_in_order_through_failures_a_kill_and
             {
                 "fast": FAST,
                 "flaky": {**FAST, "timeout_s": 1.0, "max_attempts": 20, **RETRYING},
-                "down": {**FAST, "max_attempts": 100, "backoff_first_s": 0.2, "backoff_max_s": 1.0},
+                "down": {
+                    **FAST,
+                    "max_attempts": 100,
+                    "backoff_first_s": 0.5,
+                    "backoff_max_s": 10.0,
+                },
                 "reject": {**FAST, "max_attempts": 3, **RETRYING},
             },
         )
