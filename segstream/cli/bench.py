@@ -12,6 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import TypeAlias
 
 from rich.console import Console
 
@@ -21,7 +22,7 @@ from segstream.settings import load_settings
 
 __all__ = ["add_commands"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def benchmark(name: str) -> ModuleType:
@@ -55,19 +56,24 @@ def _bench_training(args: argparse.Namespace) -> int:
 
 
 def _bench_stream(args: argparse.Namespace) -> int:
-    return benchmark("stream").run_stream_bench(load_settings(), args)
+    code: int = benchmark("stream").run_stream_bench(load_settings(), args)
+    return code
 
 
 def _bench_ops(args: argparse.Namespace) -> int:
     if args.users < 1 or args.requests < 4:
         raise ConfigError("--users must be at least 1 and --requests at least 4")
-    return benchmark("ops").run_ops_bench(load_settings(), args.users, args.requests)
+    code: int = benchmark("ops").run_ops_bench(load_settings(), args.users, args.requests)
+    return code
 
 
 def _bench_drift(args: argparse.Namespace) -> int:
     if args.users < 1 or args.epochs < 1 or args.repeat < 1:
         raise ConfigError("--users, --epochs and --repeat must be at least 1")
-    return benchmark("drift").run_drift_bench(load_settings(), args.users, args.epochs, args.repeat)
+    code: int = benchmark("drift").run_drift_bench(
+        load_settings(), args.users, args.epochs, args.repeat
+    )
+    return code
 
 
 def _bench_deliver(args: argparse.Namespace) -> int:
@@ -79,13 +85,24 @@ def _bench_deliver(args: argparse.Namespace) -> int:
 def _bench_populations(args: argparse.Namespace) -> int:
     if args.users < 10 or args.reads < 1 or args.scan_runs < 1:
         raise ConfigError("--users must be at least 10, --reads and --scan-runs at least 1")
-    return benchmark("populations").run_populations_bench(
+    code: int = benchmark("populations").run_populations_bench(
         load_settings(), args.users, args.reads, args.scan_runs
+    )
+    return code
+
+
+def _bench_correction(args: argparse.Namespace) -> int:
+    bench = benchmark("correction")
+    return int(
+        bench.run_correction_bench(
+            load_settings(), args.users, args.lines, args.products, args.batch
+        )
     )
 
 
 def add_commands(sub: SubParsers) -> None:
-    """Register ``bench training``, ``stream``, ``ops``, ``populations`` and ``drift``."""
+    """Register ``bench training``, ``stream``, ``ops``, ``populations``, ``drift`` and
+    ``correction``."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     targets = add_verbs(bench, "bench_target", "TARGET")
     p = targets.add_parser(
@@ -178,3 +195,13 @@ def add_commands(sub: SubParsers) -> None:
     )
     p.add_argument("--repeat", type=int, default=15, metavar="N", help="calls timed per figure")
     p.set_defaults(handler=_bench_drift)
+    p = targets.add_parser(
+        "correction",
+        help="what one product correction costs with SEGSTREAM_SOURCE=cdc (fan-out to its "
+        "buyers, their re-derivation), on the configured Redis",
+    )
+    p.add_argument("--users", type=int, default=100_000, metavar="N", help="users to write")
+    p.add_argument("--lines", type=int, default=3, metavar="N", help="order lines per user")
+    p.add_argument("--products", type=int, default=1_000, metavar="N", help="catalogue size")
+    p.add_argument("--batch", type=int, default=2_000, metavar="N", help="users per apply call")
+    p.set_defaults(handler=_bench_correction)

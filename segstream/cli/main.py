@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from segstream.errors import SegstreamError
 from segstream.logs import configure_logging
@@ -16,9 +16,9 @@ from segstream.settings import load_settings, settings_table
 
 __all__ = ["HelpFormatter", "Parser", "add_verbs", "build_parser", "config_markdown", "main"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-_VERBS = ("command", "bench_target", "drift_command")
+_VERBS = ("command", "bench_target", "drift_command", "cdc_command")
 """Namespace attributes that hold a (sub-)command's name, for the prefix of error messages."""
 
 
@@ -27,6 +27,7 @@ _AREAS = (
     "segstream.cli.demo",
     "segstream.cli.training",
     "segstream.cli.stream",
+    "segstream.cli.cdc",
     "segstream.cli.ops",
     "segstream.cli.lifecycle",
     "segstream.cli.delivery",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from rich.console import Console
 from rich.markup import escape
@@ -35,10 +35,11 @@ from segstream.settings import load_settings
 if TYPE_CHECKING:
     from segstream.training.artifact import Model
     from segstream.training.data import DataSource
+    from segstream.training.generate import Tables
 
 __all__ = ["PREDICT_OPTIONS", "add_commands", "predict_row"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _k_value(text: str) -> int | None:
@@ -79,6 +80,14 @@ def _source(args: argparse.Namespace) -> DataSource | None:
         return None
     source = DataSource.from_args(args.data, args.db)
     feature_sql(source.dialect())  # an unsupported database is refused before any work
+    return source
+
+
+def _required_source(args: argparse.Namespace) -> DataSource:
+    """:func:`_source` of a verb whose parser requires ``--data`` or ``--db``."""
+    source = _source(args)
+    if source is None:
+        raise ConfigError("give the input tables: --data DIR or --db URL")
     return source
 
 
@@ -151,18 +160,55 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from segstream.training.generate import generate_tables, load_catalogue, write_tables
+    from segstream.training.generate import (
+        generate_catalogue,
+        generate_tables,
+        load_catalogue,
+        write_tables,
+    )
 
-    out = _checked_dir(args.out)
+    if (args.out is None) == (args.db is None):
+        raise ConfigError("give one of --out DIR (Parquet files) or --db URL (PostgreSQL)")
+    if args.catalogue_size < 1:
+        raise ConfigError("--catalogue-size must be at least 1")
+    out = _checked_dir(args.out) if args.out is not None else None
     started = time.perf_counter()
-    catalogue = load_catalogue(Path(args.products)) if args.products else None
+    if args.products:
+        catalogue = load_catalogue(Path(args.products))
+    else:
+        catalogue = generate_catalogue(args.seed, args.catalogue_size)
     tables = generate_tables(args.users, args.seed, catalogue)
-    paths = write_tables(tables, out)
+    if out is not None:
+        paths = write_tables(tables, out)
+        for name, path in paths.items():
+            print(f"{getattr(tables, name).num_rows:>10,} rows  {path}")
+    else:
+        _generate_database(args, tables)
     elapsed = time.perf_counter() - started
-    for name, path in paths.items():
-        print(f"{getattr(tables, name).num_rows:>10,} rows  {path}")
     print(f"generated {args.users:,} users in {elapsed:.1f}s (seed {args.seed})")
     return 0
+
+
+def _generate_database(args: argparse.Namespace, tables: Tables) -> None:
+    """The database sink: the tables, then the publication change data capture reads."""
+    from urllib.parse import urlsplit
+
+    from segstream.cdc.database import prepare_capture
+    from segstream.training.postgres_sink import connect, write_database
+
+    settings = load_settings()
+    counts = write_database(tables, args.db, settings.cdc_schema, replace=args.replace)
+    with connect(args.db, autocommit=True) as conn:
+        prepare_capture(conn, settings, urlsplit(settings.cdc_database_url).username)
+    where = urlsplit(args.db)
+    for name, rows in counts.items():
+        print(
+            f"{rows:>10,} rows  {where.hostname}:{where.port or 5432}{where.path}"
+            f"  {settings.cdc_schema}.{name}"
+        )
+    print(
+        f"publication {settings.cdc_publication} publishes the four tables (REPLICA IDENTITY FULL)"
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -178,7 +224,7 @@ def _train(args: argparse.Namespace) -> int:
     previous = Path(args.previous) if args.previous else None
     with _progress() as progress:
         outcome = train_to_directory(
-            _source(args), models_dir, config, progress, previous, not args.no_align
+            _required_source(args), models_dir, config, progress, previous, not args.no_align
         )
     model = outcome.result.model
     console = Console()
@@ -232,7 +278,7 @@ def _assign(args: argparse.Namespace) -> int:
     model = load_model(_model_path(args))
     drifted = _drift_models(args, model) if args.with_drift else None
     started = time.perf_counter()
-    features = read_features(_source(args))
+    features = read_features(_required_source(args))
     if drifted is None:
         frame = assign_frame(model, features)
         using = f"model {model.version}"
@@ -334,11 +380,30 @@ def add_commands(sub: SubParsers) -> None:
     p = sub.add_parser(
         "generate", help="write thelook-shaped users/orders/order_items/products Parquet files"
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the tables into")
+    p.add_argument("--out", metavar="DIR", help="directory to write the tables into (Parquet)")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="write the tables into this PostgreSQL database instead (postgresql://user:pw@"
+        "host:port/db), in schema SEGSTREAM_CDC_SCHEMA, REPLICA IDENTITY FULL, with the "
+        "publication SEGSTREAM_CDC_PUBLICATION (see docs/cdc.md)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="--db: drop the four tables first when they exist (otherwise refused)",
+    )
     p.add_argument("--users", type=int, default=100_000, metavar="N", help="number of users")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     p.add_argument(
         "--products", metavar="PATH", help="a real thelook products.parquet to use as the catalogue"
+    )
+    p.add_argument(
+        "--catalogue-size",
+        type=int,
+        default=29_120,
+        metavar="N",
+        help="products in the generated catalogue (without --products)",
     )
     p.set_defaults(handler=_generate)
 

@@ -1,16 +1,23 @@
-"""The local stack as one unit: Kafka and Redis started, checked and stopped together."""
+"""The local stack as one unit: Kafka and Redis (and, for change data capture, PostgreSQL and
+Kafka Connect with Debezium) started, checked and stopped together."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 from segstream.errors import ServiceError
+from segstream.services.connect import ConnectWorker, debezium_version
 from segstream.services.kafka import KafkaBroker, kafka_version
 from segstream.services.kafka_cluster import KafkaCluster
+from segstream.services.postgres import PostgresServer
 from segstream.services.redis import RedisServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.settings import Settings
+
+_Single = TypeVar("_Single", KafkaBroker, RedisServer)
+_Nodes = TypeVar("_Nodes", KafkaCluster, RedisCluster)
 
 __all__ = ["ServiceStatus", "Stack"]
 
@@ -37,6 +44,12 @@ class Stack:
         self.secure = secure
         self.kafka = KafkaBroker(settings, secure=secure)
         self.redis = RedisServer(settings, secure=secure)
+        self.postgres = PostgresServer(settings)
+        self.connect = ConnectWorker(settings)
+
+    def cdc_used(self) -> bool:
+        """Whether the change-data-capture services were ever started in this data dir."""
+        return self.postgres.home.exists() or self.connect.home.exists()
 
     @property
     def client(self) -> Settings:
@@ -48,8 +61,13 @@ class Stack:
             }
         )
 
-    def up(self, *, kafka_brokers: int = 1, redis_cluster: bool = False) -> dict[str, float | None]:
+    def up(
+        self, *, kafka_brokers: int = 1, redis_cluster: bool = False, cdc: bool = False
+    ) -> dict[str, float | None]:
         """Start whatever is not running; return seconds each start took (None: was running).
+
+        ``cdc`` also starts PostgreSQL and then Kafka Connect with Debezium (after Kafka,
+        whose topics Connect keeps its state in); not with a secured stack or a cluster.
 
         ``kafka_brokers`` > 1 starts a local Kafka cluster instead of the single broker,
         ``redis_cluster`` a local Redis Cluster instead of the single server (on the same
@@ -68,8 +86,13 @@ class Stack:
                 "--secure runs one broker and one Redis server: it does not combine with "
                 "--kafka-brokers or --redis-cluster"
             )
+        if cdc and (self.secure or kafka_brokers > 1 or redis_cluster):
+            raise ServiceError(
+                "--cdc runs beside one plaintext broker and one Redis server: it does not "
+                "combine with --secure, --kafka-brokers or --redis-cluster"
+            )
         redis = self._pick("redis", redis_cluster, self.redis, RedisCluster(self.settings))
-        kafka = self.kafka
+        kafka: KafkaBroker | KafkaCluster = self.kafka
         if kafka_brokers > 1 or self.kafka_cluster() is not None:
             cluster = KafkaCluster(self.settings, kafka_brokers if kafka_brokers > 1 else None)
             kafka = self._pick("kafka", kafka_brokers > 1, self.kafka, cluster)
@@ -85,6 +108,10 @@ class Stack:
                 redis.stop()
             raise
         timings["kafka"] = time.monotonic() - t0 if started_kafka else None
+        if cdc:
+            for service in (self.postgres, self.connect):  # Connect needs Kafka only
+                t0 = time.monotonic()
+                timings[service.name] = time.monotonic() - t0 if service.start() else None
         for status in self.status():  # a cluster's nodes are listed by node
             for service in ("redis", "kafka"):
                 if status.name.startswith(f"{service}-"):
@@ -95,9 +122,9 @@ class Stack:
     def _pick(
         service: str,
         cluster: bool,
-        single: KafkaBroker | RedisServer,
-        nodes: KafkaCluster | RedisCluster,
-    ) -> KafkaBroker | RedisServer | KafkaCluster | RedisCluster:
+        single: _Single,
+        nodes: _Nodes,
+    ) -> _Single | _Nodes:
         """The single server or the cluster, refusing when the other one runs."""
         if single.process.is_running() if cluster else nodes.is_running():
             wanted, runs = ("a cluster", "a single server") if cluster else ("one", "a cluster")
@@ -117,7 +144,12 @@ class Stack:
         The clusters are listed only when they exist (a Kafka cluster's saved quorum, a
         Redis Cluster's folder).
         """
-        stopped = {"kafka": self.kafka.stop(), "redis": self.redis.stop()}
+        # Connect first: its connector's task holds a replication connection to PostgreSQL
+        # and writes to Kafka until it stops.
+        stopped: dict[str, bool] = {}
+        if self.cdc_used():
+            stopped.update({"connect": self.connect.stop(), "postgres": self.postgres.stop()})
+        stopped.update({"kafka": self.kafka.stop(), "redis": self.redis.stop()})
         kafka_cluster = self.kafka_cluster()
         if kafka_cluster is not None:
             stopped[kafka_cluster.name] = kafka_cluster.stop()
@@ -147,4 +179,20 @@ class Stack:
                 ServiceStatus(f"redis-{r.port}", nodes.node(r.port).url, r.pid, f"cluster {r.role}")
                 for r in nodes.status()
             ]
-        return kafka + redis
+        cdc = []
+        if self.cdc_used():
+            cdc = [
+                ServiceStatus(
+                    "postgres",
+                    f"127.0.0.1:{self.settings.postgres_port}",
+                    self.postgres.process.pid(),
+                    "PostgreSQL, wal_level=logical",
+                ),
+                ServiceStatus(
+                    "connect",
+                    self.connect.url,
+                    self.connect.process.pid(),
+                    f"Kafka Connect {kafka_version()}, Debezium {debezium_version()}",
+                ),
+            ]
+        return kafka + redis + cdc

@@ -25,6 +25,9 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("hset", "inside the scripts; `deliver --backfill`'s floors"),
     ("exists", "inside the scripts: a new user counted in the populations"),
     ("hsetnx", "inside apply.lua"),
+    ("hexists", "inside apply.lua: is an order line's order row the user's (change capture)"),
+    ("sadd", "a product's buyers (change capture's product catalogue)"),
+    ("smembers", "a corrected product's buyers, to re-derive them (change capture)"),
     ("hincrby", "inside the scripts (counters, fences, drift version)"),
     ("hkeys", "inside the scripts: the order-id window, drift's sweep; `drift show`'s epochs"),
     (
@@ -44,7 +47,11 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("time", "the server's clock, inside the scripts"),
     ("scan", "`reassign`, namespace drop, `segstream populations --recount`, `deliver --backfill`"),
     ("unlink", "dropping an app's keys (`segstream demo` reset, the bench's clean-up)"),
-    ("del", "`segstream populations --recount`; `deliver --backfill` replacing its floors"),
+    (
+        "del",
+        "`segstream populations --recount`; a user leaving (`settle`'s erasure); "
+        "`deliver --backfill` replacing its floors",
+    ),
     ("memory|usage", "`segstream bench stream`'s bytes per user only"),
 )
 """``(command, why)`` for every command segstream sends; lower-case, as ACL rules spell them."""

@@ -25,6 +25,11 @@ population counter hash of the user's slot (:func:`~segstream.stream.state.keys.
 one per call, since a call's users share a slot on a cluster and one hash serves a single
 server). ``state/populations.py`` reads them.
 
+A ``settle`` row may also be a user leaving (:class:`~segstream.stream.domain.leaving.Leave`):
+the script deletes the user's hash, takes them out of their population bucket and queues the
+leave event in their outbox, in one atomic step; once that event is published and cleared, no
+key of the user is left.
+
 Every write of ``settle`` is a compare-and-set against what ``apply`` returned: the segment,
 model version and change count, and the features version (hash field ``fv``, bumped by every
 ``apply`` call that changes the features). So whoever reads a user, assigns, then writes (a
@@ -70,8 +75,9 @@ from redis.exceptions import NoScriptError, RedisError
 from segstream.errors import ReplicaWaitTimeout
 from segstream.settings import Settings
 from segstream.stream.domain.events import Event, Source
+from segstream.stream.domain.leaving import Leave
 from segstream.stream.domain.user import Settle, SettleOutcome, UserState
-from segstream.stream.state.codec import decode_state, encode_events, encode_json
+from segstream.stream.state.codec import decode_state, encode_events, encode_json, fence_field
 from segstream.stream.state.keys import outbox_key, population_key, state_key, wait_key
 
 __all__ = ["ORDER_DEDUPE_WINDOW", "RedisState"]
@@ -92,6 +98,19 @@ ORDER_DEDUPE_WINDOW: Final[int] = Settings.model_fields["order_dedupe_window"].d
 def _key_of(command: Sequence[Any]) -> str:
     """The first key of a command of ours: EVALSHA's after its sha and key count, else args[1]."""
     return str(command[3] if command[0] == "EVALSHA" else command[1])
+
+
+def _leave_row(leave: Leave) -> list[str]:
+    """A :class:`Leave` as ``settle.lua`` reads a leave row."""
+    return [
+        "x",
+        fence_field(leave.source),
+        str(leave.source.offset),
+        "" if leave.seen_segment is None else str(leave.seen_segment),
+        leave.seen_model_version or "",
+        str(leave.seen_changes),
+        leave.change.decode(),
+    ]
 
 
 def _script_text(name: str) -> str:
@@ -177,7 +196,7 @@ class RedisState:
         before: Sequence[tuple[Any, ...]] = (),
         *,
         durable: bool = False,
-    ) -> list:
+    ) -> list[Any]:
         """One pipeline: the plain commands ``before``, then EVALSHA ``name`` per call.
 
         ``durable`` (with ``min_replicas`` > 0 and calls to make): the pipeline ends with a
@@ -210,7 +229,7 @@ class RedisState:
                 await self.load_scripts()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list:
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """One pipeline on one connection of a single server (a cluster goes per primary)."""
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
@@ -230,7 +249,7 @@ class RedisState:
                 "or lagging (SEGSTREAM_REDIS_MIN_REPLICAS, SEGSTREAM_REDIS_WAIT_TIMEOUT_MS)"
             )
 
-    async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list:
+    async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list[Any]:
         """A standalone server: the step's pipeline, then the marker and WAIT on its connection.
 
         redis-py sends a pipeline on one connection, and after a dropped connection resends
@@ -242,7 +261,7 @@ class RedisState:
 
     async def _per_primary(
         self, commands: Sequence[tuple[Any, ...]], step: str, *, wait: bool
-    ) -> list:
+    ) -> list[Any]:
         """A cluster: each primary's commands in one pipeline on one of its connections, all
         primaries at once; with ``wait``, each pipeline ends with the marker and WAIT.
 
@@ -267,7 +286,7 @@ class RedisState:
 
     async def _send_per_primary(
         self, client: AsyncRedisCluster, commands: Sequence[tuple[Any, ...]], step: str, wait: bool
-    ) -> list:
+    ) -> list[Any]:
         await client.initialize()
         by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
         ordered: list[PipelineCommand] = []
@@ -288,10 +307,11 @@ class RedisState:
             if isinstance(outcome, BaseException):
                 raise outcome
         for _, queued in by_node.values():
-            for command in queued:
-                if isinstance(command.result, Exception):
-                    raise command.result
+            for sent in queued:
+                if isinstance(sent.result, Exception):
+                    raise sent.result
         for node, waited in waits:
+            assert not isinstance(waited.result, Exception)  # raised just above
             self._check_acked(waited.result, f"primary {node.name}", step)
         return [command.result for command in ordered]
 
@@ -345,7 +365,7 @@ class RedisState:
                 states[uid] = decode_state(uid, reply[_WIDTH * index : _WIDTH * (index + 1)])
         return [states[uid] for uid in by_user]
 
-    async def settle(self, settles: Sequence[Settle]) -> dict[int, list[bytes]]:
+    async def settle(self, settles: Sequence[Settle | Leave]) -> dict[int, list[bytes]]:
         """Store each row's segment, version and change (compare-and-set); return the outboxes.
 
         :attr:`SettleOutcome.pending` of :meth:`settle_outcome`, for callers that need not
@@ -353,12 +373,15 @@ class RedisState:
         """
         return (await self.settle_outcome(settles)).pending
 
-    async def settle_outcome(self, settles: Sequence[Settle]) -> SettleOutcome:
+    async def settle_outcome(self, settles: Sequence[Settle | Leave]) -> SettleOutcome:
         """Store each row's segment, version and change (compare-and-set), in one round trip.
 
         A row whose user's stored segment, model version, change count or features version
         is no longer the one seen writes nothing and is reported refused; its user's pending
-        changes are returned all the same.
+        changes are returned all the same. A :class:`Leave` row erases its user (hash gone,
+        out of the population counts) and queues the leave event, with the same
+        compare-and-set (``lua/settle.lua``); one for a user who is not stored, or whose
+        stored state already follows that leave, changes nothing and is not refused.
         """
         if not settles:
             return SettleOutcome({}, frozenset())
@@ -372,6 +395,9 @@ class RedisState:
             for uid in group:
                 s = by_user[uid]
                 keys += (state_key(prefix, uid), outbox_key(prefix, uid))
+                if isinstance(s, Leave):
+                    rows.append(_leave_row(s))
+                    continue
                 rows.append(
                     [
                         "" if s.seen_segment is None else str(s.seen_segment),

@@ -54,6 +54,7 @@ from segstream.stream.domain.topics import Topics
 from segstream.stream.drift.shared import shared_drift
 from segstream.stream.kafka.publisher import AiokafkaSender
 from segstream.stream.kafka.topics import max_message_bytes, partitions_of
+from segstream.stream.sources.select import build_source, input_topics
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
@@ -173,10 +174,10 @@ def base_app(settings: Settings, datadir: Path) -> faust.App:
 
 
 def input_channel(app: faust.App, settings: Settings) -> faust.TopicT:
-    """One channel over both input topics, raw bytes (co-partitioned: one owner per user)."""
+    """One channel over the source's input topics (``users`` and ``orders``, or the change
+    topics), raw bytes (co-partitioned: one owner per user)."""
     return app.topic(
-        settings.topic_users,
-        settings.topic_orders,
+        *input_topics(settings),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.topic_partitions,
@@ -250,17 +251,19 @@ def create_app(
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     watchdog = worker_watchdog(app, settings, progress, observer)
-    app.segstream_watchdog = watchdog  # type: ignore[attr-defined] - for run_worker's signals
+    app.segstream_watchdog = watchdog  # type: ignore[attr-defined]  # for run_worker's signals
     topics = Topics.from_settings(settings)
     inputs = input_channel(app, settings)
-    input_names = {topics.users, topics.orders}
+    input_names = set(input_topics(settings))
     outputs = [
         app.topic(topics.segment_changes, partitions=settings.topic_partitions),
         app.topic(topics.user_segments, partitions=settings.topic_partitions, compacting=True),
         app.topic(topics.dead_letters, partitions=settings.topic_partitions),
     ]
 
-    @app.on_partitions_assigned.connect
+    # mode types a receiver as (sender, *args, signal=...) with no positional parameters of its
+    # own; this signal sends the assigned partitions as its one argument.
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def log_assignment(app: faust.App, assigned: set[Any], **_: Any) -> None:
         mine = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in input_names)
         users = [p for t, p in mine if t == topics.users]
@@ -293,7 +296,9 @@ def create_app(
         watchdog.start()
 
     @app.agent(inputs, name=AGENT_NAME)
-    async def assign_users(stream: faust.StreamT) -> None:
+    async def assign_users(stream: faust.StreamT[bytes]) -> None:
+        # An agent is given a faust.Stream: take_events is not on the StreamT interface.
+        assert isinstance(stream, faust.Stream)
         trim_framework(app)
         for topic in outputs:
             await topic.maybe_declare()
@@ -318,14 +323,16 @@ def create_app(
         processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
         processor.metrics = observer
         processor.unknown_fields = settings.unknown_fields
-        processor.partitions = {
-            topic: len(await partitions_of(settings, topic))
-            for topic in (topics.users, topics.orders)
-        }
+        processor.source = build_source(settings, client)
+        if settings.source == "json":
+            processor.partitions = {
+                topic: len(await partitions_of(settings, topic))
+                for topic in (topics.users, topics.orders)
+            }
         parts = WorkerParts(settings, assigner, client, processor, watchdog)
         stops = [await extension(parts) for extension in extensions]
-        app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench
-        app.segstream_metrics = observer  # type: ignore[attr-defined] - for an HTTP side
+        app.segstream_processor = processor  # type: ignore[attr-defined]  # for status/bench
+        app.segstream_metrics = observer  # type: ignore[attr-defined]  # for an HTTP side
         pipeline = BatchPipeline(
             processor.process,
             stream.ack,
@@ -338,11 +345,11 @@ def create_app(
         crashing: list[asyncio.Future[None]] = []
 
         def on_done(task: asyncio.Future[None]) -> None:
-            if task.cancelled() or task.exception() is None:
+            exc = None if task.cancelled() else task.exception()
+            if exc is None:
                 return
-            exc = task.exception()
             log.critical("batch failed, stopping the worker: %s", describe(exc), exc_info=exc)
-            crashing.append(asyncio.ensure_future(app.crash(exc)))  # type: ignore[arg-type]
+            crashing.append(asyncio.ensure_future(app.crash(exc)))
 
         worker_task.add_done_callback(on_done)
         try:
