@@ -9,8 +9,11 @@ import signal
 from pathlib import Path
 
 import pytest
+import redis
 
 from segstream.settings import Settings
+from segstream.stream.delivery.floors import floor_key
+from segstream.stream.kafka.forget import request_leaves
 from segstream.stream.kafka.topics import read_all
 from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
 from tests.integration.stream.delivery.conftest import (
@@ -113,7 +116,7 @@ def test_each_destination_gets_every_change_in_order_through_failures_a_kill_and
     assert len(receiver.events("flaky")) > len(changes)
 
 
-def test_backfill_sends_current_segments_then_hands_over_to_the_live_stream(
+def test_backfill_sends_current_segments_then_hands_over_to_the_live_stream_and_leaves(
     stream_settings: Settings, dataset: Dataset, start_worker, start_deliver, tmp_path: Path
 ) -> None:
     half = len(dataset.plan.events) // 2
@@ -145,24 +148,48 @@ def test_backfill_sends_current_segments_then_hands_over_to_the_live_stream(
             return all(key in keys or f"snapshot-{u}-{s}" in keys for u, (s, key) in last.items())
 
         wait_for(caught_up, "the live changes after the backfill", [deliver])
+        final = check_parity(settings, dataset, tmp_path)
+        handed_over = receiver.events("late")[len(snapshot) :]
+        check_handover(snapshot, handed_over, final)
+
+        # Users who leave reach the destination as user_left, and lose their backfill floor.
+        leaving = sorted(e["user_id"] for e in snapshot)[:3]
+        asyncio.run(request_leaves(settings, leaving))
+
+        def left() -> list[dict]:
+            return [e for e in receiver.events("late") if e["kind"] == "user_left"]
+
+        wait_for(lambda: {e["user_id"] for e in left()} == set(leaving), "leaves", [deliver])
+        for event in left():
+            assert event["segment"] is None
+            assert event["previous_segment"] == final[event["user_id"]]
+            assert event["sequence"] == last[event["user_id"]][0] + 1
+        floors = redis.Redis.from_url(settings.redis_url)
+        try:
+            kept = floors.hmget(floor_key(settings, "late"), leaving)
+        finally:
+            floors.close()
+        assert kept == [None] * len(leaving)
         assert deliver.stop(signal.SIGTERM) == 0, deliver.log_tail()
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
 
-    final = check_parity(settings, dataset, tmp_path)
+
+def check_handover(snapshot: list[dict], live: list[dict], final: dict[int, int]) -> None:
+    """Live changes continue each user's snapshot exactly (no gap, nothing older), and the
+    snapshot followed by them ends at the batch's segment for every user."""
     snapshots = {e["user_id"]: e["sequence"] for e in snapshot}
     seen: dict[int, list[int]] = {}
-    for event in receiver.events("late")[len(snapshot) :]:
+    for event in live:
         assert event["kind"] == "segment_change"
         seen.setdefault(event["user_id"], []).append(event["sequence"])
-    current: dict[int, int] = {e["user_id"]: e["segment"] for e in snapshot}
     problems = []
     for user_id, numbers in seen.items():
         start = snapshots.get(user_id, 0)
-        # Live changes continue each user's snapshot exactly: no gap, nothing older.
         if sorted(set(numbers)) != list(range(start + 1, start + len(set(numbers)) + 1)):
             problems.append((user_id, start, numbers))
     assert not problems, f"{len(problems)} users' handover is wrong, e.g. {problems[:5]}"
-    for event in receiver.events("late")[len(snapshot) :]:
+    current: dict[int, int] = {e["user_id"]: e["segment"] for e in snapshot}
+    for event in live:
         current[event["user_id"]] = event["segment"]
     assert current == final
 
