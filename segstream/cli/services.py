@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from segstream.services.check import cdc_round_trip, round_trip
 from segstream.services.credentials import client_environment, password_file
+from segstream.services.prometheus import PrometheusServer
 from segstream.services.stack import Stack
 from segstream.settings import load_settings
 
@@ -61,15 +63,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "Debezium PostgreSQL connector on SEGSTREAM_CONNECT_PORT; prints the database URL for "
         "`segstream generate --db` (see docs/cdc.md)",
     )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="up: also start Prometheus on SEGSTREAM_PROMETHEUS_PORT (9090) with segstream's "
+        "alert and recording rules (deploy/prometheus/alerts.yml), scraping the workers listed "
+        "in <data_dir>/prometheus/targets.json (first 127.0.0.1:SEGSTREAM_HTTP_PORT); `down` "
+        "stops it too",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     stack = Stack(load_settings(), secure=args.secure)
     if args.action == "up":
+        prometheus = PrometheusServer(stack.settings)
+        if args.monitoring:
+            prometheus.check_ports()  # before Kafka and Redis start, not after
         timings = stack.up(
             kafka_brokers=args.kafka_brokers, redis_cluster=args.redis_cluster, cdc=args.cdc
         )
+        if args.monitoring:
+            t0 = time.monotonic()
+            timings["prometheus"] = time.monotonic() - t0 if prometheus.start() else None
         # Secured, the output is meant for `eval`: status lines are shell comments.
         mark = "# " if args.secure else ""
         for status in stack.status():
@@ -85,6 +101,8 @@ def _run(args: argparse.Namespace) -> int:
             print("the shop database, as its owner (the password is read from its file):")
             print(f'  export SHOP_DB="{url}"')
             print('  segstream generate --db "$SHOP_DB" --users 10000')
+        if args.monitoring:
+            print(f"{mark}alerts: {prometheus.url}/alerts  targets: {prometheus.targets_file}")
         if args.secure:
             print("# a client of this stack needs (passwords are read from their files):")
             for line in client_environment(stack.settings):

@@ -12,6 +12,7 @@ from segstream.services.connect import ConnectWorker, debezium_version
 from segstream.services.kafka import KafkaBroker, kafka_version
 from segstream.services.kafka_cluster import KafkaCluster
 from segstream.services.postgres import PostgresServer
+from segstream.services.prometheus import PrometheusServer
 from segstream.services.redis import RedisServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.settings import Settings
@@ -142,7 +143,7 @@ class Stack:
         """Stop what we started, cluster nodes included; True per service that was running.
 
         The clusters are listed only when they exist (a Kafka cluster's saved quorum, a
-        Redis Cluster's folder).
+        Redis Cluster's folder), Prometheus only when ``up --monitoring`` ever ran here.
         """
         # Connect first: its connector's task holds a replication connection to PostgreSQL
         # and writes to Kafka until it stops.
@@ -156,6 +157,9 @@ class Stack:
         redis_cluster = RedisCluster(self.settings)
         if redis_cluster.home.exists():
             stopped[redis_cluster.name] = redis_cluster.stop()
+        prometheus = PrometheusServer(self.settings)
+        if prometheus.home.exists():  # `up --monitoring` was run on this data dir
+            stopped[prometheus.name] = prometheus.stop()
         return stopped
 
     def status(self) -> list[ServiceStatus]:
@@ -195,4 +199,10 @@ class Stack:
                     f"Kafka Connect {kafka_version()}, Debezium {debezium_version()}",
                 ),
             ]
-        return kafka + redis + cdc
+        # Prometheus is optional (`up --monitoring`): listed while it runs, so that `status`
+        # still means "Kafka and Redis run" when it does not.
+        prometheus = PrometheusServer(self.settings)
+        monitoring = []
+        if prometheus.process.is_running():
+            monitoring = [ServiceStatus("prometheus", prometheus.url, prometheus.process.pid())]
+        return kafka + redis + cdc + monitoring

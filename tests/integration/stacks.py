@@ -3,10 +3,13 @@ local Redis Cluster on free ports."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from segstream.errors import ServiceError
+from segstream.services.process import LocalServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.services.stack import Stack
 from segstream.settings import Settings, load_settings
@@ -36,6 +39,23 @@ def running(stack: Stack) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
+
+
+def start_again(server: LocalServer, timeout_s: float = 60.0) -> None:
+    """Start a stopped or killed ``server`` again, once its ports are free.
+
+    A client reconnecting in a loop to a dead loopback port can briefly hold it (a TCP
+    self-connect when the kernel picks that same port as the source), so "in use" is retried.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            server.start()
+            return
+        except ServiceError as exc:
+            if "already in use" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @contextmanager
