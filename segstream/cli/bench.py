@@ -79,7 +79,8 @@ def _bench_drift(args: argparse.Namespace) -> int:
 def _bench_deliver(args: argparse.Namespace) -> int:
     if args.changes < 1 or args.rate <= 0:
         raise ConfigError("--changes must be at least 1 and --rate positive")
-    return benchmark("delivery").run_delivery_bench(load_settings(), args.changes, args.rate)
+    code: int = benchmark("delivery").run_delivery_bench(load_settings(), args.changes, args.rate)
+    return code
 
 
 def _bench_populations(args: argparse.Namespace) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import TypeAlias
 
 from segstream.errors import ConfigError
 from segstream.settings import load_settings
 
 __all__ = ["add_commands"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _deliver(args: argparse.Namespace) -> int:

@@ -86,7 +86,7 @@ async def dead_letter(
     )
 
 
-class _Revocation(ConsumerRebalanceListener):
+class _Revocation(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Lets a rebalance take partitions only between batches (the loop holds ``lock`` from
     POST to commit), so two processes never POST one user's changes at once."""
 
@@ -132,7 +132,9 @@ class DestinationLoop:
             isolation_level="read_committed",
         )
 
-    async def _fetch(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> list:
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, stopping: asyncio.Event
+    ) -> list[ConsumerRecord]:
         """Up to ``batch_size`` records: waits for the first, then lingers for more."""
         size, linger = self.destination.batch_size, self.destination.linger_ms / 1000
         records: list[ConsumerRecord] = []
