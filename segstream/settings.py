@@ -169,6 +169,14 @@ class Settings(BaseSettings):
 
     It logs what it waits for, then exits with status 2 naming the unreachable service."""
 
+    command_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    """Longest a ``segstream`` command waits on Kafka or Redis without progress, in seconds.
+
+    ``lag``, ``segment``, ``populations``, ``drift``, ``assign --with-drift`` finish within it
+    or exit with status 2 naming the dependency and this setting; ``reassign`` and ``replay``
+    within it of their last batch. Long-running verbs (``worker``, ``api``, ``demo``) are not
+    bounded by it."""
+
     batch_deadline_s: float = Field(default=60.0, gt=0, le=3600)
     """Longest a batch may run (Redis, model, publishing, retries included), in seconds.
 

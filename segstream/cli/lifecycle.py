@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any
 
+from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.cli.main import add_verbs
 from segstream.errors import ConfigError, StateError
 from segstream.settings import load_settings
@@ -28,12 +28,13 @@ def _reassign(args: argparse.Namespace) -> int:
     columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False, disable=args.json) as progress:
         task = progress.add_task("re-assigning users", total=None)
-        report = asyncio.run(
+        deadline = CommandDeadline(settings, "re-assigning users", REDIS, KAFKA)
+        report = deadline.run(
             reassign_all(
                 settings,
                 batch_size=args.batch_size,
-                on_start=lambda users: progress.update(task, total=users),
-                progress=lambda n: progress.advance(task, n),
+                on_start=lambda users: deadline.progress(progress.update(task, total=users)),
+                progress=lambda n: deadline.progress(progress.advance(task, n)),
             )
         )
     if args.json:
@@ -85,7 +86,8 @@ def _drift_show(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    state, contributions, epochs = asyncio.run(
+    deadline = CommandDeadline(settings, "reading the drift state", REDIS)
+    state, contributions, epochs = deadline.run(
         retry(read, what="reading the drift state", transient=REDIS_TRANSIENT, attempts=3,
               error=StateError)
     )  # fmt: skip
@@ -147,7 +149,8 @@ def _drift_reset(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    existed = asyncio.run(
+    deadline = CommandDeadline(settings, "resetting the drift state", REDIS)
+    existed = deadline.run(
         retry(reset, what="resetting the drift state", transient=REDIS_TRANSIENT, attempts=3,
               error=StateError)
     )  # fmt: skip
