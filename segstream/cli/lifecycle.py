@@ -58,6 +58,10 @@ def _reassign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_named(settings: Any) -> str:
+    return f"Redis at {settings.redis_display} (SEGSTREAM_REDIS_URL)"
+
+
 def _drift_store(settings: Any) -> tuple[Any, Any, Any]:
 
     from segstream.stream.drift.shared import drift_store
@@ -88,8 +92,8 @@ def _drift_show(args: argparse.Namespace) -> int:
 
     deadline = CommandDeadline(settings, "reading the drift state", REDIS)
     state, contributions, epochs = deadline.run(
-        retry(read, what="reading the drift state", transient=REDIS_TRANSIENT, attempts=3,
-              error=StateError)
+        retry(read, what=f"reading the drift state from {_redis_named(settings)}",
+              transient=REDIS_TRANSIENT, attempts=3, error=StateError)
     )  # fmt: skip
     distances = drift_distances(state.centers, model.centers)
     document = {
@@ -151,8 +155,8 @@ def _drift_reset(args: argparse.Namespace) -> int:
 
     deadline = CommandDeadline(settings, "resetting the drift state", REDIS)
     existed = deadline.run(
-        retry(reset, what="resetting the drift state", transient=REDIS_TRANSIENT, attempts=3,
-              error=StateError)
+        retry(reset, what=f"resetting the drift state in {_redis_named(settings)}",
+              transient=REDIS_TRANSIENT, attempts=3, error=StateError)
     )  # fmt: skip
     if existed:
         print(f"drift of model {version} reset: workers use its trained centres within 1 s")

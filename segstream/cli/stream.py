@@ -82,7 +82,8 @@ def _segment(args: argparse.Namespace) -> int:
     fields, pending = deadline.run(
         retry(
             read,
-            what=f"reading user {args.user_id} from {settings.redis_url}",
+            what=f"reading user {args.user_id} from Redis at {settings.redis_display} "
+            "(SEGSTREAM_REDIS_URL)",
             transient=REDIS_TRANSIENT,
             attempts=3,
             error=StateError,

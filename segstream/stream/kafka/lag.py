@@ -184,8 +184,11 @@ class LagReader:
             max_partition_fetch_bytes=64 * 1024,
         )
         try:
-            await admin.start()
-            await consumer.start()
+            # Bounded: a client's bootstrap can wait minutes on a broker that accepted the
+            # connection and answers nothing (seen during a Redis Cluster failover test).
+            connect_s = 2 * self.request_timeout_s
+            await asyncio.wait_for(admin.start(), timeout=connect_s)
+            await asyncio.wait_for(consumer.start(), timeout=connect_s)
         except KAFKA_TRANSIENT as exc:
             await _close_quietly(admin, consumer)
             raise ServiceError(
@@ -368,7 +371,8 @@ async def read_lag(
 
     return await retry(
         once,
-        what=f"read the lag of group {group!r} from {settings.kafka_bootstrap_servers}",
+        what=f"read the lag of group {group!r} from Kafka at {settings.kafka_bootstrap_servers} "
+        "(SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS)",
         transient=(*KAFKA_TRANSIENT, ServiceError),
         attempts=attempts,
         first_delay_s=0.5,

@@ -23,7 +23,14 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from segstream.stream.domain.observer import WorkerObserver
 
-__all__ = ["RECHECK_S", "STANDALONE", "ReplicaShortfall", "connected_replicas", "replicas_of"]
+__all__ = [
+    "RECHECK_S",
+    "STANDALONE",
+    "ReplicaShortfall",
+    "connected_replicas",
+    "online_replicas",
+    "replicas_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +41,36 @@ RECHECK_S: Final = 5.0
 replication`` each time): how long it may take for writes to wait again once a replica is back."""
 
 
-def _connected(info: Any) -> int:
-    return int(cast(dict[str, Any], info).get("connected_slaves", 0))
+def online_replicas(info: Any) -> int:
+    """Replicas in sync (``state=online``) in a parsed ``INFO replication``.
+
+    A replica still loading its first full copy is connected but cannot acknowledge a
+    ``WAIT`` before it is done: counting it would turn a degraded primary back into one
+    whose every step times out until the copy is over.
+    """
+    fields = cast(dict[str, Any], info)
+    return sum(
+        1
+        for name, value in fields.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
 
 
 async def replicas_of(client: aioredis.Redis, node: ClusterNode | None = None) -> int:
-    """Replicas connected now to ``node`` of a cluster client, or to a standalone server.
+    """Replicas connected and in sync now to ``node`` of a cluster client, or to a standalone
+    server.
 
     Raises:
         redis.RedisError: the primary does not answer.
     """
     if node is None:
-        return _connected(await client.info("replication"))
+        return online_replicas(await client.info("replication"))
     nodes = cast(AsyncRedisCluster, client)
-    return _connected(await nodes.execute_command("INFO", "replication", target_nodes=node))
+    return online_replicas(await nodes.execute_command("INFO", "replication", target_nodes=node))
 
 
 async def connected_replicas(client: aioredis.Redis, cluster: bool) -> dict[str, int]:
-    """Each primary's address -> its replicas connected now (``connected_slaves``).
+    """Each primary's address -> its replicas connected and in sync now.
 
     A standalone server is one primary (:data:`STANDALONE`); on a Redis Cluster
     (``cluster``) every primary the client's slot map knows is asked.

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from segstream.stream.state.replicas import ReplicaShortfall
+from segstream.stream.state.replicas import ReplicaShortfall, online_replicas
 
 
 class _Clock:
@@ -85,3 +85,16 @@ class TestReplicaShortfall:
         shortfall.keep_only(["b:2", "c:3"])
         assert shortfall.degraded() == {"b:2": 0}
         assert observer.changes[-1] == ("a:1", False)
+
+
+def test_only_replicas_in_sync_are_counted() -> None:
+    """A replica still loading its first copy cannot acknowledge a WAIT yet."""
+    info = {
+        "role": "master",
+        "connected_slaves": 2,
+        "slave0": {"ip": "127.0.0.1", "port": 7001, "state": "online", "offset": 10, "lag": 0},
+        "slave1": {"ip": "127.0.0.1", "port": 7002, "state": "wait_bgsave", "offset": 0},
+        "master_repl_offset": 10,
+    }
+    assert online_replicas(info) == 1
+    assert online_replicas({"role": "master", "connected_slaves": 0}) == 0
