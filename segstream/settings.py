@@ -214,8 +214,10 @@ class Settings(BaseSettings):
     """Replicas that must have a batch's Redis writes before its offsets are acknowledged.
 
     The worker ends each write step with a marker write and ``WAIT`` in the step's pipeline,
-    per primary on a Redis Cluster. Unset: 0 on a single server, 1 on a cluster. A worker
-    refuses to start when a primary has fewer replicas connected (``docs/scaling.md``)."""
+    per primary on a Redis Cluster. Unset: 0 on a single server, 1 on a cluster. A primary with
+    fewer replicas in sync (one lost) is written degraded, without them, and named by
+    ``/readyz`` and ``segstream_redis_degraded``; a worker refuses to start only when every
+    primary has fewer (``docs/scaling.md``)."""
 
     redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
     """Longest one ``WAIT`` for those replicas may block, in milliseconds.

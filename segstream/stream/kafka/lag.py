@@ -342,11 +342,16 @@ def _resume(meta: object, start: int) -> int:
     return start if committed is None else max(committed, start)
 
 
+CLOSE_TIMEOUT_S = 10.0
+"""Longest one client's close may take: a close waits on its fetches and in-flight requests,
+which a broker that answers nothing never completes."""
+
+
 async def _close_quietly(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
     # Closing after a failed start must not hide the error that made us close.
     for close in (consumer.stop, admin.close):
         try:
-            await close()
+            await asyncio.wait_for(close(), timeout=CLOSE_TIMEOUT_S)
         except KAFKA_TRANSIENT as exc:
             log.debug("closing a Kafka client after a failed start: %r", exc)
 

@@ -41,7 +41,7 @@ KILLED_BROKER = 1
 def restored(clusters: Clusters) -> Iterator[Clusters]:
     """The clusters, every node started again and healthy once the test is over."""
     yield clusters
-    for node_id, node in enumerate(clusters.kafka.nodes):
+    for node_id, node in clusters.kafka.nodes.items():
         if not node.process.is_running():
             clusters.kafka.restart(node_id)
     clusters.redis.start()
