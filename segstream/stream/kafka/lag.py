@@ -185,10 +185,9 @@ class LagReader:
         )
         try:
             # Bounded: a client's bootstrap can wait minutes on a broker that accepted the
-            # connection and answers nothing (seen during a Redis Cluster failover test).
-            connect_s = 2 * self.request_timeout_s
-            await asyncio.wait_for(admin.start(), timeout=connect_s)
-            await asyncio.wait_for(consumer.start(), timeout=connect_s)
+            # connection and answers nothing; generous, since a loaded host is slow to start.
+            await asyncio.wait_for(admin.start(), timeout=CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(consumer.start(), timeout=CONNECT_TIMEOUT_S)
         except KAFKA_TRANSIENT as exc:
             await _close_quietly(admin, consumer)
             raise ServiceError(
@@ -342,6 +341,8 @@ def _resume(meta: object, start: int) -> int:
     return start if committed is None else max(committed, start)
 
 
+CONNECT_TIMEOUT_S = 60.0
+"""Longest one client's start (bootstrap, metadata) may take."""
 CLOSE_TIMEOUT_S = 10.0
 """Longest one client's close may take: a close waits on its fetches and in-flight requests,
 which a broker that answers nothing never completes."""
