@@ -72,10 +72,18 @@ class CommandDeadline:
         self._until = clock() + self.seconds
         self._finished = threading.Event()
 
-    def progress(self, *_: object) -> None:
-        """Work was done: the limit starts again from now (any arguments are ignored, so it
-        can be chained into a progress callback)."""
+    def progress(self) -> None:
+        """Work was done: the limit starts again from now."""
         self._until = self.clock() + self.seconds
+
+    def tracking(self, callback: Callable[..., object]) -> Callable[..., None]:
+        """``callback`` (a progress bar's, say), which also reports progress when called."""
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            callback(*args, **kwargs)
+            self.progress()
+
+        return call
 
     def remaining(self) -> float:
         """Seconds left before the deadline (negative once past it)."""

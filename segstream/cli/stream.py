@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import Any, TypeAlias
 
 from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.errors import ConfigError, StateError
@@ -13,7 +13,7 @@ from segstream.stream.clients.redis import redis_client
 
 __all__ = ["add_commands", "user_text"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -52,7 +52,7 @@ def _replay(args: argparse.Namespace) -> int:
                 settings=settings,
                 topics=topics,
                 rate=args.rate,
-                progress=lambda n: deadline.progress(progress.advance(task, n)),
+                progress=deadline.tracking(lambda n: progress.advance(task, n)),
             )
         )
     rate = len(plan.events) / seconds if seconds > 0 else float("inf")

@@ -16,12 +16,19 @@ import redis.asyncio as aioredis
 from segstream.settings import Settings
 
 __all__ = [
+    "as_bytes",
     "connection_options",
     "connection_problem",
     "redis_client",
     "sync_redis_client",
     "worker_redis_client",
 ]
+
+
+def as_bytes(reply: bytes | str) -> bytes:
+    """A string reply as bytes. The clients built here decode no replies, so this is the reply
+    itself; redis-py types every string reply ``bytes | str`` whatever the client."""
+    return reply.encode() if isinstance(reply, str) else reply
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from segstream.errors import ArtifactError, InputError, ServiceError, StateError
 from segstream.settings import Settings
@@ -338,7 +339,7 @@ def create_web_app(
         stalls=stalls,
         degraded=degraded,
     )
-    middlewares = [_errors]  # outermost: it also shapes the auth middleware's 401
+    middlewares: list[Middleware] = [_errors]  # outermost: it also shapes the auth middleware's 401
     if settings.http_token is not None:
         middlewares.append(bearer_auth(settings.http_token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)

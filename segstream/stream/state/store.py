@@ -187,7 +187,7 @@ class RedisState:
         before: Sequence[tuple[Any, ...]] = (),
         *,
         durable: bool = False,
-    ) -> list:
+    ) -> list[Any]:
         """One pipeline: the plain commands ``before``, then EVALSHA ``name`` per call.
 
         ``durable`` (with ``min_replicas`` > 0 and calls to make): the pipeline ends with a
@@ -220,7 +220,7 @@ class RedisState:
                 await self.load_scripts()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list:
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """One pipeline on one connection of a single server (a cluster goes per primary)."""
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
@@ -270,7 +270,7 @@ class RedisState:
                 if name in primaries:
                     self.shortfall.record(name, await replicas_of(self.client, primaries[name]))
 
-    async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list:
+    async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list[Any]:
         """A standalone server: the step's pipeline, then the marker and WAIT on its connection.
 
         redis-py sends a pipeline on one connection, and after a dropped connection resends
@@ -287,7 +287,7 @@ class RedisState:
 
     async def _per_primary(
         self, commands: Sequence[tuple[Any, ...]], step: str, *, wait: bool
-    ) -> list:
+    ) -> list[Any]:
         """A cluster: each primary's commands in one pipeline on one of its connections, all
         primaries at once; with ``wait``, each pipeline ends with the marker and WAIT (for the
         replicas a degraded primary has; none: no WAIT).
@@ -313,7 +313,7 @@ class RedisState:
 
     async def _send_per_primary(
         self, client: AsyncRedisCluster, commands: Sequence[tuple[Any, ...]], step: str, wait: bool
-    ) -> list:
+    ) -> list[Any]:
         await client.initialize()
         if wait:
             await self._recount_degraded()
@@ -339,10 +339,11 @@ class RedisState:
             if isinstance(outcome, BaseException):
                 raise outcome
         for _, queued in by_node.values():
-            for command in queued:
-                if isinstance(command.result, Exception):
-                    raise command.result
+            for sent in queued:
+                if isinstance(sent.result, Exception):
+                    raise sent.result
         for node, waited, asked in waits:
+            assert not isinstance(waited.result, Exception)  # raised just above
             await self._check_acked(waited.result, asked, node.name, step, node)
         return [command.result for command in ordered]
 

@@ -66,10 +66,21 @@ def test_progress_starts_the_limit_again() -> None:
     deadline = CommandDeadline(settings, "replaying events", KAFKA, clock=clock)
     clock.now += 8
     assert deadline.remaining() == pytest.approx(2)
-    deadline.progress(123)  # chained into a progress callback: its argument is ignored
+    deadline.progress()
     assert deadline.remaining() == pytest.approx(10)
     clock.now += 11
     assert deadline.remaining() < 0
+
+
+def test_a_tracked_callback_is_called_and_reports_progress() -> None:
+    clock = _Clock()
+    deadline = CommandDeadline(load_settings(command_timeout_s=10), "reassign", REDIS, clock=clock)
+    seen: list[int] = []
+    advance = deadline.tracking(seen.append)
+    clock.now += 9
+    advance(500)
+    assert seen == [500]
+    assert deadline.remaining() == pytest.approx(10)
 
 
 def test_a_loop_that_never_comes_back_is_ended_by_the_backstop_with_the_message() -> None:
