@@ -40,6 +40,8 @@ def _replay(args: argparse.Namespace) -> int:
     if plan.orders_without_items:
         print(f"skipping {plan.orders_without_items} orders without items (not sendable)")
     deadline = CommandDeadline(settings, "replaying events", KAFKA)
+    if args.rate is not None:
+        deadline.seconds += 1 / args.rate  # a paced replay waits that long between events
     deadline.run(ensure_topics(settings))
     topics = {"users": settings.topic_users, "orders": settings.topic_orders}
     columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
