@@ -51,6 +51,7 @@ _OPTIONAL = (
     "redis_ssl_certfile",
     "redis_ssl_keyfile",
     "http_token",
+    "cdc_database_password",
 )
 """Fields whose empty value means unset (``SEGSTREAM_X=`` in a compose file, for one)."""
 
@@ -243,11 +244,52 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=6379, ge=1, le=65535)
     """Port of the Redis server ``segstream services up`` starts."""
 
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    """Port of the Prometheus ``segstream services up --monitoring`` starts."""
+
     kafka_jars_dir: Path = Path.home() / ".cache" / "segstream" / "kafka"
     """Cache of the broker's jars resolved from Maven Central, shared by every data_dir."""
 
     kafka_heap_mb: int = Field(default=512, ge=128, le=8192)
     """Java heap of the local broker, in MiB."""
+
+    # --- change data capture: the local PostgreSQL + Kafka Connect + Debezium (issue 20) -----
+    postgres_port: int = Field(default=5432, ge=1, le=65535)
+    """Port of the PostgreSQL server ``segstream services up --cdc`` starts."""
+
+    connect_port: int = Field(default=8083, ge=1, le=65535)
+    """REST port of the Kafka Connect worker ``segstream services up --cdc`` starts."""
+
+    connect_heap_mb: int = Field(default=768, ge=256, le=8192)
+    """Java heap of the local Kafka Connect worker, in MiB."""
+
+    connect_url: str = "http://127.0.0.1:8083"
+    """Kafka Connect's REST API, where ``segstream cdc connector --register`` puts the
+    connector's configuration."""
+
+    cdc_topic_prefix: str = Field(default="shop", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Debezium's ``topic.prefix``: change topics are ``<prefix>.<schema>.<table>``."""
+
+    cdc_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The database schema that holds the users, orders, order_items and products tables."""
+
+    cdc_database_url: str = "postgresql://segstream_cdc@127.0.0.1:5432/shop"
+    """The database Debezium captures, as ``postgresql://user@host:port/dbname``: the user is
+    the connector's replication role (REPLICATION, not a superuser). No password here: see
+    ``cdc_database_password``."""
+
+    cdc_database_password: SecretStr | None = None
+    """Password of the ``cdc_database_url`` user; unset: the local stack's, read from
+    ``<data_dir>/secrets/postgres-cdc-password``."""
+
+    cdc_connector_name: str = Field(default="segstream-shop", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Name of the Debezium connector in Kafka Connect."""
+
+    cdc_publication: str = Field(default="segstream", pattern=r"^[a-z_][a-z0-9_]*$")
+    """PostgreSQL publication of the four tables that the connector reads (``pgoutput``)."""
+
+    cdc_slot: str = Field(default="segstream", pattern=r"^[a-z_][a-z0-9_]*$")
+    """PostgreSQL logical replication slot of the connector (one per connector)."""
 
     # --- security: Kafka, Redis and HTTP credentials (issue 12) -------------------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -385,6 +427,30 @@ class Settings(BaseSettings):
         user = quote(self.redis_username or "", safe="")
         secret = ":***" if self.redis_password is not None else ""
         return urlunsplit(parts._replace(netloc=f"{user}{secret}@{parts.netloc}"))
+
+    @field_validator("cdc_database_url")
+    @classmethod
+    def _check_cdc_database_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise ValueError(f"expected a postgresql://user@host:port/dbname URL, got {value!r}")
+        if parts.password is not None:
+            raise ValueError(
+                f"put the password in {ENV_PREFIX}CDC_DATABASE_PASSWORD, not in the URL"
+            )
+        if not parts.username or not parts.hostname or not parts.path.strip("/"):
+            raise ValueError(
+                f"expected postgresql://user@host:port/dbname (user, host and database), "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("connect_url")
+    @classmethod
+    def _check_connect_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in {"http", "https"} or not urlparse(value).hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segstream.training",),
     ("segstream.stream.domain",),
     ("segstream.stream.clients",),
-    ("segstream.stream.kafka", "segstream.stream.state"),
+    ("segstream.stream.kafka", "segstream.stream.state", "segstream.cdc"),
     ("segstream.stream.drift",),
     ("segstream.stream.worker",),
     ("segstream.stream.http", "segstream.stream.lifecycle"),
