@@ -126,7 +126,8 @@ def _forget(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     user_ids = list(dict.fromkeys(args.user_ids))
-    requests = asyncio.run(request_leaves(settings, user_ids))
+    deadline = CommandDeadline(settings, "sending the leave requests", KAFKA)
+    requests = deadline.run(request_leaves(settings, user_ids))
     if args.json:
         print(json.dumps([
             {"user_id": r.user_id, "topic": r.topic, "partition": r.partition,

@@ -95,6 +95,7 @@ REDIS_COMMANDS = [
 KAFKA_COMMANDS = [
     pytest.param(["lag"], id="lag"),
     pytest.param(["lag", "--json"], id="lag-json"),
+    pytest.param(["forget", "1"], id="forget"),
 ]
 
 
