@@ -41,7 +41,7 @@ def prepare_capture(conn: Any, settings: Settings, reader: str | None = None) ->
             reader is not None
             and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,)).fetchone()
         )
-        if known:
+        if reader is not None and known:
             conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(tables, sql.Identifier(reader)))
 
 

@@ -7,13 +7,14 @@ import json
 import signal
 import sys
 from types import FrameType
+from typing import TypeAlias
 
 from segstream.errors import ConfigError, ServiceError
 from segstream.settings import load_settings
 
 __all__ = ["add_commands"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 _MASK = "********"
 

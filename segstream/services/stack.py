@@ -110,9 +110,9 @@ class Stack:
             raise
         timings["kafka"] = time.monotonic() - t0 if started_kafka else None
         if cdc:
-            for service in (self.postgres, self.connect):  # Connect needs Kafka only
+            for server in (self.postgres, self.connect):  # Connect needs Kafka only
                 t0 = time.monotonic()
-                timings[service.name] = time.monotonic() - t0 if service.start() else None
+                timings[server.name] = time.monotonic() - t0 if server.start() else None
         for status in self.status():  # a cluster's nodes are listed by node
             for service in ("redis", "kafka"):
                 if status.name.startswith(f"{service}-"):

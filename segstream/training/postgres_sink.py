@@ -136,4 +136,4 @@ def _create_and_copy(conn: Any, schema: str, name: str, table: pa.Table) -> int:
         for batch in table.to_batches(max_chunksize=50_000):
             for row in zip(*(column.to_pylist() for column in batch.columns), strict=True):
                 copy.write_row(row)
-    return table.num_rows
+    return int(table.num_rows)
