@@ -52,6 +52,7 @@ _OPTIONAL = (
     "redis_ssl_keyfile",
     "http_token",
     "cdc_database_password",
+    "delivery_config",
 )
 """Fields whose empty value means unset (``SEGSTREAM_X=`` in a compose file, for one)."""
 
@@ -97,6 +98,10 @@ class Settings(BaseSettings):
 
     topic_dead_letters: str = "segstream-dead-letters"
     """Output topic: the original bytes of every rejected input event."""
+
+    topic_delivery_dead_letters: str = "segstream-delivery-dead-letters"
+    """Topic of segment changes ``segstream deliver`` gave up on, with destination and last
+    status; ``segstream deliver --redrive`` sends them again."""
 
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions given to the topics segstream creates."""
@@ -334,6 +339,14 @@ class Settings(BaseSettings):
     http_allow_anonymous: bool = False
     """Allow serving HTTP without ``http_token`` on an address other than loopback."""
 
+    # --- webhook delivery (issue 23) -----------------------------------------------------------
+    delivery_config: Path | None = None
+    """TOML file of the destinations ``segstream deliver`` POSTs segment changes to
+    (docs/delivery.md); required by that command only."""
+
+    delivery_http_port: int = Field(default=8092, ge=0, le=65535)
+    """Port of ``segstream deliver``'s ``/metrics`` and ``/status`` (on ``http_host``); 0: none."""
+
     @field_validator(*_OPTIONAL, mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -481,6 +494,7 @@ class Settings(BaseSettings):
             self.topic_segment_changes,
             self.topic_user_segments,
             self.topic_dead_letters,
+            self.topic_delivery_dead_letters,
         ]
         if len(set(topics)) != len(topics):
             raise ValueError(f"topic names must be distinct, got {topics}")
