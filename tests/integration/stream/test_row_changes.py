@@ -32,6 +32,8 @@ from segstream.stream.domain.rows import (
 from segstream.stream.domain.user import UserState
 from segstream.stream.sources.change_capture import ChangeBatch, ChangeCapture, decode_routed
 from segstream.stream.sources.debezium import ChangeTopics
+from segstream.stream.state.keys import state_key
+from segstream.stream.state.populations import read_populations
 from segstream.stream.state.products import ProductCatalogue
 from segstream.stream.state.store import RedisState
 from segstream.stream.state.truncations import Truncations
@@ -146,6 +148,43 @@ class TestEachChangeKind:
         assert features(state) == (0, None, None)
         state = pipe.one(TOPICS.orders, order(10, 7))[7]
         assert features(state) == (1, "Zara", "Jeans")
+
+    @pytest.mark.parametrize("batched", [False, True])
+    def test_rows_of_a_user_who_left_leave_no_key_once_deleted(
+        self, pipe: Pipeline, redis_client: redis.Redis, batched: bool
+    ) -> None:
+        # Debezium's topics are not ordered with each other: the orders and lines a shop
+        # deleted with their user can arrive after the users delete (the leave), their
+        # inserts first. The user must end as absent as the SQL has them.
+        pipe.one(TOPICS.products, product(1, "Zara"))
+        history: list[tuple[str, Change | ProductRow]] = [
+            (TOPICS.orders, order(10, 7)),
+            (TOPICS.order_items, item(100, 10, 7, 1)),
+            (TOPICS.order_items, item(100, 10, 7, 1, present=False)),
+            (TOPICS.orders, order(10, 7, present=False)),
+        ]
+        if batched:
+            pipe.deliver(history)
+        else:
+            for topic, change in history[:2]:
+                pipe.one(topic, change)
+            assert redis_client.exists(state_key(PREFIX, 7))
+            assert self._unassigned(pipe) == 1
+            for topic, change in history[2:]:
+                pipe.one(topic, change)
+        assert list(redis_client.scan_iter(match=f"{PREFIX}{{u:7}}*")) == []
+        assert self._unassigned(pipe) == 0
+        # A product fix routed to the buyer who left creates nothing either.
+        pipe.one(TOPICS.products, product(1, "Alpha"))
+        pipe.drain_routed()
+        assert list(redis_client.scan_iter(match=f"{PREFIX}{{u:7}}*")) == []
+
+    @staticmethod
+    def _unassigned(pipe: Pipeline) -> int:
+        client = pipe.state.client
+        return pipe.loop.run_until_complete(
+            read_populations(client, PREFIX, cluster=False)
+        ).unassigned
 
     @pytest.mark.parametrize("orders_first", [True, False])
     def test_a_moved_order_leaves_one_user_for_the_other_in_either_order(

@@ -193,6 +193,27 @@ end
 
 -- Apply one row change (kind ro, ri or rp) to the user's rows; true when a feature may
 -- have changed (a count or n moved).
+-- True when the user's hash holds nothing of the user: no profile, segment, counted order
+-- or row, only fences (f:...), the features version and a zero order count. A users row
+-- always stores its four profile fields ("" when missing), so its user is never empty.
+local function holds_nothing(key)
+  local head = redis.call('HMGET', key, 'age', 'gen', 'cty', 'src', 'seg', 'n')
+  for i = 1, 5 do
+    if head[i] then
+      return false
+    end
+  end
+  if tonumber(head[6] or '0') ~= 0 then
+    return false
+  end
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if field ~= 'fv' and field ~= 'n' and string.sub(field, 1, 2) ~= 'f:' then
+      return false
+    end
+  end
+  return true
+end
+
 local function apply_row(key, event)
   local kind = event[1]
   if kind == 'ro' then
@@ -433,6 +454,19 @@ for u, events in ipairs(users) do
   end
   if profile or new_orders > 0 or rows_changed then
     redis.call('HINCRBY', key, 'fv', 1)
+  end
+  -- A hash left holding nothing of the user (no profile, segment, order or row: only fences
+  -- and zero counts) is deleted: change data capture's topics are not ordered with each
+  -- other, so the rows of a user who left can arrive after the leave and then be deleted
+  -- again; the user must end as absent as the SQL has them, in the keyspace and the counts.
+  -- Its fences go with it, which loses nothing: every row change is idempotent by content.
+  local existed = #events > 0 and not is_new
+  if #events > 0 and not profile and new_orders == 0 and redis.call('EXISTS', key) == 1
+      and holds_nothing(key) then
+    redis.call('DEL', key)
+    if existed then
+      redis.call('HINCRBY', populations, 'u', -1)
+    end
   end
   -- Populations: a new user is unassigned until settle.lua stores its first segment.
   if is_new and redis.call('EXISTS', key) == 1 then
