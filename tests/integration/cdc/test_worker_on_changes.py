@@ -1,21 +1,34 @@
 """End to end on the real pipeline: a generated PostgreSQL database, Debezium's snapshot and
-the shop's live mix, a worker with ``SEGSTREAM_SOURCE=cdc``: every user's features equal
-``features.sql`` over the database's current rows, and their segment the batch's assignment."""
+the shop's live mix, a worker with ``SEGSTREAM_SOURCE=cdc``. While the mix runs, the Kafka
+Connect process is stopped and started again, and the worker is SIGKILLed and started again;
+every kind of change is made in each of those windows. After catch-up, every user's
+features equal ``features.sql`` over the database's current rows, their segment and last
+segment change the batch's assignment, the population counters are exact, and the users
+deleted in the database have no key left, a tombstone last on ``user-segments`` and a leave
+last on ``segment-changes``."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import signal
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psycopg
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from segstream.cdc.shop import MIX, Shop
+from segstream.cdc.connect_api import connector_state
+from segstream.cdc.shop import MIX, Shop, Step
+from segstream.errors import DataError
 from segstream.settings import Settings
 from segstream.stream.kafka.lag import read_lag
 from segstream.stream.state.keys import state_prefix
@@ -25,9 +38,14 @@ from segstream.training.assign import assign
 from segstream.training.data import DataSource, read_features
 from segstream.training.features import FEATURE_COLUMNS
 from segstream.training.postgres_sink import connect
-from tests.integration.cdc.pipeline import captured_shop
-from tests.integration.stacks import CdcServices
+from tests.integration.cdc.pipeline import Capture, captured_shop, read_all
+from tests.integration.stacks import CdcServices, start_again
 from tests.integration.stream.conftest import WorkerProcess, app_settings
+from tests.integration.stream.parity import (
+    check_changes,
+    check_populations,
+    check_user_segments,
+)
 from tests.small_model import make_model
 
 
@@ -59,14 +77,106 @@ def _user_ids(owner_url: str) -> list[int]:
         return [row[0] for row in conn.execute("SELECT id FROM users").fetchall()]
 
 
-def test_a_cdc_worker_equals_the_batch_over_the_database(
+class _LiveShop:
+    """The shop's mix (:meth:`Shop.run`) in a thread of its own, on a connection of its own,
+    until :meth:`stop`; ``steps`` are the changes made so far, in order."""
+
+    def __init__(self, owner_url: str, schema: str, *, seed: int, rate: float) -> None:
+        self.steps: list[Step] = []
+        self._errors: list[BaseException] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(owner_url, schema, seed, rate), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, owner_url: str, schema: str, seed: int, rate: float) -> None:
+        try:
+            with connect(owner_url, autocommit=True) as conn:
+                shop = Shop(conn, seed=seed, schema=schema)
+                shop.run(rate, report=self.steps.append, stop=self._stopping.is_set)
+        except (DataError, psycopg.Error) as exc:  # re-raised by the test's thread
+            self._errors.append(exc)
+
+    def every_kind_since(self, mark: int, timeout_s: float = 180.0) -> None:
+        """Block until each kind of :data:`MIX` was made after the first ``mark`` steps."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert not self._errors and self._thread.is_alive(), self._errors
+            missing = set(MIX) - {step.kind for step in self.steps[mark:]}
+            if not missing:
+                return
+            assert time.monotonic() < deadline, f"no {sorted(missing)} after step {mark}"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(60)
+        assert not self._thread.is_alive() and not self._errors, self._errors
+
+
+def _ever_users(capture: Capture) -> set[int]:
+    """Every user the users topic ever carried a change of (keys ``{"user_id": N}``)."""
+    records = read_all(capture.settings, [capture.topics["users"]])
+    return {json.loads(r.key)["user_id"] for r in records if r.key is not None}
+
+
+def _keys_by_user(settings: Settings) -> dict[int, list[str]]:
+    """Every Redis key of the app under a user's hash tag, by user (SCAN of the keyspace)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        found: dict[int, list[str]] = {}
+        for key in client.scan_iter(match=f"{state_prefix(settings)}*", count=1000):
+            tag = re.search(r"\{u:(\d+)\}", key.decode())
+            if tag is not None:
+                found.setdefault(int(tag.group(1)), []).append(key.decode())
+        return found
+    finally:
+        client.close()
+
+
+def _differences(
+    owner_url: str, found: dict[int, Any], expected: pd.DataFrame, states: dict[int, Any]
+) -> str:
+    """For a failure message: the users whose features differ, the stream's and the batch's,
+    with their rows in the database."""
+    lines = []
+    batch = expected[list(FEATURE_COLUMNS)].to_dict(orient="index")
+    for uid in sorted(set(found) | set(batch)):
+        if found.get(uid) != batch.get(uid):
+            with connect(owner_url) as conn:
+                orders = conn.execute(
+                    "SELECT o.order_id, o.user_id, array_agg(i.id || ':' || i.user_id "
+                    "|| ':' || i.product_id) FROM orders o LEFT JOIN order_items i "
+                    "ON i.order_id = o.order_id WHERE o.user_id = %s GROUP BY 1, 2",
+                    (uid,),
+                ).fetchall()
+                lines_of = conn.execute(
+                    "SELECT id, order_id, user_id FROM order_items WHERE user_id = %s", (uid,)
+                ).fetchall()
+            lines.append(
+                f"user {uid}: stream {found.get(uid)} {states.get(uid)}, batch {batch.get(uid)}, "
+                f"orders {orders}, lines keyed to them {lines_of}"
+            )
+    return "\n".join(lines[:5]) + "\n"
+
+
+def _hash_of(settings: Settings, keys: list[str]) -> dict[str, Any]:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return {k: client.hgetall(k) if client.type(k) == b"hash" else client.type(k) for k in keys}
+    finally:
+        client.close()
+
+
+def test_a_cdc_worker_equals_the_batch_through_a_connect_restart_and_a_worker_kill(
     cdc: CdcServices, redis_url: str, worker_of: Any, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
     save_model(make_model("v1"), models / "v1")
     publish_current(models, models / "v1")
     model = load_model(models / "current")
-    with captured_shop(cdc, users=40, products=20, seed=7) as capture:
+    with captured_shop(cdc, users=30, products=20, seed=7) as capture:
         worker_settings = app_settings(
             capture.settings.kafka_bootstrap_servers,
             redis_url,
@@ -80,14 +190,35 @@ def test_a_cdc_worker_equals_the_batch_over_the_database(
             log_level="info",
         )
         worker = worker_of(worker_settings)
-        with connect(capture.owner_url, autocommit=True) as conn:
-            shop = Shop(conn, seed=7, schema=capture.settings.cdc_schema)
-            shop.run(rate=100, steps=60)
-            for kind in MIX:  # every kind at least once
-                shop.make(kind)
+        shop = _LiveShop(capture.owner_url, capture.settings.cdc_schema, seed=7, rate=10)
+        try:
+            # Connect's process stopped (gracefully) and started again: every kind of change
+            # is made while it is down and while it starts; Debezium resumes from its
+            # committed offsets (the slot kept the WAL), repeating some changes.
+            shop.every_kind_since(0)
+            mark = len(shop.steps)
+            cdc.connect.stop()
+            shop.every_kind_since(mark)
+            start_again(cdc.connect)
+            state = connector_state(capture.settings, wait_s=120)
+            assert state is not None and state.running, state
+            # The worker SIGKILLed mid-batch: every kind of change is made while it is dead;
+            # a new one takes over its group, its Redis state and its outboxes.
+            mark = len(shop.steps)
+            assert worker.stop(signal.SIGKILL) == -signal.SIGKILL
+            shop.every_kind_since(mark)
+            worker = worker_of(worker_settings)
+            shop.every_kind_since(len(shop.steps))
+        finally:
+            shop.stop()
+            if not cdc.connect.process.is_running():  # the session's other tests need it
+                start_again(cdc.connect)
+        made = Counter(step.kind for step in shop.steps)
         source = DataSource.from_args(None, capture.owner_url)
         expected = read_features(source).set_index("user_id")
         everyone = _user_ids(capture.owner_url)
+        deleted = frozenset(_ever_users(capture) - set(everyone))
+        assert len(deleted) >= 3, made  # at least one delete_user per window
         deadline = time.monotonic() + 300
         while True:
             assert worker.process.poll() is None, worker.log_tail()
@@ -102,7 +233,8 @@ def test_a_cdc_worker_equals_the_batch_over_the_database(
                 if frame.sort_index().equals(expected[list(FEATURE_COLUMNS)].sort_index()):
                     break
             assert time.monotonic() < deadline, (
-                f"lag {lag}; stream {len(found)} users, batch {len(expected)}:\n"
+                f"lag {lag}; stream {len(found)} users, batch {len(expected)} ({made}):\n"
+                + _differences(capture.owner_url, found, expected, states)
                 + worker.log_tail()
             )
             time.sleep(1.0)
@@ -116,3 +248,23 @@ def test_a_cdc_worker_equals_the_batch_over_the_database(
                 break
             time.sleep(0.5)
         assert stream_segments == batch_segments
+        # Every change published (no outbox left) and the deleted users erased (no key).
+        deadline = time.monotonic() + 60
+        while True:
+            keys = _keys_by_user(worker_settings)
+            outboxes = [k for ks in keys.values() for k in ks if k.endswith(":ob")]
+            kept = sorted(deleted & set(keys))
+            if not outboxes and not kept:
+                break
+            assert time.monotonic() < deadline, (
+                outboxes[:5],
+                {uid: _hash_of(worker_settings, keys[uid]) for uid in kept[:3]},
+                worker.log_tail(),
+            )
+            time.sleep(0.5)
+        final = {
+            int(uid): int(seg) for uid, seg in zip(expected.index, batch_segments, strict=True)
+        }
+        check_changes(worker_settings, final, model.version, left=deleted)
+        check_user_segments(worker_settings, final, left=deleted)
+        check_populations(worker_settings, final, model.version)

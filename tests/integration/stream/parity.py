@@ -10,7 +10,9 @@ same data and model. Checked:
   first is null, and each change moves the user: a new model version alone is no change),
   the last one is the user's final segment, and exactly the SQL's users have changes; the
   payload matches the JSON Schema;
-- ``user-segments``: the last record of each key is the user's final segment;
+- ``user-segments``: the last record of each key is the user's final segment
+  (:func:`check_user_segments`; a tombstone for users who left);
+- a leave event (``segment_left``) ends a user's chain (``check_changes(..., left=...)``);
 - the maintained population counters: the SQL's users per segment under the model's version,
   every other user with a state as unassigned, the same as counting the user hashes.
 - :func:`check_sequences` (called apart): each user's ``sequence`` numbers are gap-free.
@@ -92,12 +94,24 @@ def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> dict[in
     final = {uid: int(want[7]) for uid, want in expected.items()}
     check_populations(settings, final, dataset.model.version)
     check_changes(settings, final, dataset.model.version)
-    segments = asyncio.run(read_all(settings, settings.topic_user_segments))
-    last: dict[int, int] = {}
-    for record in segments:
-        last[int(record.key)] = json.loads(record.value)["segment"]
-    assert last == final
+    check_user_segments(settings, final)
     return final
+
+
+def check_user_segments(
+    settings: Settings, final: dict[int, int], left: frozenset[int] = frozenset()
+) -> None:
+    """The last ``user-segments`` record of each user is their ``final`` segment, and a
+    tombstone for exactly the users who have one and ended ``left``."""
+    segments = asyncio.run(read_all(settings, settings.topic_user_segments))
+    last: dict[int, int | None] = {}
+    for record in segments:
+        last[int(record.key)] = (
+            None if record.value is None else json.loads(record.value)["segment"]
+        )
+    gone = {uid for uid, segment in last.items() if segment is None}
+    assert gone <= left, f"tombstones for users who did not leave: {sorted(gone - left)[:5]}"
+    assert {uid: s for uid, s in last.items() if uid not in gone} == final
 
 
 def check_populations(settings: Settings, final: dict[int, int], version: str) -> None:
@@ -127,13 +141,18 @@ def check_changes(
     final: dict[int, int],
     version: str,
     versions: dict[int, set[str]] | None = None,
+    left: frozenset[int] = frozenset(),
 ) -> None:
     """The segment-change topic's chains end at ``final`` for exactly its users.
 
     The last change of each user names ``version``, or one of the user's own ``versions``.
+    A leave event (``segment_left``) ends a life: its ``previous_segment`` is the segment
+    before it and the user's next change starts from null; the users whose chain ends with
+    a leave are users of ``left`` (a user who left before any change was published has none).
     """
     records = asyncio.run(read_all(settings, settings.topic_segment_changes))
     validator = jsonschema.Draft202012Validator(load_schema("segment_change"))
+    leave_validator = jsonschema.Draft202012Validator(load_schema("segment_left"))
     chains: dict[int, list[dict]] = defaultdict(list)
     seen: dict[str, bytes] = {}
     for record in records:
@@ -146,21 +165,28 @@ def check_changes(
             )
             continue
         seen[change["event_id"]] = record.value
-        validator.validate(change)
+        (leave_validator if change.get("left") else validator).validate(change)
         chains[change["user_id"]].append(change)
     broken = []
+    ended = set()
     for uid, chain in chains.items():
         previous = None
         for change in chain:
-            if change["previous_segment"] != previous or change["segment"] == previous:
-                broken.append((uid, [(c["previous_segment"], c["segment"]) for c in chain]))
+            moved = change.get("left") or change["segment"] != previous
+            if change["previous_segment"] != previous or not moved:
+                broken.append((uid, [(c["previous_segment"], c.get("segment")) for c in chain]))
                 break
-            previous = change["segment"]
+            previous = change.get("segment")  # None after a leave: a new life
+        if chain[-1].get("left"):
+            ended.add(uid)
+            if uid not in left:
+                broken.append((uid, "left", "did not leave"))
+            continue
         allowed = {version} if versions is None else versions.get(uid, set())
         if chain[-1]["segment"] != final.get(uid) or chain[-1]["model_version"] not in allowed:
             broken.append((uid, chain[-1]["segment"], final.get(uid)))
     assert not broken, f"{len(broken)} users' changes are wrong, e.g. {broken[:5]}"
-    assert set(chains) == set(final)
+    assert set(chains) - ended == set(final)
 
 
 def check_sequences(settings: Settings, final: dict[int, int]) -> None:
