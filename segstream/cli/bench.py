@@ -134,6 +134,14 @@ def add_commands(sub: SubParsers) -> None:
         metavar="DIR",
         help="where to keep data and models (default: a temporary directory)",
     )
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="worker-profile.pstats",
+        metavar="PATH",
+        help="also run the worker under cProfile on one more wave of orders, write its "
+        "statistics to PATH (default: worker-profile.pstats) and print where the time went",
+    )
     p.set_defaults(handler=_bench_stream)
     p = targets.add_parser(
         "ops", help="population count, lag read and HTTP API latencies on the configured stack"

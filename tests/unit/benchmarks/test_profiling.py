@@ -1,0 +1,81 @@
+"""The profile's entries fold into a batch's steps, builtins by their callers."""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+
+import msgspec
+import pytest
+
+from benchmarks.profiling import GROUPS, breakdown, format_breakdown, group_of
+
+SITE = "/x/.venv/lib/python3.11/site-packages"
+EVENTS = ("/x/segstream/stream/domain/events.py", 341, "_decode")
+
+
+@pytest.mark.parametrize(
+    ("func", "group"),
+    [
+        (EVENTS, "decode"),
+        (("/x/segstream/stream/domain/events.py", 462, "parse_event"), "validation"),
+        (("/x/segstream/stream/state/store.py", 312, "apply"), "Redis scripts"),
+        ((f"{SITE}/redis/asyncio/connection.py", 1, "send_packed_command"), "Redis scripts"),
+        (("/x/segstream/stream/worker/assigner.py", 121, "assign"), "assignment"),
+        ((f"{SITE}/numpy/core/fromnumeric.py", 1, "argmin"), "assignment"),
+        (("/x/segstream/stream/kafka/publisher.py", 134, "publish"), "publishing"),
+        ((f"{SITE}/aiokafka/producer/producer.py", 1, "send"), "publishing"),
+        (("/x/segstream/stream/worker/consumer.py", 108, "commit"), "commit"),
+        ((f"{SITE}/faust/transport/consumer.py", 1, "commit"), "commit"),
+        (("/x/segstream/stream/worker/processor.py", 179, "process"), "batch bookkeeping"),
+        ((f"{SITE}/faust/streams.py", 1, "take_events"), "Faust/asyncio overhead"),
+        (("/usr/lib/python3.11/asyncio/events.py", 1, "_run"), "Faust/asyncio overhead"),
+        ((f"{SITE}/mode/services.py", 1, "start"), "Faust/asyncio overhead"),
+        (("/x/elsewhere.py", 1, "f"), "other"),
+        (("~", 0, "<built-in method builtins.len>"), None),
+    ],
+)
+def test_each_entry_goes_to_its_step(func: tuple[str, int, str], group: str | None) -> None:
+    assert group_of(func) == group
+
+
+def test_a_builtin_is_split_among_its_callers_by_their_time() -> None:
+    store = ("/x/segstream/stream/state/store.py", 312, "apply")
+    publish = ("/x/segstream/stream/kafka/publisher.py", 134, "publish")
+    send = ("~", 0, "<method 'send' of '_socket.socket' objects>")
+    orphan = ("~", 0, "<built-in method time.monotonic>")
+    stats = {
+        store: (1, 1, 0.5, 2.0, {}),
+        publish: (1, 1, 0.25, 1.0, {}),
+        send: (4, 4, 2.0, 2.0, {store: (3, 3, 1.5, 1.5), publish: (1, 1, 0.5, 0.5)}),
+        orphan: (1, 1, 0.125, 0.125, {}),
+    }
+    totals = breakdown(stats)
+    assert list(totals) == list(GROUPS)
+    assert totals["Redis scripts"] == pytest.approx(0.5 + 1.5)
+    assert totals["publishing"] == pytest.approx(0.25 + 0.5)
+    assert totals["other"] == pytest.approx(0.125)
+    assert sum(totals.values()) == pytest.approx(0.5 + 0.25 + 2.0 + 0.125)
+
+
+def test_a_real_profile_adds_up_and_finds_the_decoder() -> None:
+    decoder = msgspec.json.Decoder()
+    payload = msgspec.json.encode({"user_id": 1, "items": list(range(50))})
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(2_000):
+        decoder.decode(payload)
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    totals = breakdown(stats)
+    own = sum(entry[2] for entry in stats.values())
+    assert sum(totals.values()) == pytest.approx(own)
+    assert totals["decode"] > 0.0
+
+
+def test_rows_are_largest_first_with_shares_and_per_event_cost() -> None:
+    totals = dict.fromkeys(GROUPS, 0.0) | {"Redis scripts": 3.0, "decode": 1.0}
+    rows = format_breakdown(totals, events=10_000)
+    assert rows[0] == ("Redis scripts", "3.00 s", "75%, 300.0 µs/event")
+    assert rows[1] == ("decode", "1.00 s", "25%, 100.0 µs/event")
+    assert format_breakdown(totals, events=0)[0] == ("Redis scripts", "3.00 s", "75%")
