@@ -1,8 +1,12 @@
 """``segstream bench stream --profile``: where the worker's time goes, grouped by step.
 
-The worker runs under :mod:`cProfile` (``python -m benchmarks.profiling --out FILE``, with the
-worker's ``SEGSTREAM_*`` environment) until SIGTERM; the statistics are written to ``FILE``
-(pstats format: ``python -m pstats FILE``, or snakeviz/gprof2dot for a graph) when it stops.
+The worker runs with :mod:`cProfile` ready (``python -m benchmarks.profiling --out FILE
+--events N``, with the worker's ``SEGSTREAM_*`` environment); :class:`ProfileWindow` starts
+the profile when the first batch reaches :class:`~segstream.stream.worker.processor.
+BatchProcessor` and ends it after the batch that brings the records processed to ``N``, so
+imports, model load, group join, idling and shutdown are not in it. The statistics are then
+written to ``FILE`` (pstats format: ``python -m pstats FILE``, or snakeviz/gprof2dot for a
+graph). The clock is the thread's CPU time: a wait costs nothing, as it costs no core.
 :func:`breakdown` then folds the profile's entries into the steps of a batch (decode,
 validation, Redis scripts, assignment, publishing, commit, Faust/asyncio overhead) by the
 module and function each entry belongs to.
@@ -16,11 +20,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
-__all__ = ["GROUPS", "breakdown", "format_breakdown", "group_of", "main"]
+__all__ = ["GROUPS", "ProfileWindow", "breakdown", "format_breakdown", "group_of", "main"]
 
 Func: TypeAlias = tuple[str, int, str]
 """A pstats entry's key: (file name, line, function name); builtins have file ``~``."""
@@ -138,24 +143,69 @@ def format_breakdown(totals: Mapping[str, float], events: int) -> list[tuple[str
     return rows
 
 
+class ProfileWindow:
+    """Wraps a batch handler: ``start`` before the first batch, ``stop`` once, after the batch
+    that brings the records handled to ``events`` (or at :meth:`close` if they never do)."""
+
+    def __init__(self, events: int, start: Callable[[], object], stop: Callable[[], object]):
+        self.events = events
+        self.handled = 0
+        self.state = "waiting"
+        """``waiting`` (no batch yet), ``open`` (profiling), ``closed`` (stopped)."""
+        self._start = start
+        self._stop = stop
+
+    def wrap(
+        self, handler: Callable[[Any, Sequence[Any]], Awaitable[None]]
+    ) -> Callable[[Any, Sequence[Any]], Awaitable[None]]:
+        """``handler`` (a method taking a batch of records), run inside the window."""
+
+        async def handle(owner: Any, records: Sequence[Any]) -> None:
+            if self.state == "waiting":
+                self.state = "open"
+                self._start()
+            try:
+                await handler(owner, records)
+            finally:
+                self.handled += len(records)
+                if self.state == "open" and self.handled >= self.events:
+                    self.close()
+
+        return handle
+
+    def close(self) -> None:
+        """Stop, if started and not stopped yet."""
+        if self.state == "open":
+            self._stop()
+        self.state = "closed"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.profiling --out FILE``: the worker under cProfile until stopped."""
+    """``python -m benchmarks.profiling --out FILE --events N``: the worker, profiled over
+    its first ``N`` records; runs until stopped."""
     parser = argparse.ArgumentParser(prog="benchmarks.profiling")
     parser.add_argument("--out", required=True, type=Path, help="where to write the pstats file")
+    parser.add_argument("--events", required=True, type=int, help="records to profile over")
     args = parser.parse_args(argv)
 
     from segstream.settings import load_settings
     from segstream.stream.service import create_service
+    from segstream.stream.worker.processor import BatchProcessor
     from segstream.stream.worker.run import run_worker
 
-    profile = cProfile.Profile()
-    profile.enable()
-    try:
-        code = run_worker(load_settings(), create_service)
-    finally:
+    profile = cProfile.Profile(time.thread_time)
+
+    def stop() -> None:
         profile.disable()
         profile.dump_stats(args.out)
-    return code
+
+    window = ProfileWindow(args.events, profile.enable, stop)
+    # The worker takes the bound method when it builds its processor, after this.
+    BatchProcessor.process = window.wrap(BatchProcessor.process)  # type: ignore[method-assign]
+    try:
+        return run_worker(load_settings(), create_service)
+    finally:
+        window.close()
 
 
 if __name__ == "__main__":

@@ -360,7 +360,9 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
             figures.profile_events = len(profile_wave)
             figures.profile_path = Path(args.profile).resolve()
             _run_group(
-                worker, ["-m", "benchmarks.profiling", "--out", str(figures.profile_path)],
+                worker,
+                ["-m", "benchmarks.profiling", "--out", str(figures.profile_path),
+                 "--events", str(len(profile_wave))],
                 workdir / "worker-profile.log", 1800,
             )  # fmt: skip
             figures.profile = _profile_breakdown(figures.profile_path)
@@ -448,7 +450,7 @@ def print_figures(figures: StreamFigures, console: Console) -> None:
         from benchmarks.profiling import format_breakdown
 
         profile = Table(
-            title=f"where the worker's time went (cProfile, own time, event-loop thread), "
+            title=f"where the worker's time went (cProfile, own CPU time, event-loop thread), "
             f"{figures.profile_events:,} orders; statistics in {figures.profile_path}"
         )
         for column in ("step", "seconds", "share"):

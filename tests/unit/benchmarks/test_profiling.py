@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import pstats
 
 import msgspec
 import pytest
 
-from benchmarks.profiling import GROUPS, breakdown, format_breakdown, group_of
+from benchmarks.profiling import GROUPS, ProfileWindow, breakdown, format_breakdown, group_of
 
 SITE = "/x/.venv/lib/python3.11/site-packages"
 EVENTS = ("/x/segstream/stream/domain/events.py", 341, "_decode")
@@ -79,3 +80,38 @@ def test_rows_are_largest_first_with_shares_and_per_event_cost() -> None:
     assert rows[0] == ("Redis scripts", "3.00 s", "75%, 300.0 µs/event")
     assert rows[1] == ("decode", "1.00 s", "25%, 100.0 µs/event")
     assert format_breakdown(totals, events=0)[0] == ("Redis scripts", "3.00 s", "75%")
+
+
+def test_the_window_opens_at_the_first_batch_and_closes_once_enough_were_handled() -> None:
+    calls: list[str] = []
+    window = ProfileWindow(5, lambda: calls.append("start"), lambda: calls.append("stop"))
+
+    async def handler(owner: object, records: list[int]) -> None:
+        calls.append(f"batch {len(records)}")
+
+    handle = window.wrap(handler)
+    assert window.state == "waiting"
+    asyncio.run(handle(None, [1, 2]))
+    assert (window.state, calls) == ("open", ["start", "batch 2"])
+    asyncio.run(handle(None, [3, 4, 5]))
+    asyncio.run(handle(None, [6]))
+    assert calls == ["start", "batch 2", "batch 3", "stop", "batch 1"]
+    assert (window.state, window.handled) == ("closed", 6)
+    window.close()
+    assert calls.count("stop") == 1
+
+
+def test_a_window_that_never_filled_stops_at_close_and_one_never_opened_does_not() -> None:
+    calls: list[str] = []
+    window = ProfileWindow(100, lambda: calls.append("start"), lambda: calls.append("stop"))
+
+    async def failing(owner: object, records: list[int]) -> None:
+        raise RuntimeError("redis down")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(window.wrap(failing)(None, [1]))
+    window.close()
+    assert calls == ["start", "stop"] and window.handled == 1
+    unused = ProfileWindow(1, lambda: calls.append("start"), lambda: calls.append("stop"))
+    unused.close()
+    assert calls == ["start", "stop"] and unused.state == "closed"
