@@ -51,7 +51,7 @@ GROUPS = (
 # the specific functions come before the modules they live in.
 _RULES: tuple[tuple[str, tuple[str, ...], frozenset[str] | None], ...] = (
     ("decode", ("stream/domain/events.py",), frozenset({"_decode", "_unique"})),
-    ("decode", ("msgspec/",), None),
+    ("decode", ("msgspec/", "faust/serializers/", "aiokafka/record/", "aiokafka/protocol/"), None),
     ("decode", ("~",), frozenset({"<method 'decode' of 'msgspec.json.Decoder' objects>"})),
     ("validation", ("stream/domain/events.py", "stream/domain/dead_letters.py"), None),
     ("validation", ("stream/domain/partitioning.py",), None),
@@ -81,7 +81,8 @@ _RULES: tuple[tuple[str, tuple[str, ...], frozenset[str] | None], ...] = (
     ("assignment", ("stream/worker/assigner.py", "segstream/training/", "/numpy/"), None),
     ("assignment", ("stream/domain/assignment.py", "/sklearn/", "/scipy/"), None),
     ("publishing", ("stream/kafka/publisher.py", "stream/domain/changes.py"), None),
-    ("publishing", ("aiokafka/producer/",), None),
+    ("publishing", ("aiokafka/producer/", "aiokafka/partitioner.py"), None),
+    ("publishing", ("faust/transport/producer.py",), None),
     ("batch bookkeeping", ("stream/worker/processor.py", "stream/domain/batch.py"), None),
     ("batch bookkeeping", ("stream/worker/batching.py", "stream/domain/user.py"), None),
     ("batch bookkeeping", ("stream/domain/observer.py", "stream/http/metrics.py"), None),
