@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from segstream.training.generate import generate_tables, load_catalogue, write_t
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 PRODUCTS = REPO.parent / "shared" / "data" / "thelook" / "products.parquet"
@@ -227,15 +227,20 @@ def wait_until_consumed(
     settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180.0
 ) -> None:
     """Block until the group has committed every input record; fail if a worker died."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        lag = input_lag(settings)
-        if lag == 0:
-            return
+    lags: list[int] = []
+
+    def caught_up() -> bool:
+        lags.append(input_lag(settings))
+        if lags[-1] == 0:
+            return True
         for worker in workers:
             code = worker.process.poll()
             assert code is None, f"worker exited with {code}:\n{worker.log_tail()}"
-        assert time.monotonic() < deadline, f"still {lag} records behind:\n" + "\n".join(
-            w.log_tail() for w in workers
-        )
-        time.sleep(0.5)
+        return False
+
+    wait_until(
+        caught_up,
+        timeout_s,
+        lambda: f"still {lags[-1]} records behind:\n" + "\n".join(w.log_tail() for w in workers),
+        interval_s=0.5,
+    )

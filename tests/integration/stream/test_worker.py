@@ -19,6 +19,7 @@ from tests.integration.stream.conftest import (
     wait_until_consumed,
 )
 from tests.integration.stream.parity import check_parity
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +39,12 @@ def _assigned_users(settings: Settings) -> int:
 
 
 def _wait_for_progress(settings: Settings, users: int, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _assigned_users(settings) < users:
-        assert time.monotonic() < deadline, f"fewer than {users} users assigned in time"
-        time.sleep(0.2)
+    wait_until(
+        lambda: _assigned_users(settings) >= users,
+        timeout_s,
+        f"fewer than {users} users assigned in time",
+        interval_s=0.2,
+    )
 
 
 def test_replayed_dataset_matches_the_batch_pipeline(

@@ -27,6 +27,7 @@ from segstream.settings import Settings
 from segstream.stream.lifecycle.replay import ReplayPlan
 from tests.integration.stacks import private_settings
 from tests.integration.stream.conftest import WorkerProcess
+from tests.waiting import wait_until
 
 
 def server_settings(tmp: Path) -> Settings:
@@ -64,10 +65,9 @@ def kill_broker(broker: KafkaBroker) -> None:
     pid = broker.process.pid()
     assert pid is not None, "the broker is not running"
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while broker.process.is_running():
-        assert time.monotonic() < deadline, "the broker survived SIGKILL"
-        time.sleep(0.05)
+    wait_until(
+        lambda: not broker.process.is_running(), 30, "the broker survived SIGKILL", interval_s=0.05
+    )
 
 
 def restart_broker(broker: KafkaBroker, timeout_s: float = 60.0) -> None:
@@ -76,15 +76,17 @@ def restart_broker(broker: KafkaBroker, timeout_s: float = 60.0) -> None:
     A client reconnecting in a loop to a dead loopback port can briefly hold it (a TCP
     self-connect when the kernel picks that same port as the source), so "in use" is retried.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def started() -> bool:
         try:
             broker.start()
-            return
         except ServiceError as exc:
-            if "already in use" not in str(exc) or time.monotonic() > deadline:
+            if "already in use" not in str(exc):
                 raise
-            time.sleep(0.5)
+            return False
+        return True
+
+    wait_until(started, timeout_s, "the broker's port stayed in use", interval_s=0.5)
 
 
 @contextlib.contextmanager
