@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -221,6 +222,23 @@ def input_lag(settings: Settings) -> int:
         )
     )
     return snapshot.total_lag
+
+
+_ASSIGNED = re.compile(r"input partitions assigned: users \[(\d|[^\]]*\], orders \[\d)")
+"""The worker's log line for an assignment that gave it at least one input partition."""
+
+
+def wait_until_assigned(workers: list[WorkerProcess], timeout_s: float = 120.0) -> None:
+    """Block until every worker has logged input partitions of its own: one group's members
+    have all joined and the rebalance between them is done."""
+    wait_until(
+        lambda: all(_ASSIGNED.search(w.log_path.read_text(errors="replace")) for w in workers),
+        timeout_s,
+        lambda: (
+            "not every worker got input partitions:\n" + "\n".join(w.log_tail() for w in workers)
+        ),
+        interval_s=0.5,
+    )
 
 
 def wait_until_consumed(
