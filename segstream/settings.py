@@ -233,6 +233,9 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=6379, ge=1, le=65535)
     """Port of the Redis server ``segstream services up`` starts."""
 
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    """Port of the Prometheus ``segstream services up --monitoring`` starts."""
+
     kafka_jars_dir: Path = Path.home() / ".cache" / "segstream" / "kafka"
     """Cache of the broker's jars resolved from Maven Central, shared by every data_dir."""
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from segstream.services.check import round_trip
 from segstream.services.credentials import client_environment
+from segstream.services.prometheus import PrometheusServer
 from segstream.services.stack import Stack
 from segstream.settings import load_settings
 
@@ -52,19 +54,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "client needs (eval them: passwords are read from files, never printed). "
         "check: use those settings",
     )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="up: also start Prometheus on SEGSTREAM_PROMETHEUS_PORT (9090) with segstream's "
+        "alert and recording rules (deploy/prometheus/alerts.yml), scraping the workers listed "
+        "in <data_dir>/prometheus/targets.json (first 127.0.0.1:SEGSTREAM_HTTP_PORT); `down` "
+        "stops it too",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     stack = Stack(load_settings(), secure=args.secure)
     if args.action == "up":
+        prometheus = PrometheusServer(stack.settings)
+        if args.monitoring:
+            prometheus.check_ports()  # before Kafka and Redis start, not after
         timings = stack.up(kafka_brokers=args.kafka_brokers, redis_cluster=args.redis_cluster)
+        if args.monitoring:
+            t0 = time.monotonic()
+            timings["prometheus"] = time.monotonic() - t0 if prometheus.start() else None
         # Secured, the output is meant for `eval`: status lines are shell comments.
         mark = "# " if args.secure else ""
         for status in stack.status():
             took = timings.get(status.name)
             how = f"started in {took:.1f} s" if took is not None else "already running"
             print(f"{mark}{status.name:6} {status.address:28} pid {status.pid}  {how}")
+        if args.monitoring:
+            print(f"{mark}alerts: {prometheus.url}/alerts  targets: {prometheus.targets_file}")
         if args.secure:
             print("# a client of this stack needs (passwords are read from their files):")
             for line in client_environment(stack.settings):

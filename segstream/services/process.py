@@ -206,12 +206,7 @@ class LocalServer(abc.ABC):
         if self.process.is_running():
             self.wait_ready(timeout)
             return False
-        for port in self.ports():
-            if port_is_open(port):
-                raise ServiceError(
-                    f"port {port} is already in use by another process; stop it or choose "
-                    f"{self.port_settings}"
-                )
+        self.check_ports()
         self._launch()
         try:
             self.wait_ready(timeout)
@@ -220,6 +215,22 @@ class LocalServer(abc.ABC):
             self.stop()
             raise
         return True
+
+    def check_ports(self) -> None:
+        """Fail unless ours runs already or every port of the server is free.
+
+        Raises:
+            ServiceError: a port is taken by another process (named, with the setting to
+                change).
+        """
+        if self.process.is_running():
+            return
+        for port in self.ports():
+            if port_is_open(port):
+                raise ServiceError(
+                    f"port {port} is already in use by another process; stop it or choose "
+                    f"{self.port_settings}"
+                )
 
     def stop(self) -> bool:
         """Stop the server if we started it; True when one was stopped."""

@@ -9,6 +9,7 @@ from typing import TypeVar
 from segstream.errors import ServiceError
 from segstream.services.kafka import KafkaBroker, kafka_version
 from segstream.services.kafka_cluster import KafkaCluster
+from segstream.services.prometheus import PrometheusServer
 from segstream.services.redis import RedisServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.settings import Settings
@@ -119,7 +120,7 @@ class Stack:
         """Stop what we started, cluster nodes included; True per service that was running.
 
         The clusters are listed only when they exist (a Kafka cluster's saved quorum, a
-        Redis Cluster's folder).
+        Redis Cluster's folder), Prometheus only when ``up --monitoring`` ever ran here.
         """
         stopped = {"kafka": self.kafka.stop(), "redis": self.redis.stop()}
         kafka_cluster = self.kafka_cluster()
@@ -128,6 +129,9 @@ class Stack:
         redis_cluster = RedisCluster(self.settings)
         if redis_cluster.home.exists():
             stopped[redis_cluster.name] = redis_cluster.stop()
+        prometheus = PrometheusServer(self.settings)
+        if prometheus.home.exists():  # `up --monitoring` was run on this data dir
+            stopped[prometheus.name] = prometheus.stop()
         return stopped
 
     def status(self) -> list[ServiceStatus]:
@@ -151,4 +155,10 @@ class Stack:
                 ServiceStatus(f"redis-{r.port}", nodes.node(r.port).url, r.pid, f"cluster {r.role}")
                 for r in nodes.status()
             ]
-        return kafka + redis
+        # Prometheus is optional (`up --monitoring`): listed while it runs, so that `status`
+        # still means "Kafka and Redis run" when it does not.
+        prometheus = PrometheusServer(self.settings)
+        monitoring = []
+        if prometheus.process.is_running():
+            monitoring = [ServiceStatus("prometheus", prometheus.url, prometheus.process.pid())]
+        return kafka + redis + monitoring

@@ -7,10 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from segstream.errors import ServiceError
+from segstream.services.process import LocalServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.services.stack import Stack
 from segstream.settings import Settings, load_settings
 from tests.ports import free_port, free_ports
+from tests.waiting import wait_until
 
 
 def private_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -36,6 +39,25 @@ def running(stack: Stack) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
+
+
+def start_again(server: LocalServer, timeout_s: float = 60.0) -> None:
+    """Start a stopped or killed ``server`` again, once its ports are free.
+
+    A client reconnecting in a loop to a dead loopback port can briefly hold it (a TCP
+    self-connect when the kernel picks that same port as the source), so "in use" is retried.
+    """
+
+    def started() -> bool:
+        try:
+            server.start()
+        except ServiceError as exc:
+            if "already in use" not in str(exc):
+                raise
+            return False
+        return True
+
+    wait_until(started, timeout_s, "the server's port stayed in use", interval_s=0.5)
 
 
 @contextmanager

@@ -20,12 +20,11 @@ from typing import Any
 
 import pytest
 
-from segstream.errors import ServiceError
 from segstream.services.kafka import KafkaBroker
 from segstream.services.redis import RedisServer
 from segstream.settings import Settings
 from segstream.stream.lifecycle.replay import ReplayPlan
-from tests.integration.stacks import private_settings
+from tests.integration.stacks import private_settings, start_again
 from tests.integration.stream.conftest import WorkerProcess
 from tests.waiting import wait_until
 
@@ -71,22 +70,8 @@ def kill_broker(broker: KafkaBroker) -> None:
 
 
 def restart_broker(broker: KafkaBroker, timeout_s: float = 60.0) -> None:
-    """Start the killed broker again, once its ports are free.
-
-    A client reconnecting in a loop to a dead loopback port can briefly hold it (a TCP
-    self-connect when the kernel picks that same port as the source), so "in use" is retried.
-    """
-
-    def started() -> bool:
-        try:
-            broker.start()
-        except ServiceError as exc:
-            if "already in use" not in str(exc):
-                raise
-            return False
-        return True
-
-    wait_until(started, timeout_s, "the broker's port stayed in use", interval_s=0.5)
+    """Start the killed broker again, once its ports are free (see ``start_again``)."""
+    start_again(broker, timeout_s)
 
 
 @contextlib.contextmanager
