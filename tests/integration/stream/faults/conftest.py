@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -126,7 +125,4 @@ def wait_for(
     check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.5
 ) -> None:
     """Poll ``check`` until true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval_s)
+    wait_until(check, timeout_s, f"waiting for {what}", interval_s=interval_s)
