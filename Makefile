@@ -10,7 +10,7 @@ LOCK_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps lock lock-check demo test test-unit lint format bench services-up \
-	services-down rules dashboard clean
+	services-up-cdc services-down rules dashboard clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ bench: setup ## Print the training and streaming benchmarks' figures
 
 services-up: setup ## Start the local Kafka and Redis (segstream services up)
 	$(BIN)/segstream services up
+
+services-up-cdc: setup ## Also PostgreSQL and Kafka Connect with Debezium (docs/cdc.md)
+	$(BIN)/segstream services up --cdc
 
 services-down: setup ## Stop them
 	$(BIN)/segstream services down

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the machine-level programs segstream runs against, when they are missing:
-# Java 17+ and Maven (the Kafka broker from Maven Central), redis-server, PostgreSQL (the
-# SQLAlchemy-URL tests), kcat (a real Kafka client for checking topics by hand), chromium
-# (the status page's headless-browser test) and prometheus with promtool (the alert rules'
-# unit tests, the monitoring integration test, `services up --monitoring`).
+# Java 17+ and Maven (the Kafka broker and Kafka Connect with Debezium from Maven Central),
+# redis-server, PostgreSQL (the SQLAlchemy-URL tests and the change-data-capture stack, run as
+# the postgres user through util-linux's setpriv), kcat (a real Kafka client for checking
+# topics by hand), chromium (the status page's headless-browser test) and prometheus with
+# promtool (the alert rules' unit tests, the monitoring integration test, `services up
+# --monitoring`).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 
