@@ -54,7 +54,9 @@ from segstream.stream.domain.topics import Topics
 from segstream.stream.drift.shared import shared_drift
 from segstream.stream.kafka.publisher import AiokafkaSender
 from segstream.stream.kafka.topics import max_message_bytes, partitions_of
+from segstream.stream.sources.select import build_source, input_topics
 from segstream.stream.state.keys import state_prefix
+from segstream.stream.state.replicas import ReplicaShortfall
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.batching import BatchPipeline
@@ -173,10 +175,10 @@ def base_app(settings: Settings, datadir: Path) -> faust.App:
 
 
 def input_channel(app: faust.App, settings: Settings) -> faust.TopicT:
-    """One channel over both input topics, raw bytes (co-partitioned: one owner per user)."""
+    """One channel over the source's input topics (``users`` and ``orders``, or the change
+    topics), raw bytes (co-partitioned: one owner per user)."""
     return app.topic(
-        settings.topic_users,
-        settings.topic_orders,
+        *input_topics(settings),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.topic_partitions,
@@ -253,7 +255,7 @@ def create_app(
     app.segstream_watchdog = watchdog  # type: ignore[attr-defined]  # for run_worker's signals
     topics = Topics.from_settings(settings)
     inputs = input_channel(app, settings)
-    input_names = {topics.users, topics.orders}
+    input_names = set(input_topics(settings))
     outputs = [
         app.topic(topics.segment_changes, partitions=settings.topic_partitions),
         app.topic(topics.user_segments, partitions=settings.topic_partitions, compacting=True),
@@ -309,6 +311,7 @@ def create_app(
             cluster=settings.redis_cluster,
             min_replicas=settings.min_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
+            shortfall=ReplicaShortfall(settings.min_replicas, observer=observer),
         )
         await state.load_scripts()
         # Read once: a later change of the topic's limit takes a worker restart.
@@ -322,9 +325,10 @@ def create_app(
         processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
         processor.metrics = observer
         processor.unknown_fields = settings.unknown_fields
+        processor.source = build_source(settings, client)
         processor.partitions = {
             topic: len(await partitions_of(settings, topic))
-            for topic in (topics.users, topics.orders)
+            for topic in processor.source.user_keyed
         }
         parts = WorkerParts(settings, assigner, client, processor, watchdog)
         stops = [await extension(parts) for extension in extensions]
