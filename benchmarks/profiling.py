@@ -53,6 +53,7 @@ _RULES: tuple[tuple[str, tuple[str, ...], frozenset[str] | None], ...] = (
     ("decode", ("stream/domain/events.py",), frozenset({"_decode", "_unique"})),
     ("decode", ("msgspec/", "faust/serializers/", "aiokafka/record/", "aiokafka/protocol/"), None),
     ("decode", ("~",), frozenset({"<method 'decode' of 'msgspec.json.Decoder' objects>"})),
+    ("decode", ("stream/sources/debezium.py", "stream/sources/change_capture.py"), None),
     ("validation", ("stream/domain/events.py", "stream/domain/dead_letters.py"), None),
     ("validation", ("stream/domain/partitioning.py",), None),
     (

@@ -20,6 +20,7 @@ EVENTS = ("/x/segstream/stream/domain/events.py", 341, "_decode")
     [
         (EVENTS, "decode"),
         (("/x/segstream/stream/domain/events.py", 462, "parse_event"), "validation"),
+        (("/x/segstream/stream/sources/debezium.py", 1, "parse"), "decode"),
         (("/x/segstream/stream/state/store.py", 312, "apply"), "Redis scripts"),
         ((f"{SITE}/redis/asyncio/connection.py", 1, "send_packed_command"), "Redis scripts"),
         (("/x/segstream/stream/worker/assigner.py", 121, "assign"), "assignment"),
