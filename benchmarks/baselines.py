@@ -118,13 +118,24 @@ def run_faust_take(settings: Settings, *, lean: bool = False) -> int:
     return 0
 
 
-async def run_aiokafka_loop(settings: Settings, sink: str, *, local_state: bool = False) -> None:
-    """Consume the input topics, produce every record to ``sink``, commit; until SIGTERM.
+async def run_aiokafka_loop(
+    settings: Settings,
+    sink: str,
+    *,
+    local_state: bool = False,
+    stop: asyncio.Event | None = None,
+    counters: LocalCounters | None = None,
+) -> None:
+    """Consume the input topics, produce every record to ``sink``, commit; until SIGTERM or
+    SIGINT (or ``stop`` is set, when given: the signals are then left alone).
 
-    ``local_state``: count each record into :class:`LocalCounters` and send its user's
-    counters instead of the record's value.
+    ``local_state``: count each record into ``counters`` (a new :class:`LocalCounters` if
+    ``None``) and send its user's counters instead of the record's value.
     """
-    counters = LocalCounters() if local_state else None
+    if local_state and counters is None:
+        counters = LocalCounters()
+    if not local_state:
+        counters = None
     consumer = kafka_consumer(
         settings,
         settings.topic_users,
@@ -136,10 +147,11 @@ async def run_aiokafka_loop(settings: Settings, sink: str, *, local_state: bool 
         heartbeat_interval_ms=1_000,
     )
     producer = kafka_producer(settings, acks="all")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     await consumer.start()
     await producer.start()
     try:
