@@ -38,6 +38,7 @@ from tests.integration.stream.conftest import (
 from tests.integration.stream.faults.conftest import chunks, metric, wait_for
 from tests.integration.stream.parity import check_parity
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 PREFIX = "wait:"
 TIMEOUT_MS = 300
@@ -70,10 +71,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     try:
         with redis.Redis.from_url(replica.url) as client:
             client.replicaof("127.0.0.1", primary.settings.redis_port)
-            deadline = time.monotonic() + 30
-            while client.info("replication").get("master_link_status") != "up":
-                assert time.monotonic() < deadline, "the replica never synced"
-                time.sleep(0.05)
+            wait_until(
+                lambda: client.info("replication").get("master_link_status") == "up",
+                30,
+                "the replica never synced",
+                interval_s=0.05,
+            )
         yield Pair(primary, replica)
     finally:
         for server in servers:
