@@ -47,6 +47,7 @@ from tests.integration.stream.parity import (
     check_user_segments,
 )
 from tests.small_model import make_model
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -100,14 +101,12 @@ class _LiveShop:
 
     def every_kind_since(self, mark: int, timeout_s: float = 180.0) -> None:
         """Block until each kind of :data:`MIX` was made after the first ``mark`` steps."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def made() -> bool:
             assert not self._errors and self._thread.is_alive(), self._errors
-            missing = set(MIX) - {step.kind for step in self.steps[mark:]}
-            if not missing:
-                return
-            assert time.monotonic() < deadline, f"no {sorted(missing)} after step {mark}"
-            time.sleep(0.2)
+            return set(MIX) <= {step.kind for step in self.steps[mark:]}
+
+        wait_until(made, timeout_s, f"not every kind of change made after step {mark}")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -205,7 +204,8 @@ def test_a_cdc_worker_equals_the_batch_through_a_connect_restart_and_a_worker_ki
             # The worker SIGKILLed mid-batch: every kind of change is made while it is dead;
             # a new one takes over its group, its Redis state and its outboxes.
             mark = len(shop.steps)
-            assert worker.stop(signal.SIGKILL) == -signal.SIGKILL
+            assert worker.process.poll() is None, worker.log_tail()  # alive through Connect's
+            assert worker.stop(signal.SIGKILL) == -signal.SIGKILL, worker.log_tail()
             shop.every_kind_since(mark)
             worker = worker_of(worker_settings)
             shop.every_kind_since(len(shop.steps))
@@ -248,20 +248,22 @@ def test_a_cdc_worker_equals_the_batch_through_a_connect_restart_and_a_worker_ki
                 break
             time.sleep(0.5)
         assert stream_segments == batch_segments
+
         # Every change published (no outbox left) and the deleted users erased (no key).
-        deadline = time.monotonic() + 60
-        while True:
+        def settled() -> bool:
             keys = _keys_by_user(worker_settings)
             outboxes = [k for ks in keys.values() for k in ks if k.endswith(":ob")]
-            kept = sorted(deleted & set(keys))
-            if not outboxes and not kept:
-                break
-            assert time.monotonic() < deadline, (
-                outboxes[:5],
-                {uid: _hash_of(worker_settings, keys[uid]) for uid in kept[:3]},
-                worker.log_tail(),
-            )
-            time.sleep(0.5)
+            return not outboxes and not deleted & set(keys)
+
+        def left_over() -> str:
+            keys = _keys_by_user(worker_settings)
+            kept = {
+                uid: _hash_of(worker_settings, keys[uid]) for uid in sorted(deleted & set(keys))
+            }
+            outboxes = [k for ks in keys.values() for k in ks if k.endswith(":ob")]
+            return f"outboxes {outboxes[:5]}, deleted users' keys {kept}\n" + worker.log_tail()
+
+        wait_until(settled, 60, left_over, interval_s=0.5)
         final = {
             int(uid): int(seg) for uid, seg in zip(expected.index, batch_segments, strict=True)
         }
