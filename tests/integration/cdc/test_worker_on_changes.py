@@ -204,7 +204,8 @@ def test_a_cdc_worker_equals_the_batch_through_a_connect_restart_and_a_worker_ki
             # The worker SIGKILLed mid-batch: every kind of change is made while it is dead;
             # a new one takes over its group, its Redis state and its outboxes.
             mark = len(shop.steps)
-            assert worker.process.poll() is None, worker.log_tail()  # alive through Connect's
+            # It lived through Connect's restart.
+            assert worker.process.poll() is None, worker.log_tail()
             assert worker.stop(signal.SIGKILL) == -signal.SIGKILL, worker.log_tail()
             shop.every_kind_since(mark)
             worker = worker_of(worker_settings)
