@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
@@ -34,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
 from benchmarks import stream as json_bench
-from segstream.errors import SegstreamError, ServiceError
+from segstream.errors import ServiceError
 from segstream.settings import Settings
 
 __all__ = ["CdcFigures", "commit_latencies", "commit_millis", "run_cdc_bench"]
@@ -101,15 +98,32 @@ def commit_latencies(
     return latencies
 
 
+async def _ends(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """End offset of every partition (``"topic:partition"``) of those ``topics`` that exist
+    (Connect creates a change topic with its first row)."""
+    from aiokafka import TopicPartition
+
+    from segstream.stream.clients.kafka import consumer as kafka_consumer
+
+    consumer = kafka_consumer(settings, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            if topic in existing
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+    finally:
+        await consumer.stop()
+    return {f"{tp.topic}:{tp.partition}": end for tp, end in ends.items()}
+
+
 async def _total_end(settings: Settings, topics: Iterable[str]) -> int:
     """Records on ``topics`` (sum of end offsets); a topic not created yet counts 0."""
-    total = 0
-    for topic in topics:
-        try:
-            total += sum((await json_bench._end_offsets(settings, topic)).values())
-        except (KafkaError, SegstreamError):
-            continue  # Connect creates a topic with its first row
-    return total
+    return sum((await _ends(settings, topics)).values())
 
 
 def _wait_rows(settings: Settings, topics: Iterable[str], rows: int, timeout_s: float) -> float:
@@ -123,56 +137,18 @@ def _wait_rows(settings: Settings, topics: Iterable[str], rows: int, timeout_s: 
     raise ServiceError(f"the snapshot did not reach {rows:,} rows in {timeout_s:.0f} s")
 
 
-def _create_database(stack: Any, settings: Settings, name: str, users: int, say: Any) -> str:
-    """A new database ``name`` with generated tables, published for capture; its owner URL."""
+def _fill_database(settings: Settings, owner: str, users: int) -> None:
+    """``generate --db``'s tables of ``users`` users in ``owner``'s database, published."""
     from segstream.cdc.database import prepare_capture
-    from segstream.services.credentials import password
-    from segstream.services.postgres import CDC_ROLE, SUPERUSER
+    from segstream.services.postgres import CDC_ROLE
     from segstream.training.generate import generate_tables, load_catalogue
     from segstream.training.postgres_sink import connect, write_database
 
-    secret = password(stack.postgres.settings, "postgres")
-    base = f"postgresql://{SUPERUSER}:{secret}@127.0.0.1:{settings.postgres_port}"
-    with connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    owner = f"{base}/{name}"
-    say(f"generating {users:,} users into database {name}")
     products = json_bench.PRODUCTS
-    tables = generate_tables(
-        users, seed=11, products=load_catalogue(products) if products.exists() else None
-    )
-    write_database(tables, owner, settings.cdc_schema)
+    catalogue = load_catalogue(products) if products.exists() else None
+    write_database(generate_tables(users, seed=11, products=catalogue), owner, settings.cdc_schema)
     with connect(owner, autocommit=True) as conn:
         prepare_capture(conn, settings, CDC_ROLE)
-    return owner
-
-
-def _drop_capture(settings: Settings, stack: Any, name: str) -> None:
-    """Delete the bench's connector, then its slot and database (once Connect let go)."""
-    from segstream.services.credentials import password
-    from segstream.services.postgres import SUPERUSER
-    from segstream.training.postgres_sink import connect
-
-    request = urllib.request.Request(
-        f"{settings.connect_url}/connectors/{settings.cdc_connector_name}", method="DELETE"
-    )
-    with contextlib.suppress(OSError):  # never registered: nothing to delete
-        urllib.request.urlopen(request, timeout=30).read()
-    secret = password(stack.postgres.settings, "postgres")
-    admin = f"postgresql://{SUPERUSER}:{secret}@127.0.0.1:{settings.postgres_port}/postgres"
-    with connect(admin, autocommit=True) as conn:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (settings.cdc_slot,)
-            ).fetchone()
-            if row is None:
-                break
-            if not row[0]:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (settings.cdc_slot,))
-                break
-            time.sleep(0.2)
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _live_commits(
@@ -191,23 +167,14 @@ def _live_commits(
     return {p: ms for p, ms in commits.items() if p[2] >= after.get(f"{p[0]}:{p[1]}", 0)}
 
 
-async def _offsets(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
-    ends: dict[str, int] = {}
-    for topic in topics:
-        for tp, end in (await json_bench._end_offsets(settings, topic)).items():
-            ends[f"{tp.topic}:{tp.partition}"] = end
-    return ends
-
-
-def measure(
-    stack: Any, settings: Settings, args: argparse.Namespace, workdir: Path, say: Any
-) -> CdcFigures:
+def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: Any) -> CdcFigures:
     """Run measures 1-3 of the module docstring on ``stack`` (CDC services running)."""
     from segstream.cdc.connect_api import connector_state, register
     from segstream.cdc.connector import connector_config, database_password, table_topics
+    from segstream.cdc.scratch import create_scratch, drop_scratch, scratch_settings
     from segstream.cdc.shop import Shop
-    from segstream.services.postgres import CDC_ROLE
     from segstream.stream.lifecycle.namespace import drop_namespace
+    from segstream.stream.sources.select import input_topics
     from segstream.training.data import DataSource
     from segstream.training.pipeline import train_to_directory
     from segstream.training.postgres_sink import connect
@@ -216,15 +183,7 @@ def measure(
     figures = CdcFigures(users=args.users)
     tag = uuid.uuid4().hex[:8]
     name = f"bench_{tag}"
-    capture = settings.model_copy(
-        update={
-            "cdc_database_url": f"postgresql://{CDC_ROLE}@127.0.0.1:{settings.postgres_port}/{name}",
-            "cdc_topic_prefix": name,
-            "cdc_publication": name,
-            "cdc_slot": name,
-            "cdc_connector_name": name,
-        }
-    )
+    capture = scratch_settings(settings, name)
     topics = list(table_topics(capture).values())
     worker = capture.model_copy(
         update={
@@ -243,7 +202,9 @@ def measure(
         }
     )
     try:
-        owner = _create_database(stack, capture, name, args.users, say)
+        say(f"generating {args.users:,} users into database {name}")
+        owner = create_scratch(capture, name)
+        _fill_database(capture, owner, args.users)
         with connect(owner) as conn:
             rows = sum(
                 int(conn.execute(f"SELECT count(*) FROM {capture.cdc_schema}.{t}").fetchone()[0])
@@ -261,14 +222,15 @@ def measure(
         if state is None or not state.running:
             raise ServiceError(f"connector {name} is not running: {state}")
         figures.snapshot_s = _wait_rows(capture, topics, rows, 3_600) - started
-        snapshot_ends = asyncio.run(_offsets(capture, topics))
+        snapshot_ends = asyncio.run(_ends(capture, topics))
         figures.change_rows = sum(snapshot_ends.values())
 
+        inputs = input_topics(worker)  # the change topics and the re-derivation topic
         say(f"2. worker (SEGSTREAM_SOURCE=cdc) on {figures.change_rows:,} snapshot rows")
         child, figures.start_s = json_bench._start_worker(worker, workdir / "worker.log")
         try:
             figures.change_rate = asyncio.run(
-                json_bench._committed_lag(worker, worker.app_id, 3_600, child, topics)
+                json_bench._committed_lag(worker, worker.app_id, 3_600, child, inputs)
             )
             count = max(1, int(args.rate * args.seconds))
             say(f"3. {count:,} shop transactions at {args.rate:,.0f}/s for latency")
@@ -281,7 +243,7 @@ def measure(
             # The last rows reach Kafka shortly after their commit: wait for them, then for
             # the worker to have read them.
             _settle(capture, topics, sum(snapshot_ends.values()))
-            asyncio.run(json_bench._committed_lag(worker, worker.app_id, 600, child, topics))
+            asyncio.run(json_bench._committed_lag(worker, worker.app_id, 600, child, inputs))
         finally:
             child.stop()
         commits = _live_commits(capture, topics, snapshot_ends)
@@ -293,7 +255,7 @@ def measure(
             commits, ((r.value, r.timestamp) for r in changes if r.value is not None)
         )
     finally:
-        _drop_capture(capture, stack, name)
+        drop_scratch(capture, name)
         drop_namespace(worker, [worker.app_id], topics)
     return figures
 
@@ -373,7 +335,7 @@ def run_cdc_bench(settings: Settings, args: argparse.Namespace) -> int:
         for service in (stack.kafka, stack.redis, stack.postgres, stack.connect):
             if started.get(service.name) is not None:
                 cleanup.callback(service.stop)
-        client = stack.client().model_copy(
+        client = stack.client.model_copy(
             update={"connect_url": f"http://127.0.0.1:{settings.connect_port}"}
         )
         if args.workdir:
@@ -381,7 +343,7 @@ def run_cdc_bench(settings: Settings, args: argparse.Namespace) -> int:
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ss-cdc-")))
-        figures = measure(stack, client, args, workdir / "cdc", say)
+        figures = measure(client, args, workdir / "cdc", say)
         if args.json_users > 0:
             say(f"4. the JSON path on {args.json_users:,} users, latency at {args.rate:,.0f}/s")
             json_args = argparse.Namespace(

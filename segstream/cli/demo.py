@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from segstream.errors import ServiceError
+from segstream.errors import ConfigError, ServiceError
 from segstream.services.stack import Stack
 from segstream.settings import Settings, as_environment, load_settings
 
@@ -47,7 +47,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         default=None,
         help=f"real product catalogue (default: {SHARED_CATALOGUE} when present)",
     )
-    parser.set_defaults(handler=lambda args: run_demo(load_settings(), args))
+    parser.add_argument(
+        "--cdc",
+        action="store_true",
+        help="change data capture instead: PostgreSQL, Debezium, live shop mutations (docs/cdc.md)",
+    )
+    parser.add_argument(
+        "--shop-rate", type=float, default=20.0, metavar="N", help="--cdc: shop changes a second"
+    )
+    parser.add_argument(
+        "--shop-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="--cdc: seconds of live shop changes",
+    )
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.users < 10:
+        raise ConfigError("--users must be at least 10")
+    if args.cdc:
+        if args.shop_rate <= 0 or args.shop_seconds <= 0:
+            raise ConfigError("--shop-rate and --shop-seconds must be positive")
+        if args.rate is not None or args.products is not None:
+            raise ConfigError("--rate and --products are the JSON demo's: --cdc takes --shop-rate")
+        from segstream.cli.demo_cdc import run_cdc_demo
+
+        return run_cdc_demo(load_settings(), args)
+    return run_demo(load_settings(), args)
 
 
 def _demo_settings(settings: Settings, stack: Stack, models: Path) -> Settings:
