@@ -104,6 +104,7 @@ async def _ends(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
     from aiokafka import TopicPartition
 
     from segstream.stream.clients.kafka import consumer as kafka_consumer
+    from segstream.stream.kafka.topics import partitions_of
 
     consumer = kafka_consumer(settings, enable_auto_commit=False)
     await consumer.start()
@@ -113,7 +114,7 @@ async def _ends(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
             TopicPartition(topic, p)
             for topic in topics
             if topic in existing
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
+            for p in await partitions_of(settings, topic)
         ]
         ends = await consumer.end_offsets(partitions) if partitions else {}
     finally:

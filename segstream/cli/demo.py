@@ -187,8 +187,17 @@ def _with_current_populations(
     return {**status, "populations": {**status["populations"], "segments": current["segments"]}}
 
 
-def _watch(settings: Settings, replay: subprocess.Popen[bytes]) -> None:
-    """Live panel until the replay has finished and the worker has caught up."""
+def _watch(
+    settings: Settings,
+    replay: subprocess.Popen[bytes],
+    worker: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Live panel until the replay has finished and the worker has caught up.
+
+    Raises:
+        ServiceError: the replay failed, or the ``worker`` stopped (its ``log`` named).
+    """
     from rich.live import Live
 
     url = f"http://{settings.http_host}:{settings.http_port}/status.json"
@@ -201,6 +210,10 @@ def _watch(settings: Settings, replay: subprocess.Popen[bytes]) -> None:
             live.update(_panel(status, done))
             if done and replay.returncode != 0:
                 raise ServiceError(f"the replay failed with exit {replay.returncode}")
+            if worker is not None and worker.poll() is not None:
+                raise ServiceError(
+                    f"the worker stopped with exit {worker.returncode}: see {log or 'its log'}"
+                )
             lag = (status or {}).get("lag") or {}
             caught_up = done and lag.get("total") == 0 and not lag.get("missing_topics")
             if caught_up:
@@ -271,7 +284,7 @@ def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
             replay = subprocess.Popen(
                 _segstream(*replay_args), env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        _watch(demo, replay)
+        _watch(demo, replay, worker, work / "worker.log")
 
         assign = ["assign", "--model", str(models / "current"), "--data", str(data),
                   "--out", str(work / "assigned.parquet")]  # fmt: skip

@@ -127,7 +127,7 @@ def run_cdc_demo(settings: Settings, args: argparse.Namespace) -> int:
                 _segstream(*shop_args), env=env, stdout=log, stderr=subprocess.STDOUT
             )
         print(f"   shop pid {shop.pid}, each change in {work / 'shop.log'}")
-        _watch(demo, shop)
+        _watch(demo, shop, worker, work / "worker.log")
         print("   " + (work / "shop.log").read_text(errors="replace").strip().splitlines()[-1])
 
         assigned = work / "assigned.parquet"

@@ -147,7 +147,9 @@ class BatchProcessor:
         """
         for record in records:
             count = self.partitions.get(record.topic)
-            if count is None:
+            if not count:
+                # Not counted, or counted before the topic existed (a change topic Connect
+                # creates with its first row, after the worker started): nothing to check by.
                 continue
             pattern = misplacement(record.topic, record.key, record.partition, count)
             if pattern is None:
