@@ -174,6 +174,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: An
     from segstream.cdc.connector import connector_config, database_password, table_topics
     from segstream.cdc.scratch import create_scratch, drop_scratch, scratch_settings
     from segstream.cdc.shop import Shop
+    from segstream.stream.kafka.topics import ensure_topics
     from segstream.stream.lifecycle.namespace import drop_namespace
     from segstream.stream.sources.select import input_topics
     from segstream.training.data import DataSource
@@ -228,6 +229,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: An
 
         inputs = input_topics(worker)  # the change topics and the re-derivation topic
         say(f"2. worker (SEGSTREAM_SOURCE=cdc) on {figures.change_rows:,} snapshot rows")
+        asyncio.run(ensure_topics(worker))  # the outputs, as the JSON bench makes them
         child, figures.start_s = json_bench._start_worker(worker, workdir / "worker.log")
         try:
             figures.change_rate = asyncio.run(
