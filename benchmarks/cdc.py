@@ -59,6 +59,8 @@ class CdcFigures:
     shop_rate: float = 0.0
     live_rows: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    worker_latencies_ms: list[float] = field(default_factory=list)
+    capture_latencies_ms: list[float] = field(default_factory=list)
     json: json_bench.StreamFigures | None = None
 
 
@@ -152,20 +154,25 @@ def _fill_database(settings: Settings, owner: str, users: int) -> None:
         prepare_capture(conn, settings, CDC_ROLE)
 
 
-def _live_commits(
+def _live_rows(
     settings: Settings, topics: Iterable[str], after: Mapping[str, int]
-) -> dict[Position, int]:
-    """Commit time (epoch ms) of every change row on ``topics`` past ``after`` records."""
+) -> tuple[dict[Position, int], dict[Position, int]]:
+    """Of every change row on ``topics`` past ``after`` (end offsets by ``"topic:partition"``):
+    its commit time, and its broker timestamp (both epoch ms)."""
     from segstream.stream.kafka.topics import read_all
 
     commits: dict[Position, int] = {}
+    arrivals: dict[Position, int] = {}
     for topic in topics:
         for record in asyncio.run(read_all(settings, topic)):
+            # Snapshot rows carry the snapshot's time, not a commit: only the live rows count.
+            if record.offset < after.get(f"{record.topic}:{record.partition}", 0):
+                continue
             millis = commit_millis(record.value)
             if millis is not None:
-                commits[(record.topic, record.partition, record.offset)] = millis
-    # Snapshot rows carry the snapshot's time, not a commit: only the live rows count.
-    return {p: ms for p, ms in commits.items() if p[2] >= after.get(f"{p[0]}:{p[1]}", 0)}
+                position = (record.topic, record.partition, record.offset)
+                commits[position], arrivals[position] = millis, record.timestamp
+    return commits, arrivals
 
 
 def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: Any) -> CdcFigures:
@@ -249,14 +256,16 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: An
             asyncio.run(json_bench._committed_lag(worker, worker.app_id, 600, child, inputs))
         finally:
             child.stop()
-        commits = _live_commits(capture, topics, snapshot_ends)
+        commits, arrivals = _live_rows(capture, topics, snapshot_ends)
         figures.live_rows = len(commits)
         from segstream.stream.kafka.topics import read_all
 
         changes = asyncio.run(read_all(worker, worker.topic_segment_changes))
-        figures.latencies_ms = commit_latencies(
-            commits, ((r.value, r.timestamp) for r in changes if r.value is not None)
-        )
+        stamped = [(r.value, r.timestamp) for r in changes if r.value is not None]
+        figures.latencies_ms = commit_latencies(commits, stamped)
+        # The same changes from their row's arrival on Kafka: the worker's share of the above.
+        figures.worker_latencies_ms = commit_latencies(arrivals, stamped)
+        figures.capture_latencies_ms = [float(arrivals[p] - commits[p]) for p in commits]
     finally:
         drop_scratch(capture, name)
         drop_namespace(worker, [worker.app_id], topics)
@@ -302,6 +311,17 @@ def print_figures(figures: CdcFigures, console: Console) -> None:
         f"p50 {pct(lat, 50):.0f}, p99 {pct(lat, 99):.0f}, max {max(lat, default=float('nan')):.0f}",
         f"{len(lat):,} segment changes from {figures.live_rows:,} live change rows of "
         f"{figures.shop_steps:,} transactions",
+    )
+    cap, work = figures.capture_latencies_ms, figures.worker_latencies_ms
+    table.add_row(
+        "  of which commit -> change row on Kafka, ms",
+        f"p50 {pct(cap, 50):.0f}, p99 {pct(cap, 99):.0f}",
+        f"{len(cap):,} live change rows (Debezium and Connect)",
+    )
+    table.add_row(
+        "  of which change row on Kafka -> segment change, ms",
+        f"p50 {pct(work, 50):.0f}, p99 {pct(work, 99):.0f}",
+        f"{len(work):,} segment changes (the worker)",
     )
     if figures.json is not None:
         j = figures.json
@@ -353,5 +373,6 @@ def run_cdc_bench(settings: Settings, args: argparse.Namespace) -> int:
                 users=args.json_users, rate=args.rate, latency_seconds=args.seconds
             )
             figures.json = json_bench.measure(client, json_args, workdir / "json", say)
-    print_figures(figures, console)
+    # Redirected to a file, rich would wrap the table at 80 columns.
+    print_figures(figures, console if console.is_terminal else Console(width=150))
     return 0
