@@ -52,6 +52,7 @@ _OPTIONAL = (
     "redis_ssl_keyfile",
     "http_token",
     "cdc_database_password",
+    "delivery_config",
 )
 """Fields whose empty value means unset (``SEGSTREAM_X=`` in a compose file, for one)."""
 
@@ -97,6 +98,10 @@ class Settings(BaseSettings):
 
     topic_dead_letters: str = "segstream-dead-letters"
     """Output topic: the original bytes of every rejected input event."""
+
+    topic_delivery_dead_letters: str = "segstream-delivery-dead-letters"
+    """Topic of segment changes ``segstream deliver`` gave up on, with destination and last
+    status; ``segstream deliver --redrive`` sends them again."""
 
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions given to the topics segstream creates."""
@@ -180,6 +185,14 @@ class Settings(BaseSettings):
 
     It logs what it waits for, then exits with status 2 naming the unreachable service."""
 
+    command_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    """Longest a ``segstream`` command waits on Kafka or Redis without progress, in seconds.
+
+    ``lag``, ``segment``, ``populations``, ``drift``, ``assign --with-drift`` finish within it
+    or exit with status 2 naming the dependency and this setting; ``reassign`` and ``replay``
+    within it of their last batch. Long-running verbs (``worker``, ``api``, ``demo``) are not
+    bounded by it."""
+
     batch_deadline_s: float = Field(default=60.0, gt=0, le=3600)
     """Longest a batch may run (Redis, model, publishing, retries included), in seconds.
 
@@ -217,8 +230,10 @@ class Settings(BaseSettings):
     """Replicas that must have a batch's Redis writes before its offsets are acknowledged.
 
     The worker ends each write step with a marker write and ``WAIT`` in the step's pipeline,
-    per primary on a Redis Cluster. Unset: 0 on a single server, 1 on a cluster. A worker
-    refuses to start when a primary has fewer replicas connected (``docs/scaling.md``)."""
+    per primary on a Redis Cluster. Unset: 0 on a single server, 1 on a cluster. A primary with
+    fewer replicas in sync (one lost) is written degraded, without them, and named by
+    ``/readyz`` and ``segstream_redis_degraded``; a worker refuses to start only when every
+    primary has fewer (``docs/scaling.md``)."""
 
     redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
     """Longest one ``WAIT`` for those replicas may block, in milliseconds.
@@ -333,6 +348,14 @@ class Settings(BaseSettings):
 
     http_allow_anonymous: bool = False
     """Allow serving HTTP without ``http_token`` on an address other than loopback."""
+
+    # --- webhook delivery (issue 23) -----------------------------------------------------------
+    delivery_config: Path | None = None
+    """TOML file of the destinations ``segstream deliver`` POSTs segment changes to
+    (docs/delivery.md); required by that command only."""
+
+    delivery_http_port: int = Field(default=8092, ge=0, le=65535)
+    """Port of ``segstream deliver``'s ``/metrics`` and ``/status`` (on ``http_host``); 0: none."""
 
     @field_validator(*_OPTIONAL, mode="before")
     @classmethod
@@ -481,6 +504,7 @@ class Settings(BaseSettings):
             self.topic_segment_changes,
             self.topic_user_segments,
             self.topic_dead_letters,
+            self.topic_delivery_dead_letters,
         ]
         if len(set(topics)) != len(topics):
             raise ValueError(f"topic names must be distinct, got {topics}")

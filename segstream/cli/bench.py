@@ -86,6 +86,13 @@ def _bench_drift(args: argparse.Namespace) -> int:
     return code
 
 
+def _bench_deliver(args: argparse.Namespace) -> int:
+    if args.changes < 1 or args.rate <= 0:
+        raise ConfigError("--changes must be at least 1 and --rate positive")
+    code: int = benchmark("delivery").run_delivery_bench(load_settings(), args.changes, args.rate)
+    return code
+
+
 def _bench_populations(args: argparse.Namespace) -> int:
     if args.users < 10 or args.reads < 1 or args.scan_runs < 1:
         raise ConfigError("--users must be at least 10, --reads and --scan-runs at least 1")
@@ -196,6 +203,16 @@ def add_commands(sub: SubParsers) -> None:
         "--requests", type=int, default=2_000, metavar="N", help="GET /users requests to time"
     )
     p.set_defaults(handler=_bench_ops)
+    p = targets.add_parser(
+        "deliver",
+        help="webhook delivery: changes/s to one fast destination, published -> acknowledged "
+        "p50/p99, on the configured stack",
+    )
+    p.add_argument("--changes", type=int, default=20_000, metavar="N", help="change events per run")
+    p.add_argument(
+        "--rate", type=float, default=2_000, metavar="N", help="changes/s of the latency run"
+    )
+    p.set_defaults(handler=_bench_deliver)
     p = targets.add_parser(
         "populations",
         help="population read from the maintained counters vs a SCAN count, on the configured "

@@ -30,6 +30,7 @@ _AREAS = (
     "segstream.cli.cdc",
     "segstream.cli.ops",
     "segstream.cli.lifecycle",
+    "segstream.cli.delivery",
     "segstream.cli.bench",
 )
 """The modules that register verbs, in the order ``segstream --help`` lists them."""

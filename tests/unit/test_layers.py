@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segstream.stream.drift",),
     ("segstream.stream.sources",),
     ("segstream.stream.worker",),
-    ("segstream.stream.http", "segstream.stream.lifecycle"),
+    ("segstream.stream.http", "segstream.stream.lifecycle", "segstream.stream.delivery"),
     ("segstream.stream.service",),
     ("segstream.stream.main", "segstream.services"),
     ("segstream.cli",),
