@@ -179,8 +179,8 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: An
     """Run measures 1-3 of the module docstring on ``stack`` (CDC services running)."""
     from segstream.cdc.connect_api import connector_state, register
     from segstream.cdc.connector import connector_config, database_password, table_topics
-    from segstream.cdc.scratch import create_scratch, drop_scratch, scratch_settings
     from segstream.cdc.shop import Shop
+    from segstream.services.scratch import create_scratch, drop_scratch, scratch_settings
     from segstream.stream.kafka.topics import ensure_topics
     from segstream.stream.lifecycle.namespace import drop_namespace
     from segstream.stream.sources.select import input_topics

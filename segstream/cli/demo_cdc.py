@@ -43,7 +43,7 @@ a connector registered again under an old name would resume there instead of sna
 
 def _demo_settings(settings: Settings, stack: Stack, models: Path, database: str) -> Settings:
     """The CDC demo's namespace on the local stack."""
-    from segstream.cdc.scratch import scratch_settings
+    from segstream.services.scratch import scratch_settings
 
     client = stack.client
     demo = load_settings(
@@ -70,7 +70,12 @@ def run_cdc_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the CDC demo; 0 when every user's streamed segment equals the batch's over the
     database's current rows."""
     from segstream.cdc.connector import table_topics
-    from segstream.cdc.scratch import create_scratch, drop_scratch, registered, scratch_settings
+    from segstream.services.scratch import (
+        create_scratch,
+        drop_scratch,
+        registered,
+        scratch_settings,
+    )
     from segstream.stream.lifecycle.namespace import drop_namespace
 
     work = settings.data_dir.resolve() / "demo-cdc"
