@@ -26,6 +26,7 @@ from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source,
 from segstream.stream.state.keys import state_key, state_prefix
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.run import check_dependencies
+from tests.integration.stream.acl_user import confine
 from tests.integration.stream.conftest import (
     Dataset,
     WorkerProcess,
@@ -187,7 +188,12 @@ def test_the_worker_refuses_to_start_when_min_replicas_exceeds_the_replicas(pair
 
 @pytest.mark.slow
 def test_a_worker_acks_nothing_while_the_replica_is_paused_then_catches_up_losslessly(
-    pair: Pair, kafka_bootstrap: str, dataset: Dataset, start_worker, tmp_path: Path
+    pair: Pair,
+    kafka_bootstrap: str,
+    dataset: Dataset,
+    start_worker,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     settings = app_settings(
         kafka_bootstrap,
@@ -198,6 +204,11 @@ def test_a_worker_acks_nothing_while_the_replica_is_paused_then_catches_up_lossl
         redis_min_replicas=1,
         redis_wait_timeout_ms=200,
     )
+    # As the ACL user of docs/operations.md: with MIN_REPLICAS=1 the worker also sends the
+    # start-up replica check, the WAIT marker and WAIT, and retries them; all must be allowed.
+    ports = [pair.primary.settings.redis_port, pair.replica.settings.redis_port]
+    user = confine(request, settings.app_id, ports)
+    settings = user.settings(settings)
     parts = chunks(dataset.plan, 3)
     worker: WorkerProcess = start_worker(settings)
     replay(settings, parts[0])
@@ -227,3 +238,4 @@ def test_a_worker_acks_nothing_while_the_replica_is_paused_then_catches_up_lossl
             pipe_p.hgetall(key)
             pipe_r.hgetall(key)
         assert pipe_r.execute() == pipe_p.execute()
+    assert user.refusals() == []
