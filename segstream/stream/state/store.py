@@ -47,7 +47,9 @@ marker, WAIT), which re-writes what a promoted replica lacks and waits again. On
 each primary's share goes through that node's own connection (redis-py's
 ``ClusterNode.execute_pipeline``), never redirected, so a MOVED, ASK or lost connection fails
 the step (after a refresh of the slot map) instead of landing a write on a connection the
-WAIT does not cover.
+WAIT does not cover. The timed-out step's own result travels with the error
+(``ReplicaWaitTimeout.result``: ``apply``'s states), since its retry finds the events fenced.
+Writes of other hash slots (drift's shared state) wait with :meth:`RedisState.wait_for_replicas`.
 
 This module does the Redis I/O; encoding arguments and decoding replies are pure functions.
 """
@@ -204,6 +206,10 @@ class RedisState:
                 else:
                     replies = await self._pipeline(commands)
                 return replies[len(before) :]
+            except ReplicaWaitTimeout as exc:
+                if isinstance(exc.result, list):
+                    exc.result = exc.result[len(before) :]  # the script replies, as returned
+                raise
             except NoScriptError:
                 if attempt == 2:
                     raise
@@ -222,13 +228,43 @@ class RedisState:
         marker = ("SET", wait_key(key), b"1", "PX", WAIT_MARKER_TTL_MS)
         return [marker, ("WAIT", self.min_replicas, self.wait_timeout_ms)]
 
-    def _check_acked(self, acked: int, where: str, step: str) -> None:
+    def _check_acked(self, acked: int, where: str, step: str, replies: object = None) -> None:
         if int(acked) < self.min_replicas:
             raise ReplicaWaitTimeout(
                 f"{acked} of the {self.min_replicas} Redis replica(s) required acknowledged the "
                 f"{step} writes on {where} within {self.wait_timeout_ms} ms: a replica is down "
-                "or lagging (SEGSTREAM_REDIS_MIN_REPLICAS, SEGSTREAM_REDIS_WAIT_TIMEOUT_MS)"
+                "or lagging (SEGSTREAM_REDIS_MIN_REPLICAS, SEGSTREAM_REDIS_WAIT_TIMEOUT_MS)",
+                result=replies,
             )
+
+    async def wait_for_replicas(self, key: str, step: str) -> None:
+        """Return once ``min_replicas`` replicas of ``key``'s primary have every write that
+        primary made so far (0: at once): the marker and ``WAIT`` on one of its connections.
+
+        For writes made outside :meth:`apply` and :meth:`settle` (drift's shared state, in
+        another hash slot than a batch's users, so on a cluster on a primary their WAIT does
+        not cover).
+
+        Raises:
+            ReplicaWaitTimeout: too few replicas acknowledged within ``wait_timeout_ms``.
+            redis.RedisError: the primary did not answer.
+        """
+        if self.min_replicas <= 0:
+            return
+        marker, wait_command = self._wait_commands(key)
+        if isinstance(self.client, AsyncRedisCluster):
+            client = self.client
+            await client.initialize()
+            node = client.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+            queued = [PipelineCommand(0, *marker), PipelineCommand(1, *wait_command)]
+            await node.execute_pipeline(queued)
+            for command in queued:
+                if isinstance(command.result, Exception):
+                    raise command.result
+            acked, where = queued[-1].result, f"primary {node.name}"
+        else:
+            acked, where = (await self._pipeline([marker, wait_command]))[-1], "the Redis server"
+        self._check_acked(acked, where, step)
 
     async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list:
         """A standalone server: the step's pipeline, then the marker and WAIT on its connection.
@@ -237,7 +273,7 @@ class RedisState:
         all of it on the new one, marker and WAIT included.
         """
         replies = await self._pipeline([*commands, *self._wait_commands(_key_of(commands[-1]))])
-        self._check_acked(replies[-1], "the Redis server", step)
+        self._check_acked(replies[-1], "the Redis server", step, replies[:-2])
         return replies[:-2]
 
     async def _per_primary(
@@ -291,9 +327,10 @@ class RedisState:
             for command in queued:
                 if isinstance(command.result, Exception):
                     raise command.result
+        results = [command.result for command in ordered]
         for node, waited in waits:
-            self._check_acked(waited.result, f"primary {node.name}", step)
-        return [command.result for command in ordered]
+            self._check_acked(waited.result, f"primary {node.name}", step, results)
+        return results
 
     @staticmethod
     async def _refresh_slots(client: AsyncRedisCluster) -> None:
@@ -338,7 +375,21 @@ class RedisState:
             keys.append(self._population_key(group))
             events = encode_json([encode_events(by_user[uid]) for uid in group])
             calls.append((keys, [events, str(self.order_window)]))
-        replies = await self._run("apply", calls, before, durable=True)
+        try:
+            replies = await self._run("apply", calls, before, durable=True)
+        except ReplicaWaitTimeout as exc:
+            # Applied on the primary, not yet acknowledged: the states it returned go with
+            # the error, since a retry finds these events fenced (``applied`` 0).
+            if isinstance(exc.result, list):
+                exc.result = self._decode_states(by_user, groups, exc.result)
+            raise
+        return self._decode_states(by_user, groups, replies)
+
+    @staticmethod
+    def _decode_states(
+        by_user: Mapping[int, Any], groups: Sequence[Sequence[int]], replies: Sequence[Any]
+    ) -> list[UserState]:
+        """The apply script's replies -> every user's state, in ``by_user``'s order."""
         states = {}
         for group, reply in zip(groups, replies, strict=True):
             for index, uid in enumerate(group):

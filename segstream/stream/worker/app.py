@@ -353,7 +353,9 @@ async def open_worker_parts(
     processor = BatchProcessor(
         state, assigner, AiokafkaSender(producer), topics, dead_letter_max_bytes=limit
     )
-    processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
+    processor.drift = shared_drift(
+        settings, client, state_prefix(settings), observer, replicated=state.wait_for_replicas
+    )
     processor.metrics = observer
     processor.unknown_fields = settings.unknown_fields
     processor.partitions = {
