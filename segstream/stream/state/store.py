@@ -64,7 +64,7 @@ from importlib import resources
 from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, PipelineCommand
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
@@ -75,6 +75,14 @@ from segstream.stream.domain.events import Event, Source
 from segstream.stream.domain.user import Settle, SettleOutcome, UserState
 from segstream.stream.state.codec import decode_state, encode_events, encode_json
 from segstream.stream.state.keys import outbox_key, population_key, state_key, wait_key
+from segstream.stream.state.redis_internals import (
+    check_redis_internals,
+    execute_on_node,
+    node_for_slot,
+    queued_command,
+    refresh_slot_map,
+    reply_of,
+)
 
 __all__ = ["ORDER_DEDUPE_WINDOW", "RedisState"]
 
@@ -143,6 +151,8 @@ class RedisState:
                 f"min_replicas must be >= 0 and wait_timeout_ms >= 1, got {min_replicas}, "
                 f"{wait_timeout_ms}"
             )
+        if isinstance(client, AsyncRedisCluster):
+            check_redis_internals()  # ConfigError naming redis-py's version if they changed
         self.min_replicas = min_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.client = client
@@ -255,13 +265,13 @@ class RedisState:
         if isinstance(self.client, AsyncRedisCluster):
             client = self.client
             await client.initialize()
-            node = client.nodes_manager.get_node_from_slot(key_slot(key.encode()))
-            queued = [PipelineCommand(0, *marker), PipelineCommand(1, *wait_command)]
-            await node.execute_pipeline(queued)
+            node = node_for_slot(client, key_slot(key.encode()))
+            queued = [queued_command(0, *marker), queued_command(1, *wait_command)]
+            await execute_on_node(node, queued)
             for command in queued:
-                if isinstance(command.result, Exception):
-                    raise command.result
-            acked, where = queued[-1].result, f"primary {node.name}"
+                if isinstance(reply_of(command), Exception):
+                    raise reply_of(command)
+            acked, where = reply_of(queued[-1]), f"primary {node.name}"
         else:
             acked, where = (await self._pipeline([marker, wait_command]))[-1], "the Redis server"
         self._check_acked(acked, where, step)
@@ -305,38 +315,40 @@ class RedisState:
         self, client: AsyncRedisCluster, commands: Sequence[tuple[Any, ...]], step: str, wait: bool
     ) -> list:
         await client.initialize()
-        by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
-        ordered: list[PipelineCommand] = []
+        # node name -> (node, the first command's key, its queued commands)
+        by_node: dict[str, tuple[ClusterNode, str, list[Any]]] = {}
+        ordered: list[Any] = []
         for position, command in enumerate(commands):
-            node = client.nodes_manager.get_node_from_slot(key_slot(_key_of(command).encode()))
-            ordered.append(PipelineCommand(position, *command))
-            by_node.setdefault(node.name, (node, []))[1].append(ordered[-1])
-        waits: list[tuple[ClusterNode, PipelineCommand]] = []
-        for node, queued in by_node.values() if wait else ():
-            marker, wait_command = self._wait_commands(_key_of(queued[0].args))
-            queued += [PipelineCommand(-1, *marker), PipelineCommand(-1, *wait_command)]
+            key = _key_of(command)
+            node = node_for_slot(client, key_slot(key.encode()))
+            ordered.append(queued_command(position, *command))
+            by_node.setdefault(node.name, (node, key, []))[2].append(ordered[-1])
+        waits: list[tuple[ClusterNode, Any]] = []
+        for node, key, queued in by_node.values() if wait else ():
+            marker, wait_command = self._wait_commands(key)
+            queued += [queued_command(-1, *marker), queued_command(-1, *wait_command)]
             waits.append((node, queued[-1]))
         outcomes = await asyncio.gather(
-            *(node.execute_pipeline(queued) for node, queued in by_node.values()),
+            *(execute_on_node(node, queued) for node, _, queued in by_node.values()),
             return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        for _, queued in by_node.values():
+        for _, _, queued in by_node.values():
             for command in queued:
-                if isinstance(command.result, Exception):
-                    raise command.result
-        results = [command.result for command in ordered]
+                if isinstance(reply_of(command), Exception):
+                    raise reply_of(command)
+        results = [reply_of(command) for command in ordered]
         for node, waited in waits:
-            self._check_acked(waited.result, f"primary {node.name}", step, results)
+            self._check_acked(reply_of(waited), f"primary {node.name}", step, results)
         return results
 
     @staticmethod
     async def _refresh_slots(client: AsyncRedisCluster) -> None:
         """Re-read the slot map (a failover, a resharding); a failure here is the next try's."""
         with contextlib.suppress(RedisError, OSError):
-            await client.nodes_manager.initialize()
+            await refresh_slot_map(client)
 
     def _clear_commands(self, published: Mapping[int, Sequence[bytes]]) -> list[tuple[Any, ...]]:
         return [
