@@ -4,9 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 PYTEST_ARGS ?=
+LOCK := requirements.lock
+# `make lock LOCK_ARGS=--upgrade` moves every pin to the newest release pyproject.toml allows.
+LOCK_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test lint format bench services-up services-down clean
+.PHONY: help setup system-deps lock lock-check demo test test-unit lint format bench services-up \
+	services-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -14,10 +18,13 @@ help: ## List the targets
 system-deps: ## Install Java, Maven, redis-server, PostgreSQL and kcat when missing (Debian)
 	@scripts/install-system-deps.sh
 
-$(BIN)/.installed: pyproject.toml
+# Every third-party package comes from the lock, hash-checked; the project itself goes on top
+# with --no-deps, so nothing outside the lock is resolved. Re-made when the lock changes.
+$(BIN)/.installed: $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 
 setup: system-deps $(BIN)/.installed ## Create .venv with segstream (editable) and its dev tools
@@ -25,14 +32,24 @@ setup: system-deps $(BIN)/.installed ## Create .venv with segstream (editable) a
 demo: setup ## Run the whole product end to end on this machine, then stop everything
 	$(BIN)/segstream demo
 
-test: setup ## Lint, then the whole test suite (starts and stops the Kafka and Redis it needs)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint ## Lint, then the whole test suite (starts and stops the Kafka and Redis it needs)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff check and format check
+test-unit: lock-check ## The unit tier only: pure functions, no server started
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: lock-check ## Lock check, ruff check and format check, mypy (strict) on segstream/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+lock: $(BIN)/.installed ## Re-resolve pyproject.toml's ranges into requirements.lock (hashed)
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --generate-hashes $(LOCK_ARGS) \
+		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu -o $(LOCK)
+	@$(MAKE) --no-print-directory setup
+
+lock-check: setup ## Fail when the venv's packages differ from requirements.lock
+	$(BIN)/python scripts/check_lock.py $(LOCK)
 
 format: setup ## Format the code with ruff
 	$(BIN)/ruff format .
@@ -49,4 +66,4 @@ services-down: setup ## Stop them
 	$(BIN)/segstream services down
 
 clean: ## Remove local data, models and caches (not the venv)
-	rm -rf .segstream .pytest_cache .ruff_cache models data test-artifacts
+	rm -rf .segstream .pytest_cache .ruff_cache .mypy_cache models data test-artifacts

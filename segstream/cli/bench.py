@@ -12,6 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import TypeAlias
 
 from rich.console import Console
 
@@ -21,7 +22,7 @@ from segstream.settings import load_settings
 
 __all__ = ["add_commands"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def benchmark(name: str) -> ModuleType:
@@ -55,27 +56,33 @@ def _bench_training(args: argparse.Namespace) -> int:
 
 
 def _bench_stream(args: argparse.Namespace) -> int:
-    return benchmark("stream").run_stream_bench(load_settings(), args)
+    code: int = benchmark("stream").run_stream_bench(load_settings(), args)
+    return code
 
 
 def _bench_ops(args: argparse.Namespace) -> int:
     if args.users < 1 or args.requests < 4:
         raise ConfigError("--users must be at least 1 and --requests at least 4")
-    return benchmark("ops").run_ops_bench(load_settings(), args.users, args.requests)
+    code: int = benchmark("ops").run_ops_bench(load_settings(), args.users, args.requests)
+    return code
 
 
 def _bench_drift(args: argparse.Namespace) -> int:
     if args.users < 1 or args.epochs < 1 or args.repeat < 1:
         raise ConfigError("--users, --epochs and --repeat must be at least 1")
-    return benchmark("drift").run_drift_bench(load_settings(), args.users, args.epochs, args.repeat)
+    code: int = benchmark("drift").run_drift_bench(
+        load_settings(), args.users, args.epochs, args.repeat
+    )
+    return code
 
 
 def _bench_populations(args: argparse.Namespace) -> int:
     if args.users < 10 or args.reads < 1 or args.scan_runs < 1:
         raise ConfigError("--users must be at least 10, --reads and --scan-runs at least 1")
-    return benchmark("populations").run_populations_bench(
+    code: int = benchmark("populations").run_populations_bench(
         load_settings(), args.users, args.reads, args.scan_runs
     )
+    return code
 
 
 def add_commands(sub: SubParsers) -> None:

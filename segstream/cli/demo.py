@@ -98,7 +98,8 @@ def _reset_namespace(settings: Settings) -> None:
 def _status(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())
+            status: dict[str, Any] | None = json.loads(response.read())
+            return status
     except (urllib.error.URLError, OSError, ValueError):
         return None
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from segstream.cli.main import add_verbs
 from segstream.errors import ConfigError, StateError
-from segstream.settings import load_settings
+from segstream.settings import Settings, load_settings
 from segstream.stream.clients.redis import redis_client
+
+if TYPE_CHECKING:  # imported where used: a verb loads only what it needs
+    import redis.asyncio as aioredis
+
+    from segstream.stream.drift.shared import DriftStore
+    from segstream.training.artifact import Model
 
 __all__ = ["add_commands"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _reassign(args: argparse.Namespace) -> int:
@@ -57,7 +63,7 @@ def _reassign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drift_store(settings: Any) -> tuple[Any, Any, Any]:
+def _drift_store(settings: Settings) -> tuple[Model, aioredis.Redis, DriftStore]:
 
     from segstream.stream.drift.shared import drift_store
     from segstream.stream.state.keys import state_prefix

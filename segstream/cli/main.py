@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from segstream.errors import SegstreamError
 from segstream.logs import configure_logging
@@ -16,7 +16,7 @@ from segstream.settings import load_settings, settings_table
 
 __all__ = ["HelpFormatter", "Parser", "add_verbs", "build_parser", "config_markdown", "main"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 _VERBS = ("command", "bench_target", "drift_command")
 """Namespace attributes that hold a (sub-)command's name, for the prefix of error messages."""

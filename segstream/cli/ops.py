@@ -13,20 +13,24 @@ import asyncio
 import json
 import sys
 from dataclasses import asdict
+from typing import TYPE_CHECKING, TypeAlias
 
 from segstream.settings import load_settings
 from segstream.stream.kafka.lag import LagSnapshot
 
+if TYPE_CHECKING:  # rich is imported where used
+    from rich.table import Table
+
 __all__ = ["add_commands", "lag_problems", "lag_table"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _seconds(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f}"
 
 
-def lag_table(snapshot: LagSnapshot):  # -> rich.table.Table (rich imported lazily)
+def lag_table(snapshot: LagSnapshot) -> Table:
     """The per-partition table ``segstream lag`` prints, with a total row."""
     from rich.table import Table
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Any
+from typing import Any, TypeAlias
 
 from segstream.errors import ConfigError, StateError
 from segstream.settings import load_settings
@@ -13,7 +13,7 @@ from segstream.stream.clients.redis import redis_client
 
 __all__ = ["add_commands", "user_text"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from rich.console import Console
 from rich.markup import escape
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PREDICT_OPTIONS", "add_commands", "predict_row"]
 
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _k_value(text: str) -> int | None:
@@ -79,6 +79,14 @@ def _source(args: argparse.Namespace) -> DataSource | None:
         return None
     source = DataSource.from_args(args.data, args.db)
     feature_sql(source.dialect())  # an unsupported database is refused before any work
+    return source
+
+
+def _required_source(args: argparse.Namespace) -> DataSource:
+    """:func:`_source` of a verb whose parser requires ``--data`` or ``--db``."""
+    source = _source(args)
+    if source is None:
+        raise ConfigError("give the input tables: --data DIR or --db URL")
     return source
 
 
@@ -178,7 +186,7 @@ def _train(args: argparse.Namespace) -> int:
     previous = Path(args.previous) if args.previous else None
     with _progress() as progress:
         outcome = train_to_directory(
-            _source(args), models_dir, config, progress, previous, not args.no_align
+            _required_source(args), models_dir, config, progress, previous, not args.no_align
         )
     model = outcome.result.model
     console = Console()
@@ -232,7 +240,7 @@ def _assign(args: argparse.Namespace) -> int:
     model = load_model(_model_path(args))
     drifted = _drift_models(args, model) if args.with_drift else None
     started = time.perf_counter()
-    features = read_features(_source(args))
+    features = read_features(_required_source(args))
     if drifted is None:
         frame = assign_frame(model, features)
         using = f"model {model.version}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 from segstream.errors import ServiceError
 from segstream.services.kafka import KafkaBroker, kafka_version
@@ -11,6 +12,9 @@ from segstream.services.kafka_cluster import KafkaCluster
 from segstream.services.redis import RedisServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.settings import Settings
+
+_Single = TypeVar("_Single", KafkaBroker, RedisServer)
+_Nodes = TypeVar("_Nodes", KafkaCluster, RedisCluster)
 
 __all__ = ["ServiceStatus", "Stack"]
 
@@ -69,7 +73,7 @@ class Stack:
                 "--kafka-brokers or --redis-cluster"
             )
         redis = self._pick("redis", redis_cluster, self.redis, RedisCluster(self.settings))
-        kafka = self.kafka
+        kafka: KafkaBroker | KafkaCluster = self.kafka
         if kafka_brokers > 1 or self.kafka_cluster() is not None:
             cluster = KafkaCluster(self.settings, kafka_brokers if kafka_brokers > 1 else None)
             kafka = self._pick("kafka", kafka_brokers > 1, self.kafka, cluster)
@@ -95,9 +99,9 @@ class Stack:
     def _pick(
         service: str,
         cluster: bool,
-        single: KafkaBroker | RedisServer,
-        nodes: KafkaCluster | RedisCluster,
-    ) -> KafkaBroker | RedisServer | KafkaCluster | RedisCluster:
+        single: _Single,
+        nodes: _Nodes,
+    ) -> _Single | _Nodes:
         """The single server or the cluster, refusing when the other one runs."""
         if single.process.is_running() if cluster else nodes.is_running():
             wanted, runs = ("a cluster", "a single server") if cluster else ("one", "a cluster")

@@ -92,9 +92,10 @@ def recode(codes: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """
     codes = np.asarray(codes, dtype=np.float64)
     last = positions.size - 1
-    mapped = np.interp(codes, np.arange(positions.size, dtype=np.float64), positions)
+    mapped: np.ndarray = np.interp(codes, np.arange(positions.size, dtype=np.float64), positions)
     mapped = np.where(codes < 0, positions[0] + codes, mapped)
-    return np.where(codes > last, positions[last] + (codes - last), mapped)
+    mapped = np.where(codes > last, positions[last] + (codes - last), mapped)
+    return mapped
 
 
 def previous_centers_in(model: Model, previous: Model) -> tuple[np.ndarray, dict[str, int]]:

@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -208,7 +209,10 @@ def resolve_model_dir(path: Path) -> Path:
     return path.resolve()
 
 
-def _field(document: Mapping[str, object], name: str, kind: type | tuple[type, ...]) -> object:
+_T = TypeVar("_T")
+
+
+def _field(document: Mapping[str, object], name: str, kind: type[_T]) -> _T:
     value = document.get(name)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise ArtifactError(f"{MODEL_FILE}: field {name!r} is missing or not {kind}")
@@ -286,12 +290,12 @@ def load_model(path: Path) -> Model:
         version=str(_field(document, "version", str)),
         vocabularies={c: _str_tuple(v, f"vocabularies.{c}") for c, v in vocab_doc.items()},
         fallbacks={str(c): str(v) for c, v in fallbacks.items()},
-        n_rows=int(_field(document, "n_rows", int)),  # type: ignore[arg-type]
+        n_rows=int(_field(document, "n_rows", int)),
         k_values=tuple(k_values),
         sse=_float_tuple(elbow.get("sse"), "elbow.sse"),
         silhouette=_float_tuple(elbow.get("silhouette"), "elbow.silhouette"),
         k_selection=str(_field(document, "k_selection", str)),
-        seed=int(_field(document, "seed", int)),  # type: ignore[arg-type]
+        seed=int(_field(document, "seed", int)),
         data_fingerprint=str(_field(document, "data_fingerprint", str)),
         created_at=str(_field(document, "created_at", str)),
         explained_variance_ratio=_float_tuple(
@@ -301,7 +305,7 @@ def load_model(path: Path) -> Model:
         numeric_columns=_str_tuple(document.get("numeric_columns"), "numeric_columns"),
         categorical_columns=_str_tuple(document.get("categorical_columns"), "categorical_columns"),
         schema_version=SCHEMA_VERSION,
-        extra=dict(_field(document, "extra", dict)),  # type: ignore[call-overload]
+        extra=dict(_field(document, "extra", dict)),
         lineage=None if document.get("lineage") is None else lineage_from_json(document["lineage"]),
         **arrays,
     )

@@ -314,7 +314,7 @@ def read_tables(source: DataSource) -> Tables:
     if source.path is not None:
         con = _duckdb_over(source.path)
         try:
-            tables = {t: con.execute(f"SELECT * FROM {t}").fetch_arrow_table() for t in TABLE_NAMES}
+            tables = {t: con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in TABLE_NAMES}
         except duckdb.Error as exc:
             raise DataError(f"cannot read the tables in {source.path}: {exc}") from exc
         finally:

@@ -63,6 +63,11 @@ class Loading:
         return (self.weights[0] ** 2, self.weights[1] ** 2)
 
 
+def _strongest(table: tuple[Loading, ...], component: int) -> str:
+    """The feature with the largest absolute loading on ``component`` (0 or 1)."""
+    return max(table, key=lambda row: abs(row.weights[component])).feature
+
+
 def loadings(model: Model) -> tuple[Loading, ...]:
     """Every feature's loadings, in the model's column order."""
     return tuple(
@@ -255,7 +260,7 @@ def fit_html(model: Model, components: np.ndarray, segments: np.ndarray) -> str:
     note = variance_note(model)
     warning = f'<p class="note">{e(note)}</p>' if note else ""
     table = loadings(model)
-    strongest = [max(table, key=lambda row, c=c: abs(row.weights[c])).feature for c in (0, 1)]
+    strongest = [_strongest(table, c) for c in (0, 1)]
     loading_rows = "".join(
         f"<tr><td>{e(row.feature)}</td>{_loading_cells(row, strongest)}</tr>" for row in table
     )

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,7 @@ _LAST_SIGNUP_US = _LAST_ORDER_US - _DAY_US
 _SHAPE = json.loads(
     resources.files(__package__).joinpath("thelook_shape.json").read_text(encoding="utf-8")
 )
-_COUNTRIES: list[dict] = _SHAPE["countries"]
+_COUNTRIES: list[dict[str, Any]] = _SHAPE["countries"]
 _TRAFFIC: dict[str, float] = _SHAPE["traffic_sources"]
 _STATUSES: dict[str, float] = _SHAPE["order_statuses"]
 _SHARE_WITH_ORDERS: float = _SHAPE["share_of_users_with_orders"]
@@ -316,7 +317,7 @@ def _pick_products(
     rng: np.random.Generator, catalogue: pa.Table, genders: np.ndarray
 ) -> np.ndarray:
     """One product id per item, from the department of the buyer's gender when it has one."""
-    ids = catalogue.column("id").to_numpy()
+    ids: np.ndarray = catalogue.column("id").to_numpy()
     if "department" in catalogue.column_names:
         department = np.asarray(catalogue.column("department").to_numpy(zero_copy_only=False))
     else:

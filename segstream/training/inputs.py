@@ -221,7 +221,7 @@ class FieldRule:
         if self.kind == "number":
             return Annotated[float, msgspec.Meta(ge=self.minimum, le=self.maximum)]
         if self.kind == "choice":
-            return Literal[self.choices]  # type: ignore[valid-type]
+            return Literal[self.choices]
         if self.kind == "timestamp":
             return Annotated[
                 str, msgspec.Meta(max_length=_TIMESTAMP_MAX, pattern=TIMESTAMP_PATTERN)
@@ -345,7 +345,7 @@ def _suspects(rule: FieldRule, column: pd.Series) -> np.ndarray:
             return np.ones(len(column), dtype=bool)
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         with np.errstate(invalid="ignore"):
-            inside = (values >= rule.minimum) & (values <= rule.maximum)
+            inside: np.ndarray = (values >= rule.minimum) & (values <= rule.maximum)
             if rule.kind == "integer":
                 inside &= np.floor(values) == values
         return ~inside

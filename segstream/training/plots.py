@@ -37,9 +37,10 @@ def img_tag(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def segment_colour(segment: int) -> tuple[float, ...]:
+def segment_colour(segment: int) -> tuple[float, float, float, float]:
     """Segment ``segment``'s colour (RGBA), the same in every plot (tab10, cycling past 10)."""
-    return tuple(matplotlib.colormaps["tab10"](segment % 10))
+    red, green, blue, alpha = matplotlib.colormaps["tab10"](segment % 10)
+    return (float(red), float(green), float(blue), float(alpha))
 
 
 def sample_rows(n: int, limit: int, seed: int) -> np.ndarray:

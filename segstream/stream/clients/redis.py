@@ -16,12 +16,19 @@ import redis.asyncio as aioredis
 from segstream.settings import Settings
 
 __all__ = [
+    "as_bytes",
     "connection_options",
     "connection_problem",
     "redis_client",
     "sync_redis_client",
     "worker_redis_client",
 ]
+
+
+def as_bytes(reply: bytes | str) -> bytes:
+    """A string reply as bytes. The clients built here decode no replies, so this is the reply
+    itself; redis-py types every string reply ``bytes | str`` whatever the client."""
+    return reply.encode() if isinstance(reply, str) else reply
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -31,8 +38,9 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     to ``redis_username``/``redis_password``), so they are passed here; redis-py would let
     the URL's win. TLS options are given only for a ``rediss://`` URL: a plain connection
     class refuses them. A ``rediss://`` client verifies the server's certificate and host name:
-    ``ssl_check_hostname`` is set explicitly because redis-py 5.x defaults it off (6.0 turned
-    it on), and the dependencies allow 5.x.
+    ``ssl_check_hostname`` is set explicitly: redis-py 5.x defaulted it off (6.0 turned it
+    on); the dependency floor (8.2) has it on, and the explicit setting keeps it on whatever
+    redis-py is installed.
     """
     options: dict[str, Any] = {}
     if settings.redis_username is not None:

@@ -253,7 +253,7 @@ def backoff_delays(first_s: float, cap_s: float) -> Callable[[int], float]:
     """Delay before retry ``n`` (1-based): ``first_s * 2**(n-1)``, at most ``cap_s`` seconds."""
 
     def delay(n: int) -> float:
-        return min(cap_s, first_s * 2 ** min(n - 1, 30))
+        return min(cap_s, first_s * 2.0 ** min(n - 1, 30))
 
     return delay
 

@@ -122,13 +122,15 @@ def learn_deltas(centers: np.ndarray, points: np.ndarray, learning_rate: float) 
             position[j] = float(centers[i, j])
     for row in np.asarray(points, dtype=np.float64).tolist():
         model.learn_one(dict(enumerate(row)))
-    moved = np.array([[model.centers[i][j] for j in range(dims)] for i in range(k)])
-    return moved - centers
+    moved: np.ndarray = np.array([[model.centers[i][j] for j in range(dims)] for i in range(k)])
+    shifts: np.ndarray = moved - centers
+    return shifts
 
 
 def drift_distances(centers: np.ndarray, trained: np.ndarray) -> np.ndarray:
     """(k,) Euclidean distance of each centre from its trained position (PCA units)."""
-    return np.linalg.norm(np.asarray(centers) - np.asarray(trained), axis=1)
+    distances: np.ndarray = np.linalg.norm(np.asarray(centers) - np.asarray(trained), axis=1)
+    return distances
 
 
 def drifted_model(model: Model, centers: np.ndarray) -> Model:

@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -51,7 +52,7 @@ from redis.exceptions import ResponseError
 
 from segstream.errors import StateError
 from segstream.settings import Settings
-from segstream.stream.clients.redis import redis_client
+from segstream.stream.clients.redis import as_bytes, redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
 from segstream.stream.domain.assignment import feature_batch
 from segstream.stream.domain.observer import WorkerObserver
@@ -211,7 +212,7 @@ class DriftStore:
             if published is not None:
                 return _decode(model, version, centers, learned, epoch, published)
         raise StateError(
-            f"drift state of model {model.version}: its newest epoch {int(epoch)} is missing "
+            f"drift state of model {model.version}: its newest epoch {int(epoch or 0)} is missing "
             "(pruned as it was read, three times: is SEGSTREAM_DRIFT_EPOCHS_KEPT the same on "
             "every worker?)"
         )
@@ -220,7 +221,7 @@ class DriftStore:
         """The epochs of ``model_version`` kept in Redis, oldest first (0 never is: it is the
         trained centres); empty when there is no drift state."""
         fields = await self.client.hkeys(drift_key(self.prefix, model_version))
-        return sorted(int(name[2:]) for name in fields if name.startswith(b"e:"))
+        return sorted(int(name[2:]) for name in map(as_bytes, fields) if name.startswith(b"e:"))
 
     async def epoch(self, model: Model, number: int | None = None) -> Epoch:
         """Epoch ``number`` of ``model``'s drift (the newest when ``None``), for reproducing
@@ -316,7 +317,7 @@ class DriftStore:
         fields = await self.client.hgetall(drift_key(self.prefix, model_version))
         points = [
             Contribution(name.decode()[2:], int(value.split()[1]))
-            for name, value in fields.items()
+            for name, value in zip(map(as_bytes, fields), fields.values(), strict=True)
             if name.startswith(b"w:")
         ]
         return sorted(points, key=lambda c: (-c.points, c.writer))
@@ -484,7 +485,7 @@ async def load_epochs(
     try:
         return [
             await retry(
-                lambda number=number: store.epoch(model, number),
+                partial(store.epoch, model, number),
                 what="reading the drift epochs",
                 transient=REDIS_TRANSIENT,
                 attempts=3,

@@ -20,6 +20,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
 from segstream.errors import ConfigError
@@ -60,7 +61,7 @@ def check_exposure(settings: Settings) -> None:
 
 def bearer_auth(
     token: SecretStr,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """An aiohttp middleware requiring ``Authorization: Bearer <token>`` off the public paths.
 
     It raises 401 as ``web.HTTPUnauthorized``, so the app's error middleware (outside this

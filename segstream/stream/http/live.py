@@ -40,6 +40,12 @@ __all__ = ["LiveView", "offset_rates"]
 
 log = logging.getLogger(__name__)
 
+# The failures each probe reports rather than raises (named: a starred tuple in `except` is
+# opaque to the type checker).
+_LAG_ERRORS: tuple[type[BaseException], ...] = (ServiceError, *KAFKA_TRANSIENT)
+_PING_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *KAFKA_TRANSIENT)
+_REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_TRANSIENT, TimeoutError)
+
 RATE_WINDOW_S = 10.0
 """Window of the group throughput figures, in seconds."""
 
@@ -134,7 +140,7 @@ class LiveView:
         while True:
             try:
                 await self.refresh_lag()
-            except (ServiceError, *KAFKA_TRANSIENT) as exc:
+            except _LAG_ERRORS as exc:
                 failures += 1
                 self.lag_error = describe(exc)
                 log.debug("lag poll failed (%s), retry %d", self.lag_error, failures)
@@ -188,14 +194,14 @@ class LiveView:
             return _check(False, error if where in error else f"{where}: {error}")
         try:
             brokers = await asyncio.wait_for(self.lag_reader.ping(), timeout=timeout_s)
-        except (RuntimeError, *KAFKA_TRANSIENT) as exc:
+        except _PING_ERRORS as exc:
             return _check(False, f"{where} did not answer: {describe(exc)}")
         return _check(True, f"{brokers} broker(s) at {where}")
 
     async def _check_redis(self, timeout_s: float) -> dict[str, Any]:
         try:
             await asyncio.wait_for(self.redis.ping(), timeout=timeout_s)
-        except (*REDIS_TRANSIENT, TimeoutError) as exc:
+        except _REDIS_ERRORS as exc:
             return _check(False, f"unreachable: {describe(exc)}")
         return _check(True, "PONG")
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from segstream.errors import ArtifactError, InputError, ServiceError, StateError
 from segstream.settings import Settings
@@ -334,7 +335,7 @@ def create_web_app(
         population_min_age_s=population_min_age_s,
         stalls=stalls,
     )
-    middlewares = [_errors]  # outermost: it also shapes the auth middleware's 401
+    middlewares: list[Middleware] = [_errors]  # outermost: it also shapes the auth middleware's 401
     if settings.http_token is not None:
         middlewares.append(bearer_auth(settings.http_token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)

@@ -59,7 +59,8 @@ def default_partition(key: bytes | None, partitions: int, fallback: int = 0) -> 
     """
     if key is None:
         return fallback % partitions
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)  # aiokafka is untyped: its murmur2 returns a signed 32-bit int
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def group_by_partition(

@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -282,8 +283,14 @@ class Reassigner:
             while True:
                 cursor, keys = await self._redis(
                     "scanning users",
-                    lambda n=node, c=cursor: scan_page(
-                        client, n, c, match=pattern, count=self.batch_size, type_="hash"
+                    partial(
+                        scan_page,
+                        client,
+                        node,
+                        cursor,
+                        match=pattern,
+                        count=self.batch_size,
+                        type_="hash",
                     ),
                 )
                 for key in keys:

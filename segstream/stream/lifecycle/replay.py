@@ -233,7 +233,7 @@ async def _publish(
         raise ServiceError(f"cannot reach the broker at {bootstrap}: {exc!r}") from exc
     start = time.perf_counter()
     try:
-        futures: list[asyncio.Future] = []
+        futures: list[asyncio.Future[RecordMetadata]] = []
         waiting: list[ReplayEvent] = []
 
         async def settle() -> None:

@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 from redis.cluster import ClusterNode as SyncClusterNode
 
+from segstream.stream.clients.redis import as_bytes
+
 __all__ = ["is_cluster", "primaries", "scan_page", "sync_primaries", "sync_scan_page"]
 
 
@@ -51,9 +53,11 @@ async def scan_page(
     options: dict[str, Any] = {"match": match, "count": count, "_type": type_}
     if node is None:
         next_cursor, keys = await client.scan(cursor, **options)
-        return int(next_cursor), list(keys)
-    cursors, keys = await client.scan(cursor, target_nodes=node, **options)  # type: ignore[call-arg]
-    return int(cursors[node.name]), list(keys)
+        return int(next_cursor), [as_bytes(key) for key in keys]
+    cursors, keys = await client.scan(cursor, target_nodes=node, **options)
+    # redis-py types a cluster's SCAN like one server's; with target_nodes the cursor comes back
+    # per node: {node name: cursor}.
+    return int(cursors[node.name]), [as_bytes(key) for key in keys]  # type: ignore[index]
 
 
 def sync_primaries(client: redis.Redis) -> list[SyncClusterNode | None]:
@@ -76,6 +80,8 @@ def sync_scan_page(
     options: dict[str, Any] = {"match": match, "count": count, "_type": type_}
     if node is None:
         next_cursor, keys = client.scan(cursor, **options)
-        return int(next_cursor), list(keys)
-    cursors, keys = client.scan(cursor, target_nodes=node, **options)  # type: ignore[call-arg]
-    return int(cursors[node.name]), list(keys)
+        return int(next_cursor), [as_bytes(key) for key in keys]
+    cursors, keys = client.scan(cursor, target_nodes=node, **options)
+    # redis-py types a cluster's SCAN like one server's; with target_nodes the cursor comes back
+    # per node: {node name: cursor}.
+    return int(cursors[node.name]), [as_bytes(key) for key in keys]  # type: ignore[index]

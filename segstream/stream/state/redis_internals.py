@@ -81,7 +81,7 @@ def check_redis_internals() -> None:
         raise ConfigError(
             f"redis-py {version} is not supported on a Redis Cluster "
             f"(SEGSTREAM_REDIS_CLUSTER=true): {'; '.join(problems)}. segstream is written "
-            "against redis-py 5 to 8: install one of those, or port "
+            "against redis-py 8.2 (pyproject.toml): install it, or port "
             "segstream/stream/state/redis_internals.py"
         )
 

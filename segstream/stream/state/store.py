@@ -189,7 +189,7 @@ class RedisState:
         before: Sequence[tuple[Any, ...]] = (),
         *,
         durable: bool = False,
-    ) -> list:
+    ) -> list[Any]:
         """One pipeline: the plain commands ``before``, then EVALSHA ``name`` per call.
 
         ``durable`` (with ``min_replicas`` > 0 and calls to make): the pipeline ends with a
@@ -226,7 +226,7 @@ class RedisState:
                 await self.load_scripts()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list:
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """One pipeline on one connection of a single server (a cluster goes per primary)."""
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
@@ -276,7 +276,7 @@ class RedisState:
             acked, where = (await self._pipeline([marker, wait_command]))[-1], "the Redis server"
         self._check_acked(acked, where, step)
 
-    async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list:
+    async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list[Any]:
         """A standalone server: the step's pipeline, then the marker and WAIT on its connection.
 
         redis-py sends a pipeline on one connection, and after a dropped connection resends
@@ -288,7 +288,7 @@ class RedisState:
 
     async def _per_primary(
         self, commands: Sequence[tuple[Any, ...]], step: str, *, wait: bool
-    ) -> list:
+    ) -> list[Any]:
         """A cluster: each primary's commands in one pipeline on one of its connections, all
         primaries at once; with ``wait``, each pipeline ends with the marker and WAIT.
 
@@ -313,7 +313,7 @@ class RedisState:
 
     async def _send_per_primary(
         self, client: AsyncRedisCluster, commands: Sequence[tuple[Any, ...]], step: str, wait: bool
-    ) -> list:
+    ) -> list[Any]:
         await client.initialize()
         # node name -> (node, the first command's key, its queued commands)
         by_node: dict[str, tuple[ClusterNode, str, list[Any]]] = {}
@@ -336,9 +336,9 @@ class RedisState:
             if isinstance(outcome, BaseException):
                 raise outcome
         for _, _, queued in by_node.values():
-            for command in queued:
-                if isinstance(reply_of(command), Exception):
-                    raise reply_of(command)
+            for sent in queued:
+                if isinstance(reply_of(sent), Exception):
+                    raise reply_of(sent)
         results = [reply_of(command) for command in ordered]
         for node, waited in waits:
             self._check_acked(reply_of(waited), f"primary {node.name}", step, results)

@@ -50,7 +50,7 @@ def check_aiokafka_internals() -> None:
         raise ConfigError(
             f"aiokafka {version} is not supported by the worker's consumer: "
             f"{'; '.join(problems)}, so SEGSTREAM_FETCH_MAX_WAIT_MS would be ignored. The "
-            "worker is written against aiokafka 0.10 to 0.14: install one of those, or port "
+            "worker is written against aiokafka 0.14 (pyproject.toml): install it, or port "
             "segstream/stream/worker/aiokafka_internals.py"
         )
 

@@ -252,7 +252,7 @@ def create_app(
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     watchdog = worker_watchdog(app, settings, progress, observer)
-    app.segstream_watchdog = watchdog  # type: ignore[attr-defined] - for run_worker's signals
+    app.segstream_watchdog = watchdog  # type: ignore[attr-defined]  # for run_worker's signals
     topics = Topics.from_settings(settings)
     inputs = input_channel(app, settings)
     input_names = {topics.users, topics.orders}
@@ -262,7 +262,9 @@ def create_app(
         app.topic(topics.dead_letters, partitions=settings.topic_partitions),
     ]
 
-    @app.on_partitions_assigned.connect
+    # mode types a receiver as (sender, *args, signal=...) with no positional parameters of its
+    # own; this signal sends the assigned partitions as its one argument.
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def log_assignment(app: faust.App, assigned: set[Any], **_: Any) -> None:
         mine = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in input_names)
         users = [p for t, p in mine if t == topics.users]
@@ -295,7 +297,9 @@ def create_app(
         watchdog.start()
 
     @app.agent(inputs, name=AGENT_NAME)
-    async def assign_users(stream: faust.StreamT) -> None:
+    async def assign_users(stream: faust.StreamT[bytes]) -> None:
+        # An agent is given a faust.Stream: take_events is not on the StreamT interface.
+        assert isinstance(stream, faust.Stream)
         trim_framework(app)
         for topic in outputs:
             await topic.maybe_declare()
@@ -370,14 +374,14 @@ async def open_worker_parts(
 
 
 async def _consume(
-    app: faust.App, stream: faust.StreamT, parts: WorkerParts, progress: Progress
+    app: faust.App, stream: faust.Stream[bytes], parts: WorkerParts, progress: Progress
 ) -> None:
     """Take batches from ``stream`` into a pipeline until the agent stops; then finish the
     batch in hand (within ``SEGSTREAM_SHUTDOWN_TIMEOUT_S / 2``, leaving the rest of the bound
     to the commit and the group leave) before returning."""
     settings, processor = parts.settings, parts.processor
-    app.segstream_processor = processor  # type: ignore[attr-defined] - for status/bench
-    app.segstream_metrics = processor.metrics  # type: ignore[attr-defined] - for an HTTP side
+    app.segstream_processor = processor  # type: ignore[attr-defined]  # for status/bench
+    app.segstream_metrics = processor.metrics  # type: ignore[attr-defined]  # for an HTTP side
     pipeline = BatchPipeline(
         processor.process,
         stream.ack,
@@ -390,11 +394,11 @@ async def _consume(
     crashing: list[asyncio.Future[None]] = []
 
     def on_done(task: asyncio.Future[None]) -> None:
-        if task.cancelled() or task.exception() is None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
             return
-        exc = task.exception()
         log.critical("batch failed, stopping the worker: %s", describe(exc), exc_info=exc)
-        crashing.append(asyncio.ensure_future(app.crash(exc)))  # type: ignore[arg-type]
+        crashing.append(asyncio.ensure_future(app.crash(exc)))
 
     worker_task.add_done_callback(on_done)
     try:

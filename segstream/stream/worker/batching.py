@@ -112,7 +112,8 @@ class BatchPipeline:
 
     def _behind(self, batch: list[Any]) -> bool:
         """The batch's oldest event is older than ``catch_up_age_s`` (by its Kafka timestamp)."""
-        return time.time() - batch[0].message.timestamp > self.catch_up_age_s
+        oldest_s: float = batch[0].message.timestamp  # Unix seconds
+        return time.time() - oldest_s > self.catch_up_age_s
 
     async def _next_batch(self) -> list[Any]:
         while not self._batches:

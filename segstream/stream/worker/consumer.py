@@ -158,8 +158,9 @@ class LeanConsumer(faust_aiokafka.Consumer):
 
 
 def _log_failure(task: asyncio.Future[bool]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background offset commit failed: %s", describe(task.exception()))
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.error("background offset commit failed: %s", describe(error))
 
 
 class LeanTransport(faust_aiokafka.Transport):

@@ -149,7 +149,7 @@ class TestRedisOptions:
             kwargs = client.connection_pool.connection_kwargs
             assert (kwargs["username"], kwargs["password"]) == ("segstream", "rpw")
             assert kwargs["ssl_ca_certs"] == str(certs.ca)
-            # Explicit: redis-py 5.x, which the dependencies allow, defaults it off.
+            # Explicit: redis-py 5.x defaulted it off; kept on whatever version is installed.
             assert kwargs["ssl_check_hostname"] is True
             assert client.connection_pool.connection_class.__name__ == "SSLConnection"
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import json
-from typing import Any
+import operator
+from functools import reduce
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import jsonschema
 import pytest
 
 from segstream.errors import EventError
+from segstream.stream.domain import events
 from segstream.stream.domain.events import (
     MAX_EVENT_BYTES,
     MAX_ITEMS,
@@ -392,3 +398,34 @@ def test_schema_files_restate_the_input_table(name: str) -> None:
     record = UserEvent if name == "users" else OrderEvent
     assert schema["required"] == list(record.__struct_fields__)
     assert "additionalProperties" not in schema  # unknown fields: SEGSTREAM_UNKNOWN_FIELDS
+
+
+def _runtime_python_type(decoded: Any) -> Any:
+    """``Annotated[int, Meta(...)]`` -> ``int``; ``Literal["a", "b"]`` -> ``str``; unions kept."""
+    if get_origin(decoded) is Annotated:
+        return get_args(decoded)[0]
+    if get_origin(decoded) is Literal:
+        (kind,) = {type(choice) for choice in get_args(decoded)}
+        return kind
+    if get_origin(decoded) in (Union, UnionType):
+        return reduce(operator.or_, (_runtime_python_type(arm) for arm in get_args(decoded)))
+    return decoded
+
+
+def test_the_type_checkers_view_of_each_field_is_the_type_its_rule_decodes_to() -> None:
+    # events.py gives mypy plain aliases under TYPE_CHECKING (it cannot evaluate RULES): read
+    # them from the source and compare with what msgspec decodes at run time.
+    source = Path(events.__file__).read_text(encoding="utf-8")
+    (block,) = [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    static = {
+        node.target.id: eval(ast.unparse(node.value))  # builtin type expressions only
+        for node in block.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+    assert static, "no aliases found under TYPE_CHECKING in events.py"
+    for name, expected in static.items():
+        assert _runtime_python_type(getattr(events, name)) == expected, name
