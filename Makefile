@@ -10,12 +10,12 @@ LOCK_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps lock lock-check demo test test-unit lint format bench services-up \
-	services-down clean
+	services-up-cdc services-down rules dashboard clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-system-deps: ## Install Java, Maven, redis-server, PostgreSQL and kcat when missing (Debian)
+system-deps: ## Install Java, Maven, redis-server, PostgreSQL, kcat, chromium and prometheus when missing (Debian)
 	@scripts/install-system-deps.sh
 
 # Every third-party package comes from the lock, hash-checked; the project itself goes on top
@@ -62,8 +62,18 @@ bench: setup ## Print the training and streaming benchmarks' figures
 services-up: setup ## Start the local Kafka and Redis (segstream services up)
 	$(BIN)/segstream services up
 
+services-up-cdc: setup ## Also PostgreSQL and Kafka Connect with Debezium (docs/cdc.md)
+	$(BIN)/segstream services up --cdc
+
 services-down: setup ## Stop them
 	$(BIN)/segstream services down
+
+rules: setup ## Check and unit-test the Prometheus rules with promtool (also part of `make test`)
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
+
+dashboard: setup ## Regenerate deploy/grafana/segstream.json from deploy/grafana/build.py
+	$(BIN)/python deploy/grafana/build.py
 
 clean: ## Remove local data, models and caches (not the venv)
 	rm -rf .segstream .pytest_cache .ruff_cache .mypy_cache models data test-artifacts

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the machine-level programs segstream runs against, when they are missing:
-# Java 17+ and Maven (the Kafka broker from Maven Central), redis-server, PostgreSQL (the
-# SQLAlchemy-URL tests), kcat (a real Kafka client for checking topics by hand) and chromium
-# (the status page's headless-browser test).
+# Java 17+ and Maven (the Kafka broker and Kafka Connect with Debezium from Maven Central),
+# redis-server, PostgreSQL (the SQLAlchemy-URL tests and the change-data-capture stack, run as
+# the postgres user through util-linux's setpriv), kcat (a real Kafka client for checking
+# topics by hand), chromium (the status page's headless-browser test) and prometheus with
+# promtool (the alert rules' unit tests, the monitoring integration test, `services up
+# --monitoring`).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 
@@ -13,6 +16,7 @@ declare -A package_of=(
   [kcat]=kcat
   [initdb]=postgresql
   [chromium]=chromium
+  [promtool]=prometheus
 )
 
 have() {
@@ -38,7 +42,8 @@ echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts a system-wide redis-server and PostgreSQL on install; segstream runs its own.
-for svc in redis-server postgresql; do
+# Debian starts a system-wide redis-server, PostgreSQL and Prometheus on install; segstream
+# runs its own.
+for svc in redis-server postgresql prometheus; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done

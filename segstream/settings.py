@@ -51,6 +51,8 @@ _OPTIONAL = (
     "redis_ssl_certfile",
     "redis_ssl_keyfile",
     "http_token",
+    "cdc_database_password",
+    "delivery_config",
 )
 """Fields whose empty value means unset (``SEGSTREAM_X=`` in a compose file, for one)."""
 
@@ -97,6 +99,10 @@ class Settings(BaseSettings):
     topic_dead_letters: str = "segstream-dead-letters"
     """Output topic: the original bytes of every rejected input event."""
 
+    topic_delivery_dead_letters: str = "segstream-delivery-dead-letters"
+    """Topic of segment changes ``segstream deliver`` gave up on, with destination and last
+    status; ``segstream deliver --redrive`` sends them again."""
+
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     """Partitions given to the topics segstream creates."""
 
@@ -136,6 +142,16 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     """Address the HTTP side binds to; loopback unless you mean to expose it (containers)."""
+
+    source: Literal["json", "cdc"] = "json"
+    """Where the worker's input comes from: ``json``, segstream's own events on
+    ``topic_users`` and ``topic_orders``; or ``cdc``, Debezium's change events of the shop's
+    PostgreSQL tables (``<cdc_topic_prefix>.<cdc_schema>.<table>``, see docs/cdc.md)."""
+
+    topic_rederive: str = "segstream-rederive"
+    """``source=cdc``: internal topic, co-partitioned with the change topics and keyed like
+    them, carrying one record per buyer of a corrected product so that the worker owning the
+    buyer re-derives their brand and category (docs/cdc.md)."""
 
     unknown_fields: Literal["ignore", "dead_letter"] = "ignore"
     """An input field no event has (``email`` in a profile): ``ignore`` it, counted
@@ -233,11 +249,52 @@ class Settings(BaseSettings):
     redis_port: int = Field(default=6379, ge=1, le=65535)
     """Port of the Redis server ``segstream services up`` starts."""
 
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    """Port of the Prometheus ``segstream services up --monitoring`` starts."""
+
     kafka_jars_dir: Path = Path.home() / ".cache" / "segstream" / "kafka"
     """Cache of the broker's jars resolved from Maven Central, shared by every data_dir."""
 
     kafka_heap_mb: int = Field(default=512, ge=128, le=8192)
     """Java heap of the local broker, in MiB."""
+
+    # --- change data capture: the local PostgreSQL + Kafka Connect + Debezium (issue 20) -----
+    postgres_port: int = Field(default=5432, ge=1, le=65535)
+    """Port of the PostgreSQL server ``segstream services up --cdc`` starts."""
+
+    connect_port: int = Field(default=8083, ge=1, le=65535)
+    """REST port of the Kafka Connect worker ``segstream services up --cdc`` starts."""
+
+    connect_heap_mb: int = Field(default=768, ge=256, le=8192)
+    """Java heap of the local Kafka Connect worker, in MiB."""
+
+    connect_url: str = "http://127.0.0.1:8083"
+    """Kafka Connect's REST API, where ``segstream cdc connector --register`` puts the
+    connector's configuration."""
+
+    cdc_topic_prefix: str = Field(default="shop", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Debezium's ``topic.prefix``: change topics are ``<prefix>.<schema>.<table>``."""
+
+    cdc_schema: str = Field(default="public", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The database schema that holds the users, orders, order_items and products tables."""
+
+    cdc_database_url: str = "postgresql://segstream_cdc@127.0.0.1:5432/shop"
+    """The database Debezium captures, as ``postgresql://user@host:port/dbname``: the user is
+    the connector's replication role (REPLICATION, not a superuser). No password here: see
+    ``cdc_database_password``."""
+
+    cdc_database_password: SecretStr | None = None
+    """Password of the ``cdc_database_url`` user; unset: the local stack's, read from
+    ``<data_dir>/secrets/postgres-cdc-password``."""
+
+    cdc_connector_name: str = Field(default="segstream-shop", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Name of the Debezium connector in Kafka Connect."""
+
+    cdc_publication: str = Field(default="segstream", pattern=r"^[a-z_][a-z0-9_]*$")
+    """PostgreSQL publication of the four tables that the connector reads (``pgoutput``)."""
+
+    cdc_slot: str = Field(default="segstream", pattern=r"^[a-z_][a-z0-9_]*$")
+    """PostgreSQL logical replication slot of the connector (one per connector)."""
 
     # --- security: Kafka, Redis and HTTP credentials (issue 12) -------------------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -281,6 +338,14 @@ class Settings(BaseSettings):
 
     http_allow_anonymous: bool = False
     """Allow serving HTTP without ``http_token`` on an address other than loopback."""
+
+    # --- webhook delivery (issue 23) -----------------------------------------------------------
+    delivery_config: Path | None = None
+    """TOML file of the destinations ``segstream deliver`` POSTs segment changes to
+    (docs/delivery.md); required by that command only."""
+
+    delivery_http_port: int = Field(default=8092, ge=0, le=65535)
+    """Port of ``segstream deliver``'s ``/metrics`` and ``/status`` (on ``http_host``); 0: none."""
 
     @field_validator(*_OPTIONAL, mode="before")
     @classmethod
@@ -376,6 +441,30 @@ class Settings(BaseSettings):
         secret = ":***" if self.redis_password is not None else ""
         return urlunsplit(parts._replace(netloc=f"{user}{secret}@{parts.netloc}"))
 
+    @field_validator("cdc_database_url")
+    @classmethod
+    def _check_cdc_database_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise ValueError(f"expected a postgresql://user@host:port/dbname URL, got {value!r}")
+        if parts.password is not None:
+            raise ValueError(
+                f"put the password in {ENV_PREFIX}CDC_DATABASE_PASSWORD, not in the URL"
+            )
+        if not parts.username or not parts.hostname or not parts.path.strip("/"):
+            raise ValueError(
+                f"expected postgresql://user@host:port/dbname (user, host and database), "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("connect_url")
+    @classmethod
+    def _check_connect_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in {"http", "https"} or not urlparse(value).hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -405,6 +494,7 @@ class Settings(BaseSettings):
             self.topic_segment_changes,
             self.topic_user_segments,
             self.topic_dead_letters,
+            self.topic_delivery_dead_letters,
         ]
         if len(set(topics)) != len(topics):
             raise ValueError(f"topic names must be distinct, got {topics}")

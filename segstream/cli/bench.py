@@ -76,6 +76,13 @@ def _bench_drift(args: argparse.Namespace) -> int:
     return code
 
 
+def _bench_deliver(args: argparse.Namespace) -> int:
+    if args.changes < 1 or args.rate <= 0:
+        raise ConfigError("--changes must be at least 1 and --rate positive")
+    code: int = benchmark("delivery").run_delivery_bench(load_settings(), args.changes, args.rate)
+    return code
+
+
 def _bench_populations(args: argparse.Namespace) -> int:
     if args.users < 10 or args.reads < 1 or args.scan_runs < 1:
         raise ConfigError("--users must be at least 10, --reads and --scan-runs at least 1")
@@ -85,8 +92,18 @@ def _bench_populations(args: argparse.Namespace) -> int:
     return code
 
 
+def _bench_correction(args: argparse.Namespace) -> int:
+    bench = benchmark("correction")
+    return int(
+        bench.run_correction_bench(
+            load_settings(), args.users, args.lines, args.products, args.batch
+        )
+    )
+
+
 def add_commands(sub: SubParsers) -> None:
-    """Register ``bench training``, ``stream``, ``ops``, ``populations`` and ``drift``."""
+    """Register ``bench training``, ``stream``, ``ops``, ``populations``, ``drift`` and
+    ``correction``."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     targets = add_verbs(bench, "bench_target", "TARGET")
     p = targets.add_parser(
@@ -146,6 +163,16 @@ def add_commands(sub: SubParsers) -> None:
     )
     p.set_defaults(handler=_bench_ops)
     p = targets.add_parser(
+        "deliver",
+        help="webhook delivery: changes/s to one fast destination, published -> acknowledged "
+        "p50/p99, on the configured stack",
+    )
+    p.add_argument("--changes", type=int, default=20_000, metavar="N", help="change events per run")
+    p.add_argument(
+        "--rate", type=float, default=2_000, metavar="N", help="changes/s of the latency run"
+    )
+    p.set_defaults(handler=_bench_deliver)
+    p = targets.add_parser(
         "populations",
         help="population read from the maintained counters vs a SCAN count, on the configured "
         "Redis (or Redis Cluster)",
@@ -169,3 +196,13 @@ def add_commands(sub: SubParsers) -> None:
     )
     p.add_argument("--repeat", type=int, default=15, metavar="N", help="calls timed per figure")
     p.set_defaults(handler=_bench_drift)
+    p = targets.add_parser(
+        "correction",
+        help="what one product correction costs with SEGSTREAM_SOURCE=cdc (fan-out to its "
+        "buyers, their re-derivation), on the configured Redis",
+    )
+    p.add_argument("--users", type=int, default=100_000, metavar="N", help="users to write")
+    p.add_argument("--lines", type=int, default=3, metavar="N", help="order lines per user")
+    p.add_argument("--products", type=int, default=1_000, metavar="N", help="catalogue size")
+    p.add_argument("--batch", type=int, default=2_000, metavar="N", help="users per apply call")
+    p.set_defaults(handler=_bench_correction)

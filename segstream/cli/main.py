@@ -18,7 +18,7 @@ __all__ = ["HelpFormatter", "Parser", "add_verbs", "build_parser", "config_markd
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-_VERBS = ("command", "bench_target", "drift_command")
+_VERBS = ("command", "bench_target", "drift_command", "cdc_command")
 """Namespace attributes that hold a (sub-)command's name, for the prefix of error messages."""
 
 
@@ -27,8 +27,10 @@ _AREAS = (
     "segstream.cli.demo",
     "segstream.cli.training",
     "segstream.cli.stream",
+    "segstream.cli.cdc",
     "segstream.cli.ops",
     "segstream.cli.lifecycle",
+    "segstream.cli.delivery",
     "segstream.cli.bench",
 )
 """The modules that register verbs, in the order ``segstream --help`` lists them."""

@@ -1,11 +1,14 @@
-"""``segstream services up | down | status | check``: the local Kafka and Redis."""
+"""``segstream services up | down | status | check``: the local Kafka and Redis, and with
+``--cdc`` PostgreSQL and Kafka Connect with Debezium."""
 
 from __future__ import annotations
 
 import argparse
+import time
 
-from segstream.services.check import round_trip
-from segstream.services.credentials import client_environment
+from segstream.services.check import cdc_round_trip, round_trip
+from segstream.services.credentials import client_environment, password_file
+from segstream.services.prometheus import PrometheusServer
 from segstream.services.stack import Stack
 from segstream.settings import load_settings
 
@@ -52,19 +55,54 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "client needs (eval them: passwords are read from files, never printed). "
         "check: use those settings",
     )
+    parser.add_argument(
+        "--cdc",
+        action="store_true",
+        help="up: also PostgreSQL (wal_level=logical, database shop, replication role "
+        "segstream_cdc) on SEGSTREAM_POSTGRES_PORT and Kafka Connect (distributed) with the "
+        "Debezium PostgreSQL connector on SEGSTREAM_CONNECT_PORT; prints the database URL for "
+        "`segstream generate --db` (see docs/cdc.md)",
+    )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="up: also start Prometheus on SEGSTREAM_PROMETHEUS_PORT (9090) with segstream's "
+        "alert and recording rules (deploy/prometheus/alerts.yml), scraping the workers listed "
+        "in <data_dir>/prometheus/targets.json (first 127.0.0.1:SEGSTREAM_HTTP_PORT); `down` "
+        "stops it too",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     stack = Stack(load_settings(), secure=args.secure)
     if args.action == "up":
-        timings = stack.up(kafka_brokers=args.kafka_brokers, redis_cluster=args.redis_cluster)
+        prometheus = PrometheusServer(stack.settings)
+        if args.monitoring:
+            prometheus.check_ports()  # before Kafka and Redis start, not after
+        timings = stack.up(
+            kafka_brokers=args.kafka_brokers, redis_cluster=args.redis_cluster, cdc=args.cdc
+        )
+        if args.monitoring:
+            t0 = time.monotonic()
+            timings["prometheus"] = time.monotonic() - t0 if prometheus.start() else None
         # Secured, the output is meant for `eval`: status lines are shell comments.
         mark = "# " if args.secure else ""
         for status in stack.status():
             took = timings.get(status.name)
             how = f"started in {took:.1f} s" if took is not None else "already running"
-            print(f"{mark}{status.name:6} {status.address:28} pid {status.pid}  {how}")
+            if status.pid is None:
+                continue  # a CDC service of an earlier `up --cdc`, not asked for this time
+            print(f"{mark}{status.name:8} {status.address:28} pid {status.pid}  {how}")
+        if args.cdc:
+            secret = password_file(stack.settings, "postgres")
+            port = stack.settings.postgres_port
+            url = f"postgresql://segstream:$(cat {secret})@127.0.0.1:{port}/shop"
+            print("the shop database, as its owner (the password is read from its file):")
+            print(f'  export SHOP_DB="{url}"')
+            print('  segstream generate --db "$SHOP_DB" --users 10000')
+        if args.monitoring:
+            print(f"{mark}alerts: {prometheus.url}/alerts  targets: {prometheus.targets_file}")
         if args.secure:
             print("# a client of this stack needs (passwords are read from their files):")
             for line in client_environment(stack.settings):
@@ -72,17 +110,21 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "down":
         for name, stopped in stack.down().items():
-            print(f"{name:6} {'stopped' if stopped else 'was not running'}")
+            print(f"{name:8} {'stopped' if stopped else 'was not running'}")
         return 0
     if args.action == "check":
         trip = round_trip(stack.client if args.secure else stack.settings)
-        print(f"kafka  produce -> consume round trip  {trip.kafka_ms:7.1f} ms")
-        print(f"redis  HSET -> HGET round trip        {trip.redis_ms:7.1f} ms")
+        print(f"kafka     produce -> consume round trip  {trip.kafka_ms:7.1f} ms")
+        print(f"redis     HSET -> HGET round trip        {trip.redis_ms:7.1f} ms")
+        if stack.cdc_used():
+            cdc = cdc_round_trip(stack.postgres.superuser_url(), stack.connect.url)
+            print(f"postgres  SELECT 1                       {cdc.postgres_ms:7.1f} ms")
+            print(f"connect   GET /connectors                {cdc.connect_ms:7.1f} ms")
         return 0
     running = 0
     for status in stack.status():
         state = f"running (pid {status.pid})" if status.pid else "stopped"
         running += status.pid is not None
-        print(f"{status.name:6} {status.address:28} {state}  {status.detail}".rstrip())
+        print(f"{status.name:8} {status.address:28} {state}  {status.detail}".rstrip())
     # Exit status like `systemctl is-active`: 0 only when everything runs.
     return 0 if running == len(stack.status()) else 3

@@ -1,4 +1,4 @@
-"""``segstream worker | replay | segment | bench stream``: the online half's verbs."""
+"""``segstream worker | replay | segment | forget | bench stream``: the online half's verbs."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def _segment(args: argparse.Namespace) -> int:
     if not fields and not pending:
         message = (
             f"user {args.user_id} is unknown: no state in Redis for app {settings.app_id} "
-            "(SEGSTREAM_APP_ID); the stream has never seen them"
+            "(SEGSTREAM_APP_ID); the stream has never seen them, or they left (segstream "
+            "forget, or their users row deleted) and have had no event since"
         )
         if args.json:
             print(json.dumps({"user_id": args.user_id, "error": message}))
@@ -100,6 +101,39 @@ def _segment(args: argparse.Namespace) -> int:
         print(json.dumps(described, ensure_ascii=False, indent=1))
     else:
         print(user_text(described))
+    return 0
+
+
+def _user_id(text: str) -> int:
+    """argparse type of a user id: an integer from 1 to 2**53-1 (the input table's ``MAX_ID``)."""
+    from segstream.training.inputs import MAX_ID
+
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ID):
+        raise argparse.ArgumentTypeError(
+            f"a user id is an integer from 1 to {MAX_ID}, got {text!r}"
+        )
+    return int(text)
+
+
+def _forget(args: argparse.Namespace) -> int:
+    from segstream.stream.kafka.forget import request_leaves
+
+    settings = load_settings()
+    user_ids = list(dict.fromkeys(args.user_ids))
+    requests = asyncio.run(request_leaves(settings, user_ids))
+    if args.json:
+        print(json.dumps([
+            {"user_id": r.user_id, "topic": r.topic, "partition": r.partition,
+             "offset": r.offset}
+            for r in requests
+        ]))  # fmt: skip
+        return 0
+    for r in requests:
+        print(
+            f"user {r.user_id}: leave queued as a tombstone on {r.topic}[{r.partition}] at "
+            f"offset {r.offset}; the worker owning that partition erases every key of theirs, "
+            "publishes their leave event and a user-segments tombstone"
+        )
     return 0
 
 
@@ -145,7 +179,7 @@ def user_text(user: dict[str, Any]) -> str:
 
 
 def add_commands(sub: SubParsers) -> None:
-    """Register worker, replay, segment and ``bench stream``."""
+    """Register worker, replay, segment, forget and ``bench stream``."""
     p = sub.add_parser(
         "worker",
         help="run the streaming worker (workers with the same SEGSTREAM_APP_ID share the work)",
@@ -184,3 +218,19 @@ def add_commands(sub: SubParsers) -> None:
         help='print one JSON document ({"user_id", "error"} for an unknown user)',
     )
     p.set_defaults(handler=_segment)
+
+    p = sub.add_parser(
+        "forget",
+        help="make users leave: every key of theirs erased, a leave event published",
+        description="Send a tombstone (a null value keyed by the user) to SEGSTREAM_TOPIC_USERS "
+        "for each USER_ID. The worker owning the user's partition applies it in order with "
+        "their other events: it erases every key segstream holds for them (state, outbox, "
+        "population membership), publishes a leave event on SEGSTREAM_TOPIC_SEGMENT_CHANGES "
+        "(schemas/segment_left.json) and a tombstone on SEGSTREAM_TOPIC_USER_SEGMENTS. A later "
+        "event of the user starts them afresh. Returns once the broker acknowledged the "
+        "tombstones; the same as POST /users/{user_id}/forget. With SEGSTREAM_SOURCE=cdc, "
+        "delete the users row instead (refused here).",
+    )
+    p.add_argument("user_ids", type=_user_id, nargs="+", metavar="USER_ID", help="a user's id")
+    p.add_argument("--json", action="store_true", help="print where each tombstone landed")
+    p.set_defaults(handler=_forget)

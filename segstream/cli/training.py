@@ -35,6 +35,7 @@ from segstream.settings import load_settings
 if TYPE_CHECKING:
     from segstream.training.artifact import Model
     from segstream.training.data import DataSource
+    from segstream.training.generate import Tables
 
 __all__ = ["PREDICT_OPTIONS", "add_commands", "predict_row"]
 
@@ -159,18 +160,55 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from segstream.training.generate import generate_tables, load_catalogue, write_tables
+    from segstream.training.generate import (
+        generate_catalogue,
+        generate_tables,
+        load_catalogue,
+        write_tables,
+    )
 
-    out = _checked_dir(args.out)
+    if (args.out is None) == (args.db is None):
+        raise ConfigError("give one of --out DIR (Parquet files) or --db URL (PostgreSQL)")
+    if args.catalogue_size < 1:
+        raise ConfigError("--catalogue-size must be at least 1")
+    out = _checked_dir(args.out) if args.out is not None else None
     started = time.perf_counter()
-    catalogue = load_catalogue(Path(args.products)) if args.products else None
+    if args.products:
+        catalogue = load_catalogue(Path(args.products))
+    else:
+        catalogue = generate_catalogue(args.seed, args.catalogue_size)
     tables = generate_tables(args.users, args.seed, catalogue)
-    paths = write_tables(tables, out)
+    if out is not None:
+        paths = write_tables(tables, out)
+        for name, path in paths.items():
+            print(f"{getattr(tables, name).num_rows:>10,} rows  {path}")
+    else:
+        _generate_database(args, tables)
     elapsed = time.perf_counter() - started
-    for name, path in paths.items():
-        print(f"{getattr(tables, name).num_rows:>10,} rows  {path}")
     print(f"generated {args.users:,} users in {elapsed:.1f}s (seed {args.seed})")
     return 0
+
+
+def _generate_database(args: argparse.Namespace, tables: Tables) -> None:
+    """The database sink: the tables, then the publication change data capture reads."""
+    from urllib.parse import urlsplit
+
+    from segstream.cdc.database import prepare_capture
+    from segstream.training.postgres_sink import connect, write_database
+
+    settings = load_settings()
+    counts = write_database(tables, args.db, settings.cdc_schema, replace=args.replace)
+    with connect(args.db, autocommit=True) as conn:
+        prepare_capture(conn, settings, urlsplit(settings.cdc_database_url).username)
+    where = urlsplit(args.db)
+    for name, rows in counts.items():
+        print(
+            f"{rows:>10,} rows  {where.hostname}:{where.port or 5432}{where.path}"
+            f"  {settings.cdc_schema}.{name}"
+        )
+    print(
+        f"publication {settings.cdc_publication} publishes the four tables (REPLICA IDENTITY FULL)"
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -342,11 +380,30 @@ def add_commands(sub: SubParsers) -> None:
     p = sub.add_parser(
         "generate", help="write thelook-shaped users/orders/order_items/products Parquet files"
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the tables into")
+    p.add_argument("--out", metavar="DIR", help="directory to write the tables into (Parquet)")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="write the tables into this PostgreSQL database instead (postgresql://user:pw@"
+        "host:port/db), in schema SEGSTREAM_CDC_SCHEMA, REPLICA IDENTITY FULL, with the "
+        "publication SEGSTREAM_CDC_PUBLICATION (see docs/cdc.md)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="--db: drop the four tables first when they exist (otherwise refused)",
+    )
     p.add_argument("--users", type=int, default=100_000, metavar="N", help="number of users")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     p.add_argument(
         "--products", metavar="PATH", help="a real thelook products.parquet to use as the catalogue"
+    )
+    p.add_argument(
+        "--catalogue-size",
+        type=int,
+        default=29_120,
+        metavar="N",
+        help="products in the generated catalogue (without --products)",
     )
     p.set_defaults(handler=_generate)
 

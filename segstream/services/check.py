@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from segstream.errors import ServiceError
 from segstream.settings import Settings
 
-__all__ = ["RoundTrip", "round_trip"]
+__all__ = ["CdcRoundTrip", "RoundTrip", "cdc_round_trip", "round_trip"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,40 @@ async def _ensure_topic(settings: Settings, topic: str) -> None:
         pass
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True)
+class CdcRoundTrip:
+    """Milliseconds a query to PostgreSQL and a request to Kafka Connect's REST API took."""
+
+    postgres_ms: float
+    connect_ms: float
+
+
+def cdc_round_trip(database_url: str, connect_url: str) -> CdcRoundTrip:
+    """Run ``SELECT 1`` on the database and list Connect's connectors.
+
+    Raises:
+        ServiceError: either does not answer.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    import psycopg
+
+    started = time.perf_counter()
+    _, _, rest = database_url.partition("://")
+    try:
+        with psycopg.connect(f"postgresql://{rest}", connect_timeout=5) as conn:
+            conn.execute("SELECT 1").fetchone()
+    except psycopg.Error as exc:
+        raise ServiceError(f"PostgreSQL did not answer: {exc}") from exc
+    postgres_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(f"{connect_url}/connectors", timeout=10) as reply:
+            json.loads(reply.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ServiceError(f"Kafka Connect at {connect_url} did not answer: {exc}") from exc
+    return CdcRoundTrip(postgres_ms, (time.perf_counter() - started) * 1000)

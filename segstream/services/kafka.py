@@ -17,22 +17,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import re
 import shutil
 import subprocess
 import uuid
-from importlib import resources
 from pathlib import Path
 
 from segstream.errors import ServiceError
 from segstream.net import port_is_open
 from segstream.services.credentials import USER, client_settings, password, stack_certificates
+from segstream.services.maven import bundled_pom, pom_property, resolve_jars
 from segstream.services.process import LocalServer, log_tail, wait_until
 from segstream.settings import Settings
 
 __all__ = ["KafkaBroker", "kafka_version"]
 
-_POM = resources.files("segstream.services").joinpath("kafka-pom.xml")
+_POM = bundled_pom("kafka-pom.xml")
 _LOG4J2 = """\
 status = warn
 appender.file.type = File
@@ -53,10 +52,7 @@ logger.request.level = warn
 
 def kafka_version() -> str:
     """The Kafka version the bundled pom resolves, e.g. ``"4.1.1"``."""
-    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", _POM.read_text())
-    if match is None:  # pragma: no cover - the pom ships with the package
-        raise ServiceError("kafka-pom.xml has no <kafka.version> property")
-    return match.group(1)
+    return pom_property(_POM, "kafka.version")
 
 
 class KafkaBroker(LocalServer):
@@ -111,38 +107,7 @@ class KafkaBroker(LocalServer):
         Raises:
             ServiceError: Maven is missing or the resolution failed (with Maven's output).
         """
-        done = self.jars_dir / ".complete"
-        if done.exists():
-            return self.jars_dir
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise ServiceError(
-                "Maven (mvn) is needed once to fetch the Kafka jars: apt-get install maven"
-            )
-        self.jars_dir.mkdir(parents=True, exist_ok=True)
-        with resources.as_file(_POM) as pom:
-            result = subprocess.run(
-                [
-                    mvn,
-                    "-q",
-                    "-B",
-                    "-f",
-                    str(pom),
-                    "dependency:copy-dependencies",
-                    f"-DoutputDirectory={self.jars_dir}",
-                    "-DincludeScope=runtime",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise ServiceError(
-                f"Maven could not resolve Kafka {kafka_version()}:\n"
-                f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
-            )
-        done.touch()
-        return self.jars_dir
+        return resolve_jars(_POM, self.jars_dir, f"the Kafka {kafka_version()} jars")
 
     def _java(self) -> str:
         java = shutil.which("java")

@@ -123,15 +123,15 @@ class ManagedProcess:
         wait_until(lambda: not _alive(pid), timeout_s)
         return True
 
-    def stop(self, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the process, wait for it to exit, SIGKILL after ``timeout_s``.
+    def stop(self, timeout_s: float = 30.0, sig: signal.Signals = signal.SIGTERM) -> bool:
+        """Send ``sig`` (SIGTERM), wait for the process to exit, SIGKILL after ``timeout_s``.
 
         Returns True when a process was stopped, False when none was running.
         """
         pid = self.pid()
         if pid is None:
             return False
-        _signal(pid, signal.SIGTERM)
+        _signal(pid, sig)
         if not wait_until(lambda: not _alive(pid), timeout_s):
             _signal(pid, signal.SIGKILL)
             wait_until(lambda: not _alive(pid), 10.0)
@@ -160,6 +160,8 @@ class LocalServer(abc.ABC):
     """Seconds ``start`` waits for the server to become ready, unless told otherwise."""
     stop_timeout_s: ClassVar[float]
     """Seconds ``stop`` waits after SIGTERM before it sends SIGKILL."""
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    """The signal that asks the server to shut down cleanly."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -206,12 +208,7 @@ class LocalServer(abc.ABC):
         if self.process.is_running():
             self.wait_ready(timeout)
             return False
-        for port in self.ports():
-            if port_is_open(port):
-                raise ServiceError(
-                    f"port {port} is already in use by another process; stop it or choose "
-                    f"{self.port_settings}"
-                )
+        self.check_ports()
         self._launch()
         try:
             self.wait_ready(timeout)
@@ -221,9 +218,25 @@ class LocalServer(abc.ABC):
             raise
         return True
 
+    def check_ports(self) -> None:
+        """Fail unless ours runs already or every port of the server is free.
+
+        Raises:
+            ServiceError: a port is taken by another process (named, with the setting to
+                change).
+        """
+        if self.process.is_running():
+            return
+        for port in self.ports():
+            if port_is_open(port):
+                raise ServiceError(
+                    f"port {port} is already in use by another process; stop it or choose "
+                    f"{self.port_settings}"
+                )
+
     def stop(self) -> bool:
         """Stop the server if we started it; True when one was stopped."""
-        return self.process.stop(timeout_s=self.stop_timeout_s)
+        return self.process.stop(timeout_s=self.stop_timeout_s, sig=self.stop_signal)
 
 
 def _cmdline(pid: int) -> str | None:

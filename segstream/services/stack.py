@@ -1,4 +1,5 @@
-"""The local stack as one unit: Kafka and Redis started, checked and stopped together."""
+"""The local stack as one unit: Kafka and Redis (and, for change data capture, PostgreSQL and
+Kafka Connect with Debezium) started, checked and stopped together."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from segstream.errors import ServiceError
+from segstream.services.connect import ConnectWorker, debezium_version
 from segstream.services.kafka import KafkaBroker, kafka_version
 from segstream.services.kafka_cluster import KafkaCluster
+from segstream.services.postgres import PostgresServer
+from segstream.services.prometheus import PrometheusServer
 from segstream.services.redis import RedisServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.settings import Settings
@@ -41,6 +45,12 @@ class Stack:
         self.secure = secure
         self.kafka = KafkaBroker(settings, secure=secure)
         self.redis = RedisServer(settings, secure=secure)
+        self.postgres = PostgresServer(settings)
+        self.connect = ConnectWorker(settings)
+
+    def cdc_used(self) -> bool:
+        """Whether the change-data-capture services were ever started in this data dir."""
+        return self.postgres.home.exists() or self.connect.home.exists()
 
     @property
     def client(self) -> Settings:
@@ -52,8 +62,13 @@ class Stack:
             }
         )
 
-    def up(self, *, kafka_brokers: int = 1, redis_cluster: bool = False) -> dict[str, float | None]:
+    def up(
+        self, *, kafka_brokers: int = 1, redis_cluster: bool = False, cdc: bool = False
+    ) -> dict[str, float | None]:
         """Start whatever is not running; return seconds each start took (None: was running).
+
+        ``cdc`` also starts PostgreSQL and then Kafka Connect with Debezium (after Kafka,
+        whose topics Connect keeps its state in); not with a secured stack or a cluster.
 
         ``kafka_brokers`` > 1 starts a local Kafka cluster instead of the single broker,
         ``redis_cluster`` a local Redis Cluster instead of the single server (on the same
@@ -72,6 +87,11 @@ class Stack:
                 "--secure runs one broker and one Redis server: it does not combine with "
                 "--kafka-brokers or --redis-cluster"
             )
+        if cdc and (self.secure or kafka_brokers > 1 or redis_cluster):
+            raise ServiceError(
+                "--cdc runs beside one plaintext broker and one Redis server: it does not "
+                "combine with --secure, --kafka-brokers or --redis-cluster"
+            )
         redis = self._pick("redis", redis_cluster, self.redis, RedisCluster(self.settings))
         kafka: KafkaBroker | KafkaCluster = self.kafka
         if kafka_brokers > 1 or self.kafka_cluster() is not None:
@@ -89,6 +109,10 @@ class Stack:
                 redis.stop()
             raise
         timings["kafka"] = time.monotonic() - t0 if started_kafka else None
+        if cdc:
+            for server in (self.postgres, self.connect):  # Connect needs Kafka only
+                t0 = time.monotonic()
+                timings[server.name] = time.monotonic() - t0 if server.start() else None
         for status in self.status():  # a cluster's nodes are listed by node
             for service in ("redis", "kafka"):
                 if status.name.startswith(f"{service}-"):
@@ -119,15 +143,23 @@ class Stack:
         """Stop what we started, cluster nodes included; True per service that was running.
 
         The clusters are listed only when they exist (a Kafka cluster's saved quorum, a
-        Redis Cluster's folder).
+        Redis Cluster's folder), Prometheus only when ``up --monitoring`` ever ran here.
         """
-        stopped = {"kafka": self.kafka.stop(), "redis": self.redis.stop()}
+        # Connect first: its connector's task holds a replication connection to PostgreSQL
+        # and writes to Kafka until it stops.
+        stopped: dict[str, bool] = {}
+        if self.cdc_used():
+            stopped.update({"connect": self.connect.stop(), "postgres": self.postgres.stop()})
+        stopped.update({"kafka": self.kafka.stop(), "redis": self.redis.stop()})
         kafka_cluster = self.kafka_cluster()
         if kafka_cluster is not None:
             stopped[kafka_cluster.name] = kafka_cluster.stop()
         redis_cluster = RedisCluster(self.settings)
         if redis_cluster.home.exists():
             stopped[redis_cluster.name] = redis_cluster.stop()
+        prometheus = PrometheusServer(self.settings)
+        if prometheus.home.exists():  # `up --monitoring` was run on this data dir
+            stopped[prometheus.name] = prometheus.stop()
         return stopped
 
     def status(self) -> list[ServiceStatus]:
@@ -151,4 +183,26 @@ class Stack:
                 ServiceStatus(f"redis-{r.port}", nodes.node(r.port).url, r.pid, f"cluster {r.role}")
                 for r in nodes.status()
             ]
-        return kafka + redis
+        cdc = []
+        if self.cdc_used():
+            cdc = [
+                ServiceStatus(
+                    "postgres",
+                    f"127.0.0.1:{self.settings.postgres_port}",
+                    self.postgres.process.pid(),
+                    "PostgreSQL, wal_level=logical",
+                ),
+                ServiceStatus(
+                    "connect",
+                    self.connect.url,
+                    self.connect.process.pid(),
+                    f"Kafka Connect {kafka_version()}, Debezium {debezium_version()}",
+                ),
+            ]
+        # Prometheus is optional (`up --monitoring`): listed while it runs, so that `status`
+        # still means "Kafka and Redis run" when it does not.
+        prometheus = PrometheusServer(self.settings)
+        monitoring = []
+        if prometheus.process.is_running():
+            monitoring = [ServiceStatus("prometheus", prometheus.url, prometheus.process.pid())]
+        return kafka + redis + cdc + monitoring

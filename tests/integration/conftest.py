@@ -16,7 +16,7 @@ import redis
 
 from segstream.services.stack import Stack
 from segstream.settings import Settings
-from tests.integration.stacks import private_settings, running
+from tests.integration.stacks import CdcServices, cdc_services, private_settings, running
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,6 +35,14 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def stack(stack_settings: Settings) -> Iterator[Stack]:
     """Kafka and Redis, started once for the session and stopped at its end."""
     with running(Stack(stack_settings)) as services:
+        yield services
+
+
+@pytest.fixture(scope="session")
+def cdc(stack: Stack) -> Iterator[CdcServices]:
+    """PostgreSQL (wal_level=logical) and Kafka Connect with Debezium 3.6.1.Final beside the
+    session's broker, started once for the session (Connect takes tens of seconds)."""
+    with cdc_services(stack.kafka.client) as services:
         yield services
 
 

@@ -1,12 +1,23 @@
-"""Private stacks for tests: settings on free ports, a stack that is always stopped, and a
-local Redis Cluster on free ports."""
+"""Private stacks for tests: settings on free ports, a stack that is always stopped, a local
+Redis Cluster on free ports, and the change-data-capture services (PostgreSQL, Kafka Connect
+with Debezium) beside a running broker."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+from segstream.errors import ServiceError
+from segstream.services.connect import ConnectWorker
+from segstream.services.postgres import PostgresServer
+from segstream.services.process import LocalServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.services.stack import Stack
 from segstream.settings import Settings, load_settings
@@ -38,6 +49,23 @@ def running(stack: Stack) -> Iterator[Stack]:
         stack.down()
 
 
+def start_again(server: LocalServer, timeout_s: float = 60.0) -> None:
+    """Start a stopped or killed ``server`` again, once its ports are free.
+
+    A client reconnecting in a loop to a dead loopback port can briefly hold it (a TCP
+    self-connect when the kernel picks that same port as the source), so "in use" is retried.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            server.start()
+            return
+        except ServiceError as exc:
+            if "already in use" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 @contextmanager
 def redis_cluster(data_dir: Path) -> Iterator[RedisCluster]:
     """Six real nodes (3 primaries, 3 replicas) on free ports under ``data_dir``, started, and
@@ -52,3 +80,46 @@ def redis_cluster(data_dir: Path) -> Iterator[RedisCluster]:
     finally:
         nodes.stop()
         assert not nodes.is_running()
+
+
+@dataclass(frozen=True)
+class CdcServices:
+    """PostgreSQL and a Kafka Connect worker with Debezium, running beside a test broker.
+
+    ``settings`` is a client of all of them: the broker, ``connect_url``, and
+    ``cdc_database_url`` naming the replication role (its password is found in the data dir).
+    """
+
+    settings: Settings
+    postgres: PostgresServer
+    connect: ConnectWorker
+
+
+@contextmanager
+def cdc_services(broker: Settings) -> Iterator[CdcServices]:
+    """PostgreSQL and Connect on free ports, a data dir of their own, stopped on the way out.
+
+    The data dir is made world-enterable: run as root, PostgreSQL runs as the ``postgres``
+    user, who must reach it (pytest's own temporary folders are private to root).
+    """
+    root = Path(tempfile.mkdtemp(prefix="segstream-cdc-"))
+    os.chmod(root, 0o755)
+    settings = broker.model_copy(
+        update={
+            "data_dir": root,
+            "postgres_port": free_port(),
+            "connect_port": free_port(),
+            # Connect's group and its three topics are named after the app id.
+            "app_id": f"cdc-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    postgres, connect = PostgresServer(settings), ConnectWorker(settings)
+    try:
+        postgres.start()
+        connect.start()
+        client = postgres.cdc_settings().model_copy(update={"connect_url": connect.url})
+        yield CdcServices(client, postgres, connect)
+    finally:
+        connect.stop()
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)

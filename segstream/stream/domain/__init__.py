@@ -14,7 +14,9 @@ from segstream.stream.domain.changes import (
     change_sequence,
     current_segment,
     encode_change,
+    encode_leave,
     event_id,
+    is_leave,
     outbox_outputs,
     plan_settle,
 )
@@ -29,12 +31,14 @@ from segstream.stream.domain.events import (
     Source,
     UnknownFields,
     UserEvent,
+    UserLeft,
     load_schema,
     parse_event,
     parse_order,
     parse_user,
     user_key,
 )
+from segstream.stream.domain.leaving import Leave, plan_leave, split_rounds
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.rates import RollingCounter
 from segstream.stream.domain.topics import Output, Topics
@@ -46,6 +50,7 @@ __all__ = [
     "REASONS",
     "STATUSES",
     "Event",
+    "Leave",
     "OrderEvent",
     "OrderItem",
     "Output",
@@ -58,6 +63,7 @@ __all__ = [
     "Topics",
     "UnknownFields",
     "UserEvent",
+    "UserLeft",
     "UserState",
     "WorkerObserver",
     "assign_states",
@@ -66,16 +72,20 @@ __all__ = [
     "current_segment",
     "dead_letter",
     "encode_change",
+    "encode_leave",
     "event_id",
     "feature_batch",
+    "is_leave",
     "load_schema",
     "outbox_outputs",
     "parse_batch",
     "parse_event",
     "parse_order",
     "parse_user",
+    "plan_leave",
     "plan_settle",
     "plan_settles",
     "read_headers",
+    "split_rounds",
     "user_key",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,11 +26,12 @@ from segstream.stream.domain.events import (
     UnknownFields,
     UserEvent,
     parse_event,
+    parse_leave,
 )
 from segstream.stream.domain.topics import Output, Topics
 from segstream.stream.domain.user import Settle, UserState
 
-__all__ = ["ParsedBatch", "RawRecord", "parse_batch", "plan_settles"]
+__all__ = ["ParsedBatch", "RawRecord", "parse_batch", "plan_settles", "record_time"]
 
 
 class RawRecord(Protocol):
@@ -67,6 +69,19 @@ def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
     return list(headers)
 
 
+def record_time(record: RawRecord) -> datetime:
+    """The Kafka timestamp of ``record`` as an aware UTC datetime.
+
+    Faust's ``Message.timestamp`` is in seconds (a float), aiokafka's ``ConsumerRecord``'s in
+    milliseconds (an int); a record without one (built by hand) is taken as read now.
+    """
+    stamp = getattr(record, "timestamp", None)
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+        return datetime.now(UTC)
+    seconds = stamp / 1000 if isinstance(stamp, int) else stamp
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 def parse_batch(
     records: Sequence[RawRecord],
     topics: Topics,
@@ -75,6 +90,10 @@ def parse_batch(
     max_bytes: int | None = None,
 ) -> ParsedBatch:
     """Validate ``records``; group valid events by user (arrival order kept per user).
+
+    A tombstone (null value) on the users topic is the user leaving: a
+    :class:`~segstream.stream.domain.events.UserLeft` at the record's Kafka timestamp
+    (:func:`record_time`), dead-lettered (``key_mismatch``) when its key names no user.
 
     Args:
         unknown_fields: ``SEGSTREAM_UNKNOWN_FIELDS``: records with fields no event has are
@@ -94,8 +113,14 @@ def parse_batch(
     users_topic = topics.users
     for record in records:
         kind = UserEvent if record.topic == users_topic else OrderEvent
+        event: Event
+        extra: tuple[str, ...]
         try:
-            event, extra = parse_event(record.value, record.key, kind, unknown_fields)
+            if record.value is None and kind is UserEvent:
+                # A tombstone on users: the user left (segstream forget, the API's forget).
+                event, extra = parse_leave(record.key, record_time(record)), ()
+            else:
+                event, extra = parse_event(record.value, record.key, kind, unknown_fields)
         except EventError as exc:
             letter = dead_letter(
                 topics.dead_letters,

@@ -51,7 +51,9 @@ __all__ = [
     "change_sequence",
     "current_segment",
     "encode_change",
+    "encode_leave",
     "event_id",
+    "is_leave",
     "outbox_outputs",
     "plan_settle",
 ]
@@ -171,6 +173,47 @@ def encode_change(
     return msgspec.json.encode(document)
 
 
+def encode_leave(
+    *,
+    user_id: int,
+    sequence: int,
+    previous_segment: int | None,
+    model_version: str | None,
+    occurred_at: str,
+    source: Source,
+) -> bytes:
+    """The ``segment-changes`` value saying the user left: UTF-8 JSON per
+    ``schemas/segment_left.json``.
+
+    ``sequence`` continues the user's numbering (their last change's + 1) and is the last of
+    this life: a later event of the user starts a new one, numbered from 1 again, with
+    ``previous_segment`` null. ``previous_segment`` and ``model_version`` are those of the
+    user's last change (both ``None`` when none was queued). ``event_id`` is :func:`event_id`
+    of the same parts (an empty model version when none), unique since its source is the
+    leave's own record.
+    """
+    document: dict[str, Any] = {
+        "event_id": event_id(user_id, sequence, model_version or "", source),
+        "user_id": user_id,
+        "sequence": sequence,
+        "left": True,
+        "previous_segment": previous_segment,
+        "model_version": model_version,
+        "occurred_at": occurred_at,
+        "source": {
+            "topic": source.topic,
+            "partition": source.partition,
+            "offset": source.offset,
+        },
+    }
+    return msgspec.json.encode(document)
+
+
+def is_leave(document: Mapping[str, Any]) -> bool:
+    """True when a decoded ``segment-changes`` value says its user left (:func:`encode_leave`)."""
+    return document.get("left") is True
+
+
 def change_sequence(document: Mapping[str, Any]) -> int:
     """The sequence number (from 1) of a decoded change event: the user's n-th change.
 
@@ -227,7 +270,8 @@ def outbox_outputs(
 
     Per user: every change to ``changes_topic``, oldest first, byte for byte as queued; then
     one ``segments_topic`` record, the compacted current value, of the newest change only (the
-    outbox's last: ``settle`` appends in sequence order). An older pending change would only
+    outbox's last: ``settle`` appends in sequence order); a tombstone when that change says
+    the user left (:func:`encode_leave`). An older pending change would only
     put an older value on the compacted topic, to be overwritten in the same batch.
 
     Raises:
@@ -239,5 +283,13 @@ def outbox_outputs(
             continue
         key = user_key(user_id)
         outputs.extend(Output(changes_topic, key, change) for change in changes)
-        outputs.append(Output(segments_topic, key, current_segment(changes[-1])))
+        outputs.append(Output(segments_topic, key, _current_value(changes[-1])))
     return outputs
+
+
+def _current_value(change: bytes) -> bytes | None:
+    """The ``user-segments`` value of a user's newest change: its current segment, or a
+    tombstone (``None``: compaction then drops the user) when the change says they left."""
+    if b'"left":true' in change and is_leave(msgspec.json.decode(change)):
+        return None
+    return current_segment(change)

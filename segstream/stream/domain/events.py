@@ -47,7 +47,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 
 from segstream.errors import EventError, InputError
-from segstream.training.inputs import RULES, STATUSES
+from segstream.training.inputs import MAX_ID, RULES, STATUSES
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -64,14 +64,17 @@ __all__ = [
     "STATUSES",
     "UNKNOWN_FIELDS",
     "Event",
+    "Message",
     "OrderEvent",
     "OrderItem",
     "Source",
     "UnknownFieldLog",
     "UnknownFields",
     "UserEvent",
+    "UserLeft",
     "load_schema",
     "parse_event",
+    "parse_leave",
     "parse_order",
     "parse_user",
     "user_key",
@@ -164,8 +167,27 @@ class OrderEvent(msgspec.Struct, frozen=True):
     items: _ITEMS
 
 
-Event = UserEvent | OrderEvent
-"""A valid input event."""
+class UserLeft(msgspec.Struct, frozen=True):
+    """The user left: segstream erases every key it holds for them (a domain change).
+
+    Made by a source, never decoded from a message body: a tombstone (null value) keyed by
+    the user on the ``users`` topic (what ``segstream forget`` and ``POST /users/{id}/forget``
+    produce), or a deleted ``users`` row from change data capture. Applied in order with the
+    user's other events by the worker that owns the user's partition; a later event of the
+    user starts them afresh (sequence numbers from 1 again, see ``docs/stream.md``).
+    """
+
+    user_id: _ID
+    created_at: str
+    """RFC 3339 UTC: when the user left (the tombstone's Kafka timestamp, or the database's
+    commit time of the delete), the leave event's ``occurred_at``."""
+
+
+Message = UserEvent | OrderEvent
+"""An event decoded from a message body (a user leaving has none: :func:`parse_leave`)."""
+
+Event = UserEvent | OrderEvent | UserLeft
+"""A valid input event (a profile, an order, or a user leaving)."""
 
 
 class Source(msgspec.Struct, frozen=True):
@@ -224,7 +246,7 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 _DECODERS: Final[
-    dict[type[Event], msgspec.json.Decoder[UserEvent] | msgspec.json.Decoder[OrderEvent]]
+    dict[type[Message], msgspec.json.Decoder[UserEvent] | msgspec.json.Decoder[OrderEvent]]
 ] = {
     UserEvent: msgspec.json.Decoder(UserEvent),
     OrderEvent: msgspec.json.Decoder(OrderEvent),
@@ -264,7 +286,7 @@ def _steps(message: str) -> list[str | int] | None:
     return [name if name else int(index) for name, index in _PATH_STEP.findall(found.group(1))]
 
 
-def _rejudge(document: Any, kind: type[Event], message: str) -> Event:
+def _rejudge(document: Any, kind: type[Message], message: str) -> Message:
     """What the input table says of the field msgspec refused (``message``) in ``document``.
 
     Either the field breaks its rule (raises with the table's reason and words), or it is a
@@ -302,8 +324,8 @@ def _rejudge(document: Any, kind: type[Event], message: str) -> Event:
 
 
 def _rejection(
-    raw: bytes, kind: type[Event], exc: msgspec.DecodeError | UnicodeDecodeError
-) -> Event:
+    raw: bytes, kind: type[Message], exc: msgspec.DecodeError | UnicodeDecodeError
+) -> Message:
     """Why msgspec refused ``raw`` (``exc``); the failure path only.
 
     Returns the event after all when the refusal was a whole number written with a fraction
@@ -338,7 +360,7 @@ def _rejection(
 _TOO_DEEP: Final = "an unknown field's value nests too deeply to be read (about 1,000 levels)"
 
 
-def _decode(raw: bytes | None, kind: type[Event]) -> tuple[Event, tuple[str, ...]]:
+def _decode(raw: bytes | None, kind: type[Message]) -> tuple[Message, tuple[str, ...]]:
     """Bytes -> a valid ``kind`` record, no key repeated, and the unknown fields' names.
 
     Raises:
@@ -380,7 +402,7 @@ _ITEM_FIELDS: Final = frozenset(OrderItem.__struct_fields__)
 _ESCAPED_COLONS: Final = (b"\\u003a", b"\\u003A")
 
 
-def _string_colons(event: Event) -> int:
+def _string_colons(event: Message) -> int:
     """``:`` characters in ``event``'s string values."""
     if isinstance(event, UserEvent):
         strings = (event.gender, event.country, event.traffic_source, event.created_at)
@@ -391,7 +413,7 @@ def _string_colons(event: Event) -> int:
     return colons
 
 
-def _unknown_names(document: dict[str, Any], event: Event) -> tuple[str, ...]:
+def _unknown_names(document: dict[str, Any], event: Message) -> tuple[str, ...]:
     """Names of ``document``'s fields that ``event``'s record does not have, first seen first.
 
     An item's field is named ``items[].<name>``.
@@ -404,7 +426,7 @@ def _unknown_names(document: dict[str, Any], event: Event) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _check_keys(raw: bytes, event: Event) -> tuple[str, ...]:
+def _check_keys(raw: bytes, event: Message) -> tuple[str, ...]:
     """The names of the fields of ``raw`` (which decoded into ``event``) that no record has.
 
     Raises ``invalid_value`` if an object of ``raw`` repeats a key.
@@ -462,9 +484,9 @@ def _check_key(key: bytes | None, user_id: int) -> None:
 def parse_event(
     raw: bytes | None,
     key: bytes | None,
-    kind: type[Event],
+    kind: type[Message],
     unknown_fields: UnknownFields = "ignore",
-) -> tuple[Event, tuple[str, ...]]:
+) -> tuple[Message, tuple[str, ...]]:
     """Validate a message (value and key bytes) into a ``kind`` record.
 
     Returns:
@@ -486,6 +508,28 @@ def parse_event(
     _check_key(key, event.user_id)
     _check_timestamp(event.created_at)
     return event, unknown
+
+
+def parse_leave(key: bytes | None, left_at: datetime) -> UserLeft:
+    """A tombstone on the ``users`` topic (a null value) -> the user it names left at ``left_at``.
+
+    ``left_at`` must be timezone-aware (the record's Kafka timestamp); it becomes the leave's
+    ``created_at`` in RFC 3339 UTC with millisecond precision (``2026-12-06T21:00:00.123Z``).
+
+    Raises:
+        EventError: ``key_mismatch`` when the key is not a user id as :func:`user_key` writes
+            it (decimal digits, 1 to 2**53-1, no sign, no leading zero): a tombstone's only
+            field is its key.
+    """
+    text = key.decode("ascii", "replace") if key is not None else ""
+    if not (text.isdigit() and text.isascii() and text[0] != "0" and int(text) <= MAX_ID):
+        shown = key[:40] if key is not None else None
+        raise EventError(
+            "key_mismatch",
+            f"a tombstone on users must be keyed by a user id (decimal digits), got {shown!r}",
+        )
+    stamp = left_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return UserLeft(user_id=int(text), created_at=stamp)
 
 
 def parse_user(

@@ -208,12 +208,17 @@ class LiveView:
     # --- documents --------------------------------------------------------------------------
 
     async def refresh_gauges(self) -> None:
-        """Model info and population gauges, best effort (left as they were on failure).
+        """Readiness, model info and population gauges; the last two best effort (left as
+        they were on failure).
 
+        Readiness is checked afresh at every scrape (the same checks as ``/readyz``), so an
+        alert on it sees what a load balancer's probe would see at that moment.
         The populations are at most the cache's age limit old: a due recount is waited for.
         Scrapes come seconds or minutes apart, so figures from the previous scrape's time
         (what a background recount would give) could be that stale for good.
         """
+        readiness = await self.readiness()
+        self.metrics.set_readiness({n: c["ok"] for n, c in readiness["checks"].items()})
         try:
             self.metrics.set_model(self.serving.current().version)
         except ArtifactError as exc:

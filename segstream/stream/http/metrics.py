@@ -37,6 +37,14 @@ segstream_consumer_lag_messages             gauge      ``topic``, ``partition``:
 segstream_consumer_lag_seconds              gauge      ``topic``, ``partition``: age of the oldest
                                                        pending record, 0 when caught up; absent
                                                        while unknown
+segstream_consumer_committed_offset         gauge      ``topic``, ``partition``: the group's
+                                                       committed offset; absent before the
+                                                       first commit (a stalled partition is one
+                                                       whose offset stops moving while it has lag)
+segstream_ready                             gauge      ``check`` (``kafka``, ``redis``, ``model``,
+                                                       ``progress``): 1 while that check of
+                                                       ``/readyz`` passes, 0 while it fails; read
+                                                       at every scrape
 segstream_model_reload_failures_total       counter    new model versions refused (failed to load
                                                        or validate); the old model stays in use
 segstream_drift_distance                    gauge      ``model_version``, ``segment``: distance of
@@ -169,6 +177,18 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self._committed = Gauge(
+            "segstream_consumer_committed_offset",
+            "The worker group's committed offset of the partition (next record to process).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._ready = Gauge(
+            "segstream_ready",
+            "1 while this readiness check of /readyz passes, 0 while it fails.",
+            ["check"],
+            registry=r,
+        )
         self._reload_failures = Counter(
             "segstream_model_reload_failures",
             "New model versions refused (they failed to load or validate); the old one is kept.",
@@ -255,6 +275,12 @@ class Metrics:
             for segment, users in counts.items():
                 self._population.labels(model_version=version, segment=str(segment)).set(users)
 
+    def set_readiness(self, checks: Mapping[str, bool]) -> None:
+        """Replace the readiness gauges: check name -> whether it passes (``/readyz``'s checks)."""
+        self._ready.clear()
+        for check, ok in checks.items():
+            self._ready.labels(check=check).set(1 if ok else 0)
+
     def set_model(self, version: str) -> None:
         """The model in use is now ``version``."""
         self.model_version = version
@@ -289,9 +315,12 @@ class Metrics:
         """Replace the lag gauges with these partitions' figures (others are dropped)."""
         self._lag_messages.clear()
         self._lag_seconds.clear()
+        self._committed.clear()
         for p in partitions:
             labels = {"topic": p.topic, "partition": str(p.partition)}
             self._lag_messages.labels(**labels).set(p.lag)
+            if p.committed is not None:
+                self._committed.labels(**labels).set(p.committed)
             if p.seconds_behind is not None:
                 self._lag_seconds.labels(**labels).set(p.seconds_behind)
 

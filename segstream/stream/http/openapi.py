@@ -129,6 +129,18 @@ _SCHEMAS: Final[dict[str, Any]] = {
             },
         },
     },
+    "LeaveQueued": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["user_id", "topic", "partition", "offset", "status"],
+        "properties": {
+            "user_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            "topic": {"type": "string", "description": "The users topic."},
+            "partition": {"type": "integer", "minimum": 0},
+            "offset": {"type": "integer", "minimum": 0},
+            "status": {"type": "string", "enum": ["queued"]},
+        },
+    },
     "PredictRequest": PREDICT_REQUEST,
     "Prediction": {
         "type": "object",
@@ -278,6 +290,30 @@ _PATHS: Final[dict[str, Any]] = {
                 "400": _error("user_id is not an integer from 1 to 2**53-1."),
                 "404": _error("The stream has never seen this user."),
                 "503": _error("Redis is unreachable."),
+            },
+        }
+    },
+    "/users/{user_id}/forget": {
+        "post": {
+            "summary": "Make a user leave: every key of theirs erased, a leave event published",
+            "description": "Sends a tombstone keyed by the user to the users topic, as `segstream "
+            "forget` does, and answers once the broker acknowledged it. The worker owning the "
+            "user's partition then erases every key segstream holds for them, publishes a leave "
+            "event (schemas/segment_left.json) on segment-changes and a tombstone on "
+            "user-segments; a later event of the user starts them afresh. Repeating the call is "
+            "harmless (a leave of a user segstream does not hold does nothing).",
+            "operationId": "forgetUser",
+            "parameters": [_USER_ID_PARAM],
+            "responses": {
+                "202": _json("The leave is queued for the user's worker.", "LeaveQueued"),
+                "400": _error("user_id is not an integer from 1 to 2**53-1."),
+                "409": _error(
+                    "SEGSTREAM_SOURCE=cdc: the database is the source; delete the users row."
+                ),
+                "503": _error(
+                    "Kafka is unreachable or refused the tombstone, or the users topic does "
+                    "not exist (no worker of this app ran)."
+                ),
             },
         }
     },

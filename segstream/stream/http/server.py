@@ -8,11 +8,13 @@ the worker's counters and the API answers with the worker's model version. It bi
 ``settings.http_host:settings.http_port`` (127.0.0.1:6066 by default).
 
 Routes (the contract is :mod:`segstream.stream.http.openapi`, served at ``/openapi.json``):
-``GET /users/{user_id}``, ``POST /predict``, ``GET /segments``, ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``, ``GET /status.json``, ``GET /`` (the status page; its
-script and style are under ``/static/``). Every error is a JSON object ``{"error": "..."}``
-saying what is wrong: 400 for a bad parameter or body, 404 for an unknown user or path, 405
-for a wrong method, 413 for a body over 1 MiB, 503 when Redis or the model is unavailable.
+``GET /users/{user_id}``, ``POST /users/{user_id}/forget``, ``POST /predict``,
+``GET /segments``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``, ``GET /status.json``,
+``GET /`` (the status page; its script and style are under ``/static/``). Every error is a
+JSON object ``{"error": "..."}`` saying what is wrong: 400 for a bad parameter or body, 404
+for an unknown user or path, 405 for a wrong method, 409 for a forget while the source is
+change data capture, 413 for a body over 1 MiB, 503 when Redis, Kafka or the model is
+unavailable.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from segstream.errors import ArtifactError, InputError, ServiceError, StateError
+from segstream.errors import ArtifactError, ConfigError, InputError, ServiceError, StateError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
@@ -45,6 +49,12 @@ from segstream.stream.http.openapi import (
     openapi_document,
 )
 from segstream.stream.http.serving import ServingModel
+from segstream.stream.kafka.forget import (
+    LeaveRequest,
+    check_source,
+    leave_producer,
+    request_leaves,
+)
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.lookup import read_stored_user
 from segstream.stream.state.store import RedisState
@@ -184,7 +194,10 @@ async def get_user(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     stored = await _redis("read a user", lambda: read_stored_user(state, user_id))
     if stored is None:
-        raise web.HTTPNotFound(text=f"user {user_id} is unknown: the stream has never seen them")
+        raise web.HTTPNotFound(
+            text=f"user {user_id} is unknown: the stream has never seen them, or they left "
+            "and have had no event since"
+        )
     user = stored.state
     distances: list[float] | None = None
     distances_version: str | None = None
@@ -212,6 +225,76 @@ async def get_user(request: web.Request) -> web.Response:
             "unseen_columns": unseen,
             "pending_changes": user.pending,
         }
+    )
+
+
+class LeaveSender:
+    """The API's tombstone producer: started on the first forget, kept, stopped with the app.
+
+    A send that fails drops the producer, so the next request starts a fresh one (a broker
+    that came back is then reached again).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self.lock = asyncio.Lock()
+
+    async def send(self, user_id: int) -> LeaveRequest:
+        """Queue the user's leave (:func:`request_leaves`).
+
+        Raises:
+            ConfigError: ``SEGSTREAM_SOURCE=cdc``.
+            ServiceError: the broker is unreachable or refused the tombstone.
+        """
+        check_source(self.settings)
+        async with self.lock:
+            if self.producer is None:
+                producer = leave_producer(self.settings)
+                try:
+                    await producer.start()
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    await producer.stop()
+                    raise ServiceError(
+                        f"cannot reach the broker at {self.settings.kafka_bootstrap_servers}: "
+                        f"{exc!r} (SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS)"
+                    ) from exc
+                self.producer = producer
+            try:
+                (request,) = await request_leaves(self.settings, [user_id], self.producer)
+            except ServiceError:
+                await self.close()
+                raise
+            return request
+
+    async def close(self) -> None:
+        """Stop the producer, if one was started."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+_LEAVES = web.AppKey("segstream_leaves", LeaveSender)
+
+
+async def post_forget(request: web.Request) -> web.Response:
+    """``POST /users/{user_id}/forget``: 202 once the tombstone is acknowledged."""
+    user_id = parse_user_id(request.match_info["user_id"])
+    try:
+        queued = await request.app[_LEAVES].send(user_id)
+    except ConfigError as exc:
+        raise web.HTTPConflict(text=str(exc)) from None
+    except ServiceError as exc:
+        return web.json_response({"error": str(exc)}, status=503)
+    return web.json_response(
+        {
+            "user_id": queued.user_id,
+            "topic": queued.topic,
+            "partition": queued.partition,
+            "offset": queued.offset,
+            "status": "queued",
+        },
+        status=202,
     )
 
 
@@ -341,6 +424,8 @@ def create_web_app(
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[LIVE] = live
     app[_STATE] = RedisState(client, prefix, cluster=settings.redis_cluster)
+    leaves = LeaveSender(settings)
+    app[_LEAVES] = leaves
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(live.run(), name="segstream-live-view")
@@ -349,11 +434,13 @@ def create_web_app(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await leaves.close()
         if own_redis:
             await client.aclose()
 
     app.cleanup_ctx.append(background)
     app.router.add_get("/users/{user_id}", get_user)
+    app.router.add_post("/users/{user_id}/forget", post_forget)
     app.router.add_post("/predict", post_predict)
     app.router.add_get("/segments", get_segments)
     app.router.add_get("/healthz", get_healthz)

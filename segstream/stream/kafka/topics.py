@@ -11,7 +11,7 @@ group join see its topics at once rather than after a metadata refresh.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -74,8 +74,12 @@ async def ensure_topics(
     give_up_after_s: float | None = None,
     first_delay_s: float = 0.5,
     max_delay_s: float = 5.0,
+    specs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create the stream's missing topics with ``settings.topic_partitions``; returns the new.
+
+    ``specs`` (topic -> configuration) names other topics to create the same way instead of
+    the stream's own (:func:`topic_specs`), e.g. the delivery dead-letter topic.
 
     Each gets :func:`~segstream.stream.domain.replication.replication_factor` copies (the
     setting, else min(3, brokers)) and ``min.insync.replicas`` one less (at least 1), so with
@@ -106,8 +110,10 @@ async def ensure_topics(
             copies = replication_factor(settings, brokers)
             insync = {"min.insync.replicas": str(min_insync_replicas(copies))}
             wanted = [
-                NewTopic(name, settings.topic_partitions, copies, topic_configs=insync | config)
-                for name, config in topic_specs(settings).items()
+                NewTopic(
+                    name, settings.topic_partitions, copies, topic_configs=insync | dict(config)
+                )
+                for name, config in (topic_specs(settings) if specs is None else specs).items()
                 if name not in existing
             ]
             if not wanted:

@@ -21,22 +21,41 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("evalsha", "every state change: apply.lua, settle.lua, the population scripts, drift"),
     ("script|load", "loading those scripts (again after a server restart: NOSCRIPT)"),
     ("hget", "inside the scripts"),
-    ("hmget", "inside the scripts; drift state; `segstream verify`"),
-    ("hset", "inside the scripts"),
+    (
+        "hmget",
+        "inside the scripts; drift state; `segstream verify`; "
+        "`segstream deliver`'s backfill floors",
+    ),
+    ("hset", "inside the scripts; `deliver --backfill`'s floors"),
     ("exists", "inside the scripts: a new user counted in the populations"),
     ("hsetnx", "inside apply.lua"),
+    ("hexists", "inside apply.lua: is an order line's order row the user's (change capture)"),
+    ("sadd", "a product's buyers (change capture's product catalogue)"),
+    ("smembers", "a corrected product's buyers, to re-derive them (change capture)"),
     ("hincrby", "inside the scripts (counters, fences, drift version)"),
     ("hkeys", "inside the scripts: the order-id window, drift's sweep; `drift show`'s epochs"),
-    ("hdel", "inside the scripts: forgotten order ids, expired drift writers and epochs"),
+    (
+        "hdel",
+        "inside the scripts: forgotten order ids, expired drift writers and epochs; "
+        "`segstream deliver` dropping the floor of a user who left",
+    ),
     ("rpush", "the outbox, inside settle.lua"),
     ("llen", "the outbox, inside the scripts"),
     ("lrange", "the outbox: inside the scripts, `GET /users/{id}`"),
     ("lrem", "clearing a published change from its outbox"),
-    ("hgetall", "`GET /users/{id}`, `segstream segment`, drift state, population counters"),
+    (
+        "hgetall",
+        "`GET /users/{id}`, `segstream segment`, drift state, population counters, "
+        "`deliver --backfill`",
+    ),
     ("time", "the server's clock, inside the scripts"),
-    ("scan", "`reassign`, namespace drop, `segstream populations --recount`"),
+    ("scan", "`reassign`, namespace drop, `segstream populations --recount`, `deliver --backfill`"),
     ("unlink", "dropping an app's keys (`segstream demo` reset, the bench's clean-up)"),
-    ("del", "`segstream populations --recount`"),
+    (
+        "del",
+        "`segstream populations --recount`; a user leaving (`settle`'s erasure); "
+        "`deliver --backfill` replacing its floors",
+    ),
     ("memory|usage", "`segstream bench stream`'s bytes per user only"),
     ("set", "the WAIT marker: one write per primary so WAIT counts this step's offset"),
     ("wait", "with SEGSTREAM_REDIS_MIN_REPLICAS > 0: replicas acknowledge a step's writes"),

@@ -11,24 +11,51 @@ from typing import Any, Final
 
 import msgspec
 
-from segstream.stream.domain.events import Event, OrderEvent, Source, UserEvent
+from segstream.stream.domain.events import OrderEvent, Source, UserEvent, UserLeft
+from segstream.stream.domain.rows import (
+    Change,
+    ItemRow,
+    OrderRow,
+    ProductRefresh,
+    TableTruncated,
+)
 from segstream.stream.domain.user import UserState
 
-__all__ = ["decode_state", "describe_user", "encode_events"]
+__all__ = ["decode_state", "describe_user", "encode_events", "fence_field"]
+
+
+def _missing(value: object) -> str:
+    """A profile value as stored; ``""`` for one a database row leaves missing (null or
+    empty: change data capture), which reads back as ``None``. JSON events never have one."""
+    return "" if value is None else str(value)
+
+
+def _profile_text(value: bytes | None) -> str | None:
+    return None if not value else value.decode()
 
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
-def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
+def fence_field(source: Source) -> str:
+    """The hash field holding the last offset applied from ``source``'s topic and partition."""
+    return f"f:{source.topic}:{source.partition}"
+
+
+def encode_events(events: Sequence[tuple[Source, Change]]) -> list[list[Any]]:
     """One user's events, in order, as ``apply.lua`` reads them (see the script's header).
 
-    Offsets and ids travel as decimal strings: Lua numbers are doubles.
+    Offsets and ids travel as decimal strings: Lua numbers are doubles. A
+    :class:`~segstream.stream.domain.events.UserLeft` travels as a fence only (``"f"``): the
+    erasure itself is a ``settle`` row (:class:`~segstream.stream.domain.leaving.Leave`); a
+    leave sent to ``apply`` is the one a returning user's first events follow in the same
+    batch, and its fence is stored with their new state so that a redelivered leave is
+    recognised as applied.
     """
     encoded: list[list[Any]] = []
     for source, event in events:
-        fence = f"f:{source.topic}:{source.partition}"
+        fence = fence_field(source)
         offset = str(source.offset)
         if isinstance(event, OrderEvent):
             items: list[str] = []
@@ -37,12 +64,34 @@ def encode_events(events: Sequence[tuple[Source, Event]]) -> list[list[Any]]:
             encoded.append(["o", fence, offset, str(event.order_id), items])
         elif isinstance(event, UserEvent):
             encoded.append(
-                ["u", fence, offset, str(event.age), event.gender, event.country,
-                 event.traffic_source]
+                ["u", fence, offset, _missing(event.age), _missing(event.gender),
+                 _missing(event.country), _missing(event.traffic_source)]
             )  # fmt: skip
+        elif isinstance(event, UserLeft):
+            encoded.append(["f", fence, offset])
+        elif isinstance(event, OrderRow):
+            encoded.append(
+                ["ro", fence, offset, str(event.order_id), _flag(event.present), str(event.lsn)]
+            )
+        elif isinstance(event, ItemRow):
+            encoded.append(
+                ["ri", fence, offset, str(event.item_id), str(event.order_id),
+                 str(event.product_id), _flag(event.present), event.brand, event.category,
+                 str(event.lsn)]
+            )  # fmt: skip
+        elif isinstance(event, TableTruncated):
+            encoded.append(["rt", fence, offset, event.table, str(event.lsn)])
+        elif isinstance(event, ProductRefresh):
+            encoded.append(
+                ["rp", fence, offset, str(event.product_id), event.brand, event.category]
+            )
         else:  # pragma: no cover - the type union is closed
             raise TypeError(f"not an event: {event!r}")
     return encoded
+
+
+def _flag(present: bool) -> str:
+    return "1" if present else "0"
 
 
 def encode_json(value: object) -> bytes:
@@ -64,10 +113,10 @@ def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
     return UserState(
         user_id=user_id,
         applied=int(applied),
-        age=None if age is None else int(age),
-        gender=_text(gender),
-        country=_text(country),
-        traffic_source=_text(source),
+        age=None if not age else int(age),
+        gender=_profile_text(gender),
+        country=_profile_text(country),
+        traffic_source=_profile_text(source),
         total_orders=0 if orders is None else int(orders),
         most_frequent_brand=_text(brand),
         most_frequent_category=_text(category),

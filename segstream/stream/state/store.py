@@ -25,6 +25,11 @@ population counter hash of the user's slot (:func:`~segstream.stream.state.keys.
 one per call, since a call's users share a slot on a cluster and one hash serves a single
 server). ``state/populations.py`` reads them.
 
+A ``settle`` row may also be a user leaving (:class:`~segstream.stream.domain.leaving.Leave`):
+the script deletes the user's hash, takes them out of their population bucket and queues the
+leave event in their outbox, in one atomic step; once that event is published and cleared, no
+key of the user is left.
+
 Every write of ``settle`` is a compare-and-set against what ``apply`` returned: the segment,
 model version and change count, and the features version (hash field ``fv``, bumped by every
 ``apply`` call that changes the features). So whoever reads a user, assigns, then writes (a
@@ -72,8 +77,9 @@ from redis.exceptions import NoScriptError, RedisError
 from segstream.errors import ReplicaWaitTimeout
 from segstream.settings import Settings
 from segstream.stream.domain.events import Event, Source
+from segstream.stream.domain.leaving import Leave
 from segstream.stream.domain.user import Settle, SettleOutcome, UserState
-from segstream.stream.state.codec import decode_state, encode_events, encode_json
+from segstream.stream.state.codec import decode_state, encode_events, encode_json, fence_field
 from segstream.stream.state.keys import outbox_key, population_key, state_key, wait_key
 from segstream.stream.state.redis_internals import (
     check_redis_internals,
@@ -102,6 +108,19 @@ ORDER_DEDUPE_WINDOW: Final[int] = Settings.model_fields["order_dedupe_window"].d
 def _key_of(command: Sequence[Any]) -> str:
     """The first key of a command of ours: EVALSHA's after its sha and key count, else args[1]."""
     return str(command[3] if command[0] == "EVALSHA" else command[1])
+
+
+def _leave_row(leave: Leave) -> list[str]:
+    """A :class:`Leave` as ``settle.lua`` reads a leave row."""
+    return [
+        "x",
+        fence_field(leave.source),
+        str(leave.source.offset),
+        "" if leave.seen_segment is None else str(leave.seen_segment),
+        leave.seen_model_version or "",
+        str(leave.seen_changes),
+        leave.change.decode(),
+    ]
 
 
 def _script_text(name: str) -> str:
@@ -408,7 +427,7 @@ class RedisState:
                 states[uid] = decode_state(uid, reply[_WIDTH * index : _WIDTH * (index + 1)])
         return [states[uid] for uid in by_user]
 
-    async def settle(self, settles: Sequence[Settle]) -> dict[int, list[bytes]]:
+    async def settle(self, settles: Sequence[Settle | Leave]) -> dict[int, list[bytes]]:
         """Store each row's segment, version and change (compare-and-set); return the outboxes.
 
         :attr:`SettleOutcome.pending` of :meth:`settle_outcome`, for callers that need not
@@ -416,12 +435,15 @@ class RedisState:
         """
         return (await self.settle_outcome(settles)).pending
 
-    async def settle_outcome(self, settles: Sequence[Settle]) -> SettleOutcome:
+    async def settle_outcome(self, settles: Sequence[Settle | Leave]) -> SettleOutcome:
         """Store each row's segment, version and change (compare-and-set), in one round trip.
 
         A row whose user's stored segment, model version, change count or features version
         is no longer the one seen writes nothing and is reported refused; its user's pending
-        changes are returned all the same.
+        changes are returned all the same. A :class:`Leave` row erases its user (hash gone,
+        out of the population counts) and queues the leave event, with the same
+        compare-and-set (``lua/settle.lua``); one for a user who is not stored, or whose
+        stored state already follows that leave, changes nothing and is not refused.
         """
         if not settles:
             return SettleOutcome({}, frozenset())
@@ -435,6 +457,9 @@ class RedisState:
             for uid in group:
                 s = by_user[uid]
                 keys += (state_key(prefix, uid), outbox_key(prefix, uid))
+                if isinstance(s, Leave):
+                    rows.append(_leave_row(s))
+                    continue
                 rows.append(
                     [
                         "" if s.seen_segment is None else str(s.seen_segment),

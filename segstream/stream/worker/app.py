@@ -55,6 +55,7 @@ from segstream.stream.domain.topics import Topics
 from segstream.stream.drift.shared import shared_drift
 from segstream.stream.kafka.publisher import AiokafkaSender
 from segstream.stream.kafka.topics import max_message_bytes, partitions_of
+from segstream.stream.sources.select import build_source, input_topics
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
@@ -175,10 +176,10 @@ def base_app(settings: Settings, datadir: Path) -> faust.App:
 
 
 def input_channel(app: faust.App, settings: Settings) -> faust.TopicT:
-    """One channel over both input topics, raw bytes (co-partitioned: one owner per user)."""
+    """One channel over the source's input topics (``users`` and ``orders``, or the change
+    topics), raw bytes (co-partitioned: one owner per user)."""
     return app.topic(
-        settings.topic_users,
-        settings.topic_orders,
+        *input_topics(settings),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.topic_partitions,
@@ -255,7 +256,7 @@ def create_app(
     app.segstream_watchdog = watchdog  # type: ignore[attr-defined]  # for run_worker's signals
     topics = Topics.from_settings(settings)
     inputs = input_channel(app, settings)
-    input_names = {topics.users, topics.orders}
+    input_names = set(input_topics(settings))
     outputs = [
         app.topic(topics.segment_changes, partitions=settings.topic_partitions),
         app.topic(topics.user_segments, partitions=settings.topic_partitions, compacting=True),
@@ -362,8 +363,9 @@ async def open_worker_parts(
     )
     processor.metrics = observer
     processor.unknown_fields = settings.unknown_fields
+    processor.source = build_source(settings, client)
     processor.partitions = {
-        topic: len(await partitions_of(settings, topic)) for topic in (topics.users, topics.orders)
+        topic: len(await partitions_of(settings, topic)) for topic in processor.source.user_keyed
     }
     parts = WorkerParts(settings, assigner, client, processor, watchdog)
     for extension in extensions:

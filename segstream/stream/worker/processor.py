@@ -5,7 +5,8 @@ batch and acknowledges them once :meth:`BatchProcessor.process` has returned, wh
 only after every output of the batch (changes, current segments, dead letters) has been
 acknowledged by the broker. The steps:
 
-1. :func:`parse_batch` (pure) sorts records into valid events grouped by user, in order, and
+1. the source (:mod:`segstream.stream.sources`; :func:`parse_batch` for the JSON topics) sorts
+   records into valid events grouped by user, in order, and
    dead letters, each fitted to the dead-letter topic's size limit (an input near the broker's
    limit plus our headers would otherwise be a record no producer can send, stopping the
    worker); the dead letters are sent at once, in the background of the next steps.
@@ -17,6 +18,10 @@ acknowledged by the broker. The steps:
 5. the pending changes are published (each to ``segment-changes``, a user's newest to
    ``user-segments``) and acknowledged, then removed from the outboxes (a crash in between
    only makes a change be published again, same bytes and event_id).
+
+A user leaving (:class:`~segstream.stream.domain.events.UserLeft`) is a ``settle`` row too
+(:mod:`segstream.stream.domain.leaving`): steps 2-5 run once per round of the batch, a second
+round only for users with events after their leave in the same batch.
 
 Every step is safe to repeat, which is what makes a crash anywhere harmless: the records are
 redelivered, fenced events change nothing, and their users are re-assigned, so a change
@@ -33,11 +38,12 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from segstream.errors import ReplicaWaitTimeout, StateError
 from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
-from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
+from segstream.stream.domain.batch import ParsedBatch, RawRecord, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
 from segstream.stream.domain.dead_letters import (
     OFFSET,
@@ -46,17 +52,23 @@ from segstream.stream.domain.dead_letters import (
     TOPIC,
     read_headers,
 )
-from segstream.stream.domain.events import Event, Source, UnknownFieldLog, UnknownFields
+from segstream.stream.domain.events import Event, Source, UnknownFieldLog, UnknownFields, UserLeft
+from segstream.stream.domain.leaving import Leave, Round, plan_leave, split_rounds
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.partitioning import PatternLog, misplacement
 from segstream.stream.domain.topics import Output, Topics
-from segstream.stream.domain.user import UserState
+from segstream.stream.domain.user import Settle, UserState
 from segstream.stream.drift.shared import SharedDrift
 from segstream.stream.kafka.publisher import Sender
+from segstream.stream.sources.base import InputSource
+from segstream.stream.sources.json_topics import JsonTopics
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 
-__all__ = ["BatchProcessor", "Stats"]
+__all__ = ["LEAVE_ATTEMPTS", "BatchProcessor", "Stats"]
+
+LEAVE_ATTEMPTS = 5
+"""Writes of one batch's erasures before the batch fails (each refused one is re-read)."""
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +137,8 @@ class BatchProcessor:
         """``SEGSTREAM_UNKNOWN_FIELDS``: ignore (count, log once) or dead-letter unknown fields."""
         self.unknown_log = UnknownFieldLog()
         """Ignored (topic, field) pairs already logged (each is logged once)."""
+        self.source: InputSource = JsonTopics(topics)
+        """Where the records come from and how they become changes (``SEGSTREAM_SOURCE``)."""
 
     def _check_placement(self, records: Sequence[RawRecord]) -> None:
         """Count records off their key's murmur2 partition; log each producer pattern once.
@@ -211,40 +225,98 @@ class BatchProcessor:
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Process one batch; returns once all its effects are stored and published."""
         started = time.perf_counter()
-        topics = self.topics
         if self.partitions:
             self._check_placement(records)
-        parsed = parse_batch(
-            records, topics, self.unknown_fields, max_bytes=self.dead_letter_max_bytes
-        )
+        source = self.source
+        parsed = source.parse(records, self.unknown_fields, max_bytes=self.dead_letter_max_bytes)
         for letter in parsed.truncated:
             self._log_truncated(letter)
         if parsed.unknown:
             self._note_unknown(parsed.unknown)
-        dead = asyncio.ensure_future(self.sender.publish(parsed.dead_letters))
+        # The source's own records (change data capture: routed changes) go with the dead
+        # letters, acknowledged before the batch is.
+        routed = await self._redis("prepare the changes", lambda: source.prepare(parsed))
+        dead = asyncio.ensure_future(self.sender.publish([*parsed.dead_letters, *routed]))
+        states: list[UserState] = []
+        assigned = published = 0
         try:
-            states = await self._apply(parsed.by_user)
-            self.assigner.refresh()
-            model_version = self.assigner.version
-            assignable = [s for s in states if s.assignable]
-            drift_epoch: int | None = None
-            if self.drift is None:
-                segments = self.assigner.assign(assignable)
-            else:
-                segments, drift_epoch = await self.drift.assign(self.assigner.model, assignable)
-            settles = plan_settles(states, segments, model_version, parsed.by_user, drift_epoch)
-            pending = await self._redis("queue changes", lambda: self.state.settle(settles))
-            outputs = outbox_outputs(pending, topics.segment_changes, topics.user_segments)
-            published = sum(map(len, pending.values()))
-            await self.sender.publish(outputs)
-            await self._redis("clear outbox", lambda: self.state.clear(pending))
+            # One round unless a user comes back after leaving in this batch (leaving.py).
+            for round_ in split_rounds(parsed.by_user):
+                done = await self._process_round(round_)
+                states += done[0]
+                assigned += done[1]
+                published += done[2]
+            late = await self._redis("finish the changes", lambda: source.after_apply(parsed))
+            if late:
+                await self.sender.publish(late)
             await dead
         finally:
             if not dead.done():
                 dead.cancel()
-        self._count(records, parsed, states, len(assignable), published)
+        self._count(records, parsed, states, assigned, published)
         if self.metrics is not None:
             self._record(self.metrics, records, parsed, published, started)
+
+    async def _process_round(self, round_: Round) -> tuple[list[UserState], int, int]:
+        """Apply, assign, settle (leaves included) and publish one round of a batch.
+
+        Returns the round's states, how many users were assigned and how many changes were
+        published (re-sends and leave events included).
+        """
+        topics = self.topics
+        by_user = round_.events
+        states = await self._apply(by_user)
+        self.assigner.refresh()
+        model_version = self.assigner.version
+        staying = [s for s in states if s.user_id not in round_.leaves]
+        assignable = [s for s in staying if s.assignable]
+        drift_epoch: int | None = None
+        if self.drift is None:
+            segments = self.assigner.assign(assignable)
+        else:
+            segments, drift_epoch = await self.drift.assign(self.assigner.model, assignable)
+        rows: list[Settle | Leave] = []
+        rows += plan_settles(staying, segments, model_version, by_user, drift_epoch)
+        leaving = [s for s in states if s.user_id in round_.leaves]
+        rows += [plan_leave(s, *round_.leaves[s.user_id]) for s in leaving]
+        outcome = await self._redis("queue changes", lambda: self.state.settle_outcome(rows))
+        pending = dict(outcome.pending)
+        refused = [s.user_id for s in leaving if s.user_id in outcome.refused]
+        if refused:
+            pending.update(await self._erase_again(refused, round_.leaves))
+        outputs = outbox_outputs(pending, topics.segment_changes, topics.user_segments)
+        await self.sender.publish(outputs)
+        await self._redis("clear outbox", lambda: self.state.clear(pending))
+        return states, len(assignable), sum(map(len, pending.values()))
+
+    async def _erase_again(
+        self, user_ids: list[int], leaves: dict[int, tuple[Source, UserLeft]]
+    ) -> dict[int, list[bytes]]:
+        """Erase users whose leave row was refused: re-read, re-plan, write, until stored.
+
+        A leave is refused only when another writer (``segstream reassign``) changed the user
+        between our read and our write. Returns the erased users' pending changes, their
+        leave events included.
+
+        Raises:
+            StateError: still refused after :data:`LEAVE_ATTEMPTS` more attempts (the batch
+                fails and is retried).
+        """
+        pending: dict[int, list[bytes]] = {}
+        for _ in range(LEAVE_ATTEMPTS):
+            again: dict[int, list[tuple[Source, Event]]] = {uid: [] for uid in user_ids}
+            fresh = await self._redis("read users", partial(self.state.apply, again))
+            rows: list[Settle | Leave] = [plan_leave(s, *leaves[s.user_id]) for s in fresh]
+            outcome = await self._redis("erase users", partial(self.state.settle_outcome, rows))
+            pending.update(outcome.pending)
+            user_ids = [uid for uid in user_ids if uid in outcome.refused]
+            if not user_ids:
+                return pending
+        raise StateError(
+            f"user(s) {sorted(user_ids)[:10]} could not be erased: "
+            f"another writer changed them {LEAVE_ATTEMPTS} times in a row (segstream reassign "
+            "running over them?); the batch will be retried"
+        )
 
     def _log_truncated(self, letter: Output) -> None:
         headers = read_headers(letter.headers)

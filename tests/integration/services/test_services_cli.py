@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,58 @@ def test_invalid_setting_is_reported_before_anything_starts(env: dict[str, str])
     result = _segstream({**env, "SEGSTREAM_KAFKA_PORT": "seventy"}, "services", "up")
     assert result.returncode == 2
     assert "SEGSTREAM_KAFKA_PORT" in result.stderr
+
+
+def test_up_with_monitoring_runs_prometheus_with_the_rules_and_down_stops_it(
+    env: dict[str, str],
+) -> None:
+    import json
+    import urllib.request
+
+    from segstream.services.alert_rules import alert_rules, load_rules
+
+    port, http_port = free_port(), free_port()
+    env = {**env, "SEGSTREAM_PROMETHEUS_PORT": str(port), "SEGSTREAM_HTTP_PORT": str(http_port)}
+
+    def api(path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=10) as r:
+            return json.loads(r.read())["data"]
+
+    up = _segstream(env, "services", "up", "--monitoring")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert f"prometheus http://127.0.0.1:{port}" in " ".join(up.stdout.split())
+        assert f"http://127.0.0.1:{port}/alerts" in up.stdout
+        loaded = {r["name"] for g in api("rules")["groups"] for r in g["rules"]}
+        assert {r["alert"] for r in alert_rules(load_rules())} <= loaded
+        # The workers' default address is scraped in the job the rules read `up` of.
+        deadline = time.monotonic() + 30
+        while not (targets := api("targets")["activeTargets"]):
+            assert time.monotonic() < deadline, "no scrape target"
+            time.sleep(0.5)
+        assert [(t["labels"]["job"], t["labels"]["instance"]) for t in targets] == [
+            ("segstream", f"127.0.0.1:{http_port}")
+        ]
+        status = _segstream(env, "services", "status")
+        assert status.returncode == 0 and "prometheus" in status.stdout
+        again = _segstream(env, "services", "up", "--monitoring")
+        assert again.stdout.count("already running") == 3, again.stdout
+    finally:
+        down = _segstream(env, "services", "down")
+    assert down.returncode == 0
+    assert "prometheus stopped" in " ".join(down.stdout.split())
+    assert not port_is_open(port)
+
+
+def test_a_taken_prometheus_port_stops_up_before_anything_starts(env: dict[str, str]) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        result = _segstream(
+            {**env, "SEGSTREAM_PROMETHEUS_PORT": str(taken)}, "services", "up", "--monitoring"
+        )
+    assert result.returncode == 2
+    assert f"port {taken} is already in use" in result.stderr
+    assert "SEGSTREAM_PROMETHEUS_PORT" in result.stderr
+    assert not port_is_open(int(env["SEGSTREAM_REDIS_PORT"]))

@@ -10,6 +10,14 @@
 -- ARGV[1]  JSON: one array per user, in KEYS order, of that user's events, in order, each
 --   ["u", fence field, offset, age, gender, country, traffic_source]  (a profile)
 --   ["o", fence field, offset, order_id, [brand, category, brand, category, ...]]  (an order)
+--   ["f", fence field, offset]  (a fence only: the leave a returning user's events follow in
+--   the same batch; settle.lua erased the user, this marks the leave applied in the new state)
+--   Row changes of change data capture (domain/rows.py, docs/cdc.md), "1"/"0" = present/deleted:
+--   ["ro", fence field, offset, order_id, present, lsn]  (an orders row of the user)
+--   ["ri", fence field, offset, item_id, order_id, product_id, present, brand, category, lsn]
+--   ["rp", fence field, offset, product_id, brand, category]  (a product's current values)
+--   ["rt", fence field, offset, table, lsn]  (orders or order_items truncated at lsn)
+--   lsn: the change's position in the database's log (decimal string).
 --   where the fence field is "f:<topic>:<partition>", offsets and ids are decimal strings
 --   (never Lua numbers: they could lose digits) and "" is a missing brand or category.
 --   One JSON argument instead of thousands of plain ones: packing those cost the client more
@@ -39,6 +47,13 @@
 -- a new order; one increment per such call), seg mv ua cs (last segment queued, its model
 -- version, its occurred_at, and how many changes were queued; written by settle.lua),
 -- f:<topic>:<partition> (fences).
+-- Row changes keep the rows themselves: ro:<order_id> (the user's orders rows, valued with
+-- the newest lsn seen; n counts them) and ri:<item_id> (the order_items rows routed to the
+-- user, a JSON array [order_id, product_id, brand, category, lsn]). A truncate removes the
+-- rows of its table whose lsn is below its own. An item is counted in b:/c: exactly while ro:<its order>
+-- exists (else it is held); every row change is idempotent by row identity and content, so
+-- a change applied twice (a Connect restart re-sending it at a new offset) changes nothing.
+-- Counts can fall, so after a row change the leaders tb/tc are recomputed from b:/c:.
 --
 -- fv is what a segment was computed from: settle.lua writes a segment only if fv is still
 -- the one returned here, so a segment assigned from features that an event changed since
@@ -125,6 +140,172 @@ local function insert(ids, id)
   ids[i + 1] = id
 end
 
+-- Count (delta +1) or uncount (-1) one item's brand and category; a count reaching 0 is
+-- removed, so b:/c: hold exactly the counted values.
+local function count_item(key, brand, category, delta)
+  if brand ~= '' then
+    if redis.call('HINCRBY', key, 'b:' .. brand, delta) <= 0 then
+      redis.call('HDEL', key, 'b:' .. brand)
+    end
+  end
+  if category ~= '' then
+    if redis.call('HINCRBY', key, 'c:' .. category, delta) <= 0 then
+      redis.call('HDEL', key, 'c:' .. category)
+    end
+  end
+end
+
+-- The user's item rows as {field, {order_id, product_id, brand, category}}. O(hash fields);
+-- read only when an order row comes or goes, or a product is refreshed.
+local function item_rows(key)
+  local rows = {}
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 3) == 'ri:' then
+      rows[#rows + 1] = {flat[i], cjson.decode(flat[i + 1])}
+    end
+  end
+  return rows
+end
+
+-- Recompute tb and tc from b:/c: (counts may have fallen); ties to the byte-wise smaller.
+local function recompute_leaders(key)
+  local best = {['b:'] = {nil, 0}, ['c:'] = {nil, 0}}
+  local flat = redis.call('HGETALL', key)
+  for i = 1, #flat, 2 do
+    local prefix = string.sub(flat[i], 1, 2)
+    local top = best[prefix]
+    if top ~= nil then
+      local name, count = string.sub(flat[i], 3), tonumber(flat[i + 1])
+      if top[1] == nil or count > top[2] or (count == top[2] and bytes_less(name, top[1])) then
+        best[prefix] = {name, count}
+      end
+    end
+  end
+  for prefix, field in pairs({['b:'] = 'tb', ['c:'] = 'tc'}) do
+    if best[prefix][1] then
+      redis.call('HSET', key, field, best[prefix][1])
+    else
+      redis.call('HDEL', key, field)
+    end
+  end
+end
+
+-- Apply one row change (kind ro, ri or rp) to the user's rows; true when a feature may
+-- have changed (a count or n moved).
+local function apply_row(key, event)
+  local kind = event[1]
+  if kind == 'ro' then
+    local id, present, lsn = event[4], event[5] == '1', event[6]
+    local field = 'ro:' .. id
+    local changed
+    if present then
+      local old = redis.call('HGET', key, field)
+      if old and tonumber(old) >= tonumber(lsn) then
+        return false
+      end
+      redis.call('HSET', key, field, lsn)
+      changed = not old
+    else
+      changed = redis.call('HDEL', key, field) == 1
+    end
+    if not changed then
+      return false
+    end
+    local delta = present and 1 or -1
+    redis.call('HINCRBY', key, 'n', delta)
+    for _, row in ipairs(item_rows(key)) do
+      if row[2][1] == id then
+        count_item(key, row[2][3], row[2][4], delta)
+      end
+    end
+    return true
+  elseif kind == 'ri' then
+    local field = 'ri:' .. event[4]
+    local old_text = redis.call('HGET', key, field)
+    local new_text = nil
+    if event[7] == '1' then
+      new_text = cjson.encode({event[5], event[6], event[8], event[9], event[10]})
+    end
+    if not old_text and not new_text then
+      return false
+    end
+    local old = old_text and cjson.decode(old_text) or nil
+    if old and new_text and old[1] == event[5] and old[2] == event[6] and old[3] == event[8]
+        and old[4] == event[9] then
+      -- The same row again: only a newer log position is kept (what a truncate compares).
+      if tonumber(event[10]) > tonumber(old[5] or '0') then
+        redis.call('HSET', key, field, new_text)
+      end
+      return false
+    end
+    local changed = false
+    if old then
+      if redis.call('HEXISTS', key, 'ro:' .. old[1]) == 1 then
+        count_item(key, old[3], old[4], -1)
+        changed = true
+      end
+    end
+    if new_text then
+      redis.call('HSET', key, field, new_text)
+      if redis.call('HEXISTS', key, 'ro:' .. event[5]) == 1 then
+        count_item(key, event[8], event[9], 1)
+        changed = true
+      end
+    else
+      redis.call('HDEL', key, field)
+    end
+    return changed
+  else -- rp
+    local product, brand, category = event[4], event[5], event[6]
+    local changed = false
+    for _, row in ipairs(item_rows(key)) do
+      local item = row[2]
+      if item[2] == product and (item[3] ~= brand or item[4] ~= category) then
+        local counted = redis.call('HEXISTS', key, 'ro:' .. item[1]) == 1
+        if counted then
+          count_item(key, item[3], item[4], -1)
+          count_item(key, brand, category, 1)
+          changed = true
+        end
+        redis.call('HSET', key, row[1],
+          cjson.encode({item[1], item[2], brand, category, item[5] or '0'}))
+      end
+    end
+    return changed
+  end
+end
+
+-- A truncate of `table` at `lsn`: the user's rows of it written before then go.
+local function truncate_rows(key, table_name, lsn)
+  local changed = false
+  local flat = redis.call('HGETALL', key)
+  local stale_orders = {}
+  for i = 1, #flat, 2 do
+    local field, value = flat[i], flat[i + 1]
+    if table_name == 'orders' and string.sub(field, 1, 3) == 'ro:'
+        and tonumber(value) < lsn then
+      stale_orders[string.sub(field, 4)] = true
+      redis.call('HDEL', key, field)
+      redis.call('HINCRBY', key, 'n', -1)
+      changed = true
+    end
+  end
+  for _, row in ipairs(item_rows(key)) do
+    local item = row[2]
+    if stale_orders[item[1]] then
+      count_item(key, item[3], item[4], -1)
+    elseif table_name == 'order_items' and tonumber(item[5] or '0') < lsn then
+      if redis.call('HEXISTS', key, 'ro:' .. item[1]) == 1 then
+        count_item(key, item[3], item[4], -1)
+        changed = true
+      end
+      redis.call('HDEL', key, row[1])
+    end
+  end
+  return changed
+end
+
 local users = cjson.decode(ARGV[1])
 local window = tonumber(ARGV[2])
 local reply = {}
@@ -141,6 +322,7 @@ for u, events in ipairs(users) do
   local orders = nil    -- {orders counted before this call, floor}, read when needed
   local ids = nil       -- the remembered order ids, ascending, loaded when past the window
   local floor_moved = false
+  local rows_changed = false  -- a row change moved a count: leaders recomputed, fv bumped
   for _, event in ipairs(events) do
     local kind, fence, offset_text = event[1], event[2], event[3]
     local offset = tonumber(offset_text)
@@ -197,7 +379,15 @@ for u, events in ipairs(users) do
           tops[3], tops[4] = bump(key, 'c:', items[i + 1], tops[3], tops[4])
         end
       end
-    else
+    elseif kind == 'ro' or kind == 'ri' or kind == 'rp' then
+      if fresh and apply_row(key, event) then
+        rows_changed = true
+      end
+    elseif kind == 'rt' then
+      if fresh and truncate_rows(key, event[4], tonumber(event[5])) then
+        rows_changed = true
+      end
+    elseif kind ~= 'f' then
       return redis.error_reply('unknown event kind ' .. tostring(kind))
     end
   end
@@ -231,13 +421,17 @@ for u, events in ipairs(users) do
     writes[#writes + 1] = 'of'
     writes[#writes + 1] = string.format('%d', orders[2])
   end
-  if #writes > 0 then
+  -- Fences alone never create a user (a leave's fence with no events of a new life after it).
+  if #writes > 0 and (profile or new_orders > 0 or redis.call('EXISTS', key) == 1) then
     redis.call('HSET', key, unpack(writes))
   end
   if new_orders > 0 then
     redis.call('HINCRBY', key, 'n', new_orders)
   end
-  if profile or new_orders > 0 then
+  if rows_changed then
+    recompute_leaders(key)
+  end
+  if profile or new_orders > 0 or rows_changed then
     redis.call('HINCRBY', key, 'fv', 1)
   end
   -- Populations: a new user is unassigned until settle.lua stores its first segment.

@@ -18,6 +18,10 @@
 --   9     drift mode: the drift epoch the new segment was assigned with, stored as "de" by
 --         every write of the row; "" without drift (a write then removes "de")
 --
+--   A leave row is instead seven strings: "x", the leave's fence field and offset, the seen
+--   segment, model version and change count (as 1, 2, 7 above), and the leave event (JSON
+--   text): see leave() below.
+--
 -- Each row is one of (the caller picks; segstream.stream.domain.changes.plan_settle):
 --   a change     (5) given: set seg mv ua, cs + 1, and queue the event;
 --   version only (5) "", (4) differs from (2) or (9) given, (3) = (1): set mv (and de) only,
@@ -71,10 +75,42 @@ local users = cjson.decode(ARGV[1])
 local reply = {}
 local refused = {}
 local populations = KEYS[2 * #users + 1]
+-- A leave row (a user leaving, domain/leaving.py): erase the user of `key` and queue the
+-- leave event `a[7]` in `outbox`, if the hash exists, the leave is fresh by its fence (a[2]:
+-- field, a[3]: offset; a user who came back in the same batch stores the leave's fence) and
+-- seg, mv and cs are still a[4], a[5], a[6] (the event was worded from them). Returns false
+-- when refused (stale), true otherwise (erased, or nothing to erase).
+local function leave(populations, key, outbox, a)
+  if redis.call('EXISTS', key) == 0 then
+    return true
+  end
+  local current = redis.call('HMGET', key, 'seg', 'mv', 'cs', a[2])
+  if tonumber(current[4] or '-1') >= tonumber(a[3]) then
+    return true
+  end
+  if (current[1] or '') ~= a[4] or (current[2] or '') ~= a[5] or (current[3] or '0') ~= a[6] then
+    return false
+  end
+  if current[1] and current[2] then
+    count(populations, 's:' .. current[1] .. ':' .. current[2], -1)
+  else
+    count(populations, 'u', -1)
+  end
+  redis.call('DEL', key)
+  redis.call('RPUSH', outbox, a[7])
+  return true
+end
+
 for u, a in ipairs(users) do
   local key, outbox = KEYS[2 * u - 1], KEYS[2 * u]
   local epoch = a[9] or ''
   local change, version_only = a[5] ~= '', a[5] == '' and (a[4] ~= a[2] or epoch ~= '')
+  if a[1] == 'x' then  -- Lua 5.1: no goto, so a leave row skips the rest this way
+    change, version_only = false, false
+    if not leave(populations, key, outbox, a) then
+      refused[#refused + 1] = u
+    end
+  end
   if change or version_only then
     local current = redis.call('HMGET', key, 'seg', 'mv', 'cs', 'fv')
     if (current[1] or '') == a[1] and (current[2] or '') == a[2]

@@ -20,12 +20,11 @@ from typing import Any
 
 import pytest
 
-from segstream.errors import ServiceError
 from segstream.services.kafka import KafkaBroker
 from segstream.services.redis import RedisServer
 from segstream.settings import Settings
 from segstream.stream.lifecycle.replay import ReplayPlan
-from tests.integration.stacks import private_settings
+from tests.integration.stacks import private_settings, start_again
 from tests.integration.stream.conftest import WorkerProcess
 
 
@@ -71,20 +70,8 @@ def kill_broker(broker: KafkaBroker) -> None:
 
 
 def restart_broker(broker: KafkaBroker, timeout_s: float = 60.0) -> None:
-    """Start the killed broker again, once its ports are free.
-
-    A client reconnecting in a loop to a dead loopback port can briefly hold it (a TCP
-    self-connect when the kernel picks that same port as the source), so "in use" is retried.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            broker.start()
-            return
-        except ServiceError as exc:
-            if "already in use" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    """Start the killed broker again, once its ports are free (see ``start_again``)."""
+    start_again(broker, timeout_s)
 
 
 @contextlib.contextmanager

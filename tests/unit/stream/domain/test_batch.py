@@ -15,6 +15,7 @@ from segstream.stream.domain.events import (
     OrderItem,
     Source,
     UserEvent,
+    UserLeft,
 )
 from segstream.stream.domain.topics import Topics
 from segstream.stream.domain.user import UserState
@@ -166,3 +167,32 @@ def test_a_new_model_version_alone_stores_the_version_without_an_event() -> None
     assert (kept.segment, kept.model_version) == (3, "v2")
     change = json.loads(moved.change or b"")
     assert (change["previous_segment"], change["segment"], change["model_version"]) == (3, 4, "v2")
+
+
+class TestTombstonesOnUsers:
+    """A null value keyed by a user on the users topic is that user leaving."""
+
+    def test_tombstone_on_users_is_the_user_leaving_at_its_kafka_time(self) -> None:
+        faust_like = _Record("users", 7, b"42", None)  # type: ignore[arg-type]
+        faust_like.timestamp = 1_765_054_800.25  # Faust: seconds, a float
+        aiokafka_like = _Record("users", 8, b"43", None)  # type: ignore[arg-type]
+        aiokafka_like.timestamp = 1_765_054_800_250  # aiokafka: milliseconds, an int
+        parsed = parse_batch([faust_like, aiokafka_like], TOPICS)
+        assert parsed.dead_letters == []
+        assert parsed.by_user[42] == [
+            (Source("users", 0, 7), UserLeft(user_id=42, created_at="2025-12-06T21:00:00.250Z"))
+        ]
+        assert parsed.by_user[43][0][1] == UserLeft(43, "2025-12-06T21:00:00.250Z")
+
+    def test_tombstone_without_a_user_key_is_dead_lettered(self) -> None:
+        records = [
+            _Record("users", n, key, None)  # type: ignore[arg-type]
+            for n, key in enumerate([None, b"abc", b"007", b"-4", b"9007199254740992"])
+        ]
+        parsed = parse_batch(records, TOPICS)
+        assert parsed.by_user == {}
+        assert parsed.reasons == ["key_mismatch"] * 5
+
+    def test_tombstone_on_orders_stays_a_dead_letter(self) -> None:
+        parsed = parse_batch([_Record("orders", 0, b"5", None)], TOPICS)  # type: ignore[arg-type]
+        assert parsed.reasons == ["not_json"]

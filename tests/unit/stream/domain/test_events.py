@@ -377,7 +377,9 @@ def test_parser_agrees_with_jsonschema_on_the_schema_files(
         assert accepted == reference.is_valid(doc), doc
 
 
-@pytest.mark.parametrize("name", ["users", "orders", "segment_change", "user_segment"])
+@pytest.mark.parametrize(
+    "name", ["users", "orders", "segment_change", "segment_left", "user_segment"]
+)
 def test_schema_files_are_valid_json_schemas(name: str) -> None:
     jsonschema.Draft202012Validator.check_schema(load_schema(name))
 

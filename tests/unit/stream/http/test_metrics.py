@@ -159,3 +159,46 @@ def test_drift_gauges_name_the_state_version_and_the_epoch_assigned_with() -> No
     assert got[("segstream_drift_state_version", (("model_version", "v2"),))] == 3
     assert got[("segstream_drift_distance", (("model_version", "v2"), ("segment", "1")))] == 0.5
     assert ("segstream_drift_epoch", (("model_version", "v1"),)) not in got, "replaced"
+
+
+def _named(m: Metrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {labels: v for (n, labels), v in samples(m).items() if n == name}
+
+
+def test_committed_offsets_are_exported_per_partition_and_absent_before_a_commit() -> None:
+    m = Metrics()
+    m.set_lag(
+        [
+            partition_lag(
+                "users", 0, committed=4, start=0, end=10, first_pending_ms=None, now_ms=0
+            ),
+            partition_lag(
+                "users", 1, committed=None, start=3, end=9, first_pending_ms=None, now_ms=0
+            ),
+        ]
+    )
+    committed = _named(m, "segstream_consumer_committed_offset")
+    assert committed == {(("partition", "0"), ("topic", "users")): 4}
+    m.set_lag(
+        [partition_lag("users", 0, committed=9, start=0, end=10, first_pending_ms=None, now_ms=0)]
+    )
+    assert _named(m, "segstream_consumer_committed_offset") == {
+        (("partition", "0"), ("topic", "users")): 9
+    }
+
+
+def test_readiness_gauges_are_one_per_check_and_replaced_at_each_reading() -> None:
+    m = Metrics()
+    m.set_readiness({"kafka": True, "redis": False, "model": True, "progress": True})
+    assert _named(m, "segstream_ready") == {
+        (("check", "kafka"),): 1.0,
+        (("check", "redis"),): 0.0,
+        (("check", "model"),): 1.0,
+        (("check", "progress"),): 1.0,
+    }
+    m.set_readiness({"kafka": True, "redis": True, "model": True})  # `segstream api`: no worker
+    assert _named(m, "segstream_ready") == {
+        (("check", "kafka"),): 1.0,
+        (("check", "redis"),): 1.0,
+        (("check", "model"),): 1.0,
+    }

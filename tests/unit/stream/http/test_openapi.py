@@ -25,6 +25,7 @@ def test_openapi_document_references_resolve_and_cover_every_route() -> None:
     assert refs <= set(schemas)
     assert set(document["paths"]) == {
         "/users/{user_id}",
+        "/users/{user_id}/forget",
         "/predict",
         "/segments",
         "/healthz",

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from segstream.settings import Settings
+from segstream.stream.domain.changes import encode_leave
+from segstream.stream.domain.events import Source
 from segstream.stream.kafka.changefeed import ChangeFeed, parse_change
 
 
@@ -76,3 +78,11 @@ def test_a_batch_longer_than_keep_leaves_its_newest_and_counts_every_live_record
     feed._add([Record(change_value(uid, None, 0), 100 + uid) for uid in range(5)], True)
     assert [c.user_id for c in feed.recent()] == [4, 3]
     assert feed.rate.total == 5
+
+
+def test_a_leave_event_is_not_listed_as_a_segment_change() -> None:
+    leave = encode_leave(
+        user_id=42, sequence=3, previous_segment=1, model_version="v1",
+        occurred_at="2026-12-06T21:00:00.000Z", source=Source("users", 0, 5),
+    )  # fmt: skip
+    assert parse_change(leave, 5) is None

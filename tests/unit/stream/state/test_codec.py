@@ -9,6 +9,7 @@ from segstream.stream.domain.events import (
     OrderItem,
     Source,
     UserEvent,
+    UserLeft,
 )
 from segstream.stream.state.codec import decode_state, describe_user, encode_events
 
@@ -22,6 +23,13 @@ def test_events_are_encoded_in_order_with_their_fences() -> None:
         ["o", "f:orders:3", "12", "70", ["Levi's", "", "", "Jeans"]],
         ["u", "f:users:3", "5", "33", "M", "China", "Email"],
     ]
+
+
+def test_a_leave_travels_to_apply_as_its_fence_only() -> None:
+    leave = UserLeft(7, "2026-12-06T21:00:00.000Z")
+    profile = UserEvent(7, 33, "M", "China", "Email", "2023-01-01T00:00:00Z")
+    args = encode_events([(Source("users", 1, 9), leave), (Source("users", 1, 10), profile)])
+    assert args == [["f", "f:users:1", "9"], ["u", "f:users:1", "10", "33", "M", "China", "Email"]]
 
 
 def test_reply_with_missing_fields_decodes_to_an_unassignable_state() -> None:

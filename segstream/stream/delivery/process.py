@@ -1,0 +1,112 @@
+"""``segstream deliver``: every destination's loop in one process, with ``/metrics`` and
+``/status`` on ``SEGSTREAM_DELIVERY_HTTP_PORT``.
+
+A loop that fails for good (a permanent Kafka or Redis error) stops the process with its
+message; a destination that is merely down never does (its batches are retried, then
+dead-lettered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+
+from aiohttp import web
+
+from segstream.settings import Settings
+from segstream.stream.clients.kafka import producer as kafka_producer
+from segstream.stream.clients.redis import redis_client
+from segstream.stream.clients.retry import KAFKA_TRANSIENT, retry
+from segstream.stream.delivery.config import DeliveryConfig
+from segstream.stream.delivery.loop import DestinationLoop
+from segstream.stream.delivery.metrics import DeliveryMetrics
+from segstream.stream.kafka.topics import ensure_topics
+
+__all__ = ["delivery_topics", "run_delivery"]
+
+log = logging.getLogger(__name__)
+
+
+async def delivery_topics(settings: Settings) -> None:
+    """Create the delivery dead-letter topic if missing (as the worker creates its topics)."""
+    await ensure_topics(settings, specs={settings.topic_delivery_dead_letters: {}})
+
+
+def _status(loops: list[DestinationLoop], metrics: DeliveryMetrics) -> dict[str, object]:
+    backlog = {
+        sample.labels["destination"]: sample.value
+        for family in metrics.backlog.collect()
+        for sample in family.samples
+    }
+    return {
+        "destinations": [
+            {
+                "name": loop.destination.name,
+                "url_host": loop.destination.url.split("/")[2],
+                "delivered": loop.delivered,
+                "dead_lettered": loop.dead_lettered,
+                "backlog": backlog.get(loop.destination.name, 0),
+            }
+            for loop in loops
+        ]
+    }
+
+
+async def _serve(
+    settings: Settings, loops: list[DestinationLoop], metrics: DeliveryMetrics
+) -> web.AppRunner | None:
+    if settings.delivery_http_port == 0:
+        return None
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    async def status_page(request: web.Request) -> web.Response:
+        return web.json_response(_status(loops, metrics), dumps=json.dumps)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/status", status_page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, settings.delivery_http_port).start()
+    return runner
+
+
+async def run_delivery(settings: Settings, config: DeliveryConfig) -> None:
+    """Deliver to every destination of ``config`` until SIGTERM or SIGINT.
+
+    Raises:
+        ServiceError: Kafka or Redis failed for good (permanent error), with what to change.
+    """
+    await delivery_topics(settings)
+    metrics = DeliveryMetrics(d.name for d in config.destinations)
+    producer = kafka_producer(settings, acks="all", enable_idempotence=True)
+    await retry(producer.start, what="connecting to Kafka", transient=KAFKA_TRANSIENT)
+    redis = redis_client(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    loops = [DestinationLoop(settings, d, metrics, producer, redis) for d in config.destinations]
+    runner = await _serve(settings, loops, metrics)
+    log.info("delivering to %s", ", ".join(d.name for d in config.destinations))
+    try:
+        tasks = [asyncio.create_task(each.run(stopping)) for each in loops]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        stopping.set()  # one loop failed for good: stop the others after their batch
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await producer.stop()
+        await redis.aclose()
