@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
+    "CommandTimeout",
     "ConfigError",
     "DataError",
     "EventError",
@@ -32,6 +33,10 @@ class ConfigError(SegstreamError):
 
 class ServiceError(SegstreamError):
     """A local service (Kafka, Redis, PostgreSQL) cannot be installed, started or reached."""
+
+
+class CommandTimeout(ServiceError):
+    """A command's Kafka or Redis did not let it finish within ``SEGSTREAM_COMMAND_TIMEOUT_S``."""
 
 
 class DataError(SegstreamError):

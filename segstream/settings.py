@@ -185,6 +185,14 @@ class Settings(BaseSettings):
 
     It logs what it waits for, then exits with status 2 naming the unreachable service."""
 
+    command_timeout_s: float = Field(default=30.0, gt=0, le=86_400)
+    """Longest a ``segstream`` command waits on Kafka or Redis without progress, in seconds.
+
+    ``lag``, ``segment``, ``populations``, ``drift``, ``assign --with-drift`` finish within it
+    or exit with status 2 naming the dependency and this setting; ``reassign`` and ``replay``
+    within it of their last batch. Long-running verbs (``worker``, ``api``, ``demo``) are not
+    bounded by it."""
+
     batch_deadline_s: float = Field(default=60.0, gt=0, le=3600)
     """Longest a batch may run (Redis, model, publishing, retries included), in seconds.
 
@@ -222,8 +230,10 @@ class Settings(BaseSettings):
     """Replicas that must have a batch's Redis writes before its offsets are acknowledged.
 
     The worker ends each write step with a marker write and ``WAIT`` in the step's pipeline,
-    per primary on a Redis Cluster. Unset: 0 on a single server, 1 on a cluster. A worker
-    refuses to start when a primary has fewer replicas connected (``docs/scaling.md``)."""
+    per primary on a Redis Cluster. Unset: 0 on a single server, 1 on a cluster. A primary with
+    fewer replicas in sync (one lost) is written degraded, without them, and named by
+    ``/readyz`` and ``segstream_redis_degraded``; a worker refuses to start only when every
+    primary has fewer (``docs/scaling.md``)."""
 
     redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
     """Longest one ``WAIT`` for those replicas may block, in milliseconds.

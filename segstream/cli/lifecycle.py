@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.cli.main import add_verbs
 from segstream.errors import ConfigError, StateError
 from segstream.settings import Settings, load_settings
@@ -34,12 +34,13 @@ def _reassign(args: argparse.Namespace) -> int:
     columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False, disable=args.json) as progress:
         task = progress.add_task("re-assigning users", total=None)
-        report = asyncio.run(
+        deadline = CommandDeadline(settings, "re-assigning users", REDIS, KAFKA)
+        report = deadline.run(
             reassign_all(
                 settings,
                 batch_size=args.batch_size,
-                on_start=lambda users: progress.update(task, total=users),
-                progress=lambda n: progress.advance(task, n),
+                on_start=deadline.tracking(lambda users: progress.update(task, total=users)),
+                progress=deadline.tracking(lambda n: progress.advance(task, n)),
             )
         )
     if args.json:
@@ -61,6 +62,10 @@ def _reassign(args: argparse.Namespace) -> int:
             "worker uses this model)"
         )
     return 0
+
+
+def _redis_named(settings: Settings) -> str:
+    return f"Redis at {settings.redis_display} (SEGSTREAM_REDIS_URL)"
 
 
 def _drift_store(settings: Settings) -> tuple[Model, aioredis.Redis, DriftStore]:
@@ -91,9 +96,10 @@ def _drift_show(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    state, contributions, epochs = asyncio.run(
-        retry(read, what="reading the drift state", transient=REDIS_TRANSIENT, attempts=3,
-              error=StateError)
+    deadline = CommandDeadline(settings, "reading the drift state", REDIS)
+    state, contributions, epochs = deadline.run(
+        retry(read, what=f"reading the drift state from {_redis_named(settings)}",
+              transient=REDIS_TRANSIENT, attempts=3, error=StateError)
     )  # fmt: skip
     distances = drift_distances(state.centers, model.centers)
     document = {
@@ -153,9 +159,10 @@ def _drift_reset(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    existed = asyncio.run(
-        retry(reset, what="resetting the drift state", transient=REDIS_TRANSIENT, attempts=3,
-              error=StateError)
+    deadline = CommandDeadline(settings, "resetting the drift state", REDIS)
+    existed = deadline.run(
+        retry(reset, what=f"resetting the drift state in {_redis_named(settings)}",
+              transient=REDIS_TRANSIENT, attempts=3, error=StateError)
     )  # fmt: skip
     if existed:
         print(f"drift of model {version} reset: workers use its trained centres within 1 s")

@@ -9,12 +9,12 @@ segment populations and, with ``--recount``, rebuilds them from the user hashes.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, TypeAlias
 
+from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.settings import load_settings
 from segstream.stream.kafka.lag import LagSnapshot
 
@@ -67,7 +67,8 @@ def _lag(args: argparse.Namespace) -> int:
     settings = load_settings()
     group = args.group or settings.app_id
     topics = args.topic or [settings.topic_users, settings.topic_orders]
-    snapshot = asyncio.run(read_lag(settings, group, topics))
+    deadline = CommandDeadline(settings, f"reading the lag of group {group!r}", KAFKA)
+    snapshot = deadline.run(read_lag(settings, group, topics))
     if args.json:
         document = {
             "group": snapshot.group,
@@ -124,12 +125,17 @@ def _populations(args: argparse.Namespace) -> int:
         client = redis_client(settings)
         try:
             if args.recount:
-                return await recount_populations(client, prefix, cluster=settings.redis_cluster)
+                # O(users): bounded per page walked, not as a whole.
+                return await recount_populations(
+                    client, prefix, cluster=settings.redis_cluster, progress=deadline.progress
+                )
             return await read_populations(client, prefix, cluster=settings.redis_cluster)
         finally:
             await client.aclose()
 
-    populations = asyncio.run(
+    what = "recounting" if args.recount else "reading"
+    deadline = CommandDeadline(settings, f"{what} the populations", REDIS)
+    populations = deadline.run(
         retry(
             once,
             what=f"{'recounting' if args.recount else 'reading'} the populations in Redis at "

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any, TypeAlias
 
+from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.errors import ConfigError, StateError
 from segstream.settings import load_settings
 from segstream.stream.clients.redis import redis_client
@@ -39,18 +39,22 @@ def _replay(args: argparse.Namespace) -> int:
     plan = read_replay_plan(source, args.limit)
     if plan.orders_without_items:
         print(f"skipping {plan.orders_without_items} orders without items (not sendable)")
-    asyncio.run(ensure_topics(settings))
+    deadline = CommandDeadline(settings, "replaying events", KAFKA)
+    if args.rate is not None:
+        deadline.seconds += 1 / args.rate  # a paced replay waits that long between events
+    deadline.run(ensure_topics(settings))
     topics = {"users": settings.topic_users, "orders": settings.topic_orders}
     columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task("replaying events", total=len(plan.events))
-        seconds = asyncio.run(
+        deadline.progress()
+        seconds = deadline.run(
             publish_events(
                 plan.events,
                 settings=settings,
                 topics=topics,
                 rate=args.rate,
-                progress=lambda n: progress.advance(task, n),
+                progress=deadline.tracking(lambda n: progress.advance(task, n)),
             )
         )
     rate = len(plan.events) / seconds if seconds > 0 else float("inf")
@@ -76,10 +80,12 @@ def _segment(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    fields, pending = asyncio.run(
+    deadline = CommandDeadline(settings, f"reading user {args.user_id}", REDIS)
+    fields, pending = deadline.run(
         retry(
             read,
-            what=f"reading user {args.user_id} from {settings.redis_url}",
+            what=f"reading user {args.user_id} from Redis at {settings.redis_display} "
+            "(SEGSTREAM_REDIS_URL)",
             transient=REDIS_TRANSIENT,
             attempts=3,
             error=StateError,
@@ -120,7 +126,8 @@ def _forget(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     user_ids = list(dict.fromkeys(args.user_ids))
-    requests = asyncio.run(request_leaves(settings, user_ids))
+    deadline = CommandDeadline(settings, "sending the leave requests", KAFKA)
+    requests = deadline.run(request_leaves(settings, user_ids))
     if args.json:
         print(json.dumps([
             {"user_id": r.user_id, "topic": r.topic, "partition": r.partition,

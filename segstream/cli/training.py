@@ -253,15 +253,16 @@ def _train(args: argparse.Namespace) -> int:
 def _drift_models(args: argparse.Namespace, model: Model) -> list[tuple[Model, int]]:
     """``--with-drift``: the model with each asked epoch's centres (``--epoch``, else the
     newest), and the epoch's number, read from the Redis and app of the settings."""
-    import asyncio
-
+    from segstream.cli.deadline import REDIS, CommandDeadline
     from segstream.stream.drift.centroids import drifted_model
     from segstream.stream.drift.shared import load_epochs
 
     numbers: list[int | None] = list(args.epoch) if args.epoch else [None]
     if any(n is not None and n < 0 for n in numbers):
         raise ConfigError("--epoch must be 0 or more (0: the trained centres)")
-    epochs = asyncio.run(load_epochs(load_settings(), model, numbers))
+    settings = load_settings()
+    deadline = CommandDeadline(settings, "reading the drift epochs", REDIS)
+    epochs = deadline.run(load_epochs(settings, model, numbers))
     return [(drifted_model(model, epoch.centers), epoch.number) for epoch in epochs]
 
 

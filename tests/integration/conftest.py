@@ -17,6 +17,7 @@ import redis
 from segstream.services.stack import Stack
 from segstream.settings import Settings
 from tests.integration.stacks import CdcServices, cdc_services, private_settings, running
+from tests.waiting import async_wait_until
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -96,14 +97,13 @@ async def _create_topic(
         await admin.create_topics(
             [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=config)]
         )
+
         # The broker answers once the controller has the topic; its own metadata can lag a
         # moment behind (longer while it is still deleting other topics).
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
+        async def described() -> bool:
             (description,) = await admin.describe_topics([topic])
-            if len(description.get("partitions", [])) == partitions:
-                return
-            assert asyncio.get_running_loop().time() < deadline, f"{topic} has no metadata"
-            await asyncio.sleep(0.05)
+            return len(description.get("partitions", [])) == partitions
+
+        await async_wait_until(described, 30, f"{topic} has no metadata", interval_s=0.05)
     finally:
         await admin.close()

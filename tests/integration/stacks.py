@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from segstream.services.redis_cluster import RedisCluster
 from segstream.services.stack import Stack
 from segstream.settings import Settings, load_settings
 from tests.ports import free_port, free_ports
+from tests.waiting import wait_until
 
 
 def private_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -55,15 +55,17 @@ def start_again(server: LocalServer, timeout_s: float = 60.0) -> None:
     A client reconnecting in a loop to a dead loopback port can briefly hold it (a TCP
     self-connect when the kernel picks that same port as the source), so "in use" is retried.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def started() -> bool:
         try:
             server.start()
-            return
         except ServiceError as exc:
-            if "already in use" not in str(exc) or time.monotonic() > deadline:
+            if "already in use" not in str(exc):
                 raise
-            time.sleep(0.5)
+            return False
+        return True
+
+    wait_until(started, timeout_s, "the server's port stayed in use", interval_s=0.5)
 
 
 @contextmanager

@@ -44,6 +44,10 @@ class WorkerObserver(Protocol):
         """Fewer replicas than ``SEGSTREAM_REDIS_MIN_REPLICAS`` acknowledged a write step in time
         (the step is retried, its batch not acknowledged; also counted as an error and a retry)."""
 
+    def redis_degraded(self, primary: str, degraded: bool) -> None:
+        """Redis ``primary`` has fewer replicas than ``SEGSTREAM_REDIS_MIN_REPLICAS``
+        (``degraded``: its writes are acknowledged without them) or enough again."""
+
     def stall(self, kind: str) -> None:
         """The worker stopped progressing: a ``batch`` or ``commit`` overran its deadline.
 

@@ -57,20 +57,27 @@ def min_insync_replicas(factor: int) -> int:
     return max(1, factor - 1)
 
 
-def check_redis_replicas(settings: Settings, replicas: Mapping[str, int]) -> None:
-    """Refuse to start when a Redis primary has fewer replicas than the worker will WAIT for.
+def check_redis_replicas(settings: Settings, replicas: Mapping[str, int]) -> dict[str, int]:
+    """Refuse to start when no Redis primary has the replicas the worker will WAIT for.
+
+    One primary short of replicas (its replica crashed, or it was just promoted) is an outage
+    the worker rides out by writing that primary degraded (``state/replicas.py``); every
+    primary short means the setting asks for more than the deployment has.
 
     Args:
         replicas: each primary (its address) -> replicas connected to it now.
 
+    Returns:
+        The primaries short of replicas (empty when none is), for a warning.
+
     Raises:
-        ConfigError: ``settings.min_replicas`` exceeds a primary's replicas: every batch would
-            wait for a replica that does not exist and never be acknowledged.
+        ConfigError: ``settings.min_replicas`` exceeds every primary's replicas: no batch
+            could ever be acknowledged with the durability asked for.
     """
     required = settings.min_replicas
     short = {where: n for where, n in replicas.items() if n < required}
-    if not short:
-        return
+    if not short or len(short) < len(replicas):
+        return short
     where, n = min(short.items(), key=lambda item: item[1])
     origin = (
         f"SEGSTREAM_REDIS_MIN_REPLICAS is {required}"

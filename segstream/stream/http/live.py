@@ -88,13 +88,17 @@ class LiveView:
         lag_interval_s: float = 2.0,
         population_min_age_s: float = 1.0,
         stalls: Callable[[], Sequence[str]] | None = None,
+        degraded: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         """``stalls``: why the worker in this process is not progressing (its watchdog's
-        reasons); ``None`` when no worker runs here (``segstream api``)."""
+        reasons); ``degraded``: the Redis primaries it writes without the replicas
+        ``SEGSTREAM_REDIS_MIN_REPLICAS`` asks for, one line each; both ``None`` when no
+        worker runs here (``segstream api``)."""
         self.settings = settings
         self.unknown_log = UnknownFieldLog()
         """Fields ignored in ``POST /predict`` bodies already logged (each once)."""
         self.stalls = stalls
+        self.degraded = degraded
         self.metrics = metrics
         self.serving = serving
         self.redis = redis
@@ -184,6 +188,12 @@ class LiveView:
         if self.stalls is not None:
             stalls = list(self.stalls())
             checks["progress"] = _check(not stalls, "; ".join(stalls) or "batches and commits")
+        if self.degraded is not None:
+            # Not a stall: batches go on. A restart cannot cure it, so it is said here only.
+            short = list(self.degraded())
+            checks["redis_replicas"] = _check(
+                not short, "; ".join(short) or "every primary has its replicas"
+            )
         reasons = [f"{name}: {c['detail']}" for name, c in checks.items() if not c["ok"]]
         return {"ready": not reasons, "reasons": reasons, "checks": checks}
 

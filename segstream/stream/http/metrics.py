@@ -31,6 +31,10 @@ segstream_redis_retries_total               counter    Redis calls retried after
 segstream_redis_wait_timeouts_total         counter    write steps whose WAIT saw fewer replicas
                                                        than SEGSTREAM_REDIS_MIN_REPLICAS in time
                                                        (the step is retried, the batch not acked)
+segstream_redis_degraded                    gauge      ``primary``: 1 while that Redis primary has
+                                                       fewer replicas than
+                                                       SEGSTREAM_REDIS_MIN_REPLICAS (its writes
+                                                       acked without them), else 0
 segstream_stalls_total                      counter    ``kind``: ``batch`` or ``commit`` overran
                                                        its deadline (the progress watchdog)
 segstream_consumer_lag_messages             gauge      ``topic``, ``partition``: records pending
@@ -156,6 +160,13 @@ class Metrics:
             "SEGSTREAM_REDIS_WAIT_TIMEOUT_MS (retried; the batch is not acknowledged meanwhile).",
             registry=r,
         )
+        self._redis_degraded = Gauge(
+            "segstream_redis_degraded",
+            "1 while the Redis primary has fewer replicas than SEGSTREAM_REDIS_MIN_REPLICAS "
+            "(its writes are acknowledged without waiting for them), else 0.",
+            ["primary"],
+            registry=r,
+        )
         self._stalls = Counter(
             "segstream_stalls",
             "Times the worker stopped progressing: a batch or an offset commit overran its "
@@ -263,6 +274,10 @@ class Metrics:
     def redis_wait_timeout(self) -> None:
         """Too few replicas acknowledged a write step within the WAIT timeout."""
         self._redis_wait_timeouts.inc()
+
+    def redis_degraded(self, primary: str, degraded: bool) -> None:
+        """Redis ``primary`` is written degraded (too few replicas), or no longer."""
+        self._redis_degraded.labels(primary=primary).set(1 if degraded else 0)
 
     def stall(self, kind: str) -> None:
         """The worker stalled: ``kind`` (``batch``, ``commit``) overran its deadline."""

@@ -394,6 +394,7 @@ def create_web_app(
     lag_interval_s: float = 2.0,
     population_min_age_s: float = 1.0,
     stalls: Callable[[], Sequence[str]] | None = None,
+    degraded: Callable[[], Sequence[str]] | None = None,
 ) -> web.Application:
     """The HTTP application (not started); the other arguments share the worker's objects.
 
@@ -404,6 +405,8 @@ def create_web_app(
         lag_interval_s: how often the lag is read from Kafka for the page and the gauges.
         population_min_age_s: how old segment populations may be before they are read again.
         stalls: the worker's watchdog reasons; ``/readyz`` is not ready while there are any.
+        degraded: the Redis primaries the worker writes short of replicas (one line each);
+            ``/readyz`` is not ready while there are any.
     """
     own_redis = redis is None
     client = redis or redis_client(settings, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -417,6 +420,7 @@ def create_web_app(
         lag_interval_s=lag_interval_s,
         population_min_age_s=population_min_age_s,
         stalls=stalls,
+        degraded=degraded,
     )
     middlewares: list[Middleware] = [_errors]  # outermost: it also shapes the auth middleware's 401
     if settings.http_token is not None:
@@ -511,6 +515,7 @@ def worker_http(settings: Settings, metrics: Metrics) -> Extension:
             assigner=parts.assigner,
             redis=parts.redis,
             stalls=parts.watchdog.reasons,
+            degraded=parts.processor.state.shortfall.reasons,
         )
         runner = await start_web(app, settings.http_host, settings.http_port)
         log.info("HTTP side on http://%s:%d/", settings.http_host, settings.http_port)

@@ -184,8 +184,10 @@ class LagReader:
             max_partition_fetch_bytes=64 * 1024,
         )
         try:
-            await admin.start()
-            await consumer.start()
+            # Bounded: a client's bootstrap can wait minutes on a broker that accepted the
+            # connection and answers nothing; generous, since a loaded host is slow to start.
+            await asyncio.wait_for(admin.start(), timeout=CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(consumer.start(), timeout=CONNECT_TIMEOUT_S)
         except KAFKA_TRANSIENT as exc:
             await _close_quietly(admin, consumer)
             raise ServiceError(
@@ -339,11 +341,18 @@ def _resume(meta: object, start: int) -> int:
     return start if committed is None else max(committed, start)
 
 
+CONNECT_TIMEOUT_S = 60.0
+"""Longest one client's start (bootstrap, metadata) may take."""
+CLOSE_TIMEOUT_S = 10.0
+"""Longest one client's close may take: a close waits on its fetches and in-flight requests,
+which a broker that answers nothing never completes."""
+
+
 async def _close_quietly(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
     # Closing after a failed start must not hide the error that made us close.
     for close in (consumer.stop, admin.close):
         try:
-            await close()
+            await asyncio.wait_for(close(), timeout=CLOSE_TIMEOUT_S)
         except KAFKA_TRANSIENT as exc:
             log.debug("closing a Kafka client after a failed start: %r", exc)
 
@@ -368,7 +377,8 @@ async def read_lag(
 
     return await retry(
         once,
-        what=f"read the lag of group {group!r} from {settings.kafka_bootstrap_servers}",
+        what=f"read the lag of group {group!r} from Kafka at {settings.kafka_bootstrap_servers} "
+        "(SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS)",
         transient=(*KAFKA_TRANSIENT, ServiceError),
         attempts=attempts,
         first_delay_s=0.5,

@@ -255,10 +255,15 @@ async def _sum_counters(client: aioredis.Redis, prefix: str, cluster: bool) -> l
 
 
 async def tally_slots(
-    client: aioredis.Redis, prefix: str, *, cluster: bool, page: int = 1000
+    client: aioredis.Redis,
+    prefix: str,
+    *,
+    cluster: bool,
+    page: int = 1000,
+    progress: Callable[[], None] | None = None,
 ) -> dict[str, Counter[str]]:
     """Walk every user hash (``SCAN`` per primary) and tally its counter field by counter hash:
-    what the counters would hold if they were exact. O(users).
+    what the counters would hold if they were exact. O(users); ``progress()`` after each page.
 
     SCAN returns every key present for the whole walk at least once; keys are de-duplicated.
     """
@@ -279,6 +284,8 @@ async def tally_slots(
                     slot = key_slot(key) if cluster else 0
                     counter = tallies.setdefault(population_slot_key(prefix, slot), Counter())
                     counter[name.decode()] += 1
+            if progress is not None:
+                progress()
             if cursor == 0:
                 break
     return tallies
@@ -300,16 +307,22 @@ async def count_populations(
 
 
 async def recount_populations(
-    client: aioredis.Redis, prefix: str, *, cluster: bool, clock: Callable[[], float] = time.time
+    client: aioredis.Redis,
+    prefix: str,
+    *,
+    cluster: bool,
+    clock: Callable[[], float] = time.time,
+    progress: Callable[[], None] | None = None,
 ) -> Populations:
-    """Rebuild every counter hash from the user hashes; return the populations counted.
+    """Rebuild every counter hash from the user hashes; return the populations counted
+    (``progress()`` after each page of users walked).
 
     Each hash is replaced atomically (one script call per hash, all in one pipeline); counter
     hashes of the prefix that the writers no longer use (another ``cluster`` setting before)
     are deleted. Exact when no writer runs meanwhile (module docstring).
     """
     started = time.perf_counter()
-    tallies = await tally_slots(client, prefix, cluster=cluster)
+    tallies = await tally_slots(client, prefix, cluster=cluster, progress=progress)
     stale: set[str] = set()
     for node in await primaries(client):
         cursor = 0

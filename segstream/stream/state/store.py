@@ -48,7 +48,12 @@ last write; the marker makes that offset cover every write the primary made befo
 step's scripts included, whichever pooled connection carried them, and whatever redis-py did
 to deliver them (a reconnect, a retry). Too few replicas in time raises
 :class:`~segstream.errors.ReplicaWaitTimeout`: the caller runs the step again (scripts,
-marker, WAIT), which re-writes what a promoted replica lacks and waits again. On a cluster
+marker, WAIT), which re-writes what a promoted replica lacks and waits again. A primary
+with fewer replicas *connected* than ``min_replicas`` (its replica crashed, or it was just
+promoted) can never acknowledge: there the step is written **degraded**, its ``WAIT`` asking
+for the replicas it has (:class:`~segstream.stream.state.replicas.ReplicaShortfall` says so
+loudly and counts them again every few seconds), so that one node lost does not stop the
+stream. On a cluster
 each primary's share goes through that node's own connection (redis-py's
 ``ClusterNode.execute_pipeline``), never redirected, so a MOVED, ASK or lost connection fails
 the step (after a refresh of the slot map) instead of landing a write on a connection the
@@ -89,6 +94,7 @@ from segstream.stream.state.redis_internals import (
     refresh_slot_map,
     reply_of,
 )
+from segstream.stream.state.replicas import STANDALONE, ReplicaShortfall, replicas_of
 
 __all__ = ["ORDER_DEDUPE_WINDOW", "RedisState"]
 
@@ -144,6 +150,7 @@ class RedisState:
         order_window: int = ORDER_DEDUPE_WINDOW,
         min_replicas: int = 0,
         wait_timeout_ms: int = WAIT_TIMEOUT_MS,
+        shortfall: ReplicaShortfall | None = None,
     ) -> None:
         """Work through ``client``, which must not decode responses.
 
@@ -162,6 +169,8 @@ class RedisState:
                 of ``apply`` and ``settle`` before they return (``SEGSTREAM_REDIS_MIN_REPLICAS``;
                 0: do not wait). See the module docstring.
             wait_timeout_ms: longest one ``WAIT`` blocks; past it :class:`ReplicaWaitTimeout`.
+            shortfall: where primaries short of replicas are recorded (one of its own, for
+                ``min_replicas``, if ``None``); see the module docstring.
         """
         if order_window < 1:
             raise ValueError(f"order_window must be at least 1, got {order_window}")
@@ -174,6 +183,7 @@ class RedisState:
             check_redis_internals()  # ConfigError naming redis-py's version if they changed
         self.min_replicas = min_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.shortfall = shortfall or ReplicaShortfall(min_replicas)
         self.client = client
         self.prefix = prefix
         self.cluster = cluster
@@ -252,19 +262,56 @@ class RedisState:
             pipe.execute_command(*command)
         return await pipe.execute()
 
-    def _wait_commands(self, key: str) -> list[tuple[Any, ...]]:
+    def _wait_commands(self, key: str, replicas: int) -> list[tuple[Any, ...]]:
         """The marker write in ``key``'s slot, then WAIT: both on the step's connection."""
         marker = ("SET", wait_key(key), b"1", "PX", WAIT_MARKER_TTL_MS)
-        return [marker, ("WAIT", self.min_replicas, self.wait_timeout_ms)]
+        return [marker, ("WAIT", replicas, self.wait_timeout_ms)]
 
-    def _check_acked(self, acked: int, where: str, step: str, replies: object = None) -> None:
-        if int(acked) < self.min_replicas:
-            raise ReplicaWaitTimeout(
-                f"{acked} of the {self.min_replicas} Redis replica(s) required acknowledged the "
-                f"{step} writes on {where} within {self.wait_timeout_ms} ms: a replica is down "
-                "or lagging (SEGSTREAM_REDIS_MIN_REPLICAS, SEGSTREAM_REDIS_WAIT_TIMEOUT_MS)",
-                result=replies,
-            )
+    async def _check_acked(
+        self,
+        acked: int,
+        asked: int,
+        where: str,
+        step: str,
+        node: ClusterNode | None,
+        replies: object = None,
+    ) -> None:
+        """Accept ``acked`` replicas of the ``asked`` for, or raise :class:`ReplicaWaitTimeout`.
+
+        Too few: the primary's replicas are counted; when it has fewer connected than
+        ``min_replicas`` it is recorded degraded and the step accepted if every replica it has
+        acknowledged (none: at once). Otherwise a replica is late: the step is to be retried;
+        ``replies`` (what the step returned on the primary) go with the error.
+        """
+        if int(acked) >= asked:
+            return
+        connected = await replicas_of(self.client, node)
+        if self.shortfall.record(where, connected) and int(acked) >= connected:
+            return
+        place = where if node is None else f"primary {where}"
+        raise ReplicaWaitTimeout(
+            f"{acked} of the {asked} Redis replica(s) required acknowledged the "
+            f"{step} writes on {place} within {self.wait_timeout_ms} ms: a replica is down "
+            "or lagging (SEGSTREAM_REDIS_MIN_REPLICAS, SEGSTREAM_REDIS_WAIT_TIMEOUT_MS)",
+            result=replies,
+        )
+
+    async def _recount_degraded(self) -> None:
+        """Count again the replicas of degraded primaries due for it (:data:`RECHECK_S`);
+        forget those a failover made replicas. A primary that does not answer is left as it
+        was: the step's own send finds out."""
+        due = self.shortfall.due()
+        if not due:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            if not isinstance(self.client, AsyncRedisCluster):
+                self.shortfall.record(STANDALONE, await replicas_of(self.client))
+                return
+            primaries = {node.name: node for node in self.client.get_primaries()}
+            self.shortfall.keep_only(primaries)
+            for name in due:
+                if name in primaries:
+                    self.shortfall.record(name, await replicas_of(self.client, primaries[name]))
 
     async def wait_for_replicas(self, key: str, step: str) -> None:
         """Return once ``min_replicas`` replicas of ``key``'s primary have every write that
@@ -280,20 +327,27 @@ class RedisState:
         """
         if self.min_replicas <= 0:
             return
-        marker, wait_command = self._wait_commands(key)
+        await self._recount_degraded()
         if isinstance(self.client, AsyncRedisCluster):
             client = self.client
             await client.initialize()
             node = node_for_slot(client, key_slot(key.encode()))
+            asked = self.shortfall.replicas_to_wait_for(node.name)
+            if not asked:
+                return  # a degraded primary without replicas: said loudly by the shortfall
+            marker, wait_command = self._wait_commands(key, asked)
             queued = [queued_command(0, *marker), queued_command(1, *wait_command)]
             await execute_on_node(node, queued)
             for command in queued:
                 if isinstance(reply_of(command), Exception):
                     raise reply_of(command)
-            acked, where = reply_of(queued[-1]), f"primary {node.name}"
+            await self._check_acked(reply_of(queued[-1]), asked, node.name, step, node)
         else:
-            acked, where = (await self._pipeline([marker, wait_command]))[-1], "the Redis server"
-        self._check_acked(acked, where, step)
+            asked = self.shortfall.replicas_to_wait_for(STANDALONE)
+            if not asked:
+                return
+            replies = await self._pipeline(self._wait_commands(key, asked))
+            await self._check_acked(replies[-1], asked, STANDALONE, step, None)
 
     async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list[Any]:
         """A standalone server: the step's pipeline, then the marker and WAIT on its connection.
@@ -301,15 +355,21 @@ class RedisState:
         redis-py sends a pipeline on one connection, and after a dropped connection resends
         all of it on the new one, marker and WAIT included.
         """
-        replies = await self._pipeline([*commands, *self._wait_commands(_key_of(commands[-1]))])
-        self._check_acked(replies[-1], "the Redis server", step, replies[:-2])
+        await self._recount_degraded()
+        asked = self.shortfall.replicas_to_wait_for(STANDALONE)
+        if not asked:
+            return await self._pipeline(commands)
+        key = _key_of(commands[-1])
+        replies = await self._pipeline([*commands, *self._wait_commands(key, asked)])
+        await self._check_acked(replies[-1], asked, STANDALONE, step, None, replies[:-2])
         return replies[:-2]
 
     async def _per_primary(
         self, commands: Sequence[tuple[Any, ...]], step: str, *, wait: bool
     ) -> list[Any]:
         """A cluster: each primary's commands in one pipeline on one of its connections, all
-        primaries at once; with ``wait``, each pipeline ends with the marker and WAIT.
+        primaries at once; with ``wait``, each pipeline ends with the marker and WAIT (for the
+        replicas a degraded primary has; none: no WAIT).
 
         Each command goes to the primary of its first key's slot (EVALSHA: ``args[3]``; the
         ``before`` commands: ``args[1]``). Nothing is redirected: any error fails the step,
@@ -334,6 +394,8 @@ class RedisState:
         self, client: AsyncRedisCluster, commands: Sequence[tuple[Any, ...]], step: str, wait: bool
     ) -> list[Any]:
         await client.initialize()
+        if wait:
+            await self._recount_degraded()
         # node name -> (node, the first command's key, its queued commands)
         by_node: dict[str, tuple[ClusterNode, str, list[Any]]] = {}
         ordered: list[Any] = []
@@ -342,11 +404,14 @@ class RedisState:
             node = node_for_slot(client, key_slot(key.encode()))
             ordered.append(queued_command(position, *command))
             by_node.setdefault(node.name, (node, key, []))[2].append(ordered[-1])
-        waits: list[tuple[ClusterNode, Any]] = []
+        waits: list[tuple[ClusterNode, Any, int]] = []
         for node, key, queued in by_node.values() if wait else ():
-            marker, wait_command = self._wait_commands(key)
+            asked = self.shortfall.replicas_to_wait_for(node.name)
+            if not asked:
+                continue
+            marker, wait_command = self._wait_commands(key, asked)
             queued += [queued_command(-1, *marker), queued_command(-1, *wait_command)]
-            waits.append((node, queued[-1]))
+            waits.append((node, queued[-1], asked))
         outcomes = await asyncio.gather(
             *(execute_on_node(node, queued) for node, _, queued in by_node.values()),
             return_exceptions=True,
@@ -359,8 +424,9 @@ class RedisState:
                 if isinstance(reply_of(sent), Exception):
                     raise reply_of(sent)
         results = [reply_of(command) for command in ordered]
-        for node, waited in waits:
-            self._check_acked(reply_of(waited), f"primary {node.name}", step, results)
+        for node, waited, asked in waits:
+            acked = reply_of(waited)
+            await self._check_acked(acked, asked, node.name, step, node, results)
         return results
 
     @staticmethod

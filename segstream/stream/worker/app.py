@@ -57,6 +57,7 @@ from segstream.stream.kafka.publisher import AiokafkaSender
 from segstream.stream.kafka.topics import max_message_bytes, partitions_of
 from segstream.stream.sources.select import build_source, input_topics
 from segstream.stream.state.keys import state_prefix
+from segstream.stream.state.replicas import ReplicaShortfall
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.batching import BatchPipeline
@@ -347,6 +348,7 @@ async def open_worker_parts(
         cluster=settings.redis_cluster,
         min_replicas=settings.min_replicas,
         wait_timeout_ms=settings.redis_wait_timeout_ms,
+        shortfall=ReplicaShortfall(settings.min_replicas, observer=observer),
     )
     await state.load_scripts()
     # Read once: a later change of the topic's limit takes a worker restart.

@@ -70,13 +70,22 @@ class _BoundedWorker(faust.Worker):
 async def _ping_redis(settings: Settings) -> None:
     """PING once; a configuration problem (an untrusted certificate, plain text against a TLS
     port) raises :class:`ServiceError` at once: waiting would not fix it. With
-    ``SEGSTREAM_REDIS_MIN_REPLICAS`` in effect, every primary must have that many replicas
-    (:class:`ConfigError` otherwise)."""
+    ``SEGSTREAM_REDIS_MIN_REPLICAS`` in effect, some primary must have that many replicas
+    (:class:`ConfigError` otherwise; the ones short are logged)."""
     client = worker_redis_client(settings)
     try:
         await client.ping()
         if settings.min_replicas:
-            check_redis_replicas(settings, await connected_replicas(client, settings.redis_cluster))
+            replicas = await connected_replicas(client, settings.redis_cluster)
+            for where, n in check_redis_replicas(settings, replicas).items():
+                log.warning(
+                    "Redis primary %s has %d replica(s) connected, fewer than "
+                    "SEGSTREAM_REDIS_MIN_REPLICAS=%d: the worker starts and writes it degraded "
+                    "(acknowledged without them) until a replica is back",
+                    where,
+                    n,
+                    settings.min_replicas,
+                )
     except REDIS_TRANSIENT as exc:
         problem = redis_problem(settings, exc)
         if problem is not None:
@@ -98,7 +107,8 @@ async def check_dependencies(settings: Settings) -> int:
             setting), refused for good (credentials, ACLs), or the HTTP port is taken.
         ConfigError: ``users`` and ``orders`` have different partition counts (each user's
             events must meet in one worker), more replicas are asked than brokers exist, or
-            a Redis primary has fewer replicas than ``SEGSTREAM_REDIS_MIN_REPLICAS``.
+            every Redis primary has fewer replicas than ``SEGSTREAM_REDIS_MIN_REPLICAS`` (some
+            of them short: a warning, and the worker writes those degraded).
     """
     try:
         await retry(

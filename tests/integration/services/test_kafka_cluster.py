@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +18,7 @@ from segstream.settings import load_settings
 from segstream.stream.domain.partitioning import misplacement
 from segstream.stream.domain.replication import replication_factor
 from tests.ports import free_port, free_port_block
+from tests.waiting import wait_until
 
 PARTITIONS = 3
 
@@ -85,16 +85,19 @@ def describe(cluster: KafkaCluster, topic: str) -> dict[int, dict]:
 
 
 def wait_in_sync(cluster: KafkaCluster, topic: str, replicas: int, timeout_s: float = 60) -> bool:
-    """True once every partition of ``topic`` has ``replicas`` in-sync replicas."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """True once every partition of ``topic`` has ``replicas`` in-sync replicas; False when
+    that has not happened within ``timeout_s``."""
+
+    def in_sync() -> bool:
         partitions = describe(cluster, topic)
-        if len(partitions) == PARTITIONS and all(
+        return len(partitions) == PARTITIONS and all(
             len(p["isr"]) == replicas for p in partitions.values()
-        ):
-            return True
-        time.sleep(0.5)
-    return False
+        )
+
+    try:
+        return wait_until(in_sync, timeout_s, "", interval_s=0.5)
+    except AssertionError:
+        return False
 
 
 def test_three_brokers_of_apache_kafka_4_form_one_cluster(

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ from segstream.training.generate import generate_tables, load_catalogue, write_t
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 PRODUCTS = REPO.parent / "shared" / "data" / "thelook" / "products.parquet"
@@ -223,19 +224,41 @@ def input_lag(settings: Settings) -> int:
     return snapshot.total_lag
 
 
+_ASSIGNED = re.compile(r"input partitions assigned: users \[(\d|[^\]]*\], orders \[\d)")
+"""The worker's log line for an assignment that gave it at least one input partition."""
+
+
+def wait_until_assigned(workers: list[WorkerProcess], timeout_s: float = 120.0) -> None:
+    """Block until every worker has logged input partitions of its own: one group's members
+    have all joined and the rebalance between them is done."""
+    wait_until(
+        lambda: all(_ASSIGNED.search(w.log_path.read_text(errors="replace")) for w in workers),
+        timeout_s,
+        lambda: (
+            "not every worker got input partitions:\n" + "\n".join(w.log_tail() for w in workers)
+        ),
+        interval_s=0.5,
+    )
+
+
 def wait_until_consumed(
     settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180.0
 ) -> None:
     """Block until the group has committed every input record; fail if a worker died."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        lag = input_lag(settings)
-        if lag == 0:
-            return
+    lags: list[int] = []
+
+    def caught_up() -> bool:
+        lags.append(input_lag(settings))
+        if lags[-1] == 0:
+            return True
         for worker in workers:
             code = worker.process.poll()
             assert code is None, f"worker exited with {code}:\n{worker.log_tail()}"
-        assert time.monotonic() < deadline, f"still {lag} records behind:\n" + "\n".join(
-            w.log_tail() for w in workers
-        )
-        time.sleep(0.5)
+        return False
+
+    wait_until(
+        caught_up,
+        timeout_s,
+        lambda: f"still {lags[-1]} records behind:\n" + "\n".join(w.log_tail() for w in workers),
+        interval_s=0.5,
+    )

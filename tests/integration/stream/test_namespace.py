@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import redis
@@ -16,6 +15,7 @@ from segstream.stream.kafka.topics import ensure_topics, topic_specs
 from segstream.stream.lifecycle.namespace import drop_namespace, leader_topic
 from segstream.stream.state.keys import state_prefix
 from tests.integration.stream.conftest import app_settings
+from tests.waiting import wait_until
 
 
 def _app(kafka_bootstrap: str, redis_url: str) -> Settings:
@@ -33,10 +33,13 @@ async def _topics(bootstrap: str) -> set[str]:
 
 def _wait_for_topics(bootstrap: str, done: Callable[[set[str]], bool]) -> None:
     """Block until the broker's topic list satisfies ``done`` (metadata changes take a moment)."""
-    deadline = time.monotonic() + 30
-    while not done(topics := asyncio.run(_topics(bootstrap))):
-        assert time.monotonic() < deadline, f"the broker's topics stay {sorted(topics)}"
-        time.sleep(0.2)
+    seen: list[set[str]] = []
+
+    def settled() -> bool:
+        seen.append(asyncio.run(_topics(bootstrap)))
+        return done(seen[-1])
+
+    wait_until(settled, 30, lambda: f"the broker's topics stay {sorted(seen[-1])}", interval_s=0.2)
 
 
 async def _commit(bootstrap: str, group: str, topic: str) -> None:

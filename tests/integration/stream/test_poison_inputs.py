@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 
 import redis
 from aiokafka import AIOKafkaProducer
@@ -19,6 +18,7 @@ from segstream.stream.kafka.topics import max_message_bytes, read_all
 from segstream.stream.state.keys import state_key, state_prefix
 from tests.integration.stream.conftest import Dataset, wait_until_consumed
 from tests.integration.stream.test_bad_input import _profile, _raw
+from tests.waiting import async_wait_until
 
 NEAR_LIMIT = 1_048_500
 """Value bytes of the large input: under the broker's default 1 MiB (+12) batch limit only
@@ -34,10 +34,13 @@ async def _raise_limit(settings: Settings, topic: str, limit: int) -> None:
         )
     finally:
         await admin.close()
-    deadline = time.monotonic() + 10  # the broker applies a config change asynchronously
-    while (now := await max_message_bytes(settings, topic)) != limit:
-        assert time.monotonic() < deadline, now
-        await asyncio.sleep(0.2)
+    seen: list[int] = []
+
+    async def applied() -> bool:  # the broker applies a config change asynchronously
+        seen.append(await max_message_bytes(settings, topic))
+        return seen[-1] == limit
+
+    await async_wait_until(applied, 10, lambda: f"{topic}'s limit is {seen[-1]}", interval_s=0.2)
 
 
 async def _publish(settings: Settings, records: list[tuple[str, bytes, bytes, list]]) -> list:

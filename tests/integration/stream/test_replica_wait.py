@@ -29,6 +29,7 @@ from segstream.stream.drift.shared import shared_drift
 from segstream.stream.http.metrics import Metrics
 from segstream.stream.kafka.publisher import AiokafkaSender
 from segstream.stream.state.keys import state_key, state_prefix
+from segstream.stream.state.replicas import STANDALONE, ReplicaShortfall
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.processor import BatchProcessor
@@ -45,6 +46,7 @@ from tests.integration.stream.conftest import (
 from tests.integration.stream.faults.conftest import chunks, metric, wait_for
 from tests.integration.stream.parity import check_parity
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 PREFIX = "wait:"
 TIMEOUT_MS = 300
@@ -77,10 +79,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     try:
         with redis.Redis.from_url(replica.url) as client:
             client.replicaof("127.0.0.1", primary.settings.redis_port)
-            deadline = time.monotonic() + 30
-            while client.info("replication").get("master_link_status") != "up":
-                assert time.monotonic() < deadline, "the replica never synced"
-                time.sleep(0.05)
+            wait_until(
+                lambda: client.info("replication").get("master_link_status") == "up",
+                30,
+                "the replica never synced",
+                interval_s=0.05,
+            )
         yield Pair(primary, replica)
     finally:
         for server in servers:
@@ -175,6 +179,64 @@ def test_a_retry_on_a_connection_with_an_older_write_still_waits_for_the_first_a
 
     asyncio.run(run())
     assert hash_of(pair.replica.url, 3) == hash_of(pair.primary.url, 3) != {}
+
+
+def replicate(pair: Pair) -> None:
+    """Make the replica follow the primary again and wait until it is in sync."""
+    with redis.Redis.from_url(pair.replica.url) as client:
+        client.replicaof("127.0.0.1", pair.primary.settings.redis_port)
+        deadline = time.monotonic() + 60
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica never synced"
+            time.sleep(0.05)
+
+
+def wait_calls(pair: Pair) -> int:
+    """``WAIT`` commands the primary has run since it started."""
+    with redis.Redis.from_url(pair.primary.url) as client:
+        return int(client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+def test_a_primary_whose_replica_is_gone_is_written_degraded_then_waited_for_again(
+    pair: Pair,
+) -> None:
+    """A replica down for good is not a late one: the step is accepted without it (no WAIT
+    for it afterwards), the shortfall names the server, and once a replica is back and
+    counted again, steps wait for it again."""
+
+    async def run(uid: int, shortfall: ReplicaShortfall) -> None:
+        client = aioredis.Redis.from_url(pair.primary.url)
+        state = RedisState(
+            client, PREFIX, min_replicas=1, wait_timeout_ms=TIMEOUT_MS, shortfall=shortfall
+        )
+        try:
+            await state.apply(batch(uid, offset=1))
+        finally:
+            await client.aclose()
+
+    shortfall = ReplicaShortfall(1, recheck_s=0.0)  # count again before every step
+    pair.replica.stop()
+    try:
+        with redis.Redis.from_url(pair.primary.url) as client:
+            deadline = time.monotonic() + 30
+            while client.info("replication").get("connected_slaves"):
+                assert time.monotonic() < deadline, "the primary still counts its replica"
+                time.sleep(0.05)
+        asyncio.run(run(11, shortfall))  # its WAIT comes back short: counted, accepted
+        assert shortfall.degraded() == {STANDALONE: 0}
+        assert "SEGSTREAM_REDIS_MIN_REPLICAS" in shortfall.reasons()[0]
+        before = wait_calls(pair)
+        asyncio.run(run(12, shortfall))
+        assert wait_calls(pair) == before, "no WAIT is sent for replicas that are not there"
+        assert hash_of(pair.primary.url, 12), "the degraded write is on the primary"
+    finally:
+        pair.replica.start()
+        replicate(pair)
+    before = wait_calls(pair)
+    asyncio.run(run(13, shortfall))
+    assert shortfall.degraded() == {}
+    assert wait_calls(pair) == before + 1, "the replica is back: the step waits for it"
+    assert hash_of(pair.replica.url, 13) == hash_of(pair.primary.url, 13) != {}
 
 
 def test_without_min_replicas_nothing_waits(pair: Pair) -> None:

@@ -4,7 +4,6 @@ a clean run, a SIGKILL mid-replay, and a rebalance between two workers."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,11 @@ from tests.integration.stream.conftest import (
     FAUST_WORKER,
     Dataset,
     replay,
+    wait_until_assigned,
     wait_until_consumed,
 )
 from tests.integration.stream.parity import check_parity
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +39,12 @@ def _assigned_users(settings: Settings) -> int:
 
 
 def _wait_for_progress(settings: Settings, users: int, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _assigned_users(settings) < users:
-        assert time.monotonic() < deadline, f"fewer than {users} users assigned in time"
-        time.sleep(0.2)
+    wait_until(
+        lambda: _assigned_users(settings) >= users,
+        timeout_s,
+        f"fewer than {users} users assigned in time",
+        interval_s=0.2,
+    )
 
 
 def test_replayed_dataset_matches_the_batch_pipeline(
@@ -73,7 +76,7 @@ def test_two_workers_share_partitions_and_survive_one_leaving(
 ) -> None:
     # One started the Faust way, one with `segstream worker`: the same app, one group.
     one, two = start_worker(stream_settings, FAUST_WORKER), start_worker(stream_settings)
-    time.sleep(3)  # both in the group before the events arrive, so both get partitions
+    wait_until_assigned([one, two])  # both in the group before the events, so both get work
     replay(stream_settings, dataset.plan, rate=8_000)
     _wait_for_progress(stream_settings, len(dataset.features) // 3)
     assert two.stop(signal.SIGTERM) == 0, two.log_tail()  # rebalance: `one` takes all

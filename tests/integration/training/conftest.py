@@ -18,13 +18,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 _USER = "segstream"
 
@@ -49,6 +49,11 @@ def _run(command: list[str], log: Path) -> None:
     if done.returncode != 0:
         tail = log.read_text()[-2000:] if log.exists() else ""
         raise RuntimeError(f"{command[0]} failed: {done.stderr or done.stdout}\n{tail}")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="session")
@@ -95,12 +100,7 @@ def postgres_url() -> Iterator[str]:
         log,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        wait_until(lambda: _listening(port), 30, f"PostgreSQL never listened on port {port}")
         yield f"postgresql+psycopg://{_USER}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(

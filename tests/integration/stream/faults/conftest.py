@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from segstream.settings import Settings
 from segstream.stream.lifecycle.replay import ReplayPlan
 from tests.integration.stacks import private_settings, start_again
 from tests.integration.stream.conftest import WorkerProcess
+from tests.waiting import wait_until
 
 
 def server_settings(tmp: Path) -> Settings:
@@ -63,10 +63,9 @@ def kill_broker(broker: KafkaBroker) -> None:
     pid = broker.process.pid()
     assert pid is not None, "the broker is not running"
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while broker.process.is_running():
-        assert time.monotonic() < deadline, "the broker survived SIGKILL"
-        time.sleep(0.05)
+    wait_until(
+        lambda: not broker.process.is_running(), 30, "the broker survived SIGKILL", interval_s=0.05
+    )
 
 
 def restart_broker(broker: KafkaBroker, timeout_s: float = 60.0) -> None:
@@ -126,7 +125,4 @@ def wait_for(
     check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.5
 ) -> None:
     """Poll ``check`` until true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval_s)
+    wait_until(check, timeout_s, f"waiting for {what}", interval_s=interval_s)

@@ -52,6 +52,7 @@ from tests.integration.stream.conftest import (
     replay,
     wait_until_consumed,
 )
+from tests.waiting import wait_until
 
 AGE_SHIFT = 15
 """Years added to every shifted customer's age."""
@@ -181,11 +182,12 @@ class BackgroundReplay:
 
     def wait_for(self, share: float, timeout_s: float = 120.0) -> None:
         """Block until ``share`` of the events were sent."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.sent_at) < share * len(self.events):
+
+        def sent() -> bool:
             assert self.error is None, self.error
-            assert time.monotonic() < deadline, f"replay stuck at {len(self.sent_at)}"
-            time.sleep(0.05)
+            return len(self.sent_at) >= share * len(self.events)
+
+        wait_until(sent, timeout_s, lambda: f"replay stuck at {len(self.sent_at)}", interval_s=0.05)
 
     def join(self, timeout_s: float = 120.0) -> None:
         """Wait for the end of the replay; re-raise its error."""

@@ -37,6 +37,7 @@ from tests.integration.stream.conftest import (
     Dataset,
     WorkerProcess,
     replay,
+    wait_until_assigned,
     wait_until_consumed,
 )
 from tests.integration.stream.lifecycle.conftest import Shifted
@@ -256,7 +257,7 @@ def drift_run(
 
     try:
         first, second, plain = start(on), start(on), start(off)
-        time.sleep(3)  # both drift workers in the group before the events, so both get work
+        wait_until_assigned([first, second])  # both in the group before the events: both work
         done = 0
         for share in CHECKPOINTS:
             upto = int(share * len(events))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tests.integration.stream.conftest import (
 )
 from tests.integration.stream.lifecycle.checks import check_versioned_parity, segments_of
 from tests.integration.stream.lifecycle.conftest import UnderLoad, Versions, switch_to
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,12 @@ def test_reassign_while_a_worker_runs_leaves_every_user_on_the_new_model(
 ) -> None:
     run = switch_under_load(len(dataset.plan.events) // 50, rate=3_000, share=0.3)
     settings, worker, flow = run.settings, run.worker, run.flow
-    time.sleep(3.0)  # the worker checks `current` every 2 s
+    wait_until(  # the worker checks `current` every 2 s
+        lambda: f"replaced by {versions.v2.version}" in worker.log_path.read_text(errors="replace"),
+        60,
+        lambda: f"the worker never loaded {versions.v2.version}:\n{worker.log_tail()}",
+        interval_s=0.2,
+    )
     report = reassign_cli(settings)
     pending = input_lag(settings)
     assert pending > 0 or len(flow.sent_at) < len(flow.events), "the worker was idle: not tested"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.processor import BatchProcessor
+from tests.waiting import wait_until
 
 
 def publish(settings: Settings, events: list[ReplayEvent]) -> None:
@@ -171,7 +171,4 @@ def named(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], floa
 
 def wait_for(probe: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
     """Poll ``probe`` every 0.1 s until it is true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not probe():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    wait_until(probe, timeout_s, f"waiting for {what}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.ops.conftest import World
 from tests.integration.stream.ops.support import ServedApp, named, scrape
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 
 def batch_rows(world: World, users: list[int]) -> dict[int, dict[str, object]]:
@@ -192,14 +193,18 @@ def test_health_and_readiness_with_everything_up(served: ServedApp) -> None:
     assert set(body["checks"]) == {"kafka", "redis", "model"}
 
 
-def _ready(served: ServedApp, want: int = 200, tries: int = 50) -> tuple[int, dict]:
+def _ready(served: ServedApp, want: int = 200, timeout_s: float = 10.0) -> tuple[int, dict]:
+    """/readyz once it answers ``want``, else its last answer (the caller asserts on it)."""
     # The Kafka check needs the first connection, made by the background poller.
-    for _ in range(tries):
-        status, body = served.json("GET", "/readyz")
-        if status == want:
-            break
-        time.sleep(0.2)
-    return status, body
+    last: list[tuple[int, dict]] = []
+
+    def answered() -> bool:
+        last.append(served.json("GET", "/readyz"))
+        return last[-1][0] == want
+
+    with contextlib.suppress(AssertionError):
+        wait_until(answered, timeout_s, "", interval_s=0.2)
+    return last[-1]
 
 
 def test_readiness_names_every_missing_dependency(world: World, tmp_path: Path) -> None:

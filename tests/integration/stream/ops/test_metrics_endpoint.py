@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from segstream.stream.http.metrics import Metrics
 from tests.integration.stream.ops.conftest import World
 from tests.integration.stream.ops.support import ServedApp, named, scrape
+from tests.waiting import wait_until
 
 
 def test_recorded_worker_figures_are_scraped_back(served: ServedApp, metrics: Metrics) -> None:
@@ -58,10 +57,11 @@ def test_model_info_and_populations_match_the_api(world: World, served: ServedAp
 def test_lag_gauges_cover_every_input_partition_at_zero_once_processed(
     world: World, served: ServedApp
 ) -> None:
-    deadline = time.monotonic() + 20
-    while not named(scrape(served), "segstream_consumer_lag_messages"):
-        assert time.monotonic() < deadline, "the lag was never read"
-        time.sleep(0.1)
+    wait_until(
+        lambda: named(scrape(served), "segstream_consumer_lag_messages"),
+        20,
+        "the lag was never read",
+    )
     samples = scrape(served)
     expected = {
         (("partition", str(p)), ("topic", t))

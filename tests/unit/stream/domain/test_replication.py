@@ -70,15 +70,20 @@ class TestRedisMinReplicas:
         check_redis_replicas(load_settings(redis_cluster=True), {"a:1": 1, "b:2": 2})
         check_redis_replicas(load_settings(), {"the Redis server": 0})
 
-    def test_a_primary_short_of_replicas_names_it_and_the_setting(self) -> None:
+    def test_every_primary_short_of_replicas_names_one_and_the_setting(self) -> None:
         settings = load_settings(redis_min_replicas=2)
         with pytest.raises(ConfigError) as caught:
-            check_redis_replicas(settings, {"a:1": 2, "b:2": 1, "c:3": 0})
+            check_redis_replicas(settings, {"a:1": 1, "b:2": 1, "c:3": 0})
         text = str(caught.value)
         assert "SEGSTREAM_REDIS_MIN_REPLICAS is 2" in text
         assert "primary c:3 has 0 replica(s)" in text
-        assert "2 primaries are short" in text
+        assert "3 primaries are short" in text
         assert "SEGSTREAM_REDIS_MIN_REPLICAS=0" in text
+
+    def test_some_primaries_short_of_replicas_are_returned_to_be_written_degraded(self) -> None:
+        settings = load_settings(redis_min_replicas=2)
+        short = check_redis_replicas(settings, {"a:1": 2, "b:2": 1, "c:3": 0})
+        assert short == {"b:2": 1, "c:3": 0}
 
     def test_the_cluster_default_is_named_when_the_setting_is_unset(self) -> None:
         with pytest.raises(ConfigError, match="unset, so 1 on a Redis Cluster"):

@@ -41,6 +41,6 @@ def test_every_command_the_state_store_builds_itself_is_allowed() -> None:
     from segstream.stream.state.store import RedisState
 
     state = RedisState(None, "app:", min_replicas=1)  # type: ignore[arg-type]  # never sent
-    built = [*state._wait_commands("app:{u:1}"), *state._clear_commands({1: [b"change"]})]
+    built = [*state._wait_commands("app:{u:1}", 1), *state._clear_commands({1: [b"change"]})]
     allowed = {command for command, _ in WORKER_COMMANDS}
     assert {str(command[0]).lower() for command in built} <= allowed

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
 from segstream.errors import SegstreamError
 from segstream.stream.worker.batching import BatchPipeline
+from tests.waiting import async_wait_until
 
 
 class _Message:
@@ -21,6 +22,15 @@ class _Message:
 class _Event:
     def __init__(self, offset: int, age_s: float = 0.0) -> None:
         self.message = _Message(offset, age_s)
+
+
+def _drained(pipeline: BatchPipeline, task: asyncio.Future[None]) -> Callable[[], Awaitable[bool]]:
+    """A condition: nothing left pending, or the pipeline stopped (its error is the test's)."""
+
+    async def drained() -> bool:
+        return not pipeline.pending or task.done()
+
+    return drained
 
 
 def _events(start: int, n: int, age_s: float = 0.0) -> list[_Event]:
@@ -44,8 +54,9 @@ def test_batches_are_processed_in_order_merged_up_to_the_size_and_acked_after() 
         for start, n in ((0, 2), (2, 2), (4, 2), (6, 4)):  # all queued before the task runs
             await pipeline.put(_events(start, n))
         task = asyncio.ensure_future(pipeline.run())
-        while pipeline.pending and not task.done():
-            await asyncio.sleep(0)
+        await async_wait_until(
+            _drained(pipeline, task), 30, "the batches were never all processed", interval_s=0
+        )
         task.cancel()
         return pipeline
 
@@ -117,8 +128,9 @@ def test_when_behind_a_small_batch_waits_for_more_events_before_processing() -> 
         await pipeline.put(_events(3, 3, age_s))
         await asyncio.sleep(0.02)
         await pipeline.put(_events(6, 4, age_s))
-        while pipeline.pending and not task.done():
-            await asyncio.sleep(0.005)
+        await async_wait_until(
+            _drained(pipeline, task), 30, "the batches were never all processed", interval_s=0.005
+        )
         task.cancel()
 
     asyncio.run(scenario(age_s=5.0))  # old events: one full batch
