@@ -370,7 +370,7 @@ def run_cdc_bench(settings: Settings, args: argparse.Namespace) -> int:
         if args.json_users > 0:
             say(f"4. the JSON path on {args.json_users:,} users, latency at {args.rate:,.0f}/s")
             json_args = argparse.Namespace(
-                users=args.json_users, rate=args.rate, latency_seconds=args.seconds
+                users=args.json_users, rate=args.rate, latency_seconds=args.seconds, profile=None
             )
             figures.json = json_bench.measure(client, json_args, workdir / "json", say)
     # Redirected to a file, rich would wrap the table at 80 columns.

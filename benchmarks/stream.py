@@ -15,8 +15,12 @@ What is measured, in one run, on topics, a consumer group and Redis keys of its 
    ``--latency-seconds``; for each order that changed a segment, the change's broker
    timestamp minus the order's broker timestamp (both CreateTime, one machine clock);
 6. **baselines**, in the same run, on all the same input: a bare Faust ``take_events`` agent
-   as Faust comes, the same agent on the worker's event loop and consumer, and a raw aiokafka
-   consume -> produce loop (:mod:`benchmarks.baselines`).
+   as Faust comes, the same agent on the worker's event loop and consumer, a raw aiokafka
+   consume -> produce loop, and the same loop keeping per-user counters in a Python dict
+   ("local state", no Redis) (:mod:`benchmarks.baselines`);
+7. with ``--profile PATH``: the worker under cProfile on a fourth wave of orders; the
+   statistics are written to ``PATH`` and the time folded into a batch's steps is printed
+   (:mod:`benchmarks.profiling`). Profiling slows the worker: its rate is not a figure.
 
 The stack of ``SEGSTREAM_*`` is used when it answers; otherwise the local one is started and
 stopped again afterwards. Nothing is left behind: the bench's topics and keys are deleted.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pstats
 import signal
 import socket
 import statistics
@@ -85,10 +90,14 @@ class StreamFigures:
     take_rate: float = 0.0
     lean_take_rate: float = 0.0
     aiokafka_rate: float = 0.0
+    local_state_rate: float = 0.0
     baseline_events: int = 0
     memory: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     latency_rate: float = 0.0
+    profile_path: Path | None = None
+    profile_events: int = 0
+    profile: dict[str, float] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -294,7 +303,9 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
     take = worker.model_copy(update={"app_id": f"bench-{tag}-take"})
     lean_take = worker.model_copy(update={"app_id": f"bench-{tag}-lean-take"})
     raw = worker.model_copy(update={"app_id": f"bench-{tag}-aiokafka"})
+    local = worker.model_copy(update={"app_id": f"bench-{tag}-local-state"})
     sink = f"bench-{tag}-sink"
+    local_sink = f"bench-{tag}-local-sink"
     asyncio.run(ensure_topics(worker))
     try:
         say(f"1-3. worker on {len(plan.events):,} events (profiles and orders), from a new group")
@@ -345,9 +356,39 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
             raw, ["-m", "benchmarks.baselines", "aiokafka", "--sink", sink],
             workdir / "aiokafka.log", 900,
         )  # fmt: skip
+        figures.local_state_rate = _run_group(
+            local, ["-m", "benchmarks.baselines", "local-state", "--sink", local_sink],
+            workdir / "local-state.log", 900,
+        )  # fmt: skip
+        if args.profile:
+            profile_wave = _renumbered(plan.events, 3)
+            say(f"7. worker under cProfile on {len(profile_wave):,} new orders -> {args.profile}")
+            _publish(worker, profile_wave)
+            figures.profile_events = len(profile_wave)
+            figures.profile_path = Path(args.profile).resolve()
+            _run_group(
+                worker,
+                ["-m", "benchmarks.profiling", "--out", str(figures.profile_path),
+                 "--events", str(len(profile_wave))],
+                workdir / "worker-profile.log", 1800,
+            )  # fmt: skip
+            figures.profile = _profile_breakdown(figures.profile_path)
     finally:
-        drop_namespace(worker, [worker.app_id, take.app_id, lean_take.app_id, raw.app_id], [sink])
+        groups = [worker.app_id, take.app_id, lean_take.app_id, raw.app_id, local.app_id]
+        drop_namespace(worker, groups, [sink, local_sink])
     return figures
+
+
+def _profile_breakdown(path: Path) -> dict[str, float]:
+    """The grouped breakdown of the pstats file the profiled worker wrote on stopping."""
+    if not path.is_file():
+        raise ServiceError(
+            f"the profiled worker wrote no profile to {path}: see worker-profile.log in the "
+            "bench's --workdir"
+        )
+    from benchmarks.profiling import breakdown
+
+    return breakdown(pstats.Stats(str(path)).stats)  # type: ignore[attr-defined]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -381,8 +422,12 @@ def print_figures(figures: StreamFigures, console: Console) -> None:
                   f"{figures.lean_take_rate:,.0f}", "uvloop, LeanConsumer, GC tuning")  # fmt: skip
     table.add_row("raw aiokafka consume -> produce, events/s", f"{figures.aiokafka_rate:,.0f}",
                   f"{figures.baseline_events:,} events")  # fmt: skip
+    table.add_row("local state: consume -> per-user counters in a dict -> produce, events/s",
+                  f"{figures.local_state_rate:,.0f}",
+                  f"{figures.baseline_events:,} events; no Redis, no model")  # fmt: skip
     bases = (("bare take", figures.take_rate), ("bare take, worker's set-up",
-             figures.lean_take_rate), ("raw aiokafka", figures.aiokafka_rate))  # fmt: skip
+             figures.lean_take_rate), ("raw aiokafka", figures.aiokafka_rate),
+             ("local state", figures.local_state_rate))  # fmt: skip
     for name, base in bases:
         if base:
             table.add_row(
@@ -409,6 +454,18 @@ def print_figures(figures: StreamFigures, console: Console) -> None:
     starts = ", ".join(f"{s:.1f}" for s in figures.start_s)
     table.add_row("worker start -> first event out, s", starts, "process spawn to first change")
     console.print(table)
+    if figures.profile:
+        from benchmarks.profiling import format_breakdown
+
+        profile = Table(
+            title=f"where the worker's time went (cProfile, own CPU time, event-loop thread), "
+            f"{figures.profile_events:,} orders; statistics in {figures.profile_path}"
+        )
+        for column in ("step", "seconds", "share"):
+            profile.add_column(column, justify="left" if column == "step" else "right")
+        for row in format_breakdown(figures.profile, figures.profile_events):
+            profile.add_row(*row)
+        console.print(profile)
 
 
 def _reachable(settings: Settings) -> bool:

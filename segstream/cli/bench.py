@@ -56,6 +56,14 @@ def _bench_training(args: argparse.Namespace) -> int:
 
 
 def _bench_stream(args: argparse.Namespace) -> int:
+    if args.profile is not None:
+        # Checked before the run: the profile is written minutes into it.
+        target = Path(args.profile)
+        if target.is_dir() or not target.resolve().parent.is_dir():
+            raise ConfigError(
+                f"--profile {args.profile}: not a file in an existing directory; name the file "
+                "to write the statistics to, e.g. --profile /tmp/worker-profile.pstats"
+            )
     code: int = benchmark("stream").run_stream_bench(load_settings(), args)
     return code
 
@@ -160,6 +168,14 @@ def add_commands(sub: SubParsers) -> None:
         "--workdir",
         metavar="DIR",
         help="where to keep data and models (default: a temporary directory)",
+    )
+    p.add_argument(
+        "--profile",
+        nargs="?",
+        const="worker-profile.pstats",
+        metavar="PATH",
+        help="also run the worker under cProfile on one more wave of orders, write its "
+        "statistics to PATH (default: worker-profile.pstats) and print where the time went",
     )
     p.set_defaults(handler=_bench_stream)
     p = targets.add_parser(

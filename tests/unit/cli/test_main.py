@@ -139,3 +139,14 @@ def test_a_closed_stdout_ends_the_command_quietly_with_141() -> None:
         os.close(write_end)
     assert done.returncode == 141
     assert done.stderr == b""
+
+
+@pytest.mark.parametrize("where", ["missing-dir/profile.pstats", "."])
+def test_bench_stream_refuses_a_profile_path_it_cannot_write_before_running(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "stream", "--profile", where]) == 2
+    err = capsys.readouterr().err
+    assert f"--profile {where}: not a file in an existing directory" in err
+    assert "Traceback" not in err
