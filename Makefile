@@ -9,7 +9,7 @@ LOCK := requirements.lock
 LOCK_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps lock lock-check demo test test-unit lint format bench services-up \
+.PHONY: help setup system-deps lock lock-check demo demo-cdc test test-unit lint format bench services-up \
 	services-up-cdc services-down rules dashboard clean
 
 help: ## List the targets
@@ -31,6 +31,9 @@ setup: system-deps $(BIN)/.installed ## Create .venv with segstream (editable) a
 
 demo: setup ## Run the whole product end to end on this machine, then stop everything
 	$(BIN)/segstream demo
+
+demo-cdc: setup ## The same from a PostgreSQL shop through Debezium (docs/cdc.md), then stop
+	$(BIN)/segstream demo --cdc
 
 test: lint ## Lint, then the whole test suite (starts and stops the Kafka and Redis it needs)
 	$(BIN)/pytest $(PYTEST_ARGS)

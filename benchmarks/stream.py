@@ -71,7 +71,7 @@ from segstream.training.train import TrainConfig
 CHECKOUT = Path(__file__).resolve().parents[1]
 """The source checkout these benchmarks belong to."""
 
-__all__ = ["StreamFigures", "print_figures", "run_stream_bench"]
+__all__ = ["StreamFigures", "percentile", "print_figures", "run_stream_bench"]
 
 PRODUCTS = Path("..") / "shared" / "data" / "thelook" / "products.parquet"
 """The real catalogue, when the bench runs from the repository root; generated otherwise."""
@@ -138,9 +138,16 @@ class _Child:
             raise ServiceError(f"{self.log.name} exited with {code}:\n{tail}")
 
 
-async def _committed_lag(settings: Settings, group: str, deadline_s: float, child: _Child) -> float:
-    """Poll ``group``'s lag on the inputs until 0; events/s from its first commit to then."""
-    topics = [settings.topic_users, settings.topic_orders]
+async def _committed_lag(
+    settings: Settings,
+    group: str,
+    deadline_s: float,
+    child: _Child,
+    topics: Sequence[str] | None = None,
+) -> float:
+    """Poll ``group``'s lag on ``topics`` (default: the JSON inputs) until 0; events/s from its
+    first commit to then."""
+    topics = list(topics or [settings.topic_users, settings.topic_orders])
     partitions = [TopicPartition(t, p) for t in topics for p in await partitions_of(settings, t)]
     admin = admin_client(settings)
     consumer = kafka_consumer(settings, enable_auto_commit=False)
@@ -384,7 +391,8 @@ def _profile_breakdown(path: Path) -> dict[str, float]:
     return breakdown(pstats.Stats(str(path)).stats)  # type: ignore[attr-defined]
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100, linear interpolation) of ``values``; NaN when empty."""
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
 
 
@@ -428,10 +436,10 @@ def print_figures(figures: StreamFigures, console: Console) -> None:
                 f"mixed: {figures.mixed_rate / base:.2f}",
             )
     lat = figures.latencies_ms
-    p99 = _percentile(lat, 99)
+    p99 = percentile(lat, 99)
     table.add_row(
         f"latency order -> change, ms (at {figures.latency_rate:,.0f} events/s)",
-        f"p50 {_percentile(lat, 50):.0f}, p90 {_percentile(lat, 90):.0f}, p99 {p99:.0f}, "
+        f"p50 {percentile(lat, 50):.0f}, p90 {percentile(lat, 90):.0f}, p99 {p99:.0f}, "
         f"max {max(lat, default=float('nan')):.0f}",
         f"p99 < 100 {ok(p99 < 100)}; over {len(lat):,} segment-changing orders, "
         f"{sum(1 for v in lat if v >= 100):,} at 100 ms or more",
@@ -440,7 +448,7 @@ def print_figures(figures: StreamFigures, console: Console) -> None:
     mean = statistics.fmean(mem) if mem else float("nan")
     table.add_row(
         f"Redis memory per user (MEMORY USAGE), {len(mem):,} users",
-        f"mean {mean:.0f} B, p99 {_percentile(mem, 99):.0f} B, max {max(mem, default=0)} B",
+        f"mean {mean:.0f} B, p99 {percentile(mem, 99):.0f} B, max {max(mem, default=0)} B",
         f"< 1 KB {ok(mean < 1024)}",
     )
     starts = ", ".join(f"{s:.1f}" for s in figures.start_s)

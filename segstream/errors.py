@@ -82,6 +82,14 @@ class StateError(SegstreamError):
 class ReplicaWaitTimeout(StateError):
     """Fewer Redis replicas than required acknowledged a write step within the WAIT timeout."""
 
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+        """What the step returned on the primary, whose writes were made but are not yet
+        acknowledged by enough replicas (``None`` when unknown). A retry of the step finds
+        them made (fenced) and reports less: callers that learn from the first outcome keep
+        it (``RedisState.apply`` puts the decoded states here)."""
+
 
 def describe(exc: BaseException) -> str:
     """``"<Type>: <message>"`` for a person, the type named once.

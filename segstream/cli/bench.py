@@ -1,4 +1,4 @@
-"""``segstream bench training | stream | ops | populations | drift``: benchmarks, figures.
+"""``segstream bench training | stream | cdc | ops | populations | drift``: benchmarks, figures.
 
 The benchmarks live in ``benchmarks/`` of a source checkout, not in the installed package; these
 verbs run them from the checkout the package was installed from (``pip install -e .``, as
@@ -65,6 +65,16 @@ def _bench_stream(args: argparse.Namespace) -> int:
                 "to write the statistics to, e.g. --profile /tmp/worker-profile.pstats"
             )
     code: int = benchmark("stream").run_stream_bench(load_settings(), args)
+    return code
+
+
+def _bench_cdc(args: argparse.Namespace) -> int:
+    if args.users < 10 or args.rate <= 0 or args.seconds <= 0 or args.json_users < 0:
+        raise ConfigError(
+            "--users must be at least 10, --rate and --seconds positive, --json-users not "
+            "negative (0 skips the JSON path)"
+        )
+    code: int = benchmark("cdc").run_cdc_bench(load_settings(), args)
     return code
 
 
@@ -168,6 +178,37 @@ def add_commands(sub: SubParsers) -> None:
         "statistics to PATH (default: worker-profile.pstats) and print where the time went",
     )
     p.set_defaults(handler=_bench_stream)
+    p = targets.add_parser(
+        "cdc",
+        help="change data capture: snapshot time, change rows/s through the worker, commit -> "
+        "segment change p50/p99, beside the JSON path's figures",
+    )
+    p.add_argument(
+        "--users", type=int, default=100_000, metavar="N", help="users of the snapshotted database"
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        metavar="N",
+        help="shop transactions/s (and JSON order events/s) of the latency runs",
+    )
+    p.add_argument(
+        "--seconds", type=float, default=30.0, metavar="S", help="length of the latency runs"
+    )
+    p.add_argument(
+        "--json-users",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="users of the JSON path's run (0: skip it)",
+    )
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="where to keep data and models (default: a temporary directory)",
+    )
+    p.set_defaults(handler=_bench_cdc)
     p = targets.add_parser(
         "ops", help="population count, lag read and HTTP API latencies on the configured stack"
     )

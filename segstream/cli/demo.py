@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from segstream.errors import ServiceError
+from segstream.errors import ConfigError, ServiceError
 from segstream.services.stack import Stack
 from segstream.settings import Settings, as_environment, load_settings
 
@@ -47,7 +47,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         default=None,
         help=f"real product catalogue (default: {SHARED_CATALOGUE} when present)",
     )
-    parser.set_defaults(handler=lambda args: run_demo(load_settings(), args))
+    parser.add_argument(
+        "--cdc",
+        action="store_true",
+        help="change data capture instead: PostgreSQL, Debezium, live shop mutations (docs/cdc.md)",
+    )
+    parser.add_argument(
+        "--shop-rate", type=float, default=20.0, metavar="N", help="--cdc: shop changes a second"
+    )
+    parser.add_argument(
+        "--shop-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="--cdc: seconds of live shop changes",
+    )
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.users < 10:
+        raise ConfigError("--users must be at least 10")
+    if args.cdc:
+        if args.shop_rate <= 0 or args.shop_seconds <= 0:
+            raise ConfigError("--shop-rate and --shop-seconds must be positive")
+        if args.rate is not None or args.products is not None:
+            raise ConfigError("--rate and --products are the JSON demo's: --cdc takes --shop-rate")
+        from segstream.cli.demo_cdc import run_cdc_demo
+
+        return run_cdc_demo(load_settings(), args)
+    return run_demo(load_settings(), args)
 
 
 def _demo_settings(settings: Settings, stack: Stack, models: Path) -> Settings:
@@ -158,8 +187,17 @@ def _with_current_populations(
     return {**status, "populations": {**status["populations"], "segments": current["segments"]}}
 
 
-def _watch(settings: Settings, replay: subprocess.Popen[bytes]) -> None:
-    """Live panel until the replay has finished and the worker has caught up."""
+def _watch(
+    settings: Settings,
+    replay: subprocess.Popen[bytes],
+    worker: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Live panel until the replay has finished and the worker has caught up.
+
+    Raises:
+        ServiceError: the replay failed, or the ``worker`` stopped (its ``log`` named).
+    """
     from rich.live import Live
 
     url = f"http://{settings.http_host}:{settings.http_port}/status.json"
@@ -172,6 +210,10 @@ def _watch(settings: Settings, replay: subprocess.Popen[bytes]) -> None:
             live.update(_panel(status, done))
             if done and replay.returncode != 0:
                 raise ServiceError(f"the replay failed with exit {replay.returncode}")
+            if worker is not None and worker.poll() is not None:
+                raise ServiceError(
+                    f"the worker stopped with exit {worker.returncode}: see {log or 'its log'}"
+                )
             lag = (status or {}).get("lag") or {}
             caught_up = done and lag.get("total") == 0 and not lag.get("missing_topics")
             if caught_up:
@@ -242,7 +284,7 @@ def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
             replay = subprocess.Popen(
                 _segstream(*replay_args), env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        _watch(demo, replay)
+        _watch(demo, replay, worker, work / "worker.log")
 
         assign = ["assign", "--model", str(models / "current"), "--data", str(data),
                   "--out", str(work / "assigned.parquet")]  # fmt: skip

@@ -119,7 +119,7 @@ class RedisServer(LocalServer):
         """Block until the server answers PING."""
         import redis
 
-        from segstream.stream.clients.redis import sync_redis_client
+        from segstream.stream.clients.redis import connection_problem, sync_redis_client
 
         client = sync_redis_client(self.client, socket_timeout=1.0)
         deadline = time.monotonic() + timeout_s
@@ -128,8 +128,10 @@ class RedisServer(LocalServer):
                 try:
                     if client.ping():
                         return
-                except redis.RedisError:
-                    pass
+                except redis.RedisError as exc:
+                    # Refused credentials or a certificate: waiting longer will not help.
+                    if (problem := connection_problem(self.client, exc)) is not None:
+                        raise ServiceError(problem) from exc
                 if not self.process.is_running():
                     raise ServiceError(
                         f"redis-server exited; its log ends:\n{self.process.log_tail()}"

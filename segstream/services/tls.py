@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Certificates", "issue_certificates"]
+__all__ = ["LOCAL_NAMES", "Certificates", "issue_certificates"]
 
 VALID_DAYS = 825
 """Lifetime of every certificate issued here (the longest clients commonly accept)."""
@@ -77,11 +77,28 @@ def _builder(
     )
 
 
-def issue_certificates(directory: Path, common_name: str = "segstream local") -> Certificates:
+LOCAL_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+"""The names the local servers are reached by: what their certificate names by default."""
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    """An IP address entry for an address, a DNS entry for anything else."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def issue_certificates(
+    directory: Path,
+    common_name: str = "segstream local",
+    server_names: tuple[str, ...] = LOCAL_NAMES,
+) -> Certificates:
     """Write (once) a CA and the server and client certificates it signs into ``directory``.
 
-    The server certificate names ``127.0.0.1``, ``::1`` and ``localhost``, so clients verify
-    the host name as usual. Returns the files' paths.
+    The server certificate names ``server_names`` (host names and IP addresses; by default
+    ``localhost``, ``127.0.0.1`` and ``::1``), so clients verify the host name as usual; a
+    certificate for another name is how a test proves that they do. Returns the files' paths.
     """
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -136,13 +153,9 @@ def issue_certificates(directory: Path, common_name: str = "segstream local") ->
         return builder.sign(ca_key, hashes.SHA256()), key
 
     server, server_key = leaf(
-        "localhost",
+        server_names[0],
         ExtendedKeyUsageOID.SERVER_AUTH,
-        [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ],
+        [_general_name(name) for name in server_names],
     )
     client, client_key = leaf(f"{common_name} client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
     _write(files.ca, _pem_cert(ca))

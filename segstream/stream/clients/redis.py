@@ -37,7 +37,10 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     The settings keep credentials out of ``redis_url`` (they move a URL's user and password
     to ``redis_username``/``redis_password``), so they are passed here; redis-py would let
     the URL's win. TLS options are given only for a ``rediss://`` URL: a plain connection
-    class refuses them. A ``rediss://`` client verifies the server's certificate and host name.
+    class refuses them. A ``rediss://`` client verifies the server's certificate and host name:
+    ``ssl_check_hostname`` is set explicitly: redis-py 5.x defaulted it off (6.0 turned it
+    on); the dependency floor (8.2) has it on, and the explicit setting keeps it on whatever
+    redis-py is installed.
     """
     options: dict[str, Any] = {}
     if settings.redis_username is not None:
@@ -46,6 +49,7 @@ def connection_options(settings: Settings) -> dict[str, Any]:
         options["password"] = settings.redis_password.get_secret_value()
     if urlparse(settings.redis_url).scheme == "rediss":
         options["ssl_cert_reqs"] = "required"
+        options["ssl_check_hostname"] = True
         for option, path in (
             ("ssl_ca_certs", settings.redis_ssl_cafile),
             ("ssl_certfile", settings.redis_ssl_certfile),
@@ -103,6 +107,13 @@ def connection_problem(settings: Settings, exc: BaseException) -> str | None:
         return (
             f"{where} refused the credentials of user {settings.redis_username or 'default'!r}: "
             "check SEGSTREAM_REDIS_USERNAME and SEGSTREAM_REDIS_PASSWORD (or the URL's)"
+        )
+    if "Hostname mismatch" in text or "IP address mismatch" in text:
+        # OpenSSL's wording when the chain is trusted but names another host.
+        return (
+            f"{where} presented a certificate issued for another host name: connect by a "
+            "name the certificate lists (the host of SEGSTREAM_REDIS_URL), or have the "
+            "server's certificate reissued for this one"
         )
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return (

@@ -21,7 +21,9 @@ Guarantees:
   A batch is assigned with exactly one epoch, which its change events and the users' stored
   state name (``drift_epoch``); the newest ``epochs_kept`` (``SEGSTREAM_DRIFT_EPOCHS_KEPT``)
   epochs stay in Redis, so ``segstream assign --with-drift --epoch E`` (:meth:`DriftStore.epoch`)
-  reproduces any of them. Assignment lags learning by at most ``epoch_s`` + ``max_staleness_s``;
+  reproduces any of them. Assignment lags learning by at most ``epoch_s`` + ``max_staleness_s``.
+  With ``SEGSTREAM_REDIS_MIN_REPLICAS`` > 0 an update returns only once the replicas have it,
+  so a failover cannot publish an epoch's number a second time with other centres;
 - **bounded drift**: the script holds each centre within ``max_distance`` (PCA units) of its
   trained position; each centre's distance is exported as ``segstream_drift_distance``;
 - **no renumbering**: segment ``s`` is always centre ``s``, moved;
@@ -38,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -166,6 +168,7 @@ class DriftStore:
         writer_expiry_s: int = WRITER_EXPIRY_S,
         epoch_s: float = EPOCH_S,
         epochs_kept: int = EPOCHS_KEPT,
+        replicated: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         """Work through ``client`` on the keys of ``prefix``.
 
@@ -174,7 +177,15 @@ class DriftStore:
                 the next epoch is published (:data:`WRITER_EXPIRY_S`).
             epoch_s: shortest time between two epochs, in seconds (``SEGSTREAM_DRIFT_EPOCH_S``).
             epochs_kept: newest epochs kept per model version (``SEGSTREAM_DRIFT_EPOCHS_KEPT``).
+            replicated: ``replicated(key, step)`` returns once the replicas have every write
+                of ``key``'s primary (:meth:`RedisState.wait_for_replicas`), and raises
+                :class:`~segstream.errors.ReplicaWaitTimeout` otherwise; :meth:`update`
+                returns only after it. With ``SEGSTREAM_REDIS_MIN_REPLICAS`` > 0 the worker
+                passes it: an epoch published on a primary that crashes before its replica
+                has it would otherwise be published again, under the same number with other
+                centres, by the promoted replica, while users already name the first one.
         """
+        self.replicated = replicated
         self.client = client
         self.prefix = prefix
         self.writer_expiry_s = writer_expiry_s
@@ -292,6 +303,9 @@ class DriftStore:
             version, centers, total, epoch, published = await self._update(keys=[key], args=args)
         except ResponseError as exc:
             raise StateError(f"drift update refused: {exc}") from exc
+        if self.replicated is not None:
+            # Retried by the caller: the script recognises the update (writer, sequence).
+            await self.replicated(key, "drift update")
         return _decode(model, version, centers, total, epoch, published)
 
     async def contributions(self, model_version: str) -> list[Contribution]:
@@ -438,11 +452,21 @@ class SharedDrift:
         return self._keep(model, centroids, requested_at)
 
 
-def drift_store(settings: Settings, client: aioredis.Redis, prefix: str) -> DriftStore:
+def drift_store(
+    settings: Settings,
+    client: aioredis.Redis,
+    prefix: str,
+    replicated: Callable[[str, str], Awaitable[None]] | None = None,
+) -> DriftStore:
     """A :class:`DriftStore` with ``settings``' epochs (``SEGSTREAM_DRIFT_EPOCH_S``,
-    ``SEGSTREAM_DRIFT_EPOCHS_KEPT``); ``client`` must not decode responses."""
+    ``SEGSTREAM_DRIFT_EPOCHS_KEPT``); ``client`` must not decode responses; ``replicated`` as
+    :class:`DriftStore`'s."""
     return DriftStore(
-        client, prefix, epoch_s=settings.drift_epoch_s, epochs_kept=settings.drift_epochs_kept
+        client,
+        prefix,
+        epoch_s=settings.drift_epoch_s,
+        epochs_kept=settings.drift_epochs_kept,
+        replicated=replicated,
     )
 
 
@@ -475,18 +499,23 @@ async def load_epochs(
 
 
 def shared_drift(
-    settings: Settings, client: aioredis.Redis, prefix: str, metrics: WorkerObserver | None = None
+    settings: Settings,
+    client: aioredis.Redis,
+    prefix: str,
+    metrics: WorkerObserver | None = None,
+    replicated: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> SharedDrift | None:
     """The worker's :class:`SharedDrift` as ``settings`` configure it; ``None`` when drift is off.
 
     Args:
         client: a Redis client that does not decode responses.
         prefix: the app's key prefix (``app.state_prefix``).
+        replicated: as :class:`DriftStore`'s (the worker's ``RedisState.wait_for_replicas``).
     """
     if settings.drift == "off":
         return None
     return SharedDrift(
-        drift_store(settings, client, prefix),
+        drift_store(settings, client, prefix, replicated),
         learning_rate=settings.drift_learning_rate,
         max_distance=settings.drift_max_distance,
         metrics=metrics,

@@ -34,6 +34,7 @@ from segstream.stream.http.metrics import Metrics
 from segstream.stream.http.serving import ServingModel
 from segstream.stream.kafka.changefeed import ChangeFeed
 from segstream.stream.kafka.lag import LagReader, LagSnapshot
+from segstream.stream.sources.select import input_topics
 from segstream.stream.state.populations import PopulationCache, Populations
 
 __all__ = ["LiveView", "offset_rates"]
@@ -106,11 +107,8 @@ class LiveView:
             redis, prefix, cluster=settings.redis_cluster, min_age_s=population_min_age_s
         )
         self.feed = ChangeFeed(settings, settings.topic_segment_changes)
-        self.lag_reader = LagReader(
-            settings,
-            settings.app_id,
-            [settings.topic_users, settings.topic_orders],
-        )
+        # The inputs of the configured source (JSON topics or the change topics).
+        self.lag_reader = LagReader(settings, settings.app_id, list(input_topics(settings)))
         self.lag_interval_s = lag_interval_s
         self.lag: LagSnapshot | None = None
         self.lag_error: str | None = "not read yet"

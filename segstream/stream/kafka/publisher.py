@@ -7,7 +7,10 @@ and partition, in their original order, and appended to aiokafka record batches 
 ``send`` call each, which matters at thousands of changes a second. The partition is the one
 Kafka's default partitioner picks for the key (murmur2, as the Java client and
 ``send(key=...)``), so every record of a user lands on one partition, in order, and
-``user-segments`` compacts per user.
+``user-segments`` compacts per user. The partition count is read from the producer's cluster
+metadata at every publish, not kept: aiokafka refreshes that metadata (every
+``metadata_max_age_ms`` and on errors), so partitions added to an output topic are used once
+the producer has seen them, as ``send(key=...)`` would, instead of never.
 
 On a broker error the failed partition's records are sent again, from its first unacknowledged
 batch on, in order, after a backoff, without limit: per-user order survives a retry, and the
@@ -83,11 +86,11 @@ class AiokafkaSender:
     ) -> None:
         self.producer = producer
         self._delay = backoff_delays(first_delay_s, max_delay_s)
-        self._partitions: dict[str, int] = {}
 
-    async def _learn_partitions(self, topics: set[str]) -> None:
-        for topic in topics - self._partitions.keys():
-            self._partitions[topic] = len(await self.producer.partitions_for(topic))
+    async def _partition_counts(self, topics: set[str]) -> dict[str, int]:
+        """Each topic's partition count now, from the producer's metadata (no round trip
+        unless a topic is new to it)."""
+        return {topic: len(await self.producer.partitions_for(topic)) for topic in topics}
 
     async def _send_group(self, topic: str, partition: int, outputs: Sequence[Output]) -> int:
         """Send one partition's records in batches; returns how many were acknowledged."""
@@ -140,8 +143,8 @@ class AiokafkaSender:
         failures = 0
         while outputs:
             try:
-                await self._learn_partitions({output.topic for output in outputs})
-                groups = group_by_partition(outputs, self._partitions.__getitem__)
+                counts = await self._partition_counts({output.topic for output in outputs})
+                groups = group_by_partition(outputs, counts.__getitem__)
                 acknowledged = await asyncio.gather(
                     *(self._send_group(t, p, group) for (t, p), group in groups.items())
                 )

@@ -11,11 +11,12 @@ group join see its topics at once rather than after a metadata refresh.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -38,6 +39,21 @@ __all__ = [
     "read_all",
     "topic_specs",
 ]
+
+
+@asynccontextmanager
+async def _started_admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client, started for the block and closed after it whatever happened.
+
+    Closed even when its start fails or is cancelled: aiokafka's start opens connections and
+    a metadata task before its last step (the API version probe), which only ``close`` ends.
+    """
+    admin = admin_client(settings)
+    try:
+        await admin.start()
+        yield admin
+    finally:
+        await admin.close()
 
 
 def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -146,9 +162,7 @@ async def max_message_bytes(settings: Settings, topic: str, attempts: int = 5) -
     """
 
     async def read() -> int:
-        admin = admin_client(settings)
-        await admin.start()
-        try:
+        async with _started_admin(settings) as admin:
             wanted = {"max.message.bytes": None}
             (response,) = await admin.describe_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, topic, wanted)]
@@ -163,8 +177,6 @@ async def max_message_bytes(settings: Settings, topic: str, attempts: int = 5) -
                 )
                 code, value = _config_value(response, "message.max.bytes")
                 source = f"broker {broker}'s message.max.bytes"
-        finally:
-            await admin.close()
         if code != 0 or value is None or not value.isdigit():
             raise ServiceError(f"the broker did not report {source}: error {code}, {value!r}")
         return int(value)
@@ -179,13 +191,13 @@ async def max_message_bytes(settings: Settings, topic: str, attempts: int = 5) -
 
 
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
-    """The partition numbers of ``topic`` (empty when it does not exist)."""
-    admin = admin_client(settings)
-    await admin.start()
-    try:
+    """The partition numbers of ``topic`` (empty when it does not exist).
+
+    Raises:
+        KafkaError: the broker cannot be reached (the admin client is closed all the same).
+    """
+    async with _started_admin(settings) as admin:
         (description,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     return sorted(int(p["partition"]) for p in description.get("partitions", []))
 
 
@@ -218,9 +230,5 @@ async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
 
 async def broker_count(settings: Settings) -> int:
     """How many brokers the cluster describes (one metadata round trip)."""
-    admin = admin_client(settings)
-    await admin.start()
-    try:
+    async with _started_admin(settings) as admin:
         return len((await admin.describe_cluster())["brokers"])
-    finally:
-        await admin.close()

@@ -3,9 +3,13 @@
 Every key segstream writes starts with ``<app_id>:`` (:func:`~segstream.stream.state.keys.
 state_prefix`): user hashes and outboxes, drift state. The commands are those the code and its
 Lua scripts send (``state/lua/*.lua``, ``drift/lua/*.lua``, the population scripts of
-``state/populations.py``); Redis checks the commands a script calls against the caller's ACL
-too. ``docs/operations.md`` lists them; the secured local stack creates its user from here, and
-an integration test runs the worker under exactly these rules.
+``state/populations.py``), the replica ``WAIT`` and its marker (``state/store.py``), the
+start-up replica check (``state/replicas.py``) and a Redis Cluster client's own discovery;
+Redis checks the commands a script calls against the caller's ACL too.
+``docs/operations.md`` lists them (a unit test checks it against this list); the secured local
+stack creates its user from here; integration tests run workers under exactly these rules on
+a single server and on a Redis Cluster with ``SEGSTREAM_REDIS_MIN_REPLICAS=1`` through a
+failover, and find nothing refused in any server's ``ACL LOG``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ WORKER_COMMANDS: tuple[tuple[str, str], ...] = (
         "`deliver --backfill` replacing its floors",
     ),
     ("memory|usage", "`segstream bench stream`'s bytes per user only"),
+    ("set", "the WAIT marker: one write per primary so WAIT counts this step's offset"),
+    ("wait", "with SEGSTREAM_REDIS_MIN_REPLICAS > 0: replicas acknowledge a step's writes"),
+    ("info", "the start-up check that each primary has the replicas MIN_REPLICAS asks"),
+    ("cluster|slots", "a Redis Cluster client's discovery and slot-map refreshes"),
+    ("command", "a Redis Cluster client's table of where each command's keys are"),
 )
 """``(command, why)`` for every command segstream sends; lower-case, as ACL rules spell them."""
 

@@ -35,9 +35,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -50,6 +51,12 @@ from segstream.stream.state.keys import (
     user_pattern,
 )
 from segstream.stream.state.keyspace import primaries, scan_page
+from segstream.stream.state.redis_internals import (
+    check_redis_internals,
+    node_for_slot,
+    node_named,
+    refresh_slot_map,
+)
 
 __all__ = [
     "PopulationCache",
@@ -219,7 +226,7 @@ async def read_populations(
             raise
         # A slot moved (resharding, failover) since the client learnt the slot map: learn it
         # again and read once more.
-        await client.nodes_manager.initialize()  # type: ignore[attr-defined]
+        await refresh_slot_map(cast(AsyncRedisCluster, client))  # only a cluster says so
         replies = await _sum_counters(client, prefix, cluster)
     by_version: dict[str, dict[int, int]] = {}
     unassigned = sum(merge_counts(by_version, reply) for reply in replies)
@@ -233,13 +240,14 @@ async def _sum_counters(client: aioredis.Redis, prefix: str, cluster: bool) -> l
         plan = _plan(prefix, cluster, None)
         return [await _script(client, _SUM_COUNTERS, None, plan[""])]
     else:
-        manager = client.nodes_manager  # type: ignore[attr-defined]
+        cluster_client = cast(AsyncRedisCluster, client)
+        check_redis_internals()
         by_name = {node.name: node for node in nodes if node is not None}
         # The i-th counter hash lies in slot i: its owner is read off the slot map, and the
         # key lists per owner are built once per slot map (16,384 keys take ~15 ms in Python).
-        owners = tuple(manager.get_node_from_slot(slot).name for slot in range(len(_SLOTS)))
+        owners = tuple(node_for_slot(cluster_client, slot).name for slot in range(len(_SLOTS)))
         plan = _plan(prefix, cluster, owners)
-        targets = {name: by_name.get(name) or manager.get_node(node_name=name) for name in plan}
+        targets = {name: by_name.get(name) or node_named(cluster_client, name) for name in plan}
         replies = await asyncio.gather(
             *(_script(client, _SUM_COUNTERS, targets[name], keys) for name, keys in plan.items())
         )

@@ -57,7 +57,9 @@ stream. On a cluster
 each primary's share goes through that node's own connection (redis-py's
 ``ClusterNode.execute_pipeline``), never redirected, so a MOVED, ASK or lost connection fails
 the step (after a refresh of the slot map) instead of landing a write on a connection the
-WAIT does not cover.
+WAIT does not cover. The timed-out step's own result travels with the error
+(``ReplicaWaitTimeout.result``: ``apply``'s states), since its retry finds the events fenced.
+Writes of other hash slots (drift's shared state) wait with :meth:`RedisState.wait_for_replicas`.
 
 This module does the Redis I/O; encoding arguments and decoding replies are pure functions.
 """
@@ -72,7 +74,7 @@ from importlib import resources
 from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, PipelineCommand
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
@@ -84,6 +86,14 @@ from segstream.stream.domain.leaving import Leave
 from segstream.stream.domain.user import Settle, SettleOutcome, UserState
 from segstream.stream.state.codec import decode_state, encode_events, encode_json, fence_field
 from segstream.stream.state.keys import outbox_key, population_key, state_key, wait_key
+from segstream.stream.state.redis_internals import (
+    check_redis_internals,
+    execute_on_node,
+    node_for_slot,
+    queued_command,
+    refresh_slot_map,
+    reply_of,
+)
 from segstream.stream.state.replicas import STANDALONE, ReplicaShortfall, replicas_of
 
 __all__ = ["ORDER_DEDUPE_WINDOW", "RedisState"]
@@ -169,6 +179,8 @@ class RedisState:
                 f"min_replicas must be >= 0 and wait_timeout_ms >= 1, got {min_replicas}, "
                 f"{wait_timeout_ms}"
             )
+        if isinstance(client, AsyncRedisCluster):
+            check_redis_internals()  # ConfigError naming redis-py's version if they changed
         self.min_replicas = min_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.shortfall = shortfall or ReplicaShortfall(min_replicas)
@@ -233,6 +245,10 @@ class RedisState:
                 else:
                     replies = await self._pipeline(commands)
                 return replies[len(before) :]
+            except ReplicaWaitTimeout as exc:
+                if isinstance(exc.result, list):
+                    exc.result = exc.result[len(before) :]  # the script replies, as returned
+                raise
             except NoScriptError:
                 if attempt == 2:
                     raise
@@ -252,13 +268,20 @@ class RedisState:
         return [marker, ("WAIT", replicas, self.wait_timeout_ms)]
 
     async def _check_acked(
-        self, acked: int, asked: int, where: str, step: str, node: ClusterNode | None
+        self,
+        acked: int,
+        asked: int,
+        where: str,
+        step: str,
+        node: ClusterNode | None,
+        replies: object = None,
     ) -> None:
         """Accept ``acked`` replicas of the ``asked`` for, or raise :class:`ReplicaWaitTimeout`.
 
         Too few: the primary's replicas are counted; when it has fewer connected than
         ``min_replicas`` it is recorded degraded and the step accepted if every replica it has
-        acknowledged (none: at once). Otherwise a replica is late: the step is to be retried.
+        acknowledged (none: at once). Otherwise a replica is late: the step is to be retried;
+        ``replies`` (what the step returned on the primary) go with the error.
         """
         if int(acked) >= asked:
             return
@@ -269,7 +292,8 @@ class RedisState:
         raise ReplicaWaitTimeout(
             f"{acked} of the {asked} Redis replica(s) required acknowledged the "
             f"{step} writes on {place} within {self.wait_timeout_ms} ms: a replica is down "
-            "or lagging (SEGSTREAM_REDIS_MIN_REPLICAS, SEGSTREAM_REDIS_WAIT_TIMEOUT_MS)"
+            "or lagging (SEGSTREAM_REDIS_MIN_REPLICAS, SEGSTREAM_REDIS_WAIT_TIMEOUT_MS)",
+            result=replies,
         )
 
     async def _recount_degraded(self) -> None:
@@ -289,6 +313,42 @@ class RedisState:
                 if name in primaries:
                     self.shortfall.record(name, await replicas_of(self.client, primaries[name]))
 
+    async def wait_for_replicas(self, key: str, step: str) -> None:
+        """Return once ``min_replicas`` replicas of ``key``'s primary have every write that
+        primary made so far (0: at once): the marker and ``WAIT`` on one of its connections.
+
+        For writes made outside :meth:`apply` and :meth:`settle` (drift's shared state, in
+        another hash slot than a batch's users, so on a cluster on a primary their WAIT does
+        not cover).
+
+        Raises:
+            ReplicaWaitTimeout: too few replicas acknowledged within ``wait_timeout_ms``.
+            redis.RedisError: the primary did not answer.
+        """
+        if self.min_replicas <= 0:
+            return
+        await self._recount_degraded()
+        if isinstance(self.client, AsyncRedisCluster):
+            client = self.client
+            await client.initialize()
+            node = node_for_slot(client, key_slot(key.encode()))
+            asked = self.shortfall.replicas_to_wait_for(node.name)
+            if not asked:
+                return  # a degraded primary without replicas: said loudly by the shortfall
+            marker, wait_command = self._wait_commands(key, asked)
+            queued = [queued_command(0, *marker), queued_command(1, *wait_command)]
+            await execute_on_node(node, queued)
+            for command in queued:
+                if isinstance(reply_of(command), Exception):
+                    raise reply_of(command)
+            await self._check_acked(reply_of(queued[-1]), asked, node.name, step, node)
+        else:
+            asked = self.shortfall.replicas_to_wait_for(STANDALONE)
+            if not asked:
+                return
+            replies = await self._pipeline(self._wait_commands(key, asked))
+            await self._check_acked(replies[-1], asked, STANDALONE, step, None)
+
     async def _waiting_pipeline(self, commands: Sequence[tuple[Any, ...]], step: str) -> list[Any]:
         """A standalone server: the step's pipeline, then the marker and WAIT on its connection.
 
@@ -301,7 +361,7 @@ class RedisState:
             return await self._pipeline(commands)
         key = _key_of(commands[-1])
         replies = await self._pipeline([*commands, *self._wait_commands(key, asked)])
-        await self._check_acked(replies[-1], asked, STANDALONE, step, None)
+        await self._check_acked(replies[-1], asked, STANDALONE, step, None, replies[:-2])
         return replies[:-2]
 
     async def _per_primary(
@@ -336,41 +396,44 @@ class RedisState:
         await client.initialize()
         if wait:
             await self._recount_degraded()
-        by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
-        ordered: list[PipelineCommand] = []
+        # node name -> (node, the first command's key, its queued commands)
+        by_node: dict[str, tuple[ClusterNode, str, list[Any]]] = {}
+        ordered: list[Any] = []
         for position, command in enumerate(commands):
-            node = client.nodes_manager.get_node_from_slot(key_slot(_key_of(command).encode()))
-            ordered.append(PipelineCommand(position, *command))
-            by_node.setdefault(node.name, (node, []))[1].append(ordered[-1])
-        waits: list[tuple[ClusterNode, PipelineCommand, int]] = []
-        for node, queued in by_node.values() if wait else ():
+            key = _key_of(command)
+            node = node_for_slot(client, key_slot(key.encode()))
+            ordered.append(queued_command(position, *command))
+            by_node.setdefault(node.name, (node, key, []))[2].append(ordered[-1])
+        waits: list[tuple[ClusterNode, Any, int]] = []
+        for node, key, queued in by_node.values() if wait else ():
             asked = self.shortfall.replicas_to_wait_for(node.name)
             if not asked:
                 continue
-            marker, wait_command = self._wait_commands(_key_of(queued[0].args), asked)
-            queued += [PipelineCommand(-1, *marker), PipelineCommand(-1, *wait_command)]
+            marker, wait_command = self._wait_commands(key, asked)
+            queued += [queued_command(-1, *marker), queued_command(-1, *wait_command)]
             waits.append((node, queued[-1], asked))
         outcomes = await asyncio.gather(
-            *(node.execute_pipeline(queued) for node, queued in by_node.values()),
+            *(execute_on_node(node, queued) for node, _, queued in by_node.values()),
             return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        for _, queued in by_node.values():
+        for _, _, queued in by_node.values():
             for sent in queued:
-                if isinstance(sent.result, Exception):
-                    raise sent.result
+                if isinstance(reply_of(sent), Exception):
+                    raise reply_of(sent)
+        results = [reply_of(command) for command in ordered]
         for node, waited, asked in waits:
-            assert not isinstance(waited.result, Exception)  # raised just above
-            await self._check_acked(waited.result, asked, node.name, step, node)
-        return [command.result for command in ordered]
+            acked = reply_of(waited)
+            await self._check_acked(acked, asked, node.name, step, node, results)
+        return results
 
     @staticmethod
     async def _refresh_slots(client: AsyncRedisCluster) -> None:
         """Re-read the slot map (a failover, a resharding); a failure here is the next try's."""
         with contextlib.suppress(RedisError, OSError):
-            await client.nodes_manager.initialize()
+            await refresh_slot_map(client)
 
     def _clear_commands(self, published: Mapping[int, Sequence[bytes]]) -> list[tuple[Any, ...]]:
         return [
@@ -409,7 +472,21 @@ class RedisState:
             keys.append(self._population_key(group))
             events = encode_json([encode_events(by_user[uid]) for uid in group])
             calls.append((keys, [events, str(self.order_window)]))
-        replies = await self._run("apply", calls, before, durable=True)
+        try:
+            replies = await self._run("apply", calls, before, durable=True)
+        except ReplicaWaitTimeout as exc:
+            # Applied on the primary, not yet acknowledged: the states it returned go with
+            # the error, since a retry finds these events fenced (``applied`` 0).
+            if isinstance(exc.result, list):
+                exc.result = self._decode_states(by_user, groups, exc.result)
+            raise
+        return self._decode_states(by_user, groups, replies)
+
+    @staticmethod
+    def _decode_states(
+        by_user: Mapping[int, Any], groups: Sequence[Sequence[int]], replies: Sequence[Any]
+    ) -> list[UserState]:
+        """The apply script's replies -> every user's state, in ``by_user``'s order."""
         states = {}
         for group, reply in zip(groups, replies, strict=True):
             for index, uid in enumerate(group):

@@ -32,6 +32,7 @@ Faust settings that matter here, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -71,6 +72,7 @@ __all__ = [
     "base_app",
     "create_app",
     "input_channel",
+    "open_worker_parts",
     "quiet_framework_loggers",
     "stream_buffer_size",
     "trim_framework",
@@ -303,69 +305,118 @@ def create_app(
         trim_framework(app)
         for topic in outputs:
             await topic.maybe_declare()
-        client = worker_redis_client(settings)
-        state = RedisState(
-            client,
-            state_prefix(settings),
-            order_window=settings.order_dedupe_window,
-            cluster=settings.redis_cluster,
-            min_replicas=settings.min_replicas,
-            wait_timeout_ms=settings.redis_wait_timeout_ms,
-            shortfall=ReplicaShortfall(settings.min_replicas, observer=observer),
-        )
-        await state.load_scripts()
-        # Read once: a later change of the topic's limit takes a worker restart.
-        limit = await max_message_bytes(settings, topics.dead_letters)
-        producer = output_producer(settings, max_request_size=limit)
-        await producer.start()
-        assigner = Assigner(settings.model_dir, metrics=observer)
-        processor = BatchProcessor(
-            state, assigner, AiokafkaSender(producer), topics, dead_letter_max_bytes=limit
-        )
-        processor.drift = shared_drift(settings, client, state_prefix(settings), observer)
-        processor.metrics = observer
-        processor.unknown_fields = settings.unknown_fields
-        processor.source = build_source(settings, client)
-        processor.partitions = {
-            topic: len(await partitions_of(settings, topic))
-            for topic in processor.source.user_keyed
-        }
-        parts = WorkerParts(settings, assigner, client, processor, watchdog)
-        stops = [await extension(parts) for extension in extensions]
-        app.segstream_processor = processor  # type: ignore[attr-defined]  # for status/bench
-        app.segstream_metrics = observer  # type: ignore[attr-defined]  # for an HTTP side
-        pipeline = BatchPipeline(
-            processor.process,
-            stream.ack,
-            settings.batch_size,
-            2 * settings.batch_size,
-            progress=progress,
-        )
-        tune_gc()
-        worker_task = asyncio.ensure_future(pipeline.run())
-        crashing: list[asyncio.Future[None]] = []
-
-        def on_done(task: asyncio.Future[None]) -> None:
-            exc = None if task.cancelled() else task.exception()
-            if exc is None:
-                return
-            log.critical("batch failed, stopping the worker: %s", describe(exc), exc_info=exc)
-            crashing.append(asyncio.ensure_future(app.crash(exc)))
-
-        worker_task.add_done_callback(on_done)
-        try:
-            async for events in stream.take_events(
-                settings.batch_size, within=settings.batch_timeout_s
-            ):
-                await pipeline.put(events)
-        finally:
-            worker_task.cancel()
-            await asyncio.gather(worker_task, return_exceptions=True)
-            log.info("totals %s", json.dumps(processor.stats.as_dict()))
-            for stop in reversed(stops):
-                if stop is not None:
-                    await stop()
-            await producer.stop()
-            await client.aclose()
+        # Whatever the start opened is closed when it fails part-way, or when the agent ends.
+        async with contextlib.AsyncExitStack() as opened:
+            parts = await open_worker_parts(
+                settings,
+                opened,
+                topics=topics,
+                watchdog=watchdog,
+                observer=observer,
+                extensions=extensions,
+            )
+            await _consume(app, stream, parts, progress)
 
     return app
+
+
+async def open_worker_parts(
+    settings: Settings,
+    opened: contextlib.AsyncExitStack,
+    *,
+    topics: Topics,
+    watchdog: Watchdog,
+    observer: WorkerObserver | None = None,
+    extensions: Sequence[Extension] = (),
+) -> WorkerParts:
+    """Open the worker's Redis client, output producer, batch processor and extensions.
+
+    Each resource is registered on ``opened`` as soon as it exists (before it starts), so
+    closing ``opened`` stops, in reverse order, everything a start that failed part-way had
+    opened (the producer, an extension's HTTP server, the Redis client) and nothing leaks
+    when Faust restarts the agent.
+
+    Raises:
+        redis.RedisError, KafkaError, SegstreamError: a dependency or an extension failed.
+    """
+    client = worker_redis_client(settings)
+    opened.push_async_callback(client.aclose)
+    state = RedisState(
+        client,
+        state_prefix(settings),
+        order_window=settings.order_dedupe_window,
+        cluster=settings.redis_cluster,
+        min_replicas=settings.min_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
+        shortfall=ReplicaShortfall(settings.min_replicas, observer=observer),
+    )
+    await state.load_scripts()
+    # Read once: a later change of the topic's limit takes a worker restart.
+    limit = await max_message_bytes(settings, topics.dead_letters)
+    producer = output_producer(settings, max_request_size=limit)
+    opened.push_async_callback(producer.stop)  # safe on a producer that never started
+    await producer.start()
+    assigner = Assigner(settings.model_dir, metrics=observer)
+    processor = BatchProcessor(
+        state, assigner, AiokafkaSender(producer), topics, dead_letter_max_bytes=limit
+    )
+    processor.drift = shared_drift(
+        settings, client, state_prefix(settings), observer, replicated=state.wait_for_replicas
+    )
+    processor.metrics = observer
+    processor.unknown_fields = settings.unknown_fields
+    processor.source = build_source(settings, client)
+    processor.partitions = {
+        topic: len(await partitions_of(settings, topic)) for topic in processor.source.user_keyed
+    }
+    parts = WorkerParts(settings, assigner, client, processor, watchdog)
+    for extension in extensions:
+        stop = await extension(parts)
+        if stop is not None:
+            opened.push_async_callback(stop)
+    return parts
+
+
+async def _consume(
+    app: faust.App, stream: faust.Stream[bytes], parts: WorkerParts, progress: Progress
+) -> None:
+    """Take batches from ``stream`` into a pipeline until the agent stops; then finish the
+    batch in hand (within ``SEGSTREAM_SHUTDOWN_TIMEOUT_S / 2``, leaving the rest of the bound
+    to the commit and the group leave) before returning."""
+    settings, processor = parts.settings, parts.processor
+    app.segstream_processor = processor  # type: ignore[attr-defined]  # for status/bench
+    app.segstream_metrics = processor.metrics  # type: ignore[attr-defined]  # for an HTTP side
+    pipeline = BatchPipeline(
+        processor.process,
+        stream.ack,
+        settings.batch_size,
+        2 * settings.batch_size,
+        progress=progress,
+    )
+    tune_gc()
+    worker_task = asyncio.ensure_future(pipeline.run())
+    crashing: list[asyncio.Future[None]] = []
+
+    def on_done(task: asyncio.Future[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            return
+        log.critical("batch failed, stopping the worker: %s", describe(exc), exc_info=exc)
+        crashing.append(asyncio.ensure_future(app.crash(exc)))
+
+    worker_task.add_done_callback(on_done)
+    try:
+        async for events in stream.take_events(
+            settings.batch_size, within=settings.batch_timeout_s
+        ):
+            await pipeline.put(events)
+    finally:
+        finished = await pipeline.finish(worker_task, settings.shutdown_timeout_s / 2)
+        if not finished:
+            log.warning(
+                "the batch in hand did not finish within %.0f s of the stop; its events "
+                "were not acked and go to the partitions' next owner "
+                "(SEGSTREAM_SHUTDOWN_TIMEOUT_S)",
+                settings.shutdown_timeout_s / 2,
+            )
+        log.info("totals %s", json.dumps(processor.stats.as_dict()))

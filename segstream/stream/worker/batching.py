@@ -77,6 +77,9 @@ class BatchPipeline:
         self._pending = 0
         self._failed: BaseException | None = None
         self._progress = progress or Progress()
+        self._in_hand = False
+        """A batch is being processed and acked now (from the batch's start to its last ack)."""
+        self._finishing = False
 
     @property
     def pending(self) -> int:
@@ -137,20 +140,52 @@ class BatchPipeline:
         return batch
 
     async def run(self) -> None:
-        """Process queued batches in order until cancelled; a failed batch ends it, unacked."""
+        """Process queued batches in order until cancelled or finished (:meth:`finish`); a
+        failed batch ends it, unacked."""
         progress = self._progress
         try:
-            while True:
+            while not self._finishing:
                 batch = await self._next_batch()
+                self._in_hand = True
                 progress.batch_start()
                 await self._process([event.message for event in batch])
                 for event in batch:
                     await self._ack(event)
                 progress.batch_end()
+                self._in_hand = False
                 self._pending -= len(batch)
                 self._room.set()
+        except asyncio.CancelledError:
+            progress.batch_end()
+            raise
         except BaseException as exc:
             progress.batch_end()
             self._failed = exc
             self._room.set()  # wake a put() waiting for room
             raise
+
+    async def finish(self, task: asyncio.Future[None], timeout_s: float) -> bool:
+        """Stop :meth:`run` (running as ``task``) after the batch in hand, if any.
+
+        A batch being processed is finished and acked, within ``timeout_s`` seconds; batches
+        queued behind it are not started (never acked, they are redelivered to the
+        partitions' next owner). Past ``timeout_s`` the batch in hand is cancelled too, unacked.
+        Returns False only then. A task that already ended (a failed batch) returns True.
+        """
+        self._finishing = True
+        if not self._in_hand:
+            task.cancel()  # waiting for a batch, or merging one not yet started
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        except (asyncio.CancelledError, Exception):
+            # The task was cancelled above or failed (already reported by its owner); if
+            # this coroutine itself is being cancelled, the task must not outlive it.
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+        return True

@@ -30,8 +30,10 @@ before the held-out partition is fetched again: on three brokers, orders sat up 
 before the worker saw them. :class:`LeanConsumerThread` sets the configured wait
 (``SEGSTREAM_FETCH_MAX_WAIT_MS``) instead, which bounds that stall. Faust has no setting for
 the wait, so this overrides two private methods (``_new_consumer_thread``,
-``_create_worker_consumer``) and sets aiokafka's ``_fetch_max_wait_ms``; unit tests fail if
-either library changes them.
+``_create_worker_consumer``; checked by :mod:`~segstream.stream.worker.faust_internals`) and
+sets aiokafka's ``_fetch_max_wait_ms`` (through :mod:`~segstream.stream.worker.
+aiokafka_internals`); the worker refuses to start, naming the version, if either library
+changes them.
 
 Nothing is acked that was not processed, so "at least once, exactly once in effect" (the Redis
 fences) holds. Install it with :func:`use_lean_consumer` before the app starts.
@@ -50,6 +52,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 
 from segstream.stream.clients.retry import describe
+from segstream.stream.worker.aiokafka_internals import check_aiokafka_internals, set_fetch_max_wait
 from segstream.stream.worker.faust_internals import check_faust_internals
 from segstream.stream.worker.fetcher import LeanFetcher
 from segstream.stream.worker.watchdog import Progress
@@ -64,9 +67,9 @@ class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
-        # Faust passes a fixed fetch_max_wait_ms=1500; aiokafka reads this attribute when
-        # the consumer starts (it builds its Fetcher then), so setting it here takes effect.
-        consumer._fetch_max_wait_ms = cast(LeanTransport, transport).fetch_max_wait_ms
+        # Faust passes a fixed fetch_max_wait_ms=1500; aiokafka reads it when the consumer
+        # starts, so setting it here takes effect (aiokafka_internals).
+        set_fetch_max_wait(consumer, cast(LeanTransport, transport).fetch_max_wait_ms)
         return consumer
 
 
@@ -206,10 +209,14 @@ def use_lean_consumer(
             (Faust's own value by default); see the module docstring's "Fetch wait".
 
     Raises:
-        ConfigError: the installed faust-streaming lacks the consumer state the fetcher
-            reads (:func:`~segstream.stream.worker.faust_internals.check_faust_internals`).
+        ConfigError: the installed faust-streaming (or mode-streaming) lacks the consumer
+            state the fetcher reads or the hooks overridden here
+            (:func:`~segstream.stream.worker.faust_internals.check_faust_internals`), or
+            aiokafka no longer keeps its fetch wait where it is set
+            (:func:`~segstream.stream.worker.aiokafka_internals.check_aiokafka_internals`).
     """
     check_faust_internals()
+    check_aiokafka_internals()
     app.transport = LeanTransport(
         app.conf.broker_consumer,
         app,

@@ -17,6 +17,13 @@ Both are data access, not overrides: if Faust renames them, :func:`check_faust_i
 refuses to start the worker with a message saying so (and the unit test
 ``tests/unit/stream/worker/test_faust_internals.py`` fails first), instead of a fetch loop that
 silently stops being called.
+
+It also checks the private hooks the worker overrides, which a rename would silently stop
+calling: Faust's ``Consumer._new_consumer_thread()`` and
+``AIOKafkaConsumerThread._create_worker_consumer(transport)``
+(:mod:`~segstream.stream.worker.consumer`'s fetch wait), and mode's (faust-streaming's
+service framework, mode-streaming) ``Worker._on_sigterm()`` / ``_on_sigint()``
+(:mod:`~segstream.stream.worker.run`'s bounded stop).
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from importlib import metadata
 from typing import Any, cast
 
 from faust.transport.consumer import Consumer as FaustConsumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode import Worker as ModeWorker
 
 from segstream.errors import ConfigError
 
@@ -54,13 +63,39 @@ def check_faust_internals() -> None:
             f"Consumer._add_gap({', '.join(parameters)}) changed "
             f"(expected ({', '.join(_GAP_PARAMETERS)}))"
         )
+    problems += _hook_problems()
     if problems:
         version = metadata.version("faust-streaming")
+        mode_version = metadata.version("mode-streaming")
         raise ConfigError(
-            f"faust-streaming {version} is not supported by the worker's fetcher: "
+            f"faust-streaming {version} (mode-streaming {mode_version}) is not supported by "
+            "the worker's fetcher: "
             f"{'; '.join(problems)}. The worker is written against faust-streaming 0.15: "
             "install that version, or port segstream/stream/worker/faust_internals.py"
         )
+
+
+_HOOKS: tuple[tuple[type, str, list[str]], ...] = (
+    (faust_aiokafka.Consumer, "_new_consumer_thread", ["self"]),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", ["self", "transport"]),
+    (ModeWorker, "_on_sigterm", ["self"]),
+    (ModeWorker, "_on_sigint", ["self"]),
+)
+"""(class, method, its parameters) of every private hook the worker overrides."""
+
+
+def _hook_problems() -> list[str]:
+    problems = []
+    for owner, name, expected in _HOOKS:
+        hook = getattr(owner, name, None)
+        if hook is None:
+            problems.append(f"{owner.__name__}.{name} is gone")
+        elif (parameters := list(inspect.signature(hook).parameters)) != expected:
+            problems.append(
+                f"{owner.__name__}.{name}({', '.join(parameters)}) changed "
+                f"(expected ({', '.join(expected)}))"
+            )
+    return problems
 
 
 def read_offsets(consumer: Any) -> MutableMapping[TP, int | None]:

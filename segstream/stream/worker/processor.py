@@ -32,10 +32,11 @@ Redis and broker failures are retried with backoff; a bug propagates and stops t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -147,7 +148,9 @@ class BatchProcessor:
         """
         for record in records:
             count = self.partitions.get(record.topic)
-            if count is None:
+            if not count:
+                # Not counted, or counted before the topic existed (a change topic Connect
+                # creates with its first row, after the worker started): nothing to check by.
                 continue
             pattern = misplacement(record.topic, record.key, record.partition, count)
             if pattern is None:
@@ -183,6 +186,37 @@ class BatchProcessor:
             error=StateError,
             on_failure=self._redis_failed,
         )
+
+    async def _apply(
+        self, by_user: Mapping[int, Sequence[tuple[Source, Event]]]
+    ) -> list[UserState]:
+        """``state.apply`` with retries, keeping what the first WAIT-timed-out attempt applied.
+
+        An attempt whose writes were made but not acknowledged by the replicas in time
+        (:class:`ReplicaWaitTimeout`) is retried; the retry finds those events already applied
+        (fenced) and reports ``applied`` 0 for their users, which would leave them out of
+        drift's learning. So each user's ``applied`` is the larger of the first such attempt's
+        and the final one's (the final state is the retry's: the same, or re-applied on a
+        promoted replica that had lost the first writes).
+        """
+        first: list[UserState] | None = None
+
+        async def attempt() -> list[UserState]:
+            nonlocal first
+            try:
+                return await self.state.apply(by_user)
+            except ReplicaWaitTimeout as exc:
+                if first is None and isinstance(exc.result, list):
+                    first = exc.result
+                raise
+
+        states: list[UserState] = await self._redis("apply events", attempt)
+        if first is None:
+            return states
+        return [
+            dataclasses.replace(state, applied=max(state.applied, earlier.applied))
+            for state, earlier in zip(states, first, strict=True)
+        ]
 
     def _redis_failed(self, retrying: bool) -> None:
         if self.metrics is not None:
@@ -233,7 +267,7 @@ class BatchProcessor:
         """
         topics = self.topics
         by_user = round_.events
-        states = await self._redis("apply events", lambda: self.state.apply(by_user))
+        states = await self._apply(by_user)
         self.assigner.refresh()
         model_version = self.assigner.version
         staying = [s for s in states if s.user_id not in round_.leaves]

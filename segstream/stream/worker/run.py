@@ -7,8 +7,11 @@ configured partition count) if missing. Redis and the broker are waited for, up 
 ``SEGSTREAM_STARTUP_TIMEOUT_S`` (services started together come up in any order), logging
 what is awaited and why; past it the worker exits with status 2 naming the service.
 
-SIGINT/SIGTERM stop the worker cleanly: the batch in progress finishes, acknowledged offsets
-are committed, the group is left. The stop is bounded: if it has not finished after
+SIGINT/SIGTERM stop the worker cleanly: the batch in progress finishes and is acked (within
+half of ``SEGSTREAM_SHUTDOWN_TIMEOUT_S``; batches queued behind it are not started, and go
+unacked to the partitions' next owner: :meth:`~segstream.stream.worker.batching.BatchPipeline.
+finish`), acknowledged offsets are committed, the group is left. The stop is bounded: if it
+has not finished after
 ``SEGSTREAM_SHUTDOWN_TIMEOUT_S`` (a commit or a group leave hanging on a dead broker), the
 watchdog ends the process (:mod:`segstream.stream.worker.watchdog`).
 """

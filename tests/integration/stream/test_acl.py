@@ -1,6 +1,7 @@
 """The worker as a Redis ACL user confined to its app's keys and segstream's commands
-(``segstream.stream.state.acl``): parity holds, its HTTP side answers, and Redis refused it
-nothing along the way."""
+(``segstream.stream.state.acl``): parity holds, its HTTP side answers, the command-line tools
+(``segment``, ``populations``, ``reassign``) work as that user, and Redis refused it nothing
+along the way."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pydantic import SecretStr
 from segstream.settings import Settings
 from segstream.stream.clients.redis import sync_redis_client
 from segstream.stream.state.acl import worker_acl_rules
-from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
+from tests.integration.stream.conftest import Dataset, cli_json, replay, wait_until_consumed
 from tests.integration.stream.parity import check_parity
 
 pytestmark = pytest.mark.slow
@@ -55,6 +56,11 @@ def test_the_worker_needs_no_more_than_the_documented_acl(
         assert sum(s["users"] for s in segments["segments"]) == len(dataset.features)
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
         check_parity(confined, dataset, tmp_path)  # read back as the confined user too
+        # The command-line tools that read and write the state, as the same user.
+        assert cli_json(confined, "segment", str(some_user))["segment"] is not None
+        assert cli_json(confined, "populations")
+        assert cli_json(confined, "populations", "--recount")
+        assert cli_json(confined, "reassign", timeout_s=120)
 
         refused = [
             entry

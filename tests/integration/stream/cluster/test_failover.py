@@ -4,7 +4,10 @@ and later restarted; afterwards every user has the batch's features and segment,
 change event is lost (each user's sequence numbers are gap-free, the last is the batch's).
 
 The workers run with the cluster defaults: ``SEGSTREAM_REDIS_MIN_REPLICAS`` unset (1, so no
-batch is acked before a replica has its writes) and replication factor 3 (min ISR 2).
+batch is acked before a replica has its writes) and replication factor 3 (min ISR 2), as the
+Redis ACL user of docs/operations.md (``segstream.stream.state.acl``): the cluster client's
+discovery, the replica check, WAIT and its marker, the failover's slot-map refreshes must all
+be allowed to it, and no node may log a refusal (``ACL LOG``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.stream.acl_user import confine
 from tests.integration.stream.cluster.conftest import Clusters
 from tests.integration.stream.conftest import (
     Dataset,
@@ -34,7 +38,11 @@ KILLED_BROKER = 2
 
 
 def test_three_workers_keep_parity_through_a_redis_primary_and_a_broker_crash(
-    clusters: Clusters, dataset: Dataset, start_worker, tmp_path: Path
+    clusters: Clusters,
+    dataset: Dataset,
+    start_worker,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     settings = app_settings(
         clusters.bootstrap,
@@ -46,6 +54,8 @@ def test_three_workers_keep_parity_through_a_redis_primary_and_a_broker_crash(
         batch_size=500,
     )
     assert settings.min_replicas == 1
+    user = confine(request, settings.app_id, [node.port for node in clusters.redis.nodes])
+    settings = user.settings(settings)
     first, second, third = chunks(dataset.plan, 3)
     workers: list[WorkerProcess] = [start_worker(settings) for _ in range(WORKERS)]
     replay(settings, first)
@@ -62,6 +72,7 @@ def test_three_workers_keep_parity_through_a_redis_primary_and_a_broker_crash(
     replay(settings, second)
     # The promoted primary has no replica: with MIN_REPLICAS=1 its slots wait for one.
     clusters.redis.node(victim).start()
+    user.create_on(victim)  # restarted, it forgot the user (no aclfile here)
     clusters.redis.wait_healthy(60)
 
     # (b) a broker crashes mid-replay and comes back later.
@@ -82,3 +93,4 @@ def test_three_workers_keep_parity_through_a_redis_primary_and_a_broker_crash(
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
     final = check_parity(settings, dataset, tmp_path)
     check_sequences(settings, final)
+    assert user.refusals() == []

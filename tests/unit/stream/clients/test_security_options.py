@@ -135,6 +135,7 @@ class TestRedisOptions:
             "username": "segstream",
             "password": "rpw",
             "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
             "ssl_ca_certs": str(certs.ca),
             "ssl_certfile": str(certs.client_cert),
             "ssl_keyfile": str(certs.client_key),
@@ -148,7 +149,25 @@ class TestRedisOptions:
             kwargs = client.connection_pool.connection_kwargs
             assert (kwargs["username"], kwargs["password"]) == ("segstream", "rpw")
             assert kwargs["ssl_ca_certs"] == str(certs.ca)
+            # Explicit: redis-py 5.x defaulted it off; kept on whatever version is installed.
+            assert kwargs["ssl_check_hostname"] is True
             assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+
+    @pytest.mark.parametrize(
+        "reason",
+        [
+            "IP address mismatch, certificate is not valid for '127.0.0.1'",
+            "Hostname mismatch, certificate is not valid for 'redis.internal'",
+        ],
+    )
+    def test_a_certificate_for_another_host_is_named_as_such(self, reason: str) -> None:
+        settings = Settings(redis_url="rediss://127.0.0.1:6380/0")
+        exc = OSError(f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {reason}")
+        problem = redis.connection_problem(settings, exc)
+        assert problem is not None
+        assert "certificate issued for another host name" in problem
+        assert "SEGSTREAM_REDIS_URL" in problem
+        assert "SEGSTREAM_REDIS_SSL_CAFILE" not in problem  # the CA is not the cause
 
 
 def test_a_cluster_setting_gives_a_cluster_client_seeded_from_the_url() -> None:

@@ -33,3 +33,14 @@ def test_operations_doc_lists_every_command() -> None:
     assert " ".join(worker_acl_rules("segstream")) in doc
     for command, _ in WORKER_COMMANDS:
         assert f"| `{command.upper().replace('|', ' ')}` |" in doc, command
+
+
+def test_every_command_the_state_store_builds_itself_is_allowed() -> None:
+    """The commands ``RedisState`` sends besides its scripts, taken from the code that builds
+    them: the WAIT marker and WAIT (``MIN_REPLICAS`` > 0), the outbox clear."""
+    from segstream.stream.state.store import RedisState
+
+    state = RedisState(None, "app:", min_replicas=1)  # type: ignore[arg-type]  # never sent
+    built = [*state._wait_commands("app:{u:1}", 1), *state._clear_commands({1: [b"change"]})]
+    allowed = {command for command, _ in WORKER_COMMANDS}
+    assert {str(command[0]).lower() for command in built} <= allowed

@@ -137,3 +137,71 @@ def test_when_behind_a_small_batch_waits_for_more_events_before_processing() -> 
     assert processed == [10]
     asyncio.run(scenario(age_s=0.0))  # fresh events: each batch at once
     assert processed == [3, 3, 4]
+
+
+class TestFinish:
+    """A stop finishes the batch in hand, within a bound, and starts no other."""
+
+    @staticmethod
+    async def _started(
+        release: asyncio.Event, acked: list[int], started: asyncio.Event
+    ) -> tuple[BatchPipeline, asyncio.Future[None]]:
+        async def process(messages: Sequence[_Message]) -> None:
+            started.set()
+            await release.wait()
+
+        async def ack(event: _Event) -> None:
+            acked.append(event.message.offset)
+
+        pipeline = BatchPipeline(process, ack, batch_size=3, max_pending=100)
+        await pipeline.put(_events(0, 3))
+        await pipeline.put(_events(3, 3))  # queued behind the one in hand
+        task = asyncio.ensure_future(pipeline.run())
+        await started.wait()
+        return pipeline, task
+
+    def test_the_batch_in_hand_is_finished_and_acked_and_the_queued_one_is_not_started(
+        self,
+    ) -> None:
+        acked: list[int] = []
+
+        async def scenario() -> bool:
+            release, started = asyncio.Event(), asyncio.Event()
+            pipeline, task = await self._started(release, acked, started)
+            finishing = asyncio.ensure_future(pipeline.finish(task, timeout_s=60))
+            await asyncio.sleep(0)  # the stop arrives while the batch is in process
+            assert not finishing.done()
+            release.set()
+            return await finishing
+
+        assert asyncio.run(scenario()) is True
+        assert acked == [0, 1, 2]  # the queued batch is left to the next owner, unacked
+
+    def test_past_the_bound_the_batch_in_hand_is_cancelled_unacked(self) -> None:
+        acked: list[int] = []
+
+        async def scenario() -> tuple[bool, bool]:
+            release, started = asyncio.Event(), asyncio.Event()  # never released
+            pipeline, task = await self._started(release, acked, started)
+            finished = await pipeline.finish(task, timeout_s=0.05)
+            return finished, task.cancelled()
+
+        assert asyncio.run(scenario()) == (False, True)
+        assert acked == []
+
+    def test_an_idle_pipeline_stops_at_once(self) -> None:
+        async def scenario() -> bool:
+            pipeline = BatchPipeline(_no_process, _no_ack, batch_size=3, max_pending=100)
+            task = asyncio.ensure_future(pipeline.run())
+            await asyncio.sleep(0)
+            return await pipeline.finish(task, timeout_s=60) and task.cancelled()
+
+        assert asyncio.run(scenario()) is True
+
+
+async def _no_process(messages: Sequence[_Message]) -> None:
+    raise AssertionError("nothing to process")
+
+
+async def _no_ack(event: _Event) -> None:
+    raise AssertionError("nothing to ack")

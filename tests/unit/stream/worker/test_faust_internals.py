@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 import faust
 import pytest
@@ -62,3 +63,27 @@ def test_a_recorded_gap_lets_faust_commit_past_offsets_the_broker_skipped() -> N
     # What the fetcher relies on: without the gap, the commit stops after 10 for ever.
     assert _commit_offset(None) == 11
     assert _commit_offset((11, 14)) == 15
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [
+        ("faust.transport.drivers.aiokafka.Consumer", "_new_consumer_thread"),
+        ("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread", "_create_worker_consumer"),
+        ("mode.Worker", "_on_sigterm"),
+        ("mode.Worker", "_on_sigint"),
+    ],
+)
+def test_a_private_hook_the_worker_overrides_gone_is_refused_naming_the_versions(
+    owner: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, _, cls_name = owner.rpartition(".")
+    cls = getattr(importlib.import_module(module), cls_name)
+    for defining in cls.__mro__:  # gone from the class and from the bases it inherits
+        if name in vars(defining):
+            monkeypatch.delattr(defining, name)
+    with pytest.raises(
+        ConfigError,
+        match=rf"faust-streaming \S+ \(mode-streaming \S+\) .*{cls_name}\.{name} is gone",
+    ):
+        check_faust_internals()
