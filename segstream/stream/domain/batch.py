@@ -161,13 +161,24 @@ def plan_settles(
     """The ``settle`` rows a batch needs (pure), one per user that needs one.
 
     ``segments[i]`` is the new segment of the i-th *assignable* state, assigned with drift
-    epoch ``drift_epoch`` (``None``: drift off). Each user's row is
+    epoch ``drift_epoch`` (``None``: drift off). A state that is not assignable but has a
+    segment stored is unassigned (a change with segment ``None``); one with pending changes
+    only reads them. Each user's row is
     :func:`~segstream.stream.domain.changes.plan_settle`'s, a change being caused by the user's last
     event of the batch (its source and ``created_at``).
     """
+    values = segments.tolist()
+    if len(values) != sum(state.assignable for state in states):
+        raise ValueError(f"{len(values)} segments for {len(states)} states: one per assignable")
     settles: list[Settle] = []
-    assignable = (state for state in states if state.assignable)
-    for state, segment in zip(assignable, segments.tolist(), strict=True):
+    segments_of = iter(values)
+    for state in states:
+        # Change data capture can take a feature away (a user's last order moved, their last
+        # branded line deleted) while the user stays: the batch then drops them, so the stream
+        # unassigns them (segment None), or only reads their pending changes.
+        segment = next(segments_of) if state.assignable else None
+        if segment is None and state.segment is None and not state.pending:
+            continue  # never assigned, nothing queued: nothing to do
         source, event = by_user[state.user_id][-1]
         settle = plan_settle(
             state,
@@ -179,6 +190,4 @@ def plan_settles(
         )
         if settle is not None:
             settles.append(settle)
-    # A user with a segment stays assignable (profiles are replaced whole, counts only grow),
-    # so every user with pending changes was visited above.
     return settles

@@ -52,6 +52,7 @@ __all__ = [
     "current_segment",
     "encode_change",
     "encode_leave",
+    "ends_segment",
     "event_id",
     "is_leave",
     "outbox_outputs",
@@ -74,17 +75,19 @@ def event_id(user_id: int, sequence: int, model_version: str, source: Source) ->
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def change_due(last_segment: int | None, segment: int) -> bool:
+def change_due(last_segment: int | None, segment: int | None) -> bool:
     """True when ``segment`` differs from the last one queued (or none was): an event is due.
 
-    The model version plays no part (see the module docstring).
+    ``None`` is no segment: a user who had one and is no longer assignable is due an
+    unassigning change, one who had none and still has none is not. The model version plays
+    no part (see the module docstring).
     """
     return last_segment != segment
 
 
 def plan_settle(
     state: UserState,
-    segment: int,
+    segment: int | None,
     model_version: str,
     *,
     source: Source,
@@ -94,9 +97,15 @@ def plan_settle(
     """The ``settle`` row of a user just assigned ``segment`` under ``model_version`` (pure).
 
     ``drift_epoch`` is the drift epoch the segment was assigned with (``None``: drift off).
+    ``segment`` ``None`` says the user is not assignable (a feature is missing): change data
+    capture can take a feature away (their last order moved, their last branded line deleted).
 
     - segment changed (:func:`change_due`): the user's next change event (sequence
-      ``state.changes + 1``), caused by ``source`` at ``occurred_at`` (RFC 3339);
+      ``state.changes + 1``), caused by ``source`` at ``occurred_at`` (RFC 3339); with
+      ``segment`` ``None`` it unassigns the user (``segment`` null in the event, named by
+      ``model_version``; the row stores no model version and no drift epoch);
+    - not assignable and no segment stored: a row only to read the user's pending changes (an
+      unassigning change not yet published), if any; ``None`` otherwise;
     - same segment, other model version, or drift on: the model version and drift epoch only,
       no event;
     - same segment and version: a row only to read the user's pending changes, if any;
@@ -105,6 +114,8 @@ def plan_settle(
     ``state`` is what ``apply`` returned for the user, the features ``segment`` was computed
     from included: the row's write happens only if all of it is still stored.
     """
+    if segment is None:
+        drift_epoch = None  # no segment, so nothing was assigned with an epoch
     if change_due(state.segment, segment):
         change: bytes | None = encode_change(
             user_id=state.user_id,
@@ -117,8 +128,11 @@ def plan_settle(
             source=source,
             drift_epoch=drift_epoch,
         )
-    elif state.model_version != model_version or state.pending or drift_epoch is not None:
-        change = None
+        stored_version = None if segment is None else model_version
+    elif segment is not None and (state.model_version != model_version or drift_epoch is not None):
+        change, stored_version = None, model_version
+    elif state.pending:
+        change, stored_version = None, state.model_version  # a read: nothing stored
     else:
         return None
     return Settle(
@@ -126,7 +140,7 @@ def plan_settle(
         seen_segment=state.segment,
         seen_model_version=state.model_version,
         segment=segment,
-        model_version=model_version,
+        model_version=stored_version,
         change=change,
         updated_at=occurred_at if change is not None else "",
         seen_changes=state.changes,
@@ -140,7 +154,7 @@ def encode_change(
     user_id: int,
     sequence: int,
     previous_segment: int | None,
-    segment: int,
+    segment: int | None,
     model_version: str,
     occurred_at: str,
     features: Mapping[str, Any],
@@ -152,6 +166,8 @@ def encode_change(
     ``sequence`` numbers the user's changes from 1 (see :func:`event_id`); ``occurred_at`` is
     the RFC 3339 ``created_at`` of the input event that caused the change (business time).
     ``drift_epoch`` (drift mode) follows ``model_version``; ``None`` leaves the key out.
+    ``segment`` ``None`` unassigns the user (no longer every feature; ``features`` then holds
+    the values they have, ``None`` where missing); their next segment is a change from null.
     """
     document: dict[str, Any] = {
         "event_id": event_id(user_id, sequence, model_version, source),
@@ -214,6 +230,16 @@ def is_leave(document: Mapping[str, Any]) -> bool:
     return document.get("left") is True
 
 
+def ends_segment(document: Mapping[str, Any]) -> bool:
+    """True when a decoded ``segment-changes`` value leaves its user without a segment: they
+    left (:func:`is_leave`), or are no longer assignable (``segment`` null, :func:`plan_settle`).
+
+    One rule for every reader: such a change ends the user's chain of segments, a tombstone on
+    ``user-segments``; their next segment, if any, is a change from ``previous_segment`` null.
+    """
+    return is_leave(document) or document.get("segment", 0) is None
+
+
 def change_sequence(document: Mapping[str, Any]) -> int:
     """The sequence number (from 1) of a decoded change event: the user's n-th change.
 
@@ -270,9 +296,10 @@ def outbox_outputs(
 
     Per user: every change to ``changes_topic``, oldest first, byte for byte as queued; then
     one ``segments_topic`` record, the compacted current value, of the newest change only (the
-    outbox's last: ``settle`` appends in sequence order); a tombstone when that change says
-    the user left (:func:`encode_leave`). An older pending change would only
-    put an older value on the compacted topic, to be overwritten in the same batch.
+    outbox's last: ``settle`` appends in sequence order); a tombstone when that change leaves
+    the user without a segment (:func:`ends_segment`: a leave, or an unassigning change). An
+    older pending change would only put an older value on the compacted topic, to be
+    overwritten in the same batch.
 
     Raises:
         ValueError: a change is not a change event as :func:`encode_change` makes it.
@@ -289,7 +316,10 @@ def outbox_outputs(
 
 def _current_value(change: bytes) -> bytes | None:
     """The ``user-segments`` value of a user's newest change: its current segment, or a
-    tombstone (``None``: compaction then drops the user) when the change says they left."""
-    if b'"left":true' in change and is_leave(msgspec.json.decode(change)):
+    tombstone (``None``: compaction then drops the user) when the change leaves them without
+    one (:func:`ends_segment`: they left, or were unassigned)."""
+    if (b'"left":true' in change or b'"segment":null' in change) and ends_segment(
+        msgspec.json.decode(change)
+    ):
         return None
     return current_segment(change)

@@ -82,11 +82,13 @@ class Settle:
     user_id: int
     seen_segment: int | None
     seen_model_version: str | None
-    segment: int
-    """The new segment: differs from ``seen_segment`` exactly when ``change`` is given."""
-    model_version: str
+    segment: int | None
+    """The new segment: differs from ``seen_segment`` exactly when ``change`` is given.
+    ``None`` with a ``change``: the user is no longer assignable and is unassigned (segment,
+    model version and drift epoch removed, moved to the unassigned population)."""
+    model_version: str | None
     """The new model version; when it differs from the seen one without a ``change``, only it
-    is stored (no event: the segment is the same)."""
+    is stored (no event: the segment is the same). ``None`` when no segment is stored."""
     change: bytes | None
     """The serialised change event to queue, or ``None``."""
     updated_at: str = ""

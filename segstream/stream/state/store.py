@@ -530,8 +530,8 @@ class RedisState:
                     [
                         "" if s.seen_segment is None else str(s.seen_segment),
                         s.seen_model_version or "",
-                        str(s.segment),
-                        s.model_version,
+                        "" if s.segment is None else str(s.segment),
+                        s.model_version or "",
                         s.change.decode() if s.change else "",
                         s.updated_at,
                         str(s.seen_changes),

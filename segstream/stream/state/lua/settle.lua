@@ -24,6 +24,10 @@
 --
 -- Each row is one of (the caller picks; segstream.stream.domain.changes.plan_settle):
 --   a change     (5) given: set seg mv ua, cs + 1, and queue the event;
+--   an unassign  (5) given, (3) and (4) "": the user is no longer assignable (change data
+--                capture took a feature away): remove seg mv ua de, cs + 1, and queue the
+--                event (its segment null); the hash stays (the user still has rows and may
+--                become assignable again: that is then a change from no segment);
 --   version only (5) "", (4) differs from (2) or (9) given, (3) = (1): set mv (and de) only,
 --                no event. A segment id means the same customers across model versions
 --                (training aligns them), so downstream has nothing to learn; the stored
@@ -40,8 +44,9 @@
 -- the same bytes, with the same event_id.
 --
 -- Populations: every stored write moves the user, in the counter hash, from the field of its
--- old segment and version ("s:<segment>:<version>", or "u" for a user not assigned yet) to
--- the new one's, in the same atomic step; a field that falls to 0 is removed.
+-- old segment and version ("s:<segment>:<version>", or "u" for a user not assigned yet or
+-- unassigned) to the new one's ("u" for an unassign), in the same atomic step; a field that
+-- falls to 0 is removed.
 --
 -- Returns one list per user, in KEYS order: its pending changes, oldest first; then one more
 -- list: the positions (1-based, in KEYS order) of the users whose write was refused.
@@ -54,7 +59,8 @@ local function count(populations, field, delta)
 end
 
 -- Populations: move the user of `key` from its stored bucket (`current`: seg, mv) to the
--- bucket of segment `seg` under version `mv`. A hash that does not exist was in none.
+-- bucket of segment `seg` under version `mv` ("u" when `seg` is nil: unassigned). A hash
+-- that does not exist was in none.
 local function count_move(populations, key, current, seg, mv)
   local from = nil
   if current[1] and current[2] then
@@ -62,7 +68,10 @@ local function count_move(populations, key, current, seg, mv)
   elseif redis.call('EXISTS', key) == 1 then
     from = 'u'
   end
-  local to = 's:' .. seg .. ':' .. mv
+  local to = 'u'
+  if seg then
+    to = 's:' .. seg .. ':' .. mv
+  end
   if from ~= to then
     if from then
       count(populations, from, -1)
@@ -115,12 +124,19 @@ for u, a in ipairs(users) do
     local current = redis.call('HMGET', key, 'seg', 'mv', 'cs', 'fv')
     if (current[1] or '') == a[1] and (current[2] or '') == a[2]
         and (current[3] or '0') == a[7] and (current[4] or '0') == a[8] then
-      count_move(populations, key, current, change and a[3] or current[1], a[4])
-      if change then
+      if change and a[3] == '' then
+        -- Unassign: no segment, so no model version or drift epoch either (epoch is "").
+        count_move(populations, key, current, nil, nil)
+        redis.call('HDEL', key, 'seg', 'mv', 'ua')
+        redis.call('HSET', key, 'cs', string.format('%d', tonumber(a[7]) + 1))
+        redis.call('RPUSH', outbox, a[5])
+      elseif change then
+        count_move(populations, key, current, a[3], a[4])
         redis.call('HSET', key, 'seg', a[3], 'mv', a[4], 'ua', a[6],
           'cs', string.format('%d', tonumber(a[7]) + 1))
         redis.call('RPUSH', outbox, a[5])
       else
+        count_move(populations, key, current, current[1], a[4])
         redis.call('HSET', key, 'mv', a[4])
       end
       if epoch ~= '' then

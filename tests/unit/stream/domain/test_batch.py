@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from segstream.stream.domain.batch import parse_batch, plan_settles
 from segstream.stream.domain.changes import event_id
@@ -196,3 +198,47 @@ class TestTombstonesOnUsers:
     def test_tombstone_on_orders_stays_a_dead_letter(self) -> None:
         parsed = parse_batch([_Record("orders", 0, b"5", None)], TOPICS)  # type: ignore[arg-type]
         assert parsed.reasons == ["not_json"]
+
+
+def _lost_brand(state: UserState) -> UserState:
+    """``state`` after change data capture deleted the user's last branded line."""
+    return dataclasses.replace(state, most_frequent_brand=None)
+
+
+class TestUnassigning:
+    """A user with a segment who is no longer assignable gets a row that unassigns them."""
+
+    def test_a_user_who_lost_a_feature_is_unassigned_by_a_change_with_segment_null(self) -> None:
+        lost = _lost_brand(_state(2, 3, changes=4))
+        states = [_state(1, 3, changes=1), lost]
+        kept, row = plan_settles(states, np.array([3]), "v2", _orders(1, 2))
+        assert (kept.user_id, kept.change, kept.model_version) == (1, None, "v2")
+        assert (row.user_id, row.seen_segment, row.seen_model_version) == (2, 3, "v1")
+        assert (row.segment, row.model_version, row.drift_epoch) == (None, None, None)
+        assert (row.seen_changes, row.seen_feature_version, row.writes) == (4, 7, True)
+        assert row.updated_at == "2024-02-02T00:00:00Z"
+        change = json.loads(row.change or b"")
+        assert (change["sequence"], change["previous_segment"], change["segment"]) == (5, 3, None)
+        assert change["model_version"] == "v2"
+        assert change["features"]["most_frequent_brand"] is None
+        assert change["event_id"] == event_id(2, 5, "v2", Source("orders", 0, 2))
+
+    def test_in_drift_mode_an_unassigned_user_stores_no_epoch(self) -> None:
+        (row,) = plan_settles([_lost_brand(_state(2, 3))], np.array([]), "v1", _orders(2), 4)
+        assert row.drift_epoch is None
+        assert "drift_epoch" not in json.loads(row.change or b"")
+
+    def test_an_unassigned_user_with_pending_changes_only_reads_them(self) -> None:
+        states = [_lost_brand(_state(2, None, changes=5, pending=1)), _lost_brand(_state(3, None))]
+        (row,) = plan_settles(states, np.array([]), "v2", _orders(2, 3))
+        assert (row.user_id, row.change, row.segment, row.model_version) == (2, None, None, None)
+        assert not row.writes
+
+    def test_an_unassigned_user_who_is_assignable_again_changes_from_null(self) -> None:
+        (row,) = plan_settles([_state(2, None, changes=5)], np.array([1]), "v2", _orders(2))
+        change = json.loads(row.change or b"")
+        assert (change["sequence"], change["previous_segment"], change["segment"]) == (6, None, 1)
+
+    def test_segments_must_match_the_assignable_states(self) -> None:
+        with pytest.raises(ValueError, match="one per assignable"):
+            plan_settles([_state(1, None)], np.array([1, 2]), "v1", _orders(1))

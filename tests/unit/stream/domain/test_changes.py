@@ -15,6 +15,7 @@ from segstream.stream.domain.changes import (
     change_sequence,
     current_segment,
     encode_change,
+    ends_segment,
     event_id,
     outbox_outputs,
 )
@@ -211,3 +212,38 @@ def test_in_drift_mode_every_assigned_user_stores_its_epoch_even_keeping_its_seg
     assert (kept.segment, kept.model_version) == (1, "v1")
     # Without drift the same user needs no row at all.
     assert plan_settles(states[1:], np.array([1]), "v1", {5: by_user[5]}) == []
+
+
+class TestUnassigning:
+    """A user with a segment who loses a feature (change data capture) is unassigned."""
+
+    def test_a_change_is_due_when_a_segment_is_lost_and_not_when_none_stays_none(self) -> None:
+        assert change_due(3, None)
+        assert not change_due(None, None)
+
+    def test_a_null_segment_follows_the_schema_with_the_features_the_user_has(self) -> None:
+        features = {**FEATURES, "most_frequent_brand": None, "total_orders": 0}
+        document = json.loads(
+            _change(sequence=2, previous_segment=3, segment=None, features=features)
+        )
+        jsonschema.validate(document, load_schema("segment_change"))
+        assert (document["previous_segment"], document["segment"]) == (3, None)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**document, "segment": -1}, load_schema("segment_change"))
+
+    def test_an_unassigning_change_is_published_with_a_tombstone(self) -> None:
+        gone = _change(sequence=2, previous_segment=3, segment=None)
+        outputs = outbox_outputs({9: [_change(), gone]}, "changes", "segments")
+        assert outputs == [
+            Output("changes", b"9", _change()),
+            Output("changes", b"9", gone),
+            Output("segments", b"9", None),
+        ]
+        assert ends_segment(json.loads(gone)) and not ends_segment(json.loads(_change()))
+
+    def test_a_segment_after_an_unassign_is_a_change_from_null_with_its_current_value(self) -> None:
+        back = _change(sequence=3, previous_segment=None, segment=5)
+        gone = _change(sequence=2, previous_segment=3, segment=None)
+        *_, current = outbox_outputs({9: [gone, back]}, "changes", "segments")
+        assert current.value is not None
+        assert json.loads(current.value)["segment"] == 5
