@@ -161,7 +161,7 @@ def _panel(status: dict[str, Any] | None, replay_done: bool) -> Any:
         changes.add_row(
             str(change.get("user_id")),
             "new" if previous is None else str(previous),
-            str(change.get("segment")),
+            "none" if change.get("segment") is None else str(change["segment"]),
         )
     return Group(head, pops, changes)
 

@@ -154,7 +154,8 @@ def user_text(user: dict[str, Any]) -> str:
             if value is None or (name == "total_orders" and not value)  # no order counted yet
         ]
         why = f"missing {', '.join(missing)}" if missing else "no model has assigned them yet"
-        segment = f"none yet ({why})"
+        # A user with changes queued had a segment: they lost a feature and were unassigned.
+        segment = f"none ({why}; unassigned)" if user.get("changes") else f"none yet ({why})"
     else:
         segment = f"{user['segment']}  (model {user['model_version']}"
         if user.get("drift_epoch") is not None:

@@ -43,7 +43,8 @@ class DeliveryEvent:
     user_id: int
     sequence: int
     segment: int | None
-    """None for ``user_left`` only."""
+    """None for ``user_left``, and for a ``segment_change`` that unassigns the user (they no
+    longer have every feature, so no segment; schemas/segment_change.json)."""
     previous_segment: int | None
     model_version: str | None
     occurred_at: str
@@ -95,7 +96,7 @@ def change_event(value: bytes) -> DeliveryEvent:
             idempotency_key=str(document["event_id"]),
             user_id=int(document["user_id"]),
             sequence=change_sequence(document),
-            segment=int(document["segment"]),
+            segment=_segment(document["segment"]),
             previous_segment=document.get("previous_segment"),
             model_version=str(document["model_version"]),
             occurred_at=str(document["occurred_at"]),
@@ -103,6 +104,11 @@ def change_event(value: bytes) -> DeliveryEvent:
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a change event: missing or wrong {exc}") from exc
+
+
+def _segment(value: Any) -> int | None:
+    """A change's ``segment``: ``None`` unassigns the user."""
+    return None if value is None else int(value)
 
 
 def snapshot_event(

@@ -42,7 +42,8 @@ class ChangeSummary:
 
     user_id: int
     previous_segment: int | None
-    segment: int
+    segment: int | None
+    """``None``: the user was unassigned (no longer every feature, so no segment)."""
     model_version: str
     occurred_at: str
     """RFC 3339 business time of the event that caused the change."""
@@ -70,11 +71,11 @@ def parse_change(value: bytes | None, timestamp_ms: int) -> ChangeSummary | None
         return None
     try:
         doc = json.loads(value)
-        previous, epoch = doc["previous_segment"], doc.get("drift_epoch")
+        previous, segment, epoch = doc["previous_segment"], doc["segment"], doc.get("drift_epoch")
         summary = ChangeSummary(
             user_id=int(doc["user_id"]),
             previous_segment=None if previous is None else int(previous),
-            segment=int(doc["segment"]),
+            segment=None if segment is None else int(segment),
             model_version=str(doc["model_version"]),
             occurred_at=str(doc["occurred_at"]),
             published_ms=int(timestamp_ms),

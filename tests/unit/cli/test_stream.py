@@ -47,6 +47,7 @@ def test_a_user_without_a_segment_says_why_and_prints_no_none() -> None:
         segment=None,
         model_version=None,
         updated_at=None,
+        changes=0,
         assignable=False,
         features=features | {"most_frequent_brand": "Zara", "most_frequent_category": "Jeans"},
         orders=[5323],
@@ -70,3 +71,11 @@ def test_a_drift_mode_user_shows_the_epoch_of_their_last_assignment() -> None:
     expected = "  segment        3  (model 20250101T000000Z-abc, drift epoch 118, since "
     assert expected + "2025-01-02T03:04:05Z)" in text.splitlines()
     assert "drift epoch" not in user_text(described(drift_epoch=None))
+
+
+def test_a_user_unassigned_after_losing_a_feature_says_so() -> None:
+    features = described()["features"] | {"most_frequent_brand": None}
+    user = described(segment=None, model_version=None, updated_at=None, changes=2)
+    text = user_text(user | {"assignable": False, "features": features})
+    assert "None" not in text
+    assert "segment        none (missing most_frequent_brand; unassigned)" in text

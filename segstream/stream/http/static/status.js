@@ -70,7 +70,8 @@ function drawChanges(changes) {
     const row = body.insertRow();
     cell(row, fmtTime(c.published_ms));
     cell(row, String(c.user_id), "num");
-    cell(row, (c.previous_segment === null ? "new" : c.previous_segment) + " → " + c.segment);
+    cell(row, (c.previous_segment === null ? "new" : c.previous_segment) + " → " +
+      (c.segment === null ? "none" : c.segment));
     cell(row, c.model_version);
     cell(row, c.occurred_at);
   }

@@ -99,3 +99,30 @@ def test_a_leave_becomes_a_user_left_event_without_a_segment() -> None:
     jsonschema.Draft202012Validator(load_schema("delivery_batch")).validate(
         json.loads(batch_body([event]))
     )
+
+
+def test_an_unassigning_change_is_a_segment_change_with_a_null_segment() -> None:
+    import jsonschema
+
+    from segstream.stream.domain.events import load_schema
+
+    raw = encode_change(
+        user_id=7,
+        sequence=5,
+        previous_segment=2,
+        segment=None,
+        model_version="v1",
+        occurred_at="2024-01-01T00:00:00Z",
+        features={"n": 0},
+        source=SOURCE,
+    )
+    event = change_event(raw)
+    assert (event.kind, event.sequence, event.segment, event.previous_segment) == (
+        "segment_change",
+        5,
+        None,
+        2,
+    )
+    jsonschema.Draft202012Validator(load_schema("delivery_batch")).validate(
+        json.loads(batch_body([event]))
+    )

@@ -86,3 +86,11 @@ def test_a_leave_event_is_not_listed_as_a_segment_change() -> None:
         occurred_at="2026-12-06T21:00:00.000Z", source=Source("users", 0, 5),
     )  # fmt: skip
     assert parse_change(leave, 5) is None
+
+
+def test_an_unassigning_change_is_listed_with_no_segment() -> None:
+    document = {**json.loads(change_value(42, 3, 0)), "segment": None}
+    summary = parse_change(json.dumps(document).encode(), 5)
+    assert summary is not None
+    assert (summary.previous_segment, summary.segment) == (3, None)
+    assert summary.as_json()["segment"] is None
