@@ -268,6 +268,6 @@ def test_a_cdc_worker_equals_the_batch_through_a_connect_restart_and_a_worker_ki
         final = {
             int(uid): int(seg) for uid, seg in zip(expected.index, batch_segments, strict=True)
         }
-        check_changes(worker_settings, final, model.version, left=deleted)
-        check_user_segments(worker_settings, final, left=deleted)
+        check_changes(worker_settings, final, model.version, left=deleted, unassigns=True)
+        check_user_segments(worker_settings, final, left=deleted, unassigns=True)
         check_populations(worker_settings, final, model.version)

@@ -13,6 +13,9 @@ same data and model. Checked:
 - ``user-segments``: the last record of each key is the user's final segment
   (:func:`check_user_segments`; a tombstone for users who left);
 - a leave event (``segment_left``) ends a user's chain (``check_changes(..., left=...)``);
+- with change data capture (``unassigns=True``), a change with segment null ends a chain too:
+  the user lost a feature, so the SQL drops them; the chain must then end so for exactly
+  those of its users the SQL does not assign, with a tombstone on ``user-segments``;
 - the maintained population counters: the SQL's users per segment under the model's version,
   every other user with a state as unassigned, the same as counting the user hashes.
 - :func:`check_sequences` (called apart): each user's ``sequence`` numbers are gap-free.
@@ -99,10 +102,15 @@ def check_parity(settings: Settings, dataset: Dataset, workdir: Path) -> dict[in
 
 
 def check_user_segments(
-    settings: Settings, final: dict[int, int], left: frozenset[int] = frozenset()
+    settings: Settings,
+    final: dict[int, int],
+    left: frozenset[int] = frozenset(),
+    *,
+    unassigns: bool = False,
 ) -> None:
     """The last ``user-segments`` record of each user is their ``final`` segment, and a
-    tombstone for exactly the users who have one and ended ``left``."""
+    tombstone for exactly the users who have one and ended ``left``, or (``unassigns``:
+    change data capture) who had one and are not in ``final`` (unassigned)."""
     segments = asyncio.run(read_all(settings, settings.topic_user_segments))
     last: dict[int, int | None] = {}
     for record in segments:
@@ -110,7 +118,8 @@ def check_user_segments(
             None if record.value is None else json.loads(record.value)["segment"]
         )
     gone = {uid for uid, segment in last.items() if segment is None}
-    assert gone <= left, f"tombstones for users who did not leave: {sorted(gone - left)[:5]}"
+    allowed = left | (gone - set(final) if unassigns else set())
+    assert gone <= allowed, f"tombstones for users who did not leave: {sorted(gone - left)[:5]}"
     assert {uid: s for uid, s in last.items() if uid not in gone} == final
 
 
@@ -142,6 +151,8 @@ def check_changes(
     version: str,
     versions: dict[int, set[str]] | None = None,
     left: frozenset[int] = frozenset(),
+    *,
+    unassigns: bool = False,
 ) -> None:
     """The segment-change topic's chains end at ``final`` for exactly its users.
 
@@ -149,6 +160,8 @@ def check_changes(
     A leave event (``segment_left``) ends a life: its ``previous_segment`` is the segment
     before it and the user's next change starts from null; the users whose chain ends with
     a leave are users of ``left`` (a user who left before any change was published has none).
+    With ``unassigns`` (change data capture), a change with segment null (the user lost a
+    feature) ends a chain the same way, and a chain that ends so is a user ``final`` lacks.
     """
     records = asyncio.run(read_all(settings, settings.topic_segment_changes))
     validator = jsonschema.Draft202012Validator(load_schema("segment_change"))
@@ -173,14 +186,20 @@ def check_changes(
         previous = None
         for change in chain:
             moved = change.get("left") or change["segment"] != previous
-            if change["previous_segment"] != previous or not moved:
+            unassigned = not change.get("left") and change["segment"] is None
+            if change["previous_segment"] != previous or not moved or unassigned > unassigns:
                 broken.append((uid, [(c["previous_segment"], c.get("segment")) for c in chain]))
                 break
-            previous = change.get("segment")  # None after a leave: a new life
+            previous = change.get("segment")  # None after a leave or an unassign
         if chain[-1].get("left"):
             ended.add(uid)
             if uid not in left:
                 broken.append((uid, "left", "did not leave"))
+            continue
+        if chain[-1]["segment"] is None:
+            ended.add(uid)
+            if uid in final:
+                broken.append((uid, "unassigned", final[uid]))
             continue
         allowed = {version} if versions is None else versions.get(uid, set())
         if chain[-1]["segment"] != final.get(uid) or chain[-1]["model_version"] not in allowed:
