@@ -9,18 +9,23 @@ delivered in any interleaving of the tables' topics and partly twice, compared w
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import jsonschema
+import numpy as np
 import pandas as pd
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from segstream.stream.domain.events import Source, UserEvent
+from segstream.stream.domain.batch import plan_settles
+from segstream.stream.domain.changes import outbox_outputs
+from segstream.stream.domain.events import Event, Source, UserEvent, load_schema
 from segstream.stream.domain.rows import (
     Change,
     ItemRow,
@@ -29,11 +34,12 @@ from segstream.stream.domain.rows import (
     ProductRow,
     Truncate,
 )
-from segstream.stream.domain.user import UserState
+from segstream.stream.domain.topics import Output
+from segstream.stream.domain.user import SettleOutcome, UserState
 from segstream.stream.sources.change_capture import ChangeBatch, ChangeCapture, decode_routed
 from segstream.stream.sources.debezium import ChangeTopics
 from segstream.stream.state.keys import state_key
-from segstream.stream.state.populations import read_populations
+from segstream.stream.state.populations import count_populations, read_populations
 from segstream.stream.state.products import ProductCatalogue
 from segstream.stream.state.store import RedisState
 from segstream.stream.state.truncations import Truncations
@@ -438,6 +444,102 @@ class Shop:
             con.register(name, frame)
         rows = con.execute(feature_sql("duckdb")).fetchall()
         return {row[0]: (row[5], row[6], row[7]) for row in rows}
+
+
+class TestUnassigning:
+    """A user who loses a feature while staying is unassigned by ``settle.lua`` (the SQL drops
+    them): segment gone, populations exact, a change with segment null queued; and assigned
+    again, from null, once the feature is back."""
+
+    VERSION = "v1"
+
+    @staticmethod
+    def settle(
+        pipe: Pipeline, states: dict[int, UserState], segment: int, drift_epoch: int | None = None
+    ) -> SettleOutcome:
+        """Plan the batch's rows (every assignable user at ``segment``) and run them."""
+        listed = list(states.values())
+        segments = np.array([segment for state in listed if state.assignable], dtype=np.int64)
+        by_user: dict[int, list[tuple[Source, Event]]] = {
+            uid: [(Source(TOPICS.orders, 0, uid), UserEvent(uid, 30, "F", "Japan", "Web", AT))]
+            for uid in states
+        }
+        rows = plan_settles(listed, segments, TestUnassigning.VERSION, by_user, drift_epoch)
+        return pipe.loop.run_until_complete(pipe.state.settle_outcome(list(rows)))
+
+    @staticmethod
+    def populations(pipe: Pipeline) -> tuple[dict[str, dict[int, int]], int]:
+        """The maintained counters, checked equal to a count of the user hashes."""
+        client = pipe.state.client
+        kept = pipe.loop.run_until_complete(read_populations(client, PREFIX, cluster=False))
+        counted = pipe.loop.run_until_complete(count_populations(client, PREFIX, cluster=False))
+        assert (kept.by_version, kept.unassigned) == (counted.by_version, counted.unassigned)
+        return {v: dict(s) for v, s in kept.by_version.items()}, kept.unassigned
+
+    def publish(self, pipe: Pipeline, outcome: SettleOutcome) -> list[Output]:
+        """The records of the pending changes; the outboxes cleared as after their send."""
+        outputs = outbox_outputs(outcome.pending, "changes", "segments")
+        pipe.loop.run_until_complete(pipe.state.clear(outcome.pending))
+        return outputs
+
+    @pytest.mark.parametrize("loss", ["order moved away", "branded line deleted"])
+    def test_a_user_who_loses_a_feature_is_unassigned_then_assigned_again_from_null(
+        self, pipe: Pipeline, redis_client: redis.Redis, loss: str
+    ) -> None:
+        pipe.one(TOPICS.products, product(1, "Zara"))
+        for user, order_id, item_id in ((1, 10, 100), (2, 20, 200)):
+            pipe.one(TOPICS.users, profile(user))
+            pipe.one(TOPICS.orders, order(order_id, user))
+            pipe.one(TOPICS.order_items, item(item_id, order_id, user, 1))
+        states = {uid: pipe.read(uid) for uid in (1, 2)}
+        first = self.settle(pipe, states, 2, drift_epoch=3)
+        assert not first.refused
+        self.publish(pipe, first)
+        assert self.populations(pipe) == ({self.VERSION: {2: 2}}, 0)
+        assert redis_client.hget(state_key(PREFIX, 1), "de") == b"3"
+
+        if loss == "order moved away":
+            changes: list[tuple[str, Change | ProductRow]] = [
+                (TOPICS.orders, order(10, 1, False)),
+                (TOPICS.orders, order(10, 2)),
+                (TOPICS.order_items, item(100, 10, 1, 1, False)),
+                (TOPICS.order_items, item(100, 10, 2, 1)),
+            ]
+        else:
+            changes = [(TOPICS.order_items, item(100, 10, 1, 1, False))]
+        pipe.deliver(changes)
+        lost = {uid: pipe.read(uid) for uid in (1, 2)}
+        assert not lost[1].assignable and lost[1].segment == 2
+        outcome = self.settle(pipe, lost, 2, drift_epoch=3)
+        assert not outcome.refused
+        (queued,) = outcome.pending[1]
+        change = json.loads(queued)
+        jsonschema.validate(change, load_schema("segment_change"))
+        assert (change["sequence"], change["previous_segment"], change["segment"]) == (2, 2, None)
+        assert "drift_epoch" not in change
+        # The hash stays (the user still has rows), without segment, version, epoch or time.
+        stored = redis_client.hgetall(state_key(PREFIX, 1))
+        assert stored and stored[b"cs"] == b"2"
+        assert not {b"seg", b"mv", b"de", b"ua"} & set(stored)
+        assert self.populations(pipe) == ({self.VERSION: {2: 1}}, 1)
+        outputs = self.publish(pipe, outcome)
+        assert Output("segments", b"1", None) in outputs  # a tombstone on user-segments
+
+        # The same rows again (a retried call): refused by the compare-and-set, nothing queued.
+        again = self.settle(pipe, lost, 2, drift_epoch=3)
+        assert 1 in again.refused and 1 not in again.pending
+        assert self.populations(pipe) == ({self.VERSION: {2: 1}}, 1)
+        # A user who stays unassigned needs no row at all.
+        assert self.settle(pipe, {1: pipe.read(1)}, 2).pending == {}
+
+        # The feature back (a new order with a branded line): a change from null.
+        pipe.deliver([(TOPICS.orders, order(11, 1)), (TOPICS.order_items, item(110, 11, 1, 1))])
+        back = self.settle(pipe, {1: pipe.read(1)}, 4)
+        (queued,) = back.pending[1]
+        change = json.loads(queued)
+        assert (change["sequence"], change["previous_segment"], change["segment"]) == (3, None, 4)
+        assert self.populations(pipe) == ({self.VERSION: {2: 1, 4: 1}}, 0)
+        assert json.loads(self.publish(pipe, back)[-1].value or b"")["segment"] == 4
 
 
 def _interleave(rng: random.Random, streams: dict[str, list[Any]]) -> list[tuple[str, Any]]:
