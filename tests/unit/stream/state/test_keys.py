@@ -9,9 +9,11 @@ from segstream.stream.state.keys import (
     population_key,
     population_keys,
     population_pattern,
+    slot_tag,
     slot_tags,
     state_key,
     user_pattern,
+    user_slot,
     wait_key,
 )
 
@@ -55,3 +57,20 @@ def test_the_wait_marker_shares_the_slot_of_the_key_it_stands_for() -> None:
     for key in (state_key("app:", 42), outbox_key("app:", 42)):
         assert wait_key(key) == "app:{u:42}:wait"
         assert key_slot(wait_key(key).encode()) == key_slot(key.encode())
+
+
+def test_a_single_slots_tag_is_found_without_building_the_table() -> None:
+    slot_tags.cache_clear()
+    slot_tag.cache_clear()
+    found = {slot: slot_tag(slot) for slot in (0, 1, 9_000, REDIS_CLUSTER_HASH_SLOTS - 1)}
+    assert slot_tags.cache_info().currsize == 0  # a single server never pays for the table
+    tags = slot_tags()
+    assert found == {slot: tags[slot] for slot in found}
+
+
+def test_a_user_slot_is_the_slot_of_every_key_of_the_user() -> None:
+    for uid in (1, 42, 2**53 - 1):
+        slot = user_slot("app:", uid)
+        assert slot == key_slot(state_key("app:", uid).encode())
+        assert slot == key_slot(outbox_key("app:", uid).encode())
+        assert key_slot(population_key("app:", uid, cluster=True).encode()) == slot
