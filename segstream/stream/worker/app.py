@@ -6,12 +6,16 @@ same partition number of both topics to the same worker, so each user's events a
 one coroutine, in order. Any number of workers with the same ``app_id`` form one consumer
 group and share the partitions.
 
-The agent only does I/O: it takes batches of events (``stream.take_events``; Faust delivers
-raw bytes, decoded by :mod:`segstream.stream.domain.events`, because the dead-letter topic needs the
-original bytes) and hands them to a :class:`~segstream.stream.worker.batching.BatchPipeline`, whose
-task runs :class:`~segstream.stream.worker.processor.BatchProcessor` on them in order while Faust
-takes the next batch. An event is acked only once its batch's outputs were acknowledged by the
-broker, and Faust's consumer commits only acked offsets. If a batch fails, its events are never
+The agent only does I/O: it opens the worker's parts and makes its
+:class:`~segstream.stream.worker.batching.BatchPipeline` the fetcher's sink, so the input
+records (raw bytes, decoded by :mod:`segstream.stream.domain.events`, because the dead-letter
+topic needs the original bytes) go from the fetch loop straight to the pipeline in chunks,
+without Faust's per-record conductor, stream and acks (direct delivery,
+:mod:`~segstream.stream.worker.fetcher`); the agent's own Faust stream stays empty. The
+pipeline's task runs :class:`~segstream.stream.worker.processor.BatchProcessor` on the records in
+order while the fetcher reads on. A record is acked only once its batch's outputs were
+acknowledged by the broker (one ``ack_all`` per batch), and Faust's consumer commits only
+acked offsets. If a batch fails, its events are never
 acked (they are redelivered to whoever owns the partition next) and the worker stops with an
 error instead of skipping them.
 
@@ -39,7 +43,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import redis.asyncio as aioredis
@@ -61,7 +65,7 @@ from segstream.stream.state.replicas import ReplicaShortfall
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.batching import BatchPipeline
-from segstream.stream.worker.consumer import use_lean_consumer
+from segstream.stream.worker.consumer import LeanConsumer, LeanTransport, use_lean_consumer
 from segstream.stream.worker.processor import BatchProcessor
 from segstream.stream.worker.watchdog import Deadlines, Progress, Watchdog
 
@@ -252,6 +256,7 @@ def create_app(
         commit_deadline_s=settings.commit_deadline_s,
         hold_messages=True,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        direct_topics=input_topics(settings),
     )
     watchdog = worker_watchdog(app, settings, progress, observer)
     app.segstream_watchdog = watchdog  # type: ignore[attr-defined]  # for run_worker's signals
@@ -300,7 +305,8 @@ def create_app(
 
     @app.agent(inputs, name=AGENT_NAME)
     async def assign_users(stream: faust.StreamT[bytes]) -> None:
-        # An agent is given a faust.Stream: take_events is not on the StreamT interface.
+        # The agent's stream subscribes the input topics; their records bypass it (direct
+        # delivery to the pipeline, see _consume).
         assert isinstance(stream, faust.Stream)
         trim_framework(app)
         for topic in outputs:
@@ -380,18 +386,22 @@ async def open_worker_parts(
 async def _consume(
     app: faust.App, stream: faust.Stream[bytes], parts: WorkerParts, progress: Progress
 ) -> None:
-    """Take batches from ``stream`` into a pipeline until the agent stops; then finish the
-    batch in hand (within ``SEGSTREAM_SHUTDOWN_TIMEOUT_S / 2``, leaving the rest of the bound
-    to the commit and the group leave) before returning."""
+    """Process the input records the fetcher hands over (direct delivery: the agent's
+    ``stream`` itself stays empty) in a pipeline until the agent stops; then finish the batch
+    in hand (within ``SEGSTREAM_SHUTDOWN_TIMEOUT_S / 2``, leaving the rest of the bound to the
+    commit and the group leave) before returning."""
     settings, processor = parts.settings, parts.processor
     app.segstream_processor = processor  # type: ignore[attr-defined]  # for status/bench
     app.segstream_metrics = processor.metrics  # type: ignore[attr-defined]  # for an HTTP side
+    transport = cast(LeanTransport, app.transport)
+    consumer = cast(LeanConsumer, app.consumer)
     pipeline = BatchPipeline(
         processor.process,
-        stream.ack,
+        consumer.ack_all,
         settings.batch_size,
         2 * settings.batch_size,
         progress=progress,
+        fill_s=settings.batch_timeout_s,
     )
     tune_gc()
     worker_task = asyncio.ensure_future(pipeline.run())
@@ -405,12 +415,12 @@ async def _consume(
         crashing.append(asyncio.ensure_future(app.crash(exc)))
 
     worker_task.add_done_callback(on_done)
+    transport.deliver_to(pipeline)
     try:
-        async for events in stream.take_events(
-            settings.batch_size, within=settings.batch_timeout_s
-        ):
-            await pipeline.put(events)
+        # Until the agent is stopped (cancelled) or the pipeline fails (the app crashes).
+        await asyncio.shield(worker_task)
     finally:
+        transport.deliver_to(None)
         finished = await pipeline.finish(worker_task, settings.shutdown_timeout_s / 2)
         if not finished:
             log.warning(
