@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError
 from segstream.errors import ArtifactError, ConfigError, InputError, ServiceError, StateError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.events import UnknownFields
 from segstream.stream.http.auth import bearer_auth, check_exposure
 from segstream.stream.http.live import LiveView
@@ -178,14 +178,7 @@ async def _errors(
 
 async def _redis(what: str, operation: Callable[[], Awaitable[T]]) -> T:
     """One Redis read for a request: retried once, then StateError (503)."""
-    return await retry(
-        operation,
-        what=what,
-        transient=REDIS_TRANSIENT,
-        attempts=2,
-        first_delay_s=0.05,
-        error=StateError,
-    )
+    return await redis_call(operation, what=what, attempts=2)
 
 
 async def get_user(request: web.Request) -> web.Response:

@@ -42,7 +42,7 @@ from functools import partial
 from typing import Any
 
 from segstream.errors import ReplicaWaitTimeout, StateError
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
 from segstream.stream.domain.dead_letters import (
@@ -188,13 +188,7 @@ class BatchProcessor:
                     self.metrics.redis_wait_timeout()
                 raise
 
-        return await retry(
-            attempt,
-            what=what,
-            transient=REDIS_TRANSIENT,
-            error=StateError,
-            on_failure=self._redis_failed,
-        )
+        return await redis_call(attempt, what=what, on_failure=self._redis_failed)
 
     async def _apply(
         self, by_user: Mapping[int, Sequence[tuple[Source, Event]]]
