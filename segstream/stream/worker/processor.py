@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from segstream.errors import ReplicaWaitTimeout, StateConflict
 from segstream.stream.clients.retry import redis_call
@@ -57,20 +57,45 @@ from segstream.stream.domain.leaving import Leave, Round, plan_leave, split_roun
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.partitioning import PatternLog, misplacement
 from segstream.stream.domain.topics import Output, Topics
-from segstream.stream.domain.user import Settle, UserState
+from segstream.stream.domain.user import Settle, SettleOutcome, UserState
 from segstream.stream.drift.shared import SharedDrift
 from segstream.stream.kafka.publisher import Sender
 from segstream.stream.sources.base import InputSource
 from segstream.stream.sources.json_topics import JsonTopics
-from segstream.stream.state.store import RedisState
+from segstream.stream.state.replicas import ReplicaShortfall
 from segstream.stream.worker.assigner import Assigner
 
-__all__ = ["LEAVE_ATTEMPTS", "BatchProcessor", "Stats"]
+__all__ = ["LEAVE_ATTEMPTS", "BatchProcessor", "BatchState", "Stats"]
 
 LEAVE_ATTEMPTS = 5
 """Writes of one batch's erasures before the batch fails (each refused one is re-read)."""
 
 log = logging.getLogger(__name__)
+
+
+class BatchState(Protocol):
+    """The per-user state a :class:`BatchProcessor` reads and writes: the three steps of a batch.
+
+    :class:`~segstream.stream.state.store.RedisState` is the one the worker uses; its docstrings
+    state the guarantees (each call atomic per user and safe to repeat, ``settle_outcome`` a
+    compare-and-set against what ``apply`` returned). Failures surface as Redis' exceptions
+    (:data:`~segstream.stream.clients.retry.REDIS_TRANSIENT`), which the processor retries.
+    """
+
+    shortfall: ReplicaShortfall
+    """Primaries short of replicas (the HTTP side reports them as degraded)."""
+
+    async def apply(self, by_user: Mapping[int, Sequence[tuple[Source, Event]]]) -> list[UserState]:
+        """Apply each user's events in order (fenced); every touched user's state, in order."""
+        ...
+
+    async def settle_outcome(self, settles: Sequence[Settle | Leave]) -> SettleOutcome:
+        """Store each row (compare-and-set); the rows' users' pending changes and refusals."""
+        ...
+
+    async def clear(self, published: Mapping[int, Sequence[bytes]]) -> None:
+        """Remove changes the broker acknowledged from their users' outboxes."""
+        ...
 
 
 @dataclass
@@ -106,7 +131,7 @@ class BatchProcessor:
 
     def __init__(
         self,
-        state: RedisState,
+        state: BatchState,
         assigner: Assigner,
         sender: Sender,
         topics: Topics,
