@@ -10,6 +10,7 @@ the user's slot); on a single server one for the whole app (:func:`population_ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -17,11 +18,13 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from segstream.settings import Settings
 
 __all__ = [
+    "call_groups",
     "outbox_key",
     "population_key",
     "population_keys",
     "population_pattern",
     "population_slot_key",
+    "slot_groups",
     "slot_tag",
     "slot_tags",
     "state_key",
@@ -96,6 +99,32 @@ def slot_tag(slot: int) -> str:
 def user_slot(prefix: str, user_id: int) -> int:
     """The cluster hash slot of the user's keys (hash, outbox, wait marker), 0..16383."""
     return key_slot(state_key(prefix, user_id).encode())
+
+
+def slot_groups(
+    prefix: str, user_ids: Sequence[int], *, cluster: bool
+) -> list[tuple[int, list[int]]]:
+    """:func:`call_groups` with each group's hash slot: on a single server ``(0, all users)``
+    (slot 0 names the one population hash), on a cluster ``(slot, its users)``.
+
+    Each user's slot is computed once here (one CRC16 of its hash tag); the call's population
+    key and, on a cluster, the node it goes to follow from the group's slot.
+    """
+    if not cluster:
+        return [(0, list(user_ids))]
+    by_slot: dict[int, list[int]] = {}
+    for uid in user_ids:
+        by_slot.setdefault(user_slot(prefix, uid), []).append(uid)
+    return list(by_slot.items())
+
+
+def call_groups(prefix: str, user_ids: Sequence[int], *, cluster: bool) -> list[list[int]]:
+    """The users that one script call may take together: on a single server all of them (one
+    group), on a cluster those whose keys share a hash slot (a call may touch one slot only).
+
+    Groups come in the order of their first user, each user's order kept within its group.
+    """
+    return [group for _, group in slot_groups(prefix, user_ids, cluster=cluster)]
 
 
 def population_key(prefix: str, user_id: int, *, cluster: bool) -> str:
