@@ -123,6 +123,7 @@ async def _readiness(client: _ChildClient, children: Sequence[ChildView]) -> dic
     answers = await asyncio.gather(*(client.get(c, "/readyz") for c in children))
     reasons: list[str] = []
     processes = []
+    checks: dict[str, dict[str, Any]] = {}
     for child, answer in zip(children, answers, strict=True):
         if isinstance(answer, str):
             mine = [answer]
@@ -134,7 +135,9 @@ async def _readiness(client: _ChildClient, children: Sequence[ChildView]) -> dic
         processes.append(
             {"process": child.index, "pid": child.pid, "ready": not mine, "reasons": mine}
         )
-    return {"ready": not reasons, "reasons": reasons, "processes": processes}
+        # The shape of a worker's /readyz: one check per process, so the status page draws it.
+        checks[f"worker process {child.index}"] = {"ok": not mine, "detail": "; ".join(mine)}
+    return {"ready": not reasons, "reasons": reasons, "checks": checks, "processes": processes}
 
 
 def _own_metrics(children: Sequence[ChildView]) -> list[Metric]:
@@ -202,7 +205,13 @@ def create_front_app(settings: Settings, children: Children) -> web.Application:
             {
                 "status": "alive",
                 "processes": [
-                    {"process": c.index, "pid": c.pid, "state": c.state, "restarts": c.restarts}
+                    {
+                        "process": c.index,
+                        "pid": c.pid,
+                        "port": c.port,
+                        "state": c.state,
+                        "restarts": c.restarts,
+                    }
                     for c in views
                 ],
             }
@@ -225,6 +234,7 @@ def create_front_app(settings: Settings, children: Children) -> web.Application:
                 {
                     "process": child.index,
                     "pid": child.pid,
+                    "port": child.port,
                     "state": child.state,
                     "restarts": child.restarts,
                     "last_exit": child.last_exit,
@@ -243,7 +253,7 @@ def create_front_app(settings: Settings, children: Children) -> web.Application:
                 },
                 status=503,
             )
-        base["health"] = {k: health[k] for k in ("ready", "reasons")}
+        base["health"] = {k: health[k] for k in ("ready", "reasons", "checks")}
         base.setdefault("throughput", {})["this_process"] = {
             "window_s": base["throughput"].get("window_s"),
             **totals,
