@@ -50,7 +50,7 @@ from segstream.stream.http.metrics import CONTENT_TYPE
 from segstream.stream.http.server import start_web
 from segstream.stream.worker.supervisor import ChildView, Front, Supervisor
 
-__all__ = ["CHILD_TIMEOUT_S", "create_front_app", "supervisor_http"]
+__all__ = ["CHILD_TIMEOUT_S", "create_front_app", "supervisor_http", "supervisor_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,9 @@ async def _readiness(client: _ChildClient, children: Sequence[ChildView]) -> dic
     return {"ready": not reasons, "reasons": reasons, "checks": checks, "processes": processes}
 
 
-def _own_metrics(children: Sequence[ChildView]) -> list[Metric]:
+def supervisor_metrics(children: Sequence[ChildView]) -> list[Metric]:
+    """The supervisor's own series over ``children``: how many processes, which are up, and
+    how often each was restarted."""
     configured = GaugeMetricFamily(
         "segstream_worker_processes", "Worker processes this supervisor runs."
     )
@@ -192,7 +194,7 @@ def create_front_app(settings: Settings, children: Children) -> web.Application:
                     merger.update(child.index, child.pid, answer[1].decode())
                 except ValueError as exc:  # a child's exposition that does not parse
                     log.warning("%s: unreadable /metrics: %s", _name(child), exc)
-        body = merger.exposition(_own_metrics(views))
+        body = merger.exposition(supervisor_metrics(views))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def readyz(request: web.Request) -> web.Response:

@@ -9,10 +9,12 @@ idle takes over at once when another one dies).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["ProcessCount", "choose_processes", "usable_cores"]
+__all__ = ["ProcessCount", "choose_processes", "cpu_quota_cores", "usable_cores"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +27,47 @@ class ProcessCount:
     """Processes that will own no input partition (an explicit count above the partitions)."""
 
 
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity mask, which containers and ``taskset``
-    narrow), not the machine's count; at least 1."""
+CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2's CPU quota of this process's group: ``<quota µs|max> <period µs>``."""
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+"""cgroup v1's CPU controller: ``cpu.cfs_quota_us`` (-1: none) and ``cpu.cfs_period_us``."""
+
+
+def cpu_quota_cores(quota: str, period: str) -> int | None:
+    """Whole cores a CFS quota of ``quota`` µs per ``period`` µs allows (rounded up, at least
+    1); None for no quota (``max``, ``-1``) or text that is not a quota."""
+    quota, period = quota.strip(), period.strip()
+    if not (quota.isdigit() and period.isdigit()) or int(period) == 0 or int(quota) == 0:
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def _cgroup_cores() -> int | None:
+    """The CPU quota of this process's cgroup in cores (a container's CPU limit), if any."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, _, period = CGROUP_V2_CPU_MAX.read_text().partition(" ")
+        return cpu_quota_cores(quota, period)
+    except OSError:
+        pass
+    try:
+        return cpu_quota_cores(
+            (CGROUP_V1_CPU / "cpu.cfs_quota_us").read_text(),
+            (CGROUP_V1_CPU / "cpu.cfs_period_us").read_text(),
+        )
+    except OSError:
+        return None
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity mask (which ``taskset`` and a
+    container's CPU set narrow), capped by its cgroup's CPU quota (a container's CPU limit,
+    which the mask does not show); not the machine's count. At least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux: no affinity mask to read
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cores()
+    return max(1, min(cores, quota) if quota is not None else cores)
 
 
 def choose_processes(requested: int | None, cores: int, partitions: int) -> ProcessCount:

@@ -105,6 +105,7 @@ def test_two_processes_share_every_partition_and_one_metrics_sums_their_work(
     supervisor = start_worker(stream_settings, TWO_PROCESSES)
     wait_until(lambda: _both_own_partitions(supervisor), 180, supervisor.log_tail, interval_s=0.5)
     wait_until(lambda: _ready(supervisor), 60, supervisor.log_tail, interval_s=0.5)
+    assert "2 worker process(es) as asked" in supervisor.log_tail(400)
     latest = _assignments(supervisor)
     (users_0, orders_0), (users_1, orders_1) = latest[0], latest[1]
     everything = set(range(stream_settings.topic_partitions))

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from segstream.stream.worker.processes import choose_processes, usable_cores
+from segstream.stream.worker.processes import choose_processes, cpu_quota_cores, usable_cores
 
 
 class TestDefault:
@@ -55,5 +55,14 @@ class TestRequested:
             choose_processes(requested, cores, partitions)
 
 
-def test_usable_cores_is_this_process_affinity() -> None:
-    assert usable_cores() == len(os.sched_getaffinity(0))
+def test_usable_cores_is_at_most_this_process_affinity() -> None:
+    assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("quota", "period", "cores"),
+    [("200000", "100000", 2), ("150000", "100000", 2), ("50000", "100000", 1),
+     ("max", "100000", None), ("-1", "100000", None), ("", "", None), ("100", "0", None)],
+)  # fmt: skip
+def test_a_container_cpu_limit_in_whole_cores(quota: str, period: str, cores: int | None) -> None:
+    assert cpu_quota_cores(quota, period) == cores
