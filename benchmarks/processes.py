@@ -196,13 +196,13 @@ def print_figures(figures: list[ProcessFigures], console: Console) -> None:
     table = Table(
         title=f"segstream worker --processes N ({usable_cores()} usable cores on this machine)"
     )
-    for name in ("processes", "events/s", "x 1 process", "latency p50 / p99 ms", "load avg"):
+    columns = ("processes", "events/s", "x 1 process", "p50 / p99 ms", "changes timed", "load")
+    for name in columns:
         table.add_column(name, justify="right")
     one = next((f.rate for f in figures if f.processes == 1), None)
     for f in figures:
         latency = (
-            f"{percentile(f.latencies_ms, 50):.0f} / {percentile(f.latencies_ms, 99):.0f} "
-            f"({len(f.latencies_ms):,} changes at {f.latency_rate:,.0f}/s)"
+            f"{percentile(f.latencies_ms, 50):,.0f} / {percentile(f.latencies_ms, 99):,.0f}"
             if f.latencies_ms
             else "-"
         )
@@ -211,6 +211,7 @@ def print_figures(figures: list[ProcessFigures], console: Console) -> None:
             f"{f.rate:,.0f}",
             f"{f.rate / one:.2f}" if one else "-",
             latency,
+            f"{len(f.latencies_ms):,} at {f.latency_rate:,.0f}/s",
             " ".join(f"{x:.1f}" for x in f.load),
         )
     console.print(table)

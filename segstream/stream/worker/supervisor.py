@@ -92,6 +92,8 @@ UP_POLL_S = 0.25
 """How often a starting child's HTTP port is probed, in seconds."""
 TAIL_LINES = 40
 """Lines of each child's output kept for the message when it cannot start or crash-loops."""
+RELAY_CHUNK_BYTES = 64 * 1024
+"""Largest piece of a child's output relayed at once (a longer line is cut into pieces)."""
 
 _PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal the calling process gets when its parent thread dies."""
@@ -346,12 +348,26 @@ class Supervisor:
         return code
 
     async def _relay(self, child: _Child, process: asyncio.subprocess.Process) -> None:
+        """Copy the child's output to stderr, each line prefixed, until it closes.
+
+        Read in chunks, not lines: a line longer than the reader's limit must neither stop the
+        relay nor leave the pipe undrained (the child would block writing to it)."""
         assert process.stdout is not None
         prefix = f"[worker {child.index}] ".encode()
         out = sys.stderr.buffer
-        async for raw in process.stdout:
-            child.tail.append(raw.decode(errors="replace").rstrip())
-            out.write(prefix + raw)
+        pending = b""
+        while chunk := await process.stdout.read(RELAY_CHUNK_BYTES):
+            *lines, pending = (pending + chunk).split(b"\n")
+            if len(pending) > RELAY_CHUNK_BYTES:  # a line without end: pass it on in pieces
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                child.tail.append(line.decode(errors="replace").rstrip())
+                out.write(prefix + line + b"\n")
+            out.flush()
+        if pending:
+            child.tail.append(pending.decode(errors="replace").rstrip())
+            out.write(prefix + pending + b"\n")
             out.flush()
 
     async def _watch_up(self, child: _Child, process: asyncio.subprocess.Process) -> None:

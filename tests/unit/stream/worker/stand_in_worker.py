@@ -6,7 +6,8 @@ edges the supervisor watches (its HTTP port, its exit code, SIGTERM, its error l
 - ``serve``: listen, exit 0 on SIGTERM;
 - ``fail``: print a worker's error line and exit 2 without listening (cannot start);
 - ``crash``: listen, then exit 3 (dies after it was up);
-- ``crash-once``: ``crash`` when MARKER does not exist yet (creating it), else ``serve``.
+- ``crash-once``: ``crash`` when MARKER does not exist yet (creating it), else ``serve``;
+- ``long-line``: print one 300,000-character line, then ``serve``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def main() -> int:
     if mode == "fail":
         print("segstream worker: no model at /nowhere/current (SEGSTREAM_MODEL_DIR)", flush=True)
         return 2
+    if mode == "long-line":
+        print("x" * 300_000, flush=True)
+        mode = "serve"
     if mode == "crash-once":
         marker = Path(sys.argv[2])
         mode = "serve" if marker.exists() else "crash"

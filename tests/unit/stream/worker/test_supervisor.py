@@ -93,6 +93,30 @@ def test_a_child_that_dies_is_restarted_and_sigterm_stops_every_child(
     assert len(crashed) == 1 and crashed[0].last_exit == 3
 
 
+def test_a_line_longer_than_a_pipe_read_is_relayed_and_the_child_runs_on(
+    settings: Settings,
+) -> None:
+    supervisor = Supervisor(settings, 2, command=_command("long-line"))
+
+    async def scenario() -> int:
+        run = asyncio.create_task(supervisor.run())
+
+        async def listening() -> bool:
+            return all(
+                any(line.startswith("listening") for line in child.tail)
+                for child in supervisor.children
+            )
+
+        await async_wait_until(listening, 60, lambda: str(supervisor.views()))
+        os.kill(os.getpid(), signal.SIGTERM)
+        return await asyncio.wait_for(run, 60)
+
+    assert asyncio.run(scenario()) == 0
+    for child in supervisor.children:
+        pieces = [line for line in child.tail if line.startswith("x")]
+        assert sum(map(len, pieces)) == 300_000
+
+
 def test_fewer_than_two_children_is_no_supervisor(settings: Settings) -> None:
     with pytest.raises(ValueError, match="2 or more"):
         Supervisor(settings, 1)
