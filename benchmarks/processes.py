@@ -7,7 +7,8 @@ with at least max(N) partitions, each N in a consumer group and Redis keys of it
    deployed) from a new group over the same backlog (a generated dataset's users and orders,
    then its orders again as new orders); events/s from the group's committed offsets, first
    commit to caught up (the same figure as ``bench stream``'s);
-2. **latency**: the same group started again, ``--rate`` orders/s for ``--latency-seconds``;
+2. **latency**: the same group started again and, once its ``/readyz`` answers 200 (every
+   process up and assigned), ``--rate`` orders/s for ``--latency-seconds``;
    for each order that changed a segment, the change's broker timestamp minus the order's;
    p50 and p99 printed.
 
@@ -23,6 +24,8 @@ import asyncio
 import os
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -43,7 +46,7 @@ from benchmarks.stream import (
     _renumbered,
     percentile,
 )
-from segstream.errors import ConfigError
+from segstream.errors import ConfigError, ServiceError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import sync_redis_client
 from segstream.stream.kafka.topics import ensure_topics
@@ -99,6 +102,26 @@ def _start(settings: Settings, n: int, log: Path) -> _Child:
     return _Child(["-m", "segstream.cli", "worker", "--processes", str(n)], settings, log)
 
 
+def _wait_ready(settings: Settings, child: _Child, deadline_s: float) -> None:
+    """Until ``GET /readyz`` on the worker's HTTP port answers 200 (every process ready).
+
+    Raises:
+        ServiceError: the worker exited, or was not ready within ``deadline_s``.
+    """
+    url = f"http://127.0.0.1:{settings.http_port}/readyz"
+    stop_at = time.monotonic() + deadline_s
+    while time.monotonic() < stop_at:
+        child.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass  # not listening yet, or 503: not ready yet
+        time.sleep(0.5)
+    raise ServiceError(f"the worker on port {settings.http_port} was not ready in {deadline_s} s")
+
+
 def _latency_run(
     settings: Settings, events: list[ReplayEvent], rate: float, log: Path
 ) -> tuple[list[float], float]:
@@ -106,7 +129,9 @@ def _latency_run(
     (ms) of the changes they caused and the rate actually sent."""
     child = _start(settings, settings.worker_processes or 1, log)
     try:
-        # The group has consumed the backlog: lag 0 again means it is up and assigned.
+        # Every process up and assigned before the first order is sent: otherwise the start
+        # (imports, model, group join) would be timed as latency.
+        _wait_ready(settings, child, 300)
         asyncio.run(_committed_lag(settings, settings.app_id, 300, child))
         sent: dict[tuple[int, int], int] = {}
 
