@@ -11,8 +11,9 @@ segstream_delivery_retries_total            counter    ``destination``, ``reason
 segstream_delivery_latency_seconds          histogram  ``destination``: change published to
                                                        Kafka -> destination acknowledged
 segstream_delivery_request_seconds          histogram  ``destination``: one POST's wall time
-segstream_delivery_backlog_messages         gauge      ``destination``: changes not yet delivered
-                                                       (partition end minus position)
+segstream_delivery_backlog_messages         gauge      ``destination``: changes of this
+                                                       process's partitions not acknowledged
+                                                       (end minus committed offset, every 5 s)
 ==========================================  =========  ==========================================
 """
 
@@ -67,7 +68,7 @@ class DeliveryMetrics:
         )
         self.backlog = Gauge(
             "segstream_delivery_backlog_messages",
-            "Changes not yet delivered (partition end minus position)",
+            "Changes of this process's partitions not acknowledged (end minus committed offset)",
             ["destination"],
             registry=self.registry,
         )
