@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from segstream.settings import load_settings
 from segstream.stream.http.delivery import (
     BEHIND_WARN_S,
+    DeliveryGroups,
+    DeliveryWatch,
     backlog_growth,
     destination_doc,
     destination_warnings,
@@ -116,3 +119,29 @@ class TestDestinationDoc:
         assert doc["state"] == "warning"
         assert doc["warnings"][0].startswith("95 changes not delivered, the oldest 60 s old")
         assert [p["committed"] for p in doc["partitions"]] == [10, None]
+
+
+class TestWatchBeforeItsFirstRead:
+    def test_every_figure_is_unknown_not_zero(self) -> None:
+        groups = DeliveryGroups(
+            config="delivery.toml",
+            destinations=(("crm", GROUP),),
+            dead_letter_topic="letters",
+            redrive_group="app-deliver-redrive",
+        )
+        doc = DeliveryWatch(load_settings(), groups).document()
+        (crm,) = doc["destinations"]
+        assert (crm["state"], crm["backlog"], crm["members"]) == ("unknown", None, None)
+        assert doc["error"] == crm["error"] == "not read yet"
+        assert doc["dead_letters"]["waiting"] is None and doc["warnings"] == 0
+
+    def test_a_config_error_is_the_sections_error(self) -> None:
+        groups = DeliveryGroups(
+            "bad.toml", (), "letters", "app-deliver-redrive", error="bad.toml: no"
+        )
+        doc = DeliveryWatch(load_settings(), groups).document()
+        assert (doc["error"], doc["destinations"], doc["config"]) == (
+            "bad.toml: no",
+            [],
+            "bad.toml",
+        )
