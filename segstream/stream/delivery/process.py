@@ -1,5 +1,5 @@
-"""``segstream deliver``: every destination's loop in one process, with ``/metrics`` and
-``/status`` on ``SEGSTREAM_DELIVERY_HTTP_PORT``.
+"""``segstream deliver``: every destination's loop in one process, with ``/metrics``,
+``/status`` (JSON) and ``/`` (the same as a page) on ``SEGSTREAM_DELIVERY_HTTP_PORT``.
 
 A loop that fails for good (a permanent Kafka or Redis error) stops the process with its
 message; a destination that is merely down never does (its batches are retried, then
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import signal
@@ -25,7 +26,7 @@ from segstream.stream.delivery.loop import DestinationLoop
 from segstream.stream.delivery.metrics import DeliveryMetrics
 from segstream.stream.kafka.topics import ensure_topics
 
-__all__ = ["delivery_topics", "run_delivery"]
+__all__ = ["delivery_topics", "run_delivery", "status_page"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,32 @@ def _status(loops: list[DestinationLoop], metrics: DeliveryMetrics) -> dict[str,
     }
 
 
+def status_page(status: dict[str, object], refresh_s: int = 5) -> str:
+    """``GET /``: the ``/status`` document as a small HTML table for a person (no script: the
+    browser reloads it every ``refresh_s`` seconds). Every value is escaped."""
+    rows = []
+    destinations = status.get("destinations")
+    for entry in destinations if isinstance(destinations, list) else []:
+        cells = "".join(
+            f"<td>{html.escape(str(entry.get(k, '')))}</td>"
+            for k in ("name", "url_host", "delivered", "dead_lettered", "backlog")
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    body = "".join(rows) or '<tr><td colspan="5">no destination</td></tr>'
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{refresh_s}">'
+        "<title>segstream deliver</title><style>body{font-family:sans-serif;margin:1.5rem}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem}"
+        "</style></head><body><h1>segstream deliver</h1>"
+        "<p>This process only: events since it started, and the backlog of the partitions it "
+        "holds. The worker's status page shows every destination's group, read from Kafka.</p>"
+        "<table><thead><tr><th>destination</th><th>host</th><th>delivered</th>"
+        f"<th>dead-lettered</th><th>backlog</th></tr></thead><tbody>{body}</tbody></table>"
+        '<p><a href="/status">/status</a> · <a href="/metrics">/metrics</a></p></body></html>'
+    )
+
+
 async def _serve(
     settings: Settings, loops: list[DestinationLoop], metrics: DeliveryMetrics
 ) -> web.AppRunner | None:
@@ -64,12 +91,16 @@ async def _serve(
     async def metrics_page(request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
 
-    async def status_page(request: web.Request) -> web.Response:
+    async def status_document(request: web.Request) -> web.Response:
         return web.json_response(_status(loops, metrics), dumps=json.dumps)
 
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=status_page(_status(loops, metrics)), content_type="text/html")
+
     app = web.Application()
+    app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/status", status_page)
+    app.router.add_get("/status", status_document)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.delivery_http_port).start()
