@@ -180,9 +180,9 @@ def build() -> dict[str, Any]:
             _series(
                 "Delivery backlog",
                 "short",
-                [("segstream:delivery_backlog_messages:sum", "{{destination}}")],
-                description="Changes not yet acknowledged by each webhook destination, all "
-                "deliver processes together (alert: SegstreamDeliveryBacklogGrowing).",
+                [("segstream:delivery_backlog_messages:max", "{{destination}}")],
+                description="Changes not yet acknowledged by each webhook destination, read "
+                "from Kafka by the deliver processes (alert: SegstreamDeliveryBacklogGrowing).",
             )
         )
         .with_panel(

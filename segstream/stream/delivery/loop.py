@@ -16,7 +16,6 @@ effect for a receiver that deduplicates by key).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -40,10 +39,6 @@ from segstream.stream.delivery.sender import Outcome, Sender
 __all__ = ["DestinationLoop", "group_of", "poll_interval_ms", "redrive_group"]
 
 log = logging.getLogger(__name__)
-
-
-BACKLOG_INTERVAL_S = 5.0
-"""How often each loop sets ``segstream_delivery_backlog_messages``, in seconds."""
 
 
 def group_of(settings: Settings, destination: str) -> str:
@@ -221,35 +216,6 @@ class DestinationLoop:
             )
         return events, outcome
 
-    async def _backlog(self, consumer: AIOKafkaConsumer) -> int:
-        """Changes of this process's partitions not acknowledged: end minus committed offset
-        (the log start where the group never committed), read from the broker."""
-        owned = sorted(consumer.assignment())
-        if not owned:
-            return 0
-        ends = await consumer.end_offsets(owned)
-        starts = await consumer.beginning_offsets(owned)
-        behind = 0
-        for partition in owned:
-            committed = await consumer.committed(partition)
-            resume = starts[partition] if committed is None else max(committed, starts[partition])
-            behind += max(0, ends[partition] - resume)
-        return behind
-
-    async def _watch_backlog(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
-        """Set the backlog gauge every :data:`BACKLOG_INTERVAL_S` until ``stopping``, apart
-        from the batches: a batch retried against a destination that is down can take minutes,
-        and the backlog that grows meanwhile is what the operator must see."""
-        gauge = self._metrics.backlog.labels(self.destination.name)
-        while not stopping.is_set():
-            try:
-                gauge.set(await self._backlog(consumer))
-            except (*KAFKA_TRANSIENT, IllegalStateError) as exc:
-                # A rebalance or a broker away: the next round reads it again.
-                log.debug("destination %s: backlog not read (%r)", self.destination.name, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=BACKLOG_INTERVAL_S)
-
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until ``stopping`` is set; returns after the batch in hand is committed."""
         consumer = self._consumer()
@@ -260,7 +226,6 @@ class DestinationLoop:
             transient=KAFKA_TRANSIENT,
             max_delay_s=10.0,
         )
-        watcher = asyncio.create_task(self._watch_backlog(consumer, stopping))
         try:
             async with Sender(self.destination, self._metrics) as sender:
                 while not stopping.is_set():
@@ -276,9 +241,6 @@ class DestinationLoop:
                             await self.handle(sender, records)
                             await self._commit(consumer, records)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
             await consumer.stop()
 
     async def _commit(self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord]) -> None:
