@@ -482,14 +482,15 @@ async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner
     return runner
 
 
-def run_web(settings: Settings) -> None:
-    """Serve the API standalone until interrupted (``segstream api``).
+def run_web(settings: Settings, delivery: DeliveryGroups | None = None) -> None:
+    """Serve the API standalone until interrupted (``segstream api``); ``delivery``: the
+    webhook delivery groups its status page shows, if delivery is configured.
 
     Raises:
         ConfigError: serving without a token beyond loopback (see :func:`check_exposure`).
     """
     check_exposure(settings)
-    app = create_web_app(settings)
+    app = create_web_app(settings, delivery=delivery)
 
     async def main() -> None:
         runner = await start_web(app, settings.http_host, settings.http_port)
