@@ -7,7 +7,7 @@ import json
 from typing import Any, TypeAlias
 
 from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
-from segstream.errors import ConfigError, StateError
+from segstream.errors import ConfigError
 from segstream.settings import load_settings
 from segstream.stream.clients.redis import redis_client
 
@@ -64,7 +64,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
 
-    from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+    from segstream.stream.clients.retry import redis_call
     from segstream.stream.state.codec import describe_user
     from segstream.stream.state.keys import state_prefix
     from segstream.stream.state.store import RedisState
@@ -82,13 +82,11 @@ def _segment(args: argparse.Namespace) -> int:
 
     deadline = CommandDeadline(settings, f"reading user {args.user_id}", REDIS)
     fields, pending = deadline.run(
-        retry(
+        redis_call(
             read,
             what=f"reading user {args.user_id} from Redis at {settings.redis_display} "
             "(SEGSTREAM_REDIS_URL)",
-            transient=REDIS_TRANSIENT,
             attempts=3,
-            error=StateError,
         )
     )
     if not fields and not pending:

@@ -53,7 +53,7 @@ from redis.exceptions import ResponseError
 from segstream.errors import StateError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import as_bytes, redis_client
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.assignment import feature_batch
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.user import UserState
@@ -366,9 +366,6 @@ class SharedDrift:
         self._sequence = 0
         self._models: tuple[Model, Epoch, Model] | None = None
 
-    async def _redis(self, what: str, operation: Callable[[], Any]) -> Any:
-        return await retry(operation, what=what, transient=REDIS_TRANSIENT, error=StateError)
-
     def _keep(self, model: Model, centroids: Centroids, requested_at: float) -> Centroids:
         previous = self.current
         self.current, self.read_at = centroids, requested_at
@@ -400,7 +397,7 @@ class SharedDrift:
             and now - self.read_at <= self.max_staleness_s
         ):
             return current
-        centroids = await self._redis("reading the drift state", lambda: self.store.read(model))
+        centroids = await redis_call(lambda: self.store.read(model), what="reading the drift state")
         return self._keep(model, centroids, now)
 
     def model(self, model: Model, epoch: Epoch) -> Model:
@@ -443,11 +440,11 @@ class SharedDrift:
         self._sequence += 1
         sequence = self._sequence
         requested_at = self.clock()
-        centroids = await self._redis(
-            "updating the drift state",
+        centroids = await redis_call(
             lambda: self.store.update(
                 model, deltas, points, self.max_distance, self.writer, sequence
             ),
+            what="updating the drift state",
         )
         return self._keep(model, centroids, requested_at)
 
@@ -484,12 +481,10 @@ async def load_epochs(
     store = drift_store(settings, client, state_prefix(settings))
     try:
         return [
-            await retry(
+            await redis_call(
                 partial(store.epoch, model, number),
                 what="reading the drift epochs",
-                transient=REDIS_TRANSIENT,
                 attempts=3,
-                error=StateError,
                 hint="check SEGSTREAM_REDIS_URL",
             )
             for number in numbers

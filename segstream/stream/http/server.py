@@ -37,8 +37,9 @@ from aiokafka.errors import KafkaError
 from segstream.errors import ArtifactError, ConfigError, InputError, ServiceError, StateError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.events import UnknownFields
+from segstream.stream.domain.json_keys import RepeatedKeyError, unique_keys
 from segstream.stream.http.auth import bearer_auth, check_exposure
 from segstream.stream.http.delivery import DeliveryGroups, DeliveryWatch
 from segstream.stream.http.live import LiveView
@@ -98,19 +99,6 @@ def _reject_constant(token: str) -> float:
     raise ValueError(f"{token} is not a JSON number")
 
 
-class _RepeatedKey(ValueError):
-    """An object of the body names a key twice (JSON parsers would keep the last silently)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in document:
-            raise _RepeatedKey(f"key {name[:40]!r} appears more than once in one object")
-        document[name] = value
-    return document
-
-
 def parse_predict_body(
     body: bytes, unknown_fields: UnknownFields = "ignore"
 ) -> tuple[dict[str, Any], int, tuple[str, ...]]:
@@ -129,9 +117,9 @@ def parse_predict_body(
     """
     try:
         document = json.loads(
-            body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+            body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=unique_keys
         )
-    except _RepeatedKey as exc:
+    except RepeatedKeyError as exc:
         raise _bad_request(f"invalid body: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad_request(f"body is not JSON: {exc}") from None
@@ -179,14 +167,7 @@ async def _errors(
 
 async def _redis(what: str, operation: Callable[[], Awaitable[T]]) -> T:
     """One Redis read for a request: retried once, then StateError (503)."""
-    return await retry(
-        operation,
-        what=what,
-        transient=REDIS_TRANSIENT,
-        attempts=2,
-        first_delay_s=0.05,
-        error=StateError,
-    )
+    return await redis_call(operation, what=what, attempts=2)
 
 
 async def get_user(request: web.Request) -> web.Response:

@@ -59,11 +59,11 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from segstream.errors import ServiceError, StateError
+from segstream.errors import ServiceError
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import output_producer
 from segstream.stream.clients.redis import redis_client
-from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import KAFKA_TRANSIENT, redis_call
 from segstream.stream.domain.changes import outbox_outputs, plan_settle
 from segstream.stream.domain.events import Source
 from segstream.stream.domain.topics import Topics
@@ -230,13 +230,7 @@ class Reassigner:
         self.attempts = attempts
 
     async def _redis(self, what: str, operation: Callable[[], Any]) -> Any:
-        return await retry(
-            operation,
-            what=what,
-            transient=REDIS_TRANSIENT,
-            attempts=self.attempts,
-            error=StateError,
-        )
+        return await redis_call(operation, what=what, attempts=self.attempts)
 
     async def count_users(self) -> tuple[int, dict[str, int]]:
         """User hashes now, and users per model version (for the progress bar and report)."""

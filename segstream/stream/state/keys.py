@@ -10,6 +10,7 @@ the user's slot); on a single server one for the whole app (:func:`population_ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -17,6 +18,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from segstream.settings import Settings
 
 __all__ = [
+    "call_groups",
     "outbox_key",
     "population_key",
     "population_keys",
@@ -71,6 +73,20 @@ def slot_tags() -> tuple[str, ...]:
             missing -= 1
         n += 1
     return tuple(t for t in tags if t is not None)
+
+
+def call_groups(prefix: str, user_ids: Sequence[int], *, cluster: bool) -> list[list[int]]:
+    """The users that one script call may take together: on a single server all of them (one
+    group), on a cluster those whose keys share a hash slot (a call may touch one slot only).
+
+    Groups come in the order of their first user, each user's order kept within its group.
+    """
+    if not cluster:
+        return [list(user_ids)]
+    by_slot: dict[int, list[int]] = {}
+    for uid in user_ids:
+        by_slot.setdefault(key_slot(state_key(prefix, uid).encode()), []).append(uid)
+    return list(by_slot.values())
 
 
 def population_key(prefix: str, user_id: int, *, cluster: bool) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from segstream.stream.state.keys import (
+    call_groups,
     outbox_key,
     population_key,
     population_keys,
@@ -55,3 +56,20 @@ def test_the_wait_marker_shares_the_slot_of_the_key_it_stands_for() -> None:
     for key in (state_key("app:", 42), outbox_key("app:", 42)):
         assert wait_key(key) == "app:{u:42}:wait"
         assert key_slot(wait_key(key).encode()) == key_slot(key.encode())
+
+
+def test_a_single_server_takes_every_user_in_one_call_in_order() -> None:
+    assert call_groups("app:", [5, 3, 9], cluster=False) == [[5, 3, 9]]
+
+
+def test_on_a_cluster_each_call_takes_the_users_of_one_slot_in_order() -> None:
+    users = list(range(200))
+    groups = call_groups("app:", users, cluster=True)
+
+    slots = [{key_slot(state_key("app:", uid).encode()) for uid in group} for group in groups]
+    assert all(len(group_slots) == 1 for group_slots in slots), "one slot per call"
+    assert len({next(iter(s)) for s in slots}) == len(groups), "one call per slot"
+    assert sorted(uid for group in groups for uid in group) == users, "nobody lost or doubled"
+    assert all(group == sorted(group) for group in groups), "each user's order kept"
+    firsts = [group[0] for group in groups]
+    assert firsts == sorted(firsts), "calls in the order of their first user"

@@ -118,22 +118,31 @@ def test_when_behind_a_small_batch_waits_for_more_events_before_processing() -> 
         return None
 
     async def scenario(age_s: float) -> None:
+        # Bounds far from both ages, so that a loaded machine cannot turn fresh events into
+        # late ones, nor end the wait for a full batch early.
         processed.clear()
         pipeline = BatchPipeline(
-            process, ack, batch_size=10, max_pending=100, catch_up_age_s=0.1, catch_up_wait_s=1
+            process, ack, batch_size=10, max_pending=100, catch_up_age_s=60, catch_up_wait_s=60
         )
         task = asyncio.ensure_future(pipeline.run())
-        await pipeline.put(_events(0, 3, age_s))
-        await asyncio.sleep(0.02)
-        await pipeline.put(_events(3, 3, age_s))
-        await asyncio.sleep(0.02)
-        await pipeline.put(_events(6, 4, age_s))
+        for start, n in ((0, 3), (3, 3), (6, 4)):
+            await pipeline.put(_events(start, n, age_s))
+            if age_s:
+                # Time passing is the point: behind, the pipeline holds the small batch.
+                await asyncio.sleep(0.02)
+            else:
+                batches = len(processed) + 1
+
+                async def taken(batches: int = batches) -> bool:
+                    return len(processed) == batches or task.done()
+
+                await async_wait_until(taken, 30, "a fresh batch was held", interval_s=0.005)
         await async_wait_until(
             _drained(pipeline, task), 30, "the batches were never all processed", interval_s=0.005
         )
         task.cancel()
 
-    asyncio.run(scenario(age_s=5.0))  # old events: one full batch
+    asyncio.run(scenario(age_s=600.0))  # old events: one full batch
     assert processed == [10]
     asyncio.run(scenario(age_s=0.0))  # fresh events: each batch at once
     assert processed == [3, 3, 4]
