@@ -361,10 +361,12 @@ class Settings(BaseSettings):
     # --- webhook delivery (issue 23) -----------------------------------------------------------
     delivery_config: Path | None = None
     """TOML file of the destinations ``segstream deliver`` POSTs segment changes to
-    (docs/delivery.md); required by that command only."""
+    (docs/delivery.md); required by that command only. Set where a worker (or ``segstream
+    api``) runs, its status page shows each destination's delivery (names only are read)."""
 
     delivery_http_port: int = Field(default=8092, ge=0, le=65535)
-    """Port of ``segstream deliver``'s ``/metrics`` and ``/status`` (on ``http_host``); 0: none."""
+    """Port of ``segstream deliver``'s ``/metrics``, ``/status`` and ``/`` (on ``http_host``);
+    0: none."""
 
     @field_validator(*_OPTIONAL, mode="before")
     @classmethod
