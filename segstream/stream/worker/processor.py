@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from segstream.errors import ReplicaWaitTimeout, StateError
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.errors import ReplicaWaitTimeout, StateConflict
+from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
 from segstream.stream.domain.dead_letters import (
@@ -136,6 +136,12 @@ class BatchProcessor:
         sender: Sender,
         topics: Topics,
         dead_letter_max_bytes: int | None = None,
+        *,
+        drift: SharedDrift | None = None,
+        metrics: WorkerObserver | None = None,
+        partitions: Mapping[str, int] | None = None,
+        unknown_fields: UnknownFields = "ignore",
+        source: InputSource | None = None,
     ) -> None:
         """Process batches with these parts.
 
@@ -143,6 +149,9 @@ class BatchProcessor:
             dead_letter_max_bytes: the largest record the dead-letter topic accepts (the
                 producer's ``max_request_size``); a dead letter over it is truncated to fit
                 (:func:`parse_batch`) and logged. ``None``: dead letters are sent whole.
+            drift: see :attr:`drift`. metrics: see :attr:`metrics`.
+            partitions: see :attr:`partitions`. unknown_fields: see :attr:`unknown_fields`.
+            source: see :attr:`source`; the JSON ``users``/``orders`` topics if ``None``.
         """
         self.state = state
         self.assigner = assigner
@@ -150,19 +159,19 @@ class BatchProcessor:
         self.topics = topics
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.stats = Stats()
-        self.drift: SharedDrift | None = None
+        self.drift: SharedDrift | None = drift
         """Drift mode's shared centroids (``SEGSTREAM_DRIFT=river``); ``None``: the trained ones."""
-        self.metrics: WorkerObserver | None = None
+        self.metrics: WorkerObserver | None = metrics
         """Where batches, changes, dead letters and Redis failures are counted, if anywhere."""
-        self.partitions: dict[str, int] = {}
+        self.partitions: dict[str, int] = dict(partitions or {})
         """Input topic -> its partition count, for the placement check (none: no check)."""
         self.placements = PatternLog()
         """Misplaced producer patterns already logged (each is logged once)."""
-        self.unknown_fields: UnknownFields = "ignore"
+        self.unknown_fields: UnknownFields = unknown_fields
         """``SEGSTREAM_UNKNOWN_FIELDS``: ignore (count, log once) or dead-letter unknown fields."""
         self.unknown_log = UnknownFieldLog()
         """Ignored (topic, field) pairs already logged (each is logged once)."""
-        self.source: InputSource = JsonTopics(topics)
+        self.source: InputSource = JsonTopics(topics) if source is None else source
         """Where the records come from and how they become changes (``SEGSTREAM_SOURCE``)."""
 
     def _check_placement(self, records: Sequence[RawRecord]) -> None:
@@ -204,13 +213,7 @@ class BatchProcessor:
                     self.metrics.redis_wait_timeout()
                 raise
 
-        return await retry(
-            attempt,
-            what=what,
-            transient=REDIS_TRANSIENT,
-            error=StateError,
-            on_failure=self._redis_failed,
-        )
+        return await redis_call(attempt, what=what, on_failure=self._redis_failed)
 
     async def _apply(
         self, by_user: Mapping[int, Sequence[tuple[Source, Event]]]
@@ -326,7 +329,7 @@ class BatchProcessor:
         leave events included.
 
         Raises:
-            StateError: still refused after :data:`LEAVE_ATTEMPTS` more attempts (the batch
+            StateConflict: still refused after :data:`LEAVE_ATTEMPTS` more attempts (the batch
                 fails and is retried).
         """
         pending: dict[int, list[bytes]] = {}
@@ -339,7 +342,7 @@ class BatchProcessor:
             user_ids = [uid for uid in user_ids if uid in outcome.refused]
             if not user_ids:
                 return pending
-        raise StateError(
+        raise StateConflict(
             f"user(s) {sorted(user_ids)[:10]} could not be erased: "
             f"another writer changed them {LEAVE_ATTEMPTS} times in a row (segstream reassign "
             "running over them?); the batch will be retried"
