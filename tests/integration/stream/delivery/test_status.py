@@ -21,6 +21,7 @@ from tests.integration.stream.conftest import Dataset, WorkerProcess, replay, wa
 from tests.integration.stream.delivery.conftest import (
     changes_by_key,
     deliver_settings,
+    run_deliver,
     write_config,
 )
 from tests.integration.stream.delivery.receiver import Receiver
@@ -137,6 +138,22 @@ def test_the_status_page_shows_each_destinations_backlog_processes_and_dead_lett
             worker,
             lambda d, _: d["down"]["backlog"] == 0 and d["down"]["state"] == "ok",
             "down drained once up",
+            [worker, deliver],
+        )
+        # "reject" accepts now and its letters are redriven: none waits any more, for it or
+        # in total (the redrive group committed past them).
+        receiver.bring_up("reject")
+        code, report, stderr = run_deliver(settings, "--redrive")
+        assert code == 0 and report["delivered"] == len(changes), stderr
+        poll(
+            worker,
+            lambda d, x: (
+                d["reject"]["dead_letters"] == 0
+                and d["reject"]["state"] == "ok"
+                and x["dead_letters"]["waiting"] == 0
+                and x["dead_letters"]["by_destination"] == {}
+            ),
+            "the redriven letters gone",
             [worker, deliver],
         )
         assert deliver.stop(signal.SIGTERM) == 0, deliver.log_tail()
