@@ -35,7 +35,7 @@ from typing import TypeVar
 import redis.exceptions as redis_errors
 from aiokafka import errors as kafka_errors
 
-from segstream.errors import ReplicaWaitTimeout, SegstreamError, ServiceError, StateError
+from segstream.errors import ReplicaWaitTimeout, SegstreamError, ServiceError, StateUnavailable
 from segstream.errors import describe as describe_one
 
 __all__ = [
@@ -346,15 +346,15 @@ async def redis_call(
         on_failure: as :func:`retry`'s, e.g. to count Redis errors and retries.
 
     Raises:
-        StateError: a permanent failure (at once), or ``attempts`` failures, chained to the
-            last one.
+        StateUnavailable: a permanent failure (at once), or ``attempts`` failures, chained to
+            the last one.
     """
     return await retry(
         operation,
         what=what,
         transient=REDIS_TRANSIENT,
         attempts=attempts,
-        error=StateError,
+        error=StateUnavailable,
         hint=hint,
         on_failure=on_failure,
     )

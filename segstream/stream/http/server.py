@@ -34,7 +34,14 @@ from aiohttp.typedefs import Middleware
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from segstream.errors import ArtifactError, ConfigError, InputError, ServiceError, StateError
+from segstream.errors import (
+    ArtifactError,
+    ConfigError,
+    InputError,
+    ServiceError,
+    StateError,
+    StateUnavailable,
+)
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client
 from segstream.stream.clients.retry import redis_call
@@ -159,14 +166,16 @@ async def _errors(
             message = f"{exc.reason}: {request.method} {request.path}"
         headers = {h: exc.headers[h] for h in ("Allow", "WWW-Authenticate") if h in exc.headers}
         return web.json_response({"error": message}, status=exc.status, headers=headers)
-    except StateError as exc:
+    except StateUnavailable as exc:
         return web.json_response({"error": f"Redis is unavailable: {exc}"}, status=503)
+    except StateError as exc:  # Redis answered: the stored state cannot serve the request
+        return web.json_response({"error": f"the stored state is unusable: {exc}"}, status=503)
     except ArtifactError as exc:
         return web.json_response({"error": f"no model is loaded: {exc}"}, status=503)
 
 
 async def _redis(what: str, operation: Callable[[], Awaitable[T]]) -> T:
-    """One Redis read for a request: retried once, then StateError (503)."""
+    """One Redis read for a request: retried once, then StateUnavailable (503)."""
     return await redis_call(operation, what=what, attempts=2)
 
 

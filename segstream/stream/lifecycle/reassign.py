@@ -218,7 +218,8 @@ class Reassigner:
 
         Args:
             batch_size: users per batch: one read, one assign, one settle, one publish.
-            attempts: give up on a failing Redis call after this many tries (StateError);
+            attempts: give up on a failing Redis call after this many tries
+                (StateUnavailable);
                 ``None`` retries without limit, as a worker does.
         """
         self.state = state
@@ -257,7 +258,8 @@ class Reassigner:
         The walk is one SCAN per primary on a Redis Cluster.
 
         Raises:
-            StateError: Redis failed after retries, or the drift state does not fit the model.
+            StateUnavailable: Redis failed after retries.
+            DriftStateError: the drift state does not fit the model.
             ModelMismatchError, DataError: as :func:`segstream.training.assign.assign`.
         """
         started = time.perf_counter()
@@ -356,7 +358,7 @@ async def reassign_all(
     Raises:
         ArtifactError: no loadable model at ``MODELS/current``.
         ServiceError: the broker cannot be reached.
-        StateError: Redis failed ``attempts`` times in a row.
+        StateUnavailable: Redis failed ``attempts`` times in a row.
     """
     assigner = Assigner(settings.model_dir)
     await ensure_topics(settings)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from segstream.errors import ReplicaWaitTimeout, StateError
+from segstream.errors import ReplicaWaitTimeout, StateConflict
 from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
@@ -329,7 +329,7 @@ class BatchProcessor:
         leave events included.
 
         Raises:
-            StateError: still refused after :data:`LEAVE_ATTEMPTS` more attempts (the batch
+            StateConflict: still refused after :data:`LEAVE_ATTEMPTS` more attempts (the batch
                 fails and is retried).
         """
         pending: dict[int, list[bytes]] = {}
@@ -342,7 +342,7 @@ class BatchProcessor:
             user_ids = [uid for uid in user_ids if uid in outcome.refused]
             if not user_ids:
                 return pending
-        raise StateError(
+        raise StateConflict(
             f"user(s) {sorted(user_ids)[:10]} could not be erased: "
             f"another writer changed them {LEAVE_ATTEMPTS} times in a row (segstream reassign "
             "running over them?); the batch will be retried"

@@ -100,6 +100,9 @@ def app_settings(
         "topic_user_segments": f"segments-{tag}",
         "topic_dead_letters": f"dead-{tag}",
         "topic_partitions": 4,
+        # One process per `segstream worker`, as before --processes existed: the tests start
+        # the workers they mean to (test_worker_processes.py asks for a supervisor itself).
+        "worker_processes": 1,
         **overrides,
     }
     settings = load_settings(**values)

@@ -111,6 +111,28 @@ function drawLag(lag) {
   $("lag-note").textContent = notes.join(" · ");
 }
 
+// Present only when a supervisor serves the page (segstream worker --processes N): one row
+// per worker process.
+function drawProcesses(processes) {
+  const section = $("processes-section");
+  section.hidden = !processes;
+  if (!processes) return;
+  const body = $("processes").tBodies[0];
+  body.replaceChildren();
+  for (const p of processes) {
+    const row = body.insertRow();
+    if (!p.ready) row.className = "lagging";
+    const own = p.this_process || {};
+    cell(row, String(p.process), "num");
+    cell(row, p.pid === null ? "–" : String(p.pid), "num");
+    cell(row, p.state + (p.last_exit === null ? "" : " (last exit " + p.last_exit + ")"));
+    cell(row, String(p.restarts), "num");
+    cell(row, fmtRate(own.events_per_s), "num");
+    cell(row, own.events_total === undefined ? "–" : own.events_total.toLocaleString("en"), "num");
+    cell(row, p.ready ? "yes" : "no: " + p.reasons.join("; "));
+  }
+}
+
 // Delivery (present only when SEGSTREAM_DELIVERY_CONFIG is set): one row per destination,
 // flagged when the server found a reason to look (warnings), figures from Kafka.
 function drawDelivery(delivery) {
@@ -175,6 +197,7 @@ function draw(status) {
   $("produced").textContent = fmtRate(t.produced_per_s);
   $("changes-rate").textContent = fmtRate(t.changes_per_s);
   drawLag(status.lag);
+  drawProcesses(status.processes);
   drawDelivery(status.delivery);
   drawPopulations(status.populations, status.model);
   drawChanges(status.changes);

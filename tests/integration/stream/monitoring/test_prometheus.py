@@ -45,6 +45,7 @@ from tests.integration.stream.monitoring.queries import (
 from tests.integration.stream.ops.conftest import user_slice
 from tests.integration.stream.ops.support import publish
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -145,16 +146,20 @@ def test_every_series_and_label_the_rules_and_dashboard_query_is_exported(
     wanted = {name for q in queries for name in q.series} - set(PROMETHEUS_OWN) - set(PENDING)
     needs_sample = wanted - set(UNSAMPLED)
     # Some gauges are set by background readers (lag every 2 s, drift after a batch).
-    deadline = time.monotonic() + 60
-    while True:
-        sampled, declared = exported(worker)
-        if needs_sample <= set(sampled) and wanted <= declared:
-            break
-        assert time.monotonic() < deadline, (
-            f"never exported: {sorted((needs_sample - set(sampled)) | (wanted - declared))}\n"
-            f"{worker.log_tail()}"
-        )
-        time.sleep(0.5)
+    seen: list[tuple[dict[str, set[str]], set[str]]] = []
+
+    def all_exported() -> bool:
+        seen.append(exported(worker))
+        sampled, declared = seen[-1]
+        return needs_sample <= set(sampled) and wanted <= declared
+
+    def missing() -> str:
+        sampled, declared = seen[-1]
+        gone = (needs_sample - set(sampled)) | (wanted - declared)
+        return f"never exported: {sorted(gone)}\n{worker.log_tail()}"
+
+    wait_until(all_exported, 60, missing, interval_s=0.5)
+    sampled, declared = seen[-1]
     known = {name: labels | TARGET_LABELS for name, labels in sampled.items()} | PROMETHEUS_OWN
     for name, labels in UNSAMPLED.items():
         assert name not in sampled, f"{name} has samples now: drop it from UNSAMPLED"
@@ -190,9 +195,7 @@ def _alerts(prometheus: PrometheusServer, name: str) -> list[dict[str, Any]]:
 def _poll(check: Any, timeout_s: float, what: str) -> float:
     """Poll ``check`` until true; the seconds it took. Fails naming ``what``."""
     start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout_s, f"timed out waiting for {what}"
-        time.sleep(0.5)
+    wait_until(check, timeout_s, f"waiting for {what}", interval_s=0.5)
     return time.monotonic() - start
 
 

@@ -9,7 +9,7 @@ import redis.exceptions as redis_errors
 from aiokafka import errors as kafka_errors
 from redis._parsers.base import BaseParser
 
-from segstream.errors import ReplicaWaitTimeout, ServiceError, StateError
+from segstream.errors import ReplicaWaitTimeout, ServiceError, StateError, StateUnavailable
 from segstream.stream.clients.retry import (
     KAFKA_TRANSIENT,
     REDIS_TRANSIENT,
@@ -240,7 +240,8 @@ class TestRetry:
 
 
 class TestRedisCall:
-    """The one retry of a state-store call: Redis's transient errors, StateError on giving up."""
+    """The one retry of a state-store call: Redis's transient errors, StateUnavailable (a
+    StateError) on giving up."""
 
     def test_a_replica_wait_timeout_and_a_dropped_connection_are_retried(self) -> None:
         failures: list[BaseException] = [
@@ -266,7 +267,7 @@ class TestRedisCall:
             calls.append(1)
             raise redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:1.")
 
-        with pytest.raises(StateError) as info:
+        with pytest.raises(StateUnavailable) as info:
             asyncio.run(redis_call(down, what="read a user", attempts=2, hint="check the URL"))
         assert len(calls) == 2
         message = str(info.value)
@@ -282,7 +283,7 @@ class TestRedisCall:
             calls.append(1)
             raise _reply("WRONGTYPE Operation against a key holding the wrong kind of value")
 
-        with pytest.raises(StateError, match="retrying cannot help"):
+        with pytest.raises(StateUnavailable, match="retrying cannot help"):
             asyncio.run(redis_call(wrong, what="apply"))
         assert len(calls) == 1
 
