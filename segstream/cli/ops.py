@@ -170,11 +170,12 @@ def _populations(args: argparse.Namespace) -> int:
 
 def _api(args: argparse.Namespace) -> int:
     from segstream.stream.http.server import run_web
+    from segstream.stream.service import delivery_groups
 
     # Through load_settings, so that a bad --port is refused like a bad SEGSTREAM_HTTP_PORT.
     settings = load_settings(**({} if args.port is None else {"http_port": args.port}))
     print(f"segstream api on http://{settings.http_host}:{settings.http_port}/ (Ctrl-C stops)")
-    run_web(settings)
+    run_web(settings, delivery=delivery_groups(settings))
     return 0
 
 

@@ -48,6 +48,7 @@ from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.events import UnknownFields
 from segstream.stream.domain.json_keys import RepeatedKeyError, unique_keys
 from segstream.stream.http.auth import bearer_auth, check_exposure
+from segstream.stream.http.delivery import DeliveryGroups, DeliveryWatch
 from segstream.stream.http.live import LiveView
 from segstream.stream.http.metrics import CONTENT_TYPE, Metrics
 from segstream.stream.http.openapi import (
@@ -385,6 +386,7 @@ def create_web_app(
     population_min_age_s: float = 1.0,
     stalls: Callable[[], Sequence[str]] | None = None,
     degraded: Callable[[], Sequence[str]] | None = None,
+    delivery: DeliveryGroups | None = None,
 ) -> web.Application:
     """The HTTP application (not started); the other arguments share the worker's objects.
 
@@ -397,6 +399,8 @@ def create_web_app(
         stalls: the worker's watchdog reasons; ``/readyz`` is not ready while there are any.
         degraded: the Redis primaries the worker writes short of replicas (one line each);
             ``/readyz`` is not ready while there are any.
+        delivery: the webhook delivery groups to show on the status page (``None``: no
+            Delivery section, delivery is not configured).
     """
     own_redis = redis is None
     client = redis or redis_client(settings, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -411,6 +415,11 @@ def create_web_app(
         population_min_age_s=population_min_age_s,
         stalls=stalls,
         degraded=degraded,
+        delivery=(
+            None
+            if delivery is None
+            else DeliveryWatch(settings, delivery, interval_s=max(lag_interval_s, 2.0))
+        ),
     )
     middlewares: list[Middleware] = [_errors]  # outermost: it also shapes the auth middleware's 401
     if settings.http_token is not None:
@@ -463,14 +472,15 @@ async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner
     return runner
 
 
-def run_web(settings: Settings) -> None:
-    """Serve the API standalone until interrupted (``segstream api``).
+def run_web(settings: Settings, delivery: DeliveryGroups | None = None) -> None:
+    """Serve the API standalone until interrupted (``segstream api``); ``delivery``: the
+    webhook delivery groups its status page shows, if delivery is configured.
 
     Raises:
         ConfigError: serving without a token beyond loopback (see :func:`check_exposure`).
     """
     check_exposure(settings)
-    app = create_web_app(settings)
+    app = create_web_app(settings, delivery=delivery)
 
     async def main() -> None:
         runner = await start_web(app, settings.http_host, settings.http_port)
@@ -483,11 +493,14 @@ def run_web(settings: Settings) -> None:
     asyncio.run(main())
 
 
-def worker_http(settings: Settings, metrics: Metrics) -> Extension:
+def worker_http(
+    settings: Settings, metrics: Metrics, delivery: DeliveryGroups | None = None
+) -> Extension:
     """The HTTP side (API, /metrics, status page) as a worker extension; off if ``http_port`` is 0.
 
     It shares the worker's metrics, model holder and Redis client, so /metrics shows this
     process's consumption and the API answers with the model the worker assigns with.
+    ``delivery``: the webhook delivery groups the status page shows, if delivery is configured.
 
     Raises:
         ConfigError: serving without a token beyond loopback (see :func:`check_exposure`),
@@ -506,6 +519,7 @@ def worker_http(settings: Settings, metrics: Metrics) -> Extension:
             redis=parts.redis,
             stalls=parts.watchdog.reasons,
             degraded=parts.processor.state.shortfall.reasons,
+            delivery=delivery,
         )
         runner = await start_web(app, settings.http_host, settings.http_port)
         log.info("HTTP side on http://%s:%d/", settings.http_host, settings.http_port)
