@@ -4,6 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many pytest-xdist workers, each with a Kafka and a Redis of
+# its own; the tests sharing an expensive fixture (Kafka Connect, the clusters) go to one worker
+# (tests/parallel.py). 0 runs it serially in one process. How to pick it: README, Development.
+TEST_WORKERS ?= 3
+XDIST = -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist loadgroup)
 LOCK := requirements.lock
 # `make lock LOCK_ARGS=--upgrade` moves every pin to the newest release pyproject.toml allows.
 LOCK_ARGS ?=
@@ -35,8 +40,8 @@ demo: setup ## Run the whole product end to end on this machine, then stop every
 demo-cdc: setup ## The same from a PostgreSQL shop through Debezium (docs/cdc.md), then stop
 	$(BIN)/segstream demo --cdc
 
-test: lint ## Lint, then the whole test suite (starts and stops the Kafka and Redis it needs)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: lint ## Lint, then the whole suite on TEST_WORKERS workers (default 3), each with its own Kafka and Redis
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: lock-check ## The unit tier only: pure functions, no server started
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -4,10 +4,13 @@ The broker (``kafka-pom.xml``), the Connect runtime (``connect-pom.xml``) and th
 connector (``debezium-pom.xml``) are each one pom that nothing builds: ``mvn
 dependency:copy-dependencies`` copies its runtime dependencies into the cache folder, and a
 ``.complete`` marker written last says the folder is whole (an interrupted copy is resumed).
+Processes resolving the same folder at once (parallel test workers on a fresh machine, two
+``services up``) take turns on a lock file beside it: one copies, the others find it whole.
 """
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import subprocess
@@ -52,6 +55,20 @@ def resolve_jars(
     done = into / ".complete"
     if done.exists():
         return into
+    into.parent.mkdir(parents=True, exist_ok=True)
+    with (into.parent / f".{into.name}.lock").open("a") as lock:
+        # Blocks while another process copies into the same folder (minutes on first use).
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _copy_dependencies(pom, into, what, exclude_groups)
+    return into
+
+
+def _copy_dependencies(
+    pom: Traversable, into: Path, what: str, exclude_groups: Sequence[str]
+) -> None:
+    """Run Maven's ``copy-dependencies`` of ``pom`` into ``into``; mark it complete."""
+    done = into / ".complete"
     mvn = shutil.which("mvn")
     if mvn is None:
         raise ServiceError(f"Maven (mvn) is needed once to fetch {what}: apt-get install maven")
@@ -79,4 +96,3 @@ def resolve_jars(
             f"Maven could not resolve {what}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
         )
     done.touch()
-    return into

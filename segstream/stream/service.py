@@ -13,6 +13,7 @@ import faust
 
 from segstream.settings import Settings
 from segstream.stream.delivery.config import DeliveryConfigError, destination_names
+from segstream.stream.delivery.dead_letters import destination_of
 from segstream.stream.delivery.loop import group_of, redrive_group
 from segstream.stream.http.delivery import DeliveryGroups
 from segstream.stream.http.metrics import Metrics
@@ -42,6 +43,7 @@ def delivery_groups(settings: Settings) -> DeliveryGroups | None:
         destinations=tuple((n, group_of(settings, n)) for n in names),
         dead_letter_topic=settings.topic_delivery_dead_letters,
         redrive_group=redrive_group(settings),
+        destination_of=destination_of,
         error=error,
     )
 

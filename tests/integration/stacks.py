@@ -27,7 +27,7 @@ from tests.waiting import wait_until
 def private_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings of a broker and a Redis under ``data_dir`` on free ports (not started);
     ``overrides`` win (e.g. ``app_id``)."""
-    kafka_port, controller_port, redis_port = free_port(), free_port(), free_port()
+    kafka_port, controller_port, redis_port = free_ports(3)
     values: dict[str, object] = {
         "data_dir": data_dir,
         "kafka_port": kafka_port,

@@ -34,6 +34,8 @@ def test_each_destination_is_watched_in_its_group_without_its_secret(tmp_path: P
     assert groups.redrive_group == "shop-deliver-redrive"
     assert groups.dead_letter_topic == settings.topic_delivery_dead_letters
     assert groups.config == str(path)
+    assert groups.destination_of is not None
+    assert groups.destination_of(b'{"destination": "crm", "more": 1}') == "crm"
 
 
 def test_a_config_that_cannot_be_read_is_shown_not_raised(tmp_path: Path) -> None:

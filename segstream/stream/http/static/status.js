@@ -142,6 +142,7 @@ function drawDelivery(delivery) {
     return;
   }
   section.hidden = false;
+  const letters = delivery.dead_letters;
   const body = $("delivery-table").tBodies[0];
   body.replaceChildren();
   for (const d of delivery.destinations) {
@@ -153,11 +154,12 @@ function drawDelivery(delivery) {
     cell(row, d.backlog === null ? "–" : d.backlog.toLocaleString("en"), "num");
     cell(row, d.backlog === null ? "–" : fmtSeconds(d.seconds_behind), "num");
     cell(row, d.growth === null ? "–" : (d.growth > 0 ? "+" : "") + d.growth, "num");
+    cell(row, d.dead_letters === null ? "–" : d.dead_letters.toLocaleString("en") +
+      (letters.complete ? "" : "+"), "num");
     cell(row, d.warnings.length ? d.warnings.join("; ") : d.state);
   }
   const notes = [];
   if (delivery.error) notes.push("Kafka or config: " + delivery.error);
-  const letters = delivery.dead_letters;
   if (letters.waiting !== null)
     notes.push(letters.waiting.toLocaleString("en") + " dead letters waiting on " + letters.topic +
       (letters.waiting ? " (segstream deliver --redrive sends them again)" : ""));

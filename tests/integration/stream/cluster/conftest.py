@@ -19,7 +19,7 @@ from segstream.services.redis_cluster import BUS_OFFSET, RedisCluster
 from segstream.services.stack import Stack
 from segstream.settings import Settings, load_settings
 from tests.integration.stream.conftest import app_settings
-from tests.ports import free_port_block
+from tests.ports import KAFKA_CLUSTER_FLOOR, REDIS_CLUSTER_FLOOR, free_port_block
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,12 @@ class Clusters:
         return settings
 
 
-KAFKA_PORTS_FROM = 25_000
-REDIS_PORTS_FROM = 21_000
-"""Below the kernel's ephemeral range (32768-60999), bus ports (+10,000) included, so no
-client connection of this busy machine takes a port between the check and the bind."""
 ATTEMPTS = 3
 
 
 def _stack(root: Path) -> Stack:
-    kafka_base = free_port_block(6, lowest=KAFKA_PORTS_FROM)  # client + controller, 3 nodes
-    redis_base = free_port_block(6, offset=BUS_OFFSET, lowest=REDIS_PORTS_FROM)
+    kafka_base = free_port_block(6, lowest=KAFKA_CLUSTER_FLOOR)  # client + controller, 3 nodes
+    redis_base = free_port_block(6, offset=BUS_OFFSET, lowest=REDIS_CLUSTER_FLOOR)
     return Stack(
         load_settings(
             data_dir=root,

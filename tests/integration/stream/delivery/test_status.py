@@ -20,6 +20,7 @@ from tests.integration.stream.conftest import Dataset, WorkerProcess, replay, wa
 from tests.integration.stream.delivery.conftest import (
     changes_by_key,
     deliver_settings,
+    run_deliver,
     write_config,
 )
 from tests.integration.stream.delivery.receiver import Receiver
@@ -111,6 +112,7 @@ def test_the_status_page_shows_each_destinations_backlog_processes_and_dead_lett
                 and d["down"]["state"] == "warning"
                 and d["reject"]["backlog"] == 0
                 and delivery["dead_letters"]["waiting"] == len(changes)
+                and delivery["dead_letters"]["complete"]
             )
 
         shown, delivery = poll(worker, settled, "fast drained, down behind", [worker, deliver])
@@ -124,7 +126,12 @@ def test_the_status_page_shows_each_destinations_backlog_processes_and_dead_lett
         assert sum(p["lag"] for p in down["partitions"]) == down["backlog"]
         assert receiver.events("down") == [] and set(receiver.statuses["down"]) == {503}
         assert {e["idempotency_key"] for e in receiver.events("fast")} == set(changes)
-        assert delivery["warnings"] == 1 and delivery["error"] is None
+        # "reject" refused everything: each change is one letter, counted for it alone.
+        assert delivery["dead_letters"]["by_destination"] == {"reject": len(changes)}
+        assert shown["reject"]["dead_letters"] == len(changes)
+        assert shown["reject"]["warnings"][0].startswith(f"{len(changes)} dead letters")
+        assert fast["dead_letters"] == down["dead_letters"] == 0
+        assert delivery["warnings"] == 2 and delivery["error"] is None
         assert delivery["config"] == str(config)
         # The deliver process's own gauge says the same while its batch to "down" is retried.
         backlog_gauge(settings, lambda g: g.get("fast") == 0 and g["down"] >= len(changes))
@@ -138,6 +145,22 @@ def test_the_status_page_shows_each_destinations_backlog_processes_and_dead_lett
             worker,
             lambda d, _: d["down"]["backlog"] == 0 and d["down"]["state"] == "ok",
             "down drained once up",
+            [worker, deliver],
+        )
+        # "reject" accepts now and its letters are redriven: none waits any more, for it or
+        # in total (the redrive group committed past them).
+        receiver.bring_up("reject")
+        code, report, stderr = run_deliver(settings, "--redrive")
+        assert code == 0 and report["delivered"] == len(changes), stderr
+        poll(
+            worker,
+            lambda d, x: (
+                d["reject"]["dead_letters"] == 0
+                and d["reject"]["state"] == "ok"
+                and x["dead_letters"]["waiting"] == 0
+                and x["dead_letters"]["by_destination"] == {}
+            ),
+            "the redriven letters gone",
             [worker, deliver],
         )
         assert deliver.stop(signal.SIGTERM) == 0, deliver.log_tail()
@@ -186,6 +209,9 @@ def check_page(worker: WorkerProcess) -> None:
             down = page.locator('#delivery-table tr[data-destination="down"]')
             assert down.get_attribute("class") == "lagging"
             assert "changes not delivered" in down.inner_text()
+            reject = page.locator('#delivery-table tr[data-destination="reject"]')
+            assert reject.get_attribute("class") == "lagging"
+            assert "dead letters not received" in reject.inner_text()
             fast = page.locator('#delivery-table tr[data-destination="fast"]')
             assert fast.get_attribute("class") in (None, "")
             assert "dead letters waiting" in page.inner_text("#delivery-note")

@@ -7,6 +7,7 @@ from segstream.stream.http.delivery import (
     BEHIND_WARN_S,
     DeliveryGroups,
     DeliveryWatch,
+    LetterTally,
     backlog_growth,
     destination_doc,
     destination_warnings,
@@ -86,6 +87,17 @@ class TestWarnings:
         )
         assert "of unknown age" in warning
 
+    def test_dead_letters_waiting_say_how_to_send_them_again(self) -> None:
+        (warning,) = destination_warnings(
+            GROUP, members=1, backlog=0, seconds_behind=0.0, growth=None, dead_letters=12
+        )
+        assert warning.startswith("12 dead letters not received by the destination")
+        assert "segstream deliver --redrive" in warning
+        none = destination_warnings(
+            GROUP, members=1, backlog=0, seconds_behind=0.0, growth=None, dead_letters=0
+        )
+        assert none == []
+
     def test_both_problems_at_once_give_two_warnings(self) -> None:
         warnings = destination_warnings(GROUP, members=0, backlog=9, seconds_behind=99.0, growth=9)
         assert len(warnings) == 2
@@ -134,6 +146,8 @@ class TestWatchBeforeItsFirstRead:
         assert (crm["state"], crm["backlog"], crm["members"]) == ("unknown", None, None)
         assert doc["error"] == crm["error"] == "not read yet"
         assert doc["dead_letters"]["waiting"] is None and doc["warnings"] == 0
+        assert doc["dead_letters"]["by_destination"] is None
+        assert doc["dead_letters"]["complete"] is False and crm["dead_letters"] is None
 
     def test_a_config_error_is_the_sections_error(self) -> None:
         groups = DeliveryGroups(
@@ -145,3 +159,36 @@ class TestWatchBeforeItsFirstRead:
             [],
             "bad.toml",
         )
+
+
+class TestLetterTally:
+    def test_consecutive_letters_of_one_destination_make_one_run(self) -> None:
+        tally = LetterTally()
+        for offset in range(10, 15):
+            tally.add(0, offset, "crm")
+        tally.add(0, 15, "recs")
+        tally.add(1, 0, "crm")
+        assert tally.counts() == {"crm": 6, "recs": 1}
+        assert tally.next == {0: 16, 1: 1}
+
+    def test_letters_redriven_are_forgotten_even_within_a_run(self) -> None:
+        tally = LetterTally()
+        for offset in range(0, 10):
+            tally.add(0, offset, "crm" if offset < 6 else "recs")
+        assert tally.trim(0, 4) == 10  # --redrive committed 4: letters 0..3 are done
+        assert tally.counts() == {"crm": 2, "recs": 4}
+        assert tally.trim(0, 10) == 10
+        assert tally.counts() == {}
+
+    def test_a_resume_past_what_was_read_skips_ahead(self) -> None:
+        tally = LetterTally()
+        tally.add(0, 0, "crm")
+        assert tally.trim(0, 50) == 50  # redriven (or deleted) before this page read them
+        assert tally.trim(3, 7) == 7  # a partition not read yet starts at its resume offset
+        assert tally.counts() == {}
+
+    def test_a_gap_in_offsets_starts_a_new_run_so_counts_stay_exact(self) -> None:
+        tally = LetterTally()
+        tally.add(0, 0, "crm")
+        tally.add(0, 5, "crm")
+        assert tally.counts() == {"crm": 2}
