@@ -94,6 +94,9 @@ def _settings(base: Settings, tag: str, app: str, drift: str, tmp: Path) -> Sett
             "drift": drift,
             "drift_max_distance": MAX_DISTANCE,
             "data_dir": tmp / app,
+            # One process per WorkerProcess: the test counts two writers for two workers (unset,
+            # `segstream worker` would run one process per core, each a writer of its own).
+            "worker_processes": 1,
         }
     )
 
