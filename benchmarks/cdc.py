@@ -197,6 +197,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: An
     worker = capture.model_copy(
         update={
             "source": "cdc",
+            "worker_processes": 1,  # one process, as the JSON bench's figures it is set beside
             "app_id": f"bench-{tag}",
             "topic_users": f"bench-{tag}-users",
             "topic_orders": f"bench-{tag}-orders",

@@ -59,7 +59,16 @@ _RULES: tuple[tuple[str, tuple[str, ...], frozenset[str] | None], ...] = (
     (
         "commit",
         ("stream/worker/consumer.py",),
-        frozenset({"commit", "_commit_within_deadline", "_start_commit", "ack"}),
+        frozenset(
+            {
+                "commit",
+                "_commit_within_deadline",
+                "_start_commit",
+                "ack",
+                "ack_all",
+                "_maybe_commit",
+            }
+        ),
     ),
     (
         "commit",

@@ -298,7 +298,8 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
     # The worker as deployed, HTTP side included, on a port of its own.
     worker = settings.model_copy(
         update={**names, "app_id": f"bench-{tag}", "model_dir": workdir / "models",
-                "data_dir": workdir / "state", "log_level": "info", "http_port": _free_port()}
+                "data_dir": workdir / "state", "log_level": "info", "http_port": _free_port(),
+                "worker_processes": 1}  # one process: the baselines are one process each
     )  # fmt: skip
     take = worker.model_copy(update={"app_id": f"bench-{tag}-take"})
     lean_take = worker.model_copy(update={"app_id": f"bench-{tag}-lean-take"})

@@ -12,13 +12,16 @@ __all__ = [
     "CommandTimeout",
     "ConfigError",
     "DataError",
+    "DriftStateError",
     "EventError",
     "InputError",
     "ModelMismatchError",
     "ReplicaWaitTimeout",
     "SegstreamError",
     "ServiceError",
+    "StateConflict",
     "StateError",
+    "StateUnavailable",
     "describe",
 ]
 
@@ -76,7 +79,28 @@ class InputError(SegstreamError):
 
 
 class StateError(SegstreamError):
-    """The per-user state store (Redis) failed after its retries were exhausted."""
+    """The state store (Redis), or the state kept in it, cannot serve a call.
+
+    Catch a subclass to tell the cases apart: the store is unavailable
+    (:class:`StateUnavailable`), another writer kept winning (:class:`StateConflict`), the
+    drift state does not fit (:class:`DriftStateError`), replicas were late
+    (:class:`ReplicaWaitTimeout`, retried where it is raised).
+    """
+
+
+class StateUnavailable(StateError):
+    """Redis failed after the call's retries were exhausted, or refused it for good (ACLs, a
+    command it rejects): nothing is wrong with the state itself."""
+
+
+class StateConflict(StateError):
+    """Another writer changed the users a write needed unchanged, every time it was tried;
+    the state is sound and a later retry (the batch's redelivery) can succeed."""
+
+
+class DriftStateError(StateError):
+    """The shared drift state in Redis is missing, malformed, pruned past the epoch asked
+    for, or does not fit the model; retrying the same call cannot help."""
 
 
 class ReplicaWaitTimeout(StateError):

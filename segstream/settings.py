@@ -53,6 +53,7 @@ _OPTIONAL = (
     "http_token",
     "cdc_database_password",
     "delivery_config",
+    "worker_processes",
 )
 """Fields whose empty value means unset (``SEGSTREAM_X=`` in a compose file, for one)."""
 
@@ -142,6 +143,14 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     """Address the HTTP side binds to; loopback unless you mean to expose it (containers)."""
+
+    worker_processes: int | None = Field(default=None, ge=1, le=1024)
+    """Worker processes ``segstream worker`` runs in one consumer group (``--processes``).
+
+    Unset: the cores this process may run on, capped by the input topics' partition count
+    (a process beyond it would own no partition). 1: the worker runs in the command's own
+    process, with no supervisor. More: a supervisor starts that many, restarts one that dies
+    and serves the one HTTP side on ``http_port`` (merged ``/metrics``); see docs/scaling.md."""
 
     source: Literal["json", "cdc"] = "json"
     """Where the worker's input comes from: ``json``, segstream's own events on
@@ -352,10 +361,12 @@ class Settings(BaseSettings):
     # --- webhook delivery (issue 23) -----------------------------------------------------------
     delivery_config: Path | None = None
     """TOML file of the destinations ``segstream deliver`` POSTs segment changes to
-    (docs/delivery.md); required by that command only."""
+    (docs/delivery.md); required by that command only. Set where a worker (or ``segstream
+    api``) runs, its status page shows each destination's delivery (names only are read)."""
 
     delivery_http_port: int = Field(default=8092, ge=0, le=65535)
-    """Port of ``segstream deliver``'s ``/metrics`` and ``/status`` (on ``http_host``); 0: none."""
+    """Port of ``segstream deliver``'s ``/metrics``, ``/status`` and ``/`` (on ``http_host``);
+    0: none."""
 
     @field_validator(*_OPTIONAL, mode="before")
     @classmethod

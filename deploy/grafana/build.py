@@ -78,7 +78,7 @@ def build() -> dict[str, Any]:
         gd.Dashboard("segstream")
         .uid("segstream")
         .description(
-            "Throughput, lag, latency, errors and segments of the segstream workers "
+            "Throughput, lag, latency, errors, webhook delivery and segments of segstream "
             "(deploy/prometheus/alerts.yml's recording rules; runbook: docs/operations.md)"
         )
         .tags(["segstream", "kafka", "redis"])
@@ -173,6 +173,52 @@ def build() -> dict[str, Any]:
                 [("sum by (kind) (increase(segstream_stalls_total[5m]))", "{{kind}}")],
                 description="Batches or commits that overran their deadline, per 5 minutes "
                 "(alert: SegstreamStalled).",
+            )
+        )
+        .with_row(gd.Row("Delivery"))
+        .with_panel(
+            _series(
+                "Delivery backlog",
+                "short",
+                [("segstream:delivery_backlog_messages:max", "{{destination}}")],
+                description="Changes not yet acknowledged by each webhook destination, read "
+                "from Kafka by the deliver processes (alert: SegstreamDeliveryBacklogGrowing).",
+            )
+        )
+        .with_panel(
+            _series(
+                "Delivered changes",
+                "ops",
+                [("segstream:delivery_delivered:rate5m", "{{destination}}")],
+                description="Changes acknowledged per second by each destination (5 min rate).",
+            )
+        )
+        .with_panel(
+            _series(
+                "Delivery latency, p99",
+                "s",
+                [
+                    ("segstream:delivery_latency_seconds:p99_5m", "{{destination}}"),
+                    (
+                        "histogram_quantile(0.99, sum by (destination, le) "
+                        "(rate(segstream_delivery_request_seconds_bucket[5m])))",
+                        "{{destination}}, one POST",
+                    ),
+                ],
+                description="Change published to Kafka until the destination acknowledged "
+                "it, and the wall time of one POST; 99th percentiles over 5 minutes.",
+            )
+        )
+        .with_panel(
+            _series(
+                "Delivery retries and dead letters",
+                "short",
+                [
+                    ("segstream:delivery_retries:rate5m", "{{destination}} retry {{reason}} /s"),
+                    ("segstream:delivery_failed:increase10m", "{{destination}} dead-lettered"),
+                ],
+                description="POSTs retried per second by reason, and changes dead-lettered "
+                "per 10 minutes (alert: SegstreamDeliveryDeadLetters).",
             )
         )
         .with_row(gd.Row("Segments"))

@@ -56,6 +56,8 @@ def _bench_training(args: argparse.Namespace) -> int:
 
 
 def _bench_stream(args: argparse.Namespace) -> int:
+    if args.processes is not None:
+        return int(benchmark("processes").run_processes_bench(load_settings(), args))
     if args.profile is not None:
         # Checked before the run: the profile is written minutes into it.
         target = Path(args.profile)
@@ -176,6 +178,14 @@ def add_commands(sub: SubParsers) -> None:
         metavar="PATH",
         help="also run the worker under cProfile on one more wave of orders, write its "
         "statistics to PATH (default: worker-profile.pstats) and print where the time went",
+    )
+    p.add_argument(
+        "--processes",
+        metavar="LIST",
+        help="instead of the figures above: `segstream worker --processes N` for each N of "
+        "LIST (comma-separated counts, `all` for the usable cores, e.g. 1,2,all): events/s "
+        "over the same backlog (--users users, their orders twice) and latency p50/p99 at "
+        "--rate for --latency-seconds",
     )
     p.set_defaults(handler=_bench_stream)
     p = targets.add_parser(

@@ -70,7 +70,8 @@ def add_commands(sub: SubParsers) -> None:
         "--backfill",
         metavar="DESTINATION",
         help="send every user's current segment to DESTINATION, then hand over to the live "
-        "stream (run it while no deliver process serves DESTINATION); prints a JSON report",
+        "stream (run it before any deliver process serves DESTINATION: it refuses otherwise, "
+        "saying how to add a destination to running processes); prints a JSON report",
     )
     p.add_argument(
         "--redrive",

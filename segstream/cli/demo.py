@@ -112,6 +112,22 @@ def _run(env: dict[str, str], *args: str) -> None:
         raise ServiceError(f"`segstream {' '.join(args)}` failed with exit {result.returncode}")
 
 
+def _start(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``segstream ARGS`` started in the background, its output (both streams) to ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(_segstream(*args), env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _start_worker(env: dict[str, str], work: Path, settings: Settings) -> subprocess.Popen[bytes]:
+    """``segstream worker`` in the background, logging to ``work/worker.log``; says where its
+    log and status page (``settings``' HTTP address) are."""
+    work.mkdir(parents=True, exist_ok=True)
+    worker = _start(env, work / "worker.log", "worker")
+    print(f"   worker pid {worker.pid}, log {work / 'worker.log'}")
+    print(f"   status page http://{settings.http_host}:{settings.http_port}/")
+    return worker
+
+
 def _reset_namespace(settings: Settings) -> None:
     """Delete the demo's topics and Redis keys left by a previous run.
 
@@ -270,20 +286,11 @@ def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
         _run(env, "train", "--data", str(data), "--out", str(models), "--no-align")
 
         _step("starting the streaming worker")
-        work.mkdir(parents=True, exist_ok=True)
-        with open(work / "worker.log", "wb") as log:
-            worker = subprocess.Popen(
-                _segstream("worker"), env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        print(f"   worker pid {worker.pid}, log {work / 'worker.log'}")
-        print(f"   status page http://{settings.http_host}:{settings.http_port}/")
+        worker = _start_worker(env, work, settings)
 
         _step("replaying the dataset's users and orders through Kafka")
         replay_args = ["replay", "--data", str(data)] + (["--rate", str(rate)] if rate else [])
-        with open(work / "replay.log", "wb") as log:
-            replay = subprocess.Popen(
-                _segstream(*replay_args), env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        replay = _start(env, work / "replay.log", *replay_args)
         _watch(demo, replay, worker, work / "worker.log")
 
         assign = ["assign", "--model", str(models / "current"), "--data", str(data),

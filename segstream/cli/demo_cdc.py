@@ -25,7 +25,8 @@ from segstream.cli.demo import (
     _epoch_arguments,
     _report_parity,
     _run,
-    _segstream,
+    _start,
+    _start_worker,
     _step,
     _stop,
     _watch,
@@ -112,13 +113,7 @@ def run_cdc_demo(settings: Settings, args: argparse.Namespace) -> int:
         _run(env, "cdc", "check")
 
         _step("starting the streaming worker on the change events (SEGSTREAM_SOURCE=cdc)")
-        work.mkdir(parents=True, exist_ok=True)
-        with open(work / "worker.log", "wb") as log:
-            worker = subprocess.Popen(
-                _segstream("worker"), env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        print(f"   worker pid {worker.pid}, log {work / 'worker.log'}")
-        print(f"   status page http://{demo.http_host}:{demo.http_port}/")
+        worker = _start_worker(env, work, demo)
 
         _step(
             f"live shop mutations for {args.shop_seconds:.0f} s at {args.shop_rate:.0f}/s: new "
@@ -127,10 +122,7 @@ def run_cdc_demo(settings: Settings, args: argparse.Namespace) -> int:
         )
         shop_args = ["shop", "--db", url, "--rate", str(args.shop_rate),
                      "--duration", str(args.shop_seconds)]  # fmt: skip
-        with open(work / "shop.log", "wb") as log:
-            shop = subprocess.Popen(
-                _segstream(*shop_args), env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        shop = _start(env, work / "shop.log", *shop_args)
         print(f"   shop pid {shop.pid}, each change in {work / 'shop.log'}")
         _watch(demo, shop, worker, work / "worker.log")
         print("   " + (work / "shop.log").read_text(errors="replace").strip().splitlines()[-1])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.cli.main import add_verbs
-from segstream.errors import ConfigError, StateError
+from segstream.errors import ConfigError
 from segstream.settings import Settings, load_settings
 from segstream.stream.clients.redis import redis_client
 
@@ -80,7 +80,7 @@ def _drift_store(settings: Settings) -> tuple[Model, aioredis.Redis, DriftStore]
 
 
 def _drift_show(args: argparse.Namespace) -> int:
-    from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+    from segstream.stream.clients.retry import redis_call
     from segstream.stream.drift.centroids import drift_distances
 
     settings = load_settings()
@@ -98,8 +98,8 @@ def _drift_show(args: argparse.Namespace) -> int:
 
     deadline = CommandDeadline(settings, "reading the drift state", REDIS)
     state, contributions, epochs = deadline.run(
-        retry(read, what=f"reading the drift state from {_redis_named(settings)}",
-              transient=REDIS_TRANSIENT, attempts=3, error=StateError)
+        redis_call(read, what=f"reading the drift state from {_redis_named(settings)}",
+                   attempts=3)
     )  # fmt: skip
     distances = drift_distances(state.centers, model.centers)
     document = {
@@ -147,7 +147,7 @@ def _drift_show(args: argparse.Namespace) -> int:
 
 
 def _drift_reset(args: argparse.Namespace) -> int:
-    from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+    from segstream.stream.clients.retry import redis_call
 
     settings = load_settings()
     model, client, store = _drift_store(settings)
@@ -161,8 +161,8 @@ def _drift_reset(args: argparse.Namespace) -> int:
 
     deadline = CommandDeadline(settings, "resetting the drift state", REDIS)
     existed = deadline.run(
-        retry(reset, what=f"resetting the drift state in {_redis_named(settings)}",
-              transient=REDIS_TRANSIENT, attempts=3, error=StateError)
+        redis_call(reset, what=f"resetting the drift state in {_redis_named(settings)}",
+                   attempts=3)
     )  # fmt: skip
     if existed:
         print(f"drift of model {version} reset: workers use its trained centres within 1 s")

@@ -108,9 +108,8 @@ def lag_problems(snapshot: LagSnapshot, *, group_option: bool) -> list[str]:
 
 
 def _populations(args: argparse.Namespace) -> int:
-    from segstream.errors import StateError
     from segstream.stream.clients.redis import redis_client
-    from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+    from segstream.stream.clients.retry import redis_call
     from segstream.stream.state.keys import state_prefix
     from segstream.stream.state.populations import (
         Populations,
@@ -136,13 +135,11 @@ def _populations(args: argparse.Namespace) -> int:
     what = "recounting" if args.recount else "reading"
     deadline = CommandDeadline(settings, f"{what} the populations", REDIS)
     populations = deadline.run(
-        retry(
+        redis_call(
             once,
             what=f"{'recounting' if args.recount else 'reading'} the populations in Redis at "
             f"{settings.redis_display} (SEGSTREAM_REDIS_URL)",
-            transient=REDIS_TRANSIENT,
             attempts=3,
-            error=StateError,
         )
     )
     by_version = {
@@ -173,11 +170,12 @@ def _populations(args: argparse.Namespace) -> int:
 
 def _api(args: argparse.Namespace) -> int:
     from segstream.stream.http.server import run_web
+    from segstream.stream.service import delivery_groups
 
     # Through load_settings, so that a bad --port is refused like a bad SEGSTREAM_HTTP_PORT.
     settings = load_settings(**({} if args.port is None else {"http_port": args.port}))
     print(f"segstream api on http://{settings.http_host}:{settings.http_port}/ (Ctrl-C stops)")
-    run_web(settings)
+    run_web(settings, delivery=delivery_groups(settings))
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 from typing import Any, TypeAlias
 
 from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
-from segstream.errors import ConfigError, StateError
+from segstream.errors import ConfigError
 from segstream.settings import load_settings
 from segstream.stream.clients.redis import redis_client
 
@@ -17,10 +17,20 @@ SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from segstream.stream.http.front import supervisor_http
     from segstream.stream.service import create_service
-    from segstream.stream.worker.run import run_worker
+    from segstream.stream.worker.supervisor import run_workers
 
-    return run_worker(load_settings(), create_service)
+    overrides = {} if args.processes is None else {"worker_processes": args.processes}
+    settings = load_settings(**overrides)
+    return run_workers(settings, create_service, front=supervisor_http(settings))
+
+
+def _processes(text: str) -> int:
+    """argparse type of ``--processes``: a whole number from 1 to 1024."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1024):
+        raise argparse.ArgumentTypeError(f"a number of processes from 1 to 1024, got {text!r}")
+    return int(text)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -64,7 +74,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
 
-    from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+    from segstream.stream.clients.retry import redis_call
     from segstream.stream.state.codec import describe_user
     from segstream.stream.state.keys import state_prefix
     from segstream.stream.state.store import RedisState
@@ -82,13 +92,11 @@ def _segment(args: argparse.Namespace) -> int:
 
     deadline = CommandDeadline(settings, f"reading user {args.user_id}", REDIS)
     fields, pending = deadline.run(
-        retry(
+        redis_call(
             read,
             what=f"reading user {args.user_id} from Redis at {settings.redis_display} "
             "(SEGSTREAM_REDIS_URL)",
-            transient=REDIS_TRANSIENT,
             attempts=3,
-            error=StateError,
         )
     )
     if not fields and not pending:
@@ -199,8 +207,18 @@ def add_commands(sub: SubParsers) -> None:
         "port is free, and creates missing topics. Workers with the same SEGSTREAM_APP_ID form "
         "one consumer group and share the partitions; each serves its HTTP side (API, "
         "/metrics, status page) on SEGSTREAM_HTTP_HOST:SEGSTREAM_HTTP_PORT, so a second "
-        "worker on one host needs another port, or SEGSTREAM_HTTP_PORT=0 for none. All "
-        "settings: segstream config.",
+        "worker on one host needs another port, or SEGSTREAM_HTTP_PORT=0 for none. With "
+        "--processes N (N > 1) a supervisor runs N worker processes in the group on this "
+        "host, serves the one HTTP side (merged /metrics) and restarts a process that dies. "
+        "All settings: segstream config.",
+    )
+    p.add_argument(
+        "--processes",
+        type=_processes,
+        metavar="N",
+        help="worker processes to run in one group under one supervisor (default: "
+        "SEGSTREAM_WORKER_PROCESSES, else the usable cores capped by the input partitions); "
+        "1 runs the worker in this process",
     )
     p.set_defaults(handler=_worker)
 

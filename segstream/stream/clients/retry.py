@@ -18,7 +18,9 @@ broker restart produces several of them, and one that never clears is caught by 
 progress watchdog (:mod:`segstream.stream.worker.watchdog`), which restarts the worker.
 
 Commands for people (``segstream segment``) pass ``attempts`` or ``give_up_after_s`` to
-:func:`retry` and get a SegstreamError.
+:func:`retry` and get a SegstreamError. A call on the state store (Redis) goes through
+:func:`redis_call`, the one place that says which errors of a Redis call are retried and what
+giving up raises.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import TypeVar
 import redis.exceptions as redis_errors
 from aiokafka import errors as kafka_errors
 
-from segstream.errors import ReplicaWaitTimeout, SegstreamError, ServiceError
+from segstream.errors import ReplicaWaitTimeout, SegstreamError, ServiceError, StateUnavailable
 from segstream.errors import describe as describe_one
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "kafka_fault",
     "permanent_message",
     "raise_if_permanent",
+    "redis_call",
     "redis_fault",
     "retry",
 ]
@@ -320,3 +323,38 @@ async def retry(
             level = logging.WARNING if failures < 10 else logging.ERROR
             log.log(level, "%s (%s); retry %d in %.1f s", what, describe(exc), failures, wait)
             await asyncio.sleep(wait)
+
+
+async def redis_call(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    attempts: int | None = None,
+    hint: str = "",
+    on_failure: Callable[[bool], None] | None = None,
+) -> T:
+    """Await ``operation()``, a call on the state store (Redis), retrying as :func:`retry` does.
+
+    The failures retried are :data:`REDIS_TRANSIENT`'s (classified by :func:`redis_fault`),
+    with the backoff of :func:`retry`'s defaults: 0.05 s doubling up to 5 s.
+
+    Args:
+        operation: makes a fresh awaitable per attempt; it must be safe to repeat.
+        what: names the call in logs and errors ("apply batch to Redis").
+        attempts: give up after this many failures; ``None`` (a worker): no limit.
+        hint: appended to the giving-up message (which setting to check).
+        on_failure: as :func:`retry`'s, e.g. to count Redis errors and retries.
+
+    Raises:
+        StateUnavailable: a permanent failure (at once), or ``attempts`` failures, chained to
+            the last one.
+    """
+    return await retry(
+        operation,
+        what=what,
+        transient=REDIS_TRANSIENT,
+        attempts=attempts,
+        error=StateUnavailable,
+        hint=hint,
+        on_failure=on_failure,
+    )

@@ -13,8 +13,14 @@ A change the worker makes after step 2 read the user has a sequence above ``n`` 
 in Redis after that read, so published after ``E`` was noted: the live loop, starting at ``E``,
 sends it. A change at or after ``E`` with sequence <= ``n`` was already part of the snapshot:
 the live loop skips it (:func:`~segstream.stream.delivery.ordering.above_floor`). So nothing is
-missed and nothing goes out of order. Run it while no deliver process serves the destination
-(Kafka refuses to set the offsets of a group with members).
+missed and nothing goes out of order.
+
+It runs while no deliver process serves the destination, and refuses before sending anything
+otherwise (:func:`check_unserved`, with the operator's steps, :data:`HANDOVER_STEPS`). A live
+loop already running would be at an offset of its own, not ``E``: it could POST a change the
+snapshot already covers after the snapshot (out of order), and Kafka refuses to set the
+offsets of a group with members anyway. Adding a destination therefore never stops the
+others: the backfill runs before the fleet's config names the destination (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -40,18 +46,62 @@ from segstream.stream.delivery.metrics import DeliveryMetrics
 from segstream.stream.delivery.payload import DeliveryEvent, snapshot_event
 from segstream.stream.delivery.process import delivery_topics
 from segstream.stream.delivery.sender import Sender
+from segstream.stream.kafka.lag import LagReader
 from segstream.stream.kafka.topics import partitions_of
 from segstream.stream.state.keys import state_prefix, user_pattern
 from segstream.stream.state.lookup import stored_user
 from segstream.stream.state.store import RedisState
 
-__all__ = ["BackfillReport", "backfill", "current_segments"]
+__all__ = ["HANDOVER_STEPS", "BackfillReport", "backfill", "check_unserved", "current_segments"]
 
 log = logging.getLogger(__name__)
 _USER = re.compile(rb"\{u:(\d+)\}$")
 CHANGES_FIELD = b"cs"
 """The user hash's count of changes queued so far (``state/lua/apply.lua``): the sequence of
 the user's last change."""
+
+
+HANDOVER_STEPS = (
+    "to add a destination to running deliver processes: (1) keep them on a config without "
+    "it (roll back or stop those that have it; the other destinations go on); (2) run "
+    "`segstream deliver --backfill {name}` with a config that has it; (3) then restart "
+    "the deliver processes one by one on that config: {name} resumes exactly where the "
+    "backfill handed over (docs/delivery.md, 'Adding a destination to running processes')"
+)
+"""What an operator does to add a destination while delivery runs; ``{name}``: the
+destination. Said by every refusal of a backfill whose destination is being served."""
+
+
+def _served_error(destination: str, group: str, detail: str) -> ServiceError:
+    return ServiceError(
+        f"cannot backfill {destination}: {detail} (consumer group {group}); "
+        + HANDOVER_STEPS.format(name=destination)
+    )
+
+
+async def check_unserved(settings: Settings, destination: str) -> None:
+    """Refuse, before anything is read or sent, while a deliver process serves ``destination``.
+
+    Raises:
+        ServiceError: its group has members (naming how many, and :data:`HANDOVER_STEPS`), or
+            Kafka cannot be reached.
+    """
+    group = group_of(settings, destination)
+
+    async def members() -> int:
+        async with LagReader(settings, group, [settings.topic_segment_changes]) as reader:
+            return await reader.members()
+
+    serving = await retry(
+        members,
+        what=f"reading the members of consumer group {group}",
+        transient=(*KAFKA_TRANSIENT, ServiceError),
+        attempts=3,
+    )
+    if serving:
+        raise _served_error(
+            destination, group, f"{serving} running `segstream deliver` process(es) serve it"
+        )
 
 
 @dataclass(frozen=True)
@@ -115,10 +165,13 @@ async def _hand_over(
         consumer.assign(list(offsets))
         await consumer.commit(offsets)
     except KafkaError as exc:
-        raise ServiceError(
-            f"cannot set the offsets of consumer group {group_of(settings, destination)} "
-            f"({type(exc).__name__}): stop every `segstream deliver` serving destination "
-            f"{destination} and run the backfill again"
+        # A deliver process joined the group while the snapshot was sent: its loop is at an
+        # offset of its own, so the hand-over cannot be made; the snapshot will be sent again.
+        raise _served_error(
+            destination,
+            group_of(settings, destination),
+            f"a deliver process started serving it during the backfill, so its offsets "
+            f"cannot be set ({type(exc).__name__}); stop it and run the backfill again",
         ) from exc
     finally:
         await consumer.stop()
@@ -128,8 +181,10 @@ async def backfill(settings: Settings, destination: Destination) -> BackfillRepo
     """Run the backfill of ``destination`` (see the module docstring).
 
     Raises:
-        ServiceError: Kafka or Redis cannot be reached, or the group is in use.
+        ServiceError: Kafka or Redis cannot be reached, or a deliver process serves the
+            destination (checked first, and again at the hand-over).
     """
+    await check_unserved(settings, destination.name)
     await delivery_topics(settings)
     offsets = await retry(
         lambda: _end_offsets(settings),

@@ -34,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from segstream.errors import ConfigError
 
-__all__ = ["DeliveryConfig", "DeliveryConfigError", "Destination", "load_delivery_config"]
+__all__ = [
+    "DeliveryConfig",
+    "DeliveryConfigError",
+    "Destination",
+    "destination_names",
+    "load_delivery_config",
+]
 
 NAME = re.compile(r"^[a-z0-9_-]{1,40}$")
 MIN_SECRET_CHARS = 16
@@ -149,13 +155,12 @@ def _resolve_secret(path: Path, where: str, table: dict[str, Any]) -> dict[str, 
     return table
 
 
-def load_delivery_config(path: Path | None) -> DeliveryConfig:
-    """Read and validate the config file at ``path``.
+def _tables(path: Path | None) -> tuple[Path, list[dict[str, Any]]]:
+    """The file's path and its ``[[destination]]`` tables, unvalidated.
 
     Raises:
-        DeliveryConfigError: ``path`` is None (``SEGSTREAM_DELIVERY_CONFIG`` unset), the file
-            cannot be read or is not TOML, it has no destination, two share a name, or a field
-            is invalid: naming the file, the destination and the field (never a secret).
+        DeliveryConfigError: ``path`` is None, the file cannot be read, is not TOML, has a
+            top-level key other than ``destination`` or no destination table.
     """
     if path is None:
         raise DeliveryConfigError(
@@ -176,8 +181,50 @@ def load_delivery_config(path: Path | None) -> DeliveryConfig:
             f"{path}: unknown top-level key(s) {unknown}; expected [[destination]]"
         )
     tables = document.get("destination")
-    if not isinstance(tables, list) or not tables:
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise DeliveryConfigError(f"{path}: no [[destination]] table")
+    return path, tables
+
+
+def _unique(path: Path, names: list[str]) -> None:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DeliveryConfigError(f"{path}: destination names must be unique: {duplicates}")
+
+
+def destination_names(path: Path | None) -> tuple[str, ...]:
+    """The destinations' names of the file at ``path``, in the file's order, each checked.
+
+    For a process that only watches delivery (the worker's status page): it needs no
+    signing secret, so ``secret_env`` variables need not be set where it runs, and the other
+    fields are left to ``segstream deliver`` to check.
+
+    Raises:
+        DeliveryConfigError: as :func:`load_delivery_config`, for the file and the names.
+    """
+    path, tables = _tables(path)
+    names: list[str] = []
+    for index, table in enumerate(tables, start=1):
+        name = table.get("name")
+        if not isinstance(name, str) or not NAME.match(name):
+            raise DeliveryConfigError(
+                f"{path}: destination #{index}: field `name`: must match {NAME.pattern} "
+                "(lower case, digits, _ and -)"
+            )
+        names.append(name)
+    _unique(path, names)
+    return tuple(names)
+
+
+def load_delivery_config(path: Path | None) -> DeliveryConfig:
+    """Read and validate the config file at ``path``.
+
+    Raises:
+        DeliveryConfigError: ``path`` is None (``SEGSTREAM_DELIVERY_CONFIG`` unset), the file
+            cannot be read or is not TOML, it has no destination, two share a name, or a field
+            is invalid: naming the file, the destination and the field (never a secret).
+    """
+    path, tables = _tables(path)
     destinations: list[Destination] = []
     for index, table in enumerate(tables, start=1):
         where = f"destination {table.get('name', f'#{index}')!r}"
@@ -188,8 +235,5 @@ def load_delivery_config(path: Path | None) -> DeliveryConfig:
                 f"field `{'.'.join(map(str, e['loc'])) or '?'}`: {e['msg']}" for e in exc.errors()
             )
             raise DeliveryConfigError(f"{path}: {where}: {problems}") from None
-    names = [d.name for d in destinations]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise DeliveryConfigError(f"{path}: destination names must be unique: {duplicates}")
+    _unique(path, [d.name for d in destinations])
     return DeliveryConfig(path, tuple(destinations))

@@ -17,7 +17,7 @@ import msgspec
 from segstream.stream.delivery.payload import DeliveryEvent
 from segstream.stream.domain.events import user_key
 
-__all__ = ["DeadLetter", "decode_dead_letter", "encode_dead_letter", "event_of"]
+__all__ = ["DeadLetter", "decode_dead_letter", "destination_of", "encode_dead_letter", "event_of"]
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -66,6 +66,20 @@ def decode_dead_letter(value: bytes) -> DeadLetter:
         return msgspec.json.decode(value, type=DeadLetter)
     except msgspec.DecodeError as exc:
         raise ValueError(f"not a delivery dead letter: {exc}") from exc
+
+
+class _Addressed(msgspec.Struct):
+    """Only the destination of a letter: the other fields are skipped, not decoded."""
+
+    destination: str
+
+
+def destination_of(value: bytes | None) -> str | None:
+    """The destination a dead letter's ``value`` names; ``None`` when it is no letter."""
+    try:
+        return msgspec.json.decode(value or b"", type=_Addressed).destination
+    except msgspec.DecodeError:
+        return None
 
 
 def event_of(letter: DeadLetter) -> DeliveryEvent | None:

@@ -36,7 +36,7 @@ from segstream.stream.delivery.ordering import above_floor, next_offsets
 from segstream.stream.delivery.payload import DeliveryEvent, change_event
 from segstream.stream.delivery.sender import Outcome, Sender
 
-__all__ = ["DestinationLoop", "group_of", "poll_interval_ms"]
+__all__ = ["DestinationLoop", "group_of", "poll_interval_ms", "redrive_group"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 def group_of(settings: Settings, destination: str) -> str:
     """The consumer group that delivers to ``destination``."""
     return f"{settings.app_id}-deliver-{destination}"
+
+
+def redrive_group(settings: Settings) -> str:
+    """The consumer group of ``segstream deliver --redrive`` on the delivery dead letters: its
+    committed offsets mark the letters already sent again."""
+    return f"{settings.app_id}-deliver-redrive"
 
 
 def poll_interval_ms(destination: Destination) -> int:
@@ -210,14 +216,6 @@ class DestinationLoop:
             )
         return events, outcome
 
-    async def _backlog(self, consumer: AIOKafkaConsumer) -> None:
-        behind = 0
-        for partition in consumer.assignment():
-            end = consumer.highwater(partition)
-            if end is not None:
-                behind += max(0, end - await consumer.position(partition))
-        self._metrics.backlog.labels(self.destination.name).set(behind)
-
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until ``stopping`` is set; returns after the batch in hand is committed."""
         consumer = self._consumer()
@@ -242,7 +240,6 @@ class DestinationLoop:
                         if records:
                             await self.handle(sender, records)
                             await self._commit(consumer, records)
-                        await self._backlog(consumer)
         finally:
             await consumer.stop()
 

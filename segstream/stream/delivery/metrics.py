@@ -11,8 +11,10 @@ segstream_delivery_retries_total            counter    ``destination``, ``reason
 segstream_delivery_latency_seconds          histogram  ``destination``: change published to
                                                        Kafka -> destination acknowledged
 segstream_delivery_request_seconds          histogram  ``destination``: one POST's wall time
-segstream_delivery_backlog_messages         gauge      ``destination``: changes not yet delivered
-                                                       (partition end minus position)
+segstream_delivery_backlog_messages         gauge      ``destination``: changes its group
+                                                       has not acknowledged (end minus
+                                                       committed offset, from Kafka every 5 s;
+                                                       the same in every deliver process)
 ==========================================  =========  ==========================================
 """
 
@@ -67,7 +69,7 @@ class DeliveryMetrics:
         )
         self.backlog = Gauge(
             "segstream_delivery_backlog_messages",
-            "Changes not yet delivered (partition end minus position)",
+            "Changes the destination's group has not acknowledged (end minus committed offset)",
             ["destination"],
             registry=self.registry,
         )

@@ -24,7 +24,7 @@ from segstream.stream.clients.kafka import consumer as kafka_consumer
 from segstream.stream.clients.kafka import producer as kafka_producer
 from segstream.stream.delivery.config import DeliveryConfig
 from segstream.stream.delivery.dead_letters import decode_dead_letter, event_of
-from segstream.stream.delivery.loop import dead_letter
+from segstream.stream.delivery.loop import dead_letter, redrive_group
 from segstream.stream.delivery.metrics import DeliveryMetrics
 from segstream.stream.delivery.payload import DeliveryEvent
 from segstream.stream.delivery.process import delivery_topics
@@ -53,7 +53,7 @@ async def redrive(settings: Settings, config: DeliveryConfig) -> RedriveReport:
     partitions = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
     consumer = kafka_consumer(
         settings,
-        group_id=f"{settings.app_id}-deliver-redrive",
+        group_id=redrive_group(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )

@@ -18,7 +18,7 @@ import numpy as np
 
 from segstream.errors import EventError
 from segstream.stream.domain.changes import plan_settle
-from segstream.stream.domain.dead_letters import dead_letter, fit_dead_letter
+from segstream.stream.domain.dead_letters import reject_record
 from segstream.stream.domain.events import (
     Event,
     OrderEvent,
@@ -58,15 +58,6 @@ class ParsedBatch:
     """Per valid record that carried fields no event has (ignored): its topic and their names."""
     truncated: list[Output]
     """The dead letters among them that had to be cut to fit (see :func:`parse_batch`)."""
-
-
-def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
-    headers = record.headers
-    if not headers:
-        return []
-    if isinstance(headers, dict):
-        return list(headers.items())
-    return list(headers)
 
 
 def record_time(record: RawRecord) -> datetime:
@@ -122,21 +113,9 @@ def parse_batch(
             else:
                 event, extra = parse_event(record.value, record.key, kind, unknown_fields)
         except EventError as exc:
-            letter = dead_letter(
-                topics.dead_letters,
-                exc,
-                source_topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                headers=_headers(record),
-            )
-            if max_bytes is not None:
-                fitted = fit_dead_letter(letter, max_bytes)
-                if fitted is not letter:
-                    truncated.append(fitted)
-                    letter = fitted
+            letter, cut = reject_record(topics.dead_letters, record, exc, max_bytes)
+            if cut:
+                truncated.append(letter)
             reasons.append(exc.reason)
             rejected.append(letter)
             continue

@@ -35,10 +35,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from segstream.errors import EventError
 from segstream.stream.domain.topics import Output
+
+if TYPE_CHECKING:  # batch.py builds on this module; the protocol is only needed for types
+    from segstream.stream.domain.batch import RawRecord
 
 __all__ = [
     "HEADER_NAMES",
@@ -50,6 +53,7 @@ __all__ = [
     "fit_dead_letter",
     "read_headers",
     "record_size",
+    "reject_record",
 ]
 
 REASON: Final = "segstream-reason"
@@ -129,6 +133,41 @@ def dead_letter(
         (name, data) for name, data in headers or () if name not in RESERVED_HEADER_NAMES
     )
     return Output(topic, key, value, ours + theirs)
+
+
+def _input_headers(record: RawRecord) -> list[tuple[str, bytes]]:
+    """``record``'s own headers as (name, bytes) pairs: Faust gives a dict, aiokafka a list."""
+    headers = record.headers
+    if not headers:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers)
+
+
+def reject_record(
+    topic: str, record: RawRecord, error: EventError, max_bytes: int | None
+) -> tuple[Output, bool]:
+    """The dead letter on ``topic`` of an input ``record`` rejected with ``error``.
+
+    The letter carries the record's key, value and headers (see :func:`dead_letter`); with a
+    ``max_bytes`` it is fitted to it (:func:`fit_dead_letter`). Returns the letter and whether
+    it had to be cut to fit.
+    """
+    letter = dead_letter(
+        topic,
+        error,
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=_input_headers(record),
+    )
+    if max_bytes is None:
+        return letter, False
+    fitted = fit_dead_letter(letter, max_bytes)
+    return fitted, fitted is not letter
 
 
 def _cut(data: bytes | None, fixed: int, limit: int) -> bytes | None:

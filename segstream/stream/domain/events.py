@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 
 from segstream.errors import EventError, InputError
+from segstream.stream.domain.json_keys import RepeatedKeyError, unique_keys
 from segstream.training.inputs import MAX_ID, RULES, STATUSES
 
 __all__ = [
@@ -381,21 +382,6 @@ def _decode(raw: bytes | None, kind: type[Message]) -> tuple[Message, tuple[str,
     return event, _check_keys(raw, event)
 
 
-class _RepeatedKey(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in document:
-            raise _RepeatedKey(name)
-        document[name] = value
-    return document
-
-
 _USER_FIELDS: Final = frozenset(UserEvent.__struct_fields__)
 _ORDER_FIELDS: Final = frozenset(OrderEvent.__struct_fields__)
 _ITEM_FIELDS: Final = frozenset(OrderItem.__struct_fields__)
@@ -454,11 +440,9 @@ def _check_keys(raw: bytes, event: Message) -> tuple[str, ...]:
     if excess == event.created_at.count(":") or excess == _string_colons(event):
         return ()
     try:
-        document = json.loads(raw.decode(), object_pairs_hook=_unique)
-    except _RepeatedKey as exc:
-        raise EventError(
-            "invalid_value", f"key {exc.name[:40]!r} appears more than once in one object"
-        ) from None
+        document = json.loads(raw.decode(), object_pairs_hook=unique_keys)
+    except RepeatedKeyError as exc:
+        raise EventError("invalid_value", str(exc)) from None
     except RecursionError:
         raise EventError("invalid_value", _TOO_DEEP) from None
     return _unknown_names(document, event)

@@ -50,10 +50,10 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from segstream.errors import StateError
+from segstream.errors import DriftStateError
 from segstream.settings import Settings
 from segstream.stream.clients.redis import as_bytes, redis_client
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.assignment import feature_batch
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.user import UserState
@@ -142,7 +142,7 @@ def _decode(
             assigning,
         )
     except ValueError as exc:
-        raise StateError(f"drift state of model {model.version} is malformed: {exc}") from exc
+        raise DriftStateError(f"drift state of model {model.version} is malformed: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +201,7 @@ class DriftStore:
         only makes the state a little older, which the staleness bound allows.
 
         Raises:
-            StateError: the stored state does not fit the model (another k).
+            DriftStateError: the stored state does not fit the model (another k).
         """
         key = drift_key(self.prefix, model.version)
         for _ in range(3):  # an epoch pruned between the two reads: read again
@@ -211,7 +211,7 @@ class DriftStore:
             published = await self.client.hget(key, _epoch_field(int(epoch)))
             if published is not None:
                 return _decode(model, version, centers, learned, epoch, published)
-        raise StateError(
+        raise DriftStateError(
             f"drift state of model {model.version}: its newest epoch {int(epoch or 0)} is missing "
             "(pruned as it was read, three times: is SEGSTREAM_DRIFT_EPOCHS_KEPT the same on "
             "every worker?)"
@@ -230,7 +230,7 @@ class DriftStore:
         Epoch 0 is the trained centres, available as long as the model has a drift state.
 
         Raises:
-            StateError: no drift state for the model version (drift never ran for it, another
+            DriftStateError: no drift state for the model version (drift never ran for it, another
                 ``SEGSTREAM_APP_ID`` or Redis), the epoch is not published yet, or it was pruned
                 (older than the newest ``SEGSTREAM_DRIFT_EPOCHS_KEPT``); or the stored centres
                 do not fit the model.
@@ -238,7 +238,7 @@ class DriftStore:
         key = drift_key(self.prefix, model.version)
         trained, newest = await self.client.hmget(key, "t", "e")
         if trained is None:
-            raise StateError(
+            raise DriftStateError(
                 f"no drift state for model {model.version} in Redis under app "
                 f"{self.prefix.rstrip(':')!r}: workers with SEGSTREAM_DRIFT=river never "
                 "assigned with this model version there. Check SEGSTREAM_REDIS_URL, "
@@ -250,7 +250,7 @@ class DriftStore:
         if wanted == 0:
             return Epoch.trained(model)
         if wanted < 0 or wanted > newest_number:
-            raise StateError(
+            raise DriftStateError(
                 f"drift epoch {wanted} of model {model.version} does not exist: newest is "
                 f"{newest_number}"
             )
@@ -258,7 +258,7 @@ class DriftStore:
         if centers is None:
             kept = await self.epochs(model.version)
             oldest = f"the oldest kept is {kept[0]}" if kept else "none is kept"
-            raise StateError(
+            raise DriftStateError(
                 f"drift epoch {wanted} of model {model.version} was pruned ({oldest}, the "
                 f"newest {newest_number}): Redis keeps the newest SEGSTREAM_DRIFT_EPOCHS_KEPT "
                 "epochs; raise it (or SEGSTREAM_DRIFT_EPOCH_S) on the workers to reproduce "
@@ -267,7 +267,7 @@ class DriftStore:
         try:
             return Epoch(model.version, wanted, decode_centers(centers, model.k))
         except ValueError as exc:
-            raise StateError(f"drift epoch {wanted} of model {model.version}: {exc}") from exc
+            raise DriftStateError(f"drift epoch {wanted} of model {model.version}: {exc}") from exc
 
     async def update(
         self,
@@ -284,7 +284,7 @@ class DriftStore:
         ``sequence`` not above ``writer``'s last applied one is a retry and changes nothing.
 
         Raises:
-            StateError: the stored state was started from other trained centres, or is
+            DriftStateError: the stored state was started from other trained centres, or is
                 malformed.
         """
         key = drift_key(self.prefix, model.version)
@@ -302,7 +302,7 @@ class DriftStore:
         try:
             version, centers, total, epoch, published = await self._update(keys=[key], args=args)
         except ResponseError as exc:
-            raise StateError(f"drift update refused: {exc}") from exc
+            raise DriftStateError(f"drift update refused: {exc}") from exc
         if self.replicated is not None:
             # Retried by the caller: the script recognises the update (writer, sequence).
             await self.replicated(key, "drift update")
@@ -366,9 +366,6 @@ class SharedDrift:
         self._sequence = 0
         self._models: tuple[Model, Epoch, Model] | None = None
 
-    async def _redis(self, what: str, operation: Callable[[], Any]) -> Any:
-        return await retry(operation, what=what, transient=REDIS_TRANSIENT, error=StateError)
-
     def _keep(self, model: Model, centroids: Centroids, requested_at: float) -> Centroids:
         previous = self.current
         self.current, self.read_at = centroids, requested_at
@@ -390,7 +387,8 @@ class SharedDrift:
         """``model``'s shared centroids, read from Redis unless read < ``max_staleness_s`` ago.
 
         Raises:
-            StateError: Redis failed after retries, or the state does not fit the model.
+            StateUnavailable: Redis failed after retries.
+            DriftStateError: the state does not fit the model.
         """
         current = self.current
         now = self.clock()
@@ -400,7 +398,7 @@ class SharedDrift:
             and now - self.read_at <= self.max_staleness_s
         ):
             return current
-        centroids = await self._redis("reading the drift state", lambda: self.store.read(model))
+        centroids = await redis_call(lambda: self.store.read(model), what="reading the drift state")
         return self._keep(model, centroids, now)
 
     def model(self, model: Model, epoch: Epoch) -> Model:
@@ -421,7 +419,8 @@ class SharedDrift:
         moves are added to the shared state (one Redis call); the next batch uses the result.
 
         Raises:
-            StateError: Redis failed after retries, or the state does not fit the model.
+            StateUnavailable: Redis failed after retries.
+            DriftStateError: the state does not fit the model.
             ModelMismatchError, DataError: as :func:`segstream.training.assign.assign`.
         """
         centroids = await self.centroids(model)
@@ -438,16 +437,17 @@ class SharedDrift:
         """Add ``deltas`` (k, 2), learned from ``points`` users, to the shared state.
 
         Raises:
-            StateError: Redis failed after retries, or the state does not fit the model.
+            StateUnavailable: Redis failed after retries.
+            DriftStateError: the state does not fit the model.
         """
         self._sequence += 1
         sequence = self._sequence
         requested_at = self.clock()
-        centroids = await self._redis(
-            "updating the drift state",
+        centroids = await redis_call(
             lambda: self.store.update(
                 model, deltas, points, self.max_distance, self.writer, sequence
             ),
+            what="updating the drift state",
         )
         return self._keep(model, centroids, requested_at)
 
@@ -477,19 +477,18 @@ async def load_epochs(
     app of ``settings`` (for ``segstream assign --with-drift``).
 
     Raises:
-        StateError: Redis unreachable after a few tries (naming ``SEGSTREAM_REDIS_URL``), or
-            as :meth:`DriftStore.epoch` (no drift state, an epoch not published or pruned).
+        StateUnavailable: Redis unreachable after a few tries (naming ``SEGSTREAM_REDIS_URL``).
+        DriftStateError: as :meth:`DriftStore.epoch` (no drift state, an epoch not published
+            or pruned).
     """
     client = redis_client(settings)
     store = drift_store(settings, client, state_prefix(settings))
     try:
         return [
-            await retry(
+            await redis_call(
                 partial(store.epoch, model, number),
                 what="reading the drift epochs",
-                transient=REDIS_TRANSIENT,
                 attempts=3,
-                error=StateError,
                 hint="check SEGSTREAM_REDIS_URL",
             )
             for number in numbers

@@ -28,7 +28,7 @@ from segstream.settings import LOOPBACK_HOSTS, Settings
 
 __all__ = ["PUBLIC_PATHS", "PUBLIC_PREFIXES", "bearer_auth", "check_exposure", "is_public"]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/"})
 """Paths served without the token: probes, and the status page's shell."""
 PUBLIC_PREFIXES = ("/static/",)
 """Path prefixes served without the token: the status page's script and style."""

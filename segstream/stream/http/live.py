@@ -30,6 +30,7 @@ from segstream.errors import ArtifactError, ServiceError, describe
 from segstream.settings import Settings
 from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, backoff_delays
 from segstream.stream.domain.events import UnknownFieldLog
+from segstream.stream.http.delivery import DeliveryWatch
 from segstream.stream.http.metrics import Metrics
 from segstream.stream.http.serving import ServingModel
 from segstream.stream.kafka.changefeed import ChangeFeed
@@ -90,16 +91,19 @@ class LiveView:
         population_min_age_s: float = 1.0,
         stalls: Callable[[], Sequence[str]] | None = None,
         degraded: Callable[[], Sequence[str]] | None = None,
+        delivery: DeliveryWatch | None = None,
     ) -> None:
         """``stalls``: why the worker in this process is not progressing (its watchdog's
         reasons); ``degraded``: the Redis primaries it writes without the replicas
         ``SEGSTREAM_REDIS_MIN_REPLICAS`` asks for, one line each; both ``None`` when no
-        worker runs here (``segstream api``)."""
+        worker runs here (``segstream api``). ``delivery``: the webhook delivery groups'
+        reader, when delivery is configured (the page's Delivery section)."""
         self.settings = settings
         self.unknown_log = UnknownFieldLog()
         """Fields ignored in ``POST /predict`` bodies already logged (each once)."""
         self.stalls = stalls
         self.degraded = degraded
+        self.delivery = delivery
         self.metrics = metrics
         self.serving = serving
         self.redis = redis
@@ -125,6 +129,8 @@ class LiveView:
             asyncio.create_task(self._poll_lag(), name="segstream-lag-poll"),
             asyncio.create_task(self.feed.run(), name="segstream-change-feed"),
         ]
+        if self.delivery is not None:
+            tasks.append(asyncio.create_task(self.delivery.run(), name="segstream-delivery"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -246,7 +252,7 @@ class LiveView:
             model_doc.update(version=model.version, k=model.k)
         except ArtifactError as exc:
             model_doc["error"] = str(exc)
-        return {
+        document = {
             "generated_at": time.time(),
             "health": await self.readiness(),
             "model": model_doc,
@@ -259,6 +265,9 @@ class LiveView:
                 "latest": [c.as_json() for c in self.feed.recent(20)],
             },
         }
+        if self.delivery is not None:  # absent, not empty, when delivery is not configured
+            document["delivery"] = self.delivery.document()
+        return document
 
     def note_unknown_fields(self, source: str, names: tuple[str, ...]) -> None:
         """An input of ``source`` (``predict``) carried fields no request has, ignored: count

@@ -34,12 +34,21 @@ from aiohttp.typedefs import Middleware
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from segstream.errors import ArtifactError, ConfigError, InputError, ServiceError, StateError
+from segstream.errors import (
+    ArtifactError,
+    ConfigError,
+    InputError,
+    ServiceError,
+    StateError,
+    StateUnavailable,
+)
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.events import UnknownFields
+from segstream.stream.domain.json_keys import RepeatedKeyError, unique_keys
 from segstream.stream.http.auth import bearer_auth, check_exposure
+from segstream.stream.http.delivery import DeliveryGroups, DeliveryWatch
 from segstream.stream.http.live import LiveView
 from segstream.stream.http.metrics import CONTENT_TYPE, Metrics
 from segstream.stream.http.openapi import (
@@ -97,19 +106,6 @@ def _reject_constant(token: str) -> float:
     raise ValueError(f"{token} is not a JSON number")
 
 
-class _RepeatedKey(ValueError):
-    """An object of the body names a key twice (JSON parsers would keep the last silently)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in document:
-            raise _RepeatedKey(f"key {name[:40]!r} appears more than once in one object")
-        document[name] = value
-    return document
-
-
 def parse_predict_body(
     body: bytes, unknown_fields: UnknownFields = "ignore"
 ) -> tuple[dict[str, Any], int, tuple[str, ...]]:
@@ -128,9 +124,9 @@ def parse_predict_body(
     """
     try:
         document = json.loads(
-            body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+            body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=unique_keys
         )
-    except _RepeatedKey as exc:
+    except RepeatedKeyError as exc:
         raise _bad_request(f"invalid body: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad_request(f"body is not JSON: {exc}") from None
@@ -170,22 +166,17 @@ async def _errors(
             message = f"{exc.reason}: {request.method} {request.path}"
         headers = {h: exc.headers[h] for h in ("Allow", "WWW-Authenticate") if h in exc.headers}
         return web.json_response({"error": message}, status=exc.status, headers=headers)
-    except StateError as exc:
+    except StateUnavailable as exc:
         return web.json_response({"error": f"Redis is unavailable: {exc}"}, status=503)
+    except StateError as exc:  # Redis answered: the stored state cannot serve the request
+        return web.json_response({"error": f"the stored state is unusable: {exc}"}, status=503)
     except ArtifactError as exc:
         return web.json_response({"error": f"no model is loaded: {exc}"}, status=503)
 
 
 async def _redis(what: str, operation: Callable[[], Awaitable[T]]) -> T:
-    """One Redis read for a request: retried once, then StateError (503)."""
-    return await retry(
-        operation,
-        what=what,
-        transient=REDIS_TRANSIENT,
-        attempts=2,
-        first_delay_s=0.05,
-        error=StateError,
-    )
+    """One Redis read for a request: retried once, then StateUnavailable (503)."""
+    return await redis_call(operation, what=what, attempts=2)
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -395,6 +386,7 @@ def create_web_app(
     population_min_age_s: float = 1.0,
     stalls: Callable[[], Sequence[str]] | None = None,
     degraded: Callable[[], Sequence[str]] | None = None,
+    delivery: DeliveryGroups | None = None,
 ) -> web.Application:
     """The HTTP application (not started); the other arguments share the worker's objects.
 
@@ -407,6 +399,8 @@ def create_web_app(
         stalls: the worker's watchdog reasons; ``/readyz`` is not ready while there are any.
         degraded: the Redis primaries the worker writes short of replicas (one line each);
             ``/readyz`` is not ready while there are any.
+        delivery: the webhook delivery groups to show on the status page (``None``: no
+            Delivery section, delivery is not configured).
     """
     own_redis = redis is None
     client = redis or redis_client(settings, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -421,6 +415,11 @@ def create_web_app(
         population_min_age_s=population_min_age_s,
         stalls=stalls,
         degraded=degraded,
+        delivery=(
+            None
+            if delivery is None
+            else DeliveryWatch(settings, delivery, interval_s=max(lag_interval_s, 2.0))
+        ),
     )
     middlewares: list[Middleware] = [_errors]  # outermost: it also shapes the auth middleware's 401
     if settings.http_token is not None:
@@ -473,14 +472,15 @@ async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner
     return runner
 
 
-def run_web(settings: Settings) -> None:
-    """Serve the API standalone until interrupted (``segstream api``).
+def run_web(settings: Settings, delivery: DeliveryGroups | None = None) -> None:
+    """Serve the API standalone until interrupted (``segstream api``); ``delivery``: the
+    webhook delivery groups its status page shows, if delivery is configured.
 
     Raises:
         ConfigError: serving without a token beyond loopback (see :func:`check_exposure`).
     """
     check_exposure(settings)
-    app = create_web_app(settings)
+    app = create_web_app(settings, delivery=delivery)
 
     async def main() -> None:
         runner = await start_web(app, settings.http_host, settings.http_port)
@@ -493,11 +493,14 @@ def run_web(settings: Settings) -> None:
     asyncio.run(main())
 
 
-def worker_http(settings: Settings, metrics: Metrics) -> Extension:
+def worker_http(
+    settings: Settings, metrics: Metrics, delivery: DeliveryGroups | None = None
+) -> Extension:
     """The HTTP side (API, /metrics, status page) as a worker extension; off if ``http_port`` is 0.
 
     It shares the worker's metrics, model holder and Redis client, so /metrics shows this
     process's consumption and the API answers with the model the worker assigns with.
+    ``delivery``: the webhook delivery groups the status page shows, if delivery is configured.
 
     Raises:
         ConfigError: serving without a token beyond loopback (see :func:`check_exposure`),
@@ -516,6 +519,7 @@ def worker_http(settings: Settings, metrics: Metrics) -> Extension:
             redis=parts.redis,
             stalls=parts.watchdog.reasons,
             degraded=parts.processor.state.shortfall.reasons,
+            delivery=delivery,
         )
         runner = await start_web(app, settings.http_host, settings.http_port)
         log.info("HTTP side on http://%s:%d/", settings.http_host, settings.http_port)

@@ -225,8 +225,11 @@ class LagReader:
         cluster = await self._admin.describe_cluster()
         return len(cluster.get("brokers", ()))
 
-    async def members(self) -> int:
+    async def members(self, group: str | None = None) -> int:
         """Consumers in the group now (its workers); 0 for an empty or unknown group.
+
+        ``group``: another group than the reader's own, read with the same clients (the
+        status page reads the delivery groups this way).
 
         Raises:
             RuntimeError: the reader is not started.
@@ -234,11 +237,17 @@ class LagReader:
         """
         if self._admin is None:
             raise RuntimeError("LagReader.members() before start()")
-        (response,) = await self._admin.describe_consumer_groups([self.group])
-        return sum(len(group[5]) for group in response.groups if group[1] == self.group)
+        name = self.group if group is None else group
+        (response,) = await self._admin.describe_consumer_groups([name])
+        return sum(len(each[5]) for each in response.groups if each[1] == name)
 
-    async def read(self) -> LagSnapshot:
+    async def read(
+        self, group: str | None = None, topics: Sequence[str] | None = None
+    ) -> LagSnapshot:
         """The group's lag on every partition of its topics, now.
+
+        ``group``, ``topics``: another group, or other topics, than the reader's own, read
+        with the same clients; never two reads at once (they share one consumer).
 
         Raises:
             RuntimeError: the reader is not started.
@@ -247,11 +256,13 @@ class LagReader:
         if self._admin is None or self._consumer is None:
             raise RuntimeError("LagReader.read() before start()")
         admin, consumer = self._admin, self._consumer
-        partitions, missing = await topic_partitions(admin, self.topics)
-        known = any(group[0] == self.group for group in await admin.list_consumer_groups())
+        name = self.group if group is None else group
+        wanted = self.topics if topics is None else tuple(dict.fromkeys(topics))
+        partitions, missing = await topic_partitions(admin, wanted)
+        known = any(each[0] == name for each in await admin.list_consumer_groups())
         if not partitions:
-            return LagSnapshot(self.group, self.clock(), (), missing, known)
-        committed = await admin.list_consumer_group_offsets(self.group, partitions=partitions)
+            return LagSnapshot(name, self.clock(), (), missing, known)
+        committed = await admin.list_consumer_group_offsets(name, partitions=partitions)
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
         taken_at = self.clock()
@@ -274,7 +285,7 @@ class LagReader:
             )
             for tp in partitions
         )
-        return LagSnapshot(self.group, taken_at, lags, missing, known)
+        return LagSnapshot(name, taken_at, lags, missing, known)
 
     async def _first_timestamps(
         self, resume: Mapping[TopicPartition, int]

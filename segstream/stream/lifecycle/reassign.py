@@ -59,11 +59,11 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from segstream.errors import ServiceError, StateError
+from segstream.errors import ServiceError
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import output_producer
 from segstream.stream.clients.redis import redis_client
-from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import KAFKA_TRANSIENT, redis_call
 from segstream.stream.domain.changes import outbox_outputs, plan_settle
 from segstream.stream.domain.events import Source
 from segstream.stream.domain.topics import Topics
@@ -218,7 +218,8 @@ class Reassigner:
 
         Args:
             batch_size: users per batch: one read, one assign, one settle, one publish.
-            attempts: give up on a failing Redis call after this many tries (StateError);
+            attempts: give up on a failing Redis call after this many tries
+                (StateUnavailable);
                 ``None`` retries without limit, as a worker does.
         """
         self.state = state
@@ -230,13 +231,7 @@ class Reassigner:
         self.attempts = attempts
 
     async def _redis(self, what: str, operation: Callable[[], Any]) -> Any:
-        return await retry(
-            operation,
-            what=what,
-            transient=REDIS_TRANSIENT,
-            attempts=self.attempts,
-            error=StateError,
-        )
+        return await redis_call(operation, what=what, attempts=self.attempts)
 
     async def count_users(self) -> tuple[int, dict[str, int]]:
         """User hashes now, and users per model version (for the progress bar and report)."""
@@ -263,7 +258,8 @@ class Reassigner:
         The walk is one SCAN per primary on a Redis Cluster.
 
         Raises:
-            StateError: Redis failed after retries, or the drift state does not fit the model.
+            StateUnavailable: Redis failed after retries.
+            DriftStateError: the drift state does not fit the model.
             ModelMismatchError, DataError: as :func:`segstream.training.assign.assign`.
         """
         started = time.perf_counter()
@@ -362,7 +358,7 @@ async def reassign_all(
     Raises:
         ArtifactError: no loadable model at ``MODELS/current``.
         ServiceError: the broker cannot be reached.
-        StateError: Redis failed ``attempts`` times in a row.
+        StateUnavailable: Redis failed ``attempts`` times in a row.
     """
     assigner = Assigner(settings.model_dir)
     await ensure_topics(settings)

@@ -28,7 +28,7 @@ import msgspec
 
 from segstream.errors import EventError
 from segstream.stream.domain.batch import ParsedBatch, RawRecord
-from segstream.stream.domain.dead_letters import dead_letter, fit_dead_letter
+from segstream.stream.domain.dead_letters import reject_record
 from segstream.stream.domain.events import Source, UnknownFields
 from segstream.stream.domain.rows import (
     ItemRow,
@@ -95,13 +95,6 @@ class ChangeBatch(ParsedBatch):
     """The truncate marks (table -> log position) the batch's rows were filtered with."""
 
 
-def _headers(record: RawRecord) -> list[tuple[str, bytes]]:
-    headers = record.headers
-    if not headers:
-        return []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
-
-
 class ChangeCapture:
     """Debezium's change topics (and the internal one) as the worker's input."""
 
@@ -160,21 +153,9 @@ class ChangeCapture:
             try:
                 decoded = self._decode(record)
             except EventError as exc:
-                letter = dead_letter(
-                    self.dead_letters,
-                    exc,
-                    source_topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    value=record.value,
-                    headers=_headers(record),
-                )
-                if max_bytes is not None:
-                    fitted = fit_dead_letter(letter, max_bytes)
-                    if fitted is not letter:
-                        batch.truncated.append(fitted)
-                        letter = fitted
+                letter, cut = reject_record(self.dead_letters, record, exc, max_bytes)
+                if cut:
+                    batch.truncated.append(letter)
                 batch.reasons.append(exc.reason)
                 batch.dead_letters.append(letter)
                 continue

@@ -12,6 +12,7 @@ from typing import Any, Final
 import msgspec
 
 from segstream.stream.domain.events import OrderEvent, Source, UserEvent, UserLeft
+from segstream.stream.domain.leaving import Leave
 from segstream.stream.domain.rows import (
     Change,
     ItemRow,
@@ -19,9 +20,21 @@ from segstream.stream.domain.rows import (
     ProductRefresh,
     TableTruncated,
 )
-from segstream.stream.domain.user import UserState
+from segstream.stream.domain.user import Settle, UserState
 
-__all__ = ["decode_state", "describe_user", "encode_events", "fence_field"]
+__all__ = [
+    "STATE_WIDTH",
+    "decode_settle",
+    "decode_state",
+    "decode_states",
+    "describe_user",
+    "encode_events",
+    "encode_settle_row",
+    "fence_field",
+]
+
+STATE_WIDTH: Final = 13
+"""Values per user in ``apply.lua``'s reply."""
 
 
 def _missing(value: object) -> str:
@@ -126,6 +139,78 @@ def decode_state(user_id: int, reply: Sequence[Any]) -> UserState:
         changes=changes,
         feature_version=feature_version,
     )
+
+
+def decode_states(
+    user_ids: Sequence[int], groups: Sequence[Sequence[int]], replies: Sequence[Any]
+) -> list[UserState]:
+    """The replies of one ``apply`` step (one per call, a call per group of users, each
+    :data:`STATE_WIDTH` values per user in the group's order) -> each user's state, in
+    ``user_ids``' order (every user of ``user_ids`` is in exactly one group).
+
+    Raises:
+        ValueError: not one reply per group.
+    """
+    states = {}
+    for group, reply in zip(groups, replies, strict=True):
+        for index, uid in enumerate(group):
+            states[uid] = decode_state(uid, reply[STATE_WIDTH * index : STATE_WIDTH * (index + 1)])
+    return [states[uid] for uid in user_ids]
+
+
+def encode_settle_row(row: Settle | Leave) -> list[str]:
+    """One ``settle`` row as ``lua/settle.lua`` reads it (its header documents both kinds).
+
+    A :class:`Leave` is ``["x", fence field, offset, seen segment, seen model version, seen
+    changes, leave event]``; a :class:`Settle` is nine strings: seen segment, seen model
+    version, new segment, new model version, change event, updated_at, seen changes, seen
+    features version, drift epoch. ``""`` stands for ``None`` (no segment, version, change or
+    epoch); numbers travel as decimal strings.
+    """
+    if isinstance(row, Leave):
+        return [
+            "x",
+            fence_field(row.source),
+            str(row.source.offset),
+            "" if row.seen_segment is None else str(row.seen_segment),
+            row.seen_model_version or "",
+            str(row.seen_changes),
+            row.change.decode(),
+        ]
+    return [
+        "" if row.seen_segment is None else str(row.seen_segment),
+        row.seen_model_version or "",
+        "" if row.segment is None else str(row.segment),
+        row.model_version or "",
+        row.change.decode() if row.change else "",
+        row.updated_at,
+        str(row.seen_changes),
+        str(row.seen_feature_version),
+        "" if row.drift_epoch is None else str(row.drift_epoch),
+    ]
+
+
+def decode_settle(
+    groups: Sequence[Sequence[int]], replies: Sequence[Any]
+) -> tuple[dict[int, list[bytes]], set[int]]:
+    """The replies of one ``settle`` step (one per group of users) -> (user -> pending changes,
+    oldest first, for users with any; the users whose row was refused).
+
+    Each reply is one outbox per user of its group, in the group's order, then the 1-based
+    positions in the group of the refused rows (``lua/settle.lua``).
+
+    Raises:
+        ValueError: not one reply per group, or not one outbox per user of a group.
+    """
+    pending: dict[int, list[bytes]] = {}
+    refused: set[int] = set()
+    for group, reply in zip(groups, replies, strict=True):
+        *outboxes, refused_positions = reply
+        refused.update(group[int(position) - 1] for position in refused_positions)
+        for uid, changes in zip(group, outboxes, strict=True):
+            if changes:
+                pending[uid] = list(changes)
+    return pending, refused
 
 
 STATE_FIELDS: Final = (b"age", b"gen", b"cty", b"src", b"n", b"tb", b"tc", b"seg", b"mv")

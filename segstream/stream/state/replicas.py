@@ -155,6 +155,16 @@ class ReplicaShortfall:
             self._notify(primary, False)
         return False
 
+    def accepts(self, primary: str, acked: int, connected: int) -> bool:
+        """Whether a write step whose ``WAIT`` on ``primary`` came back short (``acked``
+        replicas, fewer than asked) stands, ``connected`` being its replicas counted just after.
+
+        The count is recorded (:meth:`record`). True when the primary is degraded and every
+        replica it has acknowledged (none: at once): the step is written degraded. False when
+        it has the replicas required and one is late: the step is to be retried.
+        """
+        return self.record(primary, connected) and acked >= connected
+
     def keep_only(self, primaries: Iterable[str]) -> None:
         """Forget degraded nodes that are no longer primaries (a failover moved their slots)."""
         alive = set(primaries)

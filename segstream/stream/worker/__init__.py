@@ -11,6 +11,7 @@ from __future__ import annotations
 from segstream.stream.worker.app import (
     AGENT_NAME,
     Extension,
+    WorkerApp,
     WorkerParts,
     base_app,
     create_app,
@@ -19,6 +20,7 @@ from segstream.stream.worker.app import (
     stream_buffer_size,
     trim_framework,
     tune_gc,
+    worker_parts,
 )
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.batching import BatchPipeline
@@ -41,6 +43,7 @@ __all__ = [
     "Progress",
     "Stats",
     "Watchdog",
+    "WorkerApp",
     "WorkerParts",
     "base_app",
     "check_dependencies",
@@ -53,4 +56,5 @@ __all__ = [
     "tune_gc",
     "use_lean_consumer",
     "use_worker_event_loop",
+    "worker_parts",
 ]

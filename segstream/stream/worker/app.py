@@ -6,12 +6,16 @@ same partition number of both topics to the same worker, so each user's events a
 one coroutine, in order. Any number of workers with the same ``app_id`` form one consumer
 group and share the partitions.
 
-The agent only does I/O: it takes batches of events (``stream.take_events``; Faust delivers
-raw bytes, decoded by :mod:`segstream.stream.domain.events`, because the dead-letter topic needs the
-original bytes) and hands them to a :class:`~segstream.stream.worker.batching.BatchPipeline`, whose
-task runs :class:`~segstream.stream.worker.processor.BatchProcessor` on them in order while Faust
-takes the next batch. An event is acked only once its batch's outputs were acknowledged by the
-broker, and Faust's consumer commits only acked offsets. If a batch fails, its events are never
+The agent only does I/O: it opens the worker's parts and makes its
+:class:`~segstream.stream.worker.batching.BatchPipeline` the fetcher's sink, so the input
+records (raw bytes, decoded by :mod:`segstream.stream.domain.events`, because the dead-letter
+topic needs the original bytes) go from the fetch loop straight to the pipeline in chunks,
+without Faust's per-record conductor, stream and acks (direct delivery,
+:mod:`~segstream.stream.worker.fetcher`); the agent's own Faust stream stays empty. The
+pipeline's task runs :class:`~segstream.stream.worker.processor.BatchProcessor` on the records in
+order while the fetcher reads on. A record is acked only once its batch's outputs were
+acknowledged by the broker (one ``ack_all`` per batch), and Faust's consumer commits only
+acked offsets. If a batch fails, its events are never
 acked (they are redelivered to whoever owns the partition next) and the worker stops with an
 error instead of skipping them.
 
@@ -36,10 +40,10 @@ import contextlib
 import gc
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import redis.asyncio as aioredis
@@ -61,22 +65,24 @@ from segstream.stream.state.replicas import ReplicaShortfall
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.batching import BatchPipeline
-from segstream.stream.worker.consumer import use_lean_consumer
+from segstream.stream.worker.consumer import LeanConsumer, LeanTransport, use_lean_consumer
 from segstream.stream.worker.processor import BatchProcessor
 from segstream.stream.worker.watchdog import Deadlines, Progress, Watchdog
 
 __all__ = [
     "AGENT_NAME",
     "Extension",
+    "WorkerApp",
     "WorkerParts",
+    "app_options",
     "base_app",
     "create_app",
     "input_channel",
-    "open_worker_parts",
     "quiet_framework_loggers",
     "stream_buffer_size",
     "trim_framework",
     "tune_gc",
+    "worker_parts",
     "worker_watchdog",
 ]
 
@@ -144,36 +150,40 @@ def quiet_framework_loggers(level: int = logging.WARNING) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def base_app(settings: Settings, datadir: Path) -> faust.App:
-    """A faust.App configured as the worker's (see the module docstring), with no agent."""
+def app_options(settings: Settings, datadir: Path) -> dict[str, Any]:
+    """The worker's faust.App options (see the module docstring); creates ``datadir``."""
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    return faust.App(
-        settings.app_id,
-        broker=[
+    return {
+        "broker": [
             f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")
         ],
-        broker_credentials=faust_credentials(settings),  # TLS/SASL as every other client
-        autodiscover=False,
-        store="memory://",
-        datadir=str(datadir),  # Faust's default is a folder in the cwd
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=settings.topic_partitions,
+        "broker_credentials": faust_credentials(settings),  # TLS/SASL as every other client
+        "autodiscover": False,
+        "store": "memory://",
+        "datadir": str(datadir),  # Faust's default is a folder in the cwd
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "topic_partitions": settings.topic_partitions,
         # `segstream worker` resolves the default (min(3, brokers)) before building the app;
         # started as `faust -A`, the setting is taken as given (1 when unset).
-        topic_replication_factor=settings.topic_replication_factor or 1,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=SESSION_TIMEOUT_S,
-        broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
-        broker_rebalance_timeout=SESSION_TIMEOUT_S * 3,
-        broker_commit_interval=1.0,
-        producer_acks=-1,
-        producer_linger=0.0,
-        stream_buffer_maxsize=stream_buffer_size(settings.batch_size),
-        web_enabled=False,  # segstream serves its own HTTP side (see segstream.stream.http)
+        "topic_replication_factor": settings.topic_replication_factor or 1,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": SESSION_TIMEOUT_S,
+        "broker_heartbeat_interval": HEARTBEAT_INTERVAL_S,
+        "broker_rebalance_timeout": SESSION_TIMEOUT_S * 3,
+        "broker_commit_interval": 1.0,
+        "producer_acks": -1,
+        "producer_linger": 0.0,
+        "stream_buffer_maxsize": stream_buffer_size(settings.batch_size),
+        "web_enabled": False,  # segstream serves its own HTTP side (see segstream.stream.http)
         # Faust's records in segstream's format, also when started as `faust -A ... worker`.
-        logging_config=faust_logging_config(settings.log_level),
-    )
+        "logging_config": faust_logging_config(settings.log_level),
+    }
+
+
+def base_app(settings: Settings, datadir: Path) -> faust.App:
+    """A faust.App configured as the worker's (see the module docstring), with no agent."""
+    return faust.App(settings.app_id, **app_options(settings, datadir))
 
 
 def input_channel(app: faust.App, settings: Settings) -> faust.TopicT:
@@ -231,12 +241,36 @@ def worker_watchdog(
     )
 
 
+class WorkerApp(faust.App):
+    """The worker's faust.App, whole once constructed: the worker's options
+    (:func:`app_options`), the lean consumer, and the progress watchdog (not started) that
+    ``segstream worker``'s signal handlers arm (:mod:`segstream.stream.worker.run`).
+
+    No agent yet: :func:`create_app` adds it.
+    """
+
+    def __init__(self, settings: Settings, *, observer: WorkerObserver | None = None) -> None:
+        super().__init__(settings.app_id, **app_options(settings, settings.data_dir / "faust"))
+        self.progress = Progress()
+        """Batch and commit outcomes, read by :attr:`watchdog`."""
+        use_lean_consumer(
+            self,
+            progress=self.progress,
+            commit_deadline_s=settings.commit_deadline_s,
+            hold_messages=True,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            direct_topics=input_topics(settings),
+        )
+        self.watchdog = worker_watchdog(self, settings, self.progress, observer)
+        """Stops the worker when batches or commits stall, or a stop takes too long."""
+
+
 def create_app(
     settings: Settings,
     *,
     observer: WorkerObserver | None = None,
     extensions: Sequence[Extension] = (),
-) -> faust.App:
+) -> WorkerApp:
     """The worker's faust.App for ``settings`` (not started).
 
     Args:
@@ -244,17 +278,7 @@ def create_app(
         extensions: started in order once the agent has its parts, stopped in reverse order
             when it stops (see :func:`segstream.stream.service.create_service`).
     """
-    app = base_app(settings, settings.data_dir / "faust")
-    progress = Progress()
-    use_lean_consumer(
-        app,
-        progress=progress,
-        commit_deadline_s=settings.commit_deadline_s,
-        hold_messages=True,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-    )
-    watchdog = worker_watchdog(app, settings, progress, observer)
-    app.segstream_watchdog = watchdog  # type: ignore[attr-defined]  # for run_worker's signals
+    app = WorkerApp(settings, observer=observer)
     topics = Topics.from_settings(settings)
     inputs = input_channel(app, settings)
     input_names = set(input_topics(settings))
@@ -273,16 +297,105 @@ def create_app(
         orders = [p for t, p in mine if t == topics.orders]
         log.info("input partitions assigned: users %s, orders %s", users, orders)
 
-    last_logged: list[int] = [0]
+    @app.task
+    async def start_watchdog() -> None:
+        app.watchdog.start()
 
-    @app.timer(interval=STATS_INTERVAL_S)
-    async def log_stats() -> None:
-        processor = getattr(app, "segstream_processor", None)
-        if processor is None or processor.stats.records == last_logged[0]:
-            return
+    @app.agent(inputs, name=AGENT_NAME)
+    async def assign_users(stream: faust.StreamT[bytes]) -> None:
+        # The agent's stream subscribes the input topics; their records bypass it (direct
+        # delivery to the pipeline, see _consume).
+        assert isinstance(stream, faust.Stream)
+        trim_framework(app)
+        for topic in outputs:
+            await topic.maybe_declare()
+        # Whatever the start opened is closed when it fails part-way, or when the agent ends.
+        async with worker_parts(
+            settings,
+            topics=topics,
+            watchdog=app.watchdog,
+            observer=observer,
+            extensions=extensions,
+        ) as parts:
+            await _consume(app, stream, parts, app.progress)
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def worker_parts(
+    settings: Settings,
+    *,
+    topics: Topics,
+    watchdog: Watchdog,
+    observer: WorkerObserver | None = None,
+    extensions: Sequence[Extension] = (),
+) -> AsyncIterator[WorkerParts]:
+    """The worker's Redis client, output producer, batch processor and extensions, open.
+
+    Each resource is registered for closing as soon as it exists (before it starts), so
+    leaving the context, or a start that fails part-way, stops in reverse order everything
+    that was opened (the extensions, the producer, the Redis client) and nothing leaks when
+    Faust restarts the agent. Every part is built whole by its constructor.
+
+    Raises:
+        redis.RedisError, KafkaError, SegstreamError: a dependency or an extension failed.
+    """
+    async with contextlib.AsyncExitStack() as opened:
+        client = worker_redis_client(settings)
+        opened.push_async_callback(client.aclose)
+        prefix = state_prefix(settings)
+        state = RedisState(
+            client,
+            prefix,
+            order_window=settings.order_dedupe_window,
+            cluster=settings.redis_cluster,
+            min_replicas=settings.min_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+            shortfall=ReplicaShortfall(settings.min_replicas, observer=observer),
+        )
+        await state.load_scripts()
+        # Read once: a later change of the topic's limit takes a worker restart.
+        limit = await max_message_bytes(settings, topics.dead_letters)
+        producer = output_producer(settings, max_request_size=limit)
+        opened.push_async_callback(producer.stop)  # safe on a producer that never started
+        await producer.start()
+        assigner = Assigner(settings.model_dir, metrics=observer)
+        source = build_source(settings, client)
+        processor = BatchProcessor(
+            state,
+            assigner,
+            AiokafkaSender(producer),
+            topics,
+            dead_letter_max_bytes=limit,
+            drift=shared_drift(
+                settings, client, prefix, observer, replicated=state.wait_for_replicas
+            ),
+            metrics=observer,
+            partitions={
+                topic: len(await partitions_of(settings, topic)) for topic in source.user_keyed
+            },
+            unknown_fields=settings.unknown_fields,
+            source=source,
+        )
+        parts = WorkerParts(settings, assigner, client, processor, watchdog)
+        for extension in extensions:
+            stop = await extension(parts)
+            if stop is not None:
+                opened.push_async_callback(stop)
+        yield parts
+
+
+async def _log_stats(processor: BatchProcessor) -> None:
+    """Every :data:`STATS_INTERVAL_S`, log ``processor``'s running totals if they moved."""
+    last_logged = 0
+    while True:
+        await asyncio.sleep(STATS_INTERVAL_S)
         stats = processor.stats
-        rate = (stats.records - last_logged[0]) / STATS_INTERVAL_S
-        last_logged[0] = stats.records
+        if stats.records == last_logged:
+            continue
+        rate = (stats.records - last_logged) / STATS_INTERVAL_S
+        last_logged = stats.records
         log.info(
             "%d records (%.0f/s): %d valid, %d fresh, %d assigned, %d changes, dead letters %s",
             stats.records,
@@ -294,104 +407,24 @@ def create_app(
             dict(stats.dead_letters) or 0,
         )
 
-    @app.task
-    async def start_watchdog() -> None:
-        watchdog.start()
-
-    @app.agent(inputs, name=AGENT_NAME)
-    async def assign_users(stream: faust.StreamT[bytes]) -> None:
-        # An agent is given a faust.Stream: take_events is not on the StreamT interface.
-        assert isinstance(stream, faust.Stream)
-        trim_framework(app)
-        for topic in outputs:
-            await topic.maybe_declare()
-        # Whatever the start opened is closed when it fails part-way, or when the agent ends.
-        async with contextlib.AsyncExitStack() as opened:
-            parts = await open_worker_parts(
-                settings,
-                opened,
-                topics=topics,
-                watchdog=watchdog,
-                observer=observer,
-                extensions=extensions,
-            )
-            await _consume(app, stream, parts, progress)
-
-    return app
-
-
-async def open_worker_parts(
-    settings: Settings,
-    opened: contextlib.AsyncExitStack,
-    *,
-    topics: Topics,
-    watchdog: Watchdog,
-    observer: WorkerObserver | None = None,
-    extensions: Sequence[Extension] = (),
-) -> WorkerParts:
-    """Open the worker's Redis client, output producer, batch processor and extensions.
-
-    Each resource is registered on ``opened`` as soon as it exists (before it starts), so
-    closing ``opened`` stops, in reverse order, everything a start that failed part-way had
-    opened (the producer, an extension's HTTP server, the Redis client) and nothing leaks
-    when Faust restarts the agent.
-
-    Raises:
-        redis.RedisError, KafkaError, SegstreamError: a dependency or an extension failed.
-    """
-    client = worker_redis_client(settings)
-    opened.push_async_callback(client.aclose)
-    state = RedisState(
-        client,
-        state_prefix(settings),
-        order_window=settings.order_dedupe_window,
-        cluster=settings.redis_cluster,
-        min_replicas=settings.min_replicas,
-        wait_timeout_ms=settings.redis_wait_timeout_ms,
-        shortfall=ReplicaShortfall(settings.min_replicas, observer=observer),
-    )
-    await state.load_scripts()
-    # Read once: a later change of the topic's limit takes a worker restart.
-    limit = await max_message_bytes(settings, topics.dead_letters)
-    producer = output_producer(settings, max_request_size=limit)
-    opened.push_async_callback(producer.stop)  # safe on a producer that never started
-    await producer.start()
-    assigner = Assigner(settings.model_dir, metrics=observer)
-    processor = BatchProcessor(
-        state, assigner, AiokafkaSender(producer), topics, dead_letter_max_bytes=limit
-    )
-    processor.drift = shared_drift(
-        settings, client, state_prefix(settings), observer, replicated=state.wait_for_replicas
-    )
-    processor.metrics = observer
-    processor.unknown_fields = settings.unknown_fields
-    processor.source = build_source(settings, client)
-    processor.partitions = {
-        topic: len(await partitions_of(settings, topic)) for topic in processor.source.user_keyed
-    }
-    parts = WorkerParts(settings, assigner, client, processor, watchdog)
-    for extension in extensions:
-        stop = await extension(parts)
-        if stop is not None:
-            opened.push_async_callback(stop)
-    return parts
-
 
 async def _consume(
     app: faust.App, stream: faust.Stream[bytes], parts: WorkerParts, progress: Progress
 ) -> None:
-    """Take batches from ``stream`` into a pipeline until the agent stops; then finish the
-    batch in hand (within ``SEGSTREAM_SHUTDOWN_TIMEOUT_S / 2``, leaving the rest of the bound
-    to the commit and the group leave) before returning."""
+    """Process the input records the fetcher hands over (direct delivery: the agent's
+    ``stream`` itself stays empty) in a pipeline until the agent stops; then finish the batch
+    in hand (within ``SEGSTREAM_SHUTDOWN_TIMEOUT_S / 2``, leaving the rest of the bound to the
+    commit and the group leave) before returning."""
     settings, processor = parts.settings, parts.processor
-    app.segstream_processor = processor  # type: ignore[attr-defined]  # for status/bench
-    app.segstream_metrics = processor.metrics  # type: ignore[attr-defined]  # for an HTTP side
+    transport = cast(LeanTransport, app.transport)
+    consumer = cast(LeanConsumer, app.consumer)
     pipeline = BatchPipeline(
         processor.process,
-        stream.ack,
+        consumer.ack_all,
         settings.batch_size,
         2 * settings.batch_size,
         progress=progress,
+        fill_s=settings.batch_timeout_s,
     )
     tune_gc()
     worker_task = asyncio.ensure_future(pipeline.run())
@@ -405,12 +438,14 @@ async def _consume(
         crashing.append(asyncio.ensure_future(app.crash(exc)))
 
     worker_task.add_done_callback(on_done)
+    transport.deliver_to(pipeline)
+    stats_task = asyncio.ensure_future(_log_stats(processor))
     try:
-        async for events in stream.take_events(
-            settings.batch_size, within=settings.batch_timeout_s
-        ):
-            await pipeline.put(events)
+        # Until the agent is stopped (cancelled) or the pipeline fails (the app crashes).
+        await asyncio.shield(worker_task)
     finally:
+        transport.deliver_to(None)
+        stats_task.cancel()
         finished = await pipeline.finish(worker_task, settings.shutdown_timeout_s / 2)
         if not finished:
             log.warning(

@@ -7,7 +7,10 @@ wait, below, is the one private hook):
 
 - ``Fetcher`` is :class:`~segstream.stream.worker.fetcher.LeanFetcher`: Faust's fetch loop
   without Faust's per-message tasks, with Faust's suspension semantics, and with one reference
-  per message held for the worker (``hold_messages``); see its module;
+  per message held for the worker (``hold_messages``); the records of ``direct_topics`` skip
+  Faust's conductor and streams and go in chunks to the transport's sink
+  (:meth:`LeanTransport.deliver_to`), which acks them a batch at a time
+  (:meth:`LeanConsumer.ack_all`); see its module;
 - ``Consumer`` is :class:`LeanConsumer`: Faust's aiokafka consumer whose public ``commit`` is
   abandoned after ``commit_deadline_s`` and whose public ``ack`` starts the commit due every
   ``broker_commit_every`` acks in the background.
@@ -44,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, cast
 
 import faust
@@ -54,7 +58,7 @@ from faust.types import Message
 from segstream.stream.clients.retry import describe
 from segstream.stream.worker.aiokafka_internals import check_aiokafka_internals, set_fetch_max_wait
 from segstream.stream.worker.faust_internals import check_faust_internals
-from segstream.stream.worker.fetcher import LeanFetcher
+from segstream.stream.worker.fetcher import DirectSink, LeanFetcher
 from segstream.stream.worker.watchdog import Progress
 
 __all__ = ["LeanConsumer", "LeanConsumerThread", "LeanTransport", "use_lean_consumer"]
@@ -96,6 +100,20 @@ class LeanConsumer(faust_aiokafka.Consumer):
         if not super().ack(message):
             return False
         self._acks_since_commit += 1
+        self._maybe_commit()
+        return True
+
+    def ack_all(self, messages: Iterable[Message]) -> int:
+        """Ack every message processed (Faust's ack each), then start the commit that is due,
+        if one is: one step per batch. Returns how many were not acked before."""
+        ack = super().ack
+        acked = sum(map(ack, messages))
+        self._acks_since_commit += acked
+        self._maybe_commit()
+        return acked
+
+    def _maybe_commit(self) -> None:
+        """Start a background commit when ``broker_commit_every`` acks were made since the last."""
         commit_every = self._commit_every_acks
         if (
             commit_every is not None
@@ -106,7 +124,6 @@ class LeanConsumer(faust_aiokafka.Consumer):
             # commits then either, and the revocation commits what was acked itself.
             self._acks_since_commit = 0
             self._start_commit()
-        return True
 
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         """Commit every acked offset; abandoned after ``commit_deadline_s``.
@@ -176,9 +193,16 @@ class LeanTransport(faust_aiokafka.Transport):
         commit_deadline_s: float,
         hold_messages: bool,
         fetch_max_wait_ms: int = 1500,
+        direct_topics: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.direct_topics = frozenset(direct_topics)
+        """Topics whose records the fetcher hands to :attr:`sink` (see the fetcher module)."""
+        self.sink: DirectSink | None = None
+        """Where the fetcher hands the direct topics' records; set by :meth:`deliver_to`."""
+        self.sink_ready = asyncio.Event()
+        """Set while :attr:`sink` is not ``None``."""
         self.fetch_max_wait_ms = fetch_max_wait_ms
         """Longest a fetch request waits at a broker for data, in ms (see use_lean_consumer)."""
         self.progress = progress
@@ -188,6 +212,14 @@ class LeanTransport(faust_aiokafka.Transport):
         self.hold_messages = hold_messages
         """Hand each message over with one more reference, released by the worker."""
 
+    def deliver_to(self, sink: DirectSink | None) -> None:
+        """Hand the direct topics' records to ``sink`` from now on (``None``: hold them)."""
+        self.sink = sink
+        if sink is None:
+            self.sink_ready.clear()
+        else:
+            self.sink_ready.set()
+
 
 def use_lean_consumer(
     app: faust.App,
@@ -196,6 +228,7 @@ def use_lean_consumer(
     commit_deadline_s: float = 30.0,
     hold_messages: bool = False,
     fetch_max_wait_ms: int = 1500,
+    direct_topics: Iterable[str] = (),
 ) -> None:
     """Make ``app`` consume through :class:`LeanTransport`; call before the app starts.
 
@@ -207,6 +240,10 @@ def use_lean_consumer(
             :mod:`~segstream.stream.worker.fetcher`.
         fetch_max_wait_ms: longest a fetch request waits at a broker for data, in ms
             (Faust's own value by default); see the module docstring's "Fetch wait".
+        direct_topics: topics whose records skip the conductor and Faust's streams: the
+            fetcher hands them in chunks to the sink set with
+            :meth:`LeanTransport.deliver_to`, which acks them (``LeanConsumer.ack_all``);
+            see :mod:`~segstream.stream.worker.fetcher`.
 
     Raises:
         ConfigError: the installed faust-streaming (or mode-streaming) lacks the consumer
@@ -224,4 +261,5 @@ def use_lean_consumer(
         commit_deadline_s=commit_deadline_s,
         hold_messages=hold_messages,
         fetch_max_wait_ms=fetch_max_wait_ms,
+        direct_topics=direct_topics,
     )

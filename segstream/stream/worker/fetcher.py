@@ -37,6 +37,20 @@ suspended, or from the previous consumer generation, is *skipped and acked* by
 simply never acked, and the partition's next owner reads it again from the committed offset.
 Commits are not this loop's business (:class:`~segstream.stream.worker.consumer.LeanConsumer`
 starts them in the background from its acks and its timer).
+
+**Direct delivery.** The records of the transport's ``direct_topics`` (the worker's input
+topics) skip the conductor and Faust's stream altogether: they are handed to the transport's
+:class:`DirectSink` (the worker's :class:`~segstream.stream.worker.batching.BatchPipeline`)
+in chunks of up to :data:`YIELD_EVERY`, one call per chunk. Faust's per-record path (the
+conductor's decode into an Event, the stream buffer, the stream's iteration, ``take_events``
+and two acks per event) was ~40% of the worker's CPU per event. What it guaranteed is kept
+here: a chunk is handed over only while the flow is not suspended and the consumer
+generation is the one it was read in (else it is dropped, unmarked, and read again from the
+committed offset after the rebalance); a chunk that must wait for room is raced against
+``suspend_flow`` like the slow path; each delivered record is tracked by the consumer
+(``track_message``) so that a revocation waits for the sink to ack it (Faust's
+``wait_empty``), and only then marked read. The sink acks each record once processed
+(``LeanConsumer.ack_all``); nothing else acks it, so nothing unprocessed is committed.
 """
 
 from __future__ import annotations
@@ -47,12 +61,19 @@ from collections.abc import Awaitable, Iterable
 from typing import Any, Protocol, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
-from faust.types import AppT
+from faust.types import TP, AppT, Message
 from mode import Service
 
 from segstream.stream.worker.faust_internals import read_offsets, record_gap
 
-__all__ = ["YIELD_EVERY", "FetchOptions", "LeanFetcher", "any_full", "hand_over_or_abandon"]
+__all__ = [
+    "YIELD_EVERY",
+    "DirectSink",
+    "FetchOptions",
+    "LeanFetcher",
+    "any_full",
+    "hand_over_or_abandon",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +81,27 @@ YIELD_EVERY = 100
 """Messages handed over between two explicit yields to the event loop (as Faust does)."""
 
 
+class DirectSink(Protocol):
+    """Where the records of the direct topics go, in chunks (module docstring)."""
+
+    def offer(self, messages: list[Message]) -> bool:
+        """Take ``messages`` (kept as given, in order) if there is room now; else False."""
+
+    async def put(self, messages: list[Message]) -> None:
+        """Take ``messages``, waiting for room; cancelled, it has taken nothing."""
+
+
 class FetchOptions(Protocol):
     """What :class:`LeanFetcher` reads from the app's transport."""
 
     hold_messages: bool
     """Hand each message over with one more reference, released by the worker."""
+    direct_topics: frozenset[str]
+    """Topics whose records go to :attr:`sink` instead of the conductor."""
+    sink: DirectSink | None
+    """The direct topics' sink; ``None`` until the worker has one (records wait for it)."""
+    sink_ready: asyncio.Event
+    """Set while :attr:`sink` is not ``None``."""
 
 
 class _Waiter(Protocol):
@@ -116,11 +153,32 @@ class LeanFetcher(Service):
         suspend_flow: asyncio.Event = cast(Any, consumer).suspend_flow
         suspended = suspend_flow.is_set
         acks_enabled_for = conductor.acks_enabled_for
-        hold = cast(FetchOptions, app.transport).hold_messages
+        options = cast(FetchOptions, app.transport)
+        hold = options.hold_messages
+        direct = options.direct_topics
         read_offset = read_offsets(consumer)
         waiter = cast(_Waiter, consumer)
         diag = consumer.diag
         since_yield = 0
+        # The direct topics' records read and not yet handed over, and their read offsets.
+        chunk: list[Message] = []
+        unmarked: dict[TP, int] = {}
+
+        async def deliver(generation: int) -> bool:
+            """Hand ``chunk`` to the sink; False (and the chunk dropped) when abandoned."""
+            nonlocal chunk
+            messages, offsets = chunk, dict(unmarked)
+            chunk = []
+            unmarked.clear()
+            if not await self._hand_over(messages, generation, waiter, suspend_flow):
+                return False
+            track = consumer.track_message
+            for message in messages:
+                track(message)  # a revocation now waits for the sink's ack (wait_empty)
+            if not suspended() and app.consumer_generation_id == generation:
+                read_offset.update(offsets)
+            return True
+
         try:
             while not (self.should_stop or consumer.should_stop):
                 diag.set_flag(CONSUMER_FETCHING)
@@ -131,21 +189,28 @@ class LeanFetcher(Service):
                 # The channels the conductor delivers to (they change only on a rebalance,
                 # which suspends the flow and ends this round).
                 buffers = [channel.queue for channel in conductor]
+                generation = app.consumer_generation_id
                 async for tp, message in records:
                     since_yield += 1
                     if since_yield >= YIELD_EVERY:
                         since_yield = 0
+                        if chunk and not await deliver(generation):
+                            break
                         await asyncio.sleep(0)
                     # After the yield, which a rebalance may have started during.
                     if suspended() or consumer.should_stop:
                         break  # rebalancing or stopping: Faust seeks back afterwards
                     generation = app.consumer_generation_id
                     offset = message.offset
-                    last = read_offset[tp]
+                    last = unmarked.get(tp, read_offset[tp])
                     if last is not None and offset < last:
                         continue  # read before the last seek: Faust drops it too
                     if last and offset - last > 1 and acks_enabled_for(message.topic):
                         await record_gap(consumer, tp, last + 1, offset)
+                    if message.topic in direct:
+                        chunk.append(message)
+                        unmarked[tp] = offset
+                        continue
                     if hold:
                         message.incref()  # released by the worker once processed
                     if not any_full(buffers):
@@ -177,9 +242,55 @@ class LeanFetcher(Service):
                         )
                         break
                     read_offset[tp] = offset
+                if chunk:
+                    await deliver(generation)  # dropped if the round ended in a suspension
                 diag.unset_flag(CONSUMER_FETCHING)
         except consumer.consumer_stopped_errors:  # type: ignore[attr-defined]
             if not app.should_stop:
                 raise
         finally:
             diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _hand_over(
+        self,
+        messages: list[Message],
+        generation: int,
+        waiter: _Waiter,
+        suspend_flow: asyncio.Event,
+    ) -> bool:
+        """Give ``messages`` to the transport's sink, waiting for it (and for room) only as
+        long as the flow is not suspended, the consumer not stopping and the generation the
+        one they were read in. Returns whether the sink took them."""
+        app = self.app
+        options = cast(FetchOptions, app.transport)
+
+        def current() -> bool:
+            return (
+                not suspend_flow.is_set()
+                and not app.consumer.should_stop
+                and app.consumer_generation_id == generation
+            )
+
+        while options.sink is None and current():
+            # The worker is still starting (Redis, producer, model): hold the records.
+            await waiter.wait_first(options.sink_ready.wait(), suspend_flow, timeout=1.0)
+        if not current():
+            return False
+        sink = options.sink
+        if sink is None:  # pragma: no cover - current() only after the loop saw a sink
+            return False
+        if sink.offer(messages):
+            return True
+        if await hand_over_or_abandon(waiter, sink.put(messages), suspend_flow):
+            return True
+        first = messages[0]
+        log.info(
+            "hand-over of %d records from %s[%d]@%d abandoned: the flow was suspended (a "
+            "rebalance or a stop) while the worker's queue was full; they are read again "
+            "from the committed offset",
+            len(messages),
+            first.topic,
+            first.partition,
+            first.offset,
+        )
+        return False

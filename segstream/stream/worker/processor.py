@@ -39,10 +39,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
-from segstream.errors import ReplicaWaitTimeout, StateError
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.errors import ReplicaWaitTimeout, StateConflict
+from segstream.stream.clients.retry import redis_call
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, plan_settles
 from segstream.stream.domain.changes import outbox_outputs
 from segstream.stream.domain.dead_letters import (
@@ -57,20 +57,45 @@ from segstream.stream.domain.leaving import Leave, Round, plan_leave, split_roun
 from segstream.stream.domain.observer import WorkerObserver
 from segstream.stream.domain.partitioning import PatternLog, misplacement
 from segstream.stream.domain.topics import Output, Topics
-from segstream.stream.domain.user import Settle, UserState
+from segstream.stream.domain.user import Settle, SettleOutcome, UserState
 from segstream.stream.drift.shared import SharedDrift
 from segstream.stream.kafka.publisher import Sender
 from segstream.stream.sources.base import InputSource
 from segstream.stream.sources.json_topics import JsonTopics
-from segstream.stream.state.store import RedisState
+from segstream.stream.state.replicas import ReplicaShortfall
 from segstream.stream.worker.assigner import Assigner
 
-__all__ = ["LEAVE_ATTEMPTS", "BatchProcessor", "Stats"]
+__all__ = ["LEAVE_ATTEMPTS", "BatchProcessor", "BatchState", "Stats"]
 
 LEAVE_ATTEMPTS = 5
 """Writes of one batch's erasures before the batch fails (each refused one is re-read)."""
 
 log = logging.getLogger(__name__)
+
+
+class BatchState(Protocol):
+    """The per-user state a :class:`BatchProcessor` reads and writes: the three steps of a batch.
+
+    :class:`~segstream.stream.state.store.RedisState` is the one the worker uses; its docstrings
+    state the guarantees (each call atomic per user and safe to repeat, ``settle_outcome`` a
+    compare-and-set against what ``apply`` returned). Failures surface as Redis' exceptions
+    (:data:`~segstream.stream.clients.retry.REDIS_TRANSIENT`), which the processor retries.
+    """
+
+    shortfall: ReplicaShortfall
+    """Primaries short of replicas (the HTTP side reports them as degraded)."""
+
+    async def apply(self, by_user: Mapping[int, Sequence[tuple[Source, Event]]]) -> list[UserState]:
+        """Apply each user's events in order (fenced); every touched user's state, in order."""
+        ...
+
+    async def settle_outcome(self, settles: Sequence[Settle | Leave]) -> SettleOutcome:
+        """Store each row (compare-and-set); the rows' users' pending changes and refusals."""
+        ...
+
+    async def clear(self, published: Mapping[int, Sequence[bytes]]) -> None:
+        """Remove changes the broker acknowledged from their users' outboxes."""
+        ...
 
 
 @dataclass
@@ -106,11 +131,17 @@ class BatchProcessor:
 
     def __init__(
         self,
-        state: RedisState,
+        state: BatchState,
         assigner: Assigner,
         sender: Sender,
         topics: Topics,
         dead_letter_max_bytes: int | None = None,
+        *,
+        drift: SharedDrift | None = None,
+        metrics: WorkerObserver | None = None,
+        partitions: Mapping[str, int] | None = None,
+        unknown_fields: UnknownFields = "ignore",
+        source: InputSource | None = None,
     ) -> None:
         """Process batches with these parts.
 
@@ -118,6 +149,9 @@ class BatchProcessor:
             dead_letter_max_bytes: the largest record the dead-letter topic accepts (the
                 producer's ``max_request_size``); a dead letter over it is truncated to fit
                 (:func:`parse_batch`) and logged. ``None``: dead letters are sent whole.
+            drift: see :attr:`drift`. metrics: see :attr:`metrics`.
+            partitions: see :attr:`partitions`. unknown_fields: see :attr:`unknown_fields`.
+            source: see :attr:`source`; the JSON ``users``/``orders`` topics if ``None``.
         """
         self.state = state
         self.assigner = assigner
@@ -125,19 +159,19 @@ class BatchProcessor:
         self.topics = topics
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.stats = Stats()
-        self.drift: SharedDrift | None = None
+        self.drift: SharedDrift | None = drift
         """Drift mode's shared centroids (``SEGSTREAM_DRIFT=river``); ``None``: the trained ones."""
-        self.metrics: WorkerObserver | None = None
+        self.metrics: WorkerObserver | None = metrics
         """Where batches, changes, dead letters and Redis failures are counted, if anywhere."""
-        self.partitions: dict[str, int] = {}
+        self.partitions: dict[str, int] = dict(partitions or {})
         """Input topic -> its partition count, for the placement check (none: no check)."""
         self.placements = PatternLog()
         """Misplaced producer patterns already logged (each is logged once)."""
-        self.unknown_fields: UnknownFields = "ignore"
+        self.unknown_fields: UnknownFields = unknown_fields
         """``SEGSTREAM_UNKNOWN_FIELDS``: ignore (count, log once) or dead-letter unknown fields."""
         self.unknown_log = UnknownFieldLog()
         """Ignored (topic, field) pairs already logged (each is logged once)."""
-        self.source: InputSource = JsonTopics(topics)
+        self.source: InputSource = JsonTopics(topics) if source is None else source
         """Where the records come from and how they become changes (``SEGSTREAM_SOURCE``)."""
 
     def _check_placement(self, records: Sequence[RawRecord]) -> None:
@@ -179,13 +213,7 @@ class BatchProcessor:
                     self.metrics.redis_wait_timeout()
                 raise
 
-        return await retry(
-            attempt,
-            what=what,
-            transient=REDIS_TRANSIENT,
-            error=StateError,
-            on_failure=self._redis_failed,
-        )
+        return await redis_call(attempt, what=what, on_failure=self._redis_failed)
 
     async def _apply(
         self, by_user: Mapping[int, Sequence[tuple[Source, Event]]]
@@ -301,7 +329,7 @@ class BatchProcessor:
         leave events included.
 
         Raises:
-            StateError: still refused after :data:`LEAVE_ATTEMPTS` more attempts (the batch
+            StateConflict: still refused after :data:`LEAVE_ATTEMPTS` more attempts (the batch
                 fails and is retried).
         """
         pending: dict[int, list[bytes]] = {}
@@ -314,7 +342,7 @@ class BatchProcessor:
             user_ids = [uid for uid in user_ids if uid in outcome.refused]
             if not user_ids:
                 return pending
-        raise StateError(
+        raise StateConflict(
             f"user(s) {sorted(user_ids)[:10]} could not be erased: "
             f"another writer changed them {LEAVE_ATTEMPTS} times in a row (segstream reassign "
             "running over them?); the batch will be retried"

@@ -35,9 +35,8 @@ from segstream.stream.domain.partitioning import check_copartitioned
 from segstream.stream.domain.replication import check_redis_replicas, replication_factor
 from segstream.stream.kafka.topics import broker_count, ensure_topics, partitions_of
 from segstream.stream.state.replicas import connected_replicas
-from segstream.stream.worker.app import create_app, quiet_framework_loggers
+from segstream.stream.worker.app import WorkerApp, create_app, quiet_framework_loggers
 from segstream.stream.worker.assigner import Assigner
-from segstream.stream.worker.watchdog import Watchdog
 
 __all__ = ["check_dependencies", "run_worker", "use_worker_event_loop"]
 
@@ -53,10 +52,9 @@ class _BoundedWorker(faust.Worker):
     """Faust's worker whose stop on SIGTERM/SIGINT is bounded by the app's watchdog."""
 
     def _arm_watchdog(self) -> None:
-        watchdog: Watchdog | None = getattr(self.app, "segstream_watchdog", None)
-        if watchdog is not None:
-            watchdog.stopping()
-            watchdog.start()  # if the agent had not started it yet
+        if isinstance(self.app, WorkerApp):  # an app built otherwise has no watchdog
+            self.app.watchdog.stopping()
+            self.app.watchdog.start()  # if the agent had not started it yet
 
     def _on_sigterm(self) -> None:
         self._arm_watchdog()

@@ -24,6 +24,7 @@ from segstream.settings import Settings
 from segstream.training.generate import generate_catalogue, generate_tables
 from segstream.training.postgres_sink import connect, write_database
 from tests.integration.stacks import CdcServices
+from tests.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,20 @@ def _close(settings: Settings, admin_url: str) -> None:
     )
     urllib.request.urlopen(request, timeout=30).read()
     with connect(admin_url, autocommit=True) as conn:
-        # The slot stays active until Connect's task has let go of it.
-        for _ in range(100):
+
+        def dropped() -> bool:
             row = conn.execute(
                 "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
                 (settings.cdc_slot,),
             ).fetchone()
-            if row is None:
-                break
-            if not row[0]:
+            if row is not None and not row[0]:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (settings.cdc_slot,))
-                break
-            conn.execute("SELECT pg_sleep(0.1)")
+            return row is None or not row[0]
+
+        # The slot stays active until Connect's task has let go of it; a slot left behind
+        # would hold the database's WAL for good, so one still held after this is a failure.
+        still = f"replication slot {settings.cdc_slot} still active"
+        wait_until(dropped, 30, still, interval_s=0.1)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ change events must give exactly the database's current rows, with every user's c
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -27,6 +26,7 @@ from segstream.errors import ServiceError
 from segstream.training.postgres_sink import PRIMARY_KEYS, connect
 from tests.integration.cdc.pipeline import Capture, Record, captured_shop, read_all
 from tests.integration.stacks import CdcServices
+from tests.waiting import wait_until
 
 COLUMNS = {
     "users": ("id", "age", "country", "traffic_source"),
@@ -72,17 +72,20 @@ def _replayed(records: list[Record], topics: dict[str, str]) -> dict[str, set[tu
 def _wait_for_replay(capture: Capture, timeout_s: float = 180.0) -> list[Record]:
     """Poll the topics until their events replay to the database's rows; the records."""
     topics = capture.topics
-    deadline = time.monotonic() + timeout_s
     expected = _current_rows(capture)
-    while True:
+    seen: list[tuple[list[Record], Any]] = []
+
+    def replayed() -> bool:
         records = read_all(capture.settings, list(topics.values()))
-        replayed = _replayed(records, topics)
-        if replayed == expected:
-            return records
-        if time.monotonic() > deadline:
-            differ = [t for t in TABLES if replayed[t] != expected[t]]
-            pytest.fail(f"the change topics never matched the database; tables {differ} differ")
-        time.sleep(0.5)
+        seen.append((records, _replayed(records, topics)))
+        return bool(seen[-1][1] == expected)
+
+    def differ() -> str:
+        tables = [t for t in TABLES if seen[-1][1][t] != expected[t]]
+        return f"the change topics never matched the database; tables {tables} differ"
+
+    wait_until(replayed, timeout_s, differ, interval_s=0.5)
+    return seen[-1][0]
 
 
 def _user_of(table: str, record: Record) -> int:

@@ -14,7 +14,6 @@ import json
 import re
 import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,8 +219,9 @@ def test_a_cdc_worker_equals_the_batch_through_a_connect_restart_and_a_worker_ki
         everyone = _user_ids(capture.owner_url)
         deleted = frozenset(_ever_users(capture) - set(everyone))
         assert len(deleted) >= 3, made  # at least one delete_user per window
-        deadline = time.monotonic() + 300
-        while True:
+        seen: list[tuple[int, dict[int, Any], dict[int, Any]]] = []  # lag, features, states
+
+        def caught_up() -> bool:
             assert worker.process.poll() is None, worker.log_tail()
             states = asyncio.run(_states(worker_settings, everyone))
             found = {uid: s.features() for uid, s in states.items() if s.assignable}
@@ -229,26 +229,36 @@ def test_a_cdc_worker_equals_the_batch_through_a_connect_restart_and_a_worker_ki
                 read_lag(worker_settings, worker_settings.app_id,
                          list(capture.topics.values()), attempts=30)
             ).total_lag  # fmt: skip
-            if lag == 0 and set(found) == set(expected.index):
-                frame = pd.DataFrame.from_dict(found, orient="index")[list(FEATURE_COLUMNS)]
-                if frame.sort_index().equals(expected[list(FEATURE_COLUMNS)].sort_index()):
-                    break
-            assert time.monotonic() < deadline, (
+            seen.append((lag, found, states))
+            if lag != 0 or set(found) != set(expected.index):
+                return False
+            frame = pd.DataFrame.from_dict(found, orient="index")[list(FEATURE_COLUMNS)]
+            return bool(frame.sort_index().equals(expected[list(FEATURE_COLUMNS)].sort_index()))
+
+        def behind() -> str:
+            lag, found, states = seen[-1]
+            return (
                 f"lag {lag}; stream {len(found)} users, batch {len(expected)} ({made}):\n"
                 + _differences(capture.owner_url, found, expected, states)
                 + worker.log_tail()
             )
-            time.sleep(1.0)
+
+        wait_until(caught_up, 300, behind, interval_s=1.0)
         # Every segmented user's segment is the batch's assignment of the same features.
         batch_segments = assign(model, expected[list(FEATURE_COLUMNS)]).segments.tolist()
-        deadline = time.monotonic() + 60
-        while True:
+        stream_segments: list[list[int | None]] = []
+
+        def assigned() -> bool:
             states = asyncio.run(_states(worker_settings, list(expected.index)))
-            stream_segments = [states[uid].segment for uid in expected.index]
-            if stream_segments == batch_segments or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert stream_segments == batch_segments
+            stream_segments.append([states[uid].segment for uid in expected.index])
+            return stream_segments[-1] == batch_segments
+
+        wait_until(
+            assigned,
+            60,
+            lambda: f"the stream's segments {stream_segments[-1]} != the batch's {batch_segments}",
+            interval_s=0.5,
+        )
 
         # Every change published (no outbox left) and the deleted users erased (no key).
         def settled() -> bool:

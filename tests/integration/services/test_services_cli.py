@@ -6,13 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from segstream.net import port_is_open
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 
 def _segstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -117,10 +117,9 @@ def test_up_with_monitoring_runs_prometheus_with_the_rules_and_down_stops_it(
         loaded = {r["name"] for g in api("rules")["groups"] for r in g["rules"]}
         assert {r["alert"] for r in alert_rules(load_rules())} <= loaded
         # The workers' default address is scraped in the job the rules read `up` of.
-        deadline = time.monotonic() + 30
-        while not (targets := api("targets")["activeTargets"]):
-            assert time.monotonic() < deadline, "no scrape target"
-            time.sleep(0.5)
+        targets = wait_until(
+            lambda: api("targets")["activeTargets"], 30, "no scrape target", interval_s=0.5
+        )
         assert [(t["labels"]["job"], t["labels"]["instance"]) for t in targets] == [
             ("segstream", f"127.0.0.1:{http_port}")
         ]

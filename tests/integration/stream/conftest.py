@@ -100,6 +100,9 @@ def app_settings(
         "topic_user_segments": f"segments-{tag}",
         "topic_dead_letters": f"dead-{tag}",
         "topic_partitions": 4,
+        # One process per `segstream worker`, as before --processes existed: the tests start
+        # the workers they mean to (test_worker_processes.py asks for a supervisor itself).
+        "worker_processes": 1,
         **overrides,
     }
     settings = load_settings(**values)
@@ -162,7 +165,9 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         # Each worker serves its HTTP side on a port of its own, as on separate machines.
-        settings = settings.model_copy(update={"http_port": free_port()})
+        # Unset, the process count would follow this machine's cores: one, unless asked.
+        one = settings.worker_processes or 1
+        settings = settings.model_copy(update={"http_port": free_port(), "worker_processes": one})
         self.http_port = settings.http_port
         self.process = subprocess.Popen(
             list(command),

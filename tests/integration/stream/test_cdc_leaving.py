@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from segstream.stream.clients.redis import redis_client as state_client
 from segstream.stream.domain.changes import encode_change
 from segstream.stream.domain.events import Source, UserEvent, load_schema
 from segstream.stream.domain.user import Settle, UserState
-from segstream.stream.kafka.lag import read_lag
 from segstream.stream.kafka.topics import read_all
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.state.populations import count_populations, read_populations
@@ -36,11 +34,13 @@ from tests.integration.stream.test_cdc_worker import (
     PRIMARY_KEYS,
     SAMPLES,
     _produce,
-    _states,
     current_rows,
     sql_features,
+    wait_caught_up,
+    wait_features,
 )
 from tests.small_model import make_model
+from tests.waiting import wait_until
 
 CASES = ("snapshot", "insert", "update_profile", "insert_line", "update_product",
          "delete_line", "move_order", "delete_user", "truncate")  # fmt: skip
@@ -120,18 +120,16 @@ def test_a_deleted_users_row_erases_the_user_with_a_leave_and_a_tombstone(
     asyncio.run(_produce(settings, records))
     worker = start_worker(settings)
     topics = [f"shop{tag}.public.{table}" for table in PRIMARY_KEYS]
-    deadline = time.monotonic() + 180
-    while asyncio.run(read_lag(settings, settings.app_id, topics, attempts=30)).total_lag:
-        assert worker.process.poll() is None, worker.log_tail()
-        assert time.monotonic() < deadline, worker.log_tail()
-        time.sleep(0.5)
+    wait_caught_up(settings, worker, topics)
 
     # Every key under the leaver's hash tag is gone (SCAN of the whole keyspace).
     pattern = f"{state_prefix(settings)}*{{u:{leaver}}}*"
-    deadline = time.monotonic() + 60
-    while list(redis_client.scan_iter(match=pattern, count=1000)):
-        assert time.monotonic() < deadline, worker.log_tail()
-        time.sleep(0.5)
+    wait_until(
+        lambda: not list(redis_client.scan_iter(match=pattern, count=1000)),
+        60,
+        lambda: f"keys of user {leaver} left:\n{worker.log_tail()}",
+        interval_s=0.5,
+    )
     changes = [
         json.loads(r.value)
         for r in asyncio.run(read_all(settings, settings.topic_segment_changes))
@@ -168,15 +166,4 @@ def test_a_deleted_users_row_erases_the_user_with_a_leave_and_a_tombstone(
     # other case, so those are the other cases' rows.
     expected = sql_features(current_rows(_recorded(exclude="delete_user")))
     assert leaver not in expected
-    deadline = time.monotonic() + 60
-    while True:
-        states = asyncio.run(_states(settings, sorted(expected)))
-        found = {
-            user: (s.age, s.gender, s.country, s.traffic_source, s.total_orders or None,
-                   s.most_frequent_brand, s.most_frequent_category)
-            for user, s in states.items()
-        }  # fmt: skip
-        if found == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert found == expected, worker.log_tail()
+    wait_features(settings, worker, expected)

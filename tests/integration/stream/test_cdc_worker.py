@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from segstream.training.artifact import publish_current, save_model
 from segstream.training.features import feature_sql
 from tests.integration.stream.conftest import app_settings
 from tests.small_model import make_model
+from tests.waiting import wait_until
 
 SAMPLES = Path(__file__).resolve().parents[2] / "unit" / "stream" / "sources" / "samples"
 CASES = ("snapshot", "insert", "insert_line", "update_profile", "update_product",
@@ -143,6 +143,40 @@ async def _states(settings: Settings, users: list[int]) -> dict[int, Any]:
         await client.aclose()
 
 
+def wait_caught_up(settings: Settings, worker: Any, topics: list[str]) -> None:
+    """Poll until the worker's group has no lag on ``topics``; fail at once if it died."""
+    lags: list[int] = []
+
+    def caught_up() -> bool:
+        assert worker.process.poll() is None, worker.log_tail()
+        lags.append(asyncio.run(read_lag(settings, settings.app_id, topics, attempts=30)).total_lag)
+        return lags[-1] == 0
+
+    wait_until(caught_up, 180, lambda: f"{lags[-1]} behind:\n{worker.log_tail()}", interval_s=0.5)
+
+
+def wait_features(settings: Settings, worker: Any, expected: dict[int, Any]) -> None:
+    """Poll until the stored features of ``expected``'s users are the SQL's ``expected``
+    (a correction's re-derivation lands a moment after the lag is 0)."""
+    found: list[dict[int, Any]] = []
+
+    def landed() -> bool:
+        states = asyncio.run(_states(settings, sorted(expected)))
+        found.append({
+            user: (s.age, s.gender, s.country, s.traffic_source, s.total_orders or None,
+                   s.most_frequent_brand, s.most_frequent_category)
+            for user, s in states.items()
+        })  # fmt: skip
+        return found[-1] == expected
+
+    wait_until(
+        landed,
+        60,
+        lambda: f"stored {found[-1]}\n!= the SQL's {expected}\n{worker.log_tail()}",
+        interval_s=0.5,
+    )
+
+
 def test_a_cdc_worker_keeps_the_features_of_the_current_rows(
     kafka_bootstrap: str, redis_url: str, make_topic: Any, start_worker: Any, tmp_path: Path
 ) -> None:
@@ -168,35 +202,16 @@ def test_a_cdc_worker_keeps_the_features_of_the_current_rows(
     asyncio.run(_produce(settings, records))
     worker = start_worker(settings)
     topics = [f"shop{tag}.public.{table}" for table in PRIMARY_KEYS]
-    deadline = time.monotonic() + 180
-    while True:
-        lag = asyncio.run(read_lag(settings, settings.app_id, topics, attempts=30)).total_lag
-        if lag == 0:
-            break
-        assert worker.process.poll() is None, worker.log_tail()
-        assert time.monotonic() < deadline, f"{lag} behind:\n{worker.log_tail()}"
-        time.sleep(0.5)
+    wait_caught_up(settings, worker, topics)
 
     assert asyncio.run(_dead_letters(settings)) == 0
     tables = current_rows(records)
     expected = sql_features(tables)
-    users = sorted(expected)
-    # The correction's re-derivation goes through the internal topic: poll until it landed.
-    deadline = time.monotonic() + 60
-    while True:
-        states = asyncio.run(_states(settings, users))
-        found = {
-            user: (s.age, s.gender, s.country, s.traffic_source, s.total_orders or None,
-                   s.most_frequent_brand, s.most_frequent_category)
-            for user, s in states.items()
-        }  # fmt: skip
-        if found == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
     # The recorded mix: a profile edit, a line added and one deleted, an order moved to user
     # 1 with its line, a product corrected, order_items truncated.
     assert any(orders for *_, orders, _, _ in expected.values()), "no orders: nothing compared"
-    assert found == expected, worker.log_tail()
+    # The correction's re-derivation goes through the internal topic: poll until it landed.
+    wait_features(settings, worker, expected)
     # The deleted user left: no key of theirs is left.
     deleted = {
         json.loads(r["value"])["before"]["id"]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from tests.integration.stream.conftest import (
     wait_until_consumed,
 )
 from tests.integration.stream.ops.support import Http
+from tests.waiting import wait_until
 
 TOKEN = "forget-test-token"
 USERS = 60
@@ -82,11 +84,8 @@ def _populations(settings: Settings) -> tuple[dict[str, dict[int, int]], int]:
     return asyncio.run(both())
 
 
-def _wait_for(probe, what: str, timeout_s: float = 120.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not probe():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+def _wait_for(probe: Callable[[], object], what: str, timeout_s: float = 120.0) -> None:
+    wait_until(probe, timeout_s, f"waiting for {what}", interval_s=0.2)
 
 
 @pytest.fixture

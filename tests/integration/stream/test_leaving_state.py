@@ -17,25 +17,16 @@ import redis.asyncio as aioredis
 
 from segstream.stream.domain.events import (
     Event,
-    OrderEvent,
-    OrderItem,
     Source,
-    UserEvent,
     UserLeft,
 )
 from segstream.stream.domain.leaving import Leave, plan_leave
 from segstream.stream.domain.user import Settle, SettleOutcome, UserState
 from segstream.stream.state.populations import count_populations, read_populations
 from segstream.stream.state.store import RedisState
+from tests.integration.stream.user_events import profile_and_order
 
 LEFT_AT = "2026-12-06T21:00:00.000Z"
-
-
-def _events(uid: int, offset: int) -> list[tuple[Source, Event]]:
-    profile = UserEvent(uid, 30, "F", "Japan", "Search", "2023-01-01T00:00:00Z")
-    item = OrderItem(uid * 10, "Brand", "Jeans", 9.5)
-    order = OrderEvent(uid, uid, "Processing", "2023-01-02T00:00:00Z", (item,))
-    return [(Source("users", 0, offset), profile), (Source("orders", 0, offset), order)]
 
 
 class _Redis:
@@ -110,7 +101,7 @@ def test_a_leave_erases_every_key_and_keeps_the_populations_exact(
 ) -> None:
     prefix = f"leave{int(cluster)}:"
     store = _Redis(redis_url, prefix, cluster)
-    store.apply({uid: _events(uid, 1) for uid in range(1, 7)})
+    store.apply({uid: profile_and_order(uid, 1) for uid in range(1, 7)})
     store.assign([1, 2, 3], 2, "v1")
     store.assign([4], 0, "v1")
     assert store.populations() == ({"v1": {2: 3, 0: 1}}, 2)
@@ -148,7 +139,7 @@ def test_a_stale_leave_is_refused_and_erases_nothing(
 ) -> None:
     prefix = "leavestale:"
     store = _Redis(redis_url, prefix, False)
-    store.apply({7: _events(7, 1)})
+    store.apply({7: profile_and_order(7, 1)})
     stale = store.leave(7, Source("users", 0, 5))
     store.assign([7], 3, "v1")  # another writer (reassign) moved the user in between
     outcome = store.settle([stale])
@@ -168,13 +159,13 @@ def test_a_user_back_after_a_leave_keeps_its_fence_so_a_redelivered_leave_is_app
 ) -> None:
     prefix = "leaveback:"
     store = _Redis(redis_url, prefix, False)
-    store.apply({8: _events(8, 1)})
+    store.apply({8: profile_and_order(8, 1)})
     store.assign([8], 1, "v1")
     leave_source = Source("users", 0, 20)
     outcome = store.settle([store.leave(8, leave_source)])
     store.publish(outcome.pending)
     # The second round of the batch: the leave as a fence, then the new life's events.
-    back = [(leave_source, UserLeft(8, LEFT_AT)), *_events(8, 21)]
+    back = [(leave_source, UserLeft(8, LEFT_AT)), *profile_and_order(8, 21)]
     (state,) = store.apply({8: back})
     assert (state.segment, state.changes, state.total_orders) == (None, 0, 1)
     assert store.populations() == ({}, 1)

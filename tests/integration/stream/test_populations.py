@@ -10,7 +10,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source, UserEvent
 from segstream.stream.domain.user import Settle
 from segstream.stream.state.keys import population_key, state_key, state_prefix
 from segstream.stream.state.populations import (
@@ -21,15 +20,9 @@ from segstream.stream.state.populations import (
 )
 from segstream.stream.state.store import RedisState
 from tests.integration.stream.conftest import app_settings, cli_json
+from tests.integration.stream.user_events import profile_and_order
 
 PREFIX = "pops:"
-
-
-def events(uid: int, offset: int) -> list[tuple[Source, Event]]:
-    profile = UserEvent(uid, 30, "F", "Japan", "Search", "2023-01-01T00:00:00Z")
-    item = OrderItem(uid * 10, "Brand", "Jeans", 9.5)
-    order = OrderEvent(uid, uid, "Processing", "2023-01-02T00:00:00Z", (item,))
-    return [(Source("users", 0, offset), profile), (Source("orders", 0, offset), order)]
 
 
 def _run(url: str, cluster: bool, steps: Sequence[tuple[str, object]]) -> Populations:
@@ -46,7 +39,9 @@ async def _steps(url: str, cluster: bool, steps: Sequence[tuple[str, object]]) -
         for kind, arg in steps:
             if kind == "apply":
                 assert isinstance(arg, dict)
-                await state.apply({uid: events(uid, offset) for uid, offset in arg.items()})
+                await state.apply(
+                    {uid: profile_and_order(uid, offset) for uid, offset in arg.items()}
+                )
             else:
                 uids, segment, version = arg  # type: ignore[misc]
                 seen = {s.user_id: s for s in await state.apply(dict.fromkeys(uids, ()))}

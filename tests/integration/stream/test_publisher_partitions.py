@@ -18,6 +18,7 @@ from segstream.stream.clients.kafka import producer as kafka_producer
 from segstream.stream.domain.topics import Output
 from segstream.stream.kafka.publisher import AiokafkaSender, default_partition
 from segstream.stream.kafka.topics import read_all
+from tests.waiting import async_wait_until
 
 METADATA_AGE_MS = 200
 """The producer's metadata refresh interval here: short, so the test sees new partitions."""
@@ -35,10 +36,11 @@ async def _publish_around_a_partition_increase(settings: Settings, topic: str) -
             await admin.create_partitions({topic: NewPartitions(total_count=4)})
         finally:
             await admin.close()
-        deadline = asyncio.get_running_loop().time() + 60
-        while len(await producer.partitions_for(topic)) != 4:
-            assert asyncio.get_running_loop().time() < deadline, "the producer never saw 4"
-            await asyncio.sleep(0.05)
+
+        async def four() -> bool:
+            return len(await producer.partitions_for(topic)) == 4
+
+        await async_wait_until(four, 60, "the producer never saw 4 partitions", interval_s=0.05)
         await sender.publish([Output(topic, str(uid).encode(), b"1") for uid in range(64)])
     finally:
         await producer.stop()

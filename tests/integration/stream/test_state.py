@@ -368,3 +368,31 @@ def test_settle_stores_the_drift_epoch_with_every_write_and_a_write_without_drif
     run.settle(plain)
     fields = _fields(redis_client)
     assert (fields[b"mv"], b"de" in fields) == (b"v2", False)
+
+
+def test_refused_rows_of_one_call_are_reported_for_their_own_users(run: _Sync) -> None:
+    # One script call for five users; the 2nd and 4th rows saw an older features version.
+    states = run.loop.run_until_complete(
+        run.state.apply({uid: [(at(uid, USERS), profile(uid))] for uid in range(1, 6)})
+    )
+    rows = [
+        Settle(s.user_id, None, None, 2, "v1", f"c{s.user_id}".encode(), "t", 0,
+               s.feature_version - (s.user_id in (2, 4)))
+        for s in states
+    ]  # fmt: skip
+    outcome = run.loop.run_until_complete(run.state.settle_outcome(rows))
+    assert outcome.refused == {2, 4}
+    assert outcome.pending == {1: [b"c1"], 3: [b"c3"], 5: [b"c5"]}
+    assert [run.apply(uid).segment for uid in range(1, 6)] == [2, None, 2, None, 2]
+
+
+def test_scripts_the_server_lost_are_loaded_again_transparently(
+    run: _Sync, redis_client: redis.Redis
+) -> None:
+    # A restarted Redis (or SCRIPT FLUSH) has an empty script cache: EVALSHA says NOSCRIPT.
+    redis_client.script_flush()
+    state = run.apply(1, (at(0, USERS), profile()), (at(0), order(10, "Zara")))
+    assert (state.applied, state.total_orders) == (2, 1)
+    redis_client.script_flush()
+    row = Settle(1, None, None, 3, "v1", b"c", "t", 0, state.feature_version)
+    assert run.settle(row) == {1: [b"c"]}

@@ -8,7 +8,6 @@ more HTTP server (holding the port the next start needs) at every attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
@@ -18,7 +17,7 @@ from segstream.settings import Settings
 from segstream.stream.domain.topics import Topics
 from segstream.stream.http.metrics import Metrics
 from segstream.stream.http.server import worker_http
-from segstream.stream.worker.app import WorkerParts, open_worker_parts
+from segstream.stream.worker.app import WorkerParts, worker_parts
 from segstream.stream.worker.watchdog import Deadlines, Progress, Watchdog
 from tests.ports import free_port
 
@@ -38,14 +37,13 @@ async def _start_and_fail(settings: Settings) -> tuple[bool, set[str]]:
         return stop
 
     with pytest.raises(ServiceError, match="an extension failed"):
-        async with contextlib.AsyncExitStack() as opened:
-            await open_worker_parts(
-                settings,
-                opened,
-                topics=Topics.from_settings(settings),
-                watchdog=watchdog,
-                extensions=[http_then_check, _failing_extension],
-            )
+        async with worker_parts(
+            settings,
+            topics=Topics.from_settings(settings),
+            watchdog=watchdog,
+            extensions=[http_then_check, _failing_extension],
+        ):
+            pass
     await asyncio.sleep(0)  # let closed connections' callbacks run
     current = asyncio.current_task()
     left = {repr(t.get_coro()) for t in asyncio.all_tasks() if t is not current and not t.done()}

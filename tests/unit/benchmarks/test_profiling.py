@@ -31,6 +31,8 @@ EVENTS = ("/x/segstream/stream/domain/events.py", 341, "_decode")
         ((f"{SITE}/faust/serializers/registry.py", 1, "loads_value"), "decode"),
         ((f"{SITE}/aiokafka/record/default_records.py", 1, "__iter__"), "decode"),
         (("/x/segstream/stream/worker/consumer.py", 108, "commit"), "commit"),
+        (("/x/segstream/stream/worker/consumer.py", 120, "ack_all"), "commit"),
+        (("/x/segstream/stream/worker/fetcher.py", 150, "_hand_over"), "Faust/asyncio overhead"),
         ((f"{SITE}/faust/transport/consumer.py", 1, "commit"), "commit"),
         (("/x/segstream/stream/worker/processor.py", 179, "process"), "batch bookkeeping"),
         ((f"{SITE}/faust/streams.py", 1, "take_events"), "Faust/asyncio overhead"),

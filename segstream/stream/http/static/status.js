@@ -111,6 +111,62 @@ function drawLag(lag) {
   $("lag-note").textContent = notes.join(" · ");
 }
 
+// Present only when a supervisor serves the page (segstream worker --processes N): one row
+// per worker process.
+function drawProcesses(processes) {
+  const section = $("processes-section");
+  section.hidden = !processes;
+  if (!processes) return;
+  const body = $("processes").tBodies[0];
+  body.replaceChildren();
+  for (const p of processes) {
+    const row = body.insertRow();
+    if (!p.ready) row.className = "lagging";
+    const own = p.this_process || {};
+    cell(row, String(p.process), "num");
+    cell(row, p.pid === null ? "–" : String(p.pid), "num");
+    cell(row, p.state + (p.last_exit === null ? "" : " (last exit " + p.last_exit + ")"));
+    cell(row, String(p.restarts), "num");
+    cell(row, fmtRate(own.events_per_s), "num");
+    cell(row, own.events_total === undefined ? "–" : own.events_total.toLocaleString("en"), "num");
+    cell(row, p.ready ? "yes" : "no: " + p.reasons.join("; "));
+  }
+}
+
+// Delivery (present only when SEGSTREAM_DELIVERY_CONFIG is set): one row per destination,
+// flagged when the server found a reason to look (warnings), figures from Kafka.
+function drawDelivery(delivery) {
+  const section = $("delivery");
+  if (!delivery) {
+    section.hidden = true;
+    return;
+  }
+  section.hidden = false;
+  const letters = delivery.dead_letters;
+  const body = $("delivery-table").tBodies[0];
+  body.replaceChildren();
+  for (const d of delivery.destinations) {
+    const row = body.insertRow();
+    row.dataset.destination = d.name;
+    if (d.state === "warning") row.className = "lagging";
+    cell(row, d.name).title = "consumer group " + d.group;
+    cell(row, d.members === null ? "–" : String(d.members), "num");
+    cell(row, d.backlog === null ? "–" : d.backlog.toLocaleString("en"), "num");
+    cell(row, d.backlog === null ? "–" : fmtSeconds(d.seconds_behind), "num");
+    cell(row, d.growth === null ? "–" : (d.growth > 0 ? "+" : "") + d.growth, "num");
+    cell(row, d.dead_letters === null ? "–" : d.dead_letters.toLocaleString("en") +
+      (letters.complete ? "" : "+"), "num");
+    cell(row, d.warnings.length ? d.warnings.join("; ") : d.state);
+  }
+  const notes = [];
+  if (delivery.error) notes.push("Kafka or config: " + delivery.error);
+  if (letters.waiting !== null)
+    notes.push(letters.waiting.toLocaleString("en") + " dead letters waiting on " + letters.topic +
+      (letters.waiting ? " (segstream deliver --redrive sends them again)" : ""));
+  notes.push("config " + delivery.config);
+  $("delivery-note").textContent = notes.join(" · ");
+}
+
 function drawHealth(health) {
   const banner = $("health");
   if (health.ready) {
@@ -141,6 +197,8 @@ function draw(status) {
   $("produced").textContent = fmtRate(t.produced_per_s);
   $("changes-rate").textContent = fmtRate(t.changes_per_s);
   drawLag(status.lag);
+  drawProcesses(status.processes);
+  drawDelivery(status.delivery);
   drawPopulations(status.populations, status.model);
   drawChanges(status.changes);
   $("updated").textContent = "updated " + fmtTime(status.generated_at * 1000);

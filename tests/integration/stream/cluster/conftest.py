@@ -18,6 +18,7 @@ from segstream.services.kafka_cluster import KafkaCluster
 from segstream.services.redis_cluster import BUS_OFFSET, RedisCluster
 from segstream.services.stack import Stack
 from segstream.settings import Settings, load_settings
+from tests.integration.stream.conftest import app_settings
 from tests.ports import KAFKA_CLUSTER_FLOOR, REDIS_CLUSTER_FLOOR, free_port_block
 
 
@@ -33,6 +34,21 @@ class Clusters:
     def bootstrap(self) -> str:
         """Every broker, so clients survive any one of them down."""
         return self.kafka.bootstrap
+
+    def worker_settings(self, models_dir: Path, data_dir: Path, partitions: int) -> Settings:
+        """A worker's settings on both clusters: every broker, the Redis Cluster (one replica
+        acknowledging each write), ``partitions`` per topic, batches of 500."""
+        settings = app_settings(
+            self.bootstrap,
+            self.redis.url,
+            model_dir=models_dir,
+            data_dir=data_dir,
+            redis_cluster=True,
+            topic_partitions=partitions,
+            batch_size=500,
+        )
+        assert settings.min_replicas == 1
+        return settings
 
 
 ATTEMPTS = 3

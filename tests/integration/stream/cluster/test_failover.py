@@ -22,7 +22,6 @@ from tests.integration.stream.cluster.conftest import Clusters
 from tests.integration.stream.conftest import (
     Dataset,
     WorkerProcess,
-    app_settings,
     input_lag,
     replay,
     wait_until_consumed,
@@ -44,16 +43,7 @@ def test_three_workers_keep_parity_through_a_redis_primary_and_a_broker_crash(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    settings = app_settings(
-        clusters.bootstrap,
-        clusters.redis.url,
-        model_dir=dataset.models_dir,
-        data_dir=tmp_path / "worker-data",
-        redis_cluster=True,
-        topic_partitions=PARTITIONS,
-        batch_size=500,
-    )
-    assert settings.min_replicas == 1
+    settings = clusters.worker_settings(dataset.models_dir, tmp_path / "worker-data", PARTITIONS)
     user = confine(request, settings.app_id, [node.port for node in clusters.redis.nodes])
     settings = user.settings(settings)
     first, second, third = chunks(dataset.plan, 3)

@@ -22,7 +22,6 @@ from tests.integration.stream.cluster.conftest import Clusters
 from tests.integration.stream.conftest import (
     Dataset,
     WorkerProcess,
-    app_settings,
     input_lag,
     replay,
     wait_until_consumed,
@@ -69,16 +68,7 @@ def test_a_redis_primary_then_a_broker_lost_for_good_leave_the_stream_consuming(
     restored: Clusters, dataset: Dataset, start_worker, tmp_path: Path
 ) -> None:
     clusters = restored
-    settings = app_settings(
-        clusters.bootstrap,
-        clusters.redis.url,
-        model_dir=dataset.models_dir,
-        data_dir=tmp_path / "worker-data",
-        redis_cluster=True,
-        topic_partitions=PARTITIONS,
-        batch_size=500,
-    )
-    assert settings.min_replicas == 1
+    settings = clusters.worker_settings(dataset.models_dir, tmp_path / "worker-data", PARTITIONS)
     first, second, third = chunks(dataset.plan, 3)
     workers = [start_worker(settings) for _ in range(WORKERS)]
     replay(settings, first)

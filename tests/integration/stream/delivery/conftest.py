@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from segstream.settings import Settings
 from segstream.stream.kafka.topics import read_all
 from tests.integration.stream.conftest import REPO, WorkerProcess, settings_env
 from tests.integration.stream.delivery.receiver import SECRET, Receiver
+from tests.waiting import wait_until
 
 DELIVER = (sys.executable, "-m", "segstream.cli", "deliver")
 
@@ -92,15 +92,21 @@ def wait_for(
     timeout_s: float = 300.0,
 ) -> None:
     """Poll ``condition`` until true; fail after ``timeout_s`` or when a process died."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        for process in processes:
+
+    def met() -> bool:
+        if condition():
+            return True
+        for process in processes:  # a dead process fails at once, with its log
             code = process.process.poll()
             assert code is None, f"{process.log_path.name} exited {code}:\n{process.log_tail()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n" + "\n".join(
-            p.log_tail() for p in processes
-        )
-        time.sleep(0.3)
+        return False
+
+    wait_until(
+        met,
+        timeout_s,
+        lambda: f"waiting for {what}:\n" + "\n".join(p.log_tail() for p in processes),
+        interval_s=0.3,
+    )
 
 
 def check_received(

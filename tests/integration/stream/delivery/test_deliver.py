@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,12 @@ from segstream.settings import Settings
 from segstream.stream.delivery.floors import floor_key
 from segstream.stream.kafka.forget import request_leaves
 from segstream.stream.kafka.topics import read_all
-from tests.integration.stream.conftest import Dataset, replay, wait_until_consumed
+from tests.integration.stream.conftest import (
+    Dataset,
+    WorkerProcess,
+    replay,
+    wait_until_consumed,
+)
 from tests.integration.stream.delivery.conftest import (
     changes_by_key,
     check_received,
@@ -135,6 +142,17 @@ def test_backfill_sends_current_segments_then_hands_over_to_the_live_stream_and_
         assert {e["kind"] for e in snapshot} == {"snapshot"}
 
         deliver = start_deliver(settings)
+        # A second backfill while a deliver process serves "late" is refused before it sends
+        # anything, with the operator's steps; the floors it would have rewritten stay.
+        floors_before = _floors(settings, "late")
+        wait_for(lambda: _served(worker, "late"), "the deliver process in late's group", [deliver])
+        code, report, stderr = run_deliver(settings, "--backfill", "late")
+        assert code == 2 and report is None
+        assert "cannot backfill late: 1 running `segstream deliver` process(es)" in stderr
+        assert "--backfill late` with a config that has it" in stderr
+        assert "Traceback" not in stderr
+        assert len(receiver.events("late")) == len(snapshot)
+        assert _floors(settings, "late") == floors_before
         replay(settings, second_half)  # the worker assigns while the backfill hands over
         wait_until_consumed(settings, [worker])
         changes = changes_by_key(settings)
@@ -172,6 +190,25 @@ def test_backfill_sends_current_segments_then_hands_over_to_the_live_stream_and_
         assert kept == [None] * len(leaving)
         assert deliver.stop(signal.SIGTERM) == 0, deliver.log_tail()
         assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+
+
+def _served(worker: WorkerProcess, destination: str) -> bool:
+    """Whether the worker's status page counts a deliver process in ``destination``'s group."""
+    url = f"http://127.0.0.1:{worker.http_port}/status.json"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            delivery = json.loads(response.read())["delivery"]
+    except urllib.error.URLError:
+        return False  # its HTTP side is not up yet
+    return any(d["name"] == destination and d["members"] for d in delivery["destinations"])
+
+
+def _floors(settings: Settings, destination: str) -> dict[bytes, bytes]:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return client.hgetall(floor_key(settings, destination))
+    finally:
+        client.close()
 
 
 def check_handover(snapshot: list[dict], live: list[dict], final: dict[int, int]) -> None:

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 def test_worker_joining_while_the_buffer_is_full_loses_nothing(
     stream_settings: Settings, dataset: Dataset, start_worker, tmp_path: Path
 ) -> None:
-    # Tiny batches: each is slow for its size, so fetching runs far ahead and the stream
-    # buffer (its floor, 4,096 events) stays full while the first worker works.
+    # Tiny batches: each is slow for its size, so fetching runs far ahead and the worker's
+    # queue (two batches) stays full while the first worker works: the fetcher's hand-over
+    # waits for room when the second worker's join suspends the flow.
     settings = stream_settings.model_copy(update={"batch_size": 20})
     buffer = stream_buffer_size(settings.batch_size)
     replay(settings, dataset.plan)

@@ -30,7 +30,7 @@ def test_worker_started_before_redis_waits_for_it_and_comes_up(
             30,
             "the worker to say it waits for Redis",
         )
-        time.sleep(3)
+        time.sleep(3)  # the behaviour: it keeps waiting for Redis (3 s of it), it does not exit
         assert worker.process.poll() is None, worker.log_tail()
         redis_server.start()
         wait_for(

@@ -267,7 +267,7 @@ def test_assign_with_drift_at_a_pruned_epoch_names_the_setting_to_raise(
         try:
             store = drift_store(settings, client, state_prefix(settings))
             for sequence in range(1, 5):
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.002)  # past the 1 ms epoch interval: each update an epoch
                 await store.update(model, np.full_like(model.centers, 0.01), 1, 1.0, "w", sequence)
         finally:
             await client.aclose()

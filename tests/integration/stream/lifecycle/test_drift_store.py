@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -21,6 +22,7 @@ from segstream.stream.drift.centroids import drift_distances, drifted_model
 from segstream.stream.drift.shared import WRITER_EXPIRY_S, DriftStore, SharedDrift
 from segstream.training.artifact import Model
 from tests.integration.stream.conftest import Dataset
+from tests.waiting import async_wait_until
 
 PREFIX = "drift-test:"
 
@@ -303,8 +305,12 @@ def test_an_epoch_is_published_at_most_once_per_epoch_interval_and_never_changes
     model: Model, redis_url: str
 ) -> None:
     delta = np.full_like(model.centers, 0.01)
+    # Long enough that the second update lands within it even on a loaded machine; the next
+    # epoch is then polled for, never slept for.
+    epoch_s = 2.0
 
     async def scenario(store: DriftStore) -> None:
+        started = time.monotonic()
         first = await store.update(model, delta, 1, 1.0, "w", 1)
         assert first.epoch.number == 1, "the first update publishes at once"
         np.testing.assert_array_equal(first.epoch.centers, first.centers)
@@ -313,8 +319,15 @@ def test_an_epoch_is_published_at_most_once_per_epoch_interval_and_never_changes
         assert (second.version, second.epoch.number) == (2, 1)
         np.testing.assert_array_equal(second.epoch.centers, first.centers)
         assert not np.array_equal(second.centers, first.centers)
-        await asyncio.sleep(0.45)
-        third = await store.update(model, delta, 1, 1.0, "w", 3)
+        updates = [second]
+
+        async def next_epoch() -> bool:
+            updates.append(await store.update(model, delta, 1, 1.0, "w", len(updates) + 2))
+            return updates[-1].epoch.number != 1
+
+        await async_wait_until(next_epoch, 60, "no second epoch published", interval_s=0.1)
+        third = updates[-1]
+        assert time.monotonic() - started >= epoch_s, "an epoch came before its interval ended"
         assert third.epoch.number == 2
         np.testing.assert_array_equal(third.epoch.centers, third.centers)
         read = await store.read(model)
@@ -325,7 +338,7 @@ def test_an_epoch_is_published_at_most_once_per_epoch_interval_and_never_changes
         np.testing.assert_array_equal((await store.epoch(model, 0)).centers, model.centers)
         assert (await store.epoch(model)).number == 2
 
-    run(redis_url, scenario, epoch_s=0.4)
+    run(redis_url, scenario, epoch_s=epoch_s)
 
 
 def test_a_worker_assigns_a_batch_with_one_epoch_and_says_which(

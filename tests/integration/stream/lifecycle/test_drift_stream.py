@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 
 from segstream.settings import Settings, load_settings
 from segstream.stream.drift.centroids import Centroids
-from segstream.stream.drift.shared import Contribution, DriftStore
+from segstream.stream.drift.shared import MAX_STALENESS_S, Contribution, DriftStore
 from segstream.stream.kafka.topics import ensure_topics
 from segstream.stream.lifecycle.replay import ReplayEvent, ReplayPlan
 from segstream.stream.state.keys import state_key, state_prefix
@@ -94,6 +94,9 @@ def _settings(base: Settings, tag: str, app: str, drift: str, tmp: Path) -> Sett
             "drift": drift,
             "drift_max_distance": MAX_DISTANCE,
             "data_dir": tmp / app,
+            # One process per WorkerProcess: the test counts two writers for two workers (unset,
+            # `segstream worker` would run one process per core, each a writer of its own).
+            "worker_processes": 1,
         }
     )
 
@@ -273,7 +276,7 @@ def drift_run(
         # Two workers, one state: after idling past the staleness bound, probes sent to every
         # partition must get the shared centres' segment, whichever worker takes them.
         run.before_stop = _read(on, model)
-        time.sleep(1.5)
+        time.sleep(MAX_STALENESS_S + 0.5)  # the idling is the behaviour: past the bound
         # Both probe rounds draw on one pool of users the shared centres decide (70-80 in runs
         # where a first round of 60 left the second 9-22): the first round takes a little over
         # the minimum, so that the round after the restart has enough too.
@@ -287,7 +290,7 @@ def drift_run(
         _stop([first, second], run)
         run.at_stop = _read(on, model)
         restarted = start(on)
-        time.sleep(3)
+        wait_until_assigned([restarted])  # up and in its group: its start-up is behind it
         run.after_restart_read = _read(on, model)
         later = _pick_probes(run, on, run.at_stop, set(probes), done)
         replay(on, ReplayPlan(list(later.values()), 0))

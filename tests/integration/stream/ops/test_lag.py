@@ -74,7 +74,7 @@ def test_produced_events_show_as_exactly_n_pending_until_processed(
 
         produced_at = time.time()
         publish(settings, events[FIRST : FIRST + PENDING])
-        time.sleep(1.0)  # the pending events age
+        time.sleep(1.0)  # the behaviour: pending events 1 s old show at least 1 s behind
         pending = lag_now(settings)
         assert pending.total_lag == PENDING
         assert pending.max_seconds_behind is not None

@@ -372,6 +372,8 @@ def test_worker_serves_its_status_page_and_document(run: WorkerRun, dataset: Dat
     assert {c["model_version"] for c in latest} == {model.version}
     wait_for(lambda: document()["lag"]["total"] == 0, "the status page's lag at 0")
     assert document()["lag"]["group"] == run.settings.app_id
+    # No SEGSTREAM_DELIVERY_CONFIG: no Delivery section at all (not an empty one).
+    assert run.settings.delivery_config is None and "delivery" not in document()
 
 
 def test_running_worker_is_ready(run: WorkerRun, dataset: Dataset) -> None:

@@ -9,7 +9,7 @@ import redis.exceptions as redis_errors
 from aiokafka import errors as kafka_errors
 from redis._parsers.base import BaseParser
 
-from segstream.errors import ServiceError, StateError
+from segstream.errors import ReplicaWaitTimeout, ServiceError, StateError, StateUnavailable
 from segstream.stream.clients.retry import (
     KAFKA_TRANSIENT,
     REDIS_TRANSIENT,
@@ -19,6 +19,7 @@ from segstream.stream.clients.retry import (
     kafka_fault,
     permanent_message,
     raise_if_permanent,
+    redis_call,
     redis_fault,
     retry,
 )
@@ -236,3 +237,59 @@ class TestRetry:
 
         with pytest.raises(KeyError):
             asyncio.run(retry(bug, what="apply", transient=REDIS_TRANSIENT))
+
+
+class TestRedisCall:
+    """The one retry of a state-store call: Redis's transient errors, StateUnavailable (a
+    StateError) on giving up."""
+
+    def test_a_replica_wait_timeout_and_a_dropped_connection_are_retried(self) -> None:
+        failures: list[BaseException] = [
+            ReplicaWaitTimeout("1 of 2 replicas acknowledged"),
+            redis_errors.ConnectionError("Connection reset by peer"),
+        ]
+        counted: list[bool] = []
+
+        async def flaky() -> str:
+            if failures:
+                raise failures.pop(0)
+            return "ok"
+
+        assert asyncio.run(redis_call(flaky, what="apply", on_failure=counted.append)) == "ok"
+        assert counted == [True, True]
+
+    def test_giving_up_after_the_attempts_is_a_state_error_naming_the_call_and_hint(
+        self,
+    ) -> None:
+        calls: list[int] = []
+
+        async def down() -> None:
+            calls.append(1)
+            raise redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:1.")
+
+        with pytest.raises(StateUnavailable) as info:
+            asyncio.run(redis_call(down, what="read a user", attempts=2, hint="check the URL"))
+        assert len(calls) == 2
+        message = str(info.value)
+        assert message.startswith("read a user failed 2 times")
+        assert "ConnectionError: Error 111 connecting to 127.0.0.1:1." in message
+        assert message.endswith("; check the URL")
+        assert isinstance(info.value.__cause__, redis_errors.ConnectionError)
+
+    def test_a_permanent_reply_is_a_state_error_at_once(self) -> None:
+        calls: list[int] = []
+
+        async def wrong() -> None:
+            calls.append(1)
+            raise _reply("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+        with pytest.raises(StateUnavailable, match="retrying cannot help"):
+            asyncio.run(redis_call(wrong, what="apply"))
+        assert len(calls) == 1
+
+    def test_a_kafka_error_is_not_a_state_stores_and_propagates(self) -> None:
+        async def broker() -> None:
+            raise kafka_errors.KafkaTimeoutError()
+
+        with pytest.raises(kafka_errors.KafkaTimeoutError):
+            asyncio.run(redis_call(broker, what="apply"))

@@ -4,7 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from segstream.stream.delivery.config import DeliveryConfigError, load_delivery_config
+from segstream.stream.delivery.config import (
+    DeliveryConfigError,
+    destination_names,
+    load_delivery_config,
+)
 
 GOOD = """
 [[destination]]
@@ -88,3 +92,31 @@ def test_an_unknown_destination_lists_the_known_ones(tmp_path: Path, monkeypatch
     config = load_delivery_config(_write(tmp_path, GOOD))
     with pytest.raises(DeliveryConfigError, match=r"no destination named 'x' \(known: crm, recs\)"):
         config.named("x")
+
+
+class TestDestinationNames:
+    def test_the_names_are_read_without_any_secret_in_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("RECS_SECRET", raising=False)
+        assert destination_names(_write(tmp_path, GOOD)) == ("crm", "recs")
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (GOOD.replace('"crm"', '"CRM!"'), "destination #1: field `name`"),
+            (GOOD.replace('name = "crm"', ""), "destination #1: field `name`"),
+            (GOOD.replace('"recs"', '"crm"'), "names must be unique: ['crm']"),
+            ("", "no [[destination]] table"),
+        ],
+    )
+    def test_a_bad_name_or_file_is_named(self, tmp_path: Path, text: str, expected: str) -> None:
+        path = _write(tmp_path, text)
+        with pytest.raises(DeliveryConfigError) as caught:
+            destination_names(path)
+        assert str(caught.value).startswith(str(path))
+        assert expected in str(caught.value)
+
+    def test_an_unset_path_names_the_setting(self) -> None:
+        with pytest.raises(DeliveryConfigError, match="SEGSTREAM_DELIVERY_CONFIG is not set"):
+            destination_names(None)

@@ -4,7 +4,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from segstream.stream.delivery.dead_letters import decode_dead_letter, encode_dead_letter, event_of
+from segstream.stream.delivery.dead_letters import (
+    decode_dead_letter,
+    destination_of,
+    encode_dead_letter,
+    event_of,
+)
 from segstream.stream.delivery.payload import snapshot_event
 
 
@@ -34,3 +39,13 @@ def test_bytes_that_were_no_change_are_kept_without_an_event() -> None:
     assert key is None and event_of(letter) is None and letter.change == "garbage"
     with pytest.raises(ValueError):
         decode_dead_letter(b"{}")
+
+
+def test_the_destination_is_read_from_a_letter_alone() -> None:
+    _, value = encode_dead_letter(
+        "crm", None, b"not a change", last_status=None, error="x", attempts=1
+    )
+    assert destination_of(value) == "crm"
+    assert destination_of(b"{}") is None
+    assert destination_of(b"not json") is None
+    assert destination_of(None) is None

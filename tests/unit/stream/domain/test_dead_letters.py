@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -15,6 +18,7 @@ from segstream.stream.domain.dead_letters import (
     fit_dead_letter,
     read_headers,
     record_size,
+    reject_record,
 )
 from segstream.stream.domain.topics import Output
 
@@ -145,3 +149,52 @@ def test_a_null_value_stays_null_when_headers_are_cut() -> None:
     assert fitted.value is None
     assert dict(fitted.headers)[TRUNCATED] == b"value,headers"
     assert dict(fitted.headers)[ORIGINAL_SIZE] == b"0"
+
+
+@dataclass
+class _Record:
+    """An input record as a consumer delivers it (see RawRecord)."""
+
+    headers: Any
+    value: bytes | None = b"\xff raw"
+    topic: str = "orders"
+    partition: int = 3
+    offset: int = 77
+    key: bytes | None = b"42"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"trace": b"abc"},  # Faust's Message
+        [("trace", b"abc")],  # aiokafka's ConsumerRecord
+        (("trace", b"abc"),),
+    ],
+)
+def test_a_rejected_record_becomes_its_dead_letter_whatever_form_its_headers_take(
+    headers: Any,
+) -> None:
+    error = EventError("unknown_status", "status 'Lost'")
+    letter, cut = reject_record("dead", _Record(headers), error, None)
+    assert cut is False
+    assert letter == _letter()
+
+
+@pytest.mark.parametrize("headers", [None, {}, []])
+def test_a_rejected_record_without_headers_carries_only_ours(headers: Any) -> None:
+    error = EventError("unknown_status", "status 'Lost'")
+    letter, _ = reject_record("dead", _Record(headers), error, 10_000)
+    assert [name for name, _ in letter.headers] == list(HEADER_NAMES)
+
+
+def test_a_rejected_record_over_the_limit_is_fitted_and_said_to_be_cut() -> None:
+    error = EventError("unknown_status", "status 'Lost'")
+    big = _Record([("trace", b"abc")], value=b"x" * 5_000)
+    limit = 2_000
+    letter, cut = reject_record("dead", big, error, limit)
+    assert cut is True
+    assert letter == fit_dead_letter(reject_record("dead", big, error, None)[0], limit)
+    assert record_size(letter.key, letter.value, letter.headers) <= limit
+    fits, cut = reject_record("dead", _Record([]), error, limit)
+    assert cut is False
+    assert fits == reject_record("dead", _Record([]), error, None)[0]

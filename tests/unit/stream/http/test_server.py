@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from segstream.errors import DriftStateError, StateConflict, StateError, StateUnavailable
 from segstream.stream.http.openapi import MAX_USER_ID
-from segstream.stream.http.server import parse_predict_body, parse_user_id
+from segstream.stream.http.server import _errors, parse_predict_body, parse_user_id
 
 GOOD = {
     "age": 30,
@@ -96,3 +99,32 @@ def test_bad_predict_bodies_say_what_is_wrong(body: bytes, expected: str) -> Non
     with pytest.raises(web.HTTPBadRequest) as caught:
         parse_predict_body(body)
     assert expected in caught.value.text
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (StateUnavailable("read a user failed 2 times"), "Redis is unavailable: read a user"),
+        (
+            DriftStateError("drift state of model v1 is malformed"),
+            "the stored state is unusable: drift state of model v1 is malformed",
+        ),
+        (StateConflict("user(s) [7] could not be erased"), "the stored state is unusable: user"),
+    ],
+)
+def test_a_state_error_is_a_503_that_says_whether_redis_or_the_state_failed(
+    error: StateError, expected: str
+) -> None:
+    async def failing(request: web.Request) -> web.Response:
+        raise error
+
+    async def run() -> tuple[int, dict[str, str]]:
+        app = web.Application(middlewares=[_errors])
+        app.router.add_get("/users/{user_id}", failing)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/users/7")
+            return response.status, await response.json()
+
+    status, body = asyncio.run(run())
+    assert status == 503
+    assert body["error"].startswith(expected)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from segstream.stream.domain.events import (
     OrderEvent,
     OrderItem,
@@ -11,7 +13,16 @@ from segstream.stream.domain.events import (
     UserEvent,
     UserLeft,
 )
-from segstream.stream.state.codec import decode_state, describe_user, encode_events
+from segstream.stream.domain.leaving import Leave
+from segstream.stream.domain.user import Settle
+from segstream.stream.state.codec import (
+    decode_settle,
+    decode_state,
+    decode_states,
+    describe_user,
+    encode_events,
+    encode_settle_row,
+)
 
 
 def test_events_are_encoded_in_order_with_their_fences() -> None:
@@ -78,3 +89,87 @@ def test_describe_user_shows_the_drift_epoch_in_drift_mode_only() -> None:
     fields = {b"age": b"30", b"seg": b"1", b"mv": b"v1"}
     assert describe_user(5, {**fields, b"de": b"3"}, [])["drift_epoch"] == 3
     assert describe_user(5, fields, [])["drift_epoch"] is None
+
+
+class TestApplyReplies:
+    def test_each_users_thirteen_values_decode_to_their_state_in_the_callers_order(
+        self,
+    ) -> None:
+        def reply(age: bytes, segment: bytes | None) -> list[object]:
+            return [1, age, b"M", b"China", b"Email", b"1", b"A", b"B", segment, b"v1", 0, 2, 5]
+
+        # Two calls (two slots of a cluster): users 1 and 3 in the first, 2 in the second.
+        replies = [[*reply(b"20", b"0"), *reply(b"30", None)], reply(b"40", b"2")]
+        states = decode_states([1, 2, 3], [[1, 3], [2]], replies)
+
+        assert [(s.user_id, s.age, s.segment) for s in states] == [
+            (1, 20, 0),
+            (2, 40, 2),
+            (3, 30, None),
+        ]
+        assert all((s.changes, s.feature_version) == (2, 5) for s in states)
+
+    def test_a_reply_missing_for_a_group_is_an_error_not_a_silent_gap(self) -> None:
+        with pytest.raises(ValueError):
+            decode_states([1, 2], [[1], [2]], [[0, *[None] * 9, 0, 0, 0]])
+
+
+class TestSettleRows:
+    SOURCE = Source("users", 2, 41)
+
+    def test_a_change_row_carries_what_was_seen_and_what_to_store_as_text(self) -> None:
+        row = Settle(
+            user_id=7,
+            seen_segment=0,
+            seen_model_version="v1",
+            segment=2,
+            model_version="v2",
+            change=b'{"sequence":4}',
+            updated_at="2026-01-01T00:00:00Z",
+            seen_changes=3,
+            seen_feature_version=11,
+            drift_epoch=5,
+        )
+        assert encode_settle_row(row) == [
+            "0", "v1", "2", "v2", '{"sequence":4}', "2026-01-01T00:00:00Z", "3", "11", "5",
+        ]  # fmt: skip
+
+    def test_none_travels_as_the_empty_string(self) -> None:
+        first = Settle(7, None, None, 0, "v1", b"{}", "2026-01-01T00:00:00Z")
+        unassign = Settle(7, 0, "v1", None, None, b"{}", "2026-01-01T00:00:00Z", 1, 2)
+        read = Settle(7, 0, "v1", 0, "v1", None)
+
+        assert encode_settle_row(first)[:2] == ["", ""]
+        assert encode_settle_row(unassign)[2:4] == ["", ""]
+        assert encode_settle_row(read)[4:6] == ["", ""]
+        assert all(encode_settle_row(row)[8] == "" for row in (first, unassign, read))
+
+    def test_segment_zero_is_a_segment_not_none(self) -> None:
+        row = Settle(7, 0, "v1", 0, "v2", None)
+        assert encode_settle_row(row)[0] == encode_settle_row(row)[2] == "0"
+
+    def test_a_leave_row_is_marked_with_its_fence_and_offset(self) -> None:
+        leave = Leave(7, self.SOURCE, 2, "v1", 3, b'{"left":true}')
+        assert encode_settle_row(leave) == ["x", "f:users:2", "41", "2", "v1", "3", '{"left":true}']
+
+    def test_a_leave_of_a_user_never_assigned_sends_empty_seen_values(self) -> None:
+        leave = Leave(7, self.SOURCE, None, None, 0, b"{}")
+        assert encode_settle_row(leave)[3:6] == ["", "", "0"]
+
+
+class TestSettleReplies:
+    def test_outboxes_and_refused_positions_map_back_to_their_users(self) -> None:
+        # Per call: one outbox per user of its group, then the refused rows' 1-based positions.
+        replies = [[[b"a1", b"a2"], [], []], [[b"c1"], [1]]]
+        pending, refused = decode_settle([[10, 30], [20]], replies)
+
+        assert pending == {10: [b"a1", b"a2"], 20: [b"c1"]}
+        assert refused == {20}
+
+    def test_a_user_without_pending_changes_is_left_out(self) -> None:
+        pending, refused = decode_settle([[1, 2]], [[[], [], []]])
+        assert (pending, refused) == ({}, set())
+
+    def test_a_reply_with_an_outbox_short_is_an_error(self) -> None:
+        with pytest.raises(ValueError):
+            decode_settle([[1, 2]], [[[b"x"], []]])

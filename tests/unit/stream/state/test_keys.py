@@ -5,13 +5,17 @@ from __future__ import annotations
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from segstream.stream.state.keys import (
+    call_groups,
     outbox_key,
     population_key,
     population_keys,
     population_pattern,
+    slot_groups,
+    slot_tag,
     slot_tags,
     state_key,
     user_pattern,
+    user_slot,
     wait_key,
 )
 
@@ -55,3 +59,46 @@ def test_the_wait_marker_shares_the_slot_of_the_key_it_stands_for() -> None:
     for key in (state_key("app:", 42), outbox_key("app:", 42)):
         assert wait_key(key) == "app:{u:42}:wait"
         assert key_slot(wait_key(key).encode()) == key_slot(key.encode())
+
+
+def test_a_single_slots_tag_is_found_without_building_the_table() -> None:
+    slot_tags.cache_clear()
+    slot_tag.cache_clear()
+    found = {slot: slot_tag(slot) for slot in (0, 1, 9_000, REDIS_CLUSTER_HASH_SLOTS - 1)}
+    assert slot_tags.cache_info().currsize == 0  # a single server never pays for the table
+    tags = slot_tags()
+    assert found == {slot: tags[slot] for slot in found}
+
+
+def test_a_user_slot_is_the_slot_of_every_key_of_the_user() -> None:
+    for uid in (1, 42, 2**53 - 1):
+        slot = user_slot("app:", uid)
+        assert slot == key_slot(state_key("app:", uid).encode())
+        assert slot == key_slot(outbox_key("app:", uid).encode())
+        assert key_slot(population_key("app:", uid, cluster=True).encode()) == slot
+
+
+def test_a_single_server_takes_every_user_in_one_call_in_order() -> None:
+    assert call_groups("app:", [5, 3, 9], cluster=False) == [[5, 3, 9]]
+
+
+def test_on_a_cluster_each_call_takes_the_users_of_one_slot_in_order() -> None:
+    users = list(range(200))
+    groups = call_groups("app:", users, cluster=True)
+
+    slots = [{key_slot(state_key("app:", uid).encode()) for uid in group} for group in groups]
+    assert all(len(group_slots) == 1 for group_slots in slots), "one slot per call"
+    assert len({next(iter(s)) for s in slots}) == len(groups), "one call per slot"
+    assert sorted(uid for group in groups for uid in group) == users, "nobody lost or doubled"
+    assert all(group == sorted(group) for group in groups), "each user's order kept"
+    firsts = [group[0] for group in groups]
+    assert firsts == sorted(firsts), "calls in the order of their first user"
+
+
+def test_slot_groups_name_each_groups_slot_and_match_call_groups() -> None:
+    users = list(range(200))
+    slotted = slot_groups("app:", users, cluster=True)
+    assert [group for _, group in slotted] == call_groups("app:", users, cluster=True)
+    for slot, group in slotted:
+        assert {key_slot(state_key("app:", uid).encode()) for uid in group} == {slot}
+    assert slot_groups("app:", [5, 3], cluster=False) == [(0, [5, 3])]

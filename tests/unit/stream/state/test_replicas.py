@@ -78,6 +78,18 @@ class TestReplicaShortfall:
         shortfall.record("a:1", 0)
         assert shortfall.due() == []
 
+    def test_a_short_wait_stands_when_every_replica_a_degraded_primary_has_acked(self) -> None:
+        shortfall, _, _ = _shortfall(2)
+        assert shortfall.accepts("a:1", acked=1, connected=1)
+        assert shortfall.accepts("b:2", acked=0, connected=0), "no replica: nothing to wait for"
+        assert shortfall.degraded() == {"a:1": 1, "b:2": 0}
+
+    def test_a_short_wait_is_retried_when_a_replica_the_primary_has_is_late(self) -> None:
+        shortfall, _, _ = _shortfall(2)
+        assert not shortfall.accepts("a:1", acked=0, connected=1), "degraded, one late"
+        assert not shortfall.accepts("b:2", acked=1, connected=2), "not degraded: one late"
+        assert shortfall.degraded() == {"a:1": 1}
+
     def test_a_node_that_is_no_longer_a_primary_is_forgotten(self) -> None:
         shortfall, observer, _ = _shortfall()
         shortfall.record("a:1", 0)

@@ -19,11 +19,6 @@ class _Message:
         self.timestamp = time.time() - age_s  # Kafka timestamp, seconds
 
 
-class _Event:
-    def __init__(self, offset: int, age_s: float = 0.0) -> None:
-        self.message = _Message(offset, age_s)
-
-
 def _drained(pipeline: BatchPipeline, task: asyncio.Future[None]) -> Callable[[], Awaitable[bool]]:
     """A condition: nothing left pending, or the pipeline stopped (its error is the test's)."""
 
@@ -33,8 +28,8 @@ def _drained(pipeline: BatchPipeline, task: asyncio.Future[None]) -> Callable[[]
     return drained
 
 
-def _events(start: int, n: int, age_s: float = 0.0) -> list[_Event]:
-    return [_Event(offset, age_s) for offset in range(start, start + n)]
+def _events(start: int, n: int, age_s: float = 0.0) -> list[_Message]:
+    return [_Message(offset, age_s) for offset in range(start, start + n)]
 
 
 def test_batches_are_processed_in_order_merged_up_to_the_size_and_acked_after() -> None:
@@ -46,8 +41,8 @@ def test_batches_are_processed_in_order_merged_up_to_the_size_and_acked_after() 
         processed.append([m.offset for m in messages])
         await asyncio.sleep(0)
 
-    async def ack(event: _Event) -> None:
-        acked.append(event.message.offset)
+    def ack(messages: Sequence[_Message]) -> None:
+        acked.extend(m.offset for m in messages)
 
     async def scenario() -> BatchPipeline:
         pipeline = BatchPipeline(process, ack, batch_size=5, max_pending=100)
@@ -73,8 +68,8 @@ def test_a_failed_batch_is_never_acked_and_stops_the_pipeline() -> None:
     async def process(messages: Sequence[_Message]) -> None:
         raise ConnectionError("redis went away for good")
 
-    async def ack(event: _Event) -> None:
-        acked.append(event.message.offset)
+    def ack(messages: Sequence[_Message]) -> None:
+        acked.extend(m.offset for m in messages)
 
     async def scenario() -> None:
         pipeline = BatchPipeline(process, ack, batch_size=10, max_pending=3)
@@ -92,7 +87,7 @@ def test_put_waits_while_too_much_is_pending() -> None:
     async def process(messages: Sequence[_Message]) -> None:
         await asyncio.sleep(0.01)
 
-    async def ack(event: _Event) -> None:
+    def ack(messages: Sequence[_Message]) -> None:
         return None
 
     async def scenario() -> list[int]:
@@ -114,29 +109,112 @@ def test_when_behind_a_small_batch_waits_for_more_events_before_processing() -> 
     async def process(messages: Sequence[_Message]) -> None:
         processed.append(len(messages))
 
-    async def ack(event: _Event) -> None:
+    def ack(messages: Sequence[_Message]) -> None:
         return None
 
     async def scenario(age_s: float) -> None:
+        # Bounds far from both ages, so that a loaded machine cannot turn fresh events into
+        # late ones, nor end the wait for a full batch early.
         processed.clear()
         pipeline = BatchPipeline(
-            process, ack, batch_size=10, max_pending=100, catch_up_age_s=0.1, catch_up_wait_s=1
+            process, ack, batch_size=10, max_pending=100, catch_up_age_s=60, catch_up_wait_s=60
         )
         task = asyncio.ensure_future(pipeline.run())
-        await pipeline.put(_events(0, 3, age_s))
-        await asyncio.sleep(0.02)
-        await pipeline.put(_events(3, 3, age_s))
-        await asyncio.sleep(0.02)
-        await pipeline.put(_events(6, 4, age_s))
+        for start, n in ((0, 3), (3, 3), (6, 4)):
+            await pipeline.put(_events(start, n, age_s))
+            if age_s:
+                # Time passing is the point: behind, the pipeline holds the small batch.
+                await asyncio.sleep(0.02)
+            else:
+                batches = len(processed) + 1
+
+                async def taken(batches: int = batches) -> bool:
+                    return len(processed) == batches or task.done()
+
+                await async_wait_until(taken, 30, "a fresh batch was held", interval_s=0.005)
         await async_wait_until(
             _drained(pipeline, task), 30, "the batches were never all processed", interval_s=0.005
         )
         task.cancel()
 
-    asyncio.run(scenario(age_s=5.0))  # old events: one full batch
+    asyncio.run(scenario(age_s=600.0))  # old events: one full batch
     assert processed == [10]
     asyncio.run(scenario(age_s=0.0))  # fresh events: each batch at once
     assert processed == [3, 3, 4]
+
+
+def test_a_batch_that_is_not_full_waits_for_more_within_the_fill_window() -> None:
+    processed: list[int] = []
+
+    async def process(messages: Sequence[_Message]) -> None:
+        processed.append(len(messages))
+
+    async def scenario(fill_s: float) -> None:
+        processed.clear()
+        pipeline = BatchPipeline(
+            process, _ack_nothing, batch_size=10, max_pending=100, fill_s=fill_s
+        )
+        task = asyncio.ensure_future(pipeline.run())
+        assert pipeline.offer(_events(0, 3))
+        await asyncio.sleep(0.02)
+        assert pipeline.offer(_events(3, 3))
+        await asyncio.sleep(0.02)
+        assert pipeline.offer(_events(6, 4))
+        await async_wait_until(
+            _drained(pipeline, task), 30, "the batches were never all processed", interval_s=0.005
+        )
+        task.cancel()
+
+    asyncio.run(scenario(fill_s=60))  # within the window: the chunks fill one batch
+    assert processed == [10]
+    asyncio.run(scenario(fill_s=0))  # no window: each chunk at once
+    assert processed == [3, 3, 4]
+
+
+def test_offer_refuses_while_too_much_is_pending_and_takes_the_chunk_as_given() -> None:
+    processed: list[list[_Message]] = []
+
+    async def process(messages: Sequence[_Message]) -> None:
+        processed.append(list(messages))
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        pipeline = BatchPipeline(process, _ack_nothing, batch_size=10, max_pending=3)
+        chunk = _events(0, 3)
+        first = pipeline.offer(chunk)
+        second = pipeline.offer(_events(3, 1))  # 3 pending: no room
+        task = asyncio.ensure_future(pipeline.run())
+        await async_wait_until(
+            _drained(pipeline, task), 30, "the chunk was never processed", interval_s=0
+        )
+        third = pipeline.offer(_events(3, 1))  # room again once processed
+        task.cancel()
+        assert processed[0] == chunk
+        return first, second, third
+
+    assert asyncio.run(scenario()) == (True, False, True)
+
+
+def test_a_chunk_larger_than_a_batch_is_processed_in_batches_in_order() -> None:
+    processed: list[list[int]] = []
+
+    async def process(messages: Sequence[_Message]) -> None:
+        processed.append([m.offset for m in messages])
+
+    async def scenario() -> None:
+        pipeline = BatchPipeline(process, _ack_nothing, batch_size=4, max_pending=100)
+        await pipeline.put(_events(0, 10))
+        task = asyncio.ensure_future(pipeline.run())
+        await async_wait_until(
+            _drained(pipeline, task), 30, "the chunk was never processed", interval_s=0
+        )
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert processed == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def _ack_nothing(messages: Sequence[_Message]) -> None:
+    return None
 
 
 class TestFinish:
@@ -150,8 +228,8 @@ class TestFinish:
             started.set()
             await release.wait()
 
-        async def ack(event: _Event) -> None:
-            acked.append(event.message.offset)
+        def ack(messages: Sequence[_Message]) -> None:
+            acked.extend(m.offset for m in messages)
 
         pipeline = BatchPipeline(process, ack, batch_size=3, max_pending=100)
         await pipeline.put(_events(0, 3))
@@ -203,5 +281,5 @@ async def _no_process(messages: Sequence[_Message]) -> None:
     raise AssertionError("nothing to process")
 
 
-async def _no_ack(event: _Event) -> None:
+def _no_ack(messages: Sequence[_Message]) -> None:
     raise AssertionError("nothing to ack")

@@ -121,7 +121,9 @@ async def _drain_across_a_rebalance() -> tuple[list[int], int | None]:
         consumer=consumer,
         consumer_generation_id=1,
         should_stop=False,
-        transport=SimpleNamespace(hold_messages=False),
+        transport=SimpleNamespace(
+            hold_messages=False, direct_topics=frozenset(), sink=None, sink_ready=asyncio.Event()
+        ),
     )
 
     async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Any]]:
@@ -154,3 +156,142 @@ def test_a_hand_over_that_returns_after_a_rebalance_does_not_mark_its_offset_rea
     handed, left = asyncio.run(_drain_across_a_rebalance())
     assert handed == [5, 2, 3, 4, 5]
     assert left == 5
+
+
+class _Sink:
+    """A direct sink with room for ``room`` records at once (then ``put`` waits forever)."""
+
+    def __init__(self, room: int = 1_000) -> None:
+        self.room = room
+        self.chunks: list[list[int]] = []
+
+    def offer(self, messages: list[Any]) -> bool:
+        if len(messages) > self.room:
+            return False
+        self.room -= len(messages)
+        self.chunks.append([m.offset for m in messages])
+        return True
+
+    async def put(self, messages: list[Any]) -> None:
+        while not self.offer(messages):
+            await asyncio.sleep(0.01)
+
+
+class _Direct:
+    """A fetcher over one direct topic whose consumer returns ``rounds`` of offsets."""
+
+    def __init__(self, rounds: list[list[int]], sink: _Sink | None) -> None:
+        self.tp = TP("orders", 0)
+        self.read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        self.rounds = rounds
+        self.tracked: list[int] = []
+        self.gaps: list[tuple[int, int]] = []
+        self.on_round: Any = None
+        """Called with the consumer after each record of a round is yielded (a test hook)."""
+        ready = asyncio.Event()
+        if sink is not None:
+            ready.set()
+        self.consumer = SimpleNamespace(
+            suspend_flow=asyncio.Event(),
+            should_stop=False,
+            diag=_Flags(),
+            consumer_stopped_errors=(),
+            _read_offset=self.read_offset,
+            getmany=self._getmany,
+            track_message=lambda m: self.tracked.append(m.offset),
+            _add_gap=self._add_gap,
+            wait_first=Service().wait_first,
+        )
+        self.app = SimpleNamespace(
+            consumer=self.consumer,
+            consumer_generation_id=1,
+            should_stop=False,
+            topics=_Conductor(self._not_direct),
+            transport=SimpleNamespace(
+                hold_messages=True, direct_topics=frozenset({"orders"}), sink=sink, sink_ready=ready
+            ),
+        )
+
+    async def _not_direct(self, message: Any) -> None:
+        raise AssertionError(f"a direct record went to the conductor: {message.offset}")
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        self.gaps.append((offset_from, offset_to))
+
+    async def _getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
+        if not self.rounds:
+            self.consumer.should_stop = True
+            return
+        for offset in self.rounds.pop(0):
+            yield self.tp, SimpleNamespace(offset=offset, topic=self.tp.topic, partition=0)
+            if self.on_round is not None:
+                self.on_round(offset)
+
+    async def drain(self) -> None:
+        await asyncio.wait_for(LeanFetcher._drain(LeanFetcher(self.app)), 5)
+
+
+def test_direct_records_reach_the_sink_in_chunks_tracked_and_then_marked_read() -> None:
+    sink = _Sink()
+    fetch = _Direct([list(range(250)), [250, 252]], sink)
+    asyncio.run(fetch.drain())
+    # Chunks of at most YIELD_EVERY, in order; a round's tail is handed over at its end.
+    assert [offset for chunk in sink.chunks for offset in chunk] == [*range(251), 252]
+    assert max(map(len, sink.chunks)) <= 100
+    assert fetch.tracked == [*range(251), 252]
+    assert fetch.read_offset[fetch.tp] == 252
+    # Offsets waiting in a chunk count as read for the gap check: the one gap is 251's
+    # (recorded as Faust's loop does, from the offset after the last read to the next read).
+    assert fetch.gaps == [(251, 252)]
+
+
+def test_a_chunk_read_as_the_flow_is_suspended_is_dropped_unmarked_and_untracked() -> None:
+    sink = _Sink()
+    fetch = _Direct([list(range(50))], sink)
+
+    def suspend_at_40(offset: int) -> None:
+        if offset == 40:
+            fetch.consumer.suspend_flow.set()
+
+    fetch.on_round = suspend_at_40
+    asyncio.run(fetch.drain())
+    assert sink.chunks == []
+    assert fetch.tracked == []
+    assert fetch.read_offset[fetch.tp] is None  # read again from the committed offset
+
+
+def test_a_chunk_that_waits_for_room_is_abandoned_when_the_flow_is_suspended() -> None:
+    sink = _Sink(room=0)  # full for good: the hand-over waits
+    fetch = _Direct([list(range(10))], sink)
+
+    async def scenario() -> None:
+        drained = asyncio.ensure_future(fetch.drain())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not drained.done(), "the hand-over should wait for room"
+        fetch.consumer.suspend_flow.set()
+        await drained
+
+    asyncio.run(scenario())
+    assert sink.chunks == []
+    assert fetch.tracked == []
+    assert fetch.read_offset[fetch.tp] is None
+
+
+def test_records_read_before_the_worker_has_a_sink_wait_for_it() -> None:
+    fetch = _Direct([[0, 1, 2]], None)
+    sink = _Sink()
+
+    async def scenario() -> None:
+        drained = asyncio.ensure_future(fetch.drain())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not drained.done(), "the records should wait for a sink"
+        transport = fetch.app.transport
+        transport.sink = sink
+        transport.sink_ready.set()
+        await drained
+
+    asyncio.run(scenario())
+    assert sink.chunks == [[0, 1, 2]]
+    assert fetch.read_offset[fetch.tp] == 2

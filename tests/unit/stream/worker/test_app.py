@@ -1,0 +1,50 @@
+"""The worker's faust.App is whole once constructed: its options, the lean consumer and the
+progress watchdog come from the settings, with nothing attached afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segstream.settings import Settings
+from segstream.stream.worker.app import AGENT_NAME, WorkerApp, create_app
+from segstream.stream.worker.consumer import LeanTransport
+from segstream.stream.worker.watchdog import Deadlines
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        fetch_max_wait_ms=77,
+        commit_deadline_s=12.0,
+        batch_deadline_s=34.0,
+        stall_grace_s=5.0,
+        shutdown_timeout_s=21.0,
+    )
+
+
+def test_the_constructed_app_consumes_leanly_with_the_settings_commit_deadline_and_wait(
+    tmp_path: Path,
+) -> None:
+    app = WorkerApp(_settings(tmp_path))
+    transport = app.transport
+    assert isinstance(transport, LeanTransport)
+    assert (transport.fetch_max_wait_ms, transport.commit_deadline_s) == (77, 12.0)
+    assert transport.hold_messages is True
+    assert (tmp_path / "faust").is_dir()
+
+
+def test_the_watchdog_reads_the_progress_the_consumer_records_under_the_settings_deadlines(
+    tmp_path: Path,
+) -> None:
+    app = WorkerApp(_settings(tmp_path))
+    assert isinstance(app.transport, LeanTransport)
+    assert app.watchdog.progress is app.progress is app.transport.progress
+    assert app.watchdog.deadlines == Deadlines(
+        batch_s=34.0, commit_s=12.0, grace_s=5.0, shutdown_s=21.0
+    )
+
+
+def test_create_app_adds_the_one_agent_to_a_worker_app(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path))
+    assert isinstance(app, WorkerApp)
+    assert list(app.agents) == [AGENT_NAME]
