@@ -122,6 +122,13 @@ def test_two_processes_share_every_partition_and_one_metrics_sums_their_work(
     # No rebalance during the replay: each record was consumed once, by one of the two.
     assert merged == sum(own) == len(dataset.plan.events)
     assert all(n > 0 for n in own)
+    status, body = _get(supervisor.http_port, "/status.json")
+    assert status == 200, body
+    document = json.loads(body)
+    assert [(p["process"], p["ready"]) for p in document["processes"]] == [(0, True), (1, True)]
+    assert document["throughput"]["this_process"]["events_total"] == len(dataset.plan.events)
+    status, body = _get(supervisor.http_port, "/segments")  # the API, passed on to a child
+    assert status == 200 and json.loads(body)["model_version"] == dataset.model.version, body
 
     pids = [c["pid"] for c in children]
     assert supervisor.stop(signal.SIGTERM) == 0, supervisor.log_tail()

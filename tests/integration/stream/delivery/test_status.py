@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from tests.integration.stream.delivery.conftest import (
 )
 from tests.integration.stream.delivery.receiver import Receiver
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -46,19 +46,26 @@ def status(worker: WorkerProcess) -> dict[str, Any] | None:
 
 def poll(worker: WorkerProcess, condition, what: str, processes, timeout_s: float = 180.0):
     """The first ``/status.json`` whose delivery part (by destination) satisfies ``condition``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for process in processes:
+    seen: list[dict[str, Any] | None] = []
+
+    def shows() -> bool:
+        for process in processes:  # a dead process fails at once, with its log
             code = process.process.poll()
             assert code is None, f"{process.log_path.name} exited {code}:\n{process.log_tail()}"
-        document = status(worker)
-        if document is not None:
-            by_name = {d["name"]: d for d in document["delivery"]["destinations"]}
-            if condition(by_name, document["delivery"]):
-                return by_name, document["delivery"]
-        shown = None if document is None else document["delivery"]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {shown}"
-        time.sleep(0.5)
+        seen.append(status(worker))
+        document = seen[-1]
+        if document is None:
+            return False
+        by_name = {d["name"]: d for d in document["delivery"]["destinations"]}
+        return bool(condition(by_name, document["delivery"]))
+
+    def shown() -> str:
+        return f"waiting for {what}: {None if seen[-1] is None else seen[-1]['delivery']}"
+
+    wait_until(shows, timeout_s, shown, interval_s=0.5)
+    document = seen[-1]
+    assert document is not None
+    return {d["name"]: d for d in document["delivery"]["destinations"]}, document["delivery"]
 
 
 def test_the_status_page_shows_each_destinations_backlog_processes_and_dead_letters(
@@ -167,20 +174,21 @@ def backlog_gauge(
     ``/metrics``, once ``expected`` of it (it is read from Kafka every 5 s, apart from the
     batches, so it lags the status page by a round or two)."""
     url = f"http://127.0.0.1:{settings.delivery_http_port}/metrics"
-    deadline = time.monotonic() + 60
-    while True:
+    seen: list[dict[str, float]] = []
+
+    def gauged() -> bool:
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-        values = {
+        seen.append({
             sample.labels["destination"]: sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
             if sample.name == "segstream_delivery_backlog_messages"
-        }
-        if expected(values):
-            return values
-        assert time.monotonic() < deadline, f"the backlog gauges stay at {values}"
-        time.sleep(0.5)
+        })  # fmt: skip
+        return expected(seen[-1])
+
+    wait_until(gauged, 60, lambda: f"the backlog gauges stay at {seen[-1]}", interval_s=0.5)
+    return seen[-1]
 
 
 def check_page(worker: WorkerProcess) -> None:
