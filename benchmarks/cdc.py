@@ -37,7 +37,7 @@ from rich.table import Table
 
 from benchmarks import stream as json_bench
 from segstream.errors import ServiceError
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings, load_stack_settings
 
 __all__ = ["CdcFigures", "commit_latencies", "commit_millis", "run_cdc_bench"]
 
@@ -175,8 +175,11 @@ def _live_rows(
     return commits, arrivals
 
 
-def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: Any) -> CdcFigures:
-    """Run measures 1-3 of the module docstring on ``stack`` (CDC services running)."""
+def measure(
+    settings: Settings, stack: StackSettings, args: argparse.Namespace, workdir: Path, say: Any
+) -> CdcFigures:
+    """Run measures 1-3 of the module docstring on the local stack (CDC services running) whose
+    ports are ``stack``."""
     from segstream.cdc.connect_api import connector_state, register
     from segstream.cdc.connector import connector_config, database_password, table_topics
     from segstream.cdc.shop import Shop
@@ -192,7 +195,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: An
     figures = CdcFigures(users=args.users)
     tag = uuid.uuid4().hex[:8]
     name = f"bench_{tag}"
-    capture = scratch_settings(settings, name)
+    capture = scratch_settings(settings, stack, name)
     topics = list(table_topics(capture).values())
     worker = capture.model_copy(
         update={
@@ -213,7 +216,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: An
     )
     try:
         say(f"generating {args.users:,} users into database {name}")
-        owner = create_scratch(capture, name)
+        owner = create_scratch(capture, stack, name)
         _fill_database(capture, owner, args.users)
         with connect(owner) as conn:
             rows = sum(
@@ -268,7 +271,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say: An
         figures.worker_latencies_ms = commit_latencies(arrivals, stamped)
         figures.capture_latencies_ms = [float(arrivals[p] - commits[p]) for p in commits]
     finally:
-        drop_scratch(capture, name)
+        drop_scratch(capture, stack, name)
         drop_namespace(worker, [worker.app_id], topics)
     return figures
 
@@ -351,7 +354,7 @@ def run_cdc_bench(settings: Settings, args: argparse.Namespace) -> int:
 
     console = Console()
     say: Callable[[str], None] = lambda text: console.print(f"[bold]{text}")  # noqa: E731
-    stack = Stack(settings)
+    stack = Stack(settings, load_stack_settings())
     with ExitStack() as cleanup:
         say("starting whatever of Kafka, Redis, PostgreSQL and Kafka Connect is not running")
         started = stack.up(cdc=True)
@@ -359,15 +362,13 @@ def run_cdc_bench(settings: Settings, args: argparse.Namespace) -> int:
         for service in (stack.kafka, stack.redis, stack.postgres, stack.connect):
             if started.get(service.name) is not None:
                 cleanup.callback(service.stop)
-        client = stack.client.model_copy(
-            update={"connect_url": f"http://127.0.0.1:{settings.connect_port}"}
-        )
+        client = stack.client.model_copy(update={"connect_url": stack.connect.url})
         if args.workdir:
             workdir = Path(args.workdir)
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ss-cdc-")))
-        figures = measure(client, args, workdir / "cdc", say)
+        figures = measure(client, stack.stack, args, workdir / "cdc", say)
         if args.json_users > 0:
             say(f"4. the JSON path on {args.json_users:,} users, latency at {args.rate:,.0f}/s")
             json_args = argparse.Namespace(

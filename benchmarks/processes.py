@@ -47,7 +47,7 @@ from benchmarks.stream import (
     percentile,
 )
 from segstream.errors import ConfigError, ServiceError
-from segstream.settings import Settings
+from segstream.settings import Settings, load_stack_settings
 from segstream.stream.clients.redis import sync_redis_client
 from segstream.stream.kafka.topics import ensure_topics
 from segstream.stream.lifecycle.namespace import drop_keys, drop_namespace
@@ -253,7 +253,7 @@ def run_processes_bench(settings: Settings, args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         if not _reachable(settings):
             console.print("starting the local Kafka and Redis")
-            services = Stack(settings)
+            services = Stack(settings, load_stack_settings())
             started = services.up()
             if started.get("kafka") is not None:
                 stack.callback(services.kafka.stop)

@@ -55,7 +55,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segstream.errors import SegstreamError, ServiceError
-from segstream.settings import Settings, as_environment
+from segstream.settings import Settings, as_environment, load_stack_settings
 from segstream.stream.clients.kafka import admin_client
 from segstream.stream.clients.kafka import consumer as kafka_consumer
 from segstream.stream.clients.redis import sync_redis_client
@@ -488,7 +488,7 @@ def run_stream_bench(settings: Settings, args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         if not _reachable(settings):
             console.print("starting the local Kafka and Redis")
-            services = Stack(settings)
+            services = Stack(settings, load_stack_settings())
             started = services.up()
             # Stop only what this command started.
             if started.get("kafka") is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from segstream.cdc.connector import TABLES, connector_config, database_password, table_topics
 from segstream.services.postgres import PostgresServer
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings, load_settings, load_stack_settings
 from segstream.training.postgres_sink import connect
 
 QUIET_S = 3.0
@@ -133,7 +133,7 @@ async def capture(
 def main(out: Path) -> None:
     settings = load_settings()
     out.mkdir(parents=True, exist_ok=True)
-    pg = PostgresServer(settings)
+    pg = PostgresServer(settings, load_stack_settings())
     url = pg.superuser_url()
     env = envelope_settings(settings)
     env_config = connector_config(env, database_password(env))

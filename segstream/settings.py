@@ -1,8 +1,14 @@
-"""The one settings object, read from ``SEGSTREAM_*`` environment variables.
+"""The settings, read from ``SEGSTREAM_*`` environment variables: the product's and the
+local stack's.
 
-Every command builds a :class:`Settings` once at start-up with :func:`load_settings`, which
-turns pydantic's validation errors into one :class:`~segstream.errors.ConfigError` that names
-each offending variable. The object is frozen: pass it down, never mutate it.
+Every command builds a :class:`Settings` once at start-up with :func:`load_settings`;
+``segstream services`` (and the tests' private stacks) also build a :class:`StackSettings`
+with :func:`load_stack_settings`: the ports, heaps and caches of the Kafka, Redis, PostgreSQL,
+Kafka Connect and Prometheus that it runs on loopback for a developer, which no deployment of
+the product reads. Both share one prefix and one error style: each load turns pydantic's
+validation errors into one :class:`~segstream.errors.ConfigError` that names each offending
+variable. Every ``SEGSTREAM_*`` name belongs to exactly one of the two classes. The objects are
+frozen: pass them down, never mutate them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import quote, unquote, urlparse, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -23,9 +29,13 @@ from segstream.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "LOOPBACK_HOSTS",
+    "SETTINGS_CLASSES",
+    "SegstreamSettings",
     "Settings",
+    "StackSettings",
     "as_environment",
     "load_settings",
+    "load_stack_settings",
     "settings_table",
     "unknown_variables",
 ]
@@ -58,8 +68,15 @@ _OPTIONAL = (
 """Fields whose empty value means unset (``SEGSTREAM_X=`` in a compose file, for one)."""
 
 
-class Settings(BaseSettings):
-    """segstream's configuration; each field is read from ``SEGSTREAM_<FIELD NAME>``."""
+class SegstreamSettings(BaseSettings):
+    """The base of the settings classes: the ``SEGSTREAM_`` prefix, frozen, each field's
+    docstring as its description, and names checked where code gives them.
+
+    Unknown *environment* variables are ignored (a deployment may set variables that this
+    version lacks; :func:`load_settings` warns about them), but a field name given in code, as
+    a keyword or in ``model_copy(update=...)``, must be one of the class's own: the other
+    class's field would otherwise be dropped without a word (``extra="ignore"``).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -68,6 +85,25 @@ class Settings(BaseSettings):
         case_sensitive=False,
         use_attribute_docstrings=True,
     )
+
+    def __init__(self, **values: Any) -> None:
+        # pydantic-settings' own keywords (``_env_file``, ...) start with an underscore.
+        _check_names(type(self), [name for name in values if not name.startswith("_")])
+        super().__init__(**values)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update``'s fields replaced (not validated, as pydantic's).
+
+        Raises:
+            TypeError: ``update`` names a field this class does not have.
+        """
+        if update:
+            _check_names(type(self), list(update))
+        return super().model_copy(update=update, deep=deep)
+
+
+class Settings(SegstreamSettings):
+    """segstream's configuration; each field is read from ``SEGSTREAM_<FIELD NAME>``."""
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     """Comma-separated ``host:port`` list of Kafka brokers."""
@@ -257,36 +293,10 @@ class Settings(BaseSettings):
     """Log level of segstream's own loggers, in any case (``DEBUG`` or ``debug``)."""
 
     data_dir: Path = Path(".segstream")
-    """Where ``segstream services`` keeps broker and Redis data, logs and pid files."""
+    """Where ``segstream services`` keeps broker and Redis data, logs and pid files; where
+    commands find the local stack's secrets (passwords, the CA)."""
 
-    kafka_port: int = Field(default=9092, ge=1, le=65535)
-    """Port of the broker ``segstream services up`` starts."""
-
-    kafka_controller_port: int = Field(default=0, ge=0, le=65535)
-    """KRaft controller port of that broker; 0 means kafka_port + 1."""
-
-    redis_port: int = Field(default=6379, ge=1, le=65535)
-    """Port of the Redis server ``segstream services up`` starts."""
-
-    prometheus_port: int = Field(default=9090, ge=1, le=65535)
-    """Port of the Prometheus ``segstream services up --monitoring`` starts."""
-
-    kafka_jars_dir: Path = Path.home() / ".cache" / "segstream" / "kafka"
-    """Cache of the broker's jars resolved from Maven Central, shared by every data_dir."""
-
-    kafka_heap_mb: int = Field(default=512, ge=128, le=8192)
-    """Java heap of the local broker, in MiB."""
-
-    # --- change data capture: the local PostgreSQL + Kafka Connect + Debezium (issue 20) -----
-    postgres_port: int = Field(default=5432, ge=1, le=65535)
-    """Port of the PostgreSQL server ``segstream services up --cdc`` starts."""
-
-    connect_port: int = Field(default=8083, ge=1, le=65535)
-    """REST port of the Kafka Connect worker ``segstream services up --cdc`` starts."""
-
-    connect_heap_mb: int = Field(default=768, ge=256, le=8192)
-    """Java heap of the local Kafka Connect worker, in MiB."""
-
+    # --- change data capture (issue 20) ---------------------------------------------------------
     connect_url: str = "http://127.0.0.1:8083"
     """Kafka Connect's REST API, where ``segstream cdc connector --register`` puts the
     connector's configuration."""
@@ -538,10 +548,66 @@ class Settings(BaseSettings):
             return self.redis_min_replicas
         return 1 if self.redis_cluster else 0
 
+
+class StackSettings(SegstreamSettings):
+    """The local stack's settings (``segstream services``, the tests' private stacks): ports,
+    heaps and caches of the servers run on loopback. Each field is read from
+    ``SEGSTREAM_<FIELD NAME>``; the product itself (workers, commands) never reads them."""
+
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    """Port of the broker ``segstream services up`` starts."""
+
+    kafka_controller_port: int = Field(default=0, ge=0, le=65535)
+    """KRaft controller port of that broker; 0 means kafka_port + 1."""
+
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    """Port of the Redis server ``segstream services up`` starts."""
+
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    """Port of the Prometheus ``segstream services up --monitoring`` starts."""
+
+    kafka_jars_dir: Path = Path.home() / ".cache" / "segstream" / "kafka"
+    """Cache of the broker's jars resolved from Maven Central, shared by every data_dir."""
+
+    kafka_heap_mb: int = Field(default=512, ge=128, le=8192)
+    """Java heap of the local broker, in MiB."""
+
+    postgres_port: int = Field(default=5432, ge=1, le=65535)
+    """Port of the PostgreSQL server ``segstream services up --cdc`` starts."""
+
+    connect_port: int = Field(default=8083, ge=1, le=65535)
+    """REST port of the Kafka Connect worker ``segstream services up --cdc`` starts."""
+
+    connect_heap_mb: int = Field(default=768, ge=256, le=8192)
+    """Java heap of the local Kafka Connect worker, in MiB."""
+
     @property
     def controller_port(self) -> int:
         """The local broker's KRaft controller port."""
         return self.kafka_controller_port or self.kafka_port + 1
+
+
+SETTINGS_CLASSES: tuple[type[SegstreamSettings], ...] = (Settings, StackSettings)
+"""Every settings class; each ``SEGSTREAM_*`` name belongs to exactly one of them."""
+
+_S = TypeVar("_S", bound=SegstreamSettings)
+
+
+def _check_names(cls: type[SegstreamSettings], names: list[str]) -> None:
+    """Refuse field names ``cls`` lacks, naming the class that has them (a programming error).
+
+    Raises:
+        TypeError: naming each unknown field and, where one declares it, the right class.
+    """
+    problems = []
+    for name in names:
+        if name in cls.model_fields:
+            continue
+        owner = next((c for c in SETTINGS_CLASSES if name in c.model_fields), None)
+        where = f"it is a field of {owner.__name__}" if owner else "no settings class has it"
+        problems.append(f"{name!r} ({where})")
+    if problems:
+        raise TypeError(f"{cls.__name__} has no field {', '.join(problems)}")
 
 
 def _file_problems(settings: Settings, names: tuple[str, str, str]) -> list[str]:
@@ -565,7 +631,7 @@ def _file_problems(settings: Settings, names: tuple[str, str, str]) -> list[str]
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     """Every ``SEGSTREAM_*`` variable of ``environ`` that names no setting, sorted, each with
     the closest setting's variable (None when nothing is close): likely typos."""
-    known = [name.upper() for name in Settings.model_fields]
+    known = [name.upper() for cls in SETTINGS_CLASSES for name in cls.model_fields]
     unknown = []
     for variable in sorted(environ):
         upper = variable.upper()
@@ -581,15 +647,31 @@ _warned: set[str] = set()
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment; ``overrides`` win over it.
+    """Read the product's settings from the environment; ``overrides`` win over it.
 
-    A ``SEGSTREAM_*`` variable that names no setting is logged as a warning (with the closest
-    known name), once per process, not an error: a deployment may set variables that this
-    version lacks.
+    A ``SEGSTREAM_*`` variable that names no setting (of either class) is logged as a warning
+    (with the closest known name), once per process, not an error: a deployment may set
+    variables that this version lacks.
 
     Raises:
         ConfigError: naming every variable that is invalid, with pydantic's reason.
+        TypeError: an override names no field of :class:`Settings` (a local stack's port,
+            say: that goes to :func:`load_stack_settings`).
     """
+    return _load(Settings, overrides)
+
+
+def load_stack_settings(**overrides: object) -> StackSettings:
+    """Read the local stack's settings from the environment; ``overrides`` win over it.
+
+    Raises:
+        ConfigError: naming every variable that is invalid, with pydantic's reason.
+        TypeError: an override names no field of :class:`StackSettings`.
+    """
+    return _load(StackSettings, overrides)
+
+
+def _load(cls: type[_S], overrides: Mapping[str, object]) -> _S:
     for variable, close in unknown_variables(os.environ):
         if variable in _warned:
             continue  # a command may load its settings more than once
@@ -597,7 +679,7 @@ def load_settings(**overrides: object) -> Settings:
         hint = f"; did you mean {close}?" if close else ""
         log.warning("%s is not a segstream setting and is ignored%s", variable, hint)
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -609,13 +691,15 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from exc
 
 
-def settings_table() -> list[tuple[str, str, str]]:
-    """``(variable, default, description)`` for every setting, in declaration order.
+def settings_table(
+    cls: type[SegstreamSettings] = Settings,
+) -> list[tuple[str, str, str]]:
+    """``(variable, default, description)`` for every setting of ``cls``, in declaration order.
 
     A description is the field's whole docstring on one line (a docstring's line breaks and
     paragraphs become single spaces), so that it fits a table row."""
     rows = []
-    for name, field in Settings.model_fields.items():
+    for name, field in cls.model_fields.items():
         default = field.default
         if name == "kafka_jars_dir":
             default = "~/.cache/segstream/kafka"
@@ -626,19 +710,30 @@ def settings_table() -> list[tuple[str, str, str]]:
     return rows
 
 
-def as_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+def as_environment(
+    settings: Settings, base: Mapping[str, str], stack: StackSettings | None = None
+) -> dict[str, str]:
     """``base`` (e.g. ``os.environ``) with its ``SEGSTREAM_*`` variables replaced by
     ``settings``: the environment that makes a child process load exactly ``settings``.
 
     Secrets are in it in clear (a child's environment is not its command line, which ``ps``
-    shows); unset optional settings are left out.
+    shows); unset optional settings are left out. With ``stack`` (a child that runs
+    ``segstream services``), its variables replace ``base``'s too; without, the local stack's
+    variables of ``base`` pass through unchanged.
     """
-    env = {k: v for k, v in base.items() if not k.upper().startswith(ENV_PREFIX)}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue  # an unset optional setting stays unset (str(None) is no int)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    stack_names = {f"{ENV_PREFIX}{name.upper()}" for name in StackSettings.model_fields}
+    env = {
+        k: v
+        for k, v in base.items()
+        if not k.upper().startswith(ENV_PREFIX) or (stack is None and k.upper() in stack_names)
+    }
+    given: list[SegstreamSettings] = [settings] if stack is None else [settings, stack]
+    for current in given:
+        for name in type(current).model_fields:
+            value = getattr(current, name)
+            if value is None:
+                continue  # an unset optional setting stays unset (str(None) is no int)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     return env

@@ -27,7 +27,7 @@ from typing import Any
 
 from segstream.errors import ConfigError, ServiceError
 from segstream.services.stack import Stack
-from segstream.settings import Settings, as_environment, load_settings
+from segstream.settings import Settings, as_environment, load_settings, load_stack_settings
 
 __all__ = ["add_commands", "run_demo"]
 
@@ -264,7 +264,7 @@ def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
     products = Path(args.products) if args and args.products else SHARED_CATALOGUE
     work = settings.data_dir.resolve() / "demo"
     data, models = work / "data", work / "models"
-    stack = Stack(settings)
+    stack = Stack(settings, load_stack_settings())
     worker: subprocess.Popen[bytes] | None = None
     replay: subprocess.Popen[bytes] | None = None
     started: dict[str, float | None] = {}

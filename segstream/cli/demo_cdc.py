@@ -32,7 +32,7 @@ from segstream.cli.demo import (
     _watch,
 )
 from segstream.services.stack import Stack
-from segstream.settings import Settings, as_environment, load_settings
+from segstream.settings import Settings, as_environment, load_settings, load_stack_settings
 
 __all__ = ["DEMO_PREFIX", "run_cdc_demo"]
 
@@ -52,7 +52,7 @@ def _demo_settings(settings: Settings, stack: Stack, models: Path, database: str
             **settings.model_dump(),
             "kafka_bootstrap_servers": client.kafka_bootstrap_servers,
             "redis_url": client.redis_url,
-            "connect_url": f"http://127.0.0.1:{settings.connect_port}",
+            "connect_url": stack.connect.url,
             "model_dir": models,
             "source": "cdc",
             "app_id": "segstream-demo-cdc",
@@ -64,7 +64,7 @@ def _demo_settings(settings: Settings, stack: Stack, models: Path, database: str
             "topic_rederive": "demo-cdc.rederive",
         }
     )
-    return scratch_settings(demo, database)
+    return scratch_settings(demo, stack.stack, database)
 
 
 def run_cdc_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -81,7 +81,7 @@ def run_cdc_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     work = settings.data_dir.resolve() / "demo-cdc"
     models = work / "models"
-    stack = Stack(settings)
+    stack = Stack(settings, load_stack_settings())
     worker: subprocess.Popen[bytes] | None = None
     shop: subprocess.Popen[bytes] | None = None
     started: dict[str, float | None] = {}
@@ -95,13 +95,13 @@ def run_cdc_demo(settings: Settings, args: argparse.Namespace) -> int:
         env = as_environment(demo, os.environ)
         old_topics: list[str] = []
         for old in registered(demo, DEMO_PREFIX):  # the previous runs' capture and topics
-            drop_scratch(demo, old)
-            old_topics += table_topics(scratch_settings(demo, old)).values()
+            drop_scratch(demo, stack.stack, old)
+            old_topics += table_topics(scratch_settings(demo, stack.stack, old)).values()
         drop_namespace(demo, [demo.app_id], old_topics)
         time.sleep(1.0)  # topic deletion completes asynchronously on the broker
         print(f"   ready in {time.perf_counter() - t0:.1f} s")
 
-        url = create_scratch(demo, database)
+        url = create_scratch(demo, stack.stack, database)
         _step(f"generating a shop of {args.users:,} users into PostgreSQL database {database}")
         _run(env, "generate", "--db", url, "--users", str(args.users))
 

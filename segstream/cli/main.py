@@ -12,7 +12,14 @@ from typing import Any, TypeAlias
 
 from segstream.errors import SegstreamError
 from segstream.logs import configure_logging
-from segstream.settings import load_settings, settings_table
+from segstream.settings import (
+    SETTINGS_CLASSES,
+    SegstreamSettings,
+    Settings,
+    load_settings,
+    load_stack_settings,
+    settings_table,
+)
 
 __all__ = ["HelpFormatter", "Parser", "add_verbs", "build_parser", "config_markdown", "main"]
 
@@ -91,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print every SEGSTREAM_* setting with the value in force and its meaning.",
     )
     config.add_argument(
-        "--markdown", action="store_true", help="print the README's table of defaults instead"
+        "--markdown",
+        action="store_true",
+        help="print the README's tables of defaults instead (the product's, the local stack's)",
     )
     config.set_defaults(handler=_print_config)
     for name in _AREAS:
@@ -101,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_markdown() -> str:
-    """The README's configuration table: one row per setting, cells free of ``|``."""
+def config_markdown(cls: type[SegstreamSettings] = Settings) -> str:
+    """The README's configuration table of ``cls``: one row per setting, cells free of ``|``."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
-    for variable, default, meaning in settings_table():
+    for variable, default, meaning in settings_table(cls):
         meaning = meaning.replace("``", "`").replace("|", "\\|")
         shown = f"`{default}`" if default else "unset"
         lines.append(f"| `{variable}` | {shown} | {meaning} |")
@@ -113,14 +122,15 @@ def config_markdown() -> str:
 
 def _print_config(args: argparse.Namespace) -> int:
     if args.markdown:
-        print(config_markdown())
+        print("\n\n".join(config_markdown(cls) for cls in SETTINGS_CLASSES))
         return 0
-    current = load_settings()
-    for variable, _, meaning in settings_table():
-        name = variable.removeprefix("SEGSTREAM_").lower()
-        # Secrets are SecretStr (printed as stars); the URL shows its password as ***.
-        value = current.redis_display if name == "redis_url" else getattr(current, name)
-        print(f"{variable:36} {'' if value is None else value!s:32} {meaning}")
+    product = load_settings()
+    for current in (product, load_stack_settings()):
+        for variable, _, meaning in settings_table(type(current)):
+            name = variable.removeprefix("SEGSTREAM_").lower()
+            # Secrets are SecretStr (printed as stars); the URL shows its password as ***.
+            value = product.redis_display if name == "redis_url" else getattr(current, name)
+            print(f"{variable:36} {'' if value is None else value!s:32} {meaning}")
     return 0
 
 

@@ -10,7 +10,7 @@ from segstream.services.check import cdc_round_trip, round_trip
 from segstream.services.credentials import client_environment, password_file
 from segstream.services.prometheus import PrometheusServer
 from segstream.services.stack import Stack
-from segstream.settings import load_settings
+from segstream.settings import load_settings, load_stack_settings
 
 __all__ = ["add_commands"]
 
@@ -75,9 +75,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _run(args: argparse.Namespace) -> int:
-    stack = Stack(load_settings(), secure=args.secure)
+    stack = Stack(load_settings(), load_stack_settings(), secure=args.secure)
     if args.action == "up":
-        prometheus = PrometheusServer(stack.settings)
+        prometheus = PrometheusServer(stack.settings, stack.stack)
         if args.monitoring:
             prometheus.check_ports()  # before Kafka and Redis start, not after
         timings = stack.up(
@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{mark}{status.name:8} {status.address:28} pid {status.pid}  {how}")
         if args.cdc:
             secret = password_file(stack.settings, "postgres")
-            port = stack.settings.postgres_port
+            port = stack.stack.postgres_port
             url = f"postgresql://segstream:$(cat {secret})@127.0.0.1:{port}/shop"
             print("the shop database, as its owner (the password is read from its file):")
             print(f'  export SHOP_DB="{url}"')
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{mark}alerts: {prometheus.url}/alerts  targets: {prometheus.targets_file}")
         if args.secure:
             print("# a client of this stack needs (passwords are read from their files):")
-            for line in client_environment(stack.settings):
+            for line in client_environment(stack.settings, stack.stack):
                 print(line)
         return 0
     if args.action == "down":

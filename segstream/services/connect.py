@@ -70,12 +70,12 @@ class ConnectWorker(LocalServer):
 
     def ports(self) -> tuple[int, ...]:
         """The REST port."""
-        return (self.settings.connect_port,)
+        return (self.stack.connect_port,)
 
     @property
     def url(self) -> str:
         """The REST API's base URL."""
-        return f"http://127.0.0.1:{self.settings.connect_port}"
+        return f"http://127.0.0.1:{self.stack.connect_port}"
 
     @property
     def client(self) -> Settings:
@@ -89,12 +89,12 @@ class ConnectWorker(LocalServer):
 
     @property
     def runtime_dir(self) -> Path:
-        return self.settings.kafka_jars_dir.expanduser().resolve() / f"connect-{kafka_version()}"
+        return self.stack.kafka_jars_dir.expanduser().resolve() / f"connect-{kafka_version()}"
 
     @property
     def plugin_path(self) -> Path:
         """The plugin path: one folder per plugin beneath it."""
-        root = self.settings.kafka_jars_dir.expanduser().resolve()
+        root = self.stack.kafka_jars_dir.expanduser().resolve()
         return root / f"connect-plugins-debezium-{debezium_version()}"
 
     def ensure_jars(self) -> None:
@@ -131,9 +131,9 @@ class ConnectWorker(LocalServer):
             "value.converter": "org.apache.kafka.connect.json.JsonConverter",
             # Source offsets are committed every 5 s: what a crash can make Debezium resend.
             "offset.flush.interval.ms": "5000",
-            "listeners": f"http://127.0.0.1:{self.settings.connect_port}",
+            "listeners": f"http://127.0.0.1:{self.stack.connect_port}",
             "rest.advertised.host.name": "127.0.0.1",
-            "rest.advertised.port": str(self.settings.connect_port),
+            "rest.advertised.port": str(self.stack.connect_port),
             "plugin.path": str(self.plugin_path),
             # Connectors create their topics with the partition count they are given.
             "topic.creation.enable": "true",
@@ -158,7 +158,7 @@ class ConnectWorker(LocalServer):
             )
         self.ensure_jars()
         self._write_config()
-        heap = self.settings.connect_heap_mb
+        heap = self.stack.connect_heap_mb
         argv = [
             java,
             f"-Xmx{heap}m",

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from segstream.services.tls import Certificates, issue_certificates
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 
 __all__ = [
     "USER",
@@ -56,19 +56,19 @@ def stack_certificates(settings: Settings) -> Certificates:
     return issue_certificates(settings.data_dir.resolve() / "tls")
 
 
-def client_settings(settings: Settings) -> Settings:
+def client_settings(settings: Settings, stack: StackSettings) -> Settings:
     """``settings`` as a client of the secured stack: SASL_SSL with SCRAM-SHA-512 to Kafka,
     TLS and the ACL user to Redis, the CA to trust, the passwords read from their files."""
     certificates = stack_certificates(settings)
     return settings.model_copy(
         update={
-            "kafka_bootstrap_servers": f"127.0.0.1:{settings.kafka_port}",
+            "kafka_bootstrap_servers": f"127.0.0.1:{stack.kafka_port}",
             "kafka_security_protocol": "SASL_SSL",
             "kafka_sasl_mechanism": "SCRAM-SHA-512",
             "kafka_sasl_username": USER,
             "kafka_sasl_password": SecretStr(password(settings, "kafka")),
             "kafka_ssl_cafile": certificates.ca,
-            "redis_url": f"rediss://127.0.0.1:{settings.redis_port}/0",
+            "redis_url": f"rediss://127.0.0.1:{stack.redis_port}/0",
             "redis_username": USER,
             "redis_password": SecretStr(password(settings, "redis")),
             "redis_ssl_cafile": certificates.ca,
@@ -76,10 +76,10 @@ def client_settings(settings: Settings) -> Settings:
     )
 
 
-def client_environment(settings: Settings) -> list[str]:
+def client_environment(settings: Settings, stack: StackSettings) -> list[str]:
     """Shell lines exporting the ``SEGSTREAM_*`` variables a client of the secured stack
     needs; each password is a ``$(cat <file>)``, never its value."""
-    client = client_settings(settings)
+    client = client_settings(settings, stack)
     lines = []
     for name in (
         "kafka_bootstrap_servers",

@@ -27,7 +27,7 @@ from segstream.net import port_is_open
 from segstream.services.credentials import USER, client_settings, password, stack_certificates
 from segstream.services.maven import bundled_pom, pom_property, resolve_jars
 from segstream.services.process import LocalServer, log_tail, wait_until
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 
 __all__ = ["KafkaBroker", "kafka_version"]
 
@@ -68,15 +68,15 @@ class KafkaBroker(LocalServer):
     start_timeout_s = 90.0
     stop_timeout_s = 60.0
 
-    def __init__(self, settings: Settings, *, secure: bool = False) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, stack: StackSettings, *, secure: bool = False) -> None:
+        super().__init__(settings, stack)
         self.secure = secure
 
     @property
     def client(self) -> Settings:
         """Settings of a client of this broker (SASL_SSL ones when it is secured)."""
         plain = self.settings.model_copy(update={"kafka_bootstrap_servers": self.bootstrap})
-        return client_settings(self.settings) if self.secure else plain
+        return client_settings(self.settings, self.stack) if self.secure else plain
 
     def formatted_secure(self) -> bool:
         """Whether the data directory was formatted for a secured broker (for ``status``)."""
@@ -85,12 +85,12 @@ class KafkaBroker(LocalServer):
 
     def ports(self) -> tuple[int, ...]:
         """The client port and the KRaft controller port."""
-        return (self.settings.kafka_port, self.settings.controller_port)
+        return (self.stack.kafka_port, self.stack.controller_port)
 
     @property
     def bootstrap(self) -> str:
         """The ``host:port`` clients connect to."""
-        return f"127.0.0.1:{self.settings.kafka_port}"
+        return f"127.0.0.1:{self.stack.kafka_port}"
 
     @property
     def server_log(self) -> Path:
@@ -99,7 +99,7 @@ class KafkaBroker(LocalServer):
 
     @property
     def jars_dir(self) -> Path:
-        return self.settings.kafka_jars_dir.expanduser().resolve() / kafka_version()
+        return self.stack.kafka_jars_dir.expanduser().resolve() / kafka_version()
 
     def ensure_jars(self) -> Path:
         """Resolve the broker's jars from Maven Central into the cache, once.
@@ -119,21 +119,19 @@ class KafkaBroker(LocalServer):
 
     def _properties(self) -> dict[str, str]:
         """The broker's ``server.properties``, as a dict a subclass (a cluster node) amends."""
-        s = self.settings
+        s, ports = self.settings, self.stack
         listener = "SASL_SSL" if self.secure else "PLAINTEXT"
-        listeners = (
-            f"{listener}://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}"
-        )
+        listeners = f"{listener}://127.0.0.1:{ports.kafka_port},CONTROLLER://127.0.0.1:{ports.controller_port}"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "listeners": listeners,
-            "advertised.listeners": f"{listener}://127.0.0.1:{s.kafka_port}",
+            "advertised.listeners": f"{listener}://127.0.0.1:{ports.kafka_port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": listener,
             "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
             **(self._security_properties() if self.secure else {}),
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{s.controller_port}",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{ports.controller_port}",
             "log.dirs": str(self.home / "data"),
             "num.partitions": str(s.topic_partitions),
             # One node: every internal topic gets one partition and one replica.
@@ -166,7 +164,7 @@ class KafkaBroker(LocalServer):
         return str(self.jars_dir / "*")
 
     def _jvm_args(self) -> list[str]:
-        heap = self.settings.kafka_heap_mb
+        heap = self.stack.kafka_heap_mb
         return [
             f"-Xmx{heap}m",
             f"-Xms{min(heap, 256)}m",
@@ -257,8 +255,8 @@ class KafkaBroker(LocalServer):
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until a real client gets cluster metadata from the broker."""
-        if not wait_until(lambda: port_is_open(self.settings.kafka_port) or self._died(), 60):
-            raise ServiceError(f"Kafka did not open port {self.settings.kafka_port}")
+        if not wait_until(lambda: port_is_open(self.stack.kafka_port) or self._died(), 60):
+            raise ServiceError(f"Kafka did not open port {self.stack.kafka_port}")
         if self._died():
             raise ServiceError(f"Kafka exited during start-up; its log ends:\n{self._tail()}")
         try:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from segstream.errors import ConfigError, ServiceError
 from segstream.services.kafka import KafkaBroker, _cluster_id
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 from segstream.stream.domain.replication import default_replication_factor, min_insync_replicas
 
 __all__ = ["BrokerNode", "KafkaCluster", "Quorum"]
@@ -95,12 +95,14 @@ class BrokerNode(KafkaBroker):
         "of n brokers uses each plus 0, 2, ..., 2(n-1))"
     )
 
-    def __init__(self, settings: Settings, root: Path, node_id: int, quorum: Quorum) -> None:
+    def __init__(
+        self, settings: Settings, stack: StackSettings, root: Path, node_id: int, quorum: Quorum
+    ) -> None:
         port, controller = quorum.ports[node_id]
-        node_settings = settings.model_copy(
-            update={"kafka_port": port, "kafka_controller_port": controller, "data_dir": root}
+        super().__init__(
+            settings.model_copy(update={"data_dir": root}),
+            stack.model_copy(update={"kafka_port": port, "kafka_controller_port": controller}),
         )
-        super().__init__(node_settings)
         self.node_id = node_id
         self.quorum = quorum
 
@@ -140,6 +142,7 @@ class KafkaCluster:
     def __init__(
         self,
         settings: Settings,
+        stack: StackSettings,
         brokers: int | None = None,
         ports: Sequence[tuple[int, int]] | None = None,
     ) -> None:
@@ -155,6 +158,7 @@ class KafkaCluster:
                 size than ``brokers``.
         """
         self.settings = settings
+        self.stack = stack
         self.home = settings.data_dir.resolve() / self.name
         saved = self.home / "quorum.json"
         if saved.exists():
@@ -173,7 +177,7 @@ class KafkaCluster:
                 )
             if ports is None:
                 ports = [
-                    (settings.kafka_port + 2 * i, settings.controller_port + 2 * i)
+                    (stack.kafka_port + 2 * i, stack.controller_port + 2 * i)
                     for i in range(brokers)
                 ]
             flat = [p for pair in ports for p in pair]
@@ -190,15 +194,15 @@ class KafkaCluster:
                 directories={node: _cluster_id() for node in ids},
             )
         self.nodes = {
-            node: BrokerNode(settings, self.home / f"node-{node}", node, self.quorum)
+            node: BrokerNode(settings, stack, self.home / f"node-{node}", node, self.quorum)
             for node in self.quorum.ports
         }
 
     @classmethod
-    def existing(cls, settings: Settings) -> KafkaCluster | None:
+    def existing(cls, settings: Settings, stack: StackSettings) -> KafkaCluster | None:
         """The cluster saved under ``settings.data_dir``, or None when none was created."""
         home = settings.data_dir.resolve() / cls.name
-        return cls(settings) if (home / "quorum.json").exists() else None
+        return cls(settings, stack) if (home / "quorum.json").exists() else None
 
     @property
     def bootstrap(self) -> str:

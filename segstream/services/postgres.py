@@ -90,7 +90,7 @@ class PostgresServer(LocalServer):
 
     def ports(self) -> tuple[int, ...]:
         """The one client port."""
-        return (self.settings.postgres_port,)
+        return (self.stack.postgres_port,)
 
     @property
     def data(self) -> Path:
@@ -102,12 +102,12 @@ class PostgresServer(LocalServer):
 
         ``driver`` is appended to the scheme for SQLAlchemy (``"+psycopg"``).
         """
-        return f"postgresql{driver}://{user}@127.0.0.1:{self.settings.postgres_port}/{DATABASE}"
+        return f"postgresql{driver}://{user}@127.0.0.1:{self.stack.postgres_port}/{DATABASE}"
 
     def superuser_url(self) -> str:
         """The superuser's SQLAlchemy URL with its password (for ``generate --db``, tests)."""
         secret = password(self.settings, "postgres")
-        port = self.settings.postgres_port
+        port = self.stack.postgres_port
         return f"postgresql+psycopg://{SUPERUSER}:{secret}@127.0.0.1:{port}/{DATABASE}"
 
     def cdc_settings(self) -> Settings:
@@ -182,7 +182,7 @@ class PostgresServer(LocalServer):
     def _write_config(self) -> None:
         lines = {
             "listen_addresses": "'127.0.0.1'",
-            "port": str(self.settings.postgres_port),
+            "port": str(self.stack.postgres_port),
             # No Unix socket: /var/run/postgresql belongs to the system's cluster.
             "unix_socket_directories": "''",
             "hba_file": f"'{self.home / 'pg_hba.conf'}'",
@@ -234,7 +234,7 @@ class PostgresServer(LocalServer):
             try:
                 with psycopg.connect(
                     host="127.0.0.1",
-                    port=self.settings.postgres_port,
+                    port=self.stack.postgres_port,
                     user=SUPERUSER,
                     password=secret,
                     dbname="postgres",
@@ -252,7 +252,7 @@ class PostgresServer(LocalServer):
                     ) from exc
                 if time.monotonic() > deadline:
                     raise ServiceError(
-                        f"PostgreSQL on 127.0.0.1:{self.settings.postgres_port} did not accept "
+                        f"PostgreSQL on 127.0.0.1:{self.stack.postgres_port} did not accept "
                         f"connections within {timeout_s:.0f} s ({exc}); its log ends:\n"
                         f"{self.process.log_tail()}"
                     ) from exc
@@ -280,7 +280,7 @@ class PostgresServer(LocalServer):
             conn.execute(statement)
         with psycopg.connect(
             host="127.0.0.1",
-            port=self.settings.postgres_port,
+            port=self.stack.postgres_port,
             user=SUPERUSER,
             password=password(self.settings, "postgres"),
             dbname=DATABASE,

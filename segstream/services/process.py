@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from segstream.errors import ServiceError
 from segstream.net import port_is_open
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 
 __all__ = ["LocalServer", "ManagedProcess", "log_tail", "wait_until"]
 
@@ -163,8 +163,11 @@ class LocalServer(abc.ABC):
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     """The signal that asks the server to shut down cleanly."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stack: StackSettings) -> None:
+        """``settings``: the product's (the data dir, the app id, what clients are given);
+        ``stack``: the local stack's (ports, heaps, caches)."""
         self.settings = settings
+        self.stack = stack
         self.home = settings.data_dir.resolve() / self.name
         self.config_file = self.home / self.config_name
         self.process = ManagedProcess(

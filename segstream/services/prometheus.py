@@ -25,7 +25,7 @@ import yaml
 from segstream.errors import ServiceError
 from segstream.services.alert_rules import rules_file
 from segstream.services.process import LocalServer
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 
 __all__ = ["SCRAPE_JOB", "PrometheusServer"]
 
@@ -52,12 +52,13 @@ class PrometheusServer(LocalServer):
     def __init__(
         self,
         settings: Settings,
+        stack: StackSettings,
         *,
         rules: Path | None = None,
         targets: Sequence[str] | None = None,
         interval_s: float = 15.0,
     ) -> None:
-        super().__init__(settings)
+        super().__init__(settings, stack)
         self.rules = rules
         self.targets = list(targets) if targets is not None else None
         self.interval_s = interval_s
@@ -66,12 +67,12 @@ class PrometheusServer(LocalServer):
 
     def ports(self) -> tuple[int, ...]:
         """The web and API port."""
-        return (self.settings.prometheus_port,)
+        return (self.stack.prometheus_port,)
 
     @property
     def url(self) -> str:
         """Base URL of its web UI and HTTP API."""
-        return f"http://127.0.0.1:{self.settings.prometheus_port}"
+        return f"http://127.0.0.1:{self.stack.prometheus_port}"
 
     def config(self) -> dict[str, object]:
         """The configuration file's document (``prometheus.yml``)."""
@@ -119,7 +120,7 @@ class PrometheusServer(LocalServer):
                 binary,
                 f"--config.file={self.config_file}",
                 f"--storage.tsdb.path={self.home / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.settings.prometheus_port}",
+                f"--web.listen-address=127.0.0.1:{self.stack.prometheus_port}",
                 "--storage.tsdb.retention.time=7d",
             ]
         )

@@ -16,7 +16,7 @@ import time
 from segstream.errors import ServiceError
 from segstream.services.credentials import USER, client_settings, password, stack_certificates
 from segstream.services.process import LocalServer
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 from segstream.stream.state.acl import worker_acl_rules
 
 __all__ = ["RedisServer"]
@@ -35,34 +35,34 @@ class RedisServer(LocalServer):
     start_timeout_s = 20.0
     stop_timeout_s = 20.0
 
-    def __init__(self, settings: Settings, *, secure: bool = False) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, stack: StackSettings, *, secure: bool = False) -> None:
+        super().__init__(settings, stack)
         self.secure = secure
 
     def ports(self) -> tuple[int, ...]:
         """The one client port."""
-        return (self.settings.redis_port,)
+        return (self.stack.redis_port,)
 
     @property
     def url(self) -> str:
         """The URL clients connect to: ``redis://``, or ``rediss://`` when secured."""
         scheme = "rediss" if self.secure else "redis"
-        return f"{scheme}://127.0.0.1:{self.settings.redis_port}/0"
+        return f"{scheme}://127.0.0.1:{self.stack.redis_port}/0"
 
     @property
     def client(self) -> Settings:
         """Settings of a client of this server (TLS and the ACL user when it is secured)."""
         plain = self.settings.model_copy(update={"redis_url": self.url})
-        return client_settings(self.settings) if self.secure else plain
+        return client_settings(self.settings, self.stack) if self.secure else plain
 
     def _port_lines(self) -> list[str]:
         if not self.secure:
-            return [f"port {self.settings.redis_port}"]
+            return [f"port {self.stack.redis_port}"]
         certificates = stack_certificates(self.settings)
         rules = " ".join(worker_acl_rules(self.settings.app_id))
         return [
             "port 0",  # no plaintext listener at all
-            f"tls-port {self.settings.redis_port}",
+            f"tls-port {self.stack.redis_port}",
             f"tls-cert-file {certificates.server_cert}",
             f"tls-key-file {certificates.server_key}",
             f"tls-ca-cert-file {certificates.ca}",
@@ -111,7 +111,7 @@ class RedisServer(LocalServer):
                 "--bind",
                 "127.0.0.1",
                 port,
-                str(self.settings.redis_port),
+                str(self.stack.redis_port),
             ]
         )
 

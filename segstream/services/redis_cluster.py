@@ -27,7 +27,7 @@ import redis
 
 from segstream.errors import ConfigError, ServiceError
 from segstream.services.redis import RedisServer
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 
 __all__ = ["ClusterNode", "Failover", "NodeRole", "RedisCluster"]
 
@@ -49,14 +49,15 @@ class ClusterNode(RedisServer):
         f"each of those plus {BUS_OFFSET:,} for its cluster bus)"
     )
 
-    def __init__(self, settings: Settings, root: Path, port: int, bus_port: int) -> None:
+    def __init__(
+        self, settings: Settings, stack: StackSettings, root: Path, port: int, bus_port: int
+    ) -> None:
         # The node is the plain server with its own port and folder; the rest is RedisServer's.
         # Its readiness check talks to this one node (not joined yet: no cluster client),
         # whatever SEGSTREAM_REDIS_CLUSTER says for the product's clients.
         super().__init__(
-            settings.model_copy(
-                update={"redis_port": port, "data_dir": root, "redis_cluster": False}
-            )
+            settings.model_copy(update={"data_dir": root, "redis_cluster": False}),
+            stack.model_copy(update={"redis_port": port}),
         )
         self.port = port
         self.bus_port = bus_port
@@ -116,21 +117,27 @@ class RedisCluster:
 
     name = "redis-cluster"
 
-    def __init__(self, settings: Settings, ports: Sequence[tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stack: StackSettings,
+        ports: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
         """Nodes on ``ports`` (client, bus) pairs, or on SEGSTREAM_REDIS_PORT + 0..5.
 
         Raises:
             ConfigError: ``ports`` is not six distinct pairs.
         """
         self.settings = settings
+        self.stack = stack
         self.home = settings.data_dir.resolve() / self.name
         if ports is None:
-            base = settings.redis_port
+            base = stack.redis_port
             ports = [(base + i, base + i + BUS_OFFSET) for i in range(2 * PRIMARIES)]
         flat = [p for pair in ports for p in pair]
         if len(ports) != 2 * PRIMARIES or len(set(flat)) != len(flat):
             raise ConfigError(f"a local Redis Cluster needs 6 distinct port pairs, got {ports}")
-        self.nodes = [ClusterNode(settings, self.home / f"node-{p}", p, b) for p, b in ports]
+        self.nodes = [ClusterNode(settings, stack, self.home / f"node-{p}", p, b) for p, b in ports]
 
     @property
     def url(self) -> str:

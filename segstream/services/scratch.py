@@ -14,17 +14,17 @@ import urllib.request
 from typing import Any
 
 from segstream.errors import ServiceError
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 
 __all__ = ["create_scratch", "drop_scratch", "owner_url", "registered", "scratch_settings"]
 
 
-def scratch_settings(settings: Settings, name: str) -> Settings:
-    """``settings`` capturing database ``name`` of the local PostgreSQL, everything named
-    ``name`` (topics ``<name>.<cdc_schema>.<table>``)."""
+def scratch_settings(settings: Settings, stack: StackSettings, name: str) -> Settings:
+    """``settings`` capturing database ``name`` of the local PostgreSQL (on ``stack``'s
+    port), everything named ``name`` (topics ``<name>.<cdc_schema>.<table>``)."""
     from segstream.services.postgres import CDC_ROLE
 
-    port = settings.postgres_port
+    port = stack.postgres_port
     return settings.model_copy(
         update={
             "cdc_database_url": f"postgresql://{CDC_ROLE}@127.0.0.1:{port}/{name}",
@@ -36,25 +36,23 @@ def scratch_settings(settings: Settings, name: str) -> Settings:
     )
 
 
-def owner_url(settings: Settings, database: str, *, driver: str = "") -> str:
+def owner_url(settings: Settings, stack: StackSettings, database: str, *, driver: str = "") -> str:
     """The local superuser's URL of ``database`` with its password (``driver``: ``+psycopg``
     for SQLAlchemy)."""
     from segstream.services.credentials import password
     from segstream.services.postgres import SUPERUSER
 
     secret = password(settings, "postgres")
-    return (
-        f"postgresql{driver}://{SUPERUSER}:{secret}@127.0.0.1:{settings.postgres_port}/{database}"
-    )
+    return f"postgresql{driver}://{SUPERUSER}:{secret}@127.0.0.1:{stack.postgres_port}/{database}"
 
 
-def create_scratch(settings: Settings, name: str) -> str:
+def create_scratch(settings: Settings, stack: StackSettings, name: str) -> str:
     """An empty database ``name`` (refused when it exists); returns its owner's URL."""
     from segstream.training.postgres_sink import connect
 
-    with connect(owner_url(settings, "postgres"), autocommit=True) as conn:
+    with connect(owner_url(settings, stack, "postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return owner_url(settings, name)
+    return owner_url(settings, stack, name)
 
 
 def registered(settings: Settings, prefix: str) -> list[str]:
@@ -76,7 +74,9 @@ def registered(settings: Settings, prefix: str) -> list[str]:
     return sorted(name for name in names if name.startswith(prefix))
 
 
-def drop_scratch(settings: Settings, name: str, timeout_s: float = 60.0) -> None:
+def drop_scratch(
+    settings: Settings, stack: StackSettings, name: str, timeout_s: float = 60.0
+) -> None:
     """Delete connector ``name`` (when registered), its replication slot and database.
 
     Raises:
@@ -87,7 +87,7 @@ def drop_scratch(settings: Settings, name: str, timeout_s: float = 60.0) -> None
     request = urllib.request.Request(f"{settings.connect_url}/connectors/{name}", method="DELETE")
     with contextlib.suppress(OSError):  # not registered: nothing to delete
         urllib.request.urlopen(request, timeout=30).read()
-    with connect(owner_url(settings, "postgres"), autocommit=True) as conn:
+    with connect(owner_url(settings, stack, "postgres"), autocommit=True) as conn:
         _drop_slot(conn, name, timeout_s)
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

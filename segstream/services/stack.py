@@ -15,7 +15,7 @@ from segstream.services.postgres import PostgresServer
 from segstream.services.prometheus import PrometheusServer
 from segstream.services.redis import RedisServer
 from segstream.services.redis_cluster import RedisCluster
-from segstream.settings import Settings
+from segstream.settings import Settings, StackSettings
 
 _Single = TypeVar("_Single", KafkaBroker, RedisServer)
 _Nodes = TypeVar("_Nodes", KafkaCluster, RedisCluster)
@@ -34,19 +34,21 @@ class ServiceStatus:
 
 
 class Stack:
-    """Kafka + Redis for ``settings``; every method is safe to call in any state.
+    """Kafka + Redis for ``settings`` on the ports of ``stack``; every method is safe to call
+    in any state.
 
     ``secure``: SASL_SSL Kafka and TLS-only Redis with an ACL user (``services up --secure``);
     :attr:`client` is then the settings a client of the stack needs.
     """
 
-    def __init__(self, settings: Settings, *, secure: bool = False) -> None:
+    def __init__(self, settings: Settings, stack: StackSettings, *, secure: bool = False) -> None:
         self.settings = settings
+        self.stack = stack
         self.secure = secure
-        self.kafka = KafkaBroker(settings, secure=secure)
-        self.redis = RedisServer(settings, secure=secure)
-        self.postgres = PostgresServer(settings)
-        self.connect = ConnectWorker(settings)
+        self.kafka = KafkaBroker(settings, stack, secure=secure)
+        self.redis = RedisServer(settings, stack, secure=secure)
+        self.postgres = PostgresServer(settings, stack)
+        self.connect = ConnectWorker(settings, stack)
 
     def cdc_used(self) -> bool:
         """Whether the change-data-capture services were ever started in this data dir."""
@@ -92,10 +94,14 @@ class Stack:
                 "--cdc runs beside one plaintext broker and one Redis server: it does not "
                 "combine with --secure, --kafka-brokers or --redis-cluster"
             )
-        redis = self._pick("redis", redis_cluster, self.redis, RedisCluster(self.settings))
+        redis = self._pick(
+            "redis", redis_cluster, self.redis, RedisCluster(self.settings, self.stack)
+        )
         kafka: KafkaBroker | KafkaCluster = self.kafka
         if kafka_brokers > 1 or self.kafka_cluster() is not None:
-            cluster = KafkaCluster(self.settings, kafka_brokers if kafka_brokers > 1 else None)
+            cluster = KafkaCluster(
+                self.settings, self.stack, kafka_brokers if kafka_brokers > 1 else None
+            )
             kafka = self._pick("kafka", kafka_brokers > 1, self.kafka, cluster)
         timings: dict[str, float | None] = {}
         t0 = time.monotonic()
@@ -137,7 +143,7 @@ class Stack:
 
     def kafka_cluster(self) -> KafkaCluster | None:
         """The local Kafka cluster made under the data dir, or None (see ``up``)."""
-        return KafkaCluster.existing(self.settings)
+        return KafkaCluster.existing(self.settings, self.stack)
 
     def down(self) -> dict[str, bool]:
         """Stop what we started, cluster nodes included; True per service that was running.
@@ -154,10 +160,10 @@ class Stack:
         kafka_cluster = self.kafka_cluster()
         if kafka_cluster is not None:
             stopped[kafka_cluster.name] = kafka_cluster.stop()
-        redis_cluster = RedisCluster(self.settings)
+        redis_cluster = RedisCluster(self.settings, self.stack)
         if redis_cluster.home.exists():
             stopped[redis_cluster.name] = redis_cluster.stop()
-        prometheus = PrometheusServer(self.settings)
+        prometheus = PrometheusServer(self.settings, self.stack)
         if prometheus.home.exists():  # `up --monitoring` was run on this data dir
             stopped[prometheus.name] = prometheus.stop()
         return stopped
@@ -175,9 +181,9 @@ class Stack:
                 ServiceStatus(f"kafka-{i}", n.bootstrap, n.process.pid(), f"{version}, node {i}")
                 for i, n in cluster.nodes.items()
             ]
-        single = RedisServer(self.settings, secure=secure)
+        single = RedisServer(self.settings, self.stack, secure=secure)
         redis = [ServiceStatus("redis", single.url, self.redis.process.pid())]
-        nodes = RedisCluster(self.settings)
+        nodes = RedisCluster(self.settings, self.stack)
         if nodes.is_running():
             redis = [
                 ServiceStatus(f"redis-{r.port}", nodes.node(r.port).url, r.pid, f"cluster {r.role}")
@@ -188,7 +194,7 @@ class Stack:
             cdc = [
                 ServiceStatus(
                     "postgres",
-                    f"127.0.0.1:{self.settings.postgres_port}",
+                    f"127.0.0.1:{self.stack.postgres_port}",
                     self.postgres.process.pid(),
                     "PostgreSQL, wal_level=logical",
                 ),
@@ -201,7 +207,7 @@ class Stack:
             ]
         # Prometheus is optional (`up --monitoring`): listed while it runs, so that `status`
         # still means "Kafka and Redis run" when it does not.
-        prometheus = PrometheusServer(self.settings)
+        prometheus = PrometheusServer(self.settings, self.stack)
         monitoring = []
         if prometheus.process.is_running():
             monitoring = [ServiceStatus("prometheus", prometheus.url, prometheus.process.pid())]

@@ -16,7 +16,7 @@ import redis
 
 from segstream.services.stack import Stack
 from segstream.settings import Settings
-from tests.integration.stacks import CdcServices, cdc_services, private_settings, running
+from tests.integration.stacks import CdcServices, Private, cdc_services, private_settings, running
 from tests.waiting import async_wait_until
 
 
@@ -27,15 +27,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings of the session's private stack (data dir, ports, bootstrap, Redis URL)."""
+def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Private:
+    """The session's private stack: the product's settings of a client of it (data dir,
+    bootstrap, Redis URL) and the stack's (its free ports)."""
     return private_settings(tmp_path_factory.mktemp("stack"))
 
 
 @pytest.fixture(scope="session")
-def stack(stack_settings: Settings) -> Iterator[Stack]:
+def stack_settings(private_stack: Private) -> Settings:
+    """Settings of a client of the session's private stack (data dir, bootstrap, Redis URL)."""
+    return private_stack.settings
+
+
+@pytest.fixture(scope="session")
+def stack(private_stack: Private) -> Iterator[Stack]:
     """Kafka and Redis, started once for the session and stopped at its end."""
-    with running(Stack(stack_settings)) as services:
+    with running(Stack(*private_stack)) as services:
         yield services
 
 
@@ -43,7 +50,7 @@ def stack(stack_settings: Settings) -> Iterator[Stack]:
 def cdc(stack: Stack) -> Iterator[CdcServices]:
     """PostgreSQL (wal_level=logical) and Kafka Connect with Debezium 3.6.1.Final beside the
     session's broker, started once for the session (Connect takes tens of seconds)."""
-    with cdc_services(stack.kafka.client) as services:
+    with cdc_services(stack.kafka.client, stack.stack) as services:
         yield services
 
 

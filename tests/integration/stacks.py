@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from segstream.errors import ServiceError
 from segstream.services.connect import ConnectWorker
@@ -19,24 +20,37 @@ from segstream.services.postgres import PostgresServer
 from segstream.services.process import LocalServer
 from segstream.services.redis_cluster import RedisCluster
 from segstream.services.stack import Stack
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings, StackSettings, load_settings, load_stack_settings
 from tests.ports import free_port, free_ports
 from tests.waiting import wait_until
 
 
-def private_settings(data_dir: Path, **overrides: object) -> Settings:
+class Private(NamedTuple):
+    """A private stack's settings: the product's (a client of it) and the stack's (its ports);
+    ``Stack(*private)`` runs it."""
+
+    settings: Settings
+    stack: StackSettings
+
+
+def private_settings(data_dir: Path, **overrides: object) -> Private:
     """Settings of a broker and a Redis under ``data_dir`` on free ports (not started);
-    ``overrides`` win (e.g. ``app_id``)."""
+    ``overrides`` win, each going to the class that declares it (``app_id`` to the product's,
+    ``prometheus_port`` to the stack's; a name neither declares is a TypeError)."""
     kafka_port, controller_port, redis_port = free_ports(3)
-    values: dict[str, object] = {
-        "data_dir": data_dir,
+    stack: dict[str, object] = {
         "kafka_port": kafka_port,
         "kafka_controller_port": controller_port,
         "redis_port": redis_port,
+    }
+    product: dict[str, object] = {
+        "data_dir": data_dir,
         "kafka_bootstrap_servers": f"127.0.0.1:{kafka_port}",
         "redis_url": f"redis://127.0.0.1:{redis_port}/0",
     }
-    return load_settings(**{**values, **overrides})
+    for name, value in overrides.items():
+        (stack if name in StackSettings.model_fields else product)[name] = value
+    return Private(load_settings(**product), load_stack_settings(**stack))
 
 
 @contextmanager
@@ -74,7 +88,9 @@ def redis_cluster(data_dir: Path) -> Iterator[RedisCluster]:
     stopped on the way out whatever happened."""
     ports = free_ports(12)
     nodes = RedisCluster(
-        load_settings(data_dir=data_dir), ports=list(zip(ports[:6], ports[6:], strict=True))
+        load_settings(data_dir=data_dir),
+        load_stack_settings(),  # unused: the nodes' ports are given
+        ports=list(zip(ports[:6], ports[6:], strict=True)),
     )
     nodes.start()
     try:
@@ -98,7 +114,7 @@ class CdcServices:
 
 
 @contextmanager
-def cdc_services(broker: Settings) -> Iterator[CdcServices]:
+def cdc_services(broker: Settings, stack: StackSettings) -> Iterator[CdcServices]:
     """PostgreSQL and Connect on free ports, a data dir of their own, stopped on the way out.
 
     The data dir is made world-enterable: run as root, PostgreSQL runs as the ``postgres``
@@ -109,13 +125,12 @@ def cdc_services(broker: Settings) -> Iterator[CdcServices]:
     settings = broker.model_copy(
         update={
             "data_dir": root,
-            "postgres_port": free_port(),
-            "connect_port": free_port(),
             # Connect's group and its three topics are named after the app id.
             "app_id": f"cdc-{uuid.uuid4().hex[:8]}",
         }
     )
-    postgres, connect = PostgresServer(settings), ConnectWorker(settings)
+    ports = stack.model_copy(update={"postgres_port": free_port(), "connect_port": free_port()})
+    postgres, connect = PostgresServer(settings, ports), ConnectWorker(settings, ports)
     try:
         postgres.start()
         connect.start()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from segstream.errors import ConfigError
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings, load_settings, load_stack_settings
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def test_defaults_point_at_the_local_stack() -> None:
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.model_dir == Path("models")
     assert settings.topic_segment_changes == "segment-changes"
-    assert settings.controller_port == 9093
+    assert load_stack_settings().controller_port == 9093
 
 
 def test_environment_variables_with_the_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,7 +46,7 @@ def captured_shop(
 ) -> Iterator[Capture]:
     """A generated database of ``users`` users under a running connector (snapshot started)."""
     name = f"shop_{uuid.uuid4().hex[:8]}"
-    port = cdc.settings.postgres_port
+    port = cdc.postgres.stack.postgres_port
     secret = password(cdc.postgres.settings, "postgres")
     admin_url = f"postgresql://{SUPERUSER}:{secret}@127.0.0.1:{port}/postgres"
     with connect(admin_url, autocommit=True) as conn:

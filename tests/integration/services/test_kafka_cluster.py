@@ -14,7 +14,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from segstream.services.kafka_cluster import KafkaCluster
 from segstream.services.stack import Stack
-from segstream.settings import load_settings
+from segstream.settings import load_settings, load_stack_settings
 from segstream.stream.domain.partitioning import misplacement
 from segstream.stream.domain.replication import replication_factor
 from tests.ports import free_port, free_port_block
@@ -29,11 +29,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = free_port_block(6)
     settings = load_settings(
         data_dir=tmp_path_factory.mktemp("kafka-cluster"),
-        kafka_port=base,
-        redis_port=free_port(),
         kafka_bootstrap_servers=f"127.0.0.1:{base}",
     )
-    services = Stack(settings)
+    services = Stack(settings, load_stack_settings(kafka_port=base, redis_port=free_port()))
     services.up(kafka_brokers=3)
     try:
         yield services

@@ -22,10 +22,10 @@ from tests.integration.stacks import private_settings
 def test_a_certificate_for_another_host_name_is_refused_with_a_clear_message(
     tmp_path: Path,
 ) -> None:
-    settings = private_settings(tmp_path)
+    settings, ports = private_settings(tmp_path)
     # Issued before the server starts: the stack keeps existing files (it never overwrites).
     issue_certificates(settings.data_dir.resolve() / "tls", server_names=("elsewhere.invalid",))
-    server = RedisServer(settings, secure=True)
+    server = RedisServer(settings, ports, secure=True)
     try:
         with pytest.raises(ServiceError) as refused:
             server.start()
@@ -39,8 +39,7 @@ def test_a_certificate_for_another_host_name_is_refused_with_a_clear_message(
 def test_the_same_server_with_a_certificate_for_its_address_is_accepted(
     tmp_path: Path,
 ) -> None:
-    settings = private_settings(tmp_path)
-    server = RedisServer(settings, secure=True)
+    server = RedisServer(*private_settings(tmp_path), secure=True)
     try:
         assert server.start() is True
     finally:

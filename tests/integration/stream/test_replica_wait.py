@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from segstream.errors import ConfigError, ReplicaWaitTimeout
 from segstream.services.redis import RedisServer
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings, load_settings, load_stack_settings
 from segstream.stream.clients.kafka import producer as kafka_producer
 from segstream.stream.domain.events import Event, OrderEvent, OrderItem, Source, UserEvent
 from segstream.stream.domain.topics import Topics
@@ -69,7 +69,8 @@ class Pair:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     servers = [
         RedisServer(
-            load_settings(data_dir=tmp_path_factory.mktemp(f"redis-{role}"), redis_port=free_port())
+            load_settings(data_dir=tmp_path_factory.mktemp(f"redis-{role}")),
+            load_stack_settings(redis_port=free_port()),
         )
         for role in ("primary", "replica")
     ]
@@ -78,7 +79,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         server.start()
     try:
         with redis.Redis.from_url(replica.url) as client:
-            client.replicaof("127.0.0.1", primary.settings.redis_port)
+            client.replicaof("127.0.0.1", primary.stack.redis_port)
             wait_until(
                 lambda: client.info("replication").get("master_link_status") == "up",
                 30,
@@ -184,7 +185,7 @@ def test_a_retry_on_a_connection_with_an_older_write_still_waits_for_the_first_a
 def replicate(pair: Pair) -> None:
     """Make the replica follow the primary again and wait until it is in sync."""
     with redis.Redis.from_url(pair.replica.url) as client:
-        client.replicaof("127.0.0.1", pair.primary.settings.redis_port)
+        client.replicaof("127.0.0.1", pair.primary.stack.redis_port)
         wait_until(
             lambda: client.info("replication").get("master_link_status") == "up",
             60,
@@ -281,7 +282,7 @@ def test_a_worker_acks_nothing_while_the_replica_is_paused_then_catches_up_lossl
     )
     # As the ACL user of docs/operations.md: with MIN_REPLICAS=1 the worker also sends the
     # start-up replica check, the WAIT marker and WAIT, and retries them; all must be allowed.
-    ports = [pair.primary.settings.redis_port, pair.replica.settings.redis_port]
+    ports = [pair.primary.stack.redis_port, pair.replica.stack.redis_port]
     user = confine(request, settings.app_id, ports)
     settings = user.settings(settings)
     parts = chunks(dataset.plan, 3)

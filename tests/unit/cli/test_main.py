@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from segstream.cli.main import build_parser, config_markdown, main
-from segstream.settings import settings_table
+from segstream.settings import (
+    SETTINGS_CLASSES,
+    SegstreamSettings,
+    Settings,
+    StackSettings,
+    settings_table,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -86,18 +92,38 @@ def test_predict_options_name_their_default_in_help() -> None:
     assert "(default: 5)" in " ".join(parser.format_help().split())
 
 
-def test_config_markdown_has_one_well_formed_row_per_setting() -> None:
-    rows = config_markdown().splitlines()
-    assert len(rows) == 2 + len(settings_table())
+@pytest.mark.parametrize("cls", SETTINGS_CLASSES, ids=lambda cls: cls.__name__)
+def test_config_markdown_has_one_well_formed_row_per_setting(
+    cls: type[SegstreamSettings],
+) -> None:
+    rows = config_markdown(cls).splitlines()
+    assert len(rows) == 2 + len(settings_table(cls))
     for row in rows:
         # Four unescaped pipes: three cells, however long or multi-paragraph the docstring.
         assert row.replace("\\|", "").count("|") == 4, row
-    timeout = next(r for r in rows if "SEGSTREAM_BATCH_TIMEOUT_S" in r)
+
+
+def test_a_multi_paragraph_docstring_is_one_row() -> None:
+    timeout = next(r for r in config_markdown().splitlines() if "SEGSTREAM_BATCH_TIMEOUT_S" in r)
     assert "merging those that queued up" in timeout
 
 
-def test_the_readme_table_is_config_markdown_verbatim() -> None:
-    assert config_markdown() in (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_stack_table_is_apart_from_the_products() -> None:
+    product, stack = config_markdown(Settings), config_markdown(StackSettings)
+    assert "`SEGSTREAM_KAFKA_PORT`" in stack and "`SEGSTREAM_KAFKA_PORT`" not in product
+    assert "`SEGSTREAM_DATA_DIR`" in product and "`SEGSTREAM_DATA_DIR`" not in stack
+
+
+@pytest.mark.parametrize("cls", SETTINGS_CLASSES, ids=lambda cls: cls.__name__)
+def test_the_readme_tables_are_config_markdown_verbatim(cls: type[SegstreamSettings]) -> None:
+    assert config_markdown(cls) in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_config_markdown_prints_both_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--markdown"]) == 0
+    printed = capsys.readouterr().out
+    for cls in SETTINGS_CLASSES:
+        assert config_markdown(cls) in printed
 
 
 @pytest.fixture
@@ -150,3 +176,22 @@ def test_bench_stream_refuses_a_profile_path_it_cannot_write_before_running(
     err = capsys.readouterr().err
     assert f"--profile {where}: not a file in an existing directory" in err
     assert "Traceback" not in err
+
+
+def test_config_prints_the_stack_settings_in_force(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SEGSTREAM_KAFKA_PORT", "19092")
+    assert main(["config"]) == 0
+    (line,) = (
+        x for x in capsys.readouterr().out.splitlines() if x.startswith("SEGSTREAM_KAFKA_PORT ")
+    )
+    assert line.split()[1] == "19092"
+
+
+def test_a_bad_stack_setting_stops_services_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SEGSTREAM_REDIS_PORT", "not-a-port")
+    assert main(["services", "status"]) == 2
+    assert "SEGSTREAM_REDIS_PORT" in capsys.readouterr().err

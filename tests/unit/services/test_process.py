@@ -11,7 +11,7 @@ import pytest
 
 from segstream.errors import ServiceError
 from segstream.services.process import LocalServer, ManagedProcess
-from segstream.settings import load_settings
+from segstream.settings import load_settings, load_stack_settings
 from tests.ports import free_port
 
 
@@ -81,7 +81,7 @@ class _Sleeper(LocalServer):
     stop_timeout_s = 5.0
 
     def __init__(self, tmp_path: Path, port: int, ready: bool) -> None:
-        super().__init__(load_settings(data_dir=tmp_path))
+        super().__init__(load_settings(data_dir=tmp_path), load_stack_settings())
         self.port = port
         self.ready = ready
         self.launches = 0

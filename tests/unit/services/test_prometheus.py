@@ -14,12 +14,12 @@ import yaml
 
 from segstream.services.alert_rules import RULES_FILE
 from segstream.services.prometheus import SCRAPE_JOB, PrometheusServer
-from segstream.settings import load_settings
+from segstream.settings import load_settings, load_stack_settings
 
 
 def _server(tmp_path: Path, **kwargs: object) -> PrometheusServer:
     settings = load_settings(data_dir=tmp_path, http_port=6071, **kwargs)
-    return PrometheusServer(settings, interval_s=2.0)
+    return PrometheusServer(settings, load_stack_settings(), interval_s=2.0)
 
 
 def test_the_config_loads_the_rules_and_scrapes_the_workers_in_the_rules_job(

@@ -17,7 +17,7 @@ from segstream.errors import ServiceError
 from segstream.services.kafka_cluster import KafkaCluster
 from segstream.services.redis_cluster import BUS_OFFSET, RedisCluster
 from segstream.services.stack import Stack
-from segstream.settings import Settings, load_settings
+from segstream.settings import Settings, load_settings, load_stack_settings
 from tests.integration.stream.conftest import app_settings
 from tests.ports import KAFKA_CLUSTER_FLOOR, REDIS_CLUSTER_FLOOR, free_port_block
 
@@ -60,12 +60,11 @@ def _stack(root: Path) -> Stack:
     return Stack(
         load_settings(
             data_dir=root,
-            kafka_port=kafka_base,
-            redis_port=redis_base,
             kafka_bootstrap_servers=f"127.0.0.1:{kafka_base}",
             redis_url=f"redis://127.0.0.1:{redis_base}/0",
             redis_cluster=True,
-        )
+        ),
+        load_stack_settings(kafka_port=kafka_base, redis_port=redis_base),
     )
 
 
@@ -84,6 +83,6 @@ def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clusters]:
     try:
         kafka = stack.kafka_cluster()
         assert kafka is not None
-        yield Clusters(stack.settings, kafka, RedisCluster(stack.settings))
+        yield Clusters(stack.settings, kafka, RedisCluster(stack.settings, stack.stack))
     finally:
         stack.down()

@@ -21,14 +21,13 @@ import pytest
 
 from segstream.services.kafka import KafkaBroker
 from segstream.services.redis import RedisServer
-from segstream.settings import Settings
 from segstream.stream.lifecycle.replay import ReplayPlan
-from tests.integration.stacks import private_settings, start_again
+from tests.integration.stacks import Private, private_settings, start_again
 from tests.integration.stream.conftest import WorkerProcess
 from tests.waiting import wait_until
 
 
-def server_settings(tmp: Path) -> Settings:
+def server_settings(tmp: Path) -> Private:
     """Settings of a private broker and Redis under ``tmp``, on free ports (not started)."""
     return private_settings(tmp)
 
@@ -36,7 +35,7 @@ def server_settings(tmp: Path) -> Settings:
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A broker of this module's own (its tests kill and pause it)."""
-    broker = KafkaBroker(server_settings(tmp_path_factory.mktemp("own-kafka")))
+    broker = KafkaBroker(*server_settings(tmp_path_factory.mktemp("own-kafka")))
     broker.start()
     try:
         yield broker
@@ -50,7 +49,7 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, started."""
-    server = RedisServer(server_settings(tmp_path / "own-redis"))
+    server = RedisServer(*server_settings(tmp_path / "own-redis"))
     server.start()
     try:
         yield server

@@ -39,7 +39,7 @@ REDIS_SETTING = "SEGSTREAM_REDIS_URL"
 @pytest.fixture(scope="module")
 def paused_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real Redis, SIGSTOPped for the whole module (resumed before it is stopped)."""
-    server = RedisServer(server_settings(tmp_path_factory.mktemp("paused-redis")))
+    server = RedisServer(*server_settings(tmp_path_factory.mktemp("paused-redis")))
     server.start()
     pid = server.process.pid()
     assert pid is not None
@@ -123,7 +123,7 @@ def test_a_redis_command_with_redis_down_fails_in_time_naming_it(
 
 @pytest.fixture(scope="module")
 def paused_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(server_settings(tmp_path_factory.mktemp("paused-kafka")))
+    broker = KafkaBroker(*server_settings(tmp_path_factory.mktemp("paused-kafka")))
     broker.start()
     try:
         with paused(broker):

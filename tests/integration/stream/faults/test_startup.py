@@ -21,7 +21,7 @@ from tests.ports import free_port
 def test_worker_started_before_redis_waits_for_it_and_comes_up(
     stream_settings: Settings, start_worker, tmp_path: Path
 ) -> None:
-    redis_server = RedisServer(server_settings(tmp_path / "late-redis"))
+    redis_server = RedisServer(*server_settings(tmp_path / "late-redis"))
     settings = stream_settings.model_copy(update={"redis_url": redis_server.url})
     worker: WorkerProcess = start_worker(settings)
     try:

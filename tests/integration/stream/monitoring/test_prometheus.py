@@ -64,7 +64,7 @@ per primary only while one is short of replicas), with the labels they carry whe
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A Redis of this module's own: the alert test stops and restarts it."""
-    server = RedisServer(private_settings(tmp_path_factory.mktemp("monitoring-redis")))
+    server = RedisServer(*private_settings(tmp_path_factory.mktemp("monitoring-redis")))
     server.start()
     try:
         yield server
@@ -203,9 +203,9 @@ def _poll(check: Any, timeout_s: float, what: str) -> float:
 def prometheus(worker: WorkerProcess, tmp_path: Path) -> Iterator[PrometheusServer]:
     """Prometheus scraping the worker every 2 s, with every rule's ``for:`` at 4 s."""
     rules = write_rules(with_for(load_rules(), "4s"), tmp_path / "alerts.yml")
-    settings = private_settings(tmp_path / "stack", prometheus_port=free_port())
+    settings, ports = private_settings(tmp_path / "stack", prometheus_port=free_port())
     server = PrometheusServer(
-        settings, rules=rules, targets=[f"127.0.0.1:{worker.http_port}"], interval_s=2.0
+        settings, ports, rules=rules, targets=[f"127.0.0.1:{worker.http_port}"], interval_s=2.0
     )
     server.start()
     try:

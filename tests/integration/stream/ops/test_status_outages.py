@@ -32,8 +32,8 @@ BANNER_ITEM = "#health li[data-check='{}']"
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A Kafka and a Redis of this module's own, so they can be stopped."""
-    settings = private_settings(tmp_path_factory.mktemp("outage-stack"))
-    with running(Stack(settings)) as stack:
+    private = private_settings(tmp_path_factory.mktemp("outage-stack"))
+    with running(Stack(*private)) as stack:
         yield stack
 
 

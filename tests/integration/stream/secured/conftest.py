@@ -18,8 +18,8 @@ APP_ID = "secure"
 
 @pytest.fixture(scope="session")
 def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = private_settings(tmp_path_factory.mktemp("secure-stack"), app_id=APP_ID)
-    with running(Stack(settings, secure=True)) as stack:
+    private = private_settings(tmp_path_factory.mktemp("secure-stack"), app_id=APP_ID)
+    with running(Stack(*private, secure=True)) as stack:
         yield stack
 
 

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from segstream.services.stack import Stack
 from segstream.services.tls import issue_certificates
-from segstream.settings import Settings, as_environment
+from segstream.settings import Settings, StackSettings, as_environment
 from tests.integration.stream.conftest import (
     REPO,
     Dataset,
@@ -56,10 +56,13 @@ def _secure_app(
     )
 
 
-def _cli(settings: Settings, *args: str, check: bool = True) -> str:
+def _cli(
+    settings: Settings, *args: str, stack: StackSettings | None = None, check: bool = True
+) -> str:
+    """``segstream *args`` run with ``settings`` (and, for ``services``, the stack's ports)."""
     done = subprocess.run(
         [sys.executable, "-m", "segstream.cli", *args],
-        env=as_environment(settings, os.environ),
+        env=as_environment(settings, os.environ, stack),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -95,10 +98,10 @@ def test_parity_on_the_secured_stack_and_no_secret_in_any_output(
     check_parity(settings, dataset, tmp_path)
 
     # Every CLI verb an operator would run against it, and the stack's own logs.
-    stack_settings = secure_stack.client
-    outputs["services up --secure"] = _cli(stack_settings, "services", "up", "--secure")
-    outputs["services status"] = _cli(stack_settings, "services", "status")
-    outputs["services check"] = _cli(stack_settings, "services", "check")
+    client, ports = secure_stack.client, secure_stack.stack
+    outputs["services up --secure"] = _cli(client, "services", "up", "--secure", stack=ports)
+    outputs["services status"] = _cli(client, "services", "status", stack=ports)
+    outputs["services check"] = _cli(client, "services", "check", stack=ports)
     outputs["config"] = _cli(settings, "config")
     outputs["lag"] = _cli(settings, "lag")
     outputs["worker log"] = worker.log_path.read_text(errors="replace")
