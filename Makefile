@@ -8,6 +8,8 @@ PYTEST_ARGS ?=
 # its own; the tests sharing an expensive fixture (Kafka Connect, the clusters) go to one worker
 # (tests/parallel.py). 0 runs it serially in one process. How to pick it: README, Development.
 TEST_WORKERS ?= 3
+# The unit tier is CPU-bound: one worker per core of this 2-core machine halves its minute.
+UNIT_WORKERS ?= 2
 XDIST = -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist loadgroup)
 LOCK := requirements.lock
 # `make lock LOCK_ARGS=--upgrade` moves every pin to the newest release pyproject.toml allows.
@@ -43,8 +45,8 @@ demo-cdc: setup ## The same from a PostgreSQL shop through Debezium (docs/cdc.md
 test: lint ## Lint, then the whole suite on TEST_WORKERS workers (default 3), each with its own Kafka and Redis
 	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
-test-unit: lock-check ## The unit tier only: pure functions, no server started
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+test-unit: lock-check ## The unit tier only, on UNIT_WORKERS workers (default 2; 0: serial), no server started
+	$(BIN)/pytest tests/unit -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 lint: lock-check ## Lock check, ruff check and format check, mypy (strict) on segstream/
 	$(BIN)/ruff check .
