@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,12 +41,12 @@ from benchmarks.stream import (
     _free_port,
     _latencies,
     _publish,
-    _reachable,
     _renumbered,
+    bench_workspace,
     percentile,
 )
 from segstream.errors import ConfigError, ServiceError
-from segstream.settings import Settings, load_stack_settings
+from segstream.settings import Settings
 from segstream.stream.clients.redis import sync_redis_client
 from segstream.stream.kafka.topics import ensure_topics
 from segstream.stream.lifecycle.namespace import drop_keys, drop_namespace
@@ -233,7 +232,8 @@ def print_figures(figures: list[ProcessFigures], console: Console) -> None:
         )
         table.add_row(
             str(f.processes),
-            f"{f.rate:,.0f}",
+            # 0: the whole backlog was committed at once, too few events to time (--users).
+            f"{f.rate:,.0f}" if f.rate else "too few events",
             f"{f.rate / one:.2f}" if one else "-",
             latency,
             f"{len(f.latencies_ms):,} at {f.latency_rate:,.0f}/s",
@@ -246,24 +246,10 @@ def print_figures(figures: list[ProcessFigures], console: Console) -> None:
 def run_processes_bench(settings: Settings, args: argparse.Namespace) -> int:
     """``segstream bench stream --processes LIST``: measure, print; start and stop the local
     stack if needed."""
-    from segstream.services.stack import Stack
-
     counts = parse_counts(args.processes, usable_cores())
     console = Console()
     with ExitStack() as stack:
-        if not _reachable(settings):
-            console.print("starting the local Kafka and Redis")
-            services = Stack(settings, load_stack_settings())
-            started = services.up()
-            if started.get("kafka") is not None:
-                stack.callback(services.kafka.stop)
-            if started.get("redis") is not None:
-                stack.callback(services.redis.stop)
-        if args.workdir:
-            workdir = Path(args.workdir)
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ss-procs-")))
+        workdir = bench_workspace(stack, settings, args.workdir, "ss-procs-", console)
         figures = measure(
             settings, args, counts, workdir, lambda text: console.print(f"[bold]{text}")
         )

@@ -480,26 +480,37 @@ def _reachable(settings: Settings) -> bool:
     return True
 
 
-def run_stream_bench(settings: Settings, args: argparse.Namespace) -> int:
-    """``segstream bench stream``: measure, print; start and stop the local stack if needed."""
+def bench_workspace(
+    stack: ExitStack, settings: Settings, workdir: str | None, prefix: str, console: Console
+) -> Path:
+    """Start the local Kafka and Redis unless ``settings`` reach running ones, and return the
+    bench's working folder: ``workdir`` (made if missing) or a temporary one named ``prefix…``.
+
+    What this starts (and only that) is stopped, and a temporary folder removed, when
+    ``stack`` closes.
+    """
     from segstream.services.stack import Stack
 
+    if not _reachable(settings):
+        console.print("starting the local Kafka and Redis")
+        services = Stack(settings, load_stack_settings())
+        started = services.up()
+        if started.get("kafka") is not None:
+            stack.callback(services.kafka.stop)
+        if started.get("redis") is not None:
+            stack.callback(services.redis.stop)
+    if workdir:
+        folder = Path(workdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+
+
+def run_stream_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """``segstream bench stream``: measure, print; start and stop the local stack if needed."""
     console = Console()
     with ExitStack() as stack:
-        if not _reachable(settings):
-            console.print("starting the local Kafka and Redis")
-            services = Stack(settings, load_stack_settings())
-            started = services.up()
-            # Stop only what this command started.
-            if started.get("kafka") is not None:
-                stack.callback(services.kafka.stop)
-            if started.get("redis") is not None:
-                stack.callback(services.redis.stop)
-        if args.workdir:
-            workdir = Path(args.workdir)
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ss-bench-")))
+        workdir = bench_workspace(stack, settings, args.workdir, "ss-bench-", console)
         figures = measure(settings, args, workdir, lambda text: console.print(f"[bold]{text}"))
     print_figures(figures, console)
     return 0

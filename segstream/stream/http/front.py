@@ -47,7 +47,7 @@ from segstream.settings import Settings
 from segstream.stream.http.auth import bearer_auth, check_exposure
 from segstream.stream.http.merge import PROCESS_LABEL, MetricsMerger
 from segstream.stream.http.metrics import CONTENT_TYPE
-from segstream.stream.http.server import start_web
+from segstream.stream.http.server import error_response, start_web
 from segstream.stream.worker.supervisor import ChildView, Front, Supervisor
 
 __all__ = ["CHILD_TIMEOUT_S", "create_front_app", "supervisor_http", "supervisor_metrics"]
@@ -173,9 +173,7 @@ async def _errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {h: exc.headers[h] for h in ("Allow", "WWW-Authenticate") if h in exc.headers}
-        message = exc.text or f"{exc.reason}: {request.method} {request.path}"
-        return web.json_response({"error": message}, status=exc.status, headers=headers)
+        return error_response(request, exc)
 
 
 def create_front_app(settings: Settings, children: Children) -> web.Application:

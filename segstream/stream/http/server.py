@@ -71,7 +71,15 @@ from segstream.stream.worker.app import Extension, WorkerParts
 from segstream.stream.worker.assigner import Assigner
 from segstream.training.inputs import check_fields
 
-__all__ = ["LIVE", "create_web_app", "parse_user_id", "run_web", "start_web", "worker_http"]
+__all__ = [
+    "LIVE",
+    "create_web_app",
+    "error_response",
+    "parse_user_id",
+    "run_web",
+    "start_web",
+    "worker_http",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,6 +159,17 @@ def parse_predict_body(
     return features, top, unknown
 
 
+def error_response(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """An HTTP error (status 400 or more) as ``{"error": message}``: the exception's own text,
+    else its reason with the request's method and path; ``Allow`` and ``WWW-Authenticate``
+    kept. Shared by this side and the supervisor's (:mod:`segstream.stream.http.front`)."""
+    message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
+    if message is None:
+        message = f"{exc.reason}: {request.method} {request.path}"
+    headers = {h: exc.headers[h] for h in ("Allow", "WWW-Authenticate") if h in exc.headers}
+    return web.json_response({"error": message}, status=exc.status, headers=headers)
+
+
 @web.middleware
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -161,11 +180,7 @@ async def _errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
-        if message is None:
-            message = f"{exc.reason}: {request.method} {request.path}"
-        headers = {h: exc.headers[h] for h in ("Allow", "WWW-Authenticate") if h in exc.headers}
-        return web.json_response({"error": message}, status=exc.status, headers=headers)
+        return error_response(request, exc)
     except StateUnavailable as exc:
         return web.json_response({"error": f"Redis is unavailable: {exc}"}, status=503)
     except StateError as exc:  # Redis answered: the stored state cannot serve the request
