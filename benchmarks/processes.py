@@ -35,13 +35,13 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.stream import (
-    PRODUCTS,
     _Child,
     _committed_lag,
     _free_port,
     _latencies,
     _publish,
     _renumbered,
+    bench_dataset,
     bench_workspace,
     percentile,
 )
@@ -53,10 +53,6 @@ from segstream.stream.lifecycle.namespace import drop_keys, drop_namespace
 from segstream.stream.lifecycle.replay import ReplayEvent
 from segstream.stream.state.keys import state_prefix
 from segstream.stream.worker.processes import usable_cores
-from segstream.training.data import DataSource
-from segstream.training.generate import generate_tables, load_catalogue, write_tables
-from segstream.training.pipeline import train_to_directory
-from segstream.training.train import TrainConfig
 
 __all__ = ["ProcessFigures", "parse_counts", "run_processes_bench"]
 
@@ -150,12 +146,7 @@ def measure(
     settings: Settings, args: argparse.Namespace, counts: list[int], workdir: Path, say
 ) -> list[ProcessFigures]:
     """The module docstring's runs for each of ``counts``."""
-    say(f"generating {args.users:,} users and training (k=5) in {workdir}")
-    products = load_catalogue(PRODUCTS) if PRODUCTS.exists() else None
-    tables = generate_tables(args.users, seed=11, products=products)
-    write_tables(tables, workdir / "data")
-    source = DataSource(path=workdir / "data")
-    train_to_directory(source, workdir / "models", TrainConfig(k=5, k_values=(5,), n_init=2))
+    _, source = bench_dataset(args.users, workdir, say)
     from segstream.stream.lifecycle.replay import read_replay_plan
 
     plan = read_replay_plan(source)

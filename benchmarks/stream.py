@@ -64,7 +64,7 @@ from segstream.stream.lifecycle.namespace import drop_namespace
 from segstream.stream.lifecycle.replay import ReplayEvent, publish_events, read_replay_plan
 from segstream.stream.state.keys import outbox_key, state_key, state_prefix
 from segstream.training.data import DataSource
-from segstream.training.generate import generate_tables, load_catalogue, write_tables
+from segstream.training.generate import Tables, generate_tables, load_catalogue, write_tables
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
 
@@ -275,15 +275,23 @@ def _publish(settings: Settings, events: Sequence[ReplayEvent], rate: float | No
                                rate=rate, acknowledged=acknowledged))  # fmt: skip
 
 
-def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) -> StreamFigures:
-    """Run the six measurements of the module docstring on ``settings``' stack."""
-    figures = StreamFigures(users=args.users)
-    say(f"generating {args.users:,} users and training (k=5) in {workdir}")
+def bench_dataset(users: int, workdir: Path, say) -> tuple[Tables, DataSource]:
+    """Generate ``users`` users (seed 11, the real catalogue when present) as Parquet under
+    ``workdir/data`` and train a k=5 model into ``workdir/models``; the tables and their
+    source."""
+    say(f"generating {users:,} users and training (k=5) in {workdir}")
     products = load_catalogue(PRODUCTS) if PRODUCTS.exists() else None
-    tables = generate_tables(args.users, seed=11, products=products)
+    tables = generate_tables(users, seed=11, products=products)
     write_tables(tables, workdir / "data")
     source = DataSource(path=workdir / "data")
     train_to_directory(source, workdir / "models", TrainConfig(k=5, k_values=(5,), n_init=2))
+    return tables, source
+
+
+def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) -> StreamFigures:
+    """Run the six measurements of the module docstring on ``settings``' stack."""
+    figures = StreamFigures(users=args.users)
+    tables, source = bench_dataset(args.users, workdir, say)
     plan = read_replay_plan(source)
     user_ids = tables.users.column("id").to_pylist()
 
