@@ -150,7 +150,14 @@ class LiveView:
                 await self.refresh_lag()
             except _LAG_ERRORS as exc:
                 failures += 1
-                self.lag_error = describe(exc)
+                # A read that fails on a broker gone away is worded as the failed connect
+                # would be: the operator sees one message for one cause, whichever came first.
+                self.lag_error = (
+                    describe(exc)
+                    if isinstance(exc, ServiceError)
+                    else f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: "
+                    f"{describe(exc)}"
+                )
                 log.debug("lag poll failed (%s), retry %d", self.lag_error, failures)
                 await self.lag_reader.stop()
                 self._lag_started = False

@@ -121,7 +121,17 @@ def readiness(worker: WorkerProcess) -> tuple[int, dict[str, Any]]:
 
 
 def wait_for(
-    check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.5
+    check: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.5,
+    worker: WorkerProcess | None = None,
 ) -> None:
-    """Poll ``check`` until true; fail naming ``what`` after ``timeout_s``."""
-    wait_until(check, timeout_s, f"waiting for {what}", interval_s=interval_s)
+    """Poll ``check`` until true; fail naming ``what`` (and with ``worker``'s log tail, if
+    given) after ``timeout_s``."""
+
+    def message() -> str:
+        tail = f"\nworker log:\n{worker.log_tail(80)}" if worker is not None else ""
+        return f"waiting for {what}{tail}"
+
+    wait_until(check, timeout_s, message, interval_s=interval_s)

@@ -77,6 +77,7 @@ def test_broker_killed_ten_times_commits_resume_and_parity_holds(
             lambda mark=mark: _committed(settings) > mark,  # type: ignore[misc]
             120,
             f"committed offsets to advance after broker restart {k + 1}",
+            worker=worker,
         )
         assert worker.process.poll() is None, worker.log_tail()
     wait_until_consumed(settings, [worker], timeout_s=240)
