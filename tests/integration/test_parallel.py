@@ -11,6 +11,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:schemathesis", "-p", "tests.conftest")
+"""xdist and the suite's hooks, without hypothesis and schemathesis: they play no part in the
+grouping and would add seconds of imports to each of the pytest processes."""
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
 CONFTEST = """
 import json
 import os
@@ -39,9 +44,9 @@ def test_an_xdist_run_puts_one_shared_fixture_on_one_worker(tmp_path: Path) -> N
         (tmp_path / f"test_cdc_{name}.py").write_text(f"def test_cdc_{name}(cdc, record): pass\n")
         (tmp_path / f"test_plain_{name}.py").write_text(f"def test_plain_{name}(record): pass\n")
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PLUGINS,
          "-n", "2", "--dist", "loadgroup", "."],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path, env=ENV,
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -62,10 +67,10 @@ def test_groups_run_longest_first_and_a_run_records_its_seconds_per_group(tmp_pa
     seconds = {"test_plain_b.py": 100.0, "session-cdc": 5.0, "test_plain_a.py": 1.0}
     (tmp_path / "seconds.json").write_text(json.dumps(seconds))
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PLUGINS,
          "-n", "1", "--dist", "loadgroup", "--group-seconds", "seconds.json",
          "--record-group-seconds", "measured.json", "."],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path, env=ENV,
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
