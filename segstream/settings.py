@@ -156,7 +156,7 @@ class Settings(SegstreamSettings):
     load the worker still processes full batches, merging those that queued up while it was
     busy (up to batch_size)."""
 
-    pipeline_depth: Literal[1, 2] = 2
+    pipeline_depth: int = Field(default=2, ge=1, le=2)
     """Batches a worker has in hand at once: 2 overlaps a batch's Redis steps (apply, assign,
     settle) with the previous batch's publishing and the broker's acknowledgements; 1 runs
     each batch's steps strictly one after the other.

@@ -291,8 +291,10 @@ class BatchProcessor:
         Returns the batch with its changes stored and queued in the outboxes, not yet sent;
         :meth:`complete` sends them. ``previous`` is the previous batch's second stage when it
         may still run (the pipeline's overlap): a batch of several rounds (a user back after
-        leaving) publishes its first rounds here and waits for it first, so that sends stay in
-        batch order. See :mod:`~segstream.stream.worker.batching` for why the rest is safe.
+        leaving) publishes its first rounds here, so it waits for ``previous`` before its
+        first round: its sends stay in batch order and its settles read no change that
+        ``previous`` has yet to send and clear. :mod:`~segstream.stream.worker.batching` says
+        why the rest is safe.
         """
         clock = self.phases
         started = time.perf_counter()
@@ -312,12 +314,12 @@ class BatchProcessor:
         prepared = Prepared(records, parsed, [*parsed.dead_letters, *routed], started)
         # One round unless a user comes back after leaving in this batch (leaving.py).
         rounds = split_rounds(parsed.by_user)
+        if len(rounds) > 1 and previous is not None:
+            # A round's changes are sent (and cleared) before the next round settles, which
+            # reads the outboxes back: the previous batch's must be sent and cleared first.
+            await asyncio.shield(previous)
+            now = clock.add("wait previous batch", now)
         for number, round_ in enumerate(rounds, start=1):
-            if number == 2 and previous is not None:
-                # A round's changes are sent before the next round settles (which reads the
-                # outboxes back): the previous batch's must be out first.
-                await asyncio.shield(previous)
-                now = clock.add("wait previous batch", now)
             states, assigned, pending = await self._process_round(round_)
             prepared.states += states
             prepared.assigned += assigned
