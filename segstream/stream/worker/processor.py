@@ -349,7 +349,9 @@ class BatchProcessor:
                 for uid, changes in prepared.pending.items()
                 if (kept := [c for c in changes if c not in sent_before.get(uid, ())])
             }
-            prepared.published += await self._publish(pending)
+            # Everything read back is cleared: the changes left out were sent (and cleared)
+            # already, so removing them again is a no-op that can leave nothing behind.
+            prepared.published += await self._publish(pending, clear=prepared.pending)
             self._sent_last = {uid: set(changes) for uid, changes in pending.items()}
             if prepared.late:
                 await self.sender.publish(prepared.late)
@@ -364,15 +366,21 @@ class BatchProcessor:
         if self.metrics is not None:
             self._record(self.metrics, records, parsed, prepared.published, prepared.started)
 
-    async def _publish(self, pending: Mapping[int, Sequence[bytes]]) -> int:
+    async def _publish(
+        self,
+        pending: Mapping[int, Sequence[bytes]],
+        clear: Mapping[int, Sequence[bytes]] | None = None,
+    ) -> int:
         """Send ``pending`` (user -> changes, oldest first), wait for the acknowledgements,
-        clear them from the outboxes; returns how many changes were sent."""
+        then remove ``clear`` (default: ``pending``; what was sent, and possibly changes
+        sent before) from the outboxes; returns how many changes were sent."""
+        cleared = pending if clear is None else clear
         clock = self.phases
         now = time.perf_counter()
         outputs = outbox_outputs(pending, self.topics.segment_changes, self.topics.user_segments)
         await self.sender.publish(outputs)
         now = clock.add("publish + acks", now)
-        await self._redis("clear outbox", lambda: self.state.clear(pending))
+        await self._redis("clear outbox", lambda: self.state.clear(cleared))
         clock.add("redis clear", now)
         return sum(map(len, pending.values()))
 
