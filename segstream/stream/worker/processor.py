@@ -9,7 +9,7 @@ acknowledged by the broker. The steps:
    records into valid events grouped by user, in order, and
    dead letters, each fitted to the dead-letter topic's size limit (an input near the broker's
    limit plus our headers would otherwise be a record no producer can send, stopping the
-   worker); the dead letters are sent at once, in the background of the next steps.
+   worker); the dead letters are sent with the changes (step 5).
 2. one Redis round trip applies every user's events (fenced, idempotent) and returns each
    touched user's state;
 3. one :func:`~segstream.training.assign.assign` call assigns every assignable user;
@@ -17,7 +17,14 @@ acknowledged by the broker. The steps:
    users' outboxes and reads every pending change back (older ones a crash left included);
 5. the pending changes are published (each to ``segment-changes``, a user's newest to
    ``user-segments``) and acknowledged, then removed from the outboxes (a crash in between
-   only makes a change be published again, same bytes and event_id).
+   only makes a change be published again, same bytes and event_id); the dead letters are
+   sent beside them.
+
+Steps 1-4 are the batch's first stage (:meth:`BatchProcessor.prepare`), step 5 and the dead
+letters its second (:meth:`BatchProcessor.complete`); :meth:`BatchProcessor.process` runs both.
+The worker's pipeline (:mod:`~segstream.stream.worker.batching`, ``SEGSTREAM_PIPELINE_DEPTH``)
+runs the next batch's first stage while this one's second stage waits for the broker; its
+docstring gives the rules and why every guarantee holds.
 
 A user leaving (:class:`~segstream.stream.domain.events.UserLeft`) is a ``settle`` row too
 (:mod:`segstream.stream.domain.leaving`): steps 2-5 run once per round of the batch, a second
