@@ -24,6 +24,14 @@ abandoned after ``commit_deadline_s``; failures and timeouts are recorded in a
 :class:`~segstream.stream.worker.watchdog.Progress`, whose watchdog reports a commit stall and
 restarts the worker if commits do not recover.
 
+**Acks outlive a commit that does not finish.** Faust's commit takes the acked offsets it is
+about to commit out of its ack list (``Consumer._new_offset``) before the request is sent, and
+records the commit only once it is answered. A commit abandoned at the deadline, or failed, in
+between would lose those acks; the ack list would then start above the last recorded commit,
+which Faust reads as a gap at its head, and no commit of that partition would ever be made
+again: the committed offsets freeze while the worker goes on processing (seen after a broker
+crash). :meth:`LeanConsumer._commit_tps` gives them back, so the next commit covers them.
+
 **Fetch wait.** Faust builds its aiokafka consumer with a fixed ``fetch_max_wait_ms`` of
 1,500 ms. aiokafka leaves a partition whose fetched records are still unread (for more than
 its 100 ms prefetch backoff) out of the next request to that partition's leader, and sends no
@@ -52,12 +60,17 @@ from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import Message
+from faust.types import TP, Message
 
 from segstream.stream.clients.retry import describe
 from segstream.stream.worker.aiokafka_internals import check_aiokafka_internals, set_fetch_max_wait
-from segstream.stream.worker.faust_internals import check_faust_internals
+from segstream.stream.worker.faust_internals import (
+    check_faust_internals,
+    commit_floor,
+    give_back_acks,
+)
 from segstream.stream.worker.fetcher import DirectSink, LeanFetcher
 from segstream.stream.worker.watchdog import Progress
 
@@ -163,6 +176,37 @@ class LeanConsumer(faust_aiokafka.Consumer):
             raise
         progress.commit_done()
         return committed
+
+    async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
+        """Faust's ``_commit_tps``, giving back the acks it took if the commit does not finish
+        (cancelled at the deadline, or failed): see "Acks outlive a commit" above."""
+        tps = list(tps)
+        floors = {tp: commit_floor(self, tp) for tp in tps}
+        offsets: dict[TP, int] = self._filter_committable_offsets(tps)
+        if not offsets:
+            return False
+        try:
+            await self._handle_attached(offsets)
+            committed: bool = await self._commit_offsets(
+                offsets, start_new_transaction=start_new_transaction
+            )
+        except ProducerSendError as exc:
+            self._give_back(offsets, floors)
+            await self.crash(exc)  # as Faust's own: an attached message was not sent
+            return False
+        except BaseException:
+            self._give_back(offsets, floors)
+            raise
+        return committed
+
+    def _give_back(self, offsets: dict[TP, int], floors: dict[TP, int | None]) -> None:
+        """Return ``floor..offset-1`` of every partition still assigned to its acked offsets
+        (a revoked one is not: its next owner starts from the committed offset)."""
+        assigned = self.assignment()
+        for tp, offset in offsets.items():
+            floor = floors.get(tp)
+            if floor is not None and tp in assigned:
+                give_back_acks(self, tp, range(floor, offset))
 
     def _start_commit(self) -> None:
         """Commit in the background unless a commit started here is still running."""

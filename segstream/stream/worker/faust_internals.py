@@ -1,4 +1,4 @@
-"""The only two pieces of Faust's private consumer state the worker's fetcher touches.
+"""The pieces of Faust's private consumer state the worker's fetcher and commits touch.
 
 Faust's consumer keeps, per partition, the offset of the last message handed over (its "read
 offset") and the ranges of offsets the broker never returned (its "gaps": control records,
@@ -11,7 +11,11 @@ no public method that records a gap. So :class:`~segstream.stream.worker.fetcher
 reaches them through this module, and nowhere else:
 
 - :func:`read_offsets`: ``Consumer._read_offset`` (a mapping, read and written per message);
-- :func:`record_gap`: ``Consumer._add_gap(tp, offset_from, offset_to)`` (a coroutine).
+- :func:`record_gap`: ``Consumer._add_gap(tp, offset_from, offset_to)`` (a coroutine);
+- :func:`commit_floor` and :func:`give_back_acks`: the last offset Faust recorded as committed
+  (``Consumer._committed_offset``) and its list and index of acked offsets (``_acked``,
+  ``_acked_index``), for :class:`~segstream.stream.worker.consumer.LeanConsumer`'s commit,
+  which gives back the acks a commit took and did not commit.
 
 Both are data access, not overrides: if Faust renames them, :func:`check_faust_internals`
 refuses to start the worker with a message saying so (and the unit test
@@ -19,7 +23,8 @@ refuses to start the worker with a message saying so (and the unit test
 silently stops being called.
 
 It also checks the private hooks the worker overrides, which a rename would silently stop
-calling: Faust's ``Consumer._new_consumer_thread()`` and
+calling: Faust's ``Consumer._commit_tps(tps, start_new_transaction)`` (the consumer's
+commit), ``Consumer._new_consumer_thread()`` and
 ``AIOKafkaConsumerThread._create_worker_consumer(transport)``
 (:mod:`~segstream.stream.worker.consumer`'s fetch wait), and mode's (faust-streaming's
 service framework, mode-streaming) ``Worker._on_sigterm()`` / ``_on_sigint()``
@@ -40,7 +45,16 @@ from mode import Worker as ModeWorker
 
 from segstream.errors import ConfigError
 
-__all__ = ["check_faust_internals", "read_offsets", "record_gap"]
+__all__ = [
+    "check_faust_internals",
+    "commit_floor",
+    "give_back_acks",
+    "read_offsets",
+    "record_gap",
+]
+
+_ACK_STATE = ("_acked", "_acked_index", "_committed_offset")
+"""The consumer's ack bookkeeping, per partition (set in ``Consumer.__init__``)."""
 
 _GAP_PARAMETERS = ["self", "tp", "offset_from", "offset_to"]
 
@@ -63,6 +77,9 @@ def check_faust_internals() -> None:
             f"Consumer._add_gap({', '.join(parameters)}) changed "
             f"(expected ({', '.join(_GAP_PARAMETERS)}))"
         )
+    missing = [name for name in _ACK_STATE if name not in FaustConsumer.__annotations__]
+    if missing:
+        problems.append(f"Consumer.{', '.join(missing)} gone")
     problems += _hook_problems()
     if problems:
         version = metadata.version("faust-streaming")
@@ -76,6 +93,10 @@ def check_faust_internals() -> None:
 
 
 _HOOKS: tuple[tuple[type, str, list[str]], ...] = (
+    (FaustConsumer, "_commit_tps", ["self", "tps", "start_new_transaction"]),
+    (FaustConsumer, "_filter_committable_offsets", ["self", "tps"]),
+    (FaustConsumer, "_handle_attached", ["self", "commit_offsets"]),
+    (FaustConsumer, "_commit_offsets", ["self", "offsets", "start_new_transaction"]),
     (faust_aiokafka.Consumer, "_new_consumer_thread", ["self"]),
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", ["self", "transport"]),
     (ModeWorker, "_on_sigterm", ["self"]),
@@ -114,3 +135,28 @@ async def record_gap(consumer: Any, tp: TP, offset_from: int, offset_to: int) ->
     be acked; recorded, the commit counts them as acked instead of stopping before them.
     """
     await consumer._add_gap(tp, offset_from, offset_to)
+
+
+def commit_floor(consumer: Any, tp: TP) -> int | None:
+    """Where the next commit of ``tp`` starts: the offset Faust last recorded as committed
+    (the next one to process), else the lowest acked offset; ``None`` if neither is known."""
+    committed = cast("int | None", consumer._committed_offset[tp])
+    if committed is not None:
+        return committed
+    acked = cast(list[int], consumer._acked[tp])
+    return min(acked) if acked else None
+
+
+def give_back_acks(consumer: Any, tp: TP, offsets: range) -> None:
+    """Put ``offsets`` of ``tp`` back among its acked offsets (those not there already).
+
+    Faust's commit takes the offsets it commits out of the ack list before the request is
+    sent; if the commit does not finish, they go back, so the next commit covers them.
+    """
+    acked = cast(list[int], consumer._acked[tp])
+    index = cast(set[int], consumer._acked_index[tp])
+    missing = [offset for offset in offsets if offset not in index]
+    if missing:
+        index.update(missing)
+        acked.extend(missing)
+        acked.sort()

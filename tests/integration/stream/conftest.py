@@ -33,6 +33,7 @@ from segstream.training.data import DataSource, read_features
 from segstream.training.generate import generate_tables, load_catalogue, write_tables
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
+from tests.integration.stream.background import BackgroundReplay
 from tests.ports import free_port
 from tests.waiting import wait_until
 
@@ -267,3 +268,12 @@ def wait_until_consumed(
         lambda: f"still {lags[-1]} records behind:\n" + "\n".join(w.log_tail() for w in workers),
         interval_s=0.5,
     )
+
+
+@pytest.fixture
+def background_replays() -> Iterator[list[BackgroundReplay]]:
+    """Replays started by a test, joined at teardown so no thread outlives it."""
+    started: list[BackgroundReplay] = []
+    yield started
+    for flow in started:
+        flow.close()

@@ -13,6 +13,7 @@ import pytest
 from segstream.services.kafka import KafkaBroker
 from segstream.settings import Settings
 from segstream.stream.kafka.lag import read_lag
+from tests.integration.stream.background import BackgroundReplay
 from tests.integration.stream.conftest import (
     Dataset,
     WorkerProcess,
@@ -44,6 +45,11 @@ def _committed(settings: Settings) -> int:
         )
     )
     return snapshot.committed_total
+
+
+def _abandoned_commits(worker: WorkerProcess) -> int:
+    """Commits the worker has logged as abandoned at their deadline so far."""
+    return worker.log_path.read_text(errors="replace").count("offset commit abandoned")
 
 
 def _settings(
@@ -80,6 +86,42 @@ def test_broker_killed_ten_times_commits_resume_and_parity_holds(
             worker=worker,
         )
         assert worker.process.poll() is None, worker.log_tail()
+    wait_until_consumed(settings, [worker], timeout_s=240)
+    assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+    check_parity(settings, dataset, tmp_path)
+
+
+def test_a_commit_abandoned_while_the_broker_hangs_is_made_up_by_the_next_ones(
+    own_broker: KafkaBroker,
+    redis_url: str,
+    dataset: Dataset,
+    start_worker,
+    background_replays: list[BackgroundReplay],
+    tmp_path: Path,
+) -> None:
+    # The commit in flight when the broker stops answering is abandoned at its deadline; the
+    # acks it took must still be committed later, or the group's offsets freeze for good while
+    # the worker goes on (a stall grace long enough that the watchdog does not stop it).
+    settings = _settings(
+        own_broker, redis_url, dataset, tmp_path, commit_deadline_s=3.0, stall_grace_s=600.0
+    )
+    first, rest = chunks(dataset.plan, 2)
+    worker: WorkerProcess = start_worker(settings)
+    replay(settings, first)
+    wait_for(lambda: _committed(settings) > 0, 120, "the first commit", worker=worker)
+    flow = BackgroundReplay(settings, rest.events, rate=2_000)
+    background_replays.append(flow)
+    flow.wait_for(0.2)  # the worker is acking and committing the flow's events
+    abandoned = _abandoned_commits(worker)  # a slow first commit may have been one already
+    with paused(own_broker):
+        wait_for(
+            lambda: _abandoned_commits(worker) > abandoned,
+            60,
+            "a commit to be abandoned while the broker hangs",
+            interval_s=0.2,
+            worker=worker,
+        )
+    flow.join(240)
     wait_until_consumed(settings, [worker], timeout_s=240)
     assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
     check_parity(settings, dataset, tmp_path)

@@ -16,11 +16,9 @@ dataset's events keep flowing in.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +29,9 @@ import pyarrow.compute as pc
 import pytest
 from sklearn.cluster import KMeans
 
-from segstream.errors import SegstreamError
 from segstream.settings import Settings
 from segstream.stream.lifecycle.replay import (
-    ReplayEvent,
     ReplayPlan,
-    publish_events,
     read_replay_plan,
 )
 from segstream.training.artifact import Model, load_model, publish_current
@@ -45,6 +40,7 @@ from segstream.training.data import DataSource, read_features
 from segstream.training.generate import Tables, generate_tables, load_catalogue, write_tables
 from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
+from tests.integration.stream.background import BackgroundReplay
 from tests.integration.stream.conftest import (
     PRODUCTS,
     Dataset,
@@ -52,7 +48,6 @@ from tests.integration.stream.conftest import (
     replay,
     wait_until_consumed,
 )
-from tests.waiting import wait_until
 
 AGE_SHIFT = 15
 """Years added to every shifted customer's age."""
@@ -150,60 +145,6 @@ def shifted(dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Shift
     model = dataset.model
     fit = KMeans(model.k, init=model.centers, n_init=1, random_state=0).fit(components)
     return Shifted(read_replay_plan(source), features, components, fit.cluster_centers_)
-
-
-class BackgroundReplay:
-    """Publishes events from a thread, paced; records when each event was sent."""
-
-    def __init__(self, settings: Settings, events: Sequence[ReplayEvent], rate: float) -> None:
-        self.events = events
-        self.sent_at: list[float] = []
-        """time.monotonic() when each event was handed to the producer, in order (the
-        broker has it within milliseconds: the producer lingers 5 ms)."""
-        self.error: SegstreamError | None = None
-        topics = {"users": settings.topic_users, "orders": settings.topic_orders}
-
-        def publish() -> None:
-            try:
-                asyncio.run(
-                    publish_events(
-                        events,
-                        settings=settings,
-                        topics=topics,
-                        rate=rate,
-                        progress=lambda n: self.sent_at.extend([time.monotonic()] * n),
-                    )
-                )
-            except SegstreamError as exc:  # reported by wait_for()/join(), in the test's thread
-                self.error = exc
-
-        self._thread = threading.Thread(target=publish, daemon=True)
-        self._thread.start()
-
-    def wait_for(self, share: float, timeout_s: float = 120.0) -> None:
-        """Block until ``share`` of the events were sent."""
-
-        def sent() -> bool:
-            assert self.error is None, self.error
-            return len(self.sent_at) >= share * len(self.events)
-
-        wait_until(sent, timeout_s, lambda: f"replay stuck at {len(self.sent_at)}", interval_s=0.05)
-
-    def join(self, timeout_s: float = 120.0) -> None:
-        """Wait for the end of the replay; re-raise its error."""
-        self._thread.join(timeout_s)
-        assert not self._thread.is_alive(), "replay did not finish"
-        if self.error is not None:
-            raise self.error
-
-
-@pytest.fixture
-def background_replays() -> Iterator[list[BackgroundReplay]]:
-    """Replays started by a test, joined at teardown so no thread outlives it."""
-    started: list[BackgroundReplay] = []
-    yield started
-    for flow in started:
-        flow._thread.join(60)
 
 
 @dataclass(frozen=True)
