@@ -8,7 +8,9 @@ What is measured, in one run, on topics, a consumer group and Redis keys of its 
 2. **throughput, mixed**: the worker reading a generated dataset's users and orders (``--users``
    users, thelook shapes) from a new group; events/s from the group's committed offsets
    (polled; first commit to caught up);
-3. **Redis memory per user**: ``MEMORY USAGE`` of every user's keys after that run;
+3. **Redis memory per user**: ``MEMORY USAGE`` of every user's keys after that run; and
+   the wall-clock time of each phase of that run's batches, as the worker logged it on
+   stopping (:mod:`segstream.stream.worker.phases`), printed as a second table;
 4. **throughput, orders only**: the worker restarted on a second wave of orders (the dataset's
    orders again under new order ids, so each is counted and re-assigns its user);
 5. **latency**: a third wave of orders at a steady ``--rate`` events/s for
@@ -71,7 +73,14 @@ from segstream.training.train import TrainConfig
 CHECKOUT = Path(__file__).resolve().parents[1]
 """The source checkout these benchmarks belong to."""
 
-__all__ = ["StreamFigures", "percentile", "print_figures", "run_stream_bench"]
+__all__ = [
+    "StreamFigures",
+    "percentile",
+    "phase_rows",
+    "print_figures",
+    "read_phases",
+    "run_stream_bench",
+]
 
 PRODUCTS = Path("..") / "shared" / "data" / "thelook" / "products.parquet"
 """The real catalogue, when the bench runs from the repository root; generated otherwise."""
@@ -98,6 +107,9 @@ class StreamFigures:
     profile_path: Path | None = None
     profile_events: int = 0
     profile: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    """The mixed run's wall-clock seconds per batch phase (``span_s``: first batch to last)."""
+    pipeline_depth: int = 0
 
 
 def _free_port() -> int:
@@ -327,6 +339,8 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
         finally:
             child.stop()
         figures.memory = _memory_per_user(worker, user_ids)
+        figures.phases = read_phases(workdir / "worker-1.log")
+        figures.pipeline_depth = worker.pipeline_depth
 
         wave = _renumbered(plan.events, 1)
         figures.orders = len(wave)
@@ -386,6 +400,33 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path, say) ->
         groups = [worker.app_id, take.app_id, lean_take.app_id, raw.app_id, local.app_id]
         drop_namespace(worker, groups, [sink, local_sink])
     return figures
+
+
+def read_phases(log: Path) -> dict[str, float]:
+    """The phase times a worker logged when it stopped (its last ``phases {...}`` line);
+    empty when it logged none (stopped before its first batch, or killed)."""
+    marker = " phases {"
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        at = line.find(marker)
+        if at >= 0:
+            decoded: dict[str, float] = msgspec.json.decode(line[at + len(" phases ") :])
+            return decoded
+    return {}
+
+
+def phase_rows(phases: dict[str, float], events: int) -> list[tuple[str, str, str, str]]:
+    """Rows (phase, seconds, share of the span, µs per event) of a worker's logged phases;
+    the span (first batch's start to last batch's end) last."""
+    span = phases.get("span_s", 0.0)
+    rows = []
+    for name, seconds in phases.items():
+        if name == "span_s":
+            continue
+        share = f"{seconds / span:.0%}" if span else "-"
+        rows.append((name, f"{seconds:.2f}", share, f"{seconds / max(events, 1) * 1e6:.1f}"))
+    per_event = f"{span / max(events, 1) * 1e6:.1f}"
+    rows.append(("span (first batch to last)", f"{span:.2f}", "100%", per_event))
+    return rows
 
 
 def _profile_breakdown(path: Path) -> dict[str, float]:
@@ -463,6 +504,17 @@ def print_figures(figures: StreamFigures, console: Console) -> None:
     starts = ", ".join(f"{s:.1f}" for s in figures.start_s)
     table.add_row("worker start -> first event out, s", starts, "process spawn to first change")
     console.print(table)
+    if figures.phases:
+        phases = Table(
+            title=f"wall clock per batch phase, mixed run ({figures.mixed_events:,} events, "
+            f"SEGSTREAM_PIPELINE_DEPTH={figures.pipeline_depth}; at depth 2 the second stage's "
+            "phases overlap the next batch's first, so shares may add up past 100%)"
+        )
+        for column in ("phase", "seconds", "share of span", "µs per event"):
+            phases.add_column(column, justify="left" if column == "phase" else "right")
+        for row in phase_rows(figures.phases, figures.mixed_events):
+            phases.add_row(*row)
+        console.print(phases)
     if figures.profile:
         from benchmarks.profiling import format_breakdown
 

@@ -419,12 +419,15 @@ async def _consume(
     transport = cast(LeanTransport, app.transport)
     consumer = cast(LeanConsumer, app.consumer)
     pipeline = BatchPipeline(
-        processor.process,
+        processor,
         consumer.ack_all,
         settings.batch_size,
-        2 * settings.batch_size,
+        # Room for the batches in hand (each up to batch_size) and one more being filled.
+        (settings.pipeline_depth + 1) * settings.batch_size,
         progress=progress,
         fill_s=settings.batch_timeout_s,
+        depth=settings.pipeline_depth,
+        phases=processor.phases,
     )
     tune_gc()
     worker_task = asyncio.ensure_future(pipeline.run())
@@ -455,3 +458,5 @@ async def _consume(
                 settings.shutdown_timeout_s / 2,
             )
         log.info("totals %s", json.dumps(processor.stats.as_dict()))
+        phases = processor.phases
+        log.info("phases %s", json.dumps({"span_s": phases.span_s, **phases.as_dict()}))

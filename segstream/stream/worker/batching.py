@@ -15,6 +15,43 @@ Acknowledgement stays where it must be: ``ack(batch)`` (the consumer's ``ack_all
 once per batch, only after :meth:`run`'s ``process`` returned, i.e. after the batch's outputs
 were acknowledged by the broker; Faust commits an offset only when every record before it is
 acked. A batch that fails is never acked: it is redelivered to the partition's next owner.
+
+**Overlap** (``depth`` 2, ``SEGSTREAM_PIPELINE_DEPTH``). A batch has two stages
+(:class:`Stages`; the worker's are :meth:`BatchProcessor.prepare
+<segstream.stream.worker.processor.BatchProcessor.prepare>`: parse, Redis apply, assign, Redis
+settle; and :meth:`~segstream.stream.worker.processor.BatchProcessor.complete`: publish, wait
+for the broker's acknowledgements, clear the outboxes). Batch N+1's first stage runs while
+batch N's second stage waits for the broker; stages of one kind never overlap each other. The
+rules, and why each guarantee holds:
+
+- **First stages in order, one at a time**, and batch N+1's starts only once batch N-1's
+  second stage is done: at most two batches are in hand. Every Redis write of a user (apply,
+  settle) therefore happens in batch order, as without overlap: the state, the fences and the
+  compare-and-set of settle see exactly what they saw before, so the assignments, and parity
+  with the batch pipeline, are unchanged. The outbox clear of batch N (an ``LREM`` of the
+  exact bytes sent) may now run between batch N+1's apply and settle: it touches no field that
+  apply, settle or their compare-and-set read.
+- **Second stages in order, one at a time**: batch N+1's sends start only after batch N's were
+  all acknowledged, so every change of a user reaches each output topic in batch order, even
+  when a broker error makes the sender re-send (it re-sends within one call only).
+- **No duplicate from the overlap**: batch N+1's settle may read back batch N's changes before
+  batch N's clear removed them; batch N+1's second stage leaves out exactly the changes batch
+  N's second stage sent (by bytes, which hold the event_id), so nothing is sent twice that a
+  crash did not cause. Older changes cannot be among them: batch N-1's clear was done before
+  batch N+1's first stage started.
+- **Acks (hence commits) in order, after both stages**: a batch is acked when its second
+  stage has returned, and second stages end in batch order. Faust commits an offset only when
+  every record before it is acked, and the commit runs in the background of the next batches
+  (:class:`~segstream.stream.worker.consumer.LeanConsumer`).
+- **Crashes**: nothing new is acked early, so a crash anywhere leaves both batches in hand
+  unacked; they are redelivered, their events are fenced, and their queued changes are found
+  in the outboxes and sent again with their event_ids (docs/scaling.md, "Durability"), as a
+  crash between settle and clear already did.
+- **Failures**: a failed stage fails the pipeline (nothing more is acked; the worker stops and
+  the batches in hand are redelivered). When batch N+1's first stage fails, batch N's second
+  stage is still awaited, and acked if it succeeds.
+- **Rebalances and stops**: :meth:`finish` finishes both batches in hand (and acks them), as
+  it finished the one batch before; a revocation waits for their acks (``wait_empty``).
 """
 
 from __future__ import annotations
@@ -24,15 +61,42 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from segstream.errors import SegstreamError
 from segstream.stream.clients.retry import describe
+from segstream.stream.worker.phases import PhaseClock
 from segstream.stream.worker.watchdog import Progress
 
-__all__ = ["BatchPipeline"]
+__all__ = ["BatchPipeline", "Stages"]
 
 log = logging.getLogger(__name__)
+
+
+class Stages(Protocol):
+    """A batch's two stages (the module docstring's overlap)."""
+
+    async def prepare(self, records: Sequence[Any], previous: Awaitable[None] | None) -> Any:
+        """The first stage; ``previous`` is the previous batch's second stage if it may still
+        run (to be awaited, never cancelled, by a stage that must come after it)."""
+
+    async def complete(self, prepared: Any) -> None:
+        """The second stage of the batch whose first stage returned ``prepared``."""
+
+
+class _OneStage:
+    """A single ``process(records)`` as :class:`Stages` (all of it in the first stage)."""
+
+    def __init__(self, process: Callable[[Sequence[Any]], Awaitable[None]]) -> None:
+        self.process = process
+
+    async def prepare(self, records: Sequence[Any], previous: Awaitable[None] | None) -> Any:
+        if previous is not None:
+            await asyncio.shield(previous)  # one stage: nothing of it may overlap
+        await self.process(records)
+
+    async def complete(self, prepared: Any) -> None:
+        return None
 
 
 class BatchPipeline:
@@ -40,7 +104,7 @@ class BatchPipeline:
 
     def __init__(
         self,
-        process: Callable[[Sequence[Any]], Awaitable[None]],
+        process: Callable[[Sequence[Any]], Awaitable[None]] | Stages,
         ack: Callable[[Sequence[Any]], Any],
         batch_size: int,
         max_pending: int,
@@ -48,12 +112,17 @@ class BatchPipeline:
         catch_up_wait_s: float = 0.05,
         progress: Progress | None = None,
         fill_s: float = 0.0,
+        *,
+        depth: int = 1,
+        phases: PhaseClock | None = None,
     ) -> None:
-        """Process batches with ``process(records)``; ack each batch with ``ack(records)``.
+        """Process batches with ``process``; ack each batch with ``ack(records)``.
 
         Records are Faust messages (a ``timestamp`` in Unix seconds is all that is read).
 
         Args:
+            process: the batch's :class:`Stages`, or one coroutine function
+                ``process(records)`` doing all of it (nothing then overlaps).
             batch_size: most records processed together (queued chunks are merged up to it).
             max_pending: :meth:`put` waits (and :meth:`offer` refuses) while this many
                 records are queued or in process.
@@ -63,8 +132,15 @@ class BatchPipeline:
             progress: told when each batch starts and ends (for the progress watchdog).
             fill_s: a batch that is not full (and not behind) waits for more records until
                 ``fill_s`` after its first chunk arrived.
+            depth: batches in hand at once: 1, one after the other; 2, a batch's first stage
+                overlaps the previous batch's second (the module docstring).
+            phases: where the waits for input and the acks are timed (wall clock).
         """
-        self._process = process
+        if depth not in (1, 2):
+            raise ValueError(f"pipeline depth must be 1 or 2, not {depth}")
+        self._stages: Stages = _OneStage(process) if callable(process) else process
+        self.depth = depth
+        self.phases = phases or PhaseClock()
         self._ack = ack
         self.catch_up_age_s = catch_up_age_s
         self.catch_up_wait_s = catch_up_wait_s
@@ -79,8 +155,12 @@ class BatchPipeline:
         self._pending = 0
         self._failed: BaseException | None = None
         self._progress = progress or Progress()
-        self._in_hand = False
-        """A batch is being processed and acked now (from the batch's start to its ack)."""
+        self._preparing = False
+        """A batch's first stage runs now (from the batch's start to its second stage)."""
+        self._starts: deque[float] = deque()
+        """Progress-clock start of each batch in hand, oldest first."""
+        self._tail_failed: BaseException | None = None
+        """The failure of a second stage that ran in the background."""
         self._finishing = False
 
     @property
@@ -122,10 +202,21 @@ class BatchPipeline:
         oldest_s: float = batch[0].timestamp  # Unix seconds
         return time.time() - oldest_s > self.catch_up_age_s
 
+    def _check_tail(self) -> None:
+        """Raise the failure of a second stage running in the background, if any."""
+        if self._tail_failed is not None:
+            raise self._tail_failed
+
     async def _next_batch(self) -> list[Any]:
+        """The next batch (module docstring); raises a background second stage's failure."""
+        clock = self.phases
+        since = clock.clock()
         while not self._batches:
+            self._check_tail()
             self._arrived.clear()
             await self._arrived.wait()
+        self._check_tail()
+        since = clock.add("wait for input", since)
         arrived, batch = self._batches.popleft()
         if len(batch) > self.batch_size:  # a chunk larger than a batch: the rest goes next
             self._batches.appendleft((arrived, batch[self.batch_size :]))
@@ -149,33 +240,93 @@ class BatchPipeline:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
+            self._check_tail()
             if self._merge(batch):
                 break
+        clock.add("fill wait", since)
         return batch
+
+    def _note_progress(self) -> None:
+        """Tell the watchdog when the oldest batch in hand started (None: none in hand)."""
+        self._progress.batch_started = self._starts[0] if self._starts else None
+
+    async def _second(self, batch: list[Any], prepared: Any) -> None:
+        """The batch's second stage, then its ack; a failure wakes :meth:`run` to raise it."""
+        try:
+            await self._stages.complete(prepared)
+        except BaseException as exc:
+            self._tail_failed = exc
+            self._arrived.set()
+            raise
+        since = self.phases.clock()
+        self._ack(batch)
+        self.phases.add("ack", since)
+        self._starts.popleft()
+        self._note_progress()
+        self._pending -= len(batch)
+        self._room.set()
 
     async def run(self) -> None:
         """Process queued batches in order until cancelled or finished (:meth:`finish`); a
-        failed batch ends it, unacked."""
-        progress = self._progress
+        failed batch ends it, unacked (with the batch before it acked if its second stage
+        succeeded)."""
+        tail: asyncio.Future[None] | None = None
+        """The previous batch's second stage (and ack), while it may run."""
         try:
             while not self._finishing:
                 batch = await self._next_batch()
-                self._in_hand = True
-                progress.batch_start()
-                await self._process(batch)
-                self._ack(batch)
-                progress.batch_end()
-                self._in_hand = False
-                self._pending -= len(batch)
-                self._room.set()
+                self._preparing = True
+                self._starts.append(self._progress.clock())
+                self._note_progress()
+                prepared = await self._stages.prepare(batch, tail)
+                if tail is not None:
+                    # Second stages in order: this batch's starts when the previous one's ended.
+                    since = self.phases.clock()
+                    await asyncio.shield(tail)
+                    self.phases.add("wait previous batch", since)
+                tail = asyncio.ensure_future(self._second(batch, prepared))
+                self._preparing = False
+                if self.depth == 1:
+                    await asyncio.shield(tail)
+            if tail is not None:
+                await asyncio.shield(tail)
         except asyncio.CancelledError:
-            progress.batch_end()
+            if self._preparing and tail is not None:
+                # Cancelled in a first stage: only finish()'s bound does that; stop it all.
+                tail.cancel()
+            self._preparing = False
+            await self._finish_tail(tail)
+            self._starts.clear()
+            self._note_progress()
             raise
         except BaseException as exc:
-            progress.batch_end()
+            self._preparing = False
+            if tail is not None:
+                # The batch before the failed one may still complete and be acked (gather
+                # also retrieves its own failure, raised here already when it is the cause).
+                await asyncio.gather(tail, return_exceptions=True)
+            self._starts.clear()
+            self._note_progress()
             self._failed = exc
             self._room.set()  # wake a put() waiting for room
             raise
+
+    async def _finish_tail(self, tail: asyncio.Future[None] | None) -> None:
+        """On cancellation: let a second stage in hand finish (and ack) unless this task is
+        cancelled again (:meth:`finish`'s bound), in which case it is cancelled too, unacked."""
+        if tail is None:
+            return
+        try:
+            await asyncio.wait({tail})  # waits without raising the stage's own failure
+        except asyncio.CancelledError:
+            tail.cancel()
+            await asyncio.gather(tail, return_exceptions=True)
+            raise
+        if not tail.cancelled() and (failure := tail.exception()) is not None:
+            log.warning(
+                "the batch in hand failed while the pipeline stopped; it is not acked: %s",
+                describe(failure),
+            )
 
     async def finish(self, task: asyncio.Future[None], timeout_s: float) -> bool:
         """Stop :meth:`run` (running as ``task``) after the batch in hand, if any.
@@ -186,8 +337,10 @@ class BatchPipeline:
         Returns False only then. A task that already ended (a failed batch) returns True.
         """
         self._finishing = True
-        if not self._in_hand:
-            task.cancel()  # waiting for a batch, or merging one not yet started
+        if not self._preparing:
+            # Waiting for a batch, or merging one not yet started; a second stage in hand is
+            # finished and acked on the way out (run's cancellation).
+            task.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout_s)
         except TimeoutError:

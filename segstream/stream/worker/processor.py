@@ -9,7 +9,7 @@ acknowledged by the broker. The steps:
    records into valid events grouped by user, in order, and
    dead letters, each fitted to the dead-letter topic's size limit (an input near the broker's
    limit plus our headers would otherwise be a record no producer can send, stopping the
-   worker); the dead letters are sent at once, in the background of the next steps.
+   worker); the dead letters are sent with the changes (step 5).
 2. one Redis round trip applies every user's events (fenced, idempotent) and returns each
    touched user's state;
 3. one :func:`~segstream.training.assign.assign` call assigns every assignable user;
@@ -17,7 +17,14 @@ acknowledged by the broker. The steps:
    users' outboxes and reads every pending change back (older ones a crash left included);
 5. the pending changes are published (each to ``segment-changes``, a user's newest to
    ``user-segments``) and acknowledged, then removed from the outboxes (a crash in between
-   only makes a change be published again, same bytes and event_id).
+   only makes a change be published again, same bytes and event_id); the dead letters are
+   sent beside them.
+
+Steps 1-4 are the batch's first stage (:meth:`BatchProcessor.prepare`), step 5 and the dead
+letters its second (:meth:`BatchProcessor.complete`); :meth:`BatchProcessor.process` runs both.
+The worker's pipeline (:mod:`~segstream.stream.worker.batching`, ``SEGSTREAM_PIPELINE_DEPTH``)
+runs the next batch's first stage while this one's second stage waits for the broker; its
+docstring gives the rules and why every guarantee holds.
 
 A user leaving (:class:`~segstream.stream.domain.events.UserLeft`) is a ``settle`` row too
 (:mod:`segstream.stream.domain.leaving`): steps 2-5 run once per round of the batch, a second
@@ -36,7 +43,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -64,8 +71,9 @@ from segstream.stream.sources.base import InputSource
 from segstream.stream.sources.json_topics import JsonTopics
 from segstream.stream.state.replicas import ReplicaShortfall
 from segstream.stream.worker.assigner import Assigner
+from segstream.stream.worker.phases import PhaseClock
 
-__all__ = ["LEAVE_ATTEMPTS", "BatchProcessor", "BatchState", "Stats"]
+__all__ = ["LEAVE_ATTEMPTS", "BatchProcessor", "BatchState", "Prepared", "Stats"]
 
 LEAVE_ATTEMPTS = 5
 """Writes of one batch's erasures before the batch fails (each refused one is re-read)."""
@@ -126,6 +134,27 @@ class Stats:
         }
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch after its first stage (:meth:`BatchProcessor.prepare`): state stored, changes
+    queued in the outboxes, nothing of it sent yet."""
+
+    records: Sequence[RawRecord]
+    parsed: ParsedBatch
+    extra: list[Output]
+    """Dead letters and the source's routed records, sent by the second stage."""
+    started: float
+    """``time.perf_counter()`` at the batch's start (the batch-duration metric)."""
+    states: list[UserState] = field(default_factory=list)
+    assigned: int = 0
+    published: int = 0
+    """Changes sent so far (re-sends and leave events included)."""
+    pending: dict[int, list[bytes]] = field(default_factory=dict)
+    """The last round's users' pending changes (user -> changes, oldest first)."""
+    late: list[Output] = field(default_factory=list)
+    """The source's records to send after the changes (``InputSource.after_apply``)."""
+
+
 class BatchProcessor:
     """Runs batches through Redis, the model and the broker; see the module docstring."""
 
@@ -173,6 +202,11 @@ class BatchProcessor:
         """Ignored (topic, field) pairs already logged (each is logged once)."""
         self.source: InputSource = JsonTopics(topics) if source is None else source
         """Where the records come from and how they become changes (``SEGSTREAM_SOURCE``)."""
+        self.phases = PhaseClock()
+        """Wall-clock seconds per phase of the batches (the pipeline's waits are added to it;
+        the worker logs it as ``phases {...}`` when it stops)."""
+        self._sent_last: dict[int, set[bytes]] = {}
+        """The changes the last second stage sent and cleared, per user (see :meth:`complete`)."""
 
     def _check_placement(self, records: Sequence[RawRecord]) -> None:
         """Count records off their key's murmur2 partition; log each producer pattern once.
@@ -254,6 +288,22 @@ class BatchProcessor:
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Process one batch; returns once all its effects are stored and published."""
+        await self.complete(await self.prepare(records))
+
+    async def prepare(
+        self, records: Sequence[RawRecord], previous: Awaitable[None] | None = None
+    ) -> Prepared:
+        """The first stage of a batch: parse, apply, assign and settle (queue the changes).
+
+        Returns the batch with its changes stored and queued in the outboxes, not yet sent;
+        :meth:`complete` sends them. ``previous`` is the previous batch's second stage when it
+        may still run (the pipeline's overlap): a batch of several rounds (a user back after
+        leaving) publishes its first rounds here, so it waits for ``previous`` before its
+        first round: its sends stay in batch order and its settles read no change that
+        ``previous`` has yet to send and clear. :mod:`~segstream.stream.worker.batching` says
+        why the rest is safe.
+        """
+        clock = self.phases
         started = time.perf_counter()
         if self.partitions:
             self._check_placement(records)
@@ -263,39 +313,98 @@ class BatchProcessor:
             self._log_truncated(letter)
         if parsed.unknown:
             self._note_unknown(parsed.unknown)
+        now = clock.add("decode + validate", started)
         # The source's own records (change data capture: routed changes) go with the dead
         # letters, acknowledged before the batch is.
         routed = await self._redis("prepare the changes", lambda: source.prepare(parsed))
-        dead = asyncio.ensure_future(self.sender.publish([*parsed.dead_letters, *routed]))
-        states: list[UserState] = []
-        assigned = published = 0
+        now = clock.add("redis prepare", now)
+        prepared = Prepared(records, parsed, [*parsed.dead_letters, *routed], started)
+        # One round unless a user comes back after leaving in this batch (leaving.py).
+        rounds = split_rounds(parsed.by_user)
+        if len(rounds) > 1 and previous is not None:
+            # A round's changes are sent (and cleared) before the next round settles, which
+            # reads the outboxes back: the previous batch's must be sent and cleared first.
+            await asyncio.shield(previous)
+            now = clock.add("wait previous batch", now)
+        for number, round_ in enumerate(rounds, start=1):
+            states, assigned, pending = await self._process_round(round_)
+            prepared.states += states
+            prepared.assigned += assigned
+            if number < len(rounds):
+                prepared.published += await self._publish(pending)
+            else:
+                prepared.pending = pending
+        now = time.perf_counter()
+        prepared.late = await self._redis("finish the changes", lambda: source.after_apply(parsed))
+        clock.add("redis prepare", now)
+        return prepared
+
+    async def complete(self, prepared: Prepared) -> None:
+        """The second stage of a batch: send its outputs, wait for the broker's
+        acknowledgements, clear the sent changes from the outboxes.
+
+        Second stages run one at a time, in batch order (the pipeline's rule). A change the
+        previous batch's second stage sent is left out here: it was read back by this batch's
+        settle before that stage cleared it (same bytes, same event_id), and sending it again
+        would be a duplicate that no crash caused.
+        """
+        dead = asyncio.ensure_future(self.sender.publish(prepared.extra))
         try:
-            # One round unless a user comes back after leaving in this batch (leaving.py).
-            for round_ in split_rounds(parsed.by_user):
-                done = await self._process_round(round_)
-                states += done[0]
-                assigned += done[1]
-                published += done[2]
-            late = await self._redis("finish the changes", lambda: source.after_apply(parsed))
-            if late:
-                await self.sender.publish(late)
+            sent_before = self._sent_last
+            pending = {
+                uid: kept
+                for uid, changes in prepared.pending.items()
+                if (kept := [c for c in changes if c not in sent_before.get(uid, ())])
+            }
+            # Everything read back is cleared: the changes left out were sent (and cleared)
+            # already, so removing them again is a no-op that can leave nothing behind.
+            prepared.published += await self._publish(pending, clear=prepared.pending)
+            self._sent_last = {uid: set(changes) for uid, changes in pending.items()}
+            if prepared.late:
+                await self.sender.publish(prepared.late)
+            now = time.perf_counter()
             await dead
+            self.phases.add("publish + acks", now)
         finally:
             if not dead.done():
                 dead.cancel()
-        self._count(records, parsed, states, assigned, published)
+        records, parsed = prepared.records, prepared.parsed
+        self._count(records, parsed, prepared.states, prepared.assigned, prepared.published)
         if self.metrics is not None:
-            self._record(self.metrics, records, parsed, published, started)
+            self._record(self.metrics, records, parsed, prepared.published, prepared.started)
 
-    async def _process_round(self, round_: Round) -> tuple[list[UserState], int, int]:
-        """Apply, assign, settle (leaves included) and publish one round of a batch.
+    async def _publish(
+        self,
+        pending: Mapping[int, Sequence[bytes]],
+        clear: Mapping[int, Sequence[bytes]] | None = None,
+    ) -> int:
+        """Send ``pending`` (user -> changes, oldest first), wait for the acknowledgements,
+        then remove ``clear`` (default: ``pending``; what was sent, and possibly changes
+        sent before) from the outboxes; returns how many changes were sent."""
+        cleared = pending if clear is None else clear
+        clock = self.phases
+        now = time.perf_counter()
+        outputs = outbox_outputs(pending, self.topics.segment_changes, self.topics.user_segments)
+        await self.sender.publish(outputs)
+        now = clock.add("publish + acks", now)
+        await self._redis("clear outbox", lambda: self.state.clear(cleared))
+        clock.add("redis clear", now)
+        return sum(map(len, pending.values()))
 
-        Returns the round's states, how many users were assigned and how many changes were
-        published (re-sends and leave events included).
+    async def _process_round(
+        self, round_: Round
+    ) -> tuple[list[UserState], int, dict[int, list[bytes]]]:
+        """Apply, assign and settle (leaves included) one round of a batch.
+
+        Returns the round's states, how many users were assigned and the changes pending in
+        the round's users' outboxes (user -> changes, oldest first; re-sends and leave events
+        included), which the caller publishes.
         """
-        topics = self.topics
+        clock = self.phases
         by_user = round_.events
+        now = time.perf_counter()
         states = await self._apply(by_user)
+        now = clock.add("redis apply", now)
         self.assigner.refresh()
         model_version = self.assigner.version
         staying = [s for s in states if s.user_id not in round_.leaves]
@@ -309,15 +418,14 @@ class BatchProcessor:
         rows += plan_settles(staying, segments, model_version, by_user, drift_epoch)
         leaving = [s for s in states if s.user_id in round_.leaves]
         rows += [plan_leave(s, *round_.leaves[s.user_id]) for s in leaving]
+        now = clock.add("assign", now)
         outcome = await self._redis("queue changes", lambda: self.state.settle_outcome(rows))
         pending = dict(outcome.pending)
         refused = [s.user_id for s in leaving if s.user_id in outcome.refused]
         if refused:
             pending.update(await self._erase_again(refused, round_.leaves))
-        outputs = outbox_outputs(pending, topics.segment_changes, topics.user_segments)
-        await self.sender.publish(outputs)
-        await self._redis("clear outbox", lambda: self.state.clear(pending))
-        return states, len(assignable), sum(map(len, pending.values()))
+        clock.add("redis settle", now)
+        return states, len(assignable), pending
 
     async def _erase_again(
         self, user_ids: list[int], leaves: dict[int, tuple[Source, UserLeft]]

@@ -283,3 +283,205 @@ async def _no_process(messages: Sequence[_Message]) -> None:
 
 def _no_ack(messages: Sequence[_Message]) -> None:
     raise AssertionError("nothing to ack")
+
+
+class _Gated:
+    """:class:`Stages` whose steps are logged and whose second stages wait for a release."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.release: dict[int, asyncio.Event] = {}
+        self.fail_first: set[int] = set()
+        self.fail_second: set[int] = set()
+
+    def gate(self, first_offset: int) -> asyncio.Event:
+        return self.release.setdefault(first_offset, asyncio.Event())
+
+    async def prepare(self, records: Sequence[_Message], previous: Awaitable[None] | None) -> int:
+        first = records[0].offset
+        self.log.append(f"first {first}")
+        await asyncio.sleep(0)
+        if first in self.fail_first:
+            raise SegstreamError(f"first stage of {first} failed")
+        return first
+
+    async def complete(self, prepared: int) -> None:
+        self.log.append(f"second {prepared} starts")
+        await self.gate(prepared).wait()
+        if prepared in self.fail_second:
+            raise SegstreamError(f"second stage of {prepared} failed")
+        self.log.append(f"second {prepared} ends")
+
+
+def _logged_ack(log: list[str]) -> Callable[[Sequence[_Message]], None]:
+    def ack(messages: Sequence[_Message]) -> None:
+        log.append(f"ack {messages[0].offset}")
+
+    return ack
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    async def check() -> bool:
+        return condition()
+
+    await async_wait_until(check, 30, what, interval_s=0)
+
+
+class TestOverlap:
+    """Depth 2: a batch's first stage overlaps the previous batch's second, in order."""
+
+    def test_the_next_first_stage_runs_while_the_previous_batch_waits_for_its_acks(self) -> None:
+        stages = _Gated()
+
+        async def scenario() -> None:
+            pipeline = BatchPipeline(
+                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
+            )
+            for start in (0, 2, 4):
+                await pipeline.put(_events(start, 2))
+            task = asyncio.ensure_future(pipeline.run())
+            await _until(lambda: "first 2" in stages.log, "batch 2's first stage never ran")
+            # Batch 0 still waits for its acknowledgements: batch 4 may not start yet (at most
+            # two batches in hand) and batch 2's second stage may not start before 0's ends.
+            assert "second 2 starts" not in stages.log and "first 4" not in stages.log
+            stages.gate(2).set()  # 2's release first: it must still wait for 0
+            stages.gate(0).set()
+            await _until(lambda: "first 4" in stages.log, "batch 4 never started")
+            stages.gate(4).set()
+            await _until(lambda: "ack 4" in stages.log, "batch 4 was never acked")
+            task.cancel()
+
+        asyncio.run(scenario())
+        at = {line: n for n, line in enumerate(stages.log)}
+        assert at["first 2"] < at["second 0 ends"], "no overlap"
+        assert at["second 0 ends"] < at["ack 0"] < at["second 2 starts"] < at["second 2 ends"]
+        assert at["ack 0"] < at["first 4"], "three batches were in hand"
+        assert at["second 2 ends"] < at["ack 2"] < at["second 4 starts"] < at["ack 4"]
+        assert [line for line in stages.log if line.startswith("ack")] == [
+            "ack 0",
+            "ack 2",
+            "ack 4",
+        ]
+
+    def test_at_depth_1_nothing_overlaps(self) -> None:
+        stages = _Gated()
+        for offset in (0, 2):
+            stages.gate(offset).set()
+
+        async def scenario() -> None:
+            pipeline = BatchPipeline(
+                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=1
+            )
+            for start in (0, 2):
+                await pipeline.put(_events(start, 2))
+            task = asyncio.ensure_future(pipeline.run())
+            await _until(lambda: "ack 2" in stages.log, "batch 2 was never acked")
+            task.cancel()
+
+        asyncio.run(scenario())
+        assert stages.log == [
+            "first 0", "second 0 starts", "second 0 ends", "ack 0",
+            "first 2", "second 2 starts", "second 2 ends", "ack 2",
+        ]  # fmt: skip
+
+    def test_a_failed_second_stage_acks_neither_it_nor_the_batch_behind_it(self) -> None:
+        stages = _Gated()
+        stages.fail_second.add(0)
+
+        async def scenario() -> BaseException | None:
+            pipeline = BatchPipeline(
+                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
+            )
+            for start in (0, 2):
+                await pipeline.put(_events(start, 2))
+            task = asyncio.ensure_future(pipeline.run())
+            await _until(lambda: "first 2" in stages.log, "batch 2's first stage never ran")
+            stages.gate(0).set()
+            stages.gate(2).set()
+            await asyncio.wait({task})
+            return task.exception()
+
+        failure = asyncio.run(scenario())
+        assert isinstance(failure, SegstreamError) and "second stage of 0" in str(failure)
+        assert not [line for line in stages.log if line.startswith("ack")]
+        assert "second 2 starts" not in stages.log
+
+    def test_a_failure_in_the_idle_pipelines_background_stage_stops_it(self) -> None:
+        stages = _Gated()
+        stages.fail_second.add(0)
+
+        async def scenario() -> tuple[BaseException | None, BatchPipeline]:
+            pipeline = BatchPipeline(
+                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
+            )
+            await pipeline.put(_events(0, 2))
+            task = asyncio.ensure_future(pipeline.run())
+            await _until(lambda: "second 0 starts" in stages.log, "no second stage")
+            stages.gate(0).set()  # fails while run() waits for more input
+            await asyncio.wait({task})
+            return task.exception(), pipeline
+
+        failure, pipeline = asyncio.run(scenario())
+        assert isinstance(failure, SegstreamError)
+        assert not pipeline.offer(_events(2, 2)), "a failed pipeline takes nothing more"
+
+    def test_a_failed_first_stage_still_acks_the_batch_before_it_once_sent(self) -> None:
+        stages = _Gated()
+        stages.fail_first.add(2)
+
+        async def scenario() -> BaseException | None:
+            pipeline = BatchPipeline(
+                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
+            )
+            for start in (0, 2):
+                await pipeline.put(_events(start, 2))
+            task = asyncio.ensure_future(pipeline.run())
+            await _until(lambda: "first 2" in stages.log, "batch 2's first stage never ran")
+            stages.gate(0).set()
+            await asyncio.wait({task})
+            return task.exception()
+
+        failure = asyncio.run(scenario())
+        assert isinstance(failure, SegstreamError) and "first stage of 2" in str(failure)
+        assert stages.log[-2:] == ["second 0 ends", "ack 0"]
+        assert "ack 2" not in stages.log
+
+    def test_a_stop_while_waiting_for_input_finishes_and_acks_the_second_stage_in_hand(
+        self,
+    ) -> None:
+        stages = _Gated()
+
+        async def scenario() -> bool:
+            pipeline = BatchPipeline(
+                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
+            )
+            await pipeline.put(_events(0, 2))
+            task = asyncio.ensure_future(pipeline.run())
+            await _until(lambda: "second 0 starts" in stages.log, "no second stage")
+            finishing = asyncio.ensure_future(pipeline.finish(task, timeout_s=60))
+            await asyncio.sleep(0)
+            assert not finishing.done(), "the stop did not wait for the batch in hand"
+            stages.gate(0).set()
+            return await finishing
+
+        assert asyncio.run(scenario()) is True
+        assert stages.log[-2:] == ["second 0 ends", "ack 0"]
+
+    def test_past_the_stops_bound_the_second_stage_is_cancelled_unacked(self) -> None:
+        stages = _Gated()
+
+        async def scenario() -> bool:
+            pipeline = BatchPipeline(
+                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
+            )
+            await pipeline.put(_events(0, 2))
+            task = asyncio.ensure_future(pipeline.run())
+            await _until(lambda: "second 0 starts" in stages.log, "no second stage")
+            return await pipeline.finish(task, timeout_s=0.05)  # never released
+
+        assert asyncio.run(scenario()) is False
+        assert "ack 0" not in stages.log
+
+    def test_the_depth_is_checked(self) -> None:
+        with pytest.raises(ValueError, match="depth must be 1 or 2"):
+            BatchPipeline(_Gated(), _no_ack, batch_size=2, max_pending=10, depth=3)

@@ -416,3 +416,108 @@ class TestFailures:
         assert world.processor.stats.fresh == 2, "the first attempt's fresh events count"
         assert world.count("segstream_redis_wait_timeouts_total") == 1
         assert len(world.changes()) == 1
+
+
+def _comparable(outputs: Sequence[Any]) -> list[tuple[str, bytes | None, dict[str, Any]]]:
+    """(topic, key, decoded value) of each output; a leave's ``occurred_at`` (the time it was
+    processed, not an input's) left out."""
+    rows = []
+    for output in outputs:
+        if not output.value:
+            continue
+        document = json.loads(output.value)
+        if document.get("left"):
+            document.pop("occurred_at")
+        rows.append((output.topic, output.key, document))
+    return rows
+
+
+class TestOverlap:
+    """The two stages of :meth:`BatchProcessor.prepare` / :meth:`~BatchProcessor.complete` as
+    the pipeline interleaves them at depth 2: batch N+1's first stage before batch N's second.
+    """
+
+    def test_a_change_read_back_before_its_clear_is_sent_once_and_in_order(
+        self, world: World
+    ) -> None:
+        young, old = world.segment_of(20), world.segment_of(70)
+        processor = world.processor
+
+        async def scenario() -> tuple[list[bytes], list[bytes]]:
+            first = await processor.prepare([profile(5, 0), order(5, 0, order_id=100)])
+            second = await processor.prepare([profile(5, 1, age=70)])  # before first's sends
+            await processor.complete(first)
+            await processor.complete(second)
+            return first.pending[5], second.pending[5]
+
+        first_pending, second_pending = asyncio.run(scenario())
+        assert second_pending[0] == first_pending[0], "batch N's change was read back by N+1"
+        first, second = world.changes()
+        assert [(c["sequence"], c["segment"]) for c in (first, second)] == [(1, young), (2, old)]
+        assert [json.loads(v or b"")["segment"] for _, v in world.current()] == [young, old]
+        assert world.state.outboxes == {}, "every change sent was cleared"
+        assert world.processor.stats.changes == 2
+
+    def test_the_overlapped_order_publishes_what_the_sequential_order_does(
+        self, model: Model, models_dir: Callable[..., Path]
+    ) -> None:
+        batches = [
+            [profile(5, 0), order(5, 0, order_id=100), profile(6, 1, age=70)],
+            [order(6, 1, order_id=101), profile(5, 2, age=70)],
+            [leave(6, 3), profile(5, 4), order(7, 2, order_id=102), profile(7, 5)],
+            [profile(6, 6, age=20), order(6, 3, order_id=103), profile(7, 7, age=70)],
+        ]
+        models = models_dir(model).parent
+        sequential, overlapped = World(models, Metrics()), World(models, Metrics())
+        for batch in batches:
+            sequential.process(batch)
+
+        async def interleaved() -> None:
+            processor = overlapped.processor
+            tail: asyncio.Future[None] | None = None
+            for batch in batches:
+                prepared = await processor.prepare(batch, tail)
+                if tail is not None:
+                    await tail
+                tail = asyncio.ensure_future(processor.complete(prepared))
+            assert tail is not None
+            await tail
+
+        asyncio.run(interleaved())
+        assert _comparable(overlapped.sender.sent) == _comparable(sequential.sender.sent)
+        assert len(overlapped.changes()) >= 5, "the batches must move segments to compare"
+        assert overlapped.state.outboxes == sequential.state.outboxes == {}
+        assert overlapped.state.users == sequential.state.users
+
+    def test_a_batch_of_two_rounds_waits_for_the_previous_batchs_sends_first(
+        self, world: World
+    ) -> None:
+        processor = world.processor
+        order_of_sends: list[str] = []
+
+        async def scenario() -> None:
+            first = await processor.prepare([profile(5, 0), order(5, 0, order_id=100)])
+            release = asyncio.Event()
+
+            async def previous() -> None:
+                await release.wait()
+                await processor.complete(first)
+                order_of_sends.append("previous batch sent")
+
+            tail = asyncio.ensure_future(previous())
+            # User 5 leaves and comes back in one batch: two rounds, the first one's sends
+            # (the leave) may go only after the previous batch's change.
+            second = asyncio.ensure_future(
+                processor.prepare([leave(5, 1), profile(5, 2, age=70), order(5, 1, 101)], tail)
+            )
+            await asyncio.sleep(0.01)
+            assert not second.done(), "the second round did not wait for the previous batch"
+            assert world.changes() == []
+            release.set()
+            await processor.complete(await second)
+
+        asyncio.run(scenario())
+        assert order_of_sends == ["previous batch sent"]
+        joined, left, again = world.changes()
+        assert (joined["sequence"], left["left"], again["sequence"]) == (1, True, 1)
+        assert world.state.outboxes == {}
