@@ -156,14 +156,16 @@ class Settings(SegstreamSettings):
     load the worker still processes full batches, merging those that queued up while it was
     busy (up to batch_size)."""
 
-    pipeline_depth: int = Field(default=2, ge=1, le=2)
-    """Batches a worker has in hand at once: 2 overlaps a batch's Redis steps (apply, assign,
-    settle) with the previous batch's publishing and the broker's acknowledgements; 1 runs
-    each batch's steps strictly one after the other.
+    pipeline_depth: int = Field(default=1, ge=1, le=2)
+    """Batches a worker has in hand at once: 1 runs each batch's steps strictly one after the
+    other; 2 overlaps a batch's Redis steps (apply, assign, settle) with the previous batch's
+    publishing and the broker's acknowledgements.
 
     Every guarantee holds at both (order of a user's changes, offsets committed only after
     what they cover is stored and acknowledged, the outbox's crash semantics): the argument is
-    in segstream/stream/worker/batching.py. 1 is for comparison (docs/performance.md)."""
+    in segstream/stream/worker/batching.py. 2 pays where the waits are network round trips
+    (Redis or the brokers on other hosts); with Redis on the worker's own cores it measured no
+    gain (docs/performance.md), hence the default 1."""
 
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     """Longest a worker's fetch request waits at a broker for new input, in milliseconds.

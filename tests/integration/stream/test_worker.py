@@ -47,9 +47,17 @@ def _wait_for_progress(settings: Settings, users: int, timeout_s: float = 120.0)
     )
 
 
+DEPTHS = pytest.mark.parametrize(
+    "depth", [1, 2], ids=["one batch in hand", "two batches overlapping"]
+)
+"""SEGSTREAM_PIPELINE_DEPTH: the sequential default, and the overlap (worker/batching.py)."""
+
+
+@DEPTHS
 def test_replayed_dataset_matches_the_batch_pipeline(
-    stream_settings: Settings, dataset: Dataset, start_worker, tmp_path: Path
+    stream_settings: Settings, dataset: Dataset, start_worker, tmp_path: Path, depth: int
 ) -> None:
+    stream_settings = stream_settings.model_copy(update={"pipeline_depth": depth})
     replay(stream_settings, dataset.plan)
     worker = start_worker(stream_settings)
     wait_until_consumed(stream_settings, [worker])
@@ -57,9 +65,11 @@ def test_replayed_dataset_matches_the_batch_pipeline(
     check_parity(stream_settings, dataset, tmp_path)
 
 
+@DEPTHS
 def test_worker_killed_mid_replay_resumes_with_nothing_counted_twice_or_lost(
-    stream_settings: Settings, dataset: Dataset, start_worker, tmp_path: Path
+    stream_settings: Settings, dataset: Dataset, start_worker, tmp_path: Path, depth: int
 ) -> None:
+    stream_settings = stream_settings.model_copy(update={"pipeline_depth": depth})
     replay(stream_settings, dataset.plan)
     first = start_worker(stream_settings)
     _wait_for_progress(stream_settings, len(dataset.features) // 3)
