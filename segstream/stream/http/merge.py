@@ -9,8 +9,11 @@ host whatever N is. How each series is merged:
   name and labels; the histograms share their buckets, :mod:`segstream.stream.http.metrics`).
   A process that was restarted starts its counters at 0 again: the last figures scraped from
   its previous incarnation are carried into the sum, so the merged counters never go down.
-  What the dead process counted between its last scrape and its death is not in them
-  (its events are redelivered to, and counted by, the partitions' next owner).
+  What the dead process counted between its last scrape and its death is not in them: the
+  records it had not committed are redelivered to, and counted by, the partitions' next
+  owner, but those it processed and committed in that window are counted by no one, so after
+  a SIGKILL the merged counters can fall short of the records processed by up to the dead
+  process's work of one scrape interval (a process that stops cleanly is scraped to the end).
 - ``*_created`` series (a counter's or histogram's creation time): the earliest.
 - **group-wide gauges** (:data:`GROUP_WIDE_GAUGES`: lag, committed offsets, segment
   populations): every process reads the same figures from Kafka or Redis, so summing would

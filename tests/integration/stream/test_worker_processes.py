@@ -150,6 +150,7 @@ def test_a_killed_process_is_restarted_and_the_stream_completes_with_nothing_los
         interval_s=0.2,
     )
     victim = _livez(supervisor)[1]
+    counted_before = _consumed(supervisor.http_port)
     os.kill(victim["pid"], signal.SIGKILL)
 
     def restarted() -> bool:
@@ -159,8 +160,12 @@ def test_a_killed_process_is_restarted_and_the_stream_completes_with_nothing_los
     wait_until(restarted, 120, supervisor.log_tail, interval_s=0.5)
     assert "worker process 1 exited with code -9" in supervisor.log_tail(400)
     wait_until_consumed(stream_settings, [supervisor])
-    # Redelivered records are counted again by their new owner: at least every record.
-    assert _consumed(supervisor.http_port) >= len(dataset.plan.events)
+    # The merged counter carries the dead process's last scraped figures, so it never goes
+    # down and grows with the restarted process's work. It is not a count of every record:
+    # what the victim processed and committed after its last scrape is in neither process's
+    # figures (segstream/stream/http/merge.py); nothing lost is what check_parity proves.
+    counted_after = _consumed(supervisor.http_port)
+    assert counted_after > counted_before >= len(dataset.plan.events) // 4
     assert supervisor.stop(signal.SIGTERM) == 0, supervisor.log_tail()
     check_parity(stream_settings, dataset, tmp_path)
 
