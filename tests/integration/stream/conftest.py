@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from segstream.settings import Settings, as_environment, load_settings
@@ -36,7 +35,6 @@ from segstream.training.pipeline import train_to_directory
 from segstream.training.train import TrainConfig
 from tests.integration.stream.background import BackgroundReplay
 from tests.ports import free_port
-from tests.shared import built_once, shared_root
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
@@ -58,38 +56,23 @@ class Dataset:
     plan: ReplayPlan
 
 
-DATASET_SEED = 7
-DATASET_CONFIG = TrainConfig(k=5, k_values=(5,), n_init=2, silhouette_sample=2_000)
-"""A fixed k and few restarts: what is under test is the stream, not the elbow search."""
-
-
-def build_dataset(folder: Path) -> None:
-    """Generate N_USERS users (real catalogue when present) into ``folder/data`` and train
-    ``folder/models`` on them."""
-    products = load_catalogue(PRODUCTS) if PRODUCTS.exists() else None
-    write_tables(generate_tables(N_USERS, seed=DATASET_SEED, products=products), folder / "data")
-    train_to_directory(DataSource(path=folder / "data"), folder / "models", DATASET_CONFIG)
-
-
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    """20,000 generated users (real catalogue when present), trained with k=5.
-
-    Generated and trained once per run, by the first xdist worker to need it; the others
-    read the same folders (tests/shared.py), which no test may change: a test that changes a
-    models folder works on its own copy.
-    """
-    key = f"stream-dataset-{N_USERS}-users-seed-{DATASET_SEED}-k-{DATASET_CONFIG.k}"
-    root = built_once(shared_root(tmp_path_factory), key, build_dataset)
+    """20,000 generated users (real catalogue when present), trained with k=5."""
+    root = tmp_path_factory.mktemp("stream-data")
+    products = load_catalogue(PRODUCTS) if PRODUCTS.exists() else None
+    tables = generate_tables(N_USERS, seed=7, products=products)
+    write_tables(tables, root / "data")
     source = DataSource(path=root / "data")
+    # A fixed k and few restarts: what is under test is the stream, not the elbow search.
+    config = TrainConfig(k=5, k_values=(5,), n_init=2, silhouette_sample=2_000)
+    train_to_directory(source, root / "models", config)
     return Dataset(
         data_dir=root / "data",
         models_dir=root / "models",
         model=load_model(root / "models"),
         features=read_features(source),
-        user_ids=pq.read_table(root / "data" / "users.parquet", columns=["id"])
-        .column("id")
-        .to_pylist(),
+        user_ids=tables.users.column("id").to_pylist(),
         plan=read_replay_plan(source),
     )
 

@@ -48,7 +48,6 @@ from tests.integration.stream.conftest import (
     replay,
     wait_until_consumed,
 )
-from tests.shared import built_once, shared_root
 
 AGE_SHIFT = 15
 """Years added to every shifted customer's age."""
@@ -64,31 +63,18 @@ class Versions:
     v2: Model
 
 
-V2_CONFIG = TrainConfig(k=6, k_values=(6,), n_init=2, silhouette_sample=2_000, seed=1)
-
-
 @pytest.fixture(scope="session")
 def versions(dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Versions:
-    """v1: the dataset's model (k=5); v2: retrained on the same data with k=6, ids aligned.
-
-    The template is made once per run and shared by the xdist workers (tests/shared.py):
-    tests change only their own copies of it (:func:`models_dir`).
-    """
+    """v1: the dataset's model (k=5); v2: retrained on the same data with k=6, ids aligned."""
+    template = tmp_path_factory.mktemp("lifecycle-models")
     v1 = dataset.model
-
-    def build(folder: Path) -> None:
-        template = folder / "models"
-        shutil.copytree(dataset.models_dir / v1.version, template / v1.version)
-        publish_current(template, template / v1.version)
-        outcome = train_to_directory(DataSource(path=dataset.data_dir), template, V2_CONFIG)
-        publish_current(template, template / v1.version)
-        (folder / "v2-version").write_text(outcome.version_dir.name)
-
-    key = f"lifecycle-models-{v1.version}-and-k-{V2_CONFIG.k}-seed-{V2_CONFIG.seed}"
-    folder = built_once(shared_root(tmp_path_factory), key, build)
-    template = folder / "models"
-    v2 = load_model(template / (folder / "v2-version").read_text())
+    shutil.copytree(dataset.models_dir / v1.version, template / v1.version)
+    publish_current(template, template / v1.version)
+    config = TrainConfig(k=6, k_values=(6,), n_init=2, silhouette_sample=2_000, seed=1)
+    outcome = train_to_directory(DataSource(path=dataset.data_dir), template, config)
+    v2 = load_model(outcome.version_dir)
     assert v2.lineage is not None and v2.lineage.previous_version == v1.version
+    publish_current(template, template / v1.version)
     return Versions(template, v1, v2)
 
 
@@ -147,23 +133,12 @@ def shift_tables(tables: Tables, seed: int) -> Tables:
     return Tables(users, tables.orders, order_items, tables.products)
 
 
-SHIFTED_SEED = 11
-
-
-def build_shifted(folder: Path) -> None:
-    """SHIFTED_USERS new customers (seed SHIFTED_SEED), shifted by :func:`shift_tables`, as
-    tables in ``folder/data``."""
-    products = load_catalogue(PRODUCTS) if PRODUCTS.exists() else None
-    tables = generate_tables(SHIFTED_USERS, SHIFTED_SEED, products)
-    write_tables(shift_tables(tables, SHIFTED_SEED), folder / "data")
-
-
 @pytest.fixture(scope="session")
 def shifted(dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Shifted:
-    """SHIFTED_USERS new customers (seed 11), shifted by :func:`shift_tables`; their tables
-    are generated once per run and shared by the xdist workers (tests/shared.py)."""
-    key = f"shifted-{SHIFTED_USERS}-users-seed-{SHIFTED_SEED}-plus-{AGE_SHIFT}-years"
-    directory = built_once(shared_root(tmp_path_factory), key, build_shifted) / "data"
+    """SHIFTED_USERS new customers (seed 11), shifted by :func:`shift_tables`."""
+    directory = tmp_path_factory.mktemp("shifted") / "data"
+    products = load_catalogue(PRODUCTS) if PRODUCTS.exists() else None
+    write_tables(shift_tables(generate_tables(SHIFTED_USERS, 11, products), 11), directory)
     source = DataSource(path=directory)
     features = read_features(source)
     components = assign(dataset.model, features).components
