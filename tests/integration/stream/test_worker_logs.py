@@ -13,6 +13,7 @@ from tests.integration.stream.conftest import (
     Dataset,
     app_settings,
     replay,
+    wait_until_assigned,
     wait_until_consumed,
 )
 
@@ -33,6 +34,9 @@ def test_both_kinds_of_worker_log_in_one_format_at_the_configured_level(
     replay(quiet, ReplayPlan(dataset.plan.events[:2_000], 0))
     first = start_worker(quiet)
     second = start_worker(chatty, FAUST_WORKER)  # joins: a rebalance for both
+    # The first worker may consume all 2,000 records before the second has joined; stopping
+    # the second then would leave nothing of its assignment in its log to check.
+    wait_until_assigned([second])  # the quiet first worker logs no INFO line to wait on
     wait_until_consumed(quiet, [first, second])
     assert second.stop(signal.SIGTERM) == 0, second.log_tail()
     assert first.stop(signal.SIGTERM) == 0, first.log_tail()

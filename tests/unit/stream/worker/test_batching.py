@@ -320,6 +320,17 @@ def _logged_ack(log: list[str]) -> Callable[[Sequence[_Message]], None]:
     return ack
 
 
+async def _queued(stages: _Gated, starts: Sequence[int], depth: int) -> BatchPipeline:
+    """A pipeline of ``stages`` (batches of 2, acks logged) with 2 records queued from each
+    offset of ``starts``."""
+    pipeline = BatchPipeline(
+        stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=depth
+    )
+    for start in starts:
+        await pipeline.put(_events(start, 2))
+    return pipeline
+
+
 async def _until(condition: Callable[[], bool], what: str) -> None:
     async def check() -> bool:
         return condition()
@@ -334,11 +345,7 @@ class TestOverlap:
         stages = _Gated()
 
         async def scenario() -> None:
-            pipeline = BatchPipeline(
-                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
-            )
-            for start in (0, 2, 4):
-                await pipeline.put(_events(start, 2))
+            pipeline = await _queued(stages, (0, 2, 4), depth=2)
             task = asyncio.ensure_future(pipeline.run())
             await _until(lambda: "first 2" in stages.log, "batch 2's first stage never ran")
             # Batch 0 still waits for its acknowledgements: batch 4 may not start yet (at most
@@ -369,11 +376,7 @@ class TestOverlap:
             stages.gate(offset).set()
 
         async def scenario() -> None:
-            pipeline = BatchPipeline(
-                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=1
-            )
-            for start in (0, 2):
-                await pipeline.put(_events(start, 2))
+            pipeline = await _queued(stages, (0, 2), depth=1)
             task = asyncio.ensure_future(pipeline.run())
             await _until(lambda: "ack 2" in stages.log, "batch 2 was never acked")
             task.cancel()
@@ -389,11 +392,7 @@ class TestOverlap:
         stages.fail_second.add(0)
 
         async def scenario() -> BaseException | None:
-            pipeline = BatchPipeline(
-                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
-            )
-            for start in (0, 2):
-                await pipeline.put(_events(start, 2))
+            pipeline = await _queued(stages, (0, 2), depth=2)
             task = asyncio.ensure_future(pipeline.run())
             await _until(lambda: "first 2" in stages.log, "batch 2's first stage never ran")
             stages.gate(0).set()
@@ -411,10 +410,7 @@ class TestOverlap:
         stages.fail_second.add(0)
 
         async def scenario() -> tuple[BaseException | None, BatchPipeline]:
-            pipeline = BatchPipeline(
-                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
-            )
-            await pipeline.put(_events(0, 2))
+            pipeline = await _queued(stages, (0,), depth=2)
             task = asyncio.ensure_future(pipeline.run())
             await _until(lambda: "second 0 starts" in stages.log, "no second stage")
             stages.gate(0).set()  # fails while run() waits for more input
@@ -430,11 +426,7 @@ class TestOverlap:
         stages.fail_first.add(2)
 
         async def scenario() -> BaseException | None:
-            pipeline = BatchPipeline(
-                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
-            )
-            for start in (0, 2):
-                await pipeline.put(_events(start, 2))
+            pipeline = await _queued(stages, (0, 2), depth=2)
             task = asyncio.ensure_future(pipeline.run())
             await _until(lambda: "first 2" in stages.log, "batch 2's first stage never ran")
             stages.gate(0).set()
@@ -452,10 +444,7 @@ class TestOverlap:
         stages = _Gated()
 
         async def scenario() -> bool:
-            pipeline = BatchPipeline(
-                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
-            )
-            await pipeline.put(_events(0, 2))
+            pipeline = await _queued(stages, (0,), depth=2)
             task = asyncio.ensure_future(pipeline.run())
             await _until(lambda: "second 0 starts" in stages.log, "no second stage")
             finishing = asyncio.ensure_future(pipeline.finish(task, timeout_s=60))
@@ -471,10 +460,7 @@ class TestOverlap:
         stages = _Gated()
 
         async def scenario() -> bool:
-            pipeline = BatchPipeline(
-                stages, _logged_ack(stages.log), batch_size=2, max_pending=100, depth=2
-            )
-            await pipeline.put(_events(0, 2))
+            pipeline = await _queued(stages, (0,), depth=2)
             task = asyncio.ensure_future(pipeline.run())
             await _until(lambda: "second 0 starts" in stages.log, "no second stage")
             return await pipeline.finish(task, timeout_s=0.05)  # never released
