@@ -32,6 +32,10 @@ from segstream.settings import Settings, StackSettings
 __all__ = ["KafkaBroker", "kafka_version"]
 
 _POM = bundled_pom("kafka-pom.xml")
+LONE_NODE_SESSION_TIMEOUT_MS = 4_000
+"""The single node's broker session (Kafka's default 9 s): how long a restart after a crash
+waits for the crashed incarnation's registration to expire. Above 2 heartbeats (1 s) with room
+for a loaded machine's pauses, since missing it fences the node from its own partitions."""
 _LOG4J2 = """\
 status = warn
 appender.file.type = File
@@ -145,6 +149,11 @@ class KafkaBroker(LocalServer):
             "share.coordinator.state.topic.min.isr": "1",
             # A lone consumer must not wait 3 s for peers that will never join.
             "group.initial.rebalance.delay.ms": "0",
+            # After a crash the node's new incarnation is refused registration until the old
+            # one's session expires (Kafka's default 9 s): every unclean restart waited that
+            # long. Its controller is in the same process, so a short session costs nothing.
+            "broker.session.timeout.ms": str(LONE_NODE_SESSION_TIMEOUT_MS),
+            "broker.heartbeat.interval.ms": "1000",
             "auto.create.topics.enable": "true",
             "log.retention.hours": "168",
             "log.segment.bytes": str(256 * 1024 * 1024),
