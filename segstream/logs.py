@@ -5,17 +5,25 @@ the worker included) and by the module-level Faust app (``faust -A segstream.str
 :func:`faust_logging_config` is the same configuration as Faust's worker applies it when it
 sets up logging itself. Third-party loggers stay at WARNING; ``SEGSTREAM_LOG_LEVEL`` applies to
 the ``segstream`` loggers only.
+
+A dependency that is down makes its client log the same error many times a second (aiokafka,
+while a broker restarts: about 130 lines/s); :class:`RepeatSummary` lets the first of such a
+run through per window and counts the rest, so the worker's own lines stay readable.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 __all__ = [
     "LOG_DATE_FORMAT",
     "LOG_FORMAT",
     "DemoteToDebug",
+    "RepeatSummary",
     "configure_logging",
     "faust_logging_config",
 ]
@@ -53,6 +61,70 @@ class DemoteToDebug(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+REPEAT_WINDOW_S: Final = 30.0
+"""How long a third-party message, once logged, is held back when it comes again (seconds)."""
+
+_MAX_RUNS: Final = 1024
+"""Runs remembered before the expired ones are forgotten."""
+
+
+@dataclass
+class _Run:
+    since: float
+    """When the record that opened the window passed (the filter's clock, seconds)."""
+    held: int = 0
+    """Alike records held back since then."""
+
+
+class RepeatSummary(logging.Filter):
+    """Lets one of a run of alike third-party records through per window; holds back the rest.
+
+    Alike: the same logger, level and message template (``record.msg`` before its arguments),
+    so "Unable connect to node with id 1: ..." repeated for every retry is one run whatever
+    its arguments. The first alike record after ``window_s`` passes and says how many were
+    held back before it, so a lasting outage shows as one line per message per window, with
+    its count. A run that stops within its window is not summarised: its first record was
+    shown. Records of ``exempt`` loggers (segstream's own, which log each state change once)
+    always pass. Meant for a handler, where it sees the records of every logger.
+    """
+
+    def __init__(
+        self,
+        window_s: float = REPEAT_WINDOW_S,
+        exempt: tuple[str, ...] = ("segstream",),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.exempt = exempt
+        self.clock = clock
+        self._runs: dict[tuple[str, int, str], _Run] = {}
+
+    def _exempt(self, name: str) -> bool:
+        return any(name == e or name.startswith(e + ".") for e in self.exempt)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True for a record to show (the first of its run in this window)."""
+        if self._exempt(record.name):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        run = self._runs.get(key)
+        if run is not None and now - run.since < self.window_s:
+            run.held += 1
+            return False
+        if len(self._runs) >= _MAX_RUNS:
+            # Messages formatted before logging (f-strings) make a key each: keep the live ones.
+            self._runs = {k: r for k, r in self._runs.items() if now - r.since < self.window_s}
+        self._runs[key] = _Run(now)
+        if run is not None and run.held:
+            # No "%" in the note: the message is still %-formatted with its arguments.
+            window = f"{self.window_s:g}"
+            note = f" [{run.held} more like this held back in the {window} s before]"
+            record.msg = str(record.msg) + note
+        return True
+
+
 def _level(level: str | int) -> int:
     """``"debug"``, ``"DEBUG"`` or ``logging.DEBUG`` -> ``logging.DEBUG``."""
     if isinstance(level, int):
@@ -72,12 +144,15 @@ def _demote_idle_fetch_errors() -> None:
 def configure_logging(level: str | int) -> None:
     """One stderr handler in :data:`LOG_FORMAT` on the root logger (replacing any), root at
     WARNING, the ``segstream`` loggers at ``level`` (any case), Faust's idle-fetch reports
-    demoted to DEBUG. Idempotent."""
+    demoted to DEBUG, repeated third-party records summarised (:class:`RepeatSummary`).
+    Idempotent."""
     logging.basicConfig(
         level=logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, force=True
     )
     logging.getLogger("segstream").setLevel(_level(level))
     _demote_idle_fetch_errors()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatSummary())
 
 
 def faust_logging_config(level: str | int) -> dict[str, Any]:
@@ -91,12 +166,16 @@ def faust_logging_config(level: str | int) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"segstream": {"format": LOG_FORMAT, "datefmt": LOG_DATE_FORMAT}},
-        "filters": {"idle_fetch": {"()": DemoteToDebug, "fragments": IDLE_FETCH_MESSAGES}},
+        "filters": {
+            "idle_fetch": {"()": DemoteToDebug, "fragments": IDLE_FETCH_MESSAGES},
+            "repeats": {"()": RepeatSummary},
+        },
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "segstream",
                 "stream": "ext://sys.stderr",
+                "filters": ["repeats"],
             }
         },
         "root": {"handlers": ["default"]},

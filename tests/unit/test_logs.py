@@ -8,7 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from segstream.logs import IDLE_FETCH_LOGGER, configure_logging, faust_logging_config
+from segstream.logs import (
+    IDLE_FETCH_LOGGER,
+    RepeatSummary,
+    configure_logging,
+    faust_logging_config,
+)
 
 IDLE = "[^---AIOKafkaConsumerThread]: Aiokafka has not sent fetch request for %r since start"
 
@@ -87,3 +92,79 @@ def test_faust_gets_the_same_format_level_and_filter(stderr: Stderr) -> None:
         "DEBUG segstream.x: ours",
         "WARNING faust.worker: theirs",
     ]
+
+
+class Clock:
+    """A settable clock for :class:`RepeatSummary` (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _record(name: str, msg: str, *args: object, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+
+REFUSED = "Unable connect to node with id %s: %s"
+
+
+def test_a_repeated_client_error_shows_once_per_window_then_with_its_count() -> None:
+    clock = Clock()
+    summary = RepeatSummary(window_s=30.0, clock=clock)
+    shown = []
+    for second in range(95):  # an outage of 95 s, the client retrying twice a second
+        clock.now = float(second)
+        for _ in range(2):
+            record = _record("aiokafka", REFUSED, 1, "[Errno 111] Connection refused")
+            if summary.filter(record):
+                shown.append((second, record.getMessage()))
+    assert [second for second, _ in shown] == [0, 30, 60, 90]
+    assert shown[0][1] == "Unable connect to node with id 1: [Errno 111] Connection refused"
+    assert shown[1][1].endswith(" [59 more like this held back in the 30 s before]")
+    assert shown[1][1].startswith("Unable connect to node with id 1: [Errno 111]")
+
+
+def test_different_messages_levels_and_loggers_are_runs_of_their_own() -> None:
+    summary = RepeatSummary(clock=Clock())
+    first = [
+        _record("aiokafka", REFUSED, 1, "refused"),
+        _record("aiokafka", "Unable to update metadata from %s", [1]),
+        _record("aiokafka", REFUSED, 1, "refused", level=logging.WARNING),
+        _record("aiokafka.consumer.fetcher", REFUSED, 1, "refused"),
+    ]
+    assert all(summary.filter(record) for record in first)
+    assert not any(summary.filter(_record(r.name, str(r.msg), *r.args, level=r.levelno))
+                   for r in first)  # fmt: skip
+
+
+def test_segstream_records_always_pass_and_a_percent_in_the_count_note_is_safe() -> None:
+    summary = RepeatSummary(clock=Clock())
+    for _ in range(3):
+        assert summary.filter(_record("segstream.stream.worker.app", "offset commit abandoned"))
+    clock = Clock()
+    summary = RepeatSummary(window_s=1.0, clock=clock)
+    assert summary.filter(_record("kafka", "disk at %d%%", 95))
+    assert not summary.filter(_record("kafka", "disk at %d%%", 96))
+    clock.now = 1.0
+    record = _record("kafka", "disk at %d%%", 97)
+    assert summary.filter(record)
+    assert record.getMessage() == "disk at 97% [1 more like this held back in the 1 s before]"
+
+
+def test_the_worker_logging_summarises_repeated_library_errors(stderr: Stderr) -> None:
+    configure_logging("info")
+    for _ in range(50):
+        logging.getLogger("aiokafka").error(REFUSED, 1, "refused")
+    lines = [line for line in stderr.getvalue().splitlines() if "Unable connect" in line]
+    assert len(lines) == 1
+
+
+def test_faust_s_logging_config_summarises_them_too(stderr: Stderr) -> None:
+    logging.config.dictConfig(faust_logging_config("info"))
+    for _ in range(50):
+        logging.getLogger("aiokafka").error(REFUSED, 1, "refused")
+    lines = [line for line in stderr.getvalue().splitlines() if "Unable connect" in line]
+    assert len(lines) == 1
