@@ -1,7 +1,7 @@
 """The streaming worker on the real stack: a trained dataset, worker processes, topic readers.
 
 Every test gets topics and a consumer group of its own (and so Redis keys of its own, which
-are prefixed by the group); the 20,000-user dataset and its model are made once a session.
+are prefixed by the group); the 8,000-user dataset and its model are made once a session.
 Workers run as ``python -m segstream.cli worker`` subprocesses, configured through the same
 ``SEGSTREAM_*`` environment a user would set, so they can be SIGKILLed like a real crash.
 """
@@ -39,7 +39,7 @@ from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 PRODUCTS = REPO.parent / "shared" / "data" / "thelook" / "products.parquet"
-N_USERS = 20_000
+N_USERS = 8_000
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Dataset:
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    """20,000 generated users (real catalogue when present), trained with k=5."""
+    """8,000 generated users (real catalogue when present), trained with k=5."""
     root = tmp_path_factory.mktemp("stream-data")
     products = load_catalogue(PRODUCTS) if PRODUCTS.exists() else None
     tables = generate_tables(N_USERS, seed=7, products=products)

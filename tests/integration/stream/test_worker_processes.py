@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from segstream.settings import Settings
+from tests.integration.stream.background import BackgroundReplay
 from tests.integration.stream.conftest import (
     SEGSTREAM_WORKER,
     Dataset,
@@ -31,6 +32,8 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.slow
 
 TWO_PROCESSES = (*SEGSTREAM_WORKER, "--processes", "2")
+KILL_REPLAY_RATE = 2_000
+"""Events a second of the replay a process is killed in: under two processes' throughput."""
 _ASSIGNED = re.compile(
     r"\[worker (\d)\] .*input partitions assigned: users \[([\d, ]*)\], orders \[([\d, ]*)\]"
 )
@@ -138,11 +141,18 @@ def test_two_processes_share_every_partition_and_one_metrics_sums_their_work(
 
 
 def test_a_killed_process_is_restarted_and_the_stream_completes_with_nothing_lost(
-    stream_settings: Settings, dataset: Dataset, start_worker, tmp_path: Path
+    stream_settings: Settings,
+    dataset: Dataset,
+    start_worker,
+    background_replays: list[BackgroundReplay],
+    tmp_path: Path,
 ) -> None:
     supervisor = start_worker(stream_settings, TWO_PROCESSES)
     wait_until(lambda: _both_own_partitions(supervisor), 180, supervisor.log_tail, interval_s=0.5)
-    replay(stream_settings, dataset.plan)
+    # Paced, so the kill lands mid-stream whatever the dataset's size: three quarters of the
+    # events are still to be sent when the victim dies.
+    flow = BackgroundReplay(stream_settings, dataset.plan.events, rate=KILL_REPLAY_RATE)
+    background_replays.append(flow)
     wait_until(
         lambda: _consumed(supervisor.http_port) >= len(dataset.plan.events) // 4,
         120,
@@ -159,6 +169,7 @@ def test_a_killed_process_is_restarted_and_the_stream_completes_with_nothing_los
 
     wait_until(restarted, 120, supervisor.log_tail, interval_s=0.5)
     assert "worker process 1 exited with code -9" in supervisor.log_tail(400)
+    flow.join()
     wait_until_consumed(stream_settings, [supervisor])
     # The merged counter carries the dead process's last scraped figures, so it never goes
     # down and grows with the restarted process's work. It is not a count of every record:

@@ -1,6 +1,6 @@
 """The model lifecycle on the real stack: two model versions, a shifting customer base, helpers.
 
-Builds on ``tests/integration/stream/conftest.py`` (the 20,000-user dataset trained with k=5,
+Builds on ``tests/integration/stream/conftest.py`` (the 8,000-user dataset trained with k=5,
 worker processes, replay). Added here, once a session:
 
 - :func:`versions`: a MODELS template holding the dataset's model (v1) and a second version

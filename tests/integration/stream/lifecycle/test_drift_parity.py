@@ -1,7 +1,7 @@
 """Parity in drift mode on the real stack: what a ``SEGSTREAM_DRIFT=river`` worker stored and
 published is reproduced by ``segstream assign --with-drift --epoch E``.
 
-One worker replays the 20,000-user dataset at a paced rate with short drift epochs, so the
+One worker replays the 8,000-user dataset at a paced rate with short drift epochs, so the
 shared centres move and many epochs are published while it runs. Then, for every user:
 
 - the stored segment (Redis) is the one ``segstream assign --with-drift --epoch E`` gives

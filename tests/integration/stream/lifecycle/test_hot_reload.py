@@ -21,8 +21,9 @@ from tests.integration.stream.parity import check_parity
 
 pytestmark = pytest.mark.slow
 
-RATE = 5_000
-"""Events a second: under the worker's throughput, so it keeps up while the model switches."""
+RATE = 2_000
+"""Events a second: under the worker's throughput, so it keeps up while the model switches,
+and slow enough that the flow after the switch outlasts ``RELOAD_BOUND_S`` by seconds."""
 RELOAD_BOUND_S = 3.0
 """The Assigner checks ``current`` every 2 s; a batch takes well under 1 s here."""
 
