@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -593,6 +594,27 @@ class StackSettings(SegstreamSettings):
 
     connect_heap_mb: int = Field(default=768, ge=256, le=8192)
     """Java heap of the local Kafka Connect worker, in MiB."""
+
+    jvm_options: str = "-XX:TieredStopAtLevel=1"
+    """More options of the local brokers' and Kafka Connect's JVMs, split as a shell would.
+    The default JIT-compiles with C1 only, which nearly halves a broker's CPU for the short
+    lives of a developer's stack (docs/testing.md); an empty value restores HotSpot's own."""
+
+    @field_validator("jvm_options")
+    @classmethod
+    def _check_jvm_options(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:  # shlex's own words: "No closing quotation"
+            raise ValueError(f"cannot split {value!r} as a shell would: {exc}") from exc
+        if not_options := [w for w in words if not w.startswith("-")]:
+            raise ValueError(f"every JVM option starts with '-', got {not_options}")
+        return value
+
+    @property
+    def jvm_option_list(self) -> list[str]:
+        """``jvm_options`` as the JVM's argv words."""
+        return shlex.split(self.jvm_options)
 
     @property
     def controller_port(self) -> int:

@@ -166,6 +166,7 @@ class ConnectWorker(LocalServer):
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            *self.stack.jvm_option_list,
             "-cp",
             str(self.runtime_dir / "*"),
             "org.apache.kafka.connect.cli.ConnectDistributed",

@@ -182,6 +182,7 @@ class KafkaBroker(LocalServer):
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.home}",
+            *self.stack.jvm_option_list,
             "-cp",
             self._classpath(),
         ]

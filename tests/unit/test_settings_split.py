@@ -30,6 +30,7 @@ STACK_ONLY = {
     "postgres_port",
     "connect_port",
     "connect_heap_mb",
+    "jvm_options",
 }
 """The fields moved out of Settings: a user's SEGSTREAM_<NAME> for each must keep working."""
 
@@ -70,6 +71,12 @@ def test_every_variable_is_accepted_by_exactly_one_class(name: str) -> None:
         ("SEGSTREAM_POSTGRES_PORT", "15432", "postgres_port", 15432),
         ("SEGSTREAM_CONNECT_PORT", "18083", "connect_port", 18083),
         ("SEGSTREAM_CONNECT_HEAP_MB", "1024", "connect_heap_mb", 1024),
+        (
+            "SEGSTREAM_JVM_OPTIONS",
+            "-Xss1m -XX:+UseSerialGC",
+            "jvm_options",
+            "-Xss1m -XX:+UseSerialGC",
+        ),
     ],
 )
 def test_the_stack_reads_the_same_variables_as_before(
@@ -90,6 +97,27 @@ def test_the_controller_port_follows_the_kafka_port_unless_set() -> None:
 def test_an_invalid_stack_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGSTREAM_KAFKA_HEAP_MB", "12")
     with pytest.raises(ConfigError, match="SEGSTREAM_KAFKA_HEAP_MB"):
+        load_stack_settings()
+
+
+def test_jvm_options_are_split_as_a_shell_would() -> None:
+    stack = load_stack_settings(jvm_options="-Dname='two words' -XX:+UseSerialGC")
+    assert stack.jvm_option_list == ["-Dname=two words", "-XX:+UseSerialGC"]
+    assert load_stack_settings(jvm_options="").jvm_option_list == []
+
+
+@pytest.mark.parametrize(
+    ("value", "cause"),
+    [
+        ("-Xss1m UseSerialGC", "starts with '-'"),
+        ("-Dname='unclosed", "split .* No closing quotation"),
+    ],
+)
+def test_a_jvm_option_that_is_not_one_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, value: str, cause: str
+) -> None:
+    monkeypatch.setenv("SEGSTREAM_JVM_OPTIONS", value)
+    with pytest.raises(ConfigError, match=f"SEGSTREAM_JVM_OPTIONS(.|\\n)*{cause}"):
         load_stack_settings()
 
 
