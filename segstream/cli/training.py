@@ -271,7 +271,8 @@ def _assign(args: argparse.Namespace) -> int:
 
     from segstream.training.artifact import load_model
     from segstream.training.data import read_features
-    from segstream.training.pipeline import assign_frame, write_parquet
+    from segstream.training.pipeline import write_parquet
+    from segstream.training.prediction import assign_frame
 
     if args.epoch and not args.with_drift:
         raise ConfigError("--epoch needs --with-drift")
@@ -332,7 +333,7 @@ def predict_row(args: argparse.Namespace) -> tuple[dict[str, object], int]:
 
 def _predict(args: argparse.Namespace) -> int:
     from segstream.training.artifact import load_model
-    from segstream.training.pipeline import predict_one, reference_users
+    from segstream.training.prediction import predict_one, reference_users
 
     row, top = predict_row(args)
     model = load_model(_model_path(args))

@@ -1,6 +1,6 @@
 """The model behind the API: the current version, its training users, and the two answers.
 
-Both answers go through :func:`segstream.training.pipeline.predict_one`, the function
+Both answers go through :func:`segstream.training.prediction.predict_one`, the function
 ``segstream predict`` calls, which calls :func:`segstream.training.assign.assign`, the one the
 worker uses: the API's segment and distances are the stream's and the batch pipeline's.
 
@@ -35,7 +35,7 @@ from segstream.errors import ArtifactError
 from segstream.stream.domain.user import UserState
 from segstream.stream.worker.assigner import Assigner
 from segstream.training.artifact import Model
-from segstream.training.pipeline import Prediction, predict_one, reference_users
+from segstream.training.prediction import Prediction, predict_one, reference_users
 
 __all__ = ["ServingModel"]
 

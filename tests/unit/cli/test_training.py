@@ -15,7 +15,8 @@ from segstream.cli.main import main
 from segstream.training.artifact import load_model, publish_current
 from segstream.training.assign import assign
 from segstream.training.data import DataSource, read_features
-from segstream.training.pipeline import ASSIGNMENTS_FILE, REPORT_FILE
+from segstream.training.pipeline import REPORT_FILE
+from segstream.training.prediction import ASSIGNMENTS_FILE
 
 
 @pytest.fixture(scope="module")

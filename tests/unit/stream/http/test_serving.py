@@ -12,12 +12,8 @@ import pandas as pd
 
 from segstream.stream.http.serving import ServingModel
 from segstream.training.artifact import Model
-from segstream.training.pipeline import (
-    ASSIGNMENTS_FILE,
-    Prediction,
-    predict_one,
-    write_parquet,
-)
+from segstream.training.pipeline import write_parquet
+from segstream.training.prediction import ASSIGNMENTS_FILE, Prediction, predict_one
 
 ROW = {
     "age": 52,
