@@ -28,18 +28,17 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import jsonschema
 import pandas as pd
 
 from segstream.cli.main import main as segstream_main
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client, sync_redis_client
-from segstream.stream.domain.events import load_schema
 from segstream.stream.kafka.topics import read_all
 from segstream.stream.state.keys import outbox_key, state_key, state_prefix
 from segstream.stream.state.populations import Populations, count_populations, read_populations
 from segstream.training.features import FEATURE_COLUMNS
 from tests.integration.stream.conftest import Dataset
+from tests.integration.stream.schema_check import schema_check
 
 FIELDS = ("age", "gen", "cty", "src", "n", "tb", "tc", "seg", "mv")
 
@@ -164,8 +163,7 @@ def check_changes(
     feature) ends a chain the same way, and a chain that ends so is a user ``final`` lacks.
     """
     records = asyncio.run(read_all(settings, settings.topic_segment_changes))
-    validator = jsonschema.Draft202012Validator(load_schema("segment_change"))
-    leave_validator = jsonschema.Draft202012Validator(load_schema("segment_left"))
+    check_change, check_leave = schema_check("segment_change"), schema_check("segment_left")
     chains: dict[int, list[dict]] = defaultdict(list)
     seen: dict[str, bytes] = {}
     for record in records:
@@ -178,7 +176,7 @@ def check_changes(
             )
             continue
         seen[change["event_id"]] = record.value
-        (leave_validator if change.get("left") else validator).validate(change)
+        (check_leave if change.get("left") else check_change)(change)
         chains[change["user_id"]].append(change)
     broken = []
     ended = set()

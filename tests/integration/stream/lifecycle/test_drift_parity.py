@@ -26,7 +26,6 @@ import signal
 from collections import defaultdict
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +33,6 @@ import redis
 
 from segstream.cli.main import main as segstream_main
 from segstream.settings import Settings
-from segstream.stream.domain.events import load_schema
 from segstream.stream.drift.centroids import drifted_model
 from segstream.stream.drift.shared import drift_store, load_epochs
 from segstream.stream.kafka.topics import read_all
@@ -50,6 +48,7 @@ from tests.integration.stream.conftest import (
     wait_until_consumed,
 )
 from tests.integration.stream.parity import batch_assign
+from tests.integration.stream.schema_check import schema_check
 
 pytestmark = pytest.mark.slow
 
@@ -86,11 +85,11 @@ def _stored(settings: Settings, user_ids: list[int]) -> dict[int, tuple[int, str
 
 def _last_changes(settings: Settings) -> tuple[dict[int, dict], list[dict]]:
     """Each user's last change event (by sequence), and every distinct change."""
-    validator = jsonschema.Draft202012Validator(load_schema("segment_change"))
+    check_change = schema_check("segment_change")
     changes: dict[str, dict] = {}
     for record in asyncio.run(read_all(settings, settings.topic_segment_changes)):
         change = json.loads(record.value)
-        validator.validate(change)
+        check_change(change)
         changes[change["event_id"]] = change
     last: dict[int, dict] = {}
     for change in changes.values():

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -27,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from segstream.settings import Settings
-from segstream.stream.domain.events import REASONS, load_schema
+from segstream.stream.domain.events import REASONS
 from segstream.stream.http.metrics import Metrics
 from segstream.stream.kafka.topics import read_all
 from segstream.stream.lifecycle.replay import ReplayEvent
@@ -49,6 +48,7 @@ from tests.integration.stream.ops.support import (
     wait_for,
 )
 from tests.integration.stream.parity import batch_assign
+from tests.integration.stream.schema_check import schema_check
 from tests.ports import free_port
 
 N_ASSIGNABLE = 2_000
@@ -268,9 +268,9 @@ def test_a_new_consumer_of_user_segments_gets_every_users_current_segment(
     current = asyncio.run(_bootstrap(bootstrap, settings.topic_user_segments))
 
     assert {u: doc["segment"] for u, doc in current.items()} == run.segments
-    validator = jsonschema.Draft202012Validator(load_schema("user_segment"))
+    check_document = schema_check("user_segment")
     for uid, doc in current.items():
-        validator.validate(doc)
+        check_document(doc)
         assert doc["user_id"] == uid and doc["model_version"] == version
     stored = _stored(settings, [*run.segments, *run.profile_only])
     assert {u: (str(run.segments[u]), version, current[u]["updated_at"]) for u in run.segments} == {
