@@ -49,7 +49,7 @@ import faust
 import redis.asyncio as aioredis
 
 from segstream.errors import ServiceError
-from segstream.logs import faust_logging_config
+from segstream.logs import DemoteToDebug, faust_logging_config
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import faust_credentials, output_producer
 from segstream.stream.clients.redis import worker_redis_client
@@ -92,6 +92,12 @@ AGENT_NAME = "segstream.assign"
 """Name of the worker's one agent."""
 
 _FRAMEWORK_LOGGERS = ("faust", "mode", "aiokafka", "kafka", "venusian")
+
+SENSORLESS_REBALANCE_MESSAGES = ("Missing sensor state for rebalance",)
+"""Faust's warnings at the end of every rebalance of an app without sensors: it takes their
+empty state for a lost one (``faust/app/base.py``, ``on_rebalance_return`` and
+``on_rebalance_end``). :func:`trim_framework` detaches the only sensor on purpose, so these
+are demoted to DEBUG, not shown to an operator at every start."""
 
 SESSION_TIMEOUT_S = 10.0
 """Group session timeout: how long a silent worker keeps its partitions."""
@@ -137,11 +143,15 @@ def trim_framework(app: faust.App) -> None:
     Faust's loggers go to WARNING (:func:`quiet_framework_loggers`), and its built-in Monitor
     sensor is detached: it records every message in and out (several dict updates each) for
     Faust's own web statistics, which the worker does not serve. Its metrics are
-    segstream's own (``segstream.stream.http.metrics``, through ``WorkerObserver``).
+    segstream's own (``segstream.stream.http.metrics``, through ``WorkerObserver``). Faust's
+    warnings about the missing sensor state are demoted (:data:`SENSORLESS_REBALANCE_MESSAGES`).
     """
     quiet_framework_loggers()
     if app.monitor in set(app.sensors):
         app.sensors.remove(app.monitor)
+    app_logger = app.log.logger
+    if not any(isinstance(f, DemoteToDebug) for f in app_logger.filters):
+        app_logger.addFilter(DemoteToDebug(SENSORLESS_REBALANCE_MESSAGES))
 
 
 def quiet_framework_loggers(level: int = logging.WARNING) -> None:

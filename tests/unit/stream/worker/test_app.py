@@ -3,10 +3,13 @@ progress watchdog come from the settings, with nothing attached afterwards."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
+
 from segstream.settings import Settings
-from segstream.stream.worker.app import AGENT_NAME, WorkerApp, create_app
+from segstream.stream.worker.app import AGENT_NAME, WorkerApp, create_app, trim_framework
 from segstream.stream.worker.consumer import LeanTransport
 from segstream.stream.worker.watchdog import Deadlines
 
@@ -48,3 +51,24 @@ def test_create_app_adds_the_one_agent_to_a_worker_app(tmp_path: Path) -> None:
     app = create_app(_settings(tmp_path))
     assert isinstance(app, WorkerApp)
     assert list(app.agents) == [AGENT_NAME]
+
+
+def test_trimmed_faust_no_longer_warns_of_sensor_state_at_each_rebalance(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = WorkerApp(_settings(tmp_path))
+    # The logger is the module's, shared by every app of this process: start from no filter.
+    monkeypatch.setattr(app.log.logger, "filters", [])
+    caplog.set_level(logging.DEBUG, logger=app.log.logger.name)
+    app.log.warning("Missing sensor state for rebalance end #%s", 1)  # as Faust words it
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]  # before: shown
+    caplog.clear()
+    trim_framework(app)
+    trim_framework(app)  # once per start of the agent: one filter, not two
+    app.log.warning("Missing sensor state for rebalance end #%s", 2)
+    app.log.warning("Some other problem")
+    assert [(r.levelno, r.getMessage().endswith("#2")) for r in caplog.records] == [
+        (logging.DEBUG, True),
+        (logging.WARNING, False),
+    ]
+    assert app.monitor not in set(app.sensors)
