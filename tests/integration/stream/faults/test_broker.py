@@ -35,6 +35,8 @@ from tests.integration.stream.parity import check_parity
 pytestmark = pytest.mark.slow
 
 KILLS = 10
+_STALL_EXIT = "stopping it so that it is restarted"
+"""The watchdog's words when it stops a stalled worker (segstream/stream/worker/watchdog.py)."""
 
 
 def _committed(settings: Settings) -> int:
@@ -73,20 +75,31 @@ def test_broker_killed_ten_times_commits_resume_and_parity_holds(
     worker: WorkerProcess = start_worker(settings)
     replay(settings, parts[0])
     wait_for(lambda: _committed(settings) > 0, 120, "the first commit")
+    restarted: list[int] = []
     for k in range(KILLS):
         time.sleep(1.0)  # the worker is mid-way through the events just published
         kill_broker(own_broker)
         restart_broker(own_broker)
         mark = _committed(settings)
         replay(settings, parts[k + 1])  # events keep flowing after the restart
-        wait_for(
-            lambda mark=mark: _committed(settings) > mark,  # type: ignore[misc]
-            120,
-            f"committed offsets to advance after broker restart {k + 1}",
-            worker=worker,
-        )
+        what = f"committed offsets to advance after broker restart {k + 1}"
+
+        def resumed_or_exited(mark: int = mark, worker: WorkerProcess = worker) -> bool:
+            return _committed(settings) > mark or worker.process.poll() is not None
+
+        wait_for(resumed_or_exited, 150, what, worker=worker)
+        if worker.process.poll() is not None:
+            # Seen once in about 50 restarts: aiokafka's consumer kept asking a coordinator it had
+            # marked dead (NodeNotReadyError, aio-libs/aiokafka#1133) and never rejoined. The
+            # watchdog then stops the worker so that its supervisor restarts it (60 s: the
+            # commit deadline and the stall grace); this test is that supervisor, once a kill.
+            assert _STALL_EXIT in worker.log_tail(400), worker.log_tail()
+            restarted.append(k + 1)
+            worker = start_worker(settings)
+            wait_for(lambda mark=mark: _committed(settings) > mark, 120, what, worker=worker)
         assert worker.process.poll() is None, worker.log_tail()
     wait_until_consumed(settings, [worker], timeout_s=240)
+    print(f"worker restarted by the test after broker restarts {restarted or 'none'}")
     assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
     check_parity(settings, dataset, tmp_path)
 
