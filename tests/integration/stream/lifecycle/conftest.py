@@ -51,7 +51,10 @@ from tests.integration.stream.conftest import (
 
 AGE_SHIFT = 15
 """Years added to every shifted customer's age."""
-SHIFTED_USERS = 6_000
+SHIFTED_USERS = 12_000
+"""New customers of the drift tests: enough that both probe rounds find users whose segment
+the drifted centres decide, however far the stored segments have followed (6,000 once left
+28, too few; test_drift_stream.py)."""
 
 
 @dataclass(frozen=True)

@@ -279,7 +279,9 @@ def drift_run(
         time.sleep(MAX_STALENESS_S + 0.5)  # the idling is the behaviour: past the bound
         # Both probe rounds draw on one pool of users the shared centres decide (70-80 in runs
         # where a first round of 60 left the second 9-22): the first round takes a little over
-        # the minimum, so that the round after the restart has enough too.
+        # the minimum, so that the round after the restart has enough too. The pool depends on
+        # how far the stored segments have followed the centres: once only 28 of 6,000 shifted
+        # customers (a loaded CI run), hence 12,000 (433 in a quiet run).
         probes = _pick_probes(run, on, run.before_stop, set(), done, PROBES // 2 + 5)
         replay(on, ReplayPlan(list(probes.values()), 0))
         wait_until_consumed(on, [first, second])
