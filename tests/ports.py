@@ -3,8 +3,11 @@ another pytest-xdist worker of the same run.
 
 Two kinds of port:
 
-- :func:`free_port` / :func:`free_ports`: the OS's pick for an ephemeral bind, random across
-  the kernel's range, so parallel workers almost never draw the same one;
+- :func:`free_port` / :func:`free_ports`: one port at a time from this worker's slice of
+  :data:`SINGLE_FLOOR`'s range, below the kernel's ephemeral range. Not the OS's ephemeral
+  pick: a port handed out so is one a client connection of this busy machine can take as its
+  own local port before the test's server binds it (seen once: a worker's HTTP port "already
+  in use");
 - :func:`free_port_block`: a run of consecutive ports searched upwards from a fixed floor (a
   local cluster derives its nodes' ports from one base). Searched from the same floor, two
   workers would find the same lowest block at the same moment, so under xdist each worker
@@ -30,13 +33,31 @@ REDIS_CLUSTER_FLOOR = 16_000
 """The session's Redis Cluster: nodes from here, their bus ports from 26,000."""
 KAFKA_CLUSTER_FLOOR = 20_000
 """The session's three KRaft brokers (client and controller ports)."""
+SINGLE_FLOOR = 30_000
+"""Single ports (:func:`free_port`): ``SINGLE_FLOOR .. SINGLE_FLOOR+SINGLE_RANGE-1``."""
+SINGLE_RANGE = 2_700
+"""Up to 32,699: the ports between the Redis bus ports and the ephemeral range."""
+
+_next_single: dict[int, int] = {}
+"""Slice start -> the port this process tries next, so successive calls differ."""
 
 
 def free_port() -> int:
-    """A port nothing listens on right now (the OS's pick for an ephemeral bind)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on right now, from this worker's slice of the single ports
+    (:data:`SINGLE_FLOOR`), each call the next bindable one after the last, round the slice.
+
+    Raises:
+        RuntimeError: no port of the slice can be bound.
+    """
+    first, end = worker_slice(SINGLE_FLOOR, size=SINGLE_RANGE)
+    span = end - first
+    start = _next_single.get(first, first) - first
+    for step in range(span):
+        port = first + (start + step) % span
+        if _bindable(port):
+            _next_single[first] = first + (port - first + 1) % span
+            return port
+    raise RuntimeError(f"no free port in {first}..{end - 1}")
 
 
 def free_ports(count: int) -> list[int]:
@@ -47,11 +68,13 @@ def free_ports(count: int) -> list[int]:
     return sorted(ports)
 
 
-def worker_slice(lowest: int, environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+def worker_slice(
+    lowest: int, environ: Mapping[str, str] = os.environ, size: int = BLOCK_RANGE
+) -> tuple[int, int]:
     """``(first, end)``: the ports ``first .. end-1`` above ``lowest`` that this process may
-    search for a block.
+    search.
 
-    Outside xdist, all of ``lowest .. lowest+BLOCK_RANGE-1``; in worker ``gwI`` of ``N``
+    Outside xdist, all of ``lowest .. lowest+size-1``; in worker ``gwI`` of ``N``
     (``PYTEST_XDIST_WORKER``, ``PYTEST_XDIST_WORKER_COUNT``), the I-th of N equal slices of
     it, so no two workers of a run ever search the same ports.
 
@@ -60,13 +83,13 @@ def worker_slice(lowest: int, environ: Mapping[str, str] = os.environ) -> tuple[
     """
     name = environ.get("PYTEST_XDIST_WORKER", "")
     if not name.startswith("gw"):
-        return lowest, lowest + BLOCK_RANGE
+        return lowest, lowest + size
     index, count = int(name[2:]), int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    span = BLOCK_RANGE // max(count, index + 1)
+    span = size // max(count, index + 1)
     if span < 100:
         raise ValueError(
-            f"{count} xdist workers leave {span} ports each above {lowest} (tests/ports.py "
-            f"BLOCK_RANGE={BLOCK_RANGE}); run with fewer workers (-n)"
+            f"{count} xdist workers leave {span} ports each above {lowest} (tests/ports.py, "
+            f"a range of {size}); run with fewer workers (-n)"
         )
     first = lowest + index * span
     return first, first + span

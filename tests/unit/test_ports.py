@@ -13,6 +13,9 @@ from tests.ports import (
     DEFAULT_FLOOR,
     KAFKA_CLUSTER_FLOOR,
     REDIS_CLUSTER_FLOOR,
+    SINGLE_FLOOR,
+    SINGLE_RANGE,
+    free_port,
     free_port_block,
     free_ports,
     worker_slice,
@@ -54,7 +57,9 @@ def test_the_floors_ranges_never_overlap_bus_ports_included() -> None:
         REDIS_CLUSTER_FLOOR,
         REDIS_CLUSTER_FLOOR + BUS_OFFSET,
     ]
-    ranges = sorted((f, f + BLOCK_RANGE) for f in floors)
+    ranges = sorted(
+        [*((f, f + BLOCK_RANGE) for f in floors), (SINGLE_FLOOR, SINGLE_FLOOR + SINGLE_RANGE)]
+    )
     assert all(end <= start for (_, end), (start, _) in itertools.pairwise(ranges))
     assert ranges[-1][1] <= 32_768  # below the kernel's ephemeral range
 
@@ -70,3 +75,24 @@ def test_a_block_skips_a_port_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_free_ports_are_distinct() -> None:
     assert len(set(free_ports(20))) == 20
+
+
+def test_single_ports_come_from_the_workers_slice_below_the_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    first, end = worker_slice(SINGLE_FLOOR, size=SINGLE_RANGE)
+    ports = free_ports(30)
+    assert all(first <= port < end for port in ports) and end <= 32_768
+
+
+def test_a_single_port_in_use_is_skipped_and_the_next_call_moves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        after = free_port()
+    assert after not in (port, port + 1)
