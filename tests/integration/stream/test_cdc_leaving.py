@@ -16,13 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import redis
 
 from segstream.settings import Settings
 from segstream.stream.clients.redis import redis_client as state_client
 from segstream.stream.domain.changes import encode_change
-from segstream.stream.domain.events import Source, UserEvent, load_schema
+from segstream.stream.domain.events import Source, UserEvent
 from segstream.stream.domain.user import Settle, UserState
 from segstream.stream.kafka.topics import read_all
 from segstream.stream.state.keys import state_prefix
@@ -30,6 +29,7 @@ from segstream.stream.state.populations import count_populations, read_populatio
 from segstream.stream.state.store import RedisState
 from segstream.training.artifact import publish_current, save_model
 from tests.integration.stream.conftest import app_settings
+from tests.integration.stream.schema_check import schema_check
 from tests.integration.stream.test_cdc_worker import (
     PRIMARY_KEYS,
     SAMPLES,
@@ -136,7 +136,7 @@ def test_a_deleted_users_row_erases_the_user_with_a_leave_and_a_tombstone(
         if int(r.key) == leaver
     ]
     (leave,) = changes
-    jsonschema.validate(leave, load_schema("segment_left"))
+    schema_check("segment_left")(leave)
     assert (leave["sequence"], leave["previous_segment"], leave["model_version"]) == (
         known.changes + 1, known.segment, known.model_version,
     )  # fmt: skip

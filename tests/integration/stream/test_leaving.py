@@ -19,7 +19,6 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import jsonschema
 import pytest
 import redis
 from pydantic import SecretStr
@@ -27,7 +26,6 @@ from pydantic import SecretStr
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import admin_client
 from segstream.stream.clients.redis import redis_client
-from segstream.stream.domain.events import load_schema
 from segstream.stream.kafka.topics import read_all
 from segstream.stream.lifecycle.replay import ReplayEvent, publish_events
 from segstream.stream.state.keys import state_prefix
@@ -41,6 +39,7 @@ from tests.integration.stream.conftest import (
     wait_until_consumed,
 )
 from tests.integration.stream.ops.support import Http
+from tests.integration.stream.schema_check import schema_check
 from tests.waiting import wait_until
 
 TOKEN = "forget-test-token"
@@ -140,10 +139,10 @@ def test_leavers_lose_every_key_get_a_leave_and_a_tombstone_and_come_back_afresh
 
     changes = _records_by_user(settings, settings.topic_segment_changes)
     segments = _records_by_user(settings, settings.topic_user_segments)
-    left_schema = jsonschema.Draft202012Validator(load_schema("segment_left"))
+    check_leave = schema_check("segment_left")
     for uid in (by_cli, by_api):
         leave = json.loads(changes[uid][-1] or b"")
-        left_schema.validate(leave)
+        check_leave(leave)
         assert leave["left"] is True
         assert leave["sequence"] == last[uid]["sequence"] + 1
         assert (leave["previous_segment"], leave["model_version"]) == (
@@ -174,7 +173,7 @@ def test_leavers_lose_every_key_get_a_leave_and_a_tombstone_and_come_back_afresh
     changes = _records_by_user(settings, settings.topic_segment_changes)
     segments = _records_by_user(settings, settings.topic_user_segments)
     back = json.loads(changes[by_cli][-1] or b"")
-    jsonschema.validate(back, load_schema("segment_change"))
+    schema_check("segment_change")(back)
     assert (back["sequence"], back["previous_segment"]) == (1, None)
     assert back["segment"] == last[by_cli]["segment"]
     current = json.loads(segments[by_cli][-1] or b"")

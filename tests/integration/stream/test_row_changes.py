@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +24,7 @@ import redis.asyncio as aioredis
 
 from segstream.stream.domain.batch import plan_settles
 from segstream.stream.domain.changes import outbox_outputs
-from segstream.stream.domain.events import Event, Source, UserEvent, load_schema
+from segstream.stream.domain.events import Event, Source, UserEvent
 from segstream.stream.domain.rows import (
     Change,
     ItemRow,
@@ -44,6 +43,7 @@ from segstream.stream.state.products import ProductCatalogue
 from segstream.stream.state.store import RedisState
 from segstream.stream.state.truncations import Truncations
 from segstream.training.features import feature_sql
+from tests.integration.stream.schema_check import schema_check
 
 PREFIX = "rows:"
 TOPICS = ChangeTopics("s.users", "s.orders", "s.items", "s.products", "s.routed")
@@ -514,7 +514,7 @@ class TestUnassigning:
         assert not outcome.refused
         (queued,) = outcome.pending[1]
         change = json.loads(queued)
-        jsonschema.validate(change, load_schema("segment_change"))
+        schema_check("segment_change")(change)
         assert (change["sequence"], change["previous_segment"], change["segment"]) == (2, 2, None)
         assert "drift_epoch" not in change
         # The hash stays (the user still has rows), without segment, version, epoch or time.
