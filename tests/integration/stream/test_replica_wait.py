@@ -29,7 +29,7 @@ from segstream.stream.drift.shared import shared_drift
 from segstream.stream.http.metrics import Metrics
 from segstream.stream.kafka.publisher import AiokafkaSender
 from segstream.stream.state.keys import state_key, state_prefix
-from segstream.stream.state.replicas import STANDALONE, ReplicaShortfall
+from segstream.stream.state.replicas import STANDALONE, ReplicaShortfall, online_replicas
 from segstream.stream.state.store import RedisState
 from segstream.stream.worker.assigner import Assigner
 from segstream.stream.worker.processor import BatchProcessor
@@ -183,13 +183,22 @@ def test_a_retry_on_a_connection_with_an_older_write_still_waits_for_the_first_a
 
 
 def replicate(pair: Pair) -> None:
-    """Make the replica follow the primary again and wait until it is in sync."""
+    """Make the replica follow the primary again and wait until it is in sync, on both sides:
+    the primary marks its replica online (what the worker counts) a moment after the
+    replica sees its link up."""
     with redis.Redis.from_url(pair.replica.url) as client:
         client.replicaof("127.0.0.1", pair.primary.stack.redis_port)
         wait_until(
             lambda: client.info("replication").get("master_link_status") == "up",
             60,
             "the replica never synced",
+            interval_s=0.05,
+        )
+    with redis.Redis.from_url(pair.primary.url) as client:
+        wait_until(
+            lambda: online_replicas(client.info("replication")) >= 1,
+            60,
+            "the primary never counted its replica online",
             interval_s=0.05,
         )
 
