@@ -23,11 +23,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segstream.errors import ConfigError, ServiceError
-from segstream.services.stack import Stack
 from segstream.settings import Settings, as_environment, load_settings, load_stack_settings
+
+if TYPE_CHECKING:
+    from segstream.services.stack import Stack
 
 __all__ = ["add_commands", "run_demo"]
 
@@ -264,6 +266,9 @@ def run_demo(settings: Settings, args: argparse.Namespace | None = None) -> int:
     products = Path(args.products) if args and args.products else SHARED_CATALOGUE
     work = settings.data_dir.resolve() / "demo"
     data, models = work / "data", work / "models"
+    # Here, not at the top: parsing `segstream demo` must not import the stack's clients.
+    from segstream.services.stack import Stack
+
     stack = Stack(settings, load_stack_settings())
     worker: subprocess.Popen[bytes] | None = None
     replay: subprocess.Popen[bytes] | None = None

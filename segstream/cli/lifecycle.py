@@ -10,7 +10,6 @@ from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.cli.main import add_verbs
 from segstream.errors import ConfigError
 from segstream.settings import Settings, load_settings
-from segstream.stream.clients.redis import redis_client
 
 if TYPE_CHECKING:  # imported where used: a verb loads only what it needs
     import redis.asyncio as aioredis
@@ -69,7 +68,7 @@ def _redis_named(settings: Settings) -> str:
 
 
 def _drift_store(settings: Settings) -> tuple[Model, aioredis.Redis, DriftStore]:
-
+    from segstream.stream.clients.redis import redis_client
     from segstream.stream.drift.shared import drift_store
     from segstream.stream.state.keys import state_prefix
     from segstream.training.artifact import load_model

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.settings import load_settings
-from segstream.stream.kafka.lag import LagSnapshot
 
-if TYPE_CHECKING:  # rich is imported where used
+if TYPE_CHECKING:  # imported where used: parsing a command line loads neither
     from rich.table import Table
+
+    from segstream.stream.kafka.lag import LagSnapshot
 
 __all__ = ["add_commands", "lag_problems", "lag_table"]
 

@@ -6,10 +6,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from segstream.services.check import cdc_round_trip, round_trip
-from segstream.services.credentials import client_environment, password_file
-from segstream.services.prometheus import PrometheusServer
-from segstream.services.stack import Stack
 from segstream.settings import load_settings, load_stack_settings
 
 __all__ = ["add_commands"]
@@ -75,6 +71,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Here, not at the top: the stack's modules bring the clients (redis-py, aiokafka) and
+    # the domain's NumPy, which parsing a command line must not pay for.
+    from segstream.services.check import cdc_round_trip, round_trip
+    from segstream.services.credentials import client_environment, password_file
+    from segstream.services.prometheus import PrometheusServer
+    from segstream.services.stack import Stack
+
     stack = Stack(load_settings(), load_stack_settings(), secure=args.secure)
     if args.action == "up":
         prometheus = PrometheusServer(stack.settings, stack.stack)

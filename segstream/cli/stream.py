@@ -9,7 +9,6 @@ from typing import Any, TypeAlias
 from segstream.cli.deadline import KAFKA, REDIS, CommandDeadline
 from segstream.errors import ConfigError
 from segstream.settings import load_settings
-from segstream.stream.clients.redis import redis_client
 
 __all__ = ["add_commands", "user_text"]
 
@@ -73,7 +72,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
-
+    from segstream.stream.clients.redis import redis_client
     from segstream.stream.clients.retry import redis_call
     from segstream.stream.state.codec import describe_user
     from segstream.stream.state.keys import state_prefix

@@ -44,8 +44,8 @@ from segstream.training.features import (
     exclusion_sql,
     feature_sql,
 )
+from segstream.training.frame_check import FrameCheck, check_frame
 from segstream.training.generate import TABLE_NAMES, Tables
-from segstream.training.inputs import FrameCheck, check_frame
 
 __all__ = [
     "REQUIRED_COLUMNS",

@@ -22,7 +22,8 @@ from segstream.stream.domain.events import OrderEvent, UserEvent, parse_event
 from segstream.stream.http.openapi import PREDICT_FIELDS
 from segstream.stream.http.server import parse_predict_body
 from segstream.training.features import FEATURE_COLUMNS, ID_COLUMN
-from segstream.training.inputs import RULES, check_frame
+from segstream.training.frame_check import check_frame
+from segstream.training.inputs import RULES
 from tests.unit.stream.domain.test_events import ORDER, USER
 from tests.unit.stream.http.test_server import GOOD
 

@@ -3,11 +3,13 @@
 No I/O here: everything is a function of its arguments, so it is unit-tested without servers
 and shared by the worker, the API and the lifecycle tools. The lowest layer of
 :mod:`segstream.stream` (it imports only :mod:`segstream.training`'s definitions).
+
+:mod:`~segstream.stream.domain.assignment` is not re-exported here: it brings the model's
+pandas, which a command that only reads events, lag or state must not load at its start.
 """
 
 from __future__ import annotations
 
-from segstream.stream.domain.assignment import assign_states, feature_batch
 from segstream.stream.domain.batch import ParsedBatch, RawRecord, parse_batch, plan_settles
 from segstream.stream.domain.changes import (
     change_due,
@@ -66,7 +68,6 @@ __all__ = [
     "UserLeft",
     "UserState",
     "WorkerObserver",
-    "assign_states",
     "change_due",
     "change_sequence",
     "current_segment",
@@ -74,7 +75,6 @@ __all__ = [
     "encode_change",
     "encode_leave",
     "event_id",
-    "feature_batch",
     "is_leave",
     "load_schema",
     "outbox_outputs",

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from segstream.errors import InputError
-from segstream.training.inputs import RULES, check_frame, parse_text
+from segstream.training.frame_check import check_frame
+from segstream.training.inputs import RULES, parse_text
 
 SAMPLES: list[Any] = [
     0, 1, -1, 30, 30.0, 30.5, 120, 121, 120.0, 1e20, -0.0, math.inf, math.nan, True, None,
