@@ -13,8 +13,10 @@ run through per window and counts the rest, so the worker's own lines stay reada
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -26,6 +28,7 @@ __all__ = [
     "RepeatSummary",
     "configure_logging",
     "faust_logging_config",
+    "flush_summaries",
 ]
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -68,12 +71,21 @@ _MAX_RUNS: Final = 1024
 """Runs remembered before the expired ones are forgotten."""
 
 
+SWEEP_INTERVAL_S: Final = 1.0
+"""How often, at most, the filter looks for ended runs whose count is still unsaid (seconds)."""
+
+SUMMARY_ATTRIBUTE: Final = "segstream_repeat_summary"
+"""Set on the records :class:`RepeatSummary` emits itself, which its filter lets through."""
+
+
 @dataclass
 class _Run:
     since: float
     """When the record that opened the window passed (the filter's clock, seconds)."""
     held: int = 0
     """Alike records held back since then."""
+    last: logging.LogRecord | None = None
+    """The last of them, which a summary shows with the count."""
 
 
 class RepeatSummary(logging.Filter):
@@ -83,9 +95,12 @@ class RepeatSummary(logging.Filter):
     so "Unable connect to node with id 1: ..." repeated for every retry is one run whatever
     its arguments. The first alike record after ``window_s`` passes and says how many were
     held back before it, so a lasting outage shows as one line per message per window, with
-    its count. A run that stops within its window is not summarised: its first record was
-    shown. Records of ``exempt`` loggers (segstream's own, which log each state change once)
-    always pass. Meant for a handler, where it sees the records of every logger.
+    its count. A run that stops within its window loses no count either: once its window
+    has ended, the last record held back is logged again with the count, at the next record
+    of any logger (looked for at most once per :data:`SWEEP_INTERVAL_S`), and
+    :meth:`flush` (called at exit) says every count still unsaid. Records of ``exempt``
+    loggers (segstream's own, which log each state change once) always pass. Meant for a
+    handler, where it sees the records of every logger.
     """
 
     def __init__(
@@ -99,19 +114,32 @@ class RepeatSummary(logging.Filter):
         self.exempt = exempt
         self.clock = clock
         self._runs: dict[tuple[str, int, str], _Run] = {}
+        self._swept = clock()
+        self._emitting = False
+        _LIVE.add(self)
 
     def _exempt(self, name: str) -> bool:
         return any(name == e or name.startswith(e + ".") for e in self.exempt)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """True for a record to show (the first of its run in this window)."""
+        if getattr(record, SUMMARY_ATTRIBUTE, False):
+            return True
+        now = self.clock()
+        show = self._judge(record, now)
+        if now - self._swept >= SWEEP_INTERVAL_S and not self._emitting:
+            self._swept = now
+            self._summarise(lambda run: now - run.since >= self.window_s)
+        return show
+
+    def _judge(self, record: logging.LogRecord, now: float) -> bool:
         if self._exempt(record.name):
             return True
         key = (record.name, record.levelno, str(record.msg))
-        now = self.clock()
         run = self._runs.get(key)
         if run is not None and now - run.since < self.window_s:
             run.held += 1
+            run.last = record
             return False
         if len(self._runs) >= _MAX_RUNS:
             # Messages formatted before logging (f-strings) make a key each: keep the live ones.
@@ -123,6 +151,42 @@ class RepeatSummary(logging.Filter):
             note = f" [{run.held} more like this held back in the {window} s before]"
             record.msg = str(record.msg) + note
         return True
+
+    def flush(self) -> None:
+        """Log the count of every run that held records back since its last line showed."""
+        self._summarise(lambda run: True)
+
+    def _summarise(self, due: Callable[[_Run], bool]) -> None:
+        """Log each due run's last held record again with its count; the run is then done."""
+        for key, run in list(self._runs.items()):
+            if not run.held or run.last is None or not due(run):
+                continue
+            del self._runs[key]
+            last = run.last
+            summary = logging.makeLogRecord(last.__dict__)
+            summary.msg = f"{last.msg} [last of {run.held} like this held back after the one shown]"
+            setattr(summary, SUMMARY_ATTRIBUTE, True)
+            # Through its own logger: whichever handlers show that logger show the summary.
+            self._emitting = True
+            try:
+                logging.getLogger(last.name).handle(summary)
+            finally:
+                self._emitting = False
+
+
+_LIVE: weakref.WeakSet[RepeatSummary] = weakref.WeakSet()
+"""Every summary filter in use, flushed when the interpreter exits."""
+
+
+@atexit.register
+def flush_summaries() -> None:
+    """Log every count of held-back records still unsaid (:meth:`RepeatSummary.flush`).
+
+    Runs at interpreter exit, before logging's own exit hook (registered earlier, so run
+    later) closes the handlers; a process that ends with :func:`os._exit` calls it first.
+    """
+    for summary in list(_LIVE):
+        summary.flush()
 
 
 def _level(level: str | int) -> int:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +171,87 @@ def test_faust_s_logging_config_summarises_them_too(stderr: Stderr) -> None:
         logging.getLogger("aiokafka").error(REFUSED, 1, "refused")
     lines = [line for line in stderr.getvalue().splitlines() if "Unable connect" in line]
     assert len(lines) == 1
+
+
+class Shown(logging.Handler):
+    """The records a logger's handler emits, with a summary filter of its own."""
+
+    def __init__(self, summary: RepeatSummary) -> None:
+        super().__init__()
+        self.addFilter(summary)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def library() -> Iterator[logging.Logger]:
+    """A third-party logger of the test's own, not propagating to the root's handlers."""
+    logger = logging.getLogger("some.client")
+    logger.propagate = False
+    yield logger
+    logger.handlers.clear()
+    logger.propagate = True
+
+
+def test_a_run_that_ends_within_its_window_is_counted_at_the_next_record_after_it(
+    library: logging.Logger,
+) -> None:
+    clock = Clock()
+    shown = Shown(RepeatSummary(window_s=30.0, clock=clock))
+    library.addHandler(shown)
+    for attempt in range(5):  # an outage of 4 s, then the client reconnects
+        clock.now = float(attempt)
+        library.error(REFUSED, 1, f"refused {attempt}")
+    clock.now = 20.0
+    library.warning("reconnected")  # within the window: the count is not due yet
+    assert shown.lines == ["Unable connect to node with id 1: refused 0", "reconnected"]
+    clock.now = 31.0
+    library.warning("fetching")
+    assert shown.lines[2:] == [
+        "Unable connect to node with id 1: refused 4 "
+        "[last of 4 like this held back after the one shown]",
+        "fetching",
+    ]
+    clock.now = 70.0
+    library.warning("again")  # said once: the run is done
+    assert shown.lines[4:] == ["again"]
+
+
+def test_flush_says_every_count_still_unsaid_and_nothing_twice(library: logging.Logger) -> None:
+    clock = Clock()
+    summary = RepeatSummary(window_s=30.0, clock=clock)
+    shown = Shown(summary)
+    library.addHandler(shown)
+    for _ in range(3):
+        library.error(REFUSED, 2, "refused")
+    library.error("Unable to update metadata from %s", 2)  # shown, nothing held back
+    summary.flush()
+    summary.flush()
+    assert shown.lines == [
+        "Unable connect to node with id 2: refused",
+        "Unable to update metadata from 2",
+        "Unable connect to node with id 2: refused [last of 2 like this held back after "
+        "the one shown]",
+    ]
+
+
+def test_counts_unsaid_at_exit_are_written_before_the_process_ends(tmp_path: Path) -> None:
+    script = (
+        "import logging\n"
+        "from segstream.logs import configure_logging\n"
+        "configure_logging('info')\n"
+        "for _ in range(40):\n"
+        "    logging.getLogger('aiokafka').error('Unable connect to node with id %s', 1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("ERROR aiokafka: Unable connect to node with id 1")
+    assert lines[1].endswith(
+        "ERROR aiokafka: Unable connect to node with id 1 "
+        "[last of 39 like this held back after the one shown]"
+    )

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from segstream.logs import flush_summaries
 from segstream.stream.domain.observer import WorkerObserver
 
 __all__ = [
@@ -230,6 +231,7 @@ class Watchdog:
                 "(offsets not committed are redelivered)",
                 self.deadlines.shutdown_s,
             )
+            flush_summaries()  # os._exit runs no exit hook
             logging.shutdown()
             self._exit(self._exit_status)
 
