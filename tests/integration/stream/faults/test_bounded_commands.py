@@ -27,7 +27,8 @@ from tests.integration.stream.conftest import REPO, Dataset
 from tests.integration.stream.faults.conftest import paused, server_settings
 from tests.ports import free_port
 
-TIMEOUT_S = 5.0
+TIMEOUT_S = 2.0
+"""Short: every paused case waits it out (12 of them), and what is tested is that it ends."""
 SLACK_S = 60.0
 """Interpreter start-up and imports on a machine shared by many test sessions."""
 BOUND_S = TIMEOUT_S + BACKSTOP_S + SLACK_S
