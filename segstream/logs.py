@@ -185,8 +185,14 @@ def flush_summaries() -> None:
     Runs at interpreter exit, before logging's own exit hook (registered earlier, so run
     later) closes the handlers; a process that ends with :func:`os._exit` calls it first.
     """
-    for summary in list(_LIVE):
-        summary.flush()
+    # A handler's stream may be closed by now (a test runner's capture): as logging's own
+    # shutdown does, such errors are not reported while the process ends.
+    raising, logging.raiseExceptions = logging.raiseExceptions, False
+    try:
+        for summary in list(_LIVE):
+            summary.flush()
+    finally:
+        logging.raiseExceptions = raising
 
 
 def _level(level: str | int) -> int:

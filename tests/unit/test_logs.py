@@ -255,3 +255,20 @@ def test_counts_unsaid_at_exit_are_written_before_the_process_ends(tmp_path: Pat
         "ERROR aiokafka: Unable connect to node with id 1 "
         "[last of 39 like this held back after the one shown]"
     )
+
+
+def test_a_handler_closed_before_exit_gets_no_summary_and_no_logging_error() -> None:
+    script = (
+        "import io, logging\n"
+        "from segstream.logs import configure_logging\n"
+        "configure_logging('info')\n"
+        "stream = io.StringIO()\n"
+        "logging.getLogger().handlers[0].setStream(stream)  # as a test runner's capture\n"
+        "for _ in range(5):\n"
+        "    logging.getLogger('aiokafka').error('Unable connect to node with id %s', 1)\n"
+        "stream.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stderr == ""
