@@ -131,3 +131,31 @@ def test_local_server_refuses_a_taken_port_before_launching(tmp_path: Path) -> N
             server.start()
     assert server.launches == 0
     assert server.process.pid() is None
+
+
+_REEXEC = """
+import os, sys, time
+left = int(sys.argv[1])
+if left:  # become the next program, as setpriv becomes PostgreSQL
+    os.execv(sys.executable, [sys.executable, __file__, str(left - 1), sys.argv[2]])
+time.sleep(30)
+"""
+
+
+def test_a_process_between_two_programs_is_never_taken_for_a_stale_pid_file(
+    tmp_path: Path,
+) -> None:
+    # While it execs, a process's command line reads empty for a moment; a pid file judged
+    # stale then made a starting PostgreSQL look dead (a CI run's five CDC setup errors).
+    marker = str(tmp_path / "marker-arg")
+    script = tmp_path / "reexec.py"
+    script.write_text(_REEXEC)
+    proc = _managed(tmp_path, marker)
+    proc.start([sys.executable, str(script), "30", marker])
+    try:
+        looks = 0
+        while proc.pid() is not None and looks < 3000:
+            looks += 1
+        assert looks == 3000, f"judged stale at look {looks} while the process ran"
+    finally:
+        proc.stop(timeout_s=5)
