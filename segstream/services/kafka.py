@@ -24,6 +24,7 @@ from pathlib import Path
 
 from segstream.errors import ServiceError
 from segstream.net import port_is_open
+from segstream.services.class_archive import archive_options, archive_path
 from segstream.services.credentials import USER, client_settings, password, stack_certificates
 from segstream.services.maven import bundled_pom, pom_property, resolve_jars
 from segstream.services.process import LocalServer, log_tail, wait_until
@@ -240,6 +241,7 @@ class KafkaBroker(LocalServer):
             [
                 java,
                 *self._jvm_args(),
+                *archive_options(archive_path(self.jars_dir, java), create=False),
                 "kafka.tools.StorageTool",
                 "format",
                 *self._format_options(),
@@ -266,7 +268,9 @@ class KafkaBroker(LocalServer):
         self._write_config()
         self._format_storage(java)
         env = {**os.environ, "LOG_DIR": str(self.home)}
-        self.process.start([java, *self._jvm_args(), "kafka.Kafka", str(self.config_file)], env)
+        classes = archive_options(archive_path(self.jars_dir, java), create=True)
+        argv = [java, *self._jvm_args(), *classes, "kafka.Kafka", str(self.config_file)]
+        self.process.start(argv, env)
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until a real client gets cluster metadata from the broker."""
