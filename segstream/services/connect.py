@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from segstream.errors import ServiceError
+from segstream.services.class_archive import archive_options, archive_path
 from segstream.services.kafka import kafka_version
 from segstream.services.maven import bundled_pom, pom_property, resolve_jars
 from segstream.services.process import LocalServer, log_tail
@@ -167,6 +168,7 @@ class ConnectWorker(LocalServer):
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             *self.stack.jvm_option_list,
+            *archive_options(archive_path(self.runtime_dir, java), create=True),
             "-cp",
             str(self.runtime_dir / "*"),
             "org.apache.kafka.connect.cli.ConnectDistributed",
