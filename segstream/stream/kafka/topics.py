@@ -19,6 +19,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
+    BrokerNotAvailableError,
     KafkaConnectionError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
@@ -107,6 +108,10 @@ async def ensure_topics(
         try:
             existing = set(await admin.list_topics())
             brokers = len((await admin.describe_cluster())["brokers"])
+            if brokers == 0:
+                # Every broker fenced for a moment (a restart, a resumed pause): retried as
+                # any broker failure is, until the deadline, not refused as a configuration.
+                raise BrokerNotAvailableError("the cluster lists no live broker")
             copies = replication_factor(settings, brokers)
             insync = {"min.insync.replicas": str(min_insync_replicas(copies))}
             wanted = [
