@@ -7,7 +7,6 @@ import logging.config
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -237,7 +236,15 @@ def test_flush_says_every_count_still_unsaid_and_nothing_twice(library: logging.
     ]
 
 
-def test_counts_unsaid_at_exit_are_written_before_the_process_ends(tmp_path: Path) -> None:
+def _stderr_of(script: str) -> str:
+    """What a fresh interpreter running ``script`` wrote to stderr (it must exit with 0)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stderr
+
+
+def test_counts_unsaid_at_exit_are_written_before_the_process_ends() -> None:
     script = (
         "import logging\n"
         "from segstream.logs import configure_logging\n"
@@ -245,10 +252,7 @@ def test_counts_unsaid_at_exit_are_written_before_the_process_ends(tmp_path: Pat
         "for _ in range(40):\n"
         "    logging.getLogger('aiokafka').error('Unable connect to node with id %s', 1)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    lines = done.stderr.splitlines()
+    lines = _stderr_of(script).splitlines()
     assert len(lines) == 2
     assert lines[0].endswith("ERROR aiokafka: Unable connect to node with id 1")
     assert lines[1].endswith(
@@ -268,7 +272,4 @@ def test_a_handler_closed_before_exit_gets_no_summary_and_no_logging_error() -> 
         "    logging.getLogger('aiokafka').error('Unable connect to node with id %s', 1)\n"
         "stream.close()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert done.stderr == ""
+    assert _stderr_of(script) == ""

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     BrokerNotAvailableError,
+    InvalidReplicationFactorError,
     KafkaConnectionError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
@@ -34,6 +35,7 @@ from segstream.stream.domain.replication import min_insync_replicas, replication
 
 __all__ = [
     "broker_count",
+    "check_created",
     "ensure_topics",
     "max_message_bytes",
     "partitions_of",
@@ -66,6 +68,28 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, str]]:
         settings.topic_user_segments: {"cleanup.policy": "compact"},
         settings.topic_dead_letters: {},
     }
+
+
+def check_created(name: str, code: int, *, copies: int, brokers: int) -> None:
+    """Judge the broker's answer ``code`` to creating topic ``name`` with ``copies`` replicas.
+
+    ``brokers`` is how many brokers the cluster's metadata listed just before.
+
+    Raises:
+        BrokerNotAvailableError: the controller refused the replicas although the metadata
+            listed enough brokers: some are fenced for a moment (a restart, a resumed pause),
+            which heals, so the caller retries.
+        ServiceError: any other refusal, which retrying does not mend.
+    """
+    # 36: TOPIC_ALREADY_EXISTS, another process created it between list and create.
+    if code in (0, TopicAlreadyExistsError.errno):
+        return
+    if code == InvalidReplicationFactorError.errno and copies <= brokers:
+        raise BrokerNotAvailableError(
+            f"the controller has fewer than {copies} unfenced broker(s) for topic {name} "
+            f"although the cluster lists {brokers}"
+        )
+    raise ServiceError(f"the broker refused to create topic {name}: error {code}")
 
 
 async def ensure_topics(
@@ -125,9 +149,7 @@ async def ensure_topics(
                 return []
             response = await admin.create_topics(wanted)
             for name, code, *_ in response.topic_errors:
-                # 36: TOPIC_ALREADY_EXISTS, another process created it between list and create.
-                if code not in (0, TopicAlreadyExistsError.errno):
-                    raise ServiceError(f"the broker refused to create topic {name}: error {code}")
+                check_created(name, code, copies=copies, brokers=brokers)
             return [topic.name for topic in wanted]
         finally:
             await admin.close()

@@ -1,4 +1,4 @@
-"""The topic helpers close every admin client they start, whether or not it started."""
+"""The topic helpers close every admin client they start, and judge the broker's answers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,17 @@ import asyncio
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    BrokerNotAvailableError,
+    InvalidReplicationFactorError,
+    KafkaError,
+    PolicyViolationError,
+    TopicAlreadyExistsError,
+)
 
+from segstream.errors import ServiceError
 from segstream.settings import Settings
+from segstream.stream.clients.retry import Fault, kafka_fault
 from segstream.stream.kafka import topics
 from tests.ports import free_port
 
@@ -45,3 +53,29 @@ def test_a_broker_that_cannot_be_reached_leaves_no_admin_client_open(
         asyncio.run(read())
     assert opened, "no admin client was built"
     assert all(_closed(admin) for admin in opened)
+
+
+@pytest.mark.parametrize("code", [0, TopicAlreadyExistsError.errno])
+def test_a_created_or_already_existing_topic_is_accepted(code: int) -> None:
+    topics.check_created("users", code, copies=3, brokers=3)
+
+
+def test_too_few_replicas_while_enough_brokers_are_listed_is_retried_as_a_broker_fault() -> None:
+    # Listed but fenced (just restarted, or resumed from a pause): the controller heals.
+    with pytest.raises(BrokerNotAvailableError, match="fewer than 3 unfenced"):
+        topics.check_created("users", InvalidReplicationFactorError.errno, copies=3, brokers=3)
+    assert kafka_fault(BrokerNotAvailableError()) is Fault.RETRIABLE
+
+
+@pytest.mark.parametrize(
+    ("code", "copies", "brokers"),
+    [
+        (InvalidReplicationFactorError.errno, 3, 2),  # more copies than brokers: never heals
+        (PolicyViolationError.errno, 1, 1),
+    ],
+)
+def test_any_other_refusal_to_create_a_topic_is_a_service_error_naming_the_code(
+    code: int, copies: int, brokers: int
+) -> None:
+    with pytest.raises(ServiceError, match=f"topic users: error {code}"):
+        topics.check_created("users", code, copies=copies, brokers=brokers)
