@@ -28,7 +28,8 @@ commit), ``Consumer._new_consumer_thread()`` and
 ``AIOKafkaConsumerThread._create_worker_consumer(transport)``
 (:mod:`~segstream.stream.worker.consumer`'s fetch wait), and mode's (faust-streaming's
 service framework, mode-streaming) ``Worker._on_sigterm()`` / ``_on_sigint()``
-(:mod:`~segstream.stream.worker.run`'s bounded stop).
+(:mod:`~segstream.stream.worker.run`'s bounded stop) and ``Worker._sentinel_task()`` (the
+last wait of its stop).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ _HOOKS: tuple[tuple[type, str, list[str]], ...] = (
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", ["self", "transport"]),
     (ModeWorker, "_on_sigterm", ["self"]),
     (ModeWorker, "_on_sigint", ["self"]),
+    (ModeWorker, "_sentinel_task", ["self"]),
 )
 """(class, method, its parameters) of every private hook the worker overrides."""
 

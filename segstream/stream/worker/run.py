@@ -46,15 +46,24 @@ STARTUP_FIRST_DELAY_S = 0.5
 """First pause between two start-up checks of a dependency, in seconds (then doubled)."""
 STARTUP_MAX_DELAY_S = 2.0
 """Longest pause between two start-up checks, in seconds."""
+LAST_TURN_S = 0.05
+"""How long the event loop keeps running after every service has stopped and every task has
+been gathered, in seconds: a few turns for the callbacks that closing connections schedule
+(mode's own worker waits 1 s here on every stop)."""
 
 
 class _BoundedWorker(faust.Worker):
-    """Faust's worker whose stop on SIGTERM/SIGINT is bounded by the app's watchdog."""
+    """Faust's worker whose stop on SIGTERM/SIGINT is bounded by the app's watchdog and does
+    not idle for a second at its end."""
 
     def _arm_watchdog(self) -> None:
         if isinstance(self.app, WorkerApp):  # an app built otherwise has no watchdog
             self.app.watchdog.stopping()
             self.app.watchdog.start()  # if the agent had not started it yet
+
+    async def _sentinel_task(self) -> None:
+        # The last task mode's stop runs on the loop before closing it.
+        await asyncio.sleep(LAST_TURN_S)
 
     def _on_sigterm(self) -> None:
         self._arm_watchdog()
