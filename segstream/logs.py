@@ -9,6 +9,9 @@ the ``segstream`` loggers only.
 A dependency that is down makes its client log the same error many times a second (aiokafka,
 while a broker restarts: about 130 lines/s); :class:`RepeatSummary` lets the first of such a
 run through per window and counts the rest, so the worker's own lines stay readable.
+Library records that are routine and retried, yet logged at ERROR, are logged one level lower
+(:class:`Demote`; the list: :data:`IDLE_FETCH_MESSAGES`, :data:`COORDINATOR_MESSAGES`), so
+that ERROR keeps meaning that something needs looking at.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Final
 __all__ = [
     "LOG_DATE_FORMAT",
     "LOG_FORMAT",
-    "DemoteToDebug",
+    "Demote",
     "RepeatSummary",
     "configure_logging",
     "faust_logging_config",
@@ -42,26 +45,41 @@ IDLE_FETCH_MESSAGES: Final = ("has not sent fetch request",)
 checks each newly assigned partition and logs at ERROR when no fetch was sent for it "since
 start", which on an idle partition (nothing to fetch) is the normal case."""
 
+COORDINATOR_LOGGER: Final = "aiokafka.consumer.group_coordinator"
+"""The logger of aiokafka's consumer group coordinator."""
+COORDINATOR_MESSAGES: Final = (
+    "GroupLoadInProgressError",
+    "GroupCoordinatorNotAvailableError",
+    "NotCoordinatorForGroupError",
+)
+"""Errors that logger reports at ERROR on a failed coordinator look-up and then retries: the
+group's coordinator still loading or moving (a fresh broker creating its offsets topic, a
+restarted broker, a failover). Routine unless they last, so WARNING, as Kafka's Java client
+treats them; its other look-up failures (authorisation, an unreachable cluster) stay errors."""
 
-class DemoteToDebug(logging.Filter):
-    """Re-levels records whose message contains one of ``fragments`` to DEBUG.
+
+class Demote(logging.Filter):
+    """Re-levels records whose message contains one of ``fragments`` to ``level``.
 
     Attached to one logger (a logger's filters see only its own records), so that logger's
     other errors stay errors. A demoted record is kept only if its logger is enabled for
-    DEBUG, as if it had been logged at DEBUG in the first place.
+    ``level``, as if it had been logged at that level in the first place.
     """
 
-    def __init__(self, fragments: tuple[str, ...]) -> None:
+    def __init__(self, fragments: tuple[str, ...], level: int = logging.DEBUG) -> None:
         super().__init__()
         self.fragments = fragments
+        self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """False for a matching record that DEBUG would not show; True otherwise."""
+        """False for a matching record that ``level`` would not show; True otherwise."""
         message = record.getMessage()
-        if not any(fragment in message for fragment in self.fragments):
+        if not any(fragment in message for fragment in self.fragments) or (
+            record.levelno <= self.level
+        ):
             return True
-        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        record.levelno, record.levelname = self.level, logging.getLevelName(self.level)
+        return logging.getLogger(record.name).isEnabledFor(self.level)
 
 
 REPEAT_WINDOW_S: Final = 30.0
@@ -205,22 +223,30 @@ def _level(level: str | int) -> int:
     return number
 
 
-def _demote_idle_fetch_errors() -> None:
-    logger = logging.getLogger(IDLE_FETCH_LOGGER)
-    if not any(isinstance(f, DemoteToDebug) for f in logger.filters):
-        logger.addFilter(DemoteToDebug(IDLE_FETCH_MESSAGES))
+_DEMOTIONS: Final = (
+    (IDLE_FETCH_LOGGER, IDLE_FETCH_MESSAGES, logging.DEBUG),
+    (COORDINATOR_LOGGER, COORDINATOR_MESSAGES, logging.WARNING),
+)
+"""(logger, message fragments, the level its matching records are logged at instead)."""
+
+
+def _demote_routine_errors() -> None:
+    for name, fragments, level in _DEMOTIONS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, Demote) and f.fragments == fragments for f in logger.filters):
+            logger.addFilter(Demote(fragments, level))
 
 
 def configure_logging(level: str | int) -> None:
     """One stderr handler in :data:`LOG_FORMAT` on the root logger (replacing any), root at
     WARNING, the ``segstream`` loggers at ``level`` (any case), Faust's idle-fetch reports
-    demoted to DEBUG, repeated third-party records summarised (:class:`RepeatSummary`).
-    Idempotent."""
+    demoted to DEBUG and aiokafka's retried coordinator look-ups to WARNING, repeated
+    third-party records summarised (:class:`RepeatSummary`). Idempotent."""
     logging.basicConfig(
         level=logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, force=True
     )
     logging.getLogger("segstream").setLevel(_level(level))
-    _demote_idle_fetch_errors()
+    _demote_routine_errors()
     for handler in logging.getLogger().handlers:
         handler.addFilter(RepeatSummary())
 
@@ -237,7 +263,12 @@ def faust_logging_config(level: str | int) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"segstream": {"format": LOG_FORMAT, "datefmt": LOG_DATE_FORMAT}},
         "filters": {
-            "idle_fetch": {"()": DemoteToDebug, "fragments": IDLE_FETCH_MESSAGES},
+            "idle_fetch": {"()": Demote, "fragments": IDLE_FETCH_MESSAGES},
+            "coordinator": {
+                "()": Demote,
+                "fragments": COORDINATOR_MESSAGES,
+                "level": logging.WARNING,
+            },
             "repeats": {"()": RepeatSummary},
         },
         "handlers": {
@@ -252,5 +283,6 @@ def faust_logging_config(level: str | int) -> dict[str, Any]:
         "loggers": {
             "segstream": {"level": logging.getLevelName(_level(level))},
             IDLE_FETCH_LOGGER: {"filters": ["idle_fetch"]},
+            COORDINATOR_LOGGER: {"filters": ["coordinator"]},
         },
     }

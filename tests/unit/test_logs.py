@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from segstream.logs import (
+    COORDINATOR_LOGGER,
     IDLE_FETCH_LOGGER,
     RepeatSummary,
     configure_logging,
@@ -36,7 +37,7 @@ class Stderr:
 def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[Stderr]:
     """Stderr as the handlers configured in the test write it; the root logger and the
     loggers this module touches are restored afterwards."""
-    names = ("segstream", IDLE_FETCH_LOGGER)
+    names = ("segstream", IDLE_FETCH_LOGGER, COORDINATOR_LOGGER)
     saved = [(logging.getLogger(n).level, list(logging.getLogger(n).filters)) for n in names]
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
@@ -81,6 +82,39 @@ def test_idle_fetch_errors_are_demoted_and_other_errors_of_that_logger_stay(
     assert "DEBUG faust.transport.drivers.aiokafka: [^---AIOKafkaConsumerThread]" in (
         stderr.getvalue()
     )
+
+
+COORDINATOR_FAILED = "Group Coordinator Request failed: %s"
+"""aiokafka's words for a failed coordinator look-up (``GroupCoordinator``), then retried."""
+
+
+@pytest.mark.parametrize("configure", ["segstream", "faust"])
+def test_a_retried_coordinator_look_up_is_a_warning_and_a_refused_one_stays_an_error(
+    stderr: Stderr, configure: str
+) -> None:
+    if configure == "segstream":
+        configure_logging("info")
+    else:
+        logging.config.dictConfig(faust_logging_config("info"))
+    logger = logging.getLogger(COORDINATOR_LOGGER)
+    logger.setLevel(logging.WARNING)  # as the worker quiets aiokafka
+    logger.error(COORDINATOR_FAILED, "[Error 15] GroupCoordinatorNotAvailableError")
+    logger.error(COORDINATOR_FAILED, "[Error 30] GroupAuthorizationFailedError: g")
+    lines = [line.split(" ", 2)[2] for line in stderr.getvalue().splitlines()]
+    assert lines == [
+        f"WARNING {COORDINATOR_LOGGER}: Group Coordinator Request failed: "
+        "[Error 15] GroupCoordinatorNotAvailableError",
+        f"ERROR {COORDINATOR_LOGGER}: Group Coordinator Request failed: "
+        "[Error 30] GroupAuthorizationFailedError: g",
+    ]
+
+
+def test_a_demotion_never_raises_a_record_s_level(stderr: Stderr) -> None:
+    configure_logging("info")
+    logger = logging.getLogger(COORDINATOR_LOGGER)
+    logger.setLevel(logging.DEBUG)
+    logger.debug(COORDINATOR_FAILED, "[Error 15] GroupCoordinatorNotAvailableError")
+    assert f"DEBUG {COORDINATOR_LOGGER}: Group Coordinator" in stderr.getvalue()
 
 
 def test_faust_gets_the_same_format_level_and_filter(stderr: Stderr) -> None:

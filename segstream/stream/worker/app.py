@@ -49,7 +49,7 @@ import faust
 import redis.asyncio as aioredis
 
 from segstream.errors import ServiceError
-from segstream.logs import DemoteToDebug, faust_logging_config
+from segstream.logs import Demote, faust_logging_config
 from segstream.settings import Settings
 from segstream.stream.clients.kafka import faust_credentials, output_producer
 from segstream.stream.clients.redis import worker_redis_client
@@ -150,8 +150,8 @@ def trim_framework(app: faust.App) -> None:
     if app.monitor in set(app.sensors):
         app.sensors.remove(app.monitor)
     app_logger = app.log.logger
-    if not any(isinstance(f, DemoteToDebug) for f in app_logger.filters):
-        app_logger.addFilter(DemoteToDebug(SENSORLESS_REBALANCE_MESSAGES))
+    if not any(isinstance(f, Demote) for f in app_logger.filters):
+        app_logger.addFilter(Demote(SENSORLESS_REBALANCE_MESSAGES))
 
 
 def quiet_framework_loggers(level: int = logging.WARNING) -> None:
