@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from segstream.services.class_archive import archive_options, archive_path
+from tests.waiting import wait_until
 
 
 def _pending(options: list[str]) -> Path:
@@ -46,6 +47,9 @@ def test_an_archive_whose_jvm_still_runs_is_left_to_it(tmp_path: Path) -> None:
         [sys.executable, "-c", "import time; time.sleep(60)", f"-XX:ArchiveClassesAtExit={pending}"]
     )
     try:
+        # Until the child has exec'd, its command line is this process's (or empty).
+        cmdline = Path(f"/proc/{jvm.pid}/cmdline")
+        wait_until(lambda: str(pending).encode() in cmdline.read_bytes(), 30, "the child's exec")
         assert _pending(archive_options(archive, create=True)) != pending
         assert not archive.exists() and pending.exists()
     finally:
