@@ -28,6 +28,8 @@ import os
 import uuid
 from pathlib import Path
 
+from segstream.services.process import command_line
+
 __all__ = ["archive_options", "archive_path"]
 
 _SUFFIX = ".tmp"
@@ -72,9 +74,5 @@ def _publish_finished(archive: Path) -> None:
 
 def _running_command_lines() -> str:
     """Every running process's command line, joined (Linux ``/proc``)."""
-    lines = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-    return "\n".join(lines)
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return "\n".join(filter(None, (command_line(pid) for pid in pids)))

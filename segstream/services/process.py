@@ -26,7 +26,7 @@ from segstream.errors import ServiceError
 from segstream.net import port_is_open
 from segstream.settings import Settings, StackSettings
 
-__all__ = ["LocalServer", "ManagedProcess", "log_tail", "wait_until"]
+__all__ = ["LocalServer", "ManagedProcess", "command_line", "log_tail", "wait_until"]
 
 
 EXEC_GRACE_S = 1.0
@@ -89,9 +89,9 @@ class ManagedProcess:
         server that is starting look dead.
         """
         deadline = time.monotonic() + EXEC_GRACE_S
-        while (cmdline := _cmdline(pid)) == "" and time.monotonic() < deadline:
+        while (cmdline := command_line(pid)) == "" and time.monotonic() < deadline:
             time.sleep(0.01)
-        return bool(cmdline) and self.marker in (cmdline or "")
+        return cmdline is not None and self.marker in cmdline
 
     def is_running(self) -> bool:
         """True when the process we started is alive."""
@@ -119,7 +119,9 @@ class ManagedProcess:
                 raise ServiceError(f"cannot start {self.name} ({argv[0]}): {exc}") from exc
         # Right after fork the child's /proc entry is empty until exec completes; wait for the
         # marker so that the pid file is never judged stale while the server is starting.
-        wait_until(lambda: self.marker in (_cmdline(proc.pid) or "") or not _alive(proc.pid), 10)
+        wait_until(
+            lambda: self.marker in (command_line(proc.pid) or "") or not _alive(proc.pid), 10
+        )
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 
@@ -259,22 +261,24 @@ class LocalServer(abc.ABC):
         return self.process.stop(timeout_s=self.stop_timeout_s, sig=self.stop_signal)
 
 
-def _cmdline(pid: int) -> str | None:
+def command_line(pid: int) -> str | None:
     """The command line of a live, non-zombie process, or None."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         if "\nState:\tZ" in status:
             return None
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        # Any process's arguments may be bytes that are not UTF-8.
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone, or not ours to read
         return None
+    return cmdline.replace(b"\0", b" ").decode(errors="replace")
 
 
 def _alive(pid: int) -> bool:
     # A child of ours that exited stays a zombie until reaped; reap it so it reads as gone.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    return _cmdline(pid) is not None
+    return command_line(pid) is not None
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

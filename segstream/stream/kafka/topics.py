@@ -34,6 +34,7 @@ from segstream.stream.clients.retry import KAFKA_TRANSIENT, retry
 from segstream.stream.domain.replication import min_insync_replicas, replication_factor
 
 __all__ = [
+    "WAIT_HINT",
     "broker_count",
     "check_created",
     "ensure_topics",
@@ -42,6 +43,13 @@ __all__ = [
     "read_all",
     "topic_specs",
 ]
+
+
+WAIT_HINT = (
+    "start the broker, check SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS, or raise "
+    "SEGSTREAM_STARTUP_TIMEOUT_S"
+)
+"""What to do when the broker did not answer in time, for a retry's giving-up message."""
 
 
 @asynccontextmanager
@@ -131,11 +139,7 @@ async def ensure_topics(
             raise
         try:
             existing = set(await admin.list_topics())
-            brokers = len((await admin.describe_cluster())["brokers"])
-            if brokers == 0:
-                # Every broker fenced for a moment (a restart, a resumed pause): retried as
-                # any broker failure is, until the deadline, not refused as a configuration.
-                raise BrokerNotAvailableError("the cluster lists no live broker")
+            brokers = await _live_brokers(admin)
             copies = replication_factor(settings, brokers)
             insync = {"min.insync.replicas": str(min_insync_replicas(copies))}
             wanted = [
@@ -162,10 +166,7 @@ async def ensure_topics(
         give_up_after_s=give_up_after_s,
         first_delay_s=first_delay_s,
         max_delay_s=max_delay_s,
-        hint=(
-            "start the broker, check SEGSTREAM_KAFKA_BOOTSTRAP_SERVERS, or raise "
-            "SEGSTREAM_STARTUP_TIMEOUT_S"
-        ),
+        hint=WAIT_HINT,
     )
 
 
@@ -255,7 +256,25 @@ async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
     return [record for p in sorted(by_partition) for record in by_partition[p]]
 
 
+async def _live_brokers(admin: AIOKafkaAdminClient) -> int:
+    """How many brokers the cluster describes, at least 1.
+
+    Raises:
+        BrokerNotAvailableError: it describes none: every broker fenced for a moment (a
+            restart, a resumed pause), a broker failure to retry, not a configuration error.
+    """
+    brokers = len((await admin.describe_cluster())["brokers"])
+    if brokers == 0:
+        raise BrokerNotAvailableError("the cluster lists no live broker")
+    return brokers
+
+
 async def broker_count(settings: Settings) -> int:
-    """How many brokers the cluster describes (one metadata round trip)."""
+    """How many brokers the cluster describes, at least 1 (one metadata round trip).
+
+    Raises:
+        BrokerNotAvailableError: it describes none for the moment (see :func:`_live_brokers`).
+        aiokafka's errors: the broker cannot be reached.
+    """
     async with _started_admin(settings) as admin:
-        return len((await admin.describe_cluster())["brokers"])
+        return await _live_brokers(admin)

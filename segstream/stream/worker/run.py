@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import faust
 import mode.loop
@@ -30,10 +31,15 @@ from segstream.net import port_is_open
 from segstream.settings import Settings
 from segstream.stream.clients.redis import connection_problem as redis_problem
 from segstream.stream.clients.redis import worker_redis_client
-from segstream.stream.clients.retry import REDIS_TRANSIENT, retry
+from segstream.stream.clients.retry import KAFKA_TRANSIENT, REDIS_TRANSIENT, retry
 from segstream.stream.domain.partitioning import check_copartitioned
 from segstream.stream.domain.replication import check_redis_replicas, replication_factor
-from segstream.stream.kafka.topics import broker_count, ensure_topics, partitions_of
+from segstream.stream.kafka.topics import (
+    WAIT_HINT,
+    broker_count,
+    ensure_topics,
+    partitions_of,
+)
 from segstream.stream.state.replicas import connected_replicas
 from segstream.stream.worker.app import WorkerApp, create_app, quiet_framework_loggers
 from segstream.stream.worker.assigner import Assigner
@@ -41,6 +47,8 @@ from segstream.stream.worker.assigner import Assigner
 __all__ = ["check_dependencies", "run_worker", "use_worker_event_loop"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 STARTUP_FIRST_DELAY_S = 0.5
 """First pause between two start-up checks of a dependency, in seconds (then doubled)."""
@@ -102,6 +110,28 @@ async def _ping_redis(settings: Settings) -> None:
         await client.aclose()
 
 
+async def _waited_for(
+    settings: Settings,
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    transient: tuple[type[BaseException], ...],
+    hint: str,
+) -> T:
+    """``operation()`` retried as every start-up check is: up to
+    ``SEGSTREAM_STARTUP_TIMEOUT_S``, pausing :data:`STARTUP_FIRST_DELAY_S` doubling to
+    :data:`STARTUP_MAX_DELAY_S` (see :func:`~segstream.stream.clients.retry.retry`)."""
+    return await retry(
+        operation,
+        what=what,
+        transient=transient,
+        give_up_after_s=settings.startup_timeout_s,
+        first_delay_s=STARTUP_FIRST_DELAY_S,
+        max_delay_s=STARTUP_MAX_DELAY_S,
+        hint=hint,
+    )
+
+
 async def check_dependencies(settings: Settings) -> int:
     """Redis answers, the HTTP port is free and the topics exist (created if missing), with
     ``users`` and ``orders`` co-partitioned; returns the cluster's broker count.
@@ -118,13 +148,11 @@ async def check_dependencies(settings: Settings) -> int:
             of them short: a warning, and the worker writes those degraded).
     """
     try:
-        await retry(
+        await _waited_for(
+            settings,
             lambda: _ping_redis(settings),
             what=f"waiting for Redis at {settings.redis_display}",
             transient=REDIS_TRANSIENT,
-            give_up_after_s=settings.startup_timeout_s,
-            first_delay_s=STARTUP_FIRST_DELAY_S,
-            max_delay_s=STARTUP_MAX_DELAY_S,
             hint="start Redis, check SEGSTREAM_REDIS_URL, or raise SEGSTREAM_STARTUP_TIMEOUT_S",
         )
     except ServiceError as exc:
@@ -150,7 +178,13 @@ async def check_dependencies(settings: Settings) -> int:
         log.info("created topics %s", ", ".join(created))
     inputs = (settings.topic_users, settings.topic_orders)
     check_copartitioned({topic: len(await partitions_of(settings, topic)) for topic in inputs})
-    return await broker_count(settings)
+    return await _waited_for(
+        settings,
+        lambda: broker_count(settings),
+        what=f"waiting for Kafka at {settings.kafka_bootstrap_servers} to list its brokers",
+        transient=KAFKA_TRANSIENT,
+        hint=WAIT_HINT,
+    )
 
 
 def use_worker_event_loop() -> None:

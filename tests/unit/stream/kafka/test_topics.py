@@ -79,3 +79,20 @@ def test_any_other_refusal_to_create_a_topic_is_a_service_error_naming_the_code(
 ) -> None:
     with pytest.raises(ServiceError, match=f"topic users: error {code}"):
         topics.check_created("users", code, copies=copies, brokers=brokers)
+
+
+class _Describing:
+    """Answers ``describe_cluster`` with ``brokers`` brokers, as the admin client does."""
+
+    def __init__(self, brokers: int) -> None:
+        self.brokers = brokers
+
+    async def describe_cluster(self) -> dict[str, list[dict[str, int]]]:
+        return {"brokers": [{"node_id": n} for n in range(self.brokers)]}
+
+
+def test_a_cluster_listing_no_broker_is_a_broker_fault_to_retry_not_a_count_of_zero() -> None:
+    # Every broker fenced for a moment: the worker's start and topic creation retry it.
+    with pytest.raises(BrokerNotAvailableError, match="no live broker"):
+        asyncio.run(topics._live_brokers(_Describing(0)))  # type: ignore[arg-type]
+    assert asyncio.run(topics._live_brokers(_Describing(3))) == 3  # type: ignore[arg-type]
