@@ -295,17 +295,22 @@ class DeliveryWatch:
             await self.reader.start()
             self._started = True
         topic = self.settings.topic_segment_changes
+        # asyncio.timeout, not wait_for: before Python 3.12 wait_for may swallow a cancellation.
         for name, group in self.groups.destinations:
-            snapshot = await asyncio.wait_for(self.reader.read(group, [topic]), timeout=15.0)
-            self._members[name] = await asyncio.wait_for(self.reader.members(group), 15.0)
+            async with asyncio.timeout(15.0):
+                snapshot = await self.reader.read(group, [topic])
+            async with asyncio.timeout(15.0):
+                self._members[name] = await self.reader.members(group)
             self._snapshots[name] = snapshot
             self._history[name].append((snapshot.taken_at, snapshot.total_lag))
-        letters = await asyncio.wait_for(
-            self.reader.read(self.groups.redrive_group, [self.groups.dead_letter_topic]), 15.0
-        )
+        async with asyncio.timeout(15.0):
+            letters = await self.reader.read(
+                self.groups.redrive_group, [self.groups.dead_letter_topic]
+            )
         self._letters = letters
         if self.groups.destination_of is not None:
-            await asyncio.wait_for(self._count_letters(letters, self.groups.destination_of), 15.0)
+            async with asyncio.timeout(15.0):
+                await self._count_letters(letters, self.groups.destination_of)
         self.error = None
 
     async def _count_letters(

@@ -38,7 +38,7 @@ from segstream.stream.kafka.lag import LagReader, LagSnapshot
 from segstream.stream.sources.select import input_topics
 from segstream.stream.state.populations import PopulationCache, Populations
 
-__all__ = ["LiveView", "offset_rates"]
+__all__ = ["LiveView", "end_tasks", "offset_rates"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 _LAG_ERRORS: tuple[type[BaseException], ...] = (ServiceError, *KAFKA_TRANSIENT)
 _PING_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *KAFKA_TRANSIENT)
 _REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_TRANSIENT, TimeoutError)
+
+RECANCEL_S = 1.0
+"""How long :func:`end_tasks` waits before cancelling the tasks still running again, seconds."""
 
 RATE_WINDOW_S = 10.0
 """Window of the group throughput figures, in seconds."""
@@ -74,6 +77,25 @@ def offset_rates(
 
 def _check(ok: bool, detail: str) -> dict[str, Any]:
     return {"ok": ok, "detail": detail}
+
+
+async def end_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and return once every one has ended, whatever it raised.
+
+    A task can swallow its cancellation and go on: ``asyncio.wait_for`` before Python 3.12
+    returns its operation's result when the cancellation arrives as that operation ends, and
+    a library may do the same. So a task still running :data:`RECANCEL_S` after it was
+    cancelled is cancelled again, rather than awaited for ever (a stop of the HTTP side once
+    hung that way).
+    """
+    running = set(tasks)
+    while running:
+        for task in running:
+            task.cancel()
+        _, running = await asyncio.wait(running, timeout=RECANCEL_S)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: the loops' own errors were reported where raised
 
 
 class LiveView:
@@ -136,9 +158,7 @@ class LiveView:
             for task in done:
                 task.result()  # the loops only end on a bug: let it propagate, loudly
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await end_tasks(tasks)
             await self.lag_reader.stop()
             self._lag_started = False
 
@@ -175,8 +195,11 @@ class LiveView:
         if not self._lag_started:
             await self.lag_reader.start()
             self._lag_started = True
-        snapshot = await asyncio.wait_for(self.lag_reader.read(), timeout=15.0)
-        self.members = await asyncio.wait_for(self.lag_reader.members(), timeout=15.0)
+        # asyncio.timeout, not wait_for: before Python 3.12 wait_for may swallow a cancellation.
+        async with asyncio.timeout(15.0):
+            snapshot = await self.lag_reader.read()
+        async with asyncio.timeout(15.0):
+            self.members = await self.lag_reader.members()
         self.lag, self.lag_error = snapshot, None
         self.metrics.set_lag(snapshot.partitions)
         ends = sum(p.end for p in snapshot.partitions)
