@@ -122,9 +122,19 @@ def test_a_commit_abandoned_while_the_broker_hangs_is_made_up_by_the_next_ones(
     worker: WorkerProcess = start_worker(settings)
     replay(settings, first)
     wait_for(lambda: _committed(settings) > 0, 120, "the first commit", worker=worker)
-    flow = BackgroundReplay(settings, rest.events, rate=2_000)
+    flow = BackgroundReplay(settings, rest.events, rate=1_000)
     background_replays.append(flow)
-    flow.wait_for(0.2)  # the worker is acking and committing the flow's events
+    # The broker must stop answering while the worker is taking the flow's events, so that a
+    # commit is due (acks newer than the last commit) and hangs. The producer holding them is
+    # not enough: its first sends may still wait for a leader (the previous test paused this
+    # broker), and a worker with nothing new to commit abandons nothing.
+    wait_for(
+        lambda: metric(worker, "segstream_events_consumed_total") > len(first.events),
+        120,
+        "the worker to take the flow's first events",
+        worker=worker,
+    )
+    assert len(flow.sent_at) < len(flow.events), "the flow ended before the broker was paused"
     abandoned = _abandoned_commits(worker)  # a slow first commit may have been one already
     with paused(own_broker):
         wait_for(
