@@ -279,7 +279,7 @@ class KafkaBroker(LocalServer):
         if self._died():
             raise ServiceError(f"Kafka exited during start-up; its log ends:\n{self._tail()}")
         try:
-            asyncio.run(asyncio.wait_for(_metadata_ready(self.client), timeout_s))
+            asyncio.run(_metadata_ready(self.client, timeout_s))
         except TimeoutError as exc:
             raise ServiceError(
                 f"Kafka at {self.bootstrap} gave no cluster metadata within {timeout_s:.0f} s; "
@@ -305,21 +305,26 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-async def _metadata_ready(client: Settings) -> None:
-    """Return once a client has fetched metadata naming at least one broker."""
+async def _metadata_ready(client: Settings, timeout_s: float) -> None:
+    """Return once a client has fetched metadata naming at least one broker.
+
+    Raises:
+        TimeoutError: none did within ``timeout_s`` seconds.
+    """
     from aiokafka.errors import KafkaError
 
     from segstream.stream.clients.kafka import admin_client
 
-    while True:
-        admin = admin_client(client, request_timeout_ms=5000)
-        try:
-            await admin.start()
-            cluster = await admin.describe_cluster()
-            if cluster.get("brokers"):
-                return
-        except (KafkaError, OSError):
-            pass
-        finally:
-            await admin.close()
-        await asyncio.sleep(0.2)
+    async with asyncio.timeout(timeout_s):
+        while True:
+            admin = admin_client(client, request_timeout_ms=5000)
+            try:
+                await admin.start()
+                cluster = await admin.describe_cluster()
+                if cluster.get("brokers"):
+                    return
+            except (KafkaError, OSError):
+                pass
+            finally:
+                await admin.close()
+            await asyncio.sleep(0.2)

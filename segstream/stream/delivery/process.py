@@ -63,14 +63,16 @@ async def watch_backlogs(
                     started = True
                 for name in names:
                     group = group_of(settings, name)
-                    snapshot = await asyncio.wait_for(reader.read(group, topic), timeout=15.0)
+                    async with asyncio.timeout(15.0):
+                        snapshot = await reader.read(group, topic)
                     metrics.backlog.labels(name).set(snapshot.total_lag)
             except _READ_ERRORS as exc:
                 log.warning("the delivery backlogs were not read from Kafka: %s", describe(exc))
                 await reader.stop()
                 started = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=BACKLOG_INTERVAL_S)
+                async with asyncio.timeout(BACKLOG_INTERVAL_S):
+                    await stopping.wait()
     finally:
         await reader.stop()
 

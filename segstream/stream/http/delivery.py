@@ -295,7 +295,6 @@ class DeliveryWatch:
             await self.reader.start()
             self._started = True
         topic = self.settings.topic_segment_changes
-        # asyncio.timeout, not wait_for: before Python 3.12 wait_for may swallow a cancellation.
         for name, group in self.groups.destinations:
             async with asyncio.timeout(15.0):
                 snapshot = await self.reader.read(group, [topic])

@@ -195,7 +195,6 @@ class LiveView:
         if not self._lag_started:
             await self.lag_reader.start()
             self._lag_started = True
-        # asyncio.timeout, not wait_for: before Python 3.12 wait_for may swallow a cancellation.
         async with asyncio.timeout(15.0):
             snapshot = await self.lag_reader.read()
         async with asyncio.timeout(15.0):
@@ -237,14 +236,16 @@ class LiveView:
             error = self.lag_error or "not connected yet"
             return _check(False, error if where in error else f"{where}: {error}")
         try:
-            brokers = await asyncio.wait_for(self.lag_reader.ping(), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                brokers = await self.lag_reader.ping()
         except _PING_ERRORS as exc:
             return _check(False, f"{where} did not answer: {describe(exc)}")
         return _check(True, f"{brokers} broker(s) at {where}")
 
     async def _check_redis(self, timeout_s: float) -> dict[str, Any]:
         try:
-            await asyncio.wait_for(self.redis.ping(), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.redis.ping()
         except _REDIS_ERRORS as exc:
             return _check(False, f"unreachable: {describe(exc)}")
         return _check(True, "PONG")

@@ -186,8 +186,10 @@ class LagReader:
         try:
             # Bounded: a client's bootstrap can wait minutes on a broker that accepted the
             # connection and answers nothing; generous, since a loaded host is slow to start.
-            await asyncio.wait_for(admin.start(), timeout=CONNECT_TIMEOUT_S)
-            await asyncio.wait_for(consumer.start(), timeout=CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await admin.start()
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await consumer.start()
         except KAFKA_TRANSIENT as exc:
             await _close_quietly(admin, consumer)
             raise ServiceError(
@@ -363,7 +365,8 @@ async def _close_quietly(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer)
     # Closing after a failed start must not hide the error that made us close.
     for close in (consumer.stop, admin.close):
         try:
-            await asyncio.wait_for(close(), timeout=CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await close()
         except KAFKA_TRANSIENT as exc:
             log.debug("closing a Kafka client after a failed start: %r", exc)
 
@@ -384,7 +387,8 @@ async def read_lag(
 
     async def once() -> LagSnapshot:
         async with LagReader(settings, group, topics, fetch_timeout_s=fetch_timeout_s) as reader:
-            return await asyncio.wait_for(reader.read(), timeout=30.0)
+            async with asyncio.timeout(30.0):
+                return await reader.read()
 
     return await retry(
         once,

@@ -237,7 +237,8 @@ class BatchPipeline:
                 break
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
             except TimeoutError:
                 break
             self._check_tail()
@@ -342,7 +343,8 @@ class BatchPipeline:
             # finished and acked on the way out (run's cancellation).
             task.cancel()
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(task)
         except TimeoutError:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

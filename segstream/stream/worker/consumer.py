@@ -160,9 +160,10 @@ class LeanConsumer(faust_aiokafka.Consumer):
         progress = self._lean.progress
         started = time.monotonic()
         try:
-            committed = await asyncio.wait_for(
-                super().commit(topics, start_new_transaction=start_new_transaction), deadline
-            )
+            async with asyncio.timeout(deadline):
+                committed = await super().commit(
+                    topics, start_new_transaction=start_new_transaction
+                )
         except TimeoutError:
             progress.commit_failed(started, f"no answer within {deadline:g} s")
             log.error(

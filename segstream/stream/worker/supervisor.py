@@ -320,7 +320,8 @@ class Supervisor:
             )
             child.state = "restarting"
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
             child.restarts += 1
 
     async def _run_once(self, child: _Child) -> int:
@@ -399,7 +400,8 @@ class Supervisor:
         for child in running:
             assert child.process is not None
             try:
-                code = await asyncio.wait_for(child.process.wait(), timeout=bound)
+                async with asyncio.timeout(bound):
+                    code = await child.process.wait()
             except TimeoutError:
                 log.error(
                     "worker process %d (pid %d) did not stop within %.0f s "

@@ -171,6 +171,35 @@ def test_a_batch_that_is_not_full_waits_for_more_within_the_fill_window() -> Non
     assert processed == [3, 3, 4]
 
 
+def test_a_stop_arriving_as_more_events_end_the_fill_wait_still_stops_the_pipeline() -> None:
+    # The cancel lands in the same loop turn as the event that ends the wait for more: a wait
+    # that returned its result then (asyncio.wait_for before Python 3.12) lost the cancel, and
+    # the pipeline went on processing after its stop.
+    processed: list[int] = []
+
+    async def process(messages: Sequence[_Message]) -> None:
+        processed.append(len(messages))
+
+    async def scenario() -> bool:
+        pipeline = BatchPipeline(process, _ack_nothing, batch_size=10, max_pending=100, fill_s=60)
+        task = asyncio.ensure_future(pipeline.run())
+        assert pipeline.offer(_events(0, 3))
+
+        async def filling() -> bool:  # the batch in hand, the wake-up cleared for the wait
+            return not pipeline._arrived.is_set()
+
+        await async_wait_until(
+            filling, 30, "the pipeline never waited to fill its batch", interval_s=0.001
+        )
+        assert pipeline.offer(_events(3, 3))
+        task.cancel()
+        await asyncio.wait([task], timeout=30)
+        return task.cancelled()
+
+    assert asyncio.run(scenario()) is True
+    assert processed == []
+
+
 def test_offer_refuses_while_too_much_is_pending_and_takes_the_chunk_as_given() -> None:
     processed: list[list[_Message]] = []
 

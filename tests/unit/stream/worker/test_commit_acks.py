@@ -31,11 +31,12 @@ def consumer_with_acks(
     assigned: set[TP],
     acked: dict[TP, range],
     committed: dict[TP, int],
+    deadline_s: float = 0.05,
 ) -> LeanConsumer:
     """A lean consumer (not started) with the given acks, last commits and assignment, whose
-    commit request is ``commit``."""
+    commit request is ``commit``, abandoned after ``deadline_s``."""
     app = base_app(Settings(), tmp_path)
-    use_lean_consumer(app, commit_deadline_s=0.05)
+    use_lean_consumer(app, commit_deadline_s=deadline_s)
     consumer = app.consumer
     assert isinstance(consumer, LeanConsumer)
     for tp, offsets in acked.items():
@@ -110,3 +111,30 @@ def test_a_commit_that_finishes_takes_its_acks_for_good(tmp_path: Path) -> None:
     assert answered == [{ORDERS: 20}]
     assert consumer._acked[ORDERS] == []
     assert consumer._filter_committable_offsets([ORDERS]) == {}
+
+
+def test_a_stop_arriving_as_the_commit_is_answered_still_stops_the_caller(
+    tmp_path: Path,
+) -> None:
+    # The cancel lands in the same loop turn as the broker's answer: a deadline that returned
+    # the answer then (asyncio.wait_for before Python 3.12) lost the cancel, and a stopping
+    # worker's task went on as if never stopped.
+    async def scenario() -> bool:
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        sent = asyncio.Event()
+
+        async def answered_later(offsets: Any, start_new_transaction: bool = True) -> bool:
+            sent.set()
+            return await answer
+
+        consumer = consumer_with_acks(
+            tmp_path, answered_later, {ORDERS}, {ORDERS: range(10, 20)}, {ORDERS: 10}, 60.0
+        )
+        committing = asyncio.ensure_future(consumer.commit())
+        await sent.wait()
+        answer.set_result(True)
+        committing.cancel()
+        await asyncio.wait([committing], timeout=30)
+        return committing.cancelled()
+
+    assert asyncio.run(scenario()) is True
