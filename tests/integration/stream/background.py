@@ -60,6 +60,8 @@ class BackgroundReplay:
         if self.error is not None:
             raise self.error
 
-    def close(self, timeout_s: float = 60.0) -> None:
-        """Wait up to ``timeout_s`` for the thread to end, without judging the replay."""
+    def close(self, timeout_s: float = 60.0) -> bool:
+        """Wait up to ``timeout_s`` for the thread to end, without judging the replay; False
+        if it still runs (its producer, still retrying, would outlive the test)."""
         self._thread.join(timeout_s)
+        return not self._thread.is_alive()
